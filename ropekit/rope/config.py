@@ -1,0 +1,448 @@
+"""Parse and validate a model config's rope settings into typed, frozen specs.
+
+Accepted forms (same numbers either way):
+  * transformers v4: ``rope_scaling={"rope_type"|"type": ..., ...}`` beside a top-level
+    ``rope_theta`` / ``partial_rotary_factor`` / ``max_position_embeddings``;
+  * transformers v5: ``rope_parameters={...}`` (theta inside), possibly nested per layer type
+    ``{"sliding_attention": {...}, "full_attention": {...}}``.
+
+Validation is strict where transformers only warns (DESIGN.md): every problem raises
+:class:`RopeConfigError` once, at parse time, naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class RopeConfigError(ValueError):
+    """A rope configuration that ropekit refuses; the message names the key and the fix."""
+
+
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+# --- value checks ---------------------------------------------------------------------------
+
+
+def _number(key: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> float:
+    """A finite real number > minimum (or >= minimum when ``strict`` is False)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > minimum if strict else value >= minimum):
+        return float(value)
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    raise RopeConfigError(f"{key}={value!r} is not allowed; expected a finite number {bound}")
+
+
+def _integer(key: str, value: Any) -> int:
+    """A positive integer; an integral float (``8192.0`` from some JSON writers) is accepted."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise RopeConfigError(f"{key}={value!r} is not allowed; expected a positive integer")
+
+
+def _numbers(key: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise RopeConfigError(f"{key}={value!r} is not allowed; expected a non-empty list of numbers")
+    return tuple(_number(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
+def _set(obj: Any, key: str, value: Any) -> None:
+    """Store a coerced value on a frozen dataclass (the dataclasses idiom for __post_init__)."""
+    object.__setattr__(obj, key, value)
+
+
+# --- one dataclass per rope type: its keys, their kinds and defaults --------------------------
+# Field names are the upstream keys (transformers' RopeParameters); a field without a default is
+# required. __post_init__ coerces and validates values; checks that need the head size (longrope
+# list lengths) live in RopeSpec.
+
+
+@dataclass(frozen=True)
+class Default:
+    rope_type: ClassVar[str] = "default"
+
+    def __post_init__(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Position interpolation (kaiokendev; Chen et al. 2023): every frequency divided by factor."""
+
+    rope_type: ClassVar[str] = "linear"
+    factor: float
+
+    def __post_init__(self) -> None:
+        _set(self, "factor", _number("factor", self.factor))
+
+
+@dataclass(frozen=True)
+class Dynamic:
+    """Dynamic NTK (bloc97, emozilla): theta grows with the evaluated length past the trained one."""
+
+    rope_type: ClassVar[str] = "dynamic"
+    factor: float
+
+    def __post_init__(self) -> None:
+        _set(self, "factor", _number("factor", self.factor))
+
+
+@dataclass(frozen=True)
+class Yarn:
+    """YaRN (Peng et al. 2023, arXiv:2309.00071); defaults are the paper's and transformers'."""
+
+    rope_type: ClassVar[str] = "yarn"
+    factor: float
+    # Filled from the model's max_position_embeddings when absent, as transformers does.
+    original_max_position_embeddings: int | None = None
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    # DeepSeek-V2/V3 form: attention scale = mscale(factor, mscale) / mscale(factor, mscale_all_dim)
+    mscale: float | None = None
+    mscale_all_dim: float | None = None
+    attention_factor: float | None = None
+    truncate: bool = True
+
+    def __post_init__(self) -> None:
+        _set(self, "factor", _number("factor", self.factor))
+        if self.original_max_position_embeddings is not None:
+            _set(
+                self,
+                "original_max_position_embeddings",
+                _integer("original_max_position_embeddings", self.original_max_position_embeddings),
+            )
+        _set(self, "beta_fast", _number("beta_fast", self.beta_fast))
+        _set(self, "beta_slow", _number("beta_slow", self.beta_slow))
+        for key in ("mscale", "mscale_all_dim"):  # 0 switches the DeepSeek form off, as upstream
+            if getattr(self, key) is not None:
+                _set(self, key, _number(key, getattr(self, key), strict=False))
+        if self.attention_factor is not None:
+            _set(self, "attention_factor", _number("attention_factor", self.attention_factor))
+        if not isinstance(self.truncate, bool):
+            raise RopeConfigError(f"truncate={self.truncate!r} is not allowed; expected true or false")
+        # transformers silently ignores these combinations; refuse them instead of dropping a value.
+        if (self.mscale is None) != (self.mscale_all_dim is None):
+            given = "mscale" if self.mscale is not None else "mscale_all_dim"
+            raise RopeConfigError(
+                f"{given} is given without its pair; mscale and mscale_all_dim only take effect "
+                "together (DeepSeek form), give both or neither"
+            )
+        if self.attention_factor is not None and self.mscale is not None:
+            raise RopeConfigError(
+                f"attention_factor={self.attention_factor!r} overrides mscale/mscale_all_dim; "
+                "give either attention_factor or the mscale pair, not both"
+            )
+        if self.beta_fast < self.beta_slow:
+            raise RopeConfigError(
+                f"beta_fast={self.beta_fast:g} must be >= beta_slow={self.beta_slow:g} "
+                "(the ramp runs from beta_fast rotations down to beta_slow)"
+            )
+
+
+@dataclass(frozen=True)
+class LongRope:
+    """LongRoPE (Ding et al. 2024, arXiv:2402.13753), as in Phi-3: per-dimension rescale factors."""
+
+    rope_type: ClassVar[str] = "longrope"
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position_embeddings: int | None = None
+    # When absent: max_position_embeddings / original_max_position_embeddings (Phi-3).
+    factor: float | None = None
+    attention_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "short_factor", _numbers("short_factor", self.short_factor))
+        _set(self, "long_factor", _numbers("long_factor", self.long_factor))
+        if self.original_max_position_embeddings is not None:
+            _set(
+                self,
+                "original_max_position_embeddings",
+                _integer("original_max_position_embeddings", self.original_max_position_embeddings),
+            )
+        for key in ("factor", "attention_factor"):
+            if getattr(self, key) is not None:
+                _set(self, key, _number(key, getattr(self, key)))
+
+
+@dataclass(frozen=True)
+class Llama3:
+    """Llama 3.1 frequency bands: high frequencies kept, low divided by factor, smooth between."""
+
+    rope_type: ClassVar[str] = "llama3"
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("factor", "low_freq_factor", "high_freq_factor"):
+            _set(self, key, _number(key, getattr(self, key)))
+        if self.original_max_position_embeddings is not None:
+            _set(
+                self,
+                "original_max_position_embeddings",
+                _integer("original_max_position_embeddings", self.original_max_position_embeddings),
+            )
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise RopeConfigError(
+                f"high_freq_factor={self.high_freq_factor:g} must be greater than "
+                f"low_freq_factor={self.low_freq_factor:g} (Llama 3.1 uses 4 and 1)"
+            )
+
+
+Scaling = Default | Linear | Dynamic | Yarn | LongRope | Llama3
+SCALINGS: dict[str, type] = {cls.rope_type: cls for cls in (Default, Linear, Dynamic, Yarn, LongRope, Llama3)}
+
+# Keys that may sit beside the type-specific ones in any rope dict (v5 keeps them inside).
+_COMMON_KEYS = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
+
+
+# --- the resolved spec ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    """One resolved rope: its scaling and the head geometry it rotates.
+
+    ``original_max_position_embeddings`` of yarn/longrope/llama3 is always filled in here.
+    """
+
+    scaling: Scaling
+    rope_theta: float
+    head_dim: int
+    max_position_embeddings: int
+    partial_rotary_factor: float = 1.0
+    rotary_dim: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        _set(self, "rope_theta", _number("rope_theta", self.rope_theta))
+        _set(self, "head_dim", _integer("head_dim", self.head_dim))
+        _set(self, "max_position_embeddings", _integer("max_position_embeddings", self.max_position_embeddings))
+        prf = _number("partial_rotary_factor", self.partial_rotary_factor)
+        if prf > 1.0:
+            raise RopeConfigError(f"partial_rotary_factor={prf!r} is not allowed; expected 0 < value <= 1")
+        _set(self, "partial_rotary_factor", prf)
+        rotary_dim = int(self.head_dim * prf)  # transformers' rounding
+        # Odd dims cannot be rotated in pairs; dynamic's exponent dim / (dim - 2) needs dim > 2.
+        smallest = 4 if self.rope_type == "dynamic" else 2
+        if rotary_dim < smallest or rotary_dim % 2:
+            raise RopeConfigError(
+                f"head_dim={self.head_dim} x partial_rotary_factor={prf:g} gives rotary dim "
+                f"{rotary_dim}; expected an even number >= {smallest}"
+            )
+        _set(self, "rotary_dim", rotary_dim)
+        if isinstance(self.scaling, LongRope):
+            for key in ("short_factor", "long_factor"):
+                got = len(getattr(self.scaling, key))
+                if got != rotary_dim // 2:
+                    raise RopeConfigError(
+                        f"{key} has {got} entries; expected rotary_dim // 2 = {rotary_dim // 2} "
+                        f"(head_dim={self.head_dim}, partial_rotary_factor={prf:g})"
+                    )
+        if getattr(self.scaling, "original_max_position_embeddings", 0) is None:
+            _set(
+                self,
+                "scaling",
+                dataclasses.replace(self.scaling, original_max_position_embeddings=self.max_position_embeddings),
+            )
+
+    @property
+    def rope_type(self) -> str:
+        return self.scaling.rope_type
+
+    @property
+    def is_static(self) -> bool:
+        """True when the frequencies never depend on the evaluated length."""
+        return self.rope_type not in ("dynamic", "longrope")
+
+    @property
+    def original_length(self) -> int:
+        """The length the rope was trained at: where dynamic starts to scale, longrope switches."""
+        return getattr(self.scaling, "original_max_position_embeddings", None) or self.max_position_embeddings
+
+    def to_dict(self) -> dict[str, Any]:
+        """The v5 ``rope_parameters`` form: plain data that :func:`parse_rope` reads back."""
+        out: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
+        if self.partial_rotary_factor != 1.0:
+            out["partial_rotary_factor"] = self.partial_rotary_factor
+        for f in dataclasses.fields(self.scaling):
+            value = getattr(self.scaling, f.name)
+            if value is not None and value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def parse_rope(
+    rope: Mapping[str, Any] | None,
+    *,
+    head_dim: int,
+    rope_theta: float,
+    max_position_embeddings: int,
+    partial_rotary_factor: float = 1.0,
+    where: str = "rope_scaling",
+    type_aliases: Mapping[str, str] | None = None,
+) -> RopeSpec:
+    """One flat rope dict (v4 ``rope_scaling`` or v5 ``rope_parameters``) into a :class:`RopeSpec`.
+
+    ``rope_theta`` / ``partial_rotary_factor`` inside the dict take priority over the arguments,
+    as in transformers (v5 keeps them there). ``None`` or ``{}`` is the default rope.
+    """
+    if rope is None:
+        rope = {}
+    if not isinstance(rope, Mapping):
+        raise RopeConfigError(f"{where}={rope!r} is not allowed; expected a dict like {{'rope_type': 'yarn', ...}}")
+    for key in rope:
+        if not isinstance(key, str):
+            raise RopeConfigError(f"{where}: key {key!r} is not allowed; keys are strings")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if "rope_type" in rope and "type" in rope and rope["type"] != rope["rope_type"]:
+        raise RopeConfigError(
+            f"{where}: rope_type={rope['rope_type']!r} and the legacy type={rope['type']!r} disagree; give one"
+        )
+    rope_type = (type_aliases or {}).get(rope_type, rope_type)
+    if rope_type not in SCALINGS:
+        raise RopeConfigError(
+            f"{where}: rope_type={rope_type!r} is not supported; expected one of {', '.join(SCALINGS)}"
+        )
+    cls = SCALINGS[rope_type]
+    where = f"{where} (rope_type {rope_type!r})"
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(rope) - set(fields) - set(_COMMON_KEYS))
+    if unknown:
+        allowed = ", ".join(list(fields) + ["rope_theta", "partial_rotary_factor"])
+        raise RopeConfigError(f"{where}: unknown key {unknown[0]!r}; the keys of {rope_type} are: {allowed}")
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in rope]
+    if missing:
+        raise RopeConfigError(f"{where}: required key {missing[0]!r} is missing")
+    try:
+        return RopeSpec(
+            scaling=cls(**{k: v for k, v in rope.items() if k in fields}),
+            rope_theta=rope.get("rope_theta", rope_theta),
+            head_dim=head_dim,
+            max_position_embeddings=max_position_embeddings,
+            partial_rotary_factor=rope.get("partial_rotary_factor", partial_rotary_factor),
+        )
+    except RopeConfigError as err:
+        raise RopeConfigError(f"{where}: {err}") from None
+
+
+# --- whole model configs ----------------------------------------------------------------------
+
+# Model-type facts that decide which rope each layer type gets. Plain data, one entry a fact.
+# Gemma 3: sliding layers use rope_local_base_freq (default 1e4), global ones rope_theta (1e6);
+# a legacy rope_scaling applies to global layers only (transformers Gemma3TextConfig).
+_LOCAL_THETA = {"gemma3": ("rope_local_base_freq", 10_000.0), "gemma3_text": ("rope_local_base_freq", 10_000.0)}
+_DEFAULT_THETA = {"gemma3": 1_000_000.0, "gemma3_text": 1_000_000.0}
+# EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
+_NOPE_GLOBAL_WHEN_SLIDING = {"exaone4"}
+# Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
+_TYPE_ALIASES = {"phi3": {"su": "longrope", "yarn": "longrope"}}
+
+
+def load_config_dict(config: Any) -> dict[str, Any]:
+    """A model config as a plain dict: from a dict, a ``config.json`` path (or its folder), or a
+    transformers config object. Multimodal configs are reduced to their ``text_config``."""
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RopeConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RopeConfigError(f"config file {str(path)!r} is not readable JSON: {err}") from None
+    elif hasattr(config, "to_dict") and not isinstance(config, Mapping):
+        config = config.to_dict()
+    if not isinstance(config, Mapping):
+        raise RopeConfigError(
+            f"model config {config!r} is not allowed; expected a dict, a config.json path or a transformers config"
+        )
+    config = dict(config)
+    text = config.get("text_config")
+    if isinstance(text, Mapping):
+        config = {**text, "model_type": text.get("model_type", config.get("model_type"))}
+    return config
+
+
+def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
+    """The rope of each layer type (``full_attention``, ``sliding_attention``) of a model config;
+    ``None`` marks a layer type without rope (NoPE)."""
+    cfg = load_config_dict(config)
+    model_type = cfg.get("model_type", "")
+    for key in ("max_position_embeddings",):
+        if key not in cfg:
+            raise RopeConfigError(f"model config: required key {key!r} is missing")
+    head_dim = cfg.get("head_dim")
+    if head_dim is None:
+        try:
+            head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+        except (KeyError, TypeError, ZeroDivisionError):
+            raise RopeConfigError(
+                "model config: head_dim is missing and cannot be derived; give head_dim or "
+                "hidden_size and num_attention_heads (positive integers)"
+            ) from None
+    geometry = {
+        "head_dim": head_dim,
+        "max_position_embeddings": cfg["max_position_embeddings"],
+        "partial_rotary_factor": cfg.get("partial_rotary_factor") or 1.0,
+        "type_aliases": _TYPE_ALIASES.get(model_type),
+    }
+    theta = cfg.get("rope_theta", _DEFAULT_THETA.get(model_type, 10_000.0))
+    params = cfg.get("rope_parameters")
+    legacy = cfg.get("rope_scaling")
+    if params and legacy and params != legacy:
+        raise RopeConfigError("model config: rope_parameters and rope_scaling are both set and differ; keep one")
+    params = params or legacy or {}
+    if not isinstance(params, Mapping):
+        raise RopeConfigError(f"model config: rope_parameters={params!r} is not allowed; expected a dict")
+
+    def flat(rope: Mapping[str, Any] | None, where: str, rope_theta: float) -> RopeSpec:
+        rope = dict(rope or {})
+        # Phi-3 keeps the pretraining length at top level, and transformers gives it priority.
+        if "original_max_position_embeddings" in cfg and rope.get("rope_type", rope.get("type")) in (
+            "yarn",
+            "longrope",
+            "llama3",
+            *(geometry["type_aliases"] or {}),
+        ):
+            rope["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+        return parse_rope(rope, rope_theta=rope_theta, where=where, **geometry)
+
+    nested = [k for k in params if k in LAYER_TYPES]
+    if nested:
+        extra = sorted(set(params) - set(LAYER_TYPES))
+        if extra:
+            raise RopeConfigError(
+                f"model config: rope_parameters mixes per-layer-type entries with {extra[0]!r}; "
+                f"a nested rope_parameters holds only {', '.join(LAYER_TYPES)}"
+            )
+        specs = {
+            lt: None
+            if params.get(lt, params[nested[0]]) is None
+            else flat(params.get(lt, params[nested[0]]), f"rope_parameters[{lt!r}]", theta)
+            for lt in LAYER_TYPES
+        }
+    elif model_type in _LOCAL_THETA:
+        key, local_default = _LOCAL_THETA[model_type]
+        specs = {
+            "full_attention": flat(params, "rope_scaling", theta),
+            "sliding_attention": flat({}, key, cfg.get(key, local_default)),
+        }
+    else:
+        spec = flat(params, "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling", theta)
+        specs = dict.fromkeys(LAYER_TYPES, spec)
+    if model_type in _NOPE_GLOBAL_WHEN_SLIDING and cfg.get("sliding_window"):
+        specs["full_attention"] = None
+    return specs

@@ -1,0 +1,86 @@
+"""Applying the rotation: cos/sin tables and the rotation of q and k.
+
+Two layouts of the rotated pairs exist in checkpoints:
+  * ``half``: pair i is (x[i], x[i + d/2]), transformers' ``rotate_half`` convention;
+  * ``interleaved``: pair i is (x[2i], x[2i + 1]), Meta's original code and GGUF exports.
+They give the same attention once the q/k projection rows are permuted (see
+:func:`interleaved_to_half`). Only the first ``rotary_dim`` channels of a head rotate
+(partial rotary); the rest pass through.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from .config import RopeSpec
+from .frequencies import spec_frequencies
+
+LAYOUTS = ("half", "interleaved")
+
+
+@lru_cache(maxsize=64)
+def rope_table(
+    spec: RopeSpec,
+    length: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    layout: str = "half",
+    seq_len: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[length, rotary_dim]`` for positions 0..length-1, attention scale folded in.
+
+    ``seq_len`` is the evaluated length the frequencies depend on (dynamic, longrope); it
+    defaults to ``length``. Angles are computed in float32 and cast once; the result is cached
+    per (spec, length, dtype, device, layout, seq_len), a pure function of its arguments, so all
+    layers and repeated calls share one table. Treat it as read-only.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not allowed; expected one of {', '.join(LAYOUTS)}")
+    inv_freq, scale = spec_frequencies(spec, length if seq_len is None else seq_len)
+    positions = torch.arange(length, dtype=torch.float32)
+    angles = positions[:, None] * inv_freq[None, :]  # (T, rotary_dim/2)
+    if layout == "half":
+        angles = torch.cat((angles, angles), dim=-1)
+    else:
+        angles = angles.repeat_interleave(2, dim=-1)
+    cos, sin = angles.cos() * scale, angles.sin() * scale
+    return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((-x2, x1), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, layout: str = "half") -> torch.Tensor:
+    """Rotate ``x`` ``(..., T, head_dim)`` by the tables ``(T, rotary_dim)``; channels past
+    ``rotary_dim`` are returned unchanged."""
+    rotary_dim = cos.shape[-1]
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    turned = _rotate_half(rot) if layout == "half" else _rotate_interleaved(rot)
+    out = rot * cos + turned * sin
+    return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
+
+
+def interleaved_to_half(rows: torch.Tensor, n_heads: int, rotary_dim: int | None = None) -> torch.Tensor:
+    """Permute q/k projection rows (or any ``[n_heads * head_dim, ...]`` tensor) from the
+    interleaved layout to the half layout, head by head: channel 2i goes to i, 2i+1 to i + d/2.
+
+    This is the inverse of the permutation Meta/llama.cpp converters apply (transformers'
+    ``_reverse_permute_weights`` does the same for GGUF).
+    """
+    head_dim = rows.shape[0] // n_heads
+    rotary_dim = head_dim if rotary_dim is None else rotary_dim
+    per_head = rows.reshape(n_heads, head_dim, *rows.shape[1:])
+    order = torch.cat(
+        (torch.arange(0, rotary_dim, 2), torch.arange(1, rotary_dim, 2), torch.arange(rotary_dim, head_dim))
+    )
+    return per_head[:, order].reshape(rows.shape)
