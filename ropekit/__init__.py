@@ -1,7 +1,20 @@
 """ropekit: long-context RoPE scaling, measured against transformers."""
 
+from .eval import token_nll
+from .models import CheckpointError, ModelConfigError, load_model
 from .rope import RopeConfigError, RopeSpec, parse_rope, rope_frequencies, rope_from_config
 
 __version__ = "0.1.0"
 
-__all__ = ["RopeConfigError", "RopeSpec", "__version__", "parse_rope", "rope_frequencies", "rope_from_config"]
+__all__ = [
+    "CheckpointError",
+    "ModelConfigError",
+    "RopeConfigError",
+    "RopeSpec",
+    "__version__",
+    "load_model",
+    "parse_rope",
+    "rope_frequencies",
+    "rope_from_config",
+    "token_nll",
+]

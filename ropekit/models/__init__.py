@@ -1,0 +1,32 @@
+"""Models: checkpoint loading, families, the per-layer plan and the shared decoder."""
+
+from .config import (
+    FAMILIES,
+    MIX_HELP,
+    LayerSpec,
+    ModelConfig,
+    ModelConfigError,
+    model_config,
+    parse_layer_mix,
+    pattern_layer_types,
+)
+from .decoder import Decoder, sliding_attention
+from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model
+
+__all__ = [
+    "EMBEDDED",
+    "FAMILIES",
+    "MIX_HELP",
+    "CheckpointError",
+    "Decoder",
+    "LayerSpec",
+    "ModelConfig",
+    "ModelConfigError",
+    "cache_dir",
+    "embedded_path",
+    "load_model",
+    "model_config",
+    "parse_layer_mix",
+    "pattern_layer_types",
+    "sliding_attention",
+]

