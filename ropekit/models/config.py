@@ -248,7 +248,8 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
         types[-1] = "full_attention"
         return types
     raise ModelConfigError(
-        f"sliding_window_pattern={pattern!r} is not allowed; expected a positive int or a string of L and G such as 'LLLG'"
+        f"sliding_window_pattern={pattern!r} is not allowed; "
+        "expected a positive int or a string of L and G such as 'LLLG'"
     )
 
 
