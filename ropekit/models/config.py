@@ -301,6 +301,9 @@ def layer_plan(
         types = pattern_layer_types(sliding_window_pattern, n_layers)
     elif cfg.get("layer_types"):
         types = list(cfg["layer_types"])
+        if cfg.get("sliding_window") is None and sliding_window is None:
+            # Upstream runs "sliding" layers without a window as full ones (Qwen2/3 with use_sliding_window off).
+            types = ["full_attention"] * n_layers
     else:
         types = ["sliding_attention" if cfg.get("sliding_window") else "full_attention"] * n_layers
     for t in types:

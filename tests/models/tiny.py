@@ -1,0 +1,59 @@
+"""Tiny random-weight checkpoints of every family, written by transformers itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+SMALL = {"vocab_size": 384, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 4,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512,
+         "initializer_range": 0.08, "rope_theta": 10000.0,
+         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+LLLG = ["sliding_attention"] * 3 + ["full_attention"]
+
+FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama": {"model_type": "llama"},
+    "llama-tied-bias": {"model_type": "llama", "tie_word_embeddings": True, "attention_bias": True, "mlp_bias": True},
+    "mistral": {"model_type": "mistral", "sliding_window": 48},
+    "qwen2": {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 40, "max_window_layers": 1},
+    "qwen3": {"model_type": "qwen3", "layer_types": LLLG, "sliding_window": 56, "use_sliding_window": True},
+    "phi3": {"model_type": "phi3", "partial_rotary_factor": 0.5, "sliding_window": 64},
+    "gemma3": {"model_type": "gemma3_text", "head_dim": 32, "query_pre_attn_scalar": 24, "sliding_window": 40,
+               "layer_types": LLLG, "rope_local_base_freq": 10000.0, "rope_theta": 1000000.0},
+    "exaone4": {"model_type": "exaone4", "sliding_window": 40, "layer_types": LLLG},
+}
+
+
+def make_checkpoint(folder: Path, config: dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """A transformers model with random weights (norms too, so their offsets matter) saved as safetensors."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = {**SMALL, **config}
+    model_type = config.pop("model_type")
+    torch.manual_seed(seed)
+    hf_config = AutoConfig.for_model(model_type, **config)
+    model = AutoModelForCausalLM.from_config(hf_config, attn_implementation="eager").float().eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.add_(0.2 * torch.randn_like(param))
+            elif name.endswith("bias"):
+                param.normal_(0, 0.05)
+    model.save_pretrained(folder)
+    return model
+
+
+def hf_token_nll(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0].float()
+    return F.cross_entropy(logits[:-1], ids[1:], reduction="none")
+
+
+def assert_nll_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
+    """The issue's tolerance: mean NLL to 1e-5 relative, every token within 1e-3."""
+    assert ours.dtype == torch.float32 and ours.shape == reference.shape
+    assert abs(ours.double().mean() - reference.double().mean()) <= 1e-5 * abs(reference.double().mean())
+    assert (ours - reference).abs().max() <= 1e-3
