@@ -182,6 +182,12 @@ def model_config(
     if model_type not in FAMILIES:
         raise ModelConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
     native_rope = rope_from_config(raw)  # our strict validation first, with our messages
+    if isinstance(raw.get("sliding_window_pattern"), str) and not raw.get("layer_types"):
+        # EXAONE 4's "LLLG" form, which transformers 5.24's config class cannot expand itself.
+        raw = {
+            **raw,
+            "layer_types": pattern_layer_types(raw["sliding_window_pattern"], raw.get("num_hidden_layers", 0)),
+        }
     cfg = _upstream_defaults(raw)
     family = FAMILIES[model_type]
     sizes = {

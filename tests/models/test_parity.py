@@ -43,7 +43,9 @@ def test_rope_override_matches_transformers_with_the_same_override(tmp_path):
     hf = make_checkpoint(tmp_path, {"model_type": "qwen3"})
     rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
     model = ropekit.load_model(tmp_path, rope_scaling=rope)
-    hf_yarn = make_checkpoint(tmp_path / "yarn", {"model_type": "qwen3", "rope_parameters": {**rope, "rope_theta": 1e4}})
+    hf_yarn = make_checkpoint(
+        tmp_path / "yarn", {"model_type": "qwen3", "rope_parameters": {**rope, "rope_theta": 1e4}}
+    )
     hf_yarn.load_state_dict(hf.state_dict())
     ids = random_ids(model.config.vocab_size)
     assert_nll_close(ropekit.token_nll(model, ids), hf_token_nll(hf_yarn, ids))

@@ -8,10 +8,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-SMALL = {"vocab_size": 384, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 4,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 512,
-         "initializer_range": 0.08, "rope_theta": 10000.0,
-         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+SMALL = {
+    "vocab_size": 384,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 512,
+    "initializer_range": 0.08,
+    "rope_theta": 10000.0,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
 LLLG = ["sliding_attention"] * 3 + ["full_attention"]
 
 FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
@@ -21,8 +32,15 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "qwen2": {"model_type": "qwen2", "use_sliding_window": True, "sliding_window": 40, "max_window_layers": 1},
     "qwen3": {"model_type": "qwen3", "layer_types": LLLG, "sliding_window": 56, "use_sliding_window": True},
     "phi3": {"model_type": "phi3", "partial_rotary_factor": 0.5, "sliding_window": 64},
-    "gemma3": {"model_type": "gemma3_text", "head_dim": 32, "query_pre_attn_scalar": 24, "sliding_window": 40,
-               "layer_types": LLLG, "rope_local_base_freq": 10000.0, "rope_theta": 1000000.0},
+    "gemma3": {
+        "model_type": "gemma3_text",
+        "head_dim": 32,
+        "query_pre_attn_scalar": 24,
+        "sliding_window": 40,
+        "layer_types": LLLG,
+        "rope_local_base_freq": 10000.0,
+        "rope_theta": 1000000.0,
+    },
     "exaone4": {"model_type": "exaone4", "sliding_window": 40, "layer_types": LLLG},
 }
 
