@@ -4,10 +4,15 @@ one line naming the problem (exit 2), never a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, spec_frequencies
+from .sweep.spec import SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
 
 # The embedded default model's geometry (SmolLM2-135M: head_dim 64, rope_theta 1e5, trained at 8192).
 DEFAULT_GEOMETRY = {"head_dim": 64, "rope_theta": 100_000.0, "max_position_embeddings": 8192}
@@ -114,20 +119,182 @@ def _short(spec: RopeSpec) -> str:
     return str(d)
 
 
+def _models_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="the embedded models and the supported model families",
+        description="List the embedded models (installed or not, and how to install them) "
+        "and the model families ropekit can load from a GGUF file or a transformers folder.",
+    )
+    p.set_defaults(run=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from .models import EMBEDDED, FAMILIES
+
+    print("Embedded models (ropekit.load_model(NAME)):")
+    for name, entry in EMBEDDED.items():
+        state = f"not installed: {entry.install}" if entry.missing() else "installed"
+        print(f"  {name:<14} {entry.description}\n  {'':<14} {state}")
+    print("Families (model_type) loadable from a .gguf file or a folder with config.json + *.safetensors:")
+    print("  " + ", ".join(sorted(FAMILIES)))
+    return 0
+
+
+def _sweep_parser(sub: argparse._SubParsersAction) -> None:
+    from .models import MIX_HELP
+
+    p = sub.add_parser(
+        "sweep",
+        help="perplexity across context lengths x rope configs x layer mixes (x models)",
+        description=(
+            "Run a perplexity sweep from a TOML spec, from flags, or (with neither) the embedded default: "
+            "SmolLM2-135M on Shakespeare from 512 to 16384 tokens with the six scalings. Results go to "
+            "DIR/results.csv (one row per cell) as each cell finishes; rerunning the same command resumes."
+        ),
+        epilog="example: ropekit sweep --model smollm2-135m --lengths 512,1024 --rope default "
+        '--rope \'yarn4={"rope_type":"yarn","factor":4}\' --layer-mix native --n-docs 2 --out runs/quick',
+    )
+    p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="sweep spec (default: the embedded default sweep)")
+    p.add_argument("--out", metavar="DIR", type=Path, help="results directory (default: runs/NAME)")
+    p.add_argument("--model", action="append", help="model: embedded name, .gguf file or transformers folder")
+    p.add_argument("--corpus", help="'shakespeare', a .txt file, a folder of .txt, a .jsonl or a .parquet")
+    p.add_argument("--corpus-format", choices=["text", "folder", "jsonl", "parquet"], help="override the format")
+    p.add_argument("--field", help="text field (jsonl) or column (parquet); default 'text'")
+    p.add_argument("--lengths", help="comma-separated context lengths, e.g. 512,1024,2048")
+    p.add_argument(
+        "--rope",
+        action="append",
+        metavar="[NAME=]ROPE",
+        help="TYPE[:FACTOR], 'native', or a JSON rope_scaling object; repeat for several",
+    )
+    p.add_argument("--layer-mix", action="append", metavar="MIX", help=f"repeat for several: {MIX_HELP}")
+    p.add_argument("--n-docs", type=int, help="documents per length (those with at least that many tokens)")
+    p.add_argument("--mode", choices=["first", "strided"], help="first L tokens of each document, or strided")
+    p.add_argument("--stride", type=int, help="stride of the strided mode")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--force", action="store_true", help="reuse DIR even though its spec differs (keeps shared cells)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_sweep_command)
+
+
+def _rope_flag(text: str) -> tuple[str, Any]:
+    """A --rope value, ``NAME=ROPE`` or a bare ``ROPE`` (then named after itself: ``default``,
+    ``yarn:4``, or type:factor of a JSON object)."""
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[\w.:+-]+", name):
+        name, value = "", text
+    value = value.strip()
+    if not value.startswith("{"):
+        return name or value, value
+    try:
+        rope = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"--rope {text!r} is not valid JSON: {err}") from None
+    if not name and isinstance(rope, dict):
+        factor = rope.get("factor")
+        name = str(rope.get("rope_type", rope.get("type", "default"))) + (f":{factor:g}" if factor else "")
+    return name or value, rope
+
+
+def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The spec file (or the embedded default) with every axis given as a flag replacing its entry."""
+    flags = {
+        "models": args.model,
+        "lengths": args.lengths,
+        "ropes": args.rope,
+        "layer_mixes": args.layer_mix,
+        "n_docs": args.n_docs,
+        "mode": args.mode,
+        "stride": args.stride,
+        "device": args.device,
+        "dtype": args.dtype,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    corpus = {k: v for k, v in (("path", args.corpus), ("format", args.corpus_format), ("field", args.field)) if v}
+    if args.spec:
+        spec = load_spec(args.spec)
+        data, name = spec.canonical(), spec.name
+        data["corpus"] = {"path": spec.corpus.source, "format": spec.corpus.format, "field": spec.corpus.field}
+    elif given or corpus:
+        data, name = {"corpus": "shakespeare", "ropes": {"default": "default"}}, "cli"
+        for key in ("models", "lengths"):
+            if key not in given:
+                raise SpecError(f"without a spec file, --{key.rstrip('s')} is required")
+    else:
+        return default_spec()
+    data = {k: v for k, v in data.items() if v is not None}
+    if corpus:
+        data["corpus"] = {"path": corpus.get("path", "shakespeare"), **{k: v for k, v in corpus.items() if k != "path"}}
+    if "lengths" in given:
+        try:
+            given["lengths"] = [int(x) for x in given["lengths"].split(",") if x.strip()]
+        except ValueError:
+            raise SpecError(f"--lengths {args.lengths!r} is not a comma-separated list of integers") from None
+    if "ropes" in given:
+        given["ropes"] = dict(_rope_flag(r) for r in given["ropes"])
+    if isinstance(data.get("corpus"), dict):
+        data["corpus"] = {k: v for k, v in data["corpus"].items() if v is not None}
+    return spec_from_dict({**data, **given}, name=name)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    spec = sweep_spec_from_args(args)
+    out = args.out or Path("runs") / spec.name
+    summary = run_sweep(spec, out, force=args.force, quiet=args.quiet)
+    print(results_table(out / "results.csv"))
+    print(
+        f"\n{summary.cells} cells in {out}: {summary.computed} computed, {summary.reused} reused, "
+        f"{len(summary.failed)} failed ({summary.seconds:.0f} s)"
+    )
+    for row in summary.failed:
+        print(
+            f"  FAILED {row['model']} {row['rope']} {row['layer_mix']} {row['length']}: {row['status']} "
+            f"{row.get('detail', '')}"
+        )
+    return 1 if summary.failed else 0
+
+
+def results_table(path: Path) -> str:
+    """Perplexity per length (rows) and rope (columns), one block per (model, layer mix); a failed
+    cell shows its status instead of a number."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype={"ppl": str, "status": str})
+    frame["value"] = [p if s == "ok" else s.upper() for p, s in zip(frame["ppl"], frame["status"], strict=True)]
+    blocks = []
+    for (model, mix), rows in frame.groupby(["model", "layer_mix"], sort=False):
+        table = rows.pivot(index="length", columns="rope", values="value")[list(dict.fromkeys(rows["rope"]))]
+        table.insert(0, "docs", rows.groupby("length")["n_docs"].max())
+        blocks.append(f"{model}, layer mix {mix}: perplexity (docs = documents per length)\n{table.to_string()}")
+    return "\n\n".join(blocks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ropekit", description="Long-context RoPE scaling toolkit.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('ropekit').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _sweep_parser(sub)
     _inspect_parser(sub)
+    _models_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .data import CorpusError
+    from .models import CheckpointError, ModelConfigError
+
     try:
         return args.run(args)
-    except (RopeConfigError, OSError) as err:
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stderr.close()
+        return 0
+    except (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, OSError) as err:
         print(f"ropekit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

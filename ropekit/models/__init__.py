@@ -11,7 +11,7 @@ from .config import (
     pattern_layer_types,
 )
 from .decoder import Decoder, sliding_attention
-from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model
+from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model, read_model_config, reconfigure
 
 __all__ = [
     "EMBEDDED",
@@ -28,5 +28,7 @@ __all__ = [
     "model_config",
     "parse_layer_mix",
     "pattern_layer_types",
+    "read_model_config",
+    "reconfigure",
     "sliding_attention",
 ]

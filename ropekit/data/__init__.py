@@ -1,0 +1,15 @@
+"""Data: corpora of documents and their cached tokens."""
+
+from .corpus import EMBEDDED_CORPUS, Corpus, CorpusError, Document, load_corpus, shakespeare
+from .tokens import tokenize, tokenizer_fingerprint
+
+__all__ = [
+    "EMBEDDED_CORPUS",
+    "Corpus",
+    "CorpusError",
+    "Document",
+    "load_corpus",
+    "shakespeare",
+    "tokenize",
+    "tokenizer_fingerprint",
+]

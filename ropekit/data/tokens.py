@@ -1,0 +1,78 @@
+"""Tokenised corpora, cached on disk once per (tokenizer, corpus) and keyed by content hashes.
+
+A document's tokens are ``tokenizer.encode(text)``, with the tokenizer's default special tokens
+(DESIGN.md). The cache file holds a checksum of its own contents; a file that fails it (truncated,
+edited, half-written) is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import Corpus
+
+CACHE_VERSION = "1"
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides the tokens: the full tokenizer definition (vocabulary,
+    merges, normaliser, the post-processor that adds BOS) and its class."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    digest = hashlib.sha256(f"{type(tokenizer).__name__}\0{definition}".encode())
+    digest.update(repr(tokenizer.encode("a")).encode())  # special-token behaviour, as encode applies it
+    return digest.hexdigest()
+
+
+def _checksum(names: np.ndarray, offsets: np.ndarray, ids: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in (names, offsets, ids):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _read(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached tokens, or None when the file is missing or fails its checksum."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names, offsets, ids, stored = data["names"], data["offsets"], data["ids"], str(data["checksum"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        warnings.warn(f"token cache {path} is unreadable ({err}); rebuilding it", stacklevel=3)
+        return None
+    if _checksum(names, offsets, ids) != stored:
+        warnings.warn(f"token cache {path} fails its checksum; rebuilding it", stacklevel=3)
+        return None
+    return {str(n): ids[offsets[i] : offsets[i + 1]] for i, n in enumerate(names)}
+
+
+def _write(path: Path, tokens: dict[str, np.ndarray]) -> None:
+    names = np.array(list(tokens), dtype=str)
+    lengths = [len(t) for t in tokens.values()]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.concatenate(list(tokens.values())) if tokens else np.zeros(0, np.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        np.savez(tmp, names=names, offsets=offsets, ids=ids, checksum=np.array(_checksum(names, offsets, ids)))
+    os.replace(tmp.name, path)  # atomic: a reader sees the old file or the whole new one
+
+
+def tokenize(corpus: Corpus, tokenizer, *, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """Token ids (int32) of every document, by document name, from the cache when it holds them."""
+    from ..models import cache_dir
+
+    key = hashlib.sha256(f"{CACHE_VERSION}\0{tokenizer_fingerprint(tokenizer)}\0{corpus.sha256}".encode())
+    path = (cache or cache_dir() / "tokens") / f"{corpus.name}-{key.hexdigest()[:24]}.npz"
+    tokens = _read(path)
+    if tokens is None or list(tokens) != [d.name for d in corpus.documents]:
+        tokens = {d.name: np.asarray(tokenizer.encode(d.text), dtype=np.int32) for d in corpus.documents}
+        _write(path, tokens)
+    return tokens

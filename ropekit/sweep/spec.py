@@ -1,0 +1,199 @@
+"""Sweep specs: TOML files (or CLI flags) naming the grid, parsed as data and checked up front.
+
+models = ["smollm2-135m"]                  # embedded names, .gguf files or transformers folders
+corpus = "shakespeare"                     # or {path = "pg19.parquet", format = "parquet", field = "text"}
+lengths = [512, 1024, 2048]
+n_docs = 4                                 # documents per length (those with >= length tokens)
+mode = "first"                             # or "strided" (then stride = N)
+layer_mixes = ["native", "LLLG@1024+nope"]
+device = "cpu"                             # dtype defaults: float32 on CPU, bfloat16 on CUDA
+
+[ropes]                                    # name = preset "TYPE[:FACTOR]" or a rope_scaling table
+default = "default"
+yarn2 = {rope_type = "yarn", factor = 2.0}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
+from ..rope import SCALINGS, RopeConfigError, preset
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message names the key and what is allowed."""
+
+
+KEYS = ("name", "models", "corpus", "lengths", "ropes", "layer_mixes", "n_docs", "mode", "stride", "device", "dtype")
+MODES = ("first", "strided")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    source: str
+    format: str | None = None
+    field: str = "text"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    models: tuple[str, ...]
+    corpus: CorpusSpec
+    lengths: tuple[int, ...]
+    ropes: dict[str, Any]  # name -> preset string or rope_scaling dict
+    layer_mixes: tuple[str, ...] = ("native",)
+    n_docs: int = 4
+    mode: str = "first"
+    stride: int | None = None
+    device: str = "cpu"
+    dtype: str | None = None
+    name: str = "sweep"
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise SpecError("models is empty; name at least one model")
+        if not self.lengths:
+            raise SpecError("lengths is empty; give at least one context length")
+        for length in self.lengths:
+            if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+                raise SpecError(f"lengths: {length!r} is not allowed; a length is an integer >= 2")
+        if len(set(self.lengths)) != len(self.lengths):
+            raise SpecError(f"lengths {list(self.lengths)} repeat a value")
+        if not self.ropes:
+            raise SpecError('ropes is empty; give at least one, e.g. default = "default"')
+        if isinstance(self.n_docs, bool) or not isinstance(self.n_docs, int) or self.n_docs < 1:
+            raise SpecError(f"n_docs={self.n_docs!r} is not allowed; expected a positive integer")
+        if self.mode not in MODES:
+            raise SpecError(f"mode={self.mode!r} is not allowed; expected one of {', '.join(MODES)}")
+        if self.mode == "strided":
+            if isinstance(self.stride, bool) or not isinstance(self.stride, int) or not self.stride > 0:
+                raise SpecError(f"mode 'strided' needs stride = a positive integer, got {self.stride!r}")
+            if self.stride > min(self.lengths):
+                raise SpecError(f"stride={self.stride} is longer than the shortest length {min(self.lengths)}")
+        elif self.stride is not None:
+            raise SpecError('stride is only used with mode = "strided"')
+        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise SpecError(f"device={self.device!r} is not allowed; expected 'cpu' or 'cuda'")
+        for name, rope in self.ropes.items():
+            if not isinstance(rope, (str, dict)):
+                raise SpecError(f'ropes.{name} = {rope!r} is not allowed; expected "TYPE[:FACTOR]" or a table')
+        for mix in self.layer_mixes:
+            try:
+                parse_layer_mix(mix)
+            except ModelConfigError as err:
+                raise SpecError(f"layer_mixes: {err}") from None
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as plain sorted data: what is hashed to tell one spec from another."""
+        data = asdict(self)
+        data.pop("name")
+        return json.loads(json.dumps(data, sort_keys=True))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()
+
+
+NATIVE_ROPE = "native"
+
+
+def rope_scaling_for(rope: str | dict, geometry: dict[str, Any]) -> dict[str, Any] | None:
+    """A spec's rope entry as a rope_scaling override for one model's geometry (presets depend on
+    it); ``"native"`` keeps the checkpoint's own rope (None)."""
+    if isinstance(rope, dict):
+        return rope
+    if rope == NATIVE_ROPE:
+        return None
+    rope_type, _, factor = rope.partition(":")
+    if rope_type not in SCALINGS:
+        raise RopeConfigError(
+            f"rope {rope!r} is not understood; expected TYPE[:FACTOR] with TYPE one of {', '.join(SCALINGS)}"
+        )
+    try:
+        value = float(factor) if factor else 2.0
+    except ValueError:
+        raise RopeConfigError(f"rope {rope!r}: factor {factor!r} is not a number") from None
+    return preset(rope_type, value, **geometry)
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise SpecError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+
+
+def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
+    """A SweepSpec from parsed TOML (or the CLI's equivalent dict)."""
+    _check_keys("spec", data, KEYS)
+    for key in ("models", "corpus", "lengths", "ropes"):
+        if key not in data:
+            raise SpecError(f"spec: required key {key!r} is missing")
+    models = data["models"]
+    if isinstance(models, str):
+        models = [models]
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise SpecError(f"models = {models!r} is not allowed; expected a list of names or paths")
+    corpus = data["corpus"]
+    if isinstance(corpus, str):
+        corpus = {"path": corpus}
+    if not isinstance(corpus, dict):
+        raise SpecError(f"corpus = {corpus!r} is not allowed; expected a path or a table with path, format, field")
+    _check_keys("corpus", corpus, ("path", "format", "field"))
+    if "path" not in corpus:
+        raise SpecError("corpus: required key 'path' is missing")
+    lengths = data["lengths"]
+    if not isinstance(lengths, list):
+        raise SpecError(f"lengths = {lengths!r} is not allowed; expected a list of integers")
+    ropes = data["ropes"]
+    if isinstance(ropes, list):  # a list of presets names itself
+        ropes = {str(r): r for r in ropes}
+    if not isinstance(ropes, dict):
+        raise SpecError(f"ropes = {ropes!r} is not allowed; expected a table of name = rope")
+    mixes = data.get("layer_mixes", ["native"])
+    if isinstance(mixes, str):
+        mixes = [mixes]
+    if not isinstance(mixes, list) or not all(isinstance(m, str) for m in mixes):
+        raise SpecError(f"layer_mixes = {mixes!r} is not allowed; expected a list of: {MIX_HELP}")
+    return SweepSpec(
+        models=tuple(models),
+        corpus=CorpusSpec(str(corpus["path"]), corpus.get("format"), corpus.get("field", "text")),
+        lengths=tuple(lengths),
+        ropes=dict(ropes),
+        layer_mixes=tuple(mixes),
+        n_docs=data.get("n_docs", 4),
+        mode=data.get("mode", "first"),
+        stride=data.get("stride"),
+        device=data.get("device", "cpu"),
+        dtype=data.get("dtype"),
+        name=str(data.get("name", name)),
+    )
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"spec file {str(path)!r} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SpecError(f"spec file {path} is not valid TOML: {err}") from None
+    return spec_from_dict(data, name=path.stem)
+
+
+DEFAULT_SPEC = Path(__file__).with_name("default.toml")
+
+
+def default_spec() -> SweepSpec:
+    """The embedded default sweep: ropekit's main job."""
+    return load_spec(DEFAULT_SPEC)

@@ -1,0 +1,85 @@
+"""Corpora and the token cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ropekit.data import CorpusError, load_corpus, shakespeare, tokenize
+from tests.models.tiny import WORDS, add_tokenizer
+
+
+def test_embedded_shakespeare_one_edition_per_play():
+    corpus = shakespeare()
+    names = [d.name for d in corpus.documents]
+    assert len(names) == len(set(names)) and "metadata" not in names
+    assert "hamlet" in names and 40 <= len(names) <= 77
+    hamlet = corpus.documents[names.index("hamlet")].text
+    assert "Hamlet" in hamlet and len(hamlet) > 100_000
+    assert corpus.sha256 == shakespeare().sha256
+
+
+def test_text_folder_jsonl_parquet(tmp_path):
+    (tmp_path / "one.txt").write_text("alpha beta", encoding="utf-8")
+    folder = tmp_path / "books"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("bee", encoding="utf-8")
+    (folder / "sub" / "a.txt").write_text("ay", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"id": f"r{i}", "body": f"text {i}"}) for i in range(3)))
+    pd.DataFrame({"text": ["x y", "z"]}).to_parquet(tmp_path / "d.parquet")
+    assert [d.text for d in load_corpus(tmp_path / "one.txt").documents] == ["alpha beta"]
+    assert [(d.name, d.text) for d in load_corpus(folder).documents] == [("b", "bee"), ("sub/a", "ay")]
+    assert [(d.name, d.text) for d in load_corpus(tmp_path / "c.jsonl", field="body").documents][1] == ("r1", "text 1")
+    assert [d.text for d in load_corpus(tmp_path / "d.parquet").documents] == ["x y", "z"]
+
+
+def test_corpus_errors(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
+    (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
+    pd.DataFrame({"body": ["x"]}).to_parquet(tmp_path / "p.parquet")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "does not exist": tmp_path / "missing.txt",
+        "line 2 is not JSON": tmp_path / "bad.jsonl",
+        "no text field 'text'": tmp_path / "nofield.jsonl",
+        "no column 'text'; columns: body": tmp_path / "p.parquet",
+        "is not UTF-8": tmp_path / "latin1.txt",
+        "holds no .txt files": tmp_path / "empty",
+    }
+    for expected, source in cases.items():
+        with pytest.raises(CorpusError, match=expected):
+            load_corpus(source)
+
+
+def test_token_cache_is_used_and_a_corrupted_file_is_rebuilt(tmp_path):
+    from transformers import AutoTokenizer
+
+    add_tokenizer(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    (tmp_path / "docs").mkdir()
+    for i in range(3):
+        (tmp_path / "docs" / f"d{i}.txt").write_text(" ".join(WORDS[: 5 + i]), encoding="utf-8")
+    corpus = load_corpus(tmp_path / "docs")
+    cache = tmp_path / "cache"
+    first = tokenize(corpus, tokenizer, cache=cache)
+    assert first["d0"].tolist() == tokenizer.encode(" ".join(WORDS[:5])) and first["d0"][0] == 1  # BOS
+    (path,) = cache.iterdir()
+    stamp = path.stat().st_mtime_ns
+    assert {k: v.tolist() for k, v in tokenize(corpus, tokenizer, cache=cache).items()} == {
+        k: v.tolist() for k, v in first.items()
+    }
+    assert path.stat().st_mtime_ns == stamp  # served from the cache
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:-40] + b"\x00" * 40):
+        path.write_bytes(damage(path.read_bytes()))
+        with pytest.warns(UserWarning, match="rebuilding"):
+            again = tokenize(corpus, tokenizer, cache=cache)
+        assert all(np.array_equal(again[k], first[k]) for k in first)
+    data = dict(np.load(path))
+    data["ids"] = data["ids"] + 1  # a valid file whose content no longer matches its checksum
+    np.savez(path, **data)
+    with pytest.warns(UserWarning, match="checksum"):
+        tokenize(corpus, tokenizer, cache=cache)

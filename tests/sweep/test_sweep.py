@@ -1,0 +1,217 @@
+"""Sweeps end to end on a tiny checkpoint: results, resume (also after SIGKILL), failures, specs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ropekit.eval import perplexity
+from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
+from ropekit.sweep import run as run_module
+from ropekit.sweep.run import plan_cells
+from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sweep")
+    make_checkpoint(base / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
+    add_tokenizer(base / "tiny")
+    write_corpus(base / "corpus", (150, 700, 400, 900, 260, 1200))
+    return base
+
+
+def spec(setup, **changes):
+    data = {
+        "models": [str(setup / "tiny")],
+        "corpus": str(setup / "corpus"),
+        "lengths": [64, 128, 256, 512],
+        "ropes": {"default": "default", "yarn": "yarn:4", "dyn": {"rope_type": "dynamic", "factor": 2.0}},
+        "layer_mixes": ["native", "LLLG@32+nope"],
+        "n_docs": 2,
+        **changes,
+    }
+    return spec_from_dict(data)
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return sorted((r for r in csv.DictReader(f)), key=lambda r: r["cell"])
+
+
+def comparable(rows_: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows_]
+
+
+def test_sweep_writes_every_cell_and_resumes_without_recomputing(setup, tmp_path):
+    summary = run_sweep(spec(setup), tmp_path, quiet=True)
+    assert summary.ok and summary.cells == 2 * 3 * 4 == summary.computed
+    result = rows(tmp_path / "results.csv")
+    assert len(result) == 24 and {r["status"] for r in result} == {"ok"}
+    for r in result:
+        assert int(r["n_docs"]) == 2 and int(r["n_tokens"]) == 2 * (int(r["length"]) - 1)
+        assert float(r["ppl"]) == pytest.approx(math.exp(float(r["nll"])), rel=1e-5)
+    docs = rows(tmp_path / "documents.csv")
+    assert len(docs) == 48
+    # documents are chosen in corpus order among those long enough: 512 tokens -> doc1 and doc3
+    assert sorted({d["doc"] for d in docs if d["length"] == "512"}) == ["doc1", "doc3"]
+    # any aggregate can be recomputed from the per-document sums
+    one = [d for d in docs if d["cell"] == result[0]["cell"]]
+    nll = sum(float(d["nll_sum"]) for d in one) / sum(int(d["n_tokens"]) for d in one)
+    assert nll == pytest.approx(float(result[0]["nll"]), rel=1e-6)
+    again = run_sweep(spec(setup), tmp_path, quiet=True)
+    assert again.computed == 0 and again.reused == 24
+    assert comparable(rows(tmp_path / "results.csv")) == comparable(result)
+
+
+def test_changed_spec_is_refused_unless_forced(setup, tmp_path):
+    run_sweep(spec(setup, lengths=[64, 128]), tmp_path, quiet=True)
+    with pytest.raises(SpecError, match="different sweep spec"):
+        run_sweep(spec(setup, lengths=[64, 256]), tmp_path, quiet=True)
+    forced = run_sweep(spec(setup, lengths=[64, 256]), tmp_path, quiet=True, force=True)
+    assert forced.reused == 6 and forced.computed == 6  # length 64 kept, 128 dropped, 256 new
+    assert sorted({r["length"] for r in rows(tmp_path / "results.csv")}) == ["256", "64"]
+
+
+def test_killed_sweep_resumes_to_exactly_the_uninterrupted_rows(setup, tmp_path):
+    reference = tmp_path / "reference"
+    run_sweep(spec(setup), reference, quiet=True)
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "ropekit.cli",
+        "sweep",
+        "--quiet",
+        "--out",
+        str(out),
+        "--model",
+        str(setup / "tiny"),
+        "--corpus",
+        str(setup / "corpus"),
+        "--lengths",
+        "64,128,256,512",
+        "--rope",
+        "default",
+        "--rope",
+        "yarn=yarn:4",
+        "--rope",
+        'dyn={"rope_type": "dynamic", "factor": 2.0}',
+        "--layer-mix",
+        "native",
+        "--layer-mix",
+        "LLLG@32+nope",
+        "--n-docs",
+        "2",
+    ]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "documents.csv").exists():
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = rows(out / "results.csv") if (out / "results.csv").exists() else []
+    assert len(partial) < 24, "the sweep finished before it could be killed"
+    finished = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert comparable(rows(out / "results.csv")) == comparable(rows(reference / "results.csv"))
+    keys = [(d["cell"], d["doc"]) for d in rows(out / "documents.csv")]
+    assert len(keys) == len(set(keys)) == 48
+
+
+def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkeypatch):
+    real = perplexity.first_tokens_scores
+
+    def flaky(model, ids, lengths, **kw):
+        if 512 in lengths and model.config.layers[0].rope.rope_type == "yarn":
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        scores = real(model, ids, lengths, **kw)
+        if 256 in scores and model.config.layers[0].rope.rope_type == "dynamic":
+            scores[256] = perplexity.Score(float("nan"), scores[256].n_tokens)
+        return scores
+
+    monkeypatch.setattr(run_module, "first_tokens_scores", flaky)
+    summary = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
+    status = {(r["rope"], r["length"]): r["status"] for r in rows(tmp_path / "results.csv")}
+    assert len(status) == 12 and not summary.ok
+    assert status[("yarn", "512")] == "oom" and status[("dyn", "256")] == "nan"
+    assert sorted((r["rope"], r["length"], r["status"]) for r in summary.failed) == [
+        ("dyn", 256, "nan"),
+        ("yarn", 512, "oom"),
+    ]
+    assert sum(s == "ok" for s in status.values()) == 10
+    monkeypatch.setattr(run_module, "first_tokens_scores", real)
+    retry = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
+    assert retry.ok and retry.computed == 2 and retry.reused == 10
+
+
+def test_lengths_no_document_reaches_are_reported(setup, tmp_path):
+    summary = run_sweep(
+        spec(setup, lengths=[64, 4096], ropes={"default": "default"}, layer_mixes=["native"]), tmp_path, quiet=True
+    )
+    assert [(r["length"], r["status"]) for r in summary.failed] == [(4096, "no_docs")]
+
+
+def test_strided_mode(setup, tmp_path):
+    summary = run_sweep(
+        spec(setup, lengths=[64, 128], mode="strided", stride=32, ropes={"d": "default"}, layer_mixes=["native"]),
+        tmp_path,
+        quiet=True,
+    )
+    assert summary.ok
+    for r in rows(tmp_path / "results.csv"):  # whole documents, every token after the first
+        assert int(r["n_tokens"]) in (700 + 900 - 2 + 2 * 1,) or int(r["n_tokens"]) > int(r["length"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"lengths": [1, 64]}, "a length is an integer >= 2"),
+        ({"lengths": []}, "lengths is empty"),
+        ({"colour": "red"}, "unknown key 'colour'"),
+        ({"n_docs": 0}, "n_docs=0"),
+        ({"mode": "random"}, "mode='random'"),
+        ({"mode": "strided"}, "needs stride"),
+        ({"layer_mixes": ["LLXG@64"]}, "layer mix 'LLXG@64' is not understood"),
+        ({"ropes": {"bad": {"rope_type": "yarn"}}}, "rope 'bad', layer mix 'native': rope_scaling"),
+        ({"ropes": {"bad": "ntk:4"}}, "rope 'ntk:4' is not understood"),
+        ({"layer_mixes": ["LLLG@0"]}, "sliding_window=0"),
+        ({"models": ["no-such-model"]}, "models: model 'no-such-model' is not found"),
+        ({"corpus": {"path": "x", "fmt": "text"}}, "corpus: unknown key 'fmt'"),
+    ],
+)
+def test_spec_errors_are_named(setup, tmp_path, changes, expected):
+    with pytest.raises((SpecError, ValueError), match=expected.replace("(", r"\(")):
+        built = spec(setup, **changes)
+        plan_cells(built, "corpus-hash")
+
+
+def test_default_spec_is_valid_and_resolves_for_the_embedded_model():
+    default = default_spec()
+    assert default.models == ("smollm2-135m",) and max(default.lengths) == 16384 and min(default.lengths) == 512
+    cells, _ = plan_cells(default, "x")
+    assert len(cells) == 6 * 6
+    yarn = next(c for c in cells if c.rope == "yarn")
+    assert yarn.overrides["rope_scaling"] == {
+        "rope_type": "yarn",
+        "factor": 2.0,
+        "original_max_position_embeddings": 8192,
+    }
+
+
+def test_spec_file_errors(tmp_path):
+    (tmp_path / "bad.toml").write_text("models = [\n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(tmp_path / "bad.toml")
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "missing.toml")
