@@ -113,18 +113,24 @@ def named_ropes(
         if len(set(specs.values())) == 1:
             return {name: next(iter(specs.values()))}
         return {f"{name}/{lt}": s for lt, s in specs.items()}
-    rope_type, _, factor = value.partition(":")
+    spec = parse_rope(preset_from_text(value, **geometry), **geometry)
+    default_name = value if ":" in value or value == "default" else f"{value}:2"
+    return {name or default_name: spec}
+
+
+def preset_from_text(text: str, **geometry: Any) -> dict[str, Any]:
+    """``TYPE`` or ``TYPE:FACTOR`` (``yarn:4``; factor 2 when omitted) as its :func:`preset`."""
+    rope_type, _, factor = text.partition(":")
     if rope_type not in SCALINGS:
         raise RopeConfigError(
-            f"rope {text!r} is not understood; give a type ({', '.join(SCALINGS)}), TYPE:FACTOR such as yarn:4, "
+            f"rope {text!r} is not understood; expected TYPE[:FACTOR] with TYPE one of {', '.join(SCALINGS)}, "
             "a JSON object, or the path of a config.json"
         )
     try:
-        factor_value = float(factor) if factor else 2.0
+        value = float(factor) if factor else 2.0
     except ValueError:
         raise RopeConfigError(f"rope {text!r}: factor {factor!r} is not a number") from None
-    spec = parse_rope(preset(rope_type, factor_value, **geometry), **geometry)
-    return {name or (value if rope_type == "default" or factor else f"{rope_type}:{factor_value:g}"): spec}
+    return preset(rope_type, value, **geometry)
 
 
 def _describe(spec: RopeSpec) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
-from ..rope import SCALINGS, RopeConfigError, preset
+from ..rope.presets import preset_from_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -115,16 +115,7 @@ def rope_scaling_for(rope: str | dict, geometry: dict[str, Any]) -> dict[str, An
         return rope
     if rope == NATIVE_ROPE:
         return None
-    rope_type, _, factor = rope.partition(":")
-    if rope_type not in SCALINGS:
-        raise RopeConfigError(
-            f"rope {rope!r} is not understood; expected TYPE[:FACTOR] with TYPE one of {', '.join(SCALINGS)}"
-        )
-    try:
-        value = float(factor) if factor else 2.0
-    except ValueError:
-        raise RopeConfigError(f"rope {rope!r}: factor {factor!r} is not a number") from None
-    return preset(rope_type, value, **geometry)
+    return preset_from_text(rope, **geometry)
 
 
 def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
