@@ -225,8 +225,8 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
     else:
         return default_spec()
     data = {k: v for k, v in data.items() if v is not None}
-    if corpus:
-        data["corpus"] = {"path": corpus.get("path", "shakespeare"), **{k: v for k, v in corpus.items() if k != "path"}}
+    base = {"path": data["corpus"]} if isinstance(data["corpus"], str) else data["corpus"]
+    data["corpus"] = {k: v for k, v in {**base, **corpus}.items() if v is not None}
     if "lengths" in given:
         try:
             given["lengths"] = [int(x) for x in given["lengths"].split(",") if x.strip()]
@@ -234,8 +234,6 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
             raise SpecError(f"--lengths {args.lengths!r} is not a comma-separated list of integers") from None
     if "ropes" in given:
         given["ropes"] = dict(_rope_flag(r) for r in given["ropes"])
-    if isinstance(data.get("corpus"), dict):
-        data["corpus"] = {k: v for k, v in data["corpus"].items() if v is not None}
     return spec_from_dict({**data, **given}, name=name)
 
 

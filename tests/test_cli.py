@@ -141,6 +141,10 @@ def test_sweep_flags_build_the_same_spec_as_a_file(tmp_path):
     override = build_parser().parse_args(["sweep", str(tmp_path / "s.toml"), "--lengths", "2048"])
     spec = sweep_spec_from_args(override)
     assert spec.lengths == (2048,) and spec.n_docs == 3 and "yarn4" in spec.ropes
+    fmt = sweep_spec_from_args(
+        build_parser().parse_args(["sweep", str(tmp_path / "s.toml"), "--corpus-format", "text"])
+    )
+    assert (fmt.corpus.source, fmt.corpus.format) == ("c.txt", "text")
     default = sweep_spec_from_args(build_parser().parse_args(["sweep"]))
     assert default.name == "default" and default.models == ("smollm2-135m",)
 
