@@ -4,14 +4,13 @@ one line naming the problem (exit 2), never a traceback."""
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, spec_frequencies
+from .rope.presets import describe_rope, rope_argument
 from .sweep.spec import SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
 
 # The embedded default model's geometry (SmolLM2-135M: head_dim 64, rope_theta 1e5, trained at 8192).
@@ -182,20 +181,8 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
 def _rope_flag(text: str) -> tuple[str, Any]:
     """A --rope value, ``NAME=ROPE`` or a bare ``ROPE`` (then named after itself: ``default``,
     ``yarn:4``, or type:factor of a JSON object)."""
-    name, sep, value = text.partition("=")
-    if not sep or not re.fullmatch(r"[\w.:+-]+", name):
-        name, value = "", text
-    value = value.strip()
-    if not value.startswith("{"):
-        return name or value, value
-    try:
-        rope = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise SpecError(f"--rope {text!r} is not valid JSON: {err}") from None
-    if not name and isinstance(rope, dict):
-        factor = rope.get("factor")
-        name = str(rope.get("rope_type", rope.get("type", "default"))) + (f":{factor:g}" if factor else "")
-    return name or value, rope
+    name, rope = rope_argument(text)
+    return name or describe_rope(rope), rope
 
 
 def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:

@@ -61,6 +61,15 @@ def _set(obj: Any, key: str, value: Any) -> None:
     object.__setattr__(obj, key, value)
 
 
+def _check(obj: Any, check: Any, *keys: str, optional: bool = False, **options: Any) -> None:
+    """Validate and coerce the fields ``keys`` of a frozen dataclass with ``check``; with
+    ``optional``, a field left at None is skipped."""
+    for key in keys:
+        value = getattr(obj, key)
+        if not (optional and value is None):
+            _set(obj, key, check(key, value, **options))
+
+
 # --- one dataclass per rope type: its keys, their kinds and defaults --------------------------
 # Field names are the upstream keys (transformers' RopeParameters); a field without a default is
 # required. __post_init__ coerces and validates values; checks that need the head size (longrope
@@ -83,7 +92,7 @@ class Linear:
     factor: float
 
     def __post_init__(self) -> None:
-        _set(self, "factor", _number("factor", self.factor))
+        _check(self, _number, "factor")
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class Dynamic:
     factor: float
 
     def __post_init__(self) -> None:
-        _set(self, "factor", _number("factor", self.factor))
+        _check(self, _number, "factor")
 
 
 @dataclass(frozen=True)
@@ -114,20 +123,12 @@ class Yarn:
     truncate: bool = True
 
     def __post_init__(self) -> None:
-        _set(self, "factor", _number("factor", self.factor))
-        if self.original_max_position_embeddings is not None:
-            _set(
-                self,
-                "original_max_position_embeddings",
-                _integer("original_max_position_embeddings", self.original_max_position_embeddings),
-            )
-        _set(self, "beta_fast", _number("beta_fast", self.beta_fast))
-        _set(self, "beta_slow", _number("beta_slow", self.beta_slow))
-        for key in ("mscale", "mscale_all_dim"):  # 0 switches the DeepSeek form off, as upstream
-            if getattr(self, key) is not None:
-                _set(self, key, _number(key, getattr(self, key), strict=False))
-        if self.attention_factor is not None:
-            _set(self, "attention_factor", _number("attention_factor", self.attention_factor))
+        _check(self, _number, "factor")
+        _check(self, _integer, "original_max_position_embeddings", optional=True)
+        _check(self, _number, "beta_fast", "beta_slow")
+        # 0 switches the DeepSeek form off, as upstream
+        _check(self, _number, "mscale", "mscale_all_dim", optional=True, strict=False)
+        _check(self, _number, "attention_factor", optional=True)
         if not isinstance(self.truncate, bool):
             raise RopeConfigError(f"truncate={self.truncate!r} is not allowed; expected true or false")
         # transformers silently ignores these combinations; refuse them instead of dropping a value.
@@ -162,17 +163,9 @@ class LongRope:
     attention_factor: float | None = None
 
     def __post_init__(self) -> None:
-        _set(self, "short_factor", _numbers("short_factor", self.short_factor))
-        _set(self, "long_factor", _numbers("long_factor", self.long_factor))
-        if self.original_max_position_embeddings is not None:
-            _set(
-                self,
-                "original_max_position_embeddings",
-                _integer("original_max_position_embeddings", self.original_max_position_embeddings),
-            )
-        for key in ("factor", "attention_factor"):
-            if getattr(self, key) is not None:
-                _set(self, key, _number(key, getattr(self, key)))
+        _check(self, _numbers, "short_factor", "long_factor")
+        _check(self, _integer, "original_max_position_embeddings", optional=True)
+        _check(self, _number, "factor", "attention_factor", optional=True)
 
 
 @dataclass(frozen=True)
@@ -186,14 +179,8 @@ class Llama3:
     original_max_position_embeddings: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("factor", "low_freq_factor", "high_freq_factor"):
-            _set(self, key, _number(key, getattr(self, key)))
-        if self.original_max_position_embeddings is not None:
-            _set(
-                self,
-                "original_max_position_embeddings",
-                _integer("original_max_position_embeddings", self.original_max_position_embeddings),
-            )
+        _check(self, _number, "factor", "low_freq_factor", "high_freq_factor")
+        _check(self, _integer, "original_max_position_embeddings", optional=True)
         if self.high_freq_factor <= self.low_freq_factor:
             raise RopeConfigError(
                 f"high_freq_factor={self.high_freq_factor:g} must be greater than "
@@ -226,9 +213,8 @@ class RopeSpec:
     rotary_dim: int = field(init=False)
 
     def __post_init__(self) -> None:
-        _set(self, "rope_theta", _number("rope_theta", self.rope_theta))
-        _set(self, "head_dim", _integer("head_dim", self.head_dim))
-        _set(self, "max_position_embeddings", _integer("max_position_embeddings", self.max_position_embeddings))
+        _check(self, _number, "rope_theta")
+        _check(self, _integer, "head_dim", "max_position_embeddings")
         prf = _number("partial_rotary_factor", self.partial_rotary_factor)
         if prf > 1.0:
             raise RopeConfigError(f"partial_rotary_factor={prf!r} is not allowed; expected 0 < value <= 1")

@@ -72,7 +72,7 @@ def preset(
     raise RopeConfigError(f"preset {rope_type!r} is not known; expected one of {', '.join(SCALINGS)}")
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_NAME = re.compile(r"^[\w.:+-]+$")
 
 
 def named_ropes(
@@ -90,23 +90,15 @@ def named_ropes(
     * a path to a model's ``config.json`` (or its folder): that model's own rope, with its own
       geometry, one entry per layer type when they differ (``NAME/sliding_attention``).
     """
-    name, sep, value = text.partition("=")
-    if not sep or not _NAME.match(name):
-        name, value = "", text
+    name, value = rope_argument(text)
     geometry = {
         "head_dim": head_dim,
         "rope_theta": rope_theta,
         "max_position_embeddings": max_position_embeddings,
         "partial_rotary_factor": partial_rotary_factor,
     }
-    value = value.strip()
-    if value.startswith("{"):
-        try:
-            rope = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise RopeConfigError(f"rope {text!r} is not valid JSON: {err}") from None
-        spec = parse_rope(rope, **geometry)
-        return {name or _describe(spec): spec}
+    if isinstance(value, dict):
+        return {name or describe_rope(value): parse_rope(value, **geometry)}
     if Path(value).exists():
         specs = {lt: s for lt, s in rope_from_config(value).items() if s is not None}
         name = name or Path(value).resolve().with_suffix("").name
@@ -133,6 +125,24 @@ def preset_from_text(text: str, **geometry: Any) -> dict[str, Any]:
     return preset(rope_type, value, **geometry)
 
 
-def _describe(spec: RopeSpec) -> str:
-    factor = getattr(spec.scaling, "factor", None)
-    return spec.rope_type if factor is None else f"{spec.rope_type}:{factor:g}"
+def rope_argument(text: str) -> tuple[str, str | dict]:
+    """Split a command-line rope ``[NAME=]ROPE`` into its name ("" when unnamed) and the rope:
+    the parsed object when it is JSON, else the stripped text (a preset or a path)."""
+    name, sep, value = text.partition("=")
+    if not sep or not _NAME.match(name):
+        name, value = "", text
+    value = value.strip()
+    if not value.startswith("{"):
+        return name, value
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError as err:
+        raise RopeConfigError(f"rope {text!r} is not valid JSON: {err}") from None
+
+
+def describe_rope(rope: Any) -> str:
+    """A short name for an unnamed rope dict: its type, and ``:factor`` when it has one."""
+    if not isinstance(rope, dict):
+        return str(rope)
+    factor = rope.get("factor")
+    return str(rope.get("rope_type", rope.get("type", "default"))) + (f":{factor:g}" if factor else "")
