@@ -175,6 +175,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
     p.add_argument("--force", action="store_true", help="reuse DIR even though its spec differs (keeps shared cells)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write DIR/report.html and report.md at the end")
     p.set_defaults(run=run_sweep_command)
 
 
@@ -240,6 +241,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             f"  FAILED {row['model']} {row['rope']} {row['layer_mix']} {row['length']}: {row['status']} "
             f"{row.get('detail', '')}"
         )
+    if not args.no_report:
+        from .report import write_report
+
+        report = write_report(out)
+        print(f"report: {report.html} and {report.markdown}")
     return 1 if summary.failed else 0
 
 
@@ -258,11 +264,47 @@ def results_table(path: Path) -> str:
     return "\n\n".join(blocks)
 
 
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    from .report import FORMATS
+
+    p = sub.add_parser(
+        "report",
+        help="plotted report of a sweep directory (report.html, report.md, figures/)",
+        description=(
+            "Write DIR/report.html (self-contained, figures embedded) and DIR/report.md with its figures in "
+            "DIR/figures/: perplexity vs context length, relative to a baseline rope, layer mixes, what each "
+            "rope does to the frequencies, the table of numbers and the provenance. Works on a partial sweep: "
+            "failed cells are marked, pending ones counted."
+        ),
+        epilog="example: ropekit report runs/default --format svg pdf",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="a sweep directory (holds results.csv and meta.json)")
+    p.add_argument(
+        "--format",
+        nargs="+",
+        choices=FORMATS,
+        default=["png"],
+        help="figure files to write besides PNG (svg, pdf for papers)",
+    )
+    p.add_argument("--baseline", metavar="ROPE", help="rope the relative figure divides by (default: default)")
+    p.add_argument("--mix-rope", metavar="ROPE", help="rope whose layer mixes are compared (default: default)")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    report = write_report(args.dir, formats=tuple(args.format), baseline=args.baseline, mix_rope=args.mix_rope)
+    print(f"wrote {report.html}\nwrote {report.markdown} (figures in {report.markdown.parent / 'figures'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ropekit", description="Long-context RoPE scaling toolkit.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('ropekit').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _sweep_parser(sub)
+    _report_parser(sub)
     _inspect_parser(sub)
     _models_parser(sub)
     return parser
@@ -273,13 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .data import CorpusError
     from .models import CheckpointError, ModelConfigError
+    from .report import ReportError
 
     try:
         return args.run(args)
     except BrokenPipeError:  # output piped into head and the like
         sys.stderr.close()
         return 0
-    except (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, OSError) as err:
+    except (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, OSError) as err:
         print(f"ropekit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

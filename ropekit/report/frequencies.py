@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .style import rope_colors
+from .style import plain_log_ticks, rope_colors
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 
-def plot_frequencies(table: pd.DataFrame, *, original_length: int | None = None, title: str | None = None) -> Figure:
+def plot_frequencies(
+    table: pd.DataFrame,
+    *,
+    original_length: int | None = None,
+    title: str | None = None,
+    colors: Mapping[str, tuple[str, str]] | None = None,
+) -> Figure:
     """Wavelength and scale against default per rotary dimension, one line per rope.
 
     ``table`` is :func:`ropekit.rope.frequency_table`'s output. Left: wavelength in tokens (log2),
@@ -22,7 +29,7 @@ def plot_frequencies(table: pd.DataFrame, *, original_length: int | None = None,
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_wave, ax_scale = fig.subplots(1, 2)
-    styles = rope_colors(table["rope"])
+    styles = colors or rope_colors(table["rope"])
     for name, rows in table.groupby("rope", sort=False):
         color, linestyle = styles[name]
         label = f"{name} (attn x{rows['attention_scale'].iloc[0]:.3g})"
@@ -50,6 +57,7 @@ def plot_frequencies(table: pd.DataFrame, *, original_length: int | None = None,
         ylabel="wavelength / default wavelength",
         title="Stretch against default",
     )
+    plain_log_ticks(ax_scale)
     for ax in (ax_wave, ax_scale):
         ax.grid(True, which="major", alpha=0.3)
     handles, labels = ax_wave.get_legend_handles_labels()

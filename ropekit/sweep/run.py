@@ -52,7 +52,7 @@ class SweepSummary:
         return not self.failed
 
 
-def _geometry(raw: dict[str, Any]) -> dict[str, Any]:
+def rope_geometry(raw: dict[str, Any]) -> dict[str, Any]:
     """The head geometry presets are built for: the global layers' rope (else the first one)."""
     specs = rope_from_config(raw)
     spec = specs["full_attention"] or specs["sliding_attention"]
@@ -77,7 +77,7 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
         for mix in spec.layer_mixes:
             for rope_name, rope in spec.ropes.items():
                 try:
-                    overrides = {"rope_scaling": rope_scaling_for(rope, _geometry(raw)), **parse_layer_mix(mix)}
+                    overrides = {"rope_scaling": rope_scaling_for(rope, rope_geometry(raw)), **parse_layer_mix(mix)}
                     model_config(raw, **overrides)
                 except (RopeConfigError, ValueError) as err:
                     raise SpecError(f"model {model!r}, rope {rope_name!r}, layer mix {mix!r}: {err}") from None

@@ -1,0 +1,195 @@
+"""Perplexity against context length: absolute, relative to a baseline rope, and across layer mixes.
+
+Every function takes the results DataFrame (:func:`ropekit.report.load_results`, or any frame with
+the columns model, rope, layer_mix, length, ppl, status) and returns a matplotlib Figure. Lengths
+are on a log2 axis; a failed cell is a cross at the top of its panel labelled with its status
+(``oom``, ``nan``, ``no_docs``), never a silently missing point; pending cells are counted in the
+title. When the frame has a ``trained_context`` column its value is marked as a dotted line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from .results import PENDING
+from .style import plain_log_ticks, rope_colors, series_styles
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+Styles = Mapping[str, tuple[str, str]]
+MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h")
+
+
+def plot_perplexity(frame: pd.DataFrame, *, colors: Styles | None = None, title: str | None = None) -> Figure:
+    """Perplexity vs context length, one line per rope, one panel per (model, layer mix)."""
+    return _curves(frame, "rope", None, colors or rope_colors(frame["rope"]), title or "Perplexity vs context length")
+
+
+def plot_relative(
+    frame: pd.DataFrame, baseline: str = "default", *, colors: Styles | None = None, title: str | None = None
+) -> Figure:
+    """Each rope's perplexity divided by ``baseline``'s at the same (model, layer mix, length), as
+    the YaRN and LongRoPE papers compare methods: below 1 is better than the baseline."""
+    _require(frame, "rope", baseline)
+    return _curves(
+        frame,
+        "rope",
+        baseline,
+        colors or rope_colors(frame["rope"]),
+        title or f"Perplexity relative to {baseline}",
+    )
+
+
+def plot_layer_mixes(
+    frame: pd.DataFrame, rope: str | None = None, reference: str | None = None, *, title: str | None = None
+) -> Figure:
+    """For one rope (default: ``default`` if swept, else the first), one line per layer mix: left
+    perplexity, right relative to the ``reference`` mix (default: ``native`` if swept, else the
+    first). One row of panels per model."""
+    ropes = list(dict.fromkeys(frame["rope"]))
+    rope = rope or ("default" if "default" in ropes else ropes[0])
+    _require(frame, "rope", rope)
+    rows = frame[frame["rope"] == rope]
+    mixes = list(dict.fromkeys(rows["layer_mix"]))
+    reference = reference or ("native" if "native" in mixes else mixes[0])
+    _require(rows, "layer_mix", reference)
+    styles = series_styles(mixes, first=reference)
+    models = list(dict.fromkeys(rows["model"]))
+    fig, axes = _figure(len(models) * 2, columns=2)
+    for i, model in enumerate(models):
+        part = rows[rows["model"] == model]
+        for ax, baseline in ((axes[2 * i], None), (axes[2 * i + 1], reference)):
+            _panel(ax, part, "layer_mix", baseline, styles)
+            ax.set_title(f"{model_label(model)}: {'perplexity' if baseline is None else 'relative to ' + reference}")
+    _finish(fig, axes, rows, title or f"Layer mixes, rope {rope}")
+    return fig
+
+
+def model_label(model: str) -> str:
+    """An embedded name as it is; a checkpoint path by its file or folder name, to fit a title."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _require(frame: pd.DataFrame, column: str, value: str) -> None:
+    values = list(dict.fromkeys(frame[column]))
+    if value not in values:
+        raise ValueError(f"{column} {value!r} is not in the results; expected one of {', '.join(map(str, values))}")
+
+
+def _curves(frame: pd.DataFrame, series: str, baseline: str | None, styles: Styles, title: str) -> Figure:
+    panels = list(frame.groupby(["model", "layer_mix"], sort=False))
+    fig, axes = _figure(len(panels))
+    for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
+        _panel(ax, rows, series, baseline, styles)
+        ax.set_title(f"{model_label(model)}, layer mix {mix}")
+    _finish(fig, axes, frame, title)
+    return fig
+
+
+def _figure(n: int, columns: int = 3) -> tuple[Figure, list[Axes]]:
+    from matplotlib.figure import Figure
+
+    cols = min(n, columns)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4.6 * cols + 2.0, 3.7 * rows), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styles: Styles) -> None:
+    """One panel: a line per value of ``series`` (rope or layer mix), divided by the ``baseline``
+    series when given; failed cells as labelled crosses along the top edge."""
+    import numpy as np
+
+    base = rows[rows[series] == baseline].set_index("length")["ppl"] if baseline else None
+    failed_at: dict[int, int] = {}
+    for k, (name, part) in enumerate(rows.groupby(series, sort=False)):
+        color, linestyle = styles[name]
+        ok = part[part["status"] == "ok"].sort_values("length")
+        y = ok["ppl"].to_numpy(float)
+        if base is not None:
+            y = y / base.reindex(ok["length"]).to_numpy(float)
+        keep = np.isfinite(y)
+        ax.plot(
+            ok["length"].to_numpy()[keep],
+            y[keep],
+            color=color,
+            linestyle=linestyle,
+            marker=MARKERS[k % len(MARKERS)] if series == "layer_mix" else "o",
+            markersize=4,
+            label=name,
+        )
+        for _, cell in part[~part["status"].isin(["ok", PENDING])].iterrows():
+            _mark_failure(ax, int(cell["length"]), str(cell["status"]), color, failed_at)
+    _length_axis(ax, rows["length"])
+    if "trained_context" in rows and rows["trained_context"].notna().any():
+        trained = int(rows["trained_context"].dropna().iloc[0])
+        ax.axvline(trained, color="0.45", linestyle=":", linewidth=1.2, gid="trained")
+        ax.annotate(
+            f"trained {_tokens(trained)}",
+            (trained, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.35",
+        )
+    if baseline is None:
+        ax.set_yscale("log")
+        plain_log_ticks(ax)
+        ax.set_ylabel("perplexity (log scale)")
+    else:
+        ax.axhline(1.0, color="0.6", linewidth=0.8)
+        ax.set_ylabel(f"perplexity / perplexity of {baseline}")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _mark_failure(ax: Axes, length: int, status: str, color: str, failed_at: dict[int, int]) -> None:
+    """A cross at the top edge of the panel above ``length``, stacked when several fail there."""
+    k = failed_at[length] = failed_at.get(length, -1) + 1
+    y = 0.95 - 0.07 * k
+    transform = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    ax.plot([length], [y], transform=transform, marker="X", markersize=8, color=color, linestyle="none", gid="failed")
+    ax.annotate(status, (length, y), xycoords=transform, xytext=(6, -3), textcoords="offset points", fontsize=7)
+
+
+def _length_axis(ax: Axes, lengths: Sequence[int]) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ticks = sorted(set(int(n) for n in lengths))
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tokens(x)))
+    ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
+    ax.set_xlabel("context length (tokens, log2 scale)")
+
+
+def _tokens(n: float) -> str:
+    n = int(round(n))
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}"
+
+
+def _finish(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str) -> None:
+    from matplotlib.lines import Line2D
+
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if (~frame["status"].isin(["ok", PENDING])).any():
+        handles.append(Line2D([], [], marker="X", color="0.2", linestyle="none", markersize=8))
+        labels.append("failed cell (status)")
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=9)
+    pending = int((frame["status"] == PENDING).sum())
+    if pending:
+        title += f"  ({pending} of {len(frame)} cells pending)"
+    fig.suptitle(title)

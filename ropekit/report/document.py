@@ -1,0 +1,285 @@
+"""``ropekit report DIR``: one self-contained report.html and a report.md with its figures beside it.
+
+    DIR/report.html          figures embedded as PNG data, opens offline
+    DIR/report.md            links DIR/figures/*.png
+    DIR/figures/NAME.{png,svg,pdf}
+
+Sections: perplexity vs length per (model, layer mix); relative to the baseline rope; layer mixes
+for one rope (when there are several); what each rope does to the frequencies; the numbers; failed
+and pending cells; provenance (spec, versions, device, hashes, dates, wall time).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .curves import model_label, plot_layer_mixes, plot_perplexity, plot_relative
+from .frequencies import plot_frequencies
+from .results import PENDING, ReportError, Sweep, load_sweep
+from .style import rope_colors
+from .tables import perplexity_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FORMATS = ("png", "svg", "pdf")
+DPI = 110
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    figures: list[str] = field(default_factory=list)  # file stems under figures/
+    tables: list[tuple[str, Any]] | None = None  # (caption, DataFrame)
+    code: str | None = None
+    table_class: str = "numbers"  # numbers: right-aligned cells; text: left-aligned
+
+
+@dataclass
+class Report:
+    html: Path
+    markdown: Path
+    figures: list[Path]
+
+
+def write_report(
+    path: str | Path,
+    *,
+    formats: tuple[str, ...] = ("png",),
+    baseline: str | None = None,
+    mix_rope: str | None = None,
+) -> Report:
+    """Write DIR/report.html, DIR/report.md and DIR/figures/ for a sweep directory, complete or not.
+
+    ``baseline``: the rope the relative figure divides by (default ``default`` if swept, else the
+    first); ``mix_rope``: the rope whose layer mixes are compared (same default)."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ReportError(f"format {', '.join(bad)} is not supported; expected some of {', '.join(FORMATS)}")
+    sweep = load_sweep(path)
+    frame = sweep.results
+    ropes = list(dict.fromkeys(frame["rope"]))
+    for name, value in (("baseline", baseline), ("mix rope", mix_rope)):
+        if value is not None and value not in ropes:
+            raise ReportError(f"{name} {value!r} is not a rope of this sweep; expected one of {', '.join(ropes)}")
+    baseline = baseline or ("default" if "default" in ropes else ropes[0])
+    colors = rope_colors(ropes)
+    figures: dict[str, Figure] = {}
+    sections = _sections(sweep, baseline, mix_rope, colors, figures)
+
+    folder = sweep.path / "figures"
+    folder.mkdir(exist_ok=True)
+    written, png = [], {}
+    for stem, fig in figures.items():
+        for fmt in dict.fromkeys(("png", *formats)):
+            target = folder / f"{stem}.{fmt}"
+            fig.savefig(target, dpi=DPI, format=fmt, metadata=_figure_metadata(fmt))
+            written.append(target)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=DPI, format="png")
+        png[stem] = base64.b64encode(buffer.getvalue()).decode()
+    title = f"ropekit sweep report: {sweep.meta.get('name', sweep.path.name)}"
+    md, page = sweep.path / "report.md", sweep.path / "report.html"
+    md.write_text(_markdown(title, sections), encoding="utf-8")
+    page.write_text(_html(title, sections, png), encoding="utf-8")
+    return Report(page, md, written)
+
+
+def _figure_metadata(fmt: str) -> dict[str, Any]:
+    # No creation dates in the files, so regenerating an unchanged report changes no bytes.
+    return {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
+
+
+def _sections(sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures: dict) -> list[Section]:
+    frame, meta = sweep.results, sweep.meta
+    counts = frame["status"].value_counts()
+    ok, pending = int(counts.get("ok", 0)), int(counts.get(PENDING, 0))
+    failed = len(frame) - ok - pending
+    spec = sweep.spec
+    corpus = meta.get("corpus", {})
+    summary = (
+        f"{len(frame)} cells: {ok} scored, {failed} failed, {pending} pending. "
+        f"Models: {', '.join(dict.fromkeys(frame['model']))}; corpus: {corpus.get('name', '?')} "
+        f"({spec.get('n_docs', '?')} document(s) per length, mode {spec.get('mode', '?')}); "
+        f"ropes: {', '.join(dict.fromkeys(frame['rope']))}; "
+        f"layer mixes: {', '.join(dict.fromkeys(frame['layer_mix']))}."
+    )
+    sections = [Section("Summary", summary)]
+    figures["perplexity"] = plot_perplexity(frame, colors=colors)
+    sections.append(
+        Section(
+            "Perplexity vs context length",
+            "Perplexity of the first L tokens of each document (lower is better), one line per rope config. "
+            "The dotted line is the model's trained context; a cross on the top edge is a cell that failed, "
+            "labelled with why.",
+            ["perplexity"],
+        )
+    )
+    if len(colors) > 1:
+        figures["relative"] = plot_relative(frame, baseline, colors=colors)
+        sections.append(
+            Section(
+                f"Relative to {baseline}",
+                f"Each rope's perplexity divided by {baseline}'s at the same length: below 1 it does better "
+                f"than {baseline}, above 1 worse.",
+                ["relative"],
+                [(f"perplexity / perplexity of {baseline}", perplexity_table(frame, baseline=baseline, text=True))],
+            )
+        )
+    mixes = list(dict.fromkeys(frame["layer_mix"]))
+    if len(mixes) > 1:
+        rope = mix_rope or ("default" if "default" in colors else next(iter(colors)))
+        figures["layer_mixes"] = plot_layer_mixes(frame, rope)
+        reference = "native" if "native" in mixes else mixes[0]
+        sections.append(
+            Section(
+                f"Layer mixes (rope {rope})",
+                f"The same weights under each sliding/global layer plan. Right: relative to {reference}, "
+                "so the cost (above 1) or gain of a plan reads directly.",
+                ["layer_mixes"],
+            )
+        )
+    sections.append(_frequency_section(sweep, colors, figures))
+    sections.append(
+        Section(
+            "Numbers",
+            "Perplexity per cell; failed and pending cells show their status.",
+            [],
+            [("perplexity", perplexity_table(frame, text=True))],
+        )
+    )
+    problems = frame[frame["status"] != "ok"]
+    if len(problems):
+        columns = [c for c in ("model", "rope", "layer_mix", "length", "status", "detail") if c in problems]
+        sections.append(
+            Section("Failed and pending cells", "", [], [("", problems[columns].fillna("").reset_index(drop=True))])
+        )
+    sections.append(_provenance(sweep))
+    return sections
+
+
+def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:
+    from ..rope import frequency_table
+
+    lengths = sweep.spec.get("lengths") or sorted(set(sweep.results["length"]))
+    seq_len = max(lengths)
+    notes = []
+    for i, (model, info) in enumerate(sweep.models.items()):
+        if info is None:
+            notes.append(f"{model}: its checkpoint is not readable here, so its frequencies are not shown.")
+            continue
+        if info.note:
+            notes.append(f"{model}: {info.note}")
+        if not info.ropes:
+            continue
+        table = frequency_table(info.ropes, seq_len)
+        stem = "frequencies" if i == 0 else f"frequencies_{i}"
+        figures[stem] = plot_frequencies(
+            table,
+            original_length=info.trained_context,
+            title=f"{model_label(model)}: rope of the global layers at {seq_len:,} tokens",
+            colors=colors,
+        )
+    text = (
+        f"Per rotary pair of the global layers' rope at {seq_len:,} tokens (dynamic and longrope depend on the "
+        "length): wavelength in tokens and how much each rope stretches it relative to default. Bands with "
+        "wavelength past the trained context never completed a turn in training."
+    )
+    stems = [s for s in figures if s.startswith("frequencies")]
+    return Section("What each rope does to the frequencies", " ".join([text, *notes]), stems)
+
+
+def _provenance(sweep: Sweep) -> Section:
+    meta = sweep.meta
+    versions = meta.get("versions", {})
+    corpus = meta.get("corpus", {})
+    rows = [
+        ("sweep directory", str(sweep.path)),
+        ("spec sha256", meta.get("spec_sha256", "?")),
+        (
+            "corpus",
+            f"{corpus.get('name', '?')} ({corpus.get('documents', '?')} documents), sha256 {corpus.get('sha256', '?')}",
+        ),
+        *[
+            (f"model {m}", f"{v.get('path', '?')}, sha256 {v.get('sha256', '?')}")
+            for m, v in meta.get("models", {}).items()
+        ],
+        ("device", f"{meta.get('device', '?')} ({meta.get('machine', '?')}, {meta.get('threads', '?')} threads)"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "?"),
+        ("started", meta.get("started", "?")),
+        ("finished", meta.get("finished", "not finished")),
+        ("wall time", f"{meta['wall_seconds']:.0f} s" if "wall_seconds" in meta else "?"),
+        ("report written", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+    ]
+    import pandas as pd
+
+    table = pd.DataFrame(rows, columns=["", "value"])
+    return Section("Provenance", "", [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text")
+
+
+def _markdown(title: str, sections: list[Section]) -> str:
+    out = [f"# {title}", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        if s.text:
+            out += [s.text, ""]
+        for stem in s.figures:
+            out += [f"![{s.title}](figures/{stem}.png)", ""]
+        for caption, table in s.tables or []:
+            if caption:
+                out += [f"*{caption}*", ""]
+            out += [_flat(table).to_markdown(index=False, disable_numparse=True), ""]
+        if s.code:
+            out += ["Spec:", "", "```json", s.code, "```", ""]
+    return "\n".join(out)
+
+
+def _flat(table):
+    """Index levels as ordinary columns, so both renderings show them as headed columns."""
+    return table.reset_index() if any(table.index.names) else table
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1200px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
+img { max-width: 100%; height: auto; display: block; margin: .8em 0; }
+table { border-collapse: collapse; font-size: .85em; margin: .6em 0 1.2em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+th { background: #f3f3f3; } table.numbers td { text-align: right; } table.numbers td:first-child { text-align: left; }
+details { margin: 1em 0; } summary { cursor: pointer; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .8em; }
+"""
+
+
+def _html(title: str, sections: list[Section], png: dict[str, str]) -> str:
+    e = html.escape
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    for s in sections:
+        out.append(f"<h2>{e(s.title)}</h2>")
+        if s.text:
+            out.append(f"<p>{e(s.text)}</p>")
+        for stem in s.figures:
+            out.append(f'<img alt="{e(s.title)}" src="data:image/png;base64,{png[stem]}">')
+        for caption, table in s.tables or []:
+            if caption:
+                out.append(f"<p><em>{e(caption)}</em></p>")
+            out.append(_flat(table).to_html(index=False, na_rep="", border=0, classes=s.table_class))
+        if s.code:
+            out.append(f"<details><summary>Spec (as the sweep resolved it)</summary><pre>{e(s.code)}</pre></details>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,164 @@
+"""A sweep directory's results as one tidy DataFrame, with the cells the spec plans but nobody ran yet.
+
+Columns are those of ``results.csv`` (model, rope, layer_mix, length, n_docs, n_tokens, nll, ppl,
+status, ...) plus ``trained_context`` (the model's trained length, when its config can be read) so
+the figures can mark it. ``status`` is ``ok`` for a number, the sweep's failure status (``oom``,
+``nan``, ``no_docs``) for a failed cell, and ``pending`` for a planned cell with no row yet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..rope import RopeSpec
+
+PENDING = "pending"
+
+
+class ReportError(ValueError):
+    """A directory or table a report cannot be built from; the message says what is missing."""
+
+
+@dataclass
+class ModelRopes:
+    """What a report needs to know about one model of a sweep, read from its config (no weights)."""
+
+    trained_context: int
+    ropes: dict[str, RopeSpec]  # rope name -> the rope of its global (full attention) layers
+    note: str = ""
+
+
+@dataclass
+class Sweep:
+    """A sweep directory read back: its results (with pending cells) and its provenance."""
+
+    path: Path
+    results: pd.DataFrame
+    meta: dict[str, Any]
+    models: dict[str, ModelRopes | None] = field(default_factory=dict)  # None: config not readable
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.meta.get("spec", {})
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """``DIR/results.csv`` (or a results.csv path) as a DataFrame, planned cells without a row
+    added as ``pending``, ropes and layer mixes in the order they ran, and each model's trained
+    context (read from its config, no weights; NA when the checkpoint is gone)."""
+    return load_sweep(path).results
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Everything a report shows about a sweep directory, complete or partial."""
+    import pandas as pd
+
+    path = Path(path)
+    folder = path.parent if path.suffix == ".csv" else path
+    results_path = path if path.suffix == ".csv" else folder / "results.csv"
+    if not folder.is_dir():
+        raise ReportError(f"{folder} is not a directory; expected a sweep directory (ropekit sweep --out DIR)")
+    meta = _read_meta(folder / "meta.json")
+    if not results_path.exists() and not meta:
+        raise ReportError(f"{folder} holds neither results.csv nor meta.json; is it a sweep directory?")
+    frame = _read_rows(results_path)
+    frame = _with_pending(frame, meta.get("spec", {}))
+    if frame.empty:
+        raise ReportError(f"{folder} has no results and its meta.json plans no cells")
+    infos = {m: _model_ropes(m, meta) for m in dict.fromkeys(frame["model"])}
+    trained = {m: info.trained_context for m, info in infos.items() if info is not None}
+    frame["trained_context"] = pd.array([trained.get(m) for m in frame["model"]], dtype="Int64")
+    return Sweep(folder, frame, meta, infos)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ReportError(f"{path} is not valid JSON ({err})") from None
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    from ..sweep.store import RESULT_COLUMNS
+
+    if not path.exists():
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
+    try:
+        frame = pd.read_csv(path, dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str})
+    except (ValueError, pd.errors.ParserError) as err:
+        raise ReportError(f"{path} is not a readable CSV ({err})") from None
+    missing = [c for c in ("model", "rope", "layer_mix", "length", "ppl", "status") if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}; is it a ropekit results.csv?")
+    return frame
+
+
+def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Add a ``pending`` row for every cell the spec plans that has no row, and order the axes as
+    the sweep ran them (meta.json's spec has its keys sorted)."""
+    import pandas as pd
+
+    models = list(spec.get("models", []))
+    ropes, mixes, lengths = list(spec.get("ropes", {})), list(spec.get("layer_mixes", [])), spec.get("lengths", [])
+    have = set(zip(frame["model"], frame["rope"], frame["layer_mix"], frame["length"].astype(int), strict=True))
+    pending = [
+        {"model": m, "rope": r, "layer_mix": x, "length": n, "status": PENDING}
+        for m in models
+        for x in mixes
+        for r in ropes
+        for n in lengths
+        if (m, r, x, n) not in have
+    ]
+    if pending:
+        frame = pd.concat([frame, pd.DataFrame(pending)], ignore_index=True)
+    frame["length"] = frame["length"].astype(int)
+    frame["ppl"] = pd.to_numeric(frame["ppl"], errors="coerce")
+    frame["nll"] = pd.to_numeric(frame.get("nll"), errors="coerce")
+    frame["status"] = frame["status"].fillna("error").astype(str)
+    frame.loc[frame["status"] != "ok", ["ppl", "nll"]] = float("nan")
+    order = {}
+    for column, planned in (("model", models), ("rope", ropes), ("layer_mix", mixes)):
+        order[column] = list(dict.fromkeys([*frame[column], *planned]))  # results.csv is in run order
+        frame[column + "_order"] = frame[column].map({v: i for i, v in enumerate(order[column])})
+    frame = frame.sort_values(["model_order", "layer_mix_order", "rope_order", "length"], kind="stable")
+    return frame.drop(columns=[c + "_order" for c in order]).reset_index(drop=True)
+
+
+def _model_ropes(model: str, meta: dict[str, Any]) -> ModelRopes | None:
+    """Trained context and per-rope frequencies of a model, from its config alone; None when the
+    checkpoint is no longer where the sweep found it."""
+    from ..models import model_config, read_model_config
+    from ..sweep.run import rope_geometry
+    from ..sweep.spec import rope_scaling_for
+
+    try:
+        _, raw = read_model_config(model)
+    except (ValueError, OSError):
+        path = meta.get("models", {}).get(model, {}).get("path")
+        try:
+            _, raw = read_model_config(path) if path else (None, None)
+        except (ValueError, OSError):
+            raw = None
+    if raw is None:
+        return None
+    geometry = rope_geometry(raw)
+    ropes, note = {}, ""
+    for name, rope in meta.get("spec", {}).get("ropes", {}).items():
+        try:
+            config = model_config(raw, rope_scaling=rope_scaling_for(rope, geometry))
+        except ValueError as err:
+            note += f"{name}: {err}. "
+            continue
+        layers = [layer.rope for layer in config.layers if layer.attention == "full_attention" and layer.rope]
+        ropes[name] = layers[0] if layers else next(layer.rope for layer in config.layers if layer.rope)
+    return ModelRopes(geometry["max_position_embeddings"], ropes, note)

@@ -1,0 +1,277 @@
+"""Figures, tables and the written report, checked for what they show: lines per rope, the log2
+length axis, the trained context, failed cells marked, pending cells counted, consistent colours."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ropekit.cli import main
+from ropekit.report import (
+    load_results,
+    perplexity_table,
+    plot_frequencies,
+    plot_layer_mixes,
+    plot_perplexity,
+    plot_relative,
+    rope_colors,
+    write_report,
+)
+from ropekit.rope import frequency_table, parse_rope
+from ropekit.sweep import run_sweep, spec_from_dict
+from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+
+ROPES = ["default", "yarn", "linear"]
+MIXES = ["native", "all-global"]
+LENGTHS = [512, 1024, 2048, 4096]
+
+
+def ppl(rope: str, mix: str, length: int) -> float:
+    return 10.0 + ROPES.index(rope) * 3 + MIXES.index(mix) * 5 + math.log2(length)
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    """Two mixes x three ropes x four lengths of one model, trained at 2048; yarn at 4096 under all-global
+    ran out of memory, linear at 4096 under native has not run yet."""
+    rows = []
+    for mix in MIXES:
+        for rope in ROPES:
+            for length in LENGTHS:
+                status = "ok"
+                if (rope, mix, length) == ("yarn", "all-global", 4096):
+                    status = "oom"
+                elif (rope, mix, length) == ("linear", "native", 4096):
+                    status = "pending"
+                value = ppl(rope, mix, length) if status == "ok" else float("nan")
+                rows.append(
+                    {"model": "m", "rope": rope, "layer_mix": mix, "length": length, "ppl": value, "status": status}
+                )
+    table = pd.DataFrame(rows)
+    table["trained_context"] = 2048
+    return table
+
+
+def line_data(ax) -> dict[str, tuple[list[int], list[float]]]:
+    return {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+        for line in ax.get_lines()
+        if not line.get_label().startswith("_")
+    }
+
+
+def failures(ax) -> list[tuple[float, str]]:
+    marks = [line for line in ax.get_lines() if line.get_gid() == "failed"]
+    return [(float(m.get_xdata()[0]), m.get_color()) for m in marks]
+
+
+def test_perplexity_figure_has_a_panel_per_mix_a_line_per_rope_and_marks(frame):
+    fig = plot_perplexity(frame)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["m, layer mix native", "m, layer mix all-global"]
+    colors = rope_colors(ROPES)
+    for ax, mix in zip(axes, MIXES, strict=True):
+        lines = line_data(ax)
+        assert list(lines) == ROPES
+        assert ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
+        assert ax.get_yscale() == "log"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["512", "1k", "2k", "4k"]
+        for rope, (x, y) in lines.items():
+            cells = frame[(frame["rope"] == rope) & (frame["layer_mix"] == mix)]
+            expected = cells.loc[cells["status"] == "ok", "length"].tolist()
+            assert x == expected
+            np.testing.assert_allclose(y, [ppl(rope, mix, n) for n in expected])
+        trained = [line for line in ax.get_lines() if line.get_gid() == "trained"]
+        assert len(trained) == 1 and trained[0].get_xdata()[0] == 2048
+    # the OOM cell is a cross above 4096 in yarn's colour, in the all-global panel only; pending is not a failure
+    assert failures(axes[0]) == []
+    assert failures(axes[1]) == [(4096.0, colors["yarn"][0])]
+    assert any(t.get_text() == "oom" for t in axes[1].texts)
+    assert "1 of 24 cells pending" in fig._suptitle.get_text()
+    assert "failed cell (status)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_relative_figure_divides_by_the_baseline(frame):
+    fig = plot_relative(frame, "default")
+    ax = fig.axes[0]
+    lines = line_data(ax)
+    assert lines["default"][1] == [1.0] * 4
+    np.testing.assert_allclose(
+        lines["yarn"][1], [ppl("yarn", "native", n) / ppl("default", "native", n) for n in LENGTHS]
+    )
+    assert ax.get_yscale() == "linear"
+    with pytest.raises(ValueError, match="rope 'nope' is not in the results; expected one of default, yarn"):
+        plot_relative(frame, "nope")
+
+
+def test_layer_mix_figure_compares_mixes_for_one_rope(frame):
+    fig = plot_layer_mixes(frame, "yarn")
+    absolute, relative = fig.axes[:2]
+    assert list(line_data(absolute)) == MIXES
+    x, y = line_data(relative)["all-global"]
+    assert x == [512, 1024, 2048]  # 4096 failed under all-global: a cross, not a point
+    np.testing.assert_allclose(y, [ppl("yarn", "all-global", n) / ppl("yarn", "native", n) for n in x])
+    assert line_data(relative)["native"][1] == [1.0] * 4
+    assert [m[0] for m in failures(absolute)] == [4096.0]
+    assert fig.axes[0].get_title() == "m: perplexity" and fig.axes[1].get_title() == "m: relative to native"
+
+
+def test_tables_show_numbers_and_statuses(frame):
+    table = perplexity_table(frame)
+    assert list(table.columns) == ROPES
+    assert table.loc[("m", "native", 1024), "yarn"] == pytest.approx(ppl("yarn", "native", 1024))
+    assert math.isnan(table.loc[("m", "all-global", 4096), "yarn"])
+    text = perplexity_table(frame, text=True)
+    assert text.loc[("m", "all-global", 4096), "yarn"] == "OOM"
+    assert text.loc[("m", "native", 4096), "linear"] == "PENDING"
+    assert text.loc[("m", "native", 512), "default"] == f"{ppl('default', 'native', 512):.2f}"
+    ratio = perplexity_table(frame, baseline="default", text=True)
+    assert ratio.loc[("m", "native", 512), "default"] == "1.000"
+
+
+def test_a_rope_keeps_its_colour_across_figures(frame):
+    colors = rope_colors(["default", "linear", "yarn"])
+    specs = {
+        name: parse_rope(
+            None if name == "default" else {"rope_type": name, "factor": 4.0},
+            head_dim=16,
+            rope_theta=1e4,
+            max_position_embeddings=2048,
+        )
+        for name in ("yarn", "default", "linear")
+    }
+    curves = plot_perplexity(frame, colors=colors).axes[0]
+    bands = plot_frequencies(frequency_table(specs), colors=colors).axes[0]
+    for ax in (curves, bands):
+        seen = {line.get_label().split(" ")[0]: line.get_color() for line in ax.get_lines()}
+        assert {name: seen[name] for name in colors} == {name: c for name, (c, _) in colors.items()}
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """A real (tiny) sweep: two ropes x two mixes x three lengths."""
+    base = tmp_path_factory.mktemp("report")
+    make_checkpoint(base / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
+    add_tokenizer(base / "tiny")
+    write_corpus(base / "corpus", (300, 700))
+    spec = spec_from_dict(
+        {
+            "models": [str(base / "tiny")],
+            "corpus": str(base / "corpus"),
+            "lengths": [64, 128, 256],
+            "ropes": {"default": "default", "yarn": "yarn:2"},
+            "layer_mixes": ["native", "LG@32"],
+            "n_docs": 1,
+        },
+        name="tiny",
+    )
+    assert run_sweep(spec, base / "run", quiet=True).ok
+    return base / "run"
+
+
+def partial_copy(sweep_dir: Path, target: Path) -> Path:
+    """The sweep with one cell turned into an OOM and one cell's row removed (pending)."""
+    shutil.copytree(sweep_dir, target)
+    with (target / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if (row["rope"], row["layer_mix"], row["length"]) == ("yarn", "LG@32", "256"):
+            row.update(status="oom", ppl="", nll="", detail="doc: out of memory")
+    rows = [r for r in rows if (r["rope"], r["layer_mix"], r["length"]) != ("default", "native", "256")]
+    with (target / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def test_load_results_adds_pending_cells_and_the_trained_context(sweep_dir, tmp_path):
+    frame = load_results(partial_copy(sweep_dir, tmp_path / "p"))
+    assert len(frame) == 12
+    assert frame.set_index(["rope", "layer_mix", "length"]).loc[("default", "native", 256), "status"] == "pending"
+    assert set(frame["trained_context"]) == {128}
+    assert list(dict.fromkeys(frame["rope"])) == ["default", "yarn"]
+
+
+def test_report_writes_html_markdown_and_figures(sweep_dir, tmp_path):
+    folder = partial_copy(sweep_dir, tmp_path / "p")
+    report = write_report(folder, formats=("svg", "pdf"))
+    stems = {"perplexity", "relative", "layer_mixes", "frequencies"}
+    assert {p.name for p in report.figures} == {f"{s}.{x}" for s in stems for x in ("png", "svg", "pdf")}
+    md = report.markdown.read_text()
+    for stem in stems:
+        assert f"](figures/{stem}.png)" in md
+    assert "OOM" in md and "PENDING" in md and "doc: out of memory" in md
+    assert "10 scored, 1 failed, 1 pending" in md
+    table = perplexity_table(load_results(folder), text=True)
+    assert table.loc[(str(sweep_dir.parent / "tiny"), "native", 64), "yarn"] in md
+    page = report.html.read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "<script" not in page
+    assert json.loads((folder / "meta.json").read_text())["spec_sha256"] in page
+
+
+def test_report_without_the_checkpoint_still_has_curves_and_says_why_frequencies_are_missing(sweep_dir, tmp_path):
+    folder = tmp_path / "moved"
+    shutil.copytree(sweep_dir, folder)
+    for file in ("results.csv", "meta.json"):  # the model path no longer exists
+        text = (folder / file).read_text().replace(str(sweep_dir.parent / "tiny"), "/gone/tiny")
+        (folder / file).write_text(text)
+    report = write_report(folder)
+    assert {p.stem for p in report.figures} == {"perplexity", "relative", "layer_mixes"}
+    assert "/gone/tiny: its checkpoint is not readable here" in report.markdown.read_text()
+
+
+def test_report_cli_and_its_errors(sweep_dir, tmp_path, capsys):
+    folder = tmp_path / "c"
+    shutil.copytree(sweep_dir, folder)
+    assert main(["report", str(folder), "--format", "svg"]) == 0
+    assert (folder / "report.html").exists() and (folder / "figures" / "relative.svg").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a directory; expected a sweep directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds neither results.csv nor meta.json" in capsys.readouterr().err
+    assert main(["report", str(folder), "--baseline", "pi"]) == 2
+    assert "baseline 'pi' is not a rope of this sweep; expected one of default, yarn" in capsys.readouterr().err
+    (folder / "results.csv").write_text("a,b\n1,2\n")
+    assert main(["report", str(folder)]) == 2
+    assert "lacks the column(s) model, rope" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium for a headless screenshot")
+def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
+    import matplotlib.image
+
+    folder = partial_copy(sweep_dir, tmp_path / "p")
+    report = write_report(folder)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1280,3000",
+            f"--screenshot={shot}",
+            report.html.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    # Figures drawn: the coloured lines of the palette appear (a text-only page is grey scale).
+    colourful = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.3
+    assert colourful.sum() > 2000
