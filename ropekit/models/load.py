@@ -8,7 +8,10 @@ is checked against what the config implies. Checkpoint names are mapped in one p
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -306,16 +309,24 @@ def load_model(
                 raise ModelConfigError(f"layer_mix={layer_mix!r} and {key}={overrides[key]!r} disagree; give one")
             overrides[key] = value
     kind, path = _resolve(name_or_path)
-    reader = _gguf_reader(path) if kind == "gguf" else None
-    raw = _folder_config(path) if kind == "folder" else gguf_config(reader)
-    config = model_config(raw, **overrides)
-    if kind == "folder":
-        source: Any = SafetensorsSource(path)
-        tokenizer = _folder_tokenizer(path)
+    cached = _dequantised(path) if kind == "gguf" else None
+    if kind == "folder" or cached is not None:
+        folder = cached or path
+        raw = _folder_config(folder)
+        config = model_config(raw, **overrides)
+        get = SafetensorsSource(folder).get
+        tokenizer = _folder_tokenizer(path) if cached is None else _gguf_tokenizer(path)
+        model = _build(config, get, dtype=dtype, device=device, origin=str(path))
     else:
-        source = GGUFSource(path, reader, config)
+        reader = _gguf_reader(path)
+        raw = gguf_config(reader)
+        config = model_config(raw, **overrides)
+        source, read = GGUFSource(path, reader, config), {}
+        model = _build(
+            config, lambda name: read.setdefault(name, source.get(name)), dtype=dtype, device=device, origin=str(path)
+        )
+        _cache_dequantised(path, raw, {k: v for k, v in read.items() if v is not None})
         tokenizer = _gguf_tokenizer(path)
-    model = _build(config, source.get, dtype=dtype, device=device, origin=str(path))
     model.source, model.raw_config, model.tokenizer_loader = str(path), raw, tokenizer
     return model
 
@@ -323,7 +334,78 @@ def load_model(
 def read_model_config(name_or_path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """The checkpoint file or folder and its raw config, without reading any weights."""
     kind, path = _resolve(name_or_path)
-    return path, _folder_config(path) if kind == "folder" else gguf_config(_gguf_reader(path))
+    if kind == "folder":
+        return path, _folder_config(path)
+    cached = _dequantised(path)
+    return path, _folder_config(cached) if cached is not None else gguf_config(_gguf_reader(path))
+
+
+# --- the dequantised-weights cache ---------------------------------------------------------------
+# Parsing a GGUF file's metadata and dequantising its tensors costs seconds on every load (more
+# than the forward pass of a short sweep). The first load writes the dequantised tensors, under
+# their transformers names, as one safetensors file with the config beside it, in a folder named
+# after the GGUF file's SHA-256; later loads read that folder like a transformers checkpoint. The
+# folder is renamed into place only once complete, so a killed write leaves no half cache.
+
+CACHE_FORMAT = "gguf-fp32-v1"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (or of a folder's safetensors and JSON files), memoised per (path, size, mtime)."""
+    path = Path(path).resolve()
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json")) if path.is_dir() else [path]
+    return _sha256(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        with open(name, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_folder(path: Path) -> Path:
+    return cache_dir() / CACHE_FORMAT / file_sha256(path)
+
+
+def _dequantised(path: Path) -> Path | None:
+    """The cache folder of a GGUF file, if a complete one exists."""
+    folder = _cache_folder(path)
+    return folder if (folder / "model.safetensors").exists() and (folder / "config.json").exists() else None
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays from GGUF metadata as JSON numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} in a model config is not JSON data")
+
+
+def _cache_dequantised(path: Path, raw: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Write the cache folder of a GGUF file; a cache that cannot be written only costs speed."""
+    import shutil
+    import tempfile
+    import warnings
+
+    from safetensors.torch import save_file
+
+    folder = _cache_folder(path)
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(raw, indent=1, default=_plain), encoding="utf-8")
+        (tmp / "source.json").write_text(json.dumps({"gguf": str(path)}), encoding="utf-8")
+        os.replace(tmp, folder)
+    except OSError as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not folder.exists():  # another process may have written it first
+            warnings.warn(f"could not cache the dequantised weights of {path} in {folder}: {err}", stacklevel=3)
 
 
 def reconfigure(model: Decoder, **overrides: Any) -> Decoder:
@@ -365,10 +447,22 @@ def _folder_tokenizer(path: Path) -> Callable[[], Any]:
 
 
 def _gguf_tokenizer(path: Path) -> Callable[[], Any]:
+    """The tokenizer of a GGUF file; its conversion (seconds for a large vocabulary) is saved in the
+    weights' cache folder and read from there next time."""
+
     def load() -> Any:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        folder = _cache_folder(path) / "tokenizer"
+        if (folder / "tokenizer_config.json").exists():
+            return AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        if folder.parent.exists():
+            with contextlib.suppress(OSError):
+                tmp = folder.with_name(f".tmp-tokenizer-{os.getpid()}")
+                tokenizer.save_pretrained(str(tmp))
+                os.replace(tmp, folder)
+        return tokenizer
 
     return load
 
@@ -398,7 +492,8 @@ def _build(
             state[name] = (tensor.float() + config.family.norm_offset).to(device)  # norms stay float32
         else:
             state[name] = tensor.to(device=device, dtype=dtype)
-        if not torch.isfinite(state[name]).all():
+        # A sum is finite when every element is (weights are far from fp32 overflow); 40x cheaper.
+        if not torch.isfinite(state[name].sum()) and not torch.isfinite(state[name]).all():
             raise CheckpointError(f"{origin}: weight {checkpoint_name(name, config)} holds NaN or inf (corrupted?)")
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)

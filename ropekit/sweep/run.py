@@ -8,7 +8,6 @@ longrope: one per regime). Each document's score and each finished cell go to di
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import time
@@ -22,6 +21,7 @@ import torch
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import Score, combine, first_tokens_scores, shared_passes, strided_score
 from ..models import load_model, model_config, parse_layer_mix, read_model_config, reconfigure
+from ..models.load import file_sha256
 from ..rope import RopeConfigError, rope_from_config
 from .spec import SpecError, SweepSpec, rope_scaling_for
 from .store import ResultStore, cell_key
@@ -99,16 +99,6 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
     return cells, checkpoints
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json")) if path.is_dir() else [path]
-    for file in files:
-        with file.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _failure(err: BaseException) -> str | None:
     """'oom' for running out of memory (CPU or GPU), else None."""
     text = str(err).lower()
@@ -144,7 +134,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
             "documents": len(corpus.documents),
             "sha256": corpus.sha256,
         },
-        "models": {m: {"path": str(p), "sha256": _file_sha256(p)} for m, (p, _) in checkpoints.items()},
+        "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, (p, _) in checkpoints.items()},
         "started": store.meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     store.write_meta(meta)

@@ -69,3 +69,25 @@ def test_gemma3_native_mix_matches_transformers():
     ours = ropekit.token_nll(model, ids)
     del model
     assert_nll_close(ours, hf_token_nll(hf_model("gemma3-270m"), ids))
+
+
+def test_dequantised_cache_gives_the_same_model_and_tokenizer(monkeypatch, tmp_path):
+    """The first load of a GGUF file writes its dequantised weights and converted tokenizer to the
+    cache, in a folder named after the file's SHA-256; the second reads them: same numbers, same tokens."""
+    import hashlib
+
+    from ropekit.data.tokens import tokenizer_fingerprint
+    from ropekit.models.load import CACHE_FORMAT
+
+    monkeypatch.setenv("ROPEKIT_CACHE", str(tmp_path))
+    path = embedded_path("smollm2-135m")
+    first = ropekit.load_model("smollm2-135m")
+    ids = first.tokenizer.encode(hamlet()[:20000])
+    folder = tmp_path / CACHE_FORMAT / hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (folder / "model.safetensors").exists() and (folder / "tokenizer").is_dir()
+    second = ropekit.load_model("smollm2-135m")
+    assert second.tokenizer.encode(hamlet()[:20000]) == ids
+    assert tokenizer_fingerprint(second.tokenizer) == tokenizer_fingerprint(first.tokenizer)
+    assert second.config == first.config
+    tokens = torch.tensor(ids[:512])
+    assert torch.equal(ropekit.token_nll(second, tokens), ropekit.token_nll(first, tokens))

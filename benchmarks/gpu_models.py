@@ -1,0 +1,300 @@
+"""ropekit's decoder against transformers on real model shapes with random weights (no download).
+
+Both sides read the same random checkpoint, written by transformers itself, and score the same
+random tokens: ropekit with ``token_nll``, transformers with ``forward(labels=...)`` (sdpa). Each
+implementation is loaded, measured at every length, and freed before the other is loaded; the
+order alternates across repeats. Meant for one H100/H200 in bf16; tiny shapes run on a CPU.
+
+    python benchmarks/gpu_models.py --shape llama-3.2-1b --out benchmarks/results/llama_h100.json
+    python benchmarks/gpu_models.py --shape tiny-gemma --lengths 64 128 --repeats 1   # CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IMPLS = ("ropekit", "transformers")
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+GEMMA3_LAYERS = (["sliding_attention"] * 5 + ["full_attention"]) * 4 + ["sliding_attention"] * 2  # 26 layers
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama-3.2-1b": dict(
+        model_type="llama", hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+        head_dim=64, intermediate_size=8192, vocab_size=128256, rope_theta=500000.0,
+        rope_scaling={**LLAMA3_ROPE, "original_max_position_embeddings": 8192},
+        max_position_embeddings=131072, tie_word_embeddings=True,
+    ),
+    "gemma-3-1b": dict(
+        model_type="gemma3_text", hidden_size=1152, num_hidden_layers=26, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, intermediate_size=6912, vocab_size=262144, sliding_window=512,
+        layer_types=GEMMA3_LAYERS, rope_theta=1e6, rope_local_base_freq=10000.0, query_pre_attn_scalar=256,
+        max_position_embeddings=32768, final_logit_softcapping=None,
+    ),
+    "tiny-llama": dict(
+        model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, intermediate_size=128, vocab_size=512, rope_theta=500000.0,
+        rope_scaling={**LLAMA3_ROPE, "factor": 4.0, "original_max_position_embeddings": 64},
+        max_position_embeddings=1024, tie_word_embeddings=True,
+    ),
+    "tiny-gemma": dict(
+        model_type="gemma3_text", hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=32, intermediate_size=128, vocab_size=512, sliding_window=32,
+        layer_types=["sliding_attention"] * 3 + ["full_attention"], rope_theta=1e6, rope_local_base_freq=10000.0,
+        query_pre_attn_scalar=32, max_position_embeddings=1024, final_logit_softcapping=None,
+    ),
+}  # fmt: skip
+OOM_TEXT = re.compile(r"out of memory|can't allocate memory", re.IGNORECASE)
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0)]  # dense, no sparsity
+
+
+def make_config(shape: str) -> Any:
+    """The transformers config of a shape (legacy rope keys become ``rope_parameters`` there)."""
+    from transformers import AutoConfig
+
+    kwargs = dict(SHAPES[shape])
+    return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
+
+
+def mean_keys(length: int, window: int | None) -> float:
+    """Keys a query attends to, averaged over positions 1..T: mean of min(t, window)."""
+    if window is None or length <= window:
+        return (length + 1) / 2
+    return window - window * (window - 1) / (2 * length)
+
+
+def flops_per_token(config: Any, length: int) -> float:
+    """Forward FLOPs per token of a length-T sequence (no recomputation, norms and rope ignored).
+
+    matmul = L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head]
+    attention = sum over layers of 4 * nh * hd * K, with K = (T+1)/2 on a causal full layer and
+        K = mean over t=1..T of min(t, W) = W - W(W-1)/(2T) (when T > W) on a sliding layer of window W
+    flops/token = 2 * matmul + attention
+    """
+    c = config
+    H, nh, nkv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    per_layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * c.intermediate_size
+    matmul = c.num_hidden_layers * per_layer + H * c.vocab_size
+    layer_types = getattr(c, "layer_types", None) or ["full_attention"] * c.num_hidden_layers
+    window = getattr(c, "sliding_window", None)
+    keys = sum(mean_keys(length, window if t == "sliding_attention" else None) for t in layer_types)
+    return 2 * matmul + 4 * nh * hd * keys
+
+
+def write_checkpoint(shape: str, folder: Path, dtype: torch.dtype) -> Any:
+    """A random transformers model of the shape (seed 0) saved as safetensors; returns its config."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(make_config(shape), attn_implementation="sdpa", dtype=dtype)
+    model.save_pretrained(folder, safe_serialization=True)
+    return model.config
+
+
+def load(impl: str, folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    """The model of one implementation on the device and its scoring function (ids -> mean NLL)."""
+    if impl == "ropekit":
+        import ropekit
+
+        model = ropekit.load_model(folder, dtype=dtype, device=device)
+        return model, lambda ids: float(ropekit.token_nll(model, ids).double().mean())
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+
+    def score(ids: torch.Tensor) -> float:
+        with torch.inference_mode():
+            return float(model(ids[None], labels=ids[None]).loss)
+
+    return model, score
+
+
+def free(device: torch.device) -> None:
+    """Give back what freed tensors held (the caller has dropped its references)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure(score: Any, ids: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """One timed scoring call: seconds, tokens/s, peak memory, mean NLL; status 'oom' if it ran out."""
+    cuda = device.type == "cuda"
+    if cuda:
+        free(device)
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    try:
+        start = time.perf_counter()
+        nll = score(ids)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    except RuntimeError as err:  # torch.OutOfMemoryError is one; the CPU allocator raises a plain one
+        if not isinstance(err, torch.OutOfMemoryError) and not OOM_TEXT.search(str(err)):
+            raise
+        return {"status": "oom", "detail": str(err).splitlines()[0][:200]}  # freed by the next free()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux; process-wide
+    return {"status": "ok", "seconds": seconds, "tokens_per_s": len(ids) / seconds, "peak_gb": peak, "mean_nll": nll}
+
+
+def summarise(runs: list[dict], flops: float, length: int, peak_tflops: float | None) -> dict[str, Any]:
+    """Median/min/max tokens/s over the ok runs, peak memory, achieved TFLOP/s and MFU."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return {"status": runs[0]["status"] if runs else "missing", "detail": runs[0].get("detail") if runs else None}
+    tps = [r["tokens_per_s"] for r in ok]
+    median = statistics.median(tps)
+    summary = {
+        "status": "ok",
+        "runs": len(ok),
+        "tokens_per_s_median": median,
+        "tokens_per_s_min": min(tps),
+        "tokens_per_s_max": max(tps),
+        "seconds_median": length / median,
+        "peak_memory_gb": max(r["peak_gb"] for r in ok),
+        "tflops": flops * median / 1e12,
+        "mean_nll": ok[0]["mean_nll"],
+    }
+    if peak_tflops:  # omitted without a known peak (a CPU with no --peak-tflops)
+        summary["mfu"] = summary["tflops"] / peak_tflops
+    return summary
+
+
+def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[Any, list[dict]]:
+    """Every (implementation, length, repeat), one implementation on the device at a time."""
+    lengths = sorted(args.lengths)
+    runs: dict[tuple[str, int], list[dict]] = {(i, n): [] for i in IMPLS for n in lengths}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_checkpoint(args.shape, Path(tmp), dtype)
+        ids = torch.randint(0, config.vocab_size, (lengths[-1],), generator=torch.Generator().manual_seed(0))
+        ids = ids.to(device)
+        for repeat in range(args.repeats):
+            for impl in IMPLS if repeat % 2 == 0 else IMPLS[::-1]:
+                model, score = load(impl, Path(tmp), dtype, device)
+                oom_at = None
+                if measure(score, ids[: lengths[0]], device)["status"] == "oom":  # warm-up
+                    oom_at = lengths[0]
+                for n in lengths:
+                    if oom_at is not None:  # a longer sequence would run out too
+                        runs[impl, n].append({"status": "oom", "detail": f"skipped: out of memory at {oom_at}"})
+                        continue
+                    result = measure(score, ids[:n], device)
+                    runs[impl, n].append(result)
+                    oom_at = n if result["status"] == "oom" else None
+                    print(f"repeat {repeat} {impl:12} {n:7} {json.dumps(result)}", file=sys.stderr, flush=True)
+                del model, score
+                free(device)
+    return config, [{"length": n, **{i: runs[i, n] for i in IMPLS}} for n in lengths]
+
+
+def peak_for(device: torch.device, given: float | None) -> float | None:
+    """Dense bf16 peak TFLOP/s: --peak-tflops, else the table by CUDA device name, else None."""
+    if given or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name(device)
+    return next((tflops for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def markdown(shape: str, rows: list[dict]) -> str:
+    """The results as a table, with ropekit/transformers ratios of tokens/s and peak memory."""
+
+    def cell(summary: dict, key: str, spec: str) -> str:
+        if summary.get("status", "ok") != "ok":
+            return summary["status"]
+        return "-" if summary.get(key) is None else format(summary[key], spec)
+
+    lines = [
+        "| shape | tokens | ropekit tok/s | transformers tok/s | tok/s ratio | ropekit GB | transformers GB "
+        "| memory ratio | ropekit MFU | transformers MFU | abs NLL diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ours, base = row["ropekit"], row["transformers"]
+        cells = [
+            cell(ours, "tokens_per_s_median", ",.0f"),
+            cell(base, "tokens_per_s_median", ",.0f"),
+            cell(row, "tokens_per_s_ratio", ".2f"),
+            cell(ours, "peak_memory_gb", ".2f"),
+            cell(base, "peak_memory_gb", ".2f"),
+            cell(row, "memory_ratio", ".2f"),
+            cell(ours, "mfu", ".1%"),
+            cell(base, "mfu", ".1%"),
+            cell(row, "nll_abs_diff", ".2e"),
+        ]
+        lines.append(f"| {shape} | {row['length']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metadata(shape: str, device: torch.device, dtype: torch.dtype, peak: float | None) -> dict[str, Any]:
+    """Machine, device, versions and command line of this run."""
+    import transformers
+
+    import ropekit
+
+    if device.type == "cuda":
+        device_name, memory = torch.cuda.get_device_name(device), "torch.cuda.max_memory_allocated per call"
+    else:
+        device_name = f"cpu ({torch.get_num_threads()} threads)"
+        memory = "peak RSS of the whole process so far (ru_maxrss): cumulative over both implementations"
+    return {
+        "shape": shape,
+        "machine": f"{platform.node()} ({platform.machine()}, {platform.processor() or '?'})",
+        "device": device_name,
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "ropekit": ropekit.__version__,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "peak_tflops": peak,
+        "peak_memory": memory + ", weights included",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-1b")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s of the device, for MFU")
+    parser.add_argument("--out", type=Path, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    peak = peak_for(device, args.peak_tflops)
+    config, raw = run(args, device, dtype)
+    rows = []
+    for entry in raw:
+        n, flops = entry["length"], flops_per_token(config, entry["length"])
+        row = {"length": n, "flops_per_token": flops, **{i: summarise(entry[i], flops, n, peak) for i in IMPLS}}
+        ours, base = row["ropekit"], row["transformers"]
+        if ours["status"] == base["status"] == "ok":
+            row["tokens_per_s_ratio"] = ours["tokens_per_s_median"] / base["tokens_per_s_median"]
+            row["memory_ratio"] = ours["peak_memory_gb"] / base["peak_memory_gb"]
+            row["nll_abs_diff"] = abs(ours["mean_nll"] - base["mean_nll"])
+        rows.append(row)
+    meta = metadata(args.shape, device, dtype, peak)
+    print(markdown(args.shape, rows))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
