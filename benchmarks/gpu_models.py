@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from flops import flops_per_token
 
 IMPLS = ("ropekit", "transformers")
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
@@ -65,31 +66,6 @@ def make_config(shape: str) -> Any:
 
     kwargs = dict(SHAPES[shape])
     return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
-
-
-def mean_keys(length: int, window: int | None) -> float:
-    """Keys a query attends to, averaged over positions 1..T: mean of min(t, window)."""
-    if window is None or length <= window:
-        return (length + 1) / 2
-    return window - window * (window - 1) / (2 * length)
-
-
-def flops_per_token(config: Any, length: int) -> float:
-    """Forward FLOPs per token of a length-T sequence (no recomputation, norms and rope ignored).
-
-    matmul = L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head]
-    attention = sum over layers of 4 * nh * hd * K, with K = (T+1)/2 on a causal full layer and
-        K = mean over t=1..T of min(t, W) = W - W(W-1)/(2T) (when T > W) on a sliding layer of window W
-    flops/token = 2 * matmul + attention
-    """
-    c = config
-    H, nh, nkv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
-    per_layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * c.intermediate_size
-    matmul = c.num_hidden_layers * per_layer + H * c.vocab_size
-    layer_types = getattr(c, "layer_types", None) or ["full_attention"] * c.num_hidden_layers
-    window = getattr(c, "sliding_window", None)
-    keys = sum(mean_keys(length, window if t == "sliding_attention" else None) for t in layer_types)
-    return 2 * matmul + 4 * nh * hd * keys
 
 
 def write_checkpoint(shape: str, folder: Path, dtype: torch.dtype) -> Any:

@@ -2,7 +2,9 @@
 
 Each measurement runs in a fresh process (so peak RSS is that run's own, from the OS accounting),
 the two implementations alternate, and every case repeats. Both read the same GGUF file in fp32
-and score the same tokens (the first L tokens of Hamlet from the embedded corpus).
+and score the same tokens (the first L tokens of Hamlet from the embedded corpus). Each row also
+carries the model FLOPs per token (benchmarks/flops.py) and the achieved fraction of this machine's
+fp32 matmul throughput, measured at the start of the run.
 
     .venv/bin/python benchmarks/model_nll.py --model smollm2-135m --lengths 2048 8192 --repeats 3
 """
@@ -125,9 +127,13 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, args.ids, args.threads)))
         return
     import torch
+    from flops import flops_per_token, matmul_gflops
 
     import ropekit
+    from ropekit.models import model_config, read_model_config
 
+    peak = matmul_gflops(args.threads)  # this machine's ceiling, measured before the runs
+    config = model_config(read_model_config(args.model)[1])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         all_ids = tokens(args.model, max(args.lengths))
@@ -140,8 +146,13 @@ def main() -> None:
                     runs[impl].append(run_case(impl, args.model, ids_file, args.threads, args.memory_gb))
                     if runs[impl][-1]["status"] != "ok":
                         break  # out of memory once is out of memory
+            flops = flops_per_token(config, length)
             for impl, impl_runs in runs.items():
                 row = {"model": args.model, "length": length, "impl": impl, **summarise(impl_runs)}
+                row["flops_per_token"] = flops
+                if row["status"] == "ok":
+                    row["gflops"] = flops * row["tokens_per_s_median"] / 1e9
+                    row["fraction_of_matmul_peak"] = row["gflops"] / peak
                 results.append(row)
                 print(json.dumps(row), flush=True)
     meta = {
@@ -152,6 +163,7 @@ def main() -> None:
         "ropekit": ropekit.__version__,
         "transformers": __import__("transformers").__version__,
         "command": " ".join(sys.argv),
+        "matmul_gflops": peak,
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,13 @@ def table(path: Path) -> str:
     lines = [
         f"`{meta['command']}`  ",
         f"{meta['machine']}, {meta['cpus']} threads, torch {meta['torch']}, transformers {meta['transformers']}, "
-        f"ropekit {meta['ropekit']}",
+        f"ropekit {meta['ropekit']}"
+        + (f"; fp32 matmul peak {meta['matmul_gflops']:.0f} GFLOP/s" if "matmul_gflops" in meta else ""),
         "",
         "| model | tokens | ropekit tok/s (min-max) | transformers tok/s (min-max) | speed ratio "
-        "| ropekit peak RSS | transformers peak RSS | RSS ratio | mean NLL ropekit / transformers |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| ropekit peak RSS | transformers peak RSS | RSS ratio | GFLOP/token | ropekit GFLOP/s (of peak) "
+        "| mean NLL ropekit / transformers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for (model, length), impls in by_case.items():
         ours, base = impls.get("ropekit", {}), impls.get("transformers", {})
@@ -40,9 +42,11 @@ def table(path: Path) -> str:
         ratio = f"{ours['tokens_per_s_median'] / base['tokens_per_s_median']:.2f}x" if both else "-"
         rss_ratio = f"{ours['peak_rss_gb'] / base['peak_rss_gb']:.2f}x" if both else "-"
         nll = " / ".join(f"{r['mean_nll']:.4f}" if r.get("status") == "ok" else "-" for r in (ours, base))
+        flops = f"{ours['flops_per_token'] / 1e9:.2f}" if "flops_per_token" in ours else "-"
+        use = f"{ours['gflops']:.0f} ({ours['fraction_of_matmul_peak']:.0%})" if "gflops" in ours else "-"
         lines.append(
             f"| {model} | {length} | {speed(ours)} | {speed(base)} | {ratio} | {rss(ours)} | {rss(base)} "
-            f"| {rss_ratio} | {nll} |"
+            f"| {rss_ratio} | {flops} | {use} | {nll} |"
         )
     return "\n".join(lines)
 

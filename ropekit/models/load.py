@@ -411,8 +411,9 @@ def _cache_dequantised(path: Path, raw: dict[str, Any], tensors: dict[str, torch
 def reconfigure(model: Decoder, **overrides: Any) -> Decoder:
     """The same weights under another rope or layer plan (the overrides of :func:`load_model`);
     the original model is unchanged and shares its parameters with the result."""
-    if overrides.get("layer_mix") is not None:
-        overrides = {**overrides, **parse_layer_mix(overrides.pop("layer_mix"))}
+    mix = overrides.pop("layer_mix", None)
+    if mix is not None:
+        overrides = {**overrides, **parse_layer_mix(mix)}
     config = model_config(model.raw_config, **overrides)
     other = copy.copy(model)  # shares the parameter modules; only the plan differs
     other.config = config

@@ -82,7 +82,7 @@ def _require(frame: pd.DataFrame, column: str, value: str) -> None:
 
 def _curves(frame: pd.DataFrame, series: str, baseline: str | None, styles: Styles, title: str) -> Figure:
     panels = list(frame.groupby(["model", "layer_mix"], sort=False))
-    fig, axes = _figure(len(panels))
+    fig, axes = _figure(len(panels), sharey=True)  # one scale, so panels compare at a glance
     for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
         _panel(ax, rows, series, baseline, styles)
         ax.set_title(f"{model_label(model)}, layer mix {mix}")
@@ -90,13 +90,13 @@ def _curves(frame: pd.DataFrame, series: str, baseline: str | None, styles: Styl
     return fig
 
 
-def _figure(n: int, columns: int = 3) -> tuple[Figure, list[Axes]]:
+def _figure(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, list[Axes]]:
     from matplotlib.figure import Figure
 
     cols = min(n, columns)
     rows = -(-n // cols)
     fig = Figure(figsize=(4.6 * cols + 2.0, 3.7 * rows), layout="constrained")
-    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel())
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -131,12 +131,14 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
     if "trained_context" in rows and rows["trained_context"].notna().any():
         trained = int(rows["trained_context"].dropna().iloc[0])
         ax.axvline(trained, color="0.45", linestyle=":", linewidth=1.2, gid="trained")
+        at_right_edge = trained >= max(rows["length"])  # label on the inner side of the line
         ax.annotate(
             f"trained {_tokens(trained)}",
             (trained, 0),
             xycoords=("data", "axes fraction"),
-            xytext=(3, 3),
+            xytext=(-3 if at_right_edge else 3, 3),
             textcoords="offset points",
+            ha="right" if at_right_edge else "left",
             fontsize=8,
             color="0.35",
         )
@@ -146,6 +148,10 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
         ax.set_ylabel("perplexity (log scale)")
     else:
         ax.axhline(1.0, color="0.6", linewidth=0.8)
+        low, high = ax.dataLim.y0, ax.dataLim.y1
+        if low > 0 and high / low > 4:  # ratios spanning decades read best on a log axis
+            ax.set_yscale("log")
+            plain_log_ticks(ax)
         ax.set_ylabel(f"perplexity / perplexity of {baseline}")
     ax.grid(True, which="major", alpha=0.3)
 

@@ -216,13 +216,20 @@ def _provenance(sweep: Sweep) -> Section:
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "?"),
         ("started", meta.get("started", "?")),
         ("finished", meta.get("finished", "not finished")),
-        ("wall time", f"{meta['wall_seconds']:.0f} s" if "wall_seconds" in meta else "?"),
+        ("wall time", _wall(meta)),
         ("report written", datetime.now(timezone.utc).isoformat(timespec="seconds")),
     ]
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=["", "value"])
     return Section("Provenance", "", [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text")
+
+
+def _wall(meta: dict[str, Any]) -> str:
+    if "wall_seconds" not in meta:
+        return "not finished"
+    this, total = meta["wall_seconds"], meta.get("total_wall_seconds", meta["wall_seconds"])
+    return f"{this:.0f} s" if total == this else f"{this:.0f} s (last run), {total:.0f} s over all runs"
 
 
 def _markdown(title: str, sections: list[Section]) -> str:

@@ -32,15 +32,13 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
     data are drawn."""
     import math
 
-    from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
     target = ax.yaxis if axis == "y" else ax.xaxis
     lo, hi = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
     decades = math.log10(hi / lo) if lo > 0 else 3
     subs = tuple(range(1, 10)) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
     target.set_major_locator(LogLocator(base=10, subs=subs))
-    formatter = ScalarFormatter()
-    formatter.set_scientific(False)
-    target.set_major_formatter(formatter)
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_locator(NullLocator())
     target.set_minor_formatter(NullFormatter())

@@ -137,6 +137,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
         "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, (p, _) in checkpoints.items()},
         "started": store.meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
     store.write_meta(meta)
     reused = sum(store.done(c.key) for c in cells)
     pending = [c for c in cells if not store.done(c.key)]
@@ -161,6 +162,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
             **meta,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - started, 1),
+            "total_wall_seconds": round(earlier + time.perf_counter() - started, 1),
         }
     )
     return SweepSummary(out, len(cells), len(pending), reused, failed, time.perf_counter() - started)

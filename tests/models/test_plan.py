@@ -152,3 +152,20 @@ def test_layer_mix_equals_explicit_mask_reference(mix, tmp_path):
     reference = reference_nll(hf, ids, types, overrides.get("sliding_window"), overrides.get("nope_global"), 1e4)
     assert [layer.attention for layer in model.config.layers] == types
     assert_nll_close(ropekit.token_nll(model, ids), reference)
+
+
+def test_reconfigure_swaps_the_plan_on_shared_weights(tmp_path):
+    make_checkpoint(tmp_path, {"model_type": "llama"})
+    base = ropekit.load_model(tmp_path)
+    ids = torch.randint(0, 384, (96,), generator=torch.Generator().manual_seed(0))
+    before = ropekit.token_nll(base, ids)
+    for overrides in ({"layer_mix": "LLLG@16+nope"}, {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}):
+        other = ropekit.models.reconfigure(base, **overrides)
+        assert other.config == ropekit.load_model(tmp_path, **overrides).config
+        assert other.embed_tokens.weight is base.embed_tokens.weight  # no copy of the weights
+        assert torch.equal(
+            ropekit.token_nll(other, ids), ropekit.token_nll(ropekit.load_model(tmp_path, **overrides), ids)
+        )
+    assert torch.equal(ropekit.token_nll(base, ids), before)  # the original plan is untouched
+    with pytest.raises(ModelConfigError, match="layer mix 'sideways' is not understood"):
+        ropekit.models.reconfigure(base, layer_mix="sideways")
