@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -83,9 +82,7 @@ def write_report(
             target = folder / f"{stem}.{fmt}"
             fig.savefig(target, dpi=DPI, format=fmt, metadata=_figure_metadata(fmt))
             written.append(target)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, dpi=DPI, format="png")
-        png[stem] = base64.b64encode(buffer.getvalue()).decode()
+        png[stem] = base64.b64encode((folder / f"{stem}.png").read_bytes()).decode()
     title = f"ropekit sweep report: {sweep.meta.get('name', sweep.path.name)}"
     md, page = sweep.path / "report.md", sweep.path / "report.html"
     md.write_text(_markdown(title, sections), encoding="utf-8")

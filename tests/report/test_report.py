@@ -275,3 +275,31 @@ def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
     # Figures drawn: the coloured lines of the palette appear (a text-only page is grey scale).
     colourful = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.3
     assert colourful.sum() > 2000
+
+
+def test_sweep_command_ends_with_its_report(sweep_dir, tmp_path, capsys):
+    base = sweep_dir.parent
+    args = [
+        "sweep",
+        "--model",
+        str(base / "tiny"),
+        "--corpus",
+        str(base / "corpus"),
+        "--lengths",
+        "64,128",
+        "--rope",
+        "default",
+        "--rope",
+        "yarn:2",
+        "--n-docs",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'run' / 'report.html'}" in out
+    assert "](figures/relative.png)" in (tmp_path / "run" / "report.md").read_text()
+    assert main([*args, "--no-report", "--out", str(tmp_path / "quiet")]) == 0
+    assert not (tmp_path / "quiet" / "report.html").exists() and (tmp_path / "quiet" / "results.csv").exists()
