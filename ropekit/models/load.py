@@ -310,23 +310,24 @@ def load_model(
             overrides[key] = value
     kind, path = _resolve(name_or_path)
     cached = _dequantised(path) if kind == "gguf" else None
+    tokenizer = _gguf_tokenizer(path) if kind == "gguf" else _folder_tokenizer(path)
     if kind == "folder" or cached is not None:
-        folder = cached or path
-        raw = _folder_config(folder)
+        raw = _folder_config(cached or path)
         config = model_config(raw, **overrides)
-        get = SafetensorsSource(folder).get
-        tokenizer = _folder_tokenizer(path) if cached is None else _gguf_tokenizer(path)
-        model = _build(config, get, dtype=dtype, device=device, origin=str(path))
+        model = _build(config, SafetensorsSource(cached or path).get, dtype=dtype, device=device, origin=str(path))
     else:
         reader = _gguf_reader(path)
         raw = gguf_config(reader)
         config = model_config(raw, **overrides)
         source, read = GGUFSource(path, reader, config), {}
-        model = _build(
-            config, lambda name: read.setdefault(name, source.get(name)), dtype=dtype, device=device, origin=str(path)
-        )
+
+        def get(name: str) -> torch.Tensor | None:  # each tensor dequantised once, kept for the cache
+            if name not in read:
+                read[name] = source.get(name)
+            return read[name]
+
+        model = _build(config, get, dtype=dtype, device=device, origin=str(path))
         _cache_dequantised(path, raw, {k: v for k, v in read.items() if v is not None})
-        tokenizer = _gguf_tokenizer(path)
     model.source, model.raw_config, model.tokenizer_loader = str(path), raw, tokenizer
     return model
 

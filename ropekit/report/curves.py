@@ -50,12 +50,11 @@ def plot_layer_mixes(
     """For one rope (default: ``default`` if swept, else the first), one line per layer mix: left
     perplexity, right relative to the ``reference`` mix (default: ``native`` if swept, else the
     first). One row of panels per model."""
-    ropes = list(dict.fromkeys(frame["rope"]))
-    rope = rope or ("default" if "default" in ropes else ropes[0])
+    rope = rope or preferred(frame["rope"], "default")
     _require(frame, "rope", rope)
     rows = frame[frame["rope"] == rope]
     mixes = list(dict.fromkeys(rows["layer_mix"]))
-    reference = reference or ("native" if "native" in mixes else mixes[0])
+    reference = reference or preferred(mixes, "native")
     _require(rows, "layer_mix", reference)
     styles = series_styles(mixes, first=reference)
     models = list(dict.fromkeys(rows["model"]))
@@ -67,6 +66,12 @@ def plot_layer_mixes(
             ax.set_title(f"{model_label(model)}: {'perplexity' if baseline is None else 'relative to ' + reference}")
     _finish(fig, axes, rows, title or f"Layer mixes, rope {rope}")
     return fig
+
+
+def preferred(values, name: str):
+    """``name`` when it is among ``values`` (``default`` rope, ``native`` mix), else the first."""
+    values = list(dict.fromkeys(values))
+    return name if name in values else values[0]
 
 
 def model_label(model: str) -> str:

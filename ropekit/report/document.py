@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .curves import model_label, plot_layer_mixes, plot_perplexity, plot_relative
+from .curves import model_label, plot_layer_mixes, plot_perplexity, plot_relative, preferred
 from .frequencies import plot_frequencies
 from .results import PENDING, ReportError, Sweep, load_sweep
 from .style import rope_colors
@@ -69,7 +69,7 @@ def write_report(
     for name, value in (("baseline", baseline), ("mix rope", mix_rope)):
         if value is not None and value not in ropes:
             raise ReportError(f"{name} {value!r} is not a rope of this sweep; expected one of {', '.join(ropes)}")
-    baseline = baseline or ("default" if "default" in ropes else ropes[0])
+    baseline = baseline or preferred(ropes, "default")
     colors = rope_colors(ropes)
     figures: dict[str, Figure] = {}
     sections = _sections(sweep, baseline, mix_rope, colors, figures)
@@ -133,9 +133,9 @@ def _sections(sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures
         )
     mixes = list(dict.fromkeys(frame["layer_mix"]))
     if len(mixes) > 1:
-        rope = mix_rope or ("default" if "default" in colors else next(iter(colors)))
+        rope = mix_rope or preferred(colors, "default")
         figures["layer_mixes"] = plot_layer_mixes(frame, rope)
-        reference = "native" if "native" in mixes else mixes[0]
+        reference = preferred(mixes, "native")
         sections.append(
             Section(
                 f"Layer mixes (rope {rope})",

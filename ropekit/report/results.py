@@ -8,6 +8,7 @@ the figures can mark it. ``status`` is ``ok`` for a number, the sweep's failure 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,14 +142,10 @@ def _model_ropes(model: str, meta: dict[str, Any]) -> ModelRopes | None:
     from ..sweep.run import rope_geometry
     from ..sweep.spec import rope_scaling_for
 
-    try:
-        _, raw = read_model_config(model)
-    except (ValueError, OSError):
-        path = meta.get("models", {}).get(model, {}).get("path")
-        try:
-            _, raw = read_model_config(path) if path else (None, None)
-        except (ValueError, OSError):
-            raw = None
+    raw = None
+    for where in (model, meta.get("models", {}).get(model, {}).get("path")):  # its name, else where it was read
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            raw = raw or read_model_config(where)[1]
     if raw is None:
         return None
     geometry = rope_geometry(raw)
