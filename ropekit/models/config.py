@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..rope import LAYER_TYPES, RopeConfigError, RopeSpec, parse_rope, rope_from_config
@@ -111,6 +111,8 @@ class ModelConfig:
     attention_scale: float  # multiplies q.k (head_dim ** -0.5, or query_pre_attn_scalar ** -0.5 for Gemma)
     final_logit_softcapping: float | None
     layers: tuple[LayerSpec, ...]
+    # The checkpoint's config this was resolved from: another plan over the same weights starts here.
+    checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def family(self) -> Family:
@@ -238,6 +240,7 @@ def model_config(
         attention_scale=(scalar if scalar else head_dim) ** -0.5,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),
         layers=layers,
+        checkpoint=raw,
     )
 
 

@@ -328,7 +328,7 @@ def load_model(
 
         model = _build(config, get, dtype=dtype, device=device, origin=str(path))
         _cache_dequantised(path, raw, {k: v for k, v in read.items() if v is not None})
-    model.source, model.raw_config, model.tokenizer_loader = str(path), raw, tokenizer
+    model.source, model.tokenizer_loader = str(path), tokenizer
     return model
 
 
@@ -415,7 +415,7 @@ def reconfigure(model: Decoder, **overrides: Any) -> Decoder:
     mix = overrides.pop("layer_mix", None)
     if mix is not None:
         overrides = {**overrides, **parse_layer_mix(mix)}
-    config = model_config(model.raw_config, **overrides)
+    config = model_config(model.config.checkpoint, **overrides)
     other = copy.copy(model)  # shares the parameter modules; only the plan differs
     other.config = config
     return other
