@@ -29,19 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def naive(spec, tokens: dict, hf) -> tuple[float, dict]:
     from transformers import LlamaForCausalLM
 
-    from ropekit.sweep.spec import rope_scaling_for
+    from ropekit.rope import model_ropes
 
-    geometry = {
-        "head_dim": hf.config.head_dim,
-        "rope_theta": hf.config.rope_parameters["rope_theta"],
-        "max_position_embeddings": hf.config.max_position_embeddings,
-    }
     results, started = {}, time.perf_counter()
     for rope_name, rope in spec.ropes.items():
-        scaling = rope_scaling_for(rope, geometry) or {"rope_type": "default"}
-        config = hf.config.__class__.from_dict(
-            {**hf.config.to_dict(), "rope_parameters": {**scaling, "rope_theta": geometry["rope_theta"]}}
-        )
+        # The rope ropekit resolves for this model (a Llama: one rope for every layer), as transformers' dict.
+        scaling = model_ropes(hf.config.to_dict(), rope)["full_attention"].to_dict()
+        config = hf.config.__class__.from_dict({**hf.config.to_dict(), "rope_parameters": scaling})
         with torch.device("meta"):
             model = LlamaForCausalLM(config)
         model.load_state_dict(hf.state_dict(), assign=True)

@@ -2,7 +2,7 @@
 
 from .eval import token_nll
 from .models import CheckpointError, ModelConfigError, load_model
-from .rope import RopeConfigError, RopeSpec, parse_rope, rope_frequencies, rope_from_config
+from .rope import RopeConfigError, RopeSpec, RopeType, parse_rope, register_rope, rope_frequencies, rope_from_config
 
 __version__ = "0.1.0"
 
@@ -11,9 +11,11 @@ __all__ = [
     "ModelConfigError",
     "RopeConfigError",
     "RopeSpec",
+    "RopeType",
     "__version__",
     "load_model",
     "parse_rope",
+    "register_rope",
     "rope_frequencies",
     "rope_from_config",
     "token_nll",

@@ -9,13 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, spec_frequencies
-from .rope.presets import describe_rope, rope_argument
+from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, rope_argument, spec_frequencies
 from .sweep.spec import SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
 
-# The embedded default model's geometry (SmolLM2-135M: head_dim 64, rope_theta 1e5, trained at 8192).
-DEFAULT_GEOMETRY = {"head_dim": 64, "rope_theta": 100_000.0, "max_position_embeddings": 8192}
-INSPECT_DEFAULT = ["default", "linear", "dynamic", "yarn", "longrope", "llama3"]
+INSPECT_DEFAULT = ["default", "linear:2", "dynamic:2", "yarn:2", "longrope:2", "llama3:2"]
+GEOMETRY = ("head_dim", "rope_theta", "max_position_embeddings", "partial_rotary_factor")
 
 
 def _inspect_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,18 +30,14 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("ropes", nargs="*", metavar="ROPE", help=f"rope configs (default: {' '.join(INSPECT_DEFAULT)})")
     p.add_argument(
-        "--head-dim", type=int, default=DEFAULT_GEOMETRY["head_dim"], help="attention head size (%(default)s)"
+        "--model",
+        help="take the head geometry from this model's global layers (an embedded name, .gguf file or folder; "
+        "default: the default sweep's model); the flags below override it",
     )
-    p.add_argument("--rope-theta", type=float, default=DEFAULT_GEOMETRY["rope_theta"], help="base theta (%(default)g)")
-    p.add_argument(
-        "--max-position-embeddings",
-        type=int,
-        default=DEFAULT_GEOMETRY["max_position_embeddings"],
-        help="the trained context length (%(default)s)",
-    )
-    p.add_argument(
-        "--partial-rotary-factor", type=float, default=1.0, help="fraction of the head rotated (%(default)s)"
-    )
+    p.add_argument("--head-dim", type=int, help="attention head size")
+    p.add_argument("--rope-theta", type=float, help="base theta")
+    p.add_argument("--max-position-embeddings", type=int, help="the trained context length")
+    p.add_argument("--partial-rotary-factor", type=float, help="fraction of the head rotated")
     p.add_argument(
         "--seq-len",
         type=int,
@@ -57,13 +51,31 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_inspect)
 
 
-def run_inspect(args: argparse.Namespace) -> int:
-    geometry = {
-        "head_dim": args.head_dim,
-        "rope_theta": args.rope_theta,
-        "max_position_embeddings": args.max_position_embeddings,
-        "partial_rotary_factor": args.partial_rotary_factor,
+def inspect_geometry(args: argparse.Namespace) -> dict[str, Any]:
+    """The head geometry ropes are built for: the flags, the rest from the model's global layers."""
+    given = {key: getattr(args, key) for key in GEOMETRY if getattr(args, key) is not None}
+    if len(given) >= len(GEOMETRY) - 1 and args.model is None:  # partial_rotary_factor may stay 1
+        return {"partial_rotary_factor": 1.0, **given}
+    from .models import ModelConfigError, checkpoint_config, read_model_config
+    from .rope import model_ropes
+
+    model = args.model or default_spec().models[0]
+    try:
+        ropes = model_ropes(checkpoint_config(read_model_config(model)[1]))
+    except (ModelConfigError, RopeConfigError, OSError, ValueError) as err:
+        raise RopeConfigError(f"{err}; or give --head-dim, --rope-theta and --max-position-embeddings") from None
+    spec = ropes["full_attention"] or ropes["sliding_attention"]
+    native = {
+        "head_dim": spec.head_dim,
+        "rope_theta": spec.rope_theta,
+        "max_position_embeddings": spec.original_length,
+        "partial_rotary_factor": spec.partial_rotary_factor,
     }
+    return {**native, **given}
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    geometry = inspect_geometry(args)
     if args.seq_len is not None and args.seq_len < 1:
         raise RopeConfigError(f"--seq-len {args.seq_len} is not allowed; expected a positive integer")
     specs: dict[str, RopeSpec] = {}
@@ -165,7 +177,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         "--rope",
         action="append",
         metavar="[NAME=]ROPE",
-        help="TYPE[:FACTOR], 'native', or a JSON rope_scaling object; repeat for several",
+        help="TYPE[:FACTOR], 'native', a JSON rope_scaling object or a config.json path; repeat for several",
     )
     p.add_argument("--layer-mix", action="append", metavar="MIX", help=f"repeat for several: {MIX_HELP}")
     p.add_argument("--n-docs", type=int, help="documents per length (those with at least that many tokens)")
@@ -177,13 +189,6 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write DIR/report.html and report.md at the end")
     p.set_defaults(run=run_sweep_command)
-
-
-def _rope_flag(text: str) -> tuple[str, Any]:
-    """A --rope value, ``NAME=ROPE`` or a bare ``ROPE`` (then named after itself: ``default``,
-    ``yarn:4``, or type:factor of a JSON object)."""
-    name, rope = rope_argument(text)
-    return name or describe_rope(rope), rope
 
 
 def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -221,7 +226,13 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
         except ValueError:
             raise SpecError(f"--lengths {args.lengths!r} is not a comma-separated list of integers") from None
     if "ropes" in given:
-        given["ropes"] = dict(_rope_flag(r) for r in given["ropes"])
+        ropes: dict[str, Any] = {}
+        for text in given["ropes"]:
+            name, rope = rope_argument(text)
+            if name in ropes:
+                raise SpecError(f"--rope: two ropes are named {name!r}; name them apart with NAME=...")
+            ropes[name] = rope
+        given["ropes"] = ropes
     return spec_from_dict({**data, **given}, name=name)
 
 
@@ -251,16 +262,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 def results_table(path: Path) -> str:
     """Perplexity per length (rows) and rope (columns), one block per (model, layer mix); a failed
-    cell shows its status instead of a number."""
-    import pandas as pd
+    or pending cell shows its status instead of a number."""
+    from .report import load_results, perplexity_table
 
-    frame = pd.read_csv(path, dtype={"ppl": str, "status": str})
-    frame["value"] = [p if s == "ok" else s.upper() for p, s in zip(frame["ppl"], frame["status"], strict=True)]
+    frame = load_results(path)
+    table = perplexity_table(frame, text=True)
+    docs = frame.groupby(["model", "layer_mix", "length"], sort=False)["n_docs"].max()
     blocks = []
-    for (model, mix), rows in frame.groupby(["model", "layer_mix"], sort=False):
-        table = rows.pivot(index="length", columns="rope", values="value")[list(dict.fromkeys(rows["rope"]))]
-        table.insert(0, "docs", rows.groupby("length")["n_docs"].max())
-        blocks.append(f"{model}, layer mix {mix}: perplexity (docs = documents per length)\n{table.to_string()}")
+    for (model, mix), block in table.groupby(level=["model", "layer_mix"], sort=False):
+        block = block.droplevel(["model", "layer_mix"])
+        block.insert(0, "docs", docs.loc[model, mix].reindex(block.index).astype("Int64"))
+        blocks.append(f"{model}, layer mix {mix}: perplexity (docs = documents per length)\n{block.to_string()}")
     return "\n\n".join(blocks)
 
 

@@ -6,9 +6,11 @@ from .config import (
     LayerSpec,
     ModelConfig,
     ModelConfigError,
+    checkpoint_config,
     model_config,
     parse_layer_mix,
     pattern_layer_types,
+    plan,
 )
 from .decoder import Decoder, sliding_attention
 from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model, read_model_config, reconfigure
@@ -22,12 +24,14 @@ __all__ = [
     "LayerSpec",
     "ModelConfig",
     "ModelConfigError",
+    "checkpoint_config",
     "cache_dir",
     "embedded_path",
     "load_model",
     "model_config",
     "parse_layer_mix",
     "pattern_layer_types",
+    "plan",
     "read_model_config",
     "reconfigure",
     "sliding_attention",

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rope import LAYER_TYPES, RopeConfigError, RopeSpec, parse_rope, rope_from_config
+from ..rope import LAYER_TYPES, RopeSpec, load_config_dict, model_ropes, rope_from_config
+from ..rope.config import head_dim_of
 
 
 class ModelConfigError(ValueError):
@@ -114,6 +115,11 @@ class ModelConfig:
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def with_plan(self, **overrides: Any) -> ModelConfig:
+        """The same checkpoint under other plan overrides (those of :func:`plan`), resolved from the
+        checkpoint's config, not from this plan: overrides do not accumulate."""
+        return plan(self.checkpoint, **overrides)
+
     @property
     def family(self) -> Family:
         return FAMILIES[self.model_type]
@@ -121,6 +127,30 @@ class ModelConfig:
     @property
     def num_hidden_layers(self) -> int:
         return len(self.layers)
+
+    def plan_record(self) -> dict[str, Any]:
+        """The layer plan as plain data: each layer's attention, window and rope (a key into
+        ``ropes``, whose values are :meth:`RopeSpec.to_record` dicts; None for NoPE), and the
+        trained context of the global layers' rope. Reports read it without loading a model."""
+        ropes: dict[str, Any] = {}
+        layers = []
+        for layer in self.layers:
+            key = None
+            if layer.rope is not None:
+                record = layer.rope.to_record()
+                key = next((k for k, v in ropes.items() if v == record), f"rope{len(ropes)}")
+                ropes[key] = record
+            layers.append({"attention": layer.attention, "window": layer.window, "rope": key})
+        trained = [layer.rope.original_length for layer in self.layers if layer.rope is not None]
+        global_ = [
+            layer.rope.original_length for layer in self.layers if layer.rope and layer.attention == "full_attention"
+        ]
+        return {
+            "describe": self.describe(),
+            "trained_context": (global_ or trained or [self.max_position_embeddings])[0],
+            "ropes": ropes,
+            "layers": layers,
+        }
 
     def describe(self) -> str:
         """The plan in one line, runs of equal layers collapsed: ``0-4 local@512 default(...)``."""
@@ -157,6 +187,30 @@ def _upstream_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     return filled
 
 
+# The keys that say what rope a checkpoint has. They are read as the checkpoint wrote them (and
+# validated strictly); transformers' filled-in version is used only when the checkpoint has none.
+ROPE_KEYS = ("rope_parameters", "rope_scaling", "rope_theta", "rope_local_base_freq")
+
+
+def checkpoint_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config (either transformers form, or a multimodal one with a text_config)
+    with every field upstream's config class fills in filled, so that what the plan reads (windows,
+    layer types, lengths) is what transformers would run: an EXAONE 4 config without
+    ``sliding_window`` gets upstream's 4096, and with it NoPE global layers. Done once per
+    checkpoint; :func:`plan` and :meth:`ModelConfig.with_plan` start from the result."""
+    cfg = load_config_dict(raw)
+    model_type = cfg.get("model_type")
+    if model_type not in FAMILIES:
+        raise ModelConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+    rope_from_config(cfg)  # our strict validation first, with our messages
+    if isinstance(cfg.get("sliding_window_pattern"), str) and not cfg.get("layer_types"):
+        # EXAONE 4's "LLLG" form, which transformers 5.24's config class cannot expand itself.
+        cfg["layer_types"] = pattern_layer_types(cfg["sliding_window_pattern"], cfg.get("num_hidden_layers", 0))
+    filled = _upstream_defaults(cfg)
+    rope = {k: cfg[k] for k in ROPE_KEYS if k in cfg} or {"rope_parameters": filled.get("rope_parameters")}
+    return {**{k: v for k, v in filled.items() if k not in ROPE_KEYS}, **rope, "model_type": model_type}
+
+
 def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -164,33 +218,38 @@ def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def model_config(
-    raw: Mapping[str, Any],
+def model_config(raw: Mapping[str, Any], **overrides: Any) -> ModelConfig:
+    """A checkpoint's config (a dict in either transformers form) plus plan overrides (those of
+    :func:`plan`) → ModelConfig."""
+    return plan(checkpoint_config(raw), **overrides)
+
+
+def plan(
+    cfg: Mapping[str, Any],
     *,
-    rope_scaling: Mapping[str, Any] | None = None,
+    rope_scaling: Any = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
+    layer_mix: str | None = None,
 ) -> ModelConfig:
-    """A checkpoint's config (a dict in either transformers form) plus overrides → ModelConfig."""
-    model_type = raw.get("model_type")
-    if isinstance(raw.get("text_config"), Mapping):
-        raw = {**raw["text_config"], "model_type": raw["text_config"].get("model_type", model_type)}
-        model_type = raw["model_type"]
-    if model_type == "gemma3":
-        model_type = "gemma3_text"
-        raw = {**raw, "model_type": model_type}
-    if model_type not in FAMILIES:
-        raise ModelConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
-    native_rope = rope_from_config(raw)  # our strict validation first, with our messages
-    if isinstance(raw.get("sliding_window_pattern"), str) and not raw.get("layer_types"):
-        # EXAONE 4's "LLLG" form, which transformers 5.24's config class cannot expand itself.
-        raw = {
-            **raw,
-            "layer_types": pattern_layer_types(raw["sliding_window_pattern"], raw.get("num_hidden_layers", 0)),
-        }
-    cfg = _upstream_defaults(raw)
+    """The resolved ModelConfig of a checkpoint config (from :func:`checkpoint_config`) under plan
+    overrides. ``rope_scaling`` is any rope argument of :func:`ropekit.rope.model_ropes` (a dict
+    means what it means in this model's config.json); ``layer_mix`` is the short form of
+    ``sliding_window_pattern``, ``sliding_window`` and ``nope_global``."""
+    overrides = {
+        "layer_types": layer_types,
+        "sliding_window": sliding_window,
+        "sliding_window_pattern": sliding_window_pattern,
+        "nope_global": nope_global,
+    }
+    if layer_mix is not None:
+        for key, value in parse_layer_mix(layer_mix).items():
+            if overrides[key] is not None and overrides[key] != value:
+                raise ModelConfigError(f"layer_mix={layer_mix!r} and {key}={overrides[key]!r} disagree; give one")
+            overrides[key] = value
+    model_type = cfg["model_type"]
     family = FAMILIES[model_type]
     sizes = {
         k: _positive_int(cfg, k)
@@ -204,7 +263,7 @@ def model_config(
         )
     }
     heads = sizes["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or sizes["hidden_size"] // heads
+    head_dim = head_dim_of(cfg)
     kv_heads = cfg.get("num_key_value_heads") or heads
     if heads % kv_heads:
         raise ModelConfigError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
@@ -212,16 +271,7 @@ def model_config(
     if activation not in ACTIVATIONS:
         raise ModelConfigError(f"activation {activation!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
     scalar = cfg.get("query_pre_attn_scalar")
-    layers = layer_plan(
-        cfg,
-        native_rope,
-        n_layers=sizes["num_hidden_layers"],
-        rope_scaling=rope_scaling,
-        layer_types=layer_types,
-        sliding_window=sliding_window,
-        sliding_window_pattern=sliding_window_pattern,
-        nope_global=nope_global,
-    )
+    layers = layer_plan(cfg, model_ropes(cfg, rope_scaling), n_layers=sizes["num_hidden_layers"], **overrides)
     return ModelConfig(
         model_type=model_type,
         vocab_size=sizes["vocab_size"],
@@ -240,7 +290,7 @@ def model_config(
         attention_scale=(scalar if scalar else head_dim) ** -0.5,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),
         layers=layers,
-        checkpoint=raw,
+        checkpoint=cfg,
     )
 
 
@@ -262,44 +312,18 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
     )
 
 
-def _override_rope(
-    native: Mapping[str, RopeSpec | None], rope_scaling: Mapping[str, Any]
-) -> dict[str, RopeSpec | None]:
-    """Apply a rope override to every layer type with rope (a flat dict) or per layer type
-    (a dict keyed by layer type); each keeps its own theta unless the override sets one."""
-    nested = any(k in LAYER_TYPES for k in rope_scaling)
-    if nested and set(rope_scaling) - set(LAYER_TYPES):
-        extra = sorted(set(rope_scaling) - set(LAYER_TYPES))[0]
-        raise RopeConfigError(f"rope_scaling mixes per-layer-type entries with {extra!r}")
-    out = dict(native)
-    for layer_type, spec in native.items():
-        rope = rope_scaling.get(layer_type, "keep") if nested else rope_scaling
-        if rope == "keep" or spec is None:
-            continue
-        out[layer_type] = parse_rope(
-            rope,
-            head_dim=spec.head_dim,
-            rope_theta=spec.rope_theta,
-            max_position_embeddings=spec.max_position_embeddings,
-            partial_rotary_factor=spec.partial_rotary_factor,
-            where=f"rope_scaling[{layer_type!r}]" if nested else "rope_scaling",
-        )
-    return out
-
-
 def layer_plan(
     cfg: Mapping[str, Any],
-    native_rope: Mapping[str, RopeSpec | None],
+    ropes: Mapping[str, RopeSpec | None],
     *,
     n_layers: int,
-    rope_scaling: Mapping[str, Any] | None = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
 ) -> tuple[LayerSpec, ...]:
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
-    (layer types or pattern, window, rope, NoPE on global layers)."""
+    (layer types or pattern, window, NoPE on global layers); ``ropes`` is the rope of each layer type."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
     if layer_types is not None:
@@ -321,7 +345,7 @@ def layer_plan(
     window = sliding_window if sliding_window is not None else cfg.get("sliding_window")
     if "sliding_attention" in types and window is None:
         raise ModelConfigError("sliding layers need a window: give sliding_window=N")
-    rope = _override_rope(native_rope, rope_scaling) if rope_scaling is not None else dict(native_rope)
+    rope = dict(ropes)
     if nope_global:
         rope["full_attention"] = None
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:

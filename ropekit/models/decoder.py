@@ -156,6 +156,13 @@ class Decoder(nn.Module):
             self._tokenizer = self.tokenizer_loader()
         return self._tokenizer
 
+    def with_config(self, config: ModelConfig) -> Decoder:  # stand-in until the load split lands
+        import copy
+
+        other = copy.copy(self)
+        other.config = config
+        return other
+
     @property
     def output_weight(self) -> torch.Tensor:
         return self.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..rope import interleaved_to_half
-from .config import ModelConfig, ModelConfigError, model_config, parse_layer_mix
+from .config import ModelConfig, ModelConfigError, model_config
 from .decoder import Decoder
 
 
@@ -302,12 +302,8 @@ def load_model(
         "sliding_window": sliding_window,
         "sliding_window_pattern": sliding_window_pattern,
         "nope_global": nope_global,
+        "layer_mix": layer_mix,
     }
-    if layer_mix is not None:
-        for key, value in parse_layer_mix(layer_mix).items():
-            if overrides[key] is not None and overrides[key] != value:
-                raise ModelConfigError(f"layer_mix={layer_mix!r} and {key}={overrides[key]!r} disagree; give one")
-            overrides[key] = value
     kind, path = _resolve(name_or_path)
     cached = _dequantised(path) if kind == "gguf" else None
     tokenizer = _gguf_tokenizer(path) if kind == "gguf" else _folder_tokenizer(path)
@@ -412,10 +408,7 @@ def _cache_dequantised(path: Path, raw: dict[str, Any], tensors: dict[str, torch
 def reconfigure(model: Decoder, **overrides: Any) -> Decoder:
     """The same weights under another rope or layer plan (the overrides of :func:`load_model`);
     the original model is unchanged and shares its parameters with the result."""
-    mix = overrides.pop("layer_mix", None)
-    if mix is not None:
-        overrides = {**overrides, **parse_layer_mix(mix)}
-    config = model_config(model.config.checkpoint, **overrides)
+    config = model.config.with_plan(**overrides)
     other = copy.copy(model)  # shares the parameter modules; only the plan differs
     other.config = config
     return other

@@ -171,10 +171,8 @@ def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:
     notes = []
     for i, (model, info) in enumerate(sweep.models.items()):
         if info is None:
-            notes.append(f"{model}: its checkpoint is not readable here, so its frequencies are not shown.")
+            notes.append(f"{model}: the directory holds no plans.json for it, so its frequencies are not shown.")
             continue
-        if info.note:
-            notes.append(f"{model}: {info.note}")
         if not info.ropes:
             continue
         table = frequency_table(info.ropes, seq_len)

@@ -1,14 +1,15 @@
 """A sweep directory's results as one tidy DataFrame, with the cells the spec plans but nobody ran yet.
 
 Columns are those of ``results.csv`` (model, rope, layer_mix, length, n_docs, n_tokens, nll, ppl,
-status, ...) plus ``trained_context`` (the model's trained length, when its config can be read) so
-the figures can mark it. ``status`` is ``ok`` for a number, the sweep's failure status (``oom``,
-``nan``, ``no_docs``) for a failed cell, and ``pending`` for a planned cell with no row yet.
+status, ...) plus ``trained_context`` (the trained length of the model's rope, from the plans the
+sweep stored in DIR/plans.json) so the figures can mark it. ``status`` is ``ok`` for a number, the
+sweep's failure status (``oom``, ``nan``, ``no_docs``) for a failed cell, and ``pending`` for a
+planned cell with no row yet. Nothing here loads a model or reads a checkpoint: reports depend on
+the results files and ropekit.rope only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,10 @@ class ReportError(ValueError):
 
 @dataclass
 class ModelRopes:
-    """What a report needs to know about one model of a sweep, read from its config (no weights)."""
+    """What a report needs to know about one model of a sweep, read from DIR/plans.json."""
 
     trained_context: int
     ropes: dict[str, RopeSpec]  # rope name -> the rope of its global (full attention) layers
-    note: str = ""
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Sweep:
     path: Path
     results: pd.DataFrame
     meta: dict[str, Any]
-    models: dict[str, ModelRopes | None] = field(default_factory=dict)  # None: config not readable
+    models: dict[str, ModelRopes | None] = field(default_factory=dict)  # None: no plan stored for it
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -72,7 +72,8 @@ def load_sweep(path: str | Path) -> Sweep:
     frame = _with_pending(frame, meta.get("spec", {}))
     if frame.empty:
         raise ReportError(f"{folder} has no results and its meta.json plans no cells")
-    infos = {m: _model_ropes(m, meta) for m in dict.fromkeys(frame["model"])}
+    plans = _read_plans(folder / "plans.json")
+    infos = {m: _model_ropes(m, plans) for m in dict.fromkeys(frame["model"])}
     trained = {m: info.trained_context for m, info in infos.items() if info is not None}
     frame["trained_context"] = pd.array([trained.get(m) for m in frame["model"]], dtype="Int64")
     return Sweep(folder, frame, meta, infos)
@@ -135,27 +136,32 @@ def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     return frame.drop(columns=[c + "_order" for c in order]).reset_index(drop=True)
 
 
-def _model_ropes(model: str, meta: dict[str, Any]) -> ModelRopes | None:
-    """Trained context and per-rope frequencies of a model, from its config alone; None when the
-    checkpoint is no longer where the sweep found it."""
-    from ..models import model_config, read_model_config
-    from ..sweep.run import rope_geometry
-    from ..sweep.spec import rope_scaling_for
+def _read_plans(path: Path) -> list[dict[str, Any]]:
+    """DIR/plans.json (the resolved plan of each model, layer mix and rope); [] when absent."""
+    if not path.exists():
+        return []
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ReportError(f"{path} is not valid JSON ({err})") from None
 
-    raw = None
-    for where in (model, meta.get("models", {}).get(model, {}).get("path")):  # its name, else where it was read
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            raw = raw or read_model_config(where)[1]
-    if raw is None:
+
+def _model_ropes(model: str, plans: list[dict[str, Any]]) -> ModelRopes | None:
+    """Trained context and the rope of each rope name's global layers (else its first rope) of a
+    model, from the plans the sweep resolved; None when the directory holds no plan for it."""
+    from ..rope import RopeSpec
+
+    records = [p for p in plans if p["model"] == model]
+    if not records:
         return None
-    geometry = rope_geometry(raw)
-    ropes, note = {}, ""
-    for name, rope in meta.get("spec", {}).get("ropes", {}).items():
-        try:
-            config = model_config(raw, rope_scaling=rope_scaling_for(rope, geometry))
-        except ValueError as err:
-            note += f"{name}: {err}. "
-            continue
-        layers = [layer.rope for layer in config.layers if layer.attention == "full_attention" and layer.rope]
-        ropes[name] = layers[0] if layers else next(layer.rope for layer in config.layers if layer.rope)
-    return ModelRopes(geometry["max_position_embeddings"], ropes, note)
+    ropes: dict[str, RopeSpec] = {}
+    for prefer_global in (True, False):
+        for record in records:
+            keys = [
+                layer["rope"]
+                for layer in record["layers"]
+                if layer["rope"] and (layer["attention"] == "full_attention" or not prefer_global)
+            ]
+            if keys and record["rope"] not in ropes:
+                ropes[record["rope"]] = RopeSpec.from_record(record["ropes"][keys[0]])
+    return ModelRopes(records[0]["trained_context"], ropes)

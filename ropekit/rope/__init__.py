@@ -1,8 +1,12 @@
-"""RoPE core: parse configs into specs, compute frequencies per type, apply the rotation."""
+"""RoPE core: parse configs into specs, compute frequencies per type, apply the rotation.
 
+Each rope type is one record in the registry (``registry.py``; ropekit's six in ``builtin.py``);
+a rope argument (preset, dict, config path) is resolved against a model in ``resolve.py``.
+"""
+
+from . import builtin  # noqa: F401  (registers the six types)
 from .config import (
     LAYER_TYPES,
-    SCALINGS,
     Default,
     Dynamic,
     Linear,
@@ -15,16 +19,17 @@ from .config import (
     parse_rope,
     rope_from_config,
 )
-from .frequencies import FREQUENCIES, rope_frequencies, spec_frequencies, yarn_mscale, yarn_ramp_bounds
-from .presets import named_ropes, preset
+from .frequencies import rope_frequencies, spec_frequencies, yarn_mscale, yarn_ramp_bounds
+from .presets import preset
+from .registry import RopeType, get_rope, register_rope, rope_types
+from .resolve import NATIVE, config_rope_settings, model_ropes, named_ropes, rope_argument, rope_name
 from .rotary import LAYOUTS, apply_rotary, interleaved_to_half, rope_table
 from .table import frequency_table
 
 __all__ = [
-    "FREQUENCIES",
     "LAYER_TYPES",
     "LAYOUTS",
-    "SCALINGS",
+    "NATIVE",
     "Default",
     "Dynamic",
     "Linear",
@@ -32,17 +37,25 @@ __all__ = [
     "LongRope",
     "RopeConfigError",
     "RopeSpec",
+    "RopeType",
     "Yarn",
     "apply_rotary",
+    "config_rope_settings",
     "frequency_table",
+    "get_rope",
     "interleaved_to_half",
     "load_config_dict",
+    "model_ropes",
     "named_ropes",
     "parse_rope",
     "preset",
+    "register_rope",
+    "rope_argument",
     "rope_frequencies",
     "rope_from_config",
+    "rope_name",
     "rope_table",
+    "rope_types",
     "spec_frequencies",
     "yarn_mscale",
     "yarn_ramp_bounds",

@@ -21,9 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .registry import RopeType, get_rope, rope_types
+
 
 class RopeConfigError(ValueError):
     """A rope configuration that ropekit refuses; the message names the key and the fix."""
+
+
+def _record(rope_type: str) -> RopeType:
+    record = get_rope(rope_type)
+    if record is None:
+        raise RopeConfigError(f"rope_type={rope_type!r} is not registered; expected one of {', '.join(rope_types())}")
+    return record
 
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -188,8 +197,25 @@ class Llama3:
             )
 
 
-Scaling = Default | Linear | Dynamic | Yarn | LongRope | Llama3
-SCALINGS: dict[str, type] = {cls.rope_type: cls for cls in (Default, Linear, Dynamic, Yarn, LongRope, Llama3)}
+def check_dynamic(spec: RopeSpec) -> None:
+    """Dynamic's theta exponent dim / (dim - 2) needs a rotary dim > 2."""
+    if spec.rotary_dim < 4:
+        raise RopeConfigError(
+            f"head_dim={spec.head_dim} x partial_rotary_factor={spec.partial_rotary_factor:g} gives rotary dim "
+            f"{spec.rotary_dim}; dynamic needs an even number >= 4"
+        )
+
+
+def check_longrope(spec: RopeSpec) -> None:
+    """LongRoPE's factor lists hold one entry per rotary pair."""
+    for key in ("short_factor", "long_factor"):
+        got = len(getattr(spec.scaling, key))
+        if got != spec.rotary_dim // 2:
+            raise RopeConfigError(
+                f"{key} has {got} entries; expected rotary_dim // 2 = {spec.rotary_dim // 2} "
+                f"(head_dim={spec.head_dim}, partial_rotary_factor={spec.partial_rotary_factor:g})"
+            )
+
 
 # Keys that may sit beside the type-specific ones in any rope dict (v5 keeps them inside).
 _COMMON_KEYS = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
@@ -205,7 +231,7 @@ class RopeSpec:
     ``original_max_position_embeddings`` of yarn/longrope/llama3 is always filled in here.
     """
 
-    scaling: Scaling
+    scaling: Any  # an instance of the rope type's parameter class (Default, Yarn, ...)
     rope_theta: float
     head_dim: int
     max_position_embeddings: int
@@ -220,22 +246,15 @@ class RopeSpec:
             raise RopeConfigError(f"partial_rotary_factor={prf!r} is not allowed; expected 0 < value <= 1")
         _set(self, "partial_rotary_factor", prf)
         rotary_dim = int(self.head_dim * prf)  # transformers' rounding
-        # Odd dims cannot be rotated in pairs; dynamic's exponent dim / (dim - 2) needs dim > 2.
-        smallest = 4 if self.rope_type == "dynamic" else 2
-        if rotary_dim < smallest or rotary_dim % 2:
+        if rotary_dim < 2 or rotary_dim % 2:  # rotated in pairs
             raise RopeConfigError(
                 f"head_dim={self.head_dim} x partial_rotary_factor={prf:g} gives rotary dim "
-                f"{rotary_dim}; expected an even number >= {smallest}"
+                f"{rotary_dim}; expected an even number >= 2"
             )
         _set(self, "rotary_dim", rotary_dim)
-        if isinstance(self.scaling, LongRope):
-            for key in ("short_factor", "long_factor"):
-                got = len(getattr(self.scaling, key))
-                if got != rotary_dim // 2:
-                    raise RopeConfigError(
-                        f"{key} has {got} entries; expected rotary_dim // 2 = {rotary_dim // 2} "
-                        f"(head_dim={self.head_dim}, partial_rotary_factor={prf:g})"
-                    )
+        record = _record(self.scaling.rope_type)
+        if record.check is not None:
+            record.check(self)
         if getattr(self.scaling, "original_max_position_embeddings", 0) is None:
             _set(
                 self,
@@ -246,11 +265,6 @@ class RopeSpec:
     @property
     def rope_type(self) -> str:
         return self.scaling.rope_type
-
-    @property
-    def is_static(self) -> bool:
-        """True when the frequencies never depend on the evaluated length."""
-        return self.rope_type not in ("dynamic", "longrope")
 
     @property
     def original_length(self) -> int:
@@ -267,6 +281,21 @@ class RopeSpec:
             if value is not None and value != f.default:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+    def to_record(self) -> dict[str, Any]:
+        """The whole spec as plain data (its rope dict and head geometry): what a sweep directory
+        stores, and :meth:`from_record` reads back without a model."""
+        return {**self.to_dict(), "head_dim": self.head_dim, "max_position_embeddings": self.max_position_embeddings}
+
+    @staticmethod
+    def from_record(record: Mapping[str, Any]) -> RopeSpec:
+        rope = {k: v for k, v in record.items() if k not in ("head_dim", "max_position_embeddings", "rope_theta")}
+        return parse_rope(
+            rope,
+            head_dim=record["head_dim"],
+            rope_theta=record["rope_theta"],
+            max_position_embeddings=record["max_position_embeddings"],
+        )
 
 
 def parse_rope(
@@ -297,11 +326,11 @@ def parse_rope(
             f"{where}: rope_type={rope['rope_type']!r} and the legacy type={rope['type']!r} disagree; give one"
         )
     rope_type = (type_aliases or {}).get(rope_type, rope_type)
-    if rope_type not in SCALINGS:
+    if not isinstance(rope_type, str) or get_rope(rope_type) is None:
         raise RopeConfigError(
-            f"{where}: rope_type={rope_type!r} is not supported; expected one of {', '.join(SCALINGS)}"
+            f"{where}: rope_type={rope_type!r} is not supported; expected one of {', '.join(rope_types())}"
         )
-    cls = SCALINGS[rope_type]
+    cls = get_rope(rope_type).params
     where = f"{where} (rope_type {rope_type!r})"
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(rope) - set(fields) - set(_COMMON_KEYS))
@@ -326,19 +355,43 @@ def parse_rope(
 # --- whole model configs ----------------------------------------------------------------------
 
 # Model-type facts that decide which rope each layer type gets. Plain data, one entry a fact.
+# transformers' model types under another name (Gemma 3's multimodal config holds a gemma3_text).
+MODEL_TYPE_ALIASES = {"gemma3": "gemma3_text"}
 # Gemma 3: sliding layers use rope_local_base_freq (default 1e4), global ones rope_theta (1e6);
-# a legacy rope_scaling applies to global layers only (transformers Gemma3TextConfig).
-_LOCAL_THETA = {"gemma3": ("rope_local_base_freq", 10_000.0), "gemma3_text": ("rope_local_base_freq", 10_000.0)}
-_DEFAULT_THETA = {"gemma3": 1_000_000.0, "gemma3_text": 1_000_000.0}
+# a flat (legacy) rope_scaling applies to global layers only (transformers Gemma3TextConfig).
+_LOCAL_THETA = {"gemma3_text": ("rope_local_base_freq", 10_000.0)}
+_DEFAULT_THETA = {"gemma3_text": 1_000_000.0}
+_FLAT_ROPE_LAYER_TYPES = {"gemma3_text": ("full_attention",)}
 # EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
 _NOPE_GLOBAL_WHEN_SLIDING = {"exaone4"}
 # Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
 _TYPE_ALIASES = {"phi3": {"su": "longrope", "yarn": "longrope"}}
 
 
+def flat_rope_layer_types(model_type: str | None) -> tuple[str, ...]:
+    """The layer types a flat rope dict in a config.json applies to, as transformers reads it."""
+    return _FLAT_ROPE_LAYER_TYPES.get(MODEL_TYPE_ALIASES.get(model_type, model_type), LAYER_TYPES)
+
+
+def split_layer_types(rope: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """The entries of a rope dict keyed by layer type (v5's nested ``rope_parameters``), or None for
+    a flat dict. Mixing layer-type keys with rope keys is refused."""
+    given = [k for k in rope if k in LAYER_TYPES]
+    if not given:
+        return None
+    extra = sorted(set(rope) - set(LAYER_TYPES))
+    if extra:
+        raise RopeConfigError(
+            f"{where} mixes per-layer-type entries with {extra[0]!r}; a dict keyed by layer type holds only "
+            f"{', '.join(LAYER_TYPES)}"
+        )
+    return {k: rope[k] for k in given}
+
+
 def load_config_dict(config: Any) -> dict[str, Any]:
     """A model config as a plain dict: from a dict, a ``config.json`` path (or its folder), or a
-    transformers config object. Multimodal configs are reduced to their ``text_config``."""
+    transformers config object. Multimodal configs are reduced to their ``text_config``, and a
+    model type known under another name takes transformers' text model type (``gemma3_text``)."""
     if isinstance(config, (str, os.PathLike)):
         path = Path(config)
         if path.is_dir():
@@ -359,7 +412,23 @@ def load_config_dict(config: Any) -> dict[str, Any]:
     text = config.get("text_config")
     if isinstance(text, Mapping):
         config = {**text, "model_type": text.get("model_type", config.get("model_type"))}
+    if config.get("model_type") in MODEL_TYPE_ALIASES:
+        config["model_type"] = MODEL_TYPE_ALIASES[config["model_type"]]
     return config
+
+
+def head_dim_of(cfg: Mapping[str, Any]) -> int:
+    """A config's attention head size: ``head_dim``, else hidden_size // num_attention_heads."""
+    head_dim = cfg.get("head_dim")
+    if head_dim is not None:
+        return head_dim
+    try:
+        return cfg["hidden_size"] // cfg["num_attention_heads"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        raise RopeConfigError(
+            "model config: head_dim is missing and cannot be derived; give head_dim or "
+            "hidden_size and num_attention_heads (positive integers)"
+        ) from None
 
 
 def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
@@ -370,15 +439,7 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
     for key in ("max_position_embeddings",):
         if key not in cfg:
             raise RopeConfigError(f"model config: required key {key!r} is missing")
-    head_dim = cfg.get("head_dim")
-    if head_dim is None:
-        try:
-            head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
-        except (KeyError, TypeError, ZeroDivisionError):
-            raise RopeConfigError(
-                "model config: head_dim is missing and cannot be derived; give head_dim or "
-                "hidden_size and num_attention_heads (positive integers)"
-            ) from None
+    head_dim = head_dim_of(cfg)
     geometry = {
         "head_dim": head_dim,
         "max_position_embeddings": cfg["max_position_embeddings"],
@@ -406,18 +467,15 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
             rope["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
         return parse_rope(rope, rope_theta=rope_theta, where=where, **geometry)
 
-    nested = [k for k in params if k in LAYER_TYPES]
-    if nested:
-        extra = sorted(set(params) - set(LAYER_TYPES))
-        if extra:
-            raise RopeConfigError(
-                f"model config: rope_parameters mixes per-layer-type entries with {extra[0]!r}; "
-                f"a nested rope_parameters holds only {', '.join(LAYER_TYPES)}"
-            )
+    nested = split_layer_types(params, "model config: rope_parameters")
+    if nested is not None:
+        # A layer type the dict does not name (a model without such layers) takes the first one's
+        # rope, so a layer-mix override that creates it has one.
+        first = next(iter(nested.values()))
         specs = {
             lt: None
-            if params.get(lt, params[nested[0]]) is None
-            else flat(params.get(lt, params[nested[0]]), f"rope_parameters[{lt!r}]", theta)
+            if nested.get(lt, first) is None
+            else flat(nested.get(lt, first), f"rope_parameters[{lt!r}]", theta)
             for lt in LAYER_TYPES
         }
     elif model_type in _LOCAL_THETA:

@@ -11,14 +11,13 @@ float32 rounding (tests/rope/test_frequencies.py holds the proof).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from .config import RopeSpec, parse_rope
-
-FrequencyFn = Callable[[RopeSpec, "int | None"], tuple[torch.Tensor, float]]
+from .registry import get_rope
 
 
 def _base_inv_freq(theta: float, dim: int) -> torch.Tensor:
@@ -130,21 +129,11 @@ def llama3(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
     return torch.where(is_medium, smoothed, scaled), 1.0
 
 
-FREQUENCIES: dict[str, FrequencyFn] = {
-    "default": default,
-    "linear": linear,
-    "dynamic": dynamic,
-    "yarn": yarn,
-    "longrope": longrope,
-    "llama3": llama3,
-}
-
-
 def spec_frequencies(spec: RopeSpec, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """(inv_freq, attention_scale) of a parsed spec at the evaluated length ``seq_len``."""
     if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
         raise ValueError(f"seq_len={seq_len!r} is not allowed; expected a positive integer or None")
-    return FREQUENCIES[spec.rope_type](spec, seq_len)
+    return get_rope(spec.rope_type).frequencies(spec, seq_len)
 
 
 def rope_frequencies(

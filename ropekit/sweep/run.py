@@ -20,10 +20,9 @@ import torch
 
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import Score, combine, first_tokens_scores, shared_passes, strided_score
-from ..models import load_model, model_config, parse_layer_mix, read_model_config, reconfigure
+from ..models import ModelConfig, checkpoint_config, load_model, plan, read_model_config
 from ..models.load import file_sha256
-from ..rope import RopeConfigError, rope_from_config
-from .spec import SpecError, SweepSpec, rope_scaling_for
+from .spec import SpecError, SweepSpec
 from .store import ResultStore, cell_key
 
 
@@ -34,7 +33,7 @@ class Cell:
     layer_mix: str
     length: int
     key: str
-    overrides: dict[str, Any]
+    config: ModelConfig  # the resolved plan this cell runs
     docs: list[str] = field(default_factory=list)  # the documents this cell scores, in order
 
 
@@ -52,40 +51,29 @@ class SweepSummary:
         return not self.failed
 
 
-def rope_geometry(raw: dict[str, Any]) -> dict[str, Any]:
-    """The head geometry presets are built for: the global layers' rope (else the first one)."""
-    specs = rope_from_config(raw)
-    spec = specs["full_attention"] or specs["sliding_attention"]
-    return {
-        "head_dim": spec.head_dim,
-        "rope_theta": spec.rope_theta,
-        "max_position_embeddings": spec.original_length,
-        "partial_rotary_factor": spec.partial_rotary_factor,
-    }
-
-
-def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, tuple[Path, dict]]]:
-    """Every cell of the grid, each checked by building its model config (no weights are read):
-    a rope that fails validation or a mix that does not fit a model stops the sweep here."""
+def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, Path]]:
+    """Every cell of the grid with its resolved plan (no weights are read): each model's config is
+    filled with upstream's defaults once, then each (layer mix, rope) is resolved from it once. A rope
+    that fails validation or a mix that does not fit a model stops the sweep here."""
     cells, checkpoints = [], {}
     for model in spec.models:
         try:
             path, raw = read_model_config(model)
+            checkpoint = checkpoint_config(raw)
         except ValueError as err:
             raise SpecError(f"models: {err}") from None
-        checkpoints[model] = (path, raw)
+        checkpoints[model] = path
         for mix in spec.layer_mixes:
             for rope_name, rope in spec.ropes.items():
                 try:
-                    overrides = {"rope_scaling": rope_scaling_for(rope, rope_geometry(raw)), **parse_layer_mix(mix)}
-                    model_config(raw, **overrides)
-                except (RopeConfigError, ValueError) as err:
+                    config = plan(checkpoint, rope_scaling=rope, layer_mix=mix)
+                except ValueError as err:
                     raise SpecError(f"model {model!r}, rope {rope_name!r}, layer mix {mix!r}: {err}") from None
                 for length in spec.lengths:
                     definition = {
                         "model": model,
                         "rope": rope_name,
-                        "rope_scaling": overrides["rope_scaling"],
+                        "plan": config.plan_record(),
                         "layer_mix": mix,
                         "length": length,
                         "mode": spec.mode,
@@ -95,8 +83,19 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
                         "dtype": spec.dtype,
                         "device": spec.device,
                     }
-                    cells.append(Cell(model, rope_name, mix, length, cell_key(definition), overrides))
+                    cells.append(Cell(model, rope_name, mix, length, cell_key(definition), config))
     return cells, checkpoints
+
+
+def plan_records(cells: list[Cell]) -> list[dict[str, Any]]:
+    """One record per (model, layer mix, rope): the resolved plan each of its cells ran."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for c in cells:
+        seen.setdefault(
+            (c.model, c.layer_mix, c.rope),
+            {"model": c.model, "layer_mix": c.layer_mix, "rope": c.rope, **c.config.plan_record()},
+        )
+    return list(seen.values())
 
 
 def _failure(err: BaseException) -> str | None:
@@ -134,11 +133,12 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
             "documents": len(corpus.documents),
             "sha256": corpus.sha256,
         },
-        "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, (p, _) in checkpoints.items()},
+        "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, p in checkpoints.items()},
         "started": store.meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
     store.write_meta(meta)
+    store.write_plans(plan_records(cells))
     reused = sum(store.done(c.key) for c in cells)
     pending = [c for c in cells if not store.done(c.key)]
     failed: list[dict[str, Any]] = []
@@ -151,7 +151,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
         tokens = tokenize(corpus, base.tokenizer)
         for cell in model_cells:
             cell.docs = [name for name, ids in tokens.items() if len(ids) >= cell.length][: spec.n_docs]
-        groups = [(reconfigure(base, **group[0].overrides), group) for group in _groups(model_cells)]
+        groups = [(base.with_config(group[0].config), group) for group in _groups(model_cells)]
         memos: dict[str, dict] = {}  # per document: passes of this model's weights, by signature
         progress.add_tokens(_work(groups, tokens, spec, store))
         for model, group in groups:

@@ -8,7 +8,7 @@ mode = "first"                             # or "strided" (then stride = N)
 layer_mixes = ["native", "LLLG@1024+nope"]
 device = "cpu"                             # dtype defaults: float32 on CPU, bfloat16 on CUDA
 
-[ropes]                                    # name = preset "TYPE[:FACTOR]" or a rope_scaling table
+[ropes]                                    # name = "TYPE[:FACTOR]", "native", a config.json path or a table
 default = "default"
 yarn2 = {rope_type = "yarn", factor = 2.0}
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
-from ..rope.presets import preset_from_text
+from ..rope import rope_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +87,10 @@ class SweepSpec:
             raise SpecError(f"device={self.device!r} is not allowed; expected 'cpu' or 'cuda'")
         for name, rope in self.ropes.items():
             if not isinstance(rope, (str, dict)):
-                raise SpecError(f'ropes.{name} = {rope!r} is not allowed; expected "TYPE[:FACTOR]" or a table')
+                raise SpecError(
+                    f'ropes.{name} = {rope!r} is not allowed; expected "TYPE[:FACTOR]", "native", a config.json '
+                    "path or a rope_scaling table"
+                )
         for mix in self.layer_mixes:
             try:
                 parse_layer_mix(mix)
@@ -103,19 +106,6 @@ class SweepSpec:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()
-
-
-NATIVE_ROPE = "native"
-
-
-def rope_scaling_for(rope: str | dict, geometry: dict[str, Any]) -> dict[str, Any] | None:
-    """A spec's rope entry as a rope_scaling override for one model's geometry (presets depend on
-    it); ``"native"`` keeps the checkpoint's own rope (None)."""
-    if isinstance(rope, dict):
-        return rope
-    if rope == NATIVE_ROPE:
-        return None
-    return preset_from_text(rope, **geometry)
 
 
 def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -147,8 +137,12 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
     if not isinstance(lengths, list):
         raise SpecError(f"lengths = {lengths!r} is not allowed; expected a list of integers")
     ropes = data["ropes"]
-    if isinstance(ropes, list):  # a list of presets names itself
-        ropes = {str(r): r for r in ropes}
+    if isinstance(ropes, list):  # a list names itself, by the naming rule of --rope
+        named = [(rope_name(r) if isinstance(r, (str, dict)) else str(r), r) for r in ropes]
+        for i, (name, _) in enumerate(named):
+            if name in dict(named[:i]):
+                raise SpecError(f"ropes: two entries are named {name!r}; use a table to name them apart")
+        ropes = dict(named)
     if not isinstance(ropes, dict):
         raise SpecError(f"ropes = {ropes!r} is not allowed; expected a table of name = rope")
     mixes = data.get("layer_mixes", ["native"])

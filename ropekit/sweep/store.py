@@ -3,6 +3,7 @@
     DIR/results.csv    one row per cell (model, rope, layer_mix, length) once it has finished
     DIR/documents.csv  per (cell, document) NLL sums, so any aggregate can be recomputed
     DIR/meta.json      the spec, versions, device, content hashes of models and corpus, timing
+    DIR/plans.json     the resolved plan of each (model, layer mix, rope): rope per layer, windows
 
 Every write replaces the whole file atomically (write a temporary file, fsync, rename), so a
 reader never sees half a row and a SIGKILL at any moment leaves the last complete state. A
@@ -120,6 +121,10 @@ class ResultStore:
         self.docs = {k: r for k, r in self.docs.items() if k[0] in cells}
         atomic_write(self.results_path, _csv_text(RESULT_COLUMNS, list(self.rows.values())))
         atomic_write(self.docs_path, _csv_text(DOC_COLUMNS, list(self.docs.values())))
+
+    def write_plans(self, plans: list[dict[str, Any]]) -> None:
+        """DIR/plans.json: the resolved plan of each (model, layer mix, rope), for reports."""
+        atomic_write(self.out / "plans.json", json.dumps(plans, indent=1) + "\n")
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.meta = meta

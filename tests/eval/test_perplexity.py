@@ -41,7 +41,9 @@ def ids():
     ],
 )
 def test_prefix_reuse_equals_separate_passes(checkpoint, ids, rope_type, passes):
-    model = ropekit.load_model(checkpoint, rope_scaling=preset(rope_type, 4.0, **GEO))
+    model = ropekit.load_model(
+        checkpoint, rope_scaling=preset(rope_type, None if rope_type == "default" else 4.0, **GEO)
+    )
     assert [group for _, _, group in shared_passes(model, LENGTHS)] == passes
     shared = first_tokens_scores(model, ids, LENGTHS)
     for length in LENGTHS:

@@ -48,7 +48,9 @@ def test_smollm2_with_each_scaling_matches_transformers(smollm2, rope_type):
 
     model, ids, hf = smollm2
     # Original length 1024 < 2048 so yarn, llama3 and longrope act in their long regime here.
-    rope = preset(rope_type, 4.0, head_dim=64, rope_theta=1e5, max_position_embeddings=1024)
+    rope = preset(
+        rope_type, None if rope_type == "default" else 4.0, head_dim=64, rope_theta=1e5, max_position_embeddings=1024
+    )
     scaled = ropekit.load_model("smollm2-135m", rope_scaling=rope)
     config = hf.config.__class__.from_dict({**hf.config.to_dict(), "rope_parameters": {**rope, "rope_theta": 1e5}})
     with torch.device("meta"):

@@ -3,12 +3,14 @@ family, with windows shorter than the sequence, and with each rope scaling."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import ropekit
 from ropekit.rope import preset
-from tests.models.tiny import FAMILY_CONFIGS, assert_nll_close, hf_token_nll, make_checkpoint
+from tests.models.tiny import FAMILY_CONFIGS, LLLG, assert_nll_close, hf_token_nll, make_checkpoint
 
 T = 300
 
@@ -31,7 +33,7 @@ def test_family_matches_transformers(family, tmp_path):
 def test_rope_scalings_in_the_checkpoint_config_match_transformers(rope_type, tmp_path):
     # Trained length 128 < T: dynamic and longrope run in their scaled regimes.
     geometry = {"head_dim": 16, "rope_theta": 10000.0, "max_position_embeddings": 128}
-    rope = {**preset(rope_type, 4.0, **geometry), "rope_theta": 10000.0}
+    rope = {**preset(rope_type, None if rope_type == "default" else 4.0, **geometry), "rope_theta": 10000.0}
     hf = make_checkpoint(tmp_path, {"model_type": "llama", "max_position_embeddings": 128, "rope_parameters": rope})
     model = ropekit.load_model(tmp_path)
     assert model.config.layers[0].rope.rope_type == rope_type
@@ -70,3 +72,48 @@ def test_chunked_head_equals_one_shot_logits(tmp_path, monkeypatch):
     whole = ropekit.token_nll(model, ids)
     monkeypatch.setattr(nll, "LOGIT_BUDGET", model.config.vocab_size * 7)  # 7 tokens a chunk
     torch.testing.assert_close(ropekit.token_nll(model, ids), whole, rtol=0, atol=1e-6)
+
+
+def _rewrite_config(folder, drop=(), **values) -> None:
+    """Edit a saved config.json as a checkpoint author would have written it."""
+    path = folder / "config.json"
+    config = {k: v for k, v in json.loads(path.read_text()).items() if k not in drop}
+    path.write_text(json.dumps({**config, **values}))
+
+
+def test_exaone4_without_sliding_window_has_nope_global_layers_as_in_transformers(tmp_path):
+    """transformers fills EXAONE 4's missing sliding_window with 4096, and with a window its global
+    layers have no rope (modeling_exaone4: rope only if sliding_window is None or the layer slides).
+    ropekit fills upstream's defaults before it resolves the plan, so it agrees."""
+    hf = make_checkpoint(tmp_path, {"model_type": "exaone4", "layer_types": LLLG})
+    _rewrite_config(tmp_path, drop=("sliding_window",))
+    model = ropekit.load_model(tmp_path)
+    assert [(layer.attention, layer.window, layer.rope is None) for layer in model.config.layers] == [
+        ("sliding_attention", hf.config.sliding_window, False)
+    ] * 3 + [("full_attention", None, True)]
+    ids = random_ids(model.config.vocab_size)
+    assert_nll_close(ropekit.token_nll(model, ids), hf_token_nll(hf, ids))
+
+
+def test_gemma3_flat_rope_scaling_in_the_config_and_as_override_match_transformers(tmp_path):
+    """A flat rope_scaling in a Gemma 3 config.json scales the global layers only (transformers'
+    Gemma3TextConfig); the same dict given to load_model means the same: one plan, one NLL."""
+    flat = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+    gemma = {**FAMILY_CONFIGS["gemma3"], "max_position_embeddings": 256}
+    hf = make_checkpoint(tmp_path / "scaled", {**gemma, "rope_scaling": flat})
+    assert hf.config.rope_parameters["sliding_attention"]["rope_type"] == "default"  # upstream's reading
+    thetas = {"rope_theta": gemma["rope_theta"], "rope_local_base_freq": gemma["rope_local_base_freq"]}
+    _rewrite_config(tmp_path / "scaled", drop=("rope_parameters",), rope_scaling=flat, **thetas)
+    make_checkpoint(tmp_path / "plain", gemma)  # same seed: the same weights, the default rope
+    _rewrite_config(tmp_path / "plain", drop=("rope_parameters",), **thetas)
+    written = ropekit.load_model(tmp_path / "scaled")
+    override = ropekit.load_model(tmp_path / "plain", rope_scaling=flat)
+    assert written.config.layers == override.config.layers
+    assert {(layer.attention, layer.rope.rope_type) for layer in written.config.layers} == {
+        ("sliding_attention", "default"),
+        ("full_attention", "yarn"),
+    }
+    ids = random_ids(written.config.vocab_size)
+    reference = hf_token_nll(hf, ids)
+    assert_nll_close(ropekit.token_nll(written, ids), reference)
+    assert_nll_close(ropekit.token_nll(override, ids), reference)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import ropekit
 from ropekit.models import ModelConfigError, model_config, parse_layer_mix, pattern_layer_types
+from ropekit.rope import parse_rope, preset
 from tests.models.tiny import assert_nll_close, make_checkpoint
 from tests.rope.test_config import EXAONE4_32B, GEMMA3_270M, SMOLLM2
 
@@ -75,8 +76,38 @@ def test_rope_override_per_layer_type_keeps_each_theta():
     locals_ = [layer.rope for layer in cfg.layers if layer.attention == "sliding_attention"]
     assert {(r.rope_type, r.rope_theta) for r in globals_} == {("linear", 1e6)}
     assert {(r.rope_type, r.rope_theta) for r in locals_} == {("default", 1e4)}
-    flat = model_config(full(GEMMA3_270M), rope_scaling={"rope_type": "yarn", "factor": 2.0})
-    assert {layer.rope.rope_type for layer in flat.layers} == {"yarn"}
+    both = {lt: {"rope_type": "yarn", "factor": 2.0} for lt in ("full_attention", "sliding_attention")}
+    every = model_config(full(GEMMA3_270M), rope_scaling=both)
+    assert {(layer.rope.rope_type, layer.rope.rope_theta) for layer in every.layers} == {("yarn", 1e6), ("yarn", 1e4)}
+
+
+def test_flat_rope_override_means_what_it_means_in_the_config_json():
+    """A flat dict given to load_model means what transformers makes of it as the model's own
+    rope_scaling: on Gemma 3, the global layers only (Gemma3TextConfig); on Llama, every layer."""
+    flat = {"rope_type": "yarn", "factor": 2.0}
+    override = model_config(full(GEMMA3_270M), rope_scaling=flat)
+    written = model_config({**full(GEMMA3_270M), "rope_scaling": flat})
+    assert override.layers == written.layers
+    assert {(layer.attention, layer.rope.rope_type) for layer in override.layers} == {
+        ("full_attention", "yarn"),
+        ("sliding_attention", "default"),
+    }
+
+
+def test_presets_are_built_from_each_layer_types_own_rope():
+    """A preset ("longrope:4") on Gemma 3 is built for the global layers' theta (1e6), not applied
+    with it to the theta-1e4 sliding layers; on a one-rope model every layer gets it."""
+    gemma = model_config(full(GEMMA3_270M), rope_scaling="longrope:4")
+    expected = parse_rope(
+        preset("longrope", 4.0, head_dim=256, rope_theta=1e6, max_position_embeddings=32768),
+        head_dim=256,
+        rope_theta=1e6,
+        max_position_embeddings=32768,
+    )
+    assert {layer.rope for layer in gemma.layers if layer.attention == "full_attention"} == {expected}
+    assert {layer.rope.rope_type for layer in gemma.layers if layer.attention == "sliding_attention"} == {"default"}
+    mixed = model_config(full(GEMMA3_270M), rope_scaling="longrope:4", sliding_window_pattern=99, sliding_window=64)
+    assert {layer.rope.rope_theta for layer in mixed.layers} == {1e4}  # every layer sliding: the local rope
 
 
 @pytest.mark.parametrize(

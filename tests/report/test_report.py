@@ -218,15 +218,20 @@ def test_report_writes_html_markdown_and_figures(sweep_dir, tmp_path):
     assert json.loads((folder / "meta.json").read_text())["spec_sha256"] in page
 
 
-def test_report_without_the_checkpoint_still_has_curves_and_says_why_frequencies_are_missing(sweep_dir, tmp_path):
+def test_report_needs_no_checkpoint_only_the_stored_plans(sweep_dir, tmp_path):
     folder = tmp_path / "moved"
     shutil.copytree(sweep_dir, folder)
-    for file in ("results.csv", "meta.json"):  # the model path no longer exists
+    for file in ("results.csv", "meta.json", "plans.json"):  # the model path no longer exists
         text = (folder / file).read_text().replace(str(sweep_dir.parent / "tiny"), "/gone/tiny")
         (folder / file).write_text(text)
     report = write_report(folder)
+    assert {p.stem for p in report.figures} == {"perplexity", "relative", "layer_mixes", "frequencies"}
+    trained = json.loads((sweep_dir.parent / "tiny" / "config.json").read_text())["max_position_embeddings"]
+    assert load_results(folder)["trained_context"].dropna().unique().tolist() == [trained]
+    (folder / "plans.json").unlink()  # a directory written before plans were stored
+    report = write_report(folder)
     assert {p.stem for p in report.figures} == {"perplexity", "relative", "layer_mixes"}
-    assert "/gone/tiny: its checkpoint is not readable here" in report.markdown.read_text()
+    assert "/gone/tiny: the directory holds no plans.json for it" in report.markdown.read_text()
 
 
 def test_report_cli_and_its_errors(sweep_dir, tmp_path, capsys):

@@ -14,7 +14,7 @@ STATIC = ["default", "linear", "yarn", "llama3"]
 
 def spec_of(rope_type: str, **geo):
     geo = {**GEO, **geo}
-    return parse_rope(preset(rope_type, 4.0, **geo), **geo)
+    return parse_rope(preset(rope_type, None if rope_type == "default" else 4.0, **geo), **geo)
 
 
 def rotated(spec, x: torch.Tensor, position: int, layout: str = "half") -> torch.Tensor:
@@ -92,7 +92,7 @@ def test_tables_and_apply_match_transformers(rope_type, partial_rotary_factor):
     from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb  # handles partial rotary
 
     geo = {**GEO, "partial_rotary_factor": partial_rotary_factor}
-    rope = preset(rope_type, 4.0, **geo)
+    rope = preset(rope_type, None if rope_type == "default" else 4.0, **geo)
     spec = parse_rope(rope, **geo)
     T = 3000  # past the original 2048: dynamic and longrope run in their scaled regime
     config = GPTNeoXConfig(

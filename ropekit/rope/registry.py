@@ -1,0 +1,118 @@
+"""The rope types: one record each, in one registry that code outside ropekit adds to.
+
+A record holds everything a type is: its parameter class (a frozen dataclass whose fields are the
+type's upstream keys), its frequency function ``(spec, seq_len) -> (inv_freq, attention_scale)``,
+its preset (the ``rope_scaling`` dict that stretches a rope's trained context by a factor) and
+the checks that need the head geometry. ropekit's six types are registered by
+``ropekit/rope/builtin.py``; a notebook adds one with :func:`register_rope`, an installed package
+through the ``ropekit.ropes`` entry-point group (each entry point names a :class:`RopeType`), so
+``ropekit inspect`` and ``ropekit sweep`` find it without an import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import RopeSpec
+
+ENTRY_POINTS = "ropekit.ropes"
+
+FrequencyFn = Callable[["RopeSpec", "int | None"], "tuple[torch.Tensor, float]"]
+PresetFn = Callable[["RopeSpec", "float | None"], "dict[str, Any]"]
+
+
+@dataclass(frozen=True)
+class RopeType:
+    """One rope type.
+
+    ``preset(spec, factor)`` returns the rope dict (upstream keys, ``rope_type`` included) that
+    stretches ``spec``'s trained context (``spec.original_length``) by ``factor``; ``factor`` is
+    None when the user gave none (the type picks its default, or refuses). ``check(spec)`` raises
+    ``RopeConfigError`` for a head geometry the type cannot rotate.
+    """
+
+    name: str
+    params: type
+    frequencies: FrequencyFn
+    preset: PresetFn | None = None
+    check: Callable[[RopeSpec], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"rope type name {self.name!r} is not allowed; expected an identifier such as 'my_rope'")
+        if not (dataclasses.is_dataclass(self.params) and isinstance(self.params, type)):
+            raise ValueError(f"rope type {self.name!r}: params must be a dataclass whose fields are its keys")
+        if getattr(self.params, "rope_type", self.name) != self.name:
+            raise ValueError(
+                f"rope type {self.name!r}: its params class says rope_type={self.params.rope_type!r}; make them agree"
+            )
+        if not callable(self.frequencies):
+            raise ValueError(f"rope type {self.name!r}: frequencies must be a function (spec, seq_len)")
+
+
+_ROPES: dict[str, RopeType] = {}
+_plugins_loaded = False
+
+
+def register_rope(
+    name: str | RopeType,
+    params: type | None = None,
+    frequencies: FrequencyFn | None = None,
+    *,
+    preset: PresetFn | None = None,
+    check: Callable[[RopeSpec], None] | None = None,
+    replace: bool = False,
+) -> RopeType:
+    """Add a rope type (a :class:`RopeType`, or its fields) to the registry and return its record.
+
+    The parameter class gets ``rope_type = name`` when it has none, so specs of it know their
+    type. A name already registered is refused unless ``replace=True``.
+    """
+    record = name if isinstance(name, RopeType) else RopeType(name, params, frequencies, preset, check)
+    if record.name in _ROPES and not replace and _ROPES[record.name] != record:
+        raise ValueError(f"rope type {record.name!r} is already registered; pass replace=True to replace it")
+    if not hasattr(record.params, "rope_type"):
+        record.params.rope_type = record.name
+    _ROPES[record.name] = record
+    return record
+
+
+def _load_plugins() -> None:
+    """Register the rope types of installed packages (entry-point group ``ropekit.ropes``), once.
+    A plugin that fails to load is reported and skipped: one broken package must not stop ropekit."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINTS):
+        if point.name in _ROPES:
+            continue
+        try:
+            record = point.load()
+            if not isinstance(record, RopeType) or record.name != point.name:
+                raise ValueError(f"expected a RopeType named {point.name!r}, got {record!r}")
+            register_rope(record)
+        except Exception as err:  # a plugin's own import error is its business; say which and go on
+            warnings.warn(f"rope plugin {point.name!r} ({point.value}) was not loaded: {err}", stacklevel=2)
+
+
+def rope_types() -> dict[str, RopeType]:
+    """Every registered rope type, installed plugins included, by name (ropekit's six first)."""
+    _load_plugins()
+    return dict(_ROPES)
+
+
+def get_rope(name: str) -> RopeType | None:
+    """The record of a rope type, looking in installed plugins when it is not registered yet."""
+    if name not in _ROPES:
+        _load_plugins()
+    return _ROPES.get(name)

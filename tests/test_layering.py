@@ -1,0 +1,81 @@
+"""The package's layering (DESIGN.md's dependency rule), read from the source's own imports:
+
+rope/ imports nothing of ropekit; models/ imports rope/; eval/ imports models/ and rope/; data/
+stands alone; sweep/ imports eval/, data/, models/ (and what they stand on); report/ imports rope/
+and reads results files, never a model. ``ropekit/cache.py`` is the one small module all may use;
+the CLI and the package's ``__init__`` sit on top.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ropekit"
+SHARED = {"cache"}
+ALLOWED = {
+    "rope": set(),
+    "models": {"rope"},
+    "eval": {"models", "rope"},
+    "data": set(),
+    "sweep": {"eval", "data", "models", "rope"},
+    "report": {"rope"},
+}
+
+
+def layer_of(path: Path) -> str:
+    """The layer a module belongs to: its subpackage, or its own name for a top-level module."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The ropekit layers a module imports, absolute (``ropekit.x``) or relative (``..x``), at
+    any depth of the file (imports inside functions count too)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    package = ["ropekit", *parts[:-1]]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = [*base, *(node.module.split(".") if node.module else [])]
+                names = [".".join(module)] if node.module else [".".join([*base, a.name]) for a in node.names]
+            else:
+                names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            dotted = name.split(".")
+            if dotted[0] == "ropekit" and len(dotted) > 1:
+                found.add(dotted[1])
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if layer_of(p) in ALLOWED or layer_of(p) in SHARED)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_import_runs_sideways(path):
+    layer = layer_of(path)
+    allowed = {layer, *SHARED} | (set() if layer in SHARED else ALLOWED[layer])
+    sideways = imported_layers(path) - allowed
+    assert not sideways, f"ropekit/{path.relative_to(PACKAGE)} ({layer}/) imports {sorted(sideways)}"
+
+
+def test_the_checker_sees_relative_and_absolute_imports(tmp_path, monkeypatch):
+    """The rule is only as good as the import reader: prove it on a module with every form."""
+    fake = tmp_path / "ropekit"
+    (fake / "report").mkdir(parents=True)
+    module = fake / "report" / "x.py"
+    module.write_text(
+        "import ropekit.rope\nfrom .. import models\nfrom ..sweep.store import A\n"
+        "def f():\n    from ropekit.eval import nll\n    from .style import s\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert imported_layers(module) == {"rope", "models", "sweep", "eval", "report"}
