@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..rope import LAYER_TYPES, RopeSpec, load_config_dict, model_ropes, rope_from_config
-from ..rope.config import head_dim_of
+from ..rope.config import head_dim_of, is_count
 
 
 class ModelConfigError(ValueError):
@@ -80,9 +80,7 @@ class LayerSpec:
             )
         if (self.attention == "sliding_attention") != (self.window is not None):
             raise ModelConfigError(f"{self.attention} with window={self.window!r}: only sliding layers have a window")
-        if self.window is not None and (
-            isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0
-        ):
+        if self.window is not None and not is_count(self.window):
             raise ModelConfigError(f"sliding_window={self.window!r} is not allowed; expected a positive integer")
 
     def describe(self) -> str:
@@ -213,7 +211,7 @@ def checkpoint_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
     value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_count(value):
         raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive integer")
     return value
 
@@ -300,7 +298,7 @@ def plan(
 def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
     """Layer types from a sliding_window_pattern: an int N makes every N-th layer global (Gemma 3),
     a string such as "LLLG" repeats from layer 0 with the last layer always global (EXAONE 4)."""
-    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+    if is_count(pattern):
         return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
     if isinstance(pattern, str) and re.fullmatch(r"[LG]+", pattern):
         types = ["sliding_attention" if pattern[i % len(pattern)] == "L" else "full_attention" for i in range(n_layers)]

@@ -50,11 +50,16 @@ def _number(key: str, value: Any, *, minimum: float = 0.0, strict: bool = True) 
     raise RopeConfigError(f"{key}={value!r} is not allowed; expected a finite number {bound}")
 
 
+def is_count(value: Any, minimum: int = 1) -> bool:
+    """An integer (not a bool) >= minimum: the one check behind every length, size and count."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def _integer(key: str, value: Any) -> int:
     """A positive integer; an integral float (``8192.0`` from some JSON writers) is accepted."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if is_count(value):
         return value
     raise RopeConfigError(f"{key}={value!r} is not allowed; expected a positive integer")
 

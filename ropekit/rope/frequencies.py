@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import RopeSpec, parse_rope
+from .config import RopeSpec, is_count, parse_rope
 from .registry import get_rope
 
 
@@ -131,7 +131,7 @@ def llama3(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
 
 def spec_frequencies(spec: RopeSpec, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """(inv_freq, attention_scale) of a parsed spec at the evaluated length ``seq_len``."""
-    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+    if seq_len is not None and not is_count(seq_len):
         raise ValueError(f"seq_len={seq_len!r} is not allowed; expected a positive integer or None")
     return get_rope(spec.rope_type).frequencies(spec, seq_len)
 

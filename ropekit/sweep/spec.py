@@ -24,6 +24,7 @@ from typing import Any
 
 from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
 from ..rope import rope_name
+from ..rope.config import is_count
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,18 +67,18 @@ class SweepSpec:
         if not self.lengths:
             raise SpecError("lengths is empty; give at least one context length")
         for length in self.lengths:
-            if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+            if not is_count(length, 2):
                 raise SpecError(f"lengths: {length!r} is not allowed; a length is an integer >= 2")
         if len(set(self.lengths)) != len(self.lengths):
             raise SpecError(f"lengths {list(self.lengths)} repeat a value")
         if not self.ropes:
             raise SpecError('ropes is empty; give at least one, e.g. default = "default"')
-        if isinstance(self.n_docs, bool) or not isinstance(self.n_docs, int) or self.n_docs < 1:
+        if not is_count(self.n_docs):
             raise SpecError(f"n_docs={self.n_docs!r} is not allowed; expected a positive integer")
         if self.mode not in MODES:
             raise SpecError(f"mode={self.mode!r} is not allowed; expected one of {', '.join(MODES)}")
         if self.mode == "strided":
-            if isinstance(self.stride, bool) or not isinstance(self.stride, int) or not self.stride > 0:
+            if not is_count(self.stride):
                 raise SpecError(f"mode 'strided' needs stride = a positive integer, got {self.stride!r}")
             if self.stride > min(self.lengths):
                 raise SpecError(f"stride={self.stride} is longer than the shortest length {min(self.lengths)}")

@@ -1,0 +1,144 @@
+"""A rope type is one record, addable from outside: from a notebook with register_rope, and from
+an installed package through the ``ropekit.ropes`` entry-point group (found by inspect and sweep)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.data import load_corpus, tokenize
+from ropekit.rope import RopeConfigError, RopeType, get_rope, parse_rope, preset, registry, rope_types, spec_frequencies
+from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A plugin's whole source: NTK-aware scaling (bloc97; the YaRN repo's NTK-scaled rotary embedding),
+# theta x alpha^(d / (d - 2)), as one record.
+PLUGIN = textwrap.dedent(
+    """
+    from dataclasses import dataclass
+
+    from ropekit.rope import RopeType
+    from ropekit.rope.frequencies import default
+
+
+    @dataclass(frozen=True)
+    class NtkParams:
+        alpha: float
+
+
+    def ntk_frequencies(spec, seq_len):
+        d = spec.rotary_dim
+        theta = spec.rope_theta * spec.scaling.alpha ** (d / (d - 2))
+        return 1.0 / (theta ** (__import__("torch").arange(0, d, 2).float() / d)), 1.0
+
+
+    def ntk_preset(spec, factor):
+        return {"rope_type": "ntk_plugin", "alpha": 2.0 if factor is None else factor}
+
+
+    RECORD = RopeType("ntk_plugin", NtkParams, ntk_frequencies, ntk_preset)
+    """
+)
+GEO = {"head_dim": 16, "rope_theta": 10000.0, "max_position_embeddings": 128}
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test are dropped after it."""
+    monkeypatch.setattr(registry, "_ROPES", dict(registry._ROPES))
+
+
+def test_ropekits_six_types_are_records():
+    assert list(rope_types())[:6] == ["default", "linear", "dynamic", "yarn", "longrope", "llama3"]
+    for name, record in rope_types().items():
+        assert record.name == name == record.params.rope_type and callable(record.frequencies)
+
+
+def test_register_from_a_notebook_is_parsed_computed_and_preset_like_the_builtins(scratch_registry):
+    namespace: dict = {}
+    exec(PLUGIN, namespace)  # the plugin's own code, here as a notebook cell would define it
+    ropekit.register_rope(namespace["RECORD"])
+    spec = parse_rope({"rope_type": "ntk_plugin", "alpha": 4.0}, **GEO)
+    inv_freq, scale = spec_frequencies(spec)
+    theta = 1e4 * 4.0 ** (16 / 14)
+    default, _ = spec_frequencies(parse_rope({"rope_theta": theta}, **GEO))
+    torch.testing.assert_close(inv_freq, default, rtol=1e-6, atol=0)
+    assert scale == 1.0
+    assert preset("ntk_plugin", 3.0, **GEO) == {"rope_type": "ntk_plugin", "alpha": 3.0}
+    with pytest.raises(RopeConfigError, match="unknown key 'factor'"):  # its keys are its fields
+        parse_rope({"rope_type": "ntk_plugin", "factor": 2.0}, **GEO)
+    with pytest.raises(ValueError, match="already registered"):
+        ropekit.register_rope("ntk_plugin", namespace["NtkParams"], lambda spec, n: (None, 1.0))
+
+
+def test_bad_records_are_refused(scratch_registry):
+    with pytest.raises(ValueError, match="identifier"):
+        RopeType("no spaces", object, lambda s, n: None)
+    with pytest.raises(ValueError, match="dataclass"):
+        RopeType("plain", object, lambda s, n: None)
+    assert get_rope("never_registered") is None
+
+
+def _install_plugin(site: Path) -> None:
+    """A minimal installed distribution: the module and its dist-info with the entry point."""
+    info = site / "ropekit_ntk_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "ropekit_ntk_plugin.py").write_text(PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ropekit-ntk-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ropekit.ropes]\nntk_plugin = ropekit_ntk_plugin:RECORD\n")
+
+
+def test_an_installed_plugin_is_found_by_inspect_and_sweep(tmp_path):
+    site = tmp_path / "site"
+    _install_plugin(site)
+    make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
+    add_tokenizer(tmp_path / "tiny")
+    write_corpus(tmp_path / "corpus", (300, 280))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    cli = [sys.executable, "-m", "ropekit.cli"]
+    inspect = subprocess.run(
+        [
+            *cli,
+            "inspect",
+            "ntk_plugin:4",
+            "--head-dim",
+            "16",
+            "--rope-theta",
+            "1e4",
+            "--max-position-embeddings",
+            "128",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert inspect.returncode == 0, inspect.stderr
+    assert "ntk_plugin:4: {'rope_type': 'ntk_plugin', 'rope_theta': 10000.0, 'alpha': 4.0}" in inspect.stdout
+    out = tmp_path / "out"
+    sweep = subprocess.run(
+        [*cli, "sweep", "--model", str(tmp_path / "tiny"), "--corpus", str(tmp_path / "corpus"), "--lengths", "64,256"]
+        + ["--rope", "ntk_plugin:4", "--n-docs", "2", "--out", str(out), "--quiet", "--no-report"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    with (out / "results.csv").open() as f:
+        ppl = {int(r["length"]): float(r["ppl"]) for r in csv.DictReader(f)}
+    # The oracle: NTK with alpha 4 is the default rope at theta x 4^(d/(d-2)), run in this process.
+    model = ropekit.load_model(tmp_path / "tiny", rope_scaling={"rope_theta": 1e4 * 4.0 ** (16 / 14)})
+    tokens = tokenize(load_corpus(str(tmp_path / "corpus")), model.tokenizer)
+    for length, value in ppl.items():
+        docs = [ids for ids in tokens.values() if len(ids) >= length][:2]
+        nll = torch.cat([ropekit.token_nll(model, torch.as_tensor(ids[:length], dtype=torch.long)) for ids in docs])
+        assert value == pytest.approx(math.exp(float(nll.double().mean())), rel=1e-5)
