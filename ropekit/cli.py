@@ -254,7 +254,9 @@ def results_table(path: Path) -> str:
     cell shows its status instead of a number."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype={"ppl": str, "status": str})
+    from .sweep.store import open_results
+
+    frame = pd.read_csv(open_results(path), dtype={"ppl": str, "status": str})
     frame["value"] = [p if s == "ok" else s.upper() for p, s in zip(frame["ppl"], frame["status"], strict=True)]
     blocks = []
     for (model, mix), rows in frame.groupby(["model", "layer_mix"], sort=False):

@@ -130,17 +130,17 @@ def test_killed_sweep_resumes_to_exactly_the_uninterrupted_rows(setup, tmp_path)
 
 
 def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkeypatch):
-    real = perplexity.first_tokens_scores
+    real = perplexity.score_plan
 
-    def flaky(model, ids, lengths, **kw):
-        if 512 in lengths and model.config.layers[0].rope.rope_type == "yarn":
+    def flaky(model, ids, plan, **kw):
+        if 512 in plan.lengths and model.config.layers[0].rope.rope_type == "yarn":
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
-        scores = real(model, ids, lengths, **kw)
+        scores = real(model, ids, plan, **kw)
         if 256 in scores and model.config.layers[0].rope.rope_type == "dynamic":
             scores[256] = perplexity.Score(float("nan"), scores[256].n_tokens)
         return scores
 
-    monkeypatch.setattr(run_module, "first_tokens_scores", flaky)
+    monkeypatch.setattr(run_module, "score_plan", flaky)
     summary = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     status = {(r["rope"], r["length"]): r["status"] for r in rows(tmp_path / "results.csv")}
     assert len(status) == 12 and not summary.ok
@@ -150,7 +150,7 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
         ("yarn", 512, "oom"),
     ]
     assert sum(s == "ok" for s in status.values()) == 10
-    monkeypatch.setattr(run_module, "first_tokens_scores", real)
+    monkeypatch.setattr(run_module, "score_plan", real)
     retry = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     assert retry.ok and retry.computed == 2 and retry.reused == 10
 
