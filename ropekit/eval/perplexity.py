@@ -78,7 +78,7 @@ class Pass:
     begin: int
     end: int
     serves: tuple[tuple[int, int, int], ...]
-    signature: tuple | None = None  # its running sums are kept in the memo under this key
+    signature: tuple | None = None  # first mode: its running sums are kept in the memo under this key
     cached: bool = False  # the memo held them when planned: nothing runs
 
     @property
@@ -105,7 +105,7 @@ class Plan:
 
     def ready(self, memo: dict) -> bool:
         """Whether the memo holds every pass this plan counts on (false after one of them failed)."""
-        return all(memo_lengths(memo).get(p.signature, 0) >= p.end for p in self.passes if p.cached)
+        return all(len(memo.get(p.signature, ())) >= p.end for p in self.passes if p.cached)
 
 
 def memo_lengths(memo: dict) -> dict[tuple, int]:

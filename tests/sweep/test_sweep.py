@@ -17,18 +17,8 @@ from ropekit.eval import perplexity
 from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
 from ropekit.sweep import run as run_module
 from ropekit.sweep.run import plan_cells
-from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("sweep")
-    make_checkpoint(base / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
-    add_tokenizer(base / "tiny")
-    write_corpus(base / "corpus", (150, 700, 400, 900, 260, 1200))
-    return base
 
 
 def spec(setup, **changes):
