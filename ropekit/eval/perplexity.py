@@ -6,13 +6,17 @@ rope frequencies are the same.
 * Strided mode (the transformers perplexity guide): windows of L tokens every ``stride`` tokens
   over the whole document; each window scores only the tokens no earlier window scored.
 
+Scoring a document is planned first (``plan_document``: the passes that will run, their tokens,
+the lengths each serves, what the memo already holds) and then run (``score_plan``), so a caller's
+cost estimate is the plan's ``tokens`` and can never differ from what runs.
+
 Perplexity over many documents is exp(total NLL / total predicted tokens).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,46 +70,141 @@ def shared_passes(model, lengths: Sequence[int]) -> list[tuple[tuple, int, list[
     return [(signature, max(group), group) for signature, group in groups.items()]
 
 
+@dataclass(frozen=True)
+class Pass:
+    """Tokens ``begin:end`` of a document through the model once. For each ``(length, first, stop)``
+    it serves, the predictions of tokens ``first:stop`` count towards that length."""
+
+    begin: int
+    end: int
+    serves: tuple[tuple[int, int, int], ...]
+    signature: tuple | None = None  # first mode: its running sums are kept in the memo under this key
+    cached: bool = False  # the memo held them when planned: nothing runs
+
+    @property
+    def tokens(self) -> int:
+        return 0 if self.cached else self.end - self.begin
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The passes that score one document of ``n_tokens`` tokens at ``lengths``, in the order they run."""
+
+    n_tokens: int
+    lengths: tuple[int, ...]
+    passes: tuple[Pass, ...]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens pushed through the model: the estimate, and exactly what ``score_plan`` runs."""
+        return sum(p.tokens for p in self.passes)
+
+    def kept(self) -> dict[tuple, int]:
+        """Tokens of running sums each signature will hold in the memo once this plan has run."""
+        return {p.signature: p.end for p in self.passes if p.signature is not None and not p.cached}
+
+    def ready(self, memo: dict) -> bool:
+        """Whether the memo holds every pass this plan counts on (false after one of them failed)."""
+        return all(len(memo.get(p.signature, ())) >= p.end for p in self.passes if p.cached)
+
+
+def memo_lengths(memo: dict) -> dict[tuple, int]:
+    """Tokens covered by the running sums of each signature in a memo (what ``plan_document`` calls computed)."""
+    return {signature: len(running) for signature, running in memo.items()}
+
+
+def plan_document(
+    model,
+    n_tokens: int,
+    lengths: Sequence[int],
+    *,
+    mode: str = "first",
+    stride: int | None = None,
+    computed: Mapping[tuple, int] | None = None,
+) -> Plan:
+    """The passes that score a document of ``n_tokens`` tokens at ``lengths``.
+
+    ``first``: one pass per group of lengths sharing their frequencies (``shared_passes``), at the
+    largest; a group whose running sums ``computed`` (signature -> tokens covered, as in
+    ``memo_lengths``) already covers is read from the memo instead. ``strided``: for each length,
+    its windows every ``stride`` tokens (never kept in the memo).
+    """
+    if mode == "first":
+        if n_tokens < max(lengths):
+            raise ValueError(f"the document has {n_tokens} tokens, fewer than the length {max(lengths)}")
+        computed = computed or {}
+        passes = [
+            Pass(0, end, tuple((length, 1, length) for length in served), signature, computed.get(signature, 0) >= end)
+            for signature, end, served in shared_passes(model, lengths)
+        ]
+    elif mode == "strided":
+        passes = [window for length in sorted(set(lengths)) for window in _windows(n_tokens, length, stride)]
+    else:
+        raise ValueError(f"mode={mode!r} is not allowed; expected 'first' or 'strided'")
+    return Plan(n_tokens, tuple(sorted(set(lengths))), tuple(passes))
+
+
+def _windows(n_tokens: int, length: int, stride: int | None) -> list[Pass]:
+    """Windows of ``length`` tokens starting every ``stride`` tokens, each scoring the tokens no
+    earlier window scored (the transformers perplexity guide). With ``stride < length`` every token
+    after the first is predicted exactly once; with ``stride == length`` (no overlap) the first
+    token of each window has no context and is skipped."""
+    if stride is None or not 0 < stride <= length:
+        raise ValueError(f"stride={stride} is not allowed; expected 0 < stride <= length ({length})")
+    windows, scored_until = [], 1  # token 0 is never predicted
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + length, n_tokens)
+        if end <= scored_until:
+            break
+        windows.append(Pass(begin, end, ((length, max(scored_until, begin + 1), end),)))
+        scored_until = end
+        if end == n_tokens:
+            break
+    return windows
+
+
+def score_plan(
+    model, ids: torch.Tensor, plan: Plan, *, nll_fn: Callable = token_nll, memo: dict | None = None
+) -> dict[int, Score]:
+    """Run ``plan`` on the document ``ids``: a score per length.
+
+    ``memo`` (one dict per document and set of weights) keeps each kept pass's running NLL sums by
+    signature, so another rope of the same sweep with identical frequencies at these lengths (dynamic
+    below its trained length is the default rope) reads them instead of running the pass again.
+    """
+    if len(ids) != plan.n_tokens:
+        raise ValueError(f"the plan is for a document of {plan.n_tokens} tokens, not {len(ids)}")
+    memo = {} if memo is None else memo
+    if not plan.ready(memo):
+        raise ValueError("the memo lacks running sums the plan counts on; plan again from this memo")
+    sums = dict.fromkeys(plan.lengths, 0.0)
+    counts = dict.fromkeys(plan.lengths, 0)
+    for p in plan.passes:
+        if p.cached:
+            running = memo[p.signature]
+        else:
+            nll = nll_fn(model, ids[p.begin : p.end]).double()  # predictions for tokens begin+1 .. end-1
+            running = torch.cat((nll.new_zeros(1), nll.cumsum(0)))  # running[k]: the first k predictions
+            if p.signature is not None:
+                memo[p.signature] = running
+        for length, first, stop in p.serves:
+            total = running[stop - p.begin - 1] - running[first - p.begin - 1]
+            sums[length] += float(total)
+            counts[length] += stop - first
+    return {length: Score(sums[length], counts[length]) for length in plan.lengths}
+
+
 def first_tokens_scores(
     model, ids: torch.Tensor, lengths: Sequence[int], *, nll_fn: Callable = token_nll, memo: dict | None = None
 ) -> dict[int, Score]:
-    """First-L scores of one document for each length (the document must have >= max(lengths) tokens).
-
-    ``memo`` (one dict per document and set of weights) keeps each pass's running NLL sums by
-    signature, so another rope of the same sweep with identical frequencies at these lengths (dynamic
-    below its trained length is the default rope) reuses the pass instead of running it again.
-    """
-    if len(ids) < max(lengths):
-        raise ValueError(f"the document has {len(ids)} tokens, fewer than the length {max(lengths)}")
+    """First-L scores of one document for each length (the document must have >= max(lengths)
+    tokens), reusing the passes ``memo`` holds (see ``score_plan``)."""
     memo = {} if memo is None else memo
-    scores = {}
-    for signature, pass_length, served in shared_passes(model, lengths):
-        running = memo.get(signature)
-        if running is None or len(running) < pass_length:
-            nll = nll_fn(model, ids[:pass_length]).double()
-            running = memo[signature] = torch.cat((nll.new_zeros(1), nll.cumsum(0)))  # running[k]: first k
-        for length in served:
-            scores[length] = Score(float(running[length - 1]), length - 1)
-    return scores
+    plan = plan_document(model, len(ids), lengths, computed=memo_lengths(memo))
+    return score_plan(model, ids, plan, nll_fn=nll_fn, memo=memo)
 
 
 def strided_score(model, ids: torch.Tensor, length: int, stride: int, *, nll_fn: Callable = token_nll) -> Score:
-    """Windows of ``length`` tokens starting every ``stride`` tokens over the whole document, each
-    scoring the tokens no earlier window scored (the transformers perplexity guide). With
-    ``stride < length`` every token after the first is predicted exactly once; with
-    ``stride == length`` (no overlap) the first token of each window has no context and is skipped."""
-    if not 0 < stride <= length:
-        raise ValueError(f"stride={stride} is not allowed; expected 0 < stride <= length ({length})")
-    total, count, scored_until = 0.0, 0, 1  # token 0 is never predicted
-    for begin in range(0, len(ids), stride):
-        end = min(begin + length, len(ids))
-        if end <= scored_until:
-            break
-        nll = nll_fn(model, ids[begin:end]).double()  # predictions for tokens begin+1 .. end-1
-        new = nll[max(0, scored_until - begin - 1) :]
-        total += float(new.sum())
-        count += new.numel()
-        scored_until = end
-        if end == len(ids):
-            break
-    return Score(total, count)
+    """Strided score of one document at ``length`` (see ``_windows``)."""
+    plan = plan_document(model, len(ids), [length], mode="strided", stride=stride)
+    return score_plan(model, ids, plan, nll_fn=nll_fn)[length]

@@ -10,7 +10,7 @@ from .config import (
     model_config,
     parse_layer_mix,
     pattern_layer_types,
-    plan,
+    plan_config,
 )
 from .decoder import Decoder, sliding_attention
 from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model, read_model_config, reconfigure
@@ -31,7 +31,7 @@ __all__ = [
     "model_config",
     "parse_layer_mix",
     "pattern_layer_types",
-    "plan",
+    "plan_config",
     "read_model_config",
     "reconfigure",
     "sliding_attention",

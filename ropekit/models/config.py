@@ -114,9 +114,9 @@ class ModelConfig:
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def with_plan(self, **overrides: Any) -> ModelConfig:
-        """The same checkpoint under other plan overrides (those of :func:`plan`), resolved from the
+        """The same checkpoint under other plan overrides (those of :func:`plan_config`), resolved from the
         checkpoint's config, not from this plan: overrides do not accumulate."""
-        return plan(self.checkpoint, **overrides)
+        return plan_config(self.checkpoint, **overrides)
 
     @property
     def family(self) -> Family:
@@ -195,7 +195,7 @@ def checkpoint_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     with every field upstream's config class fills in filled, so that what the plan reads (windows,
     layer types, lengths) is what transformers would run: an EXAONE 4 config without
     ``sliding_window`` gets upstream's 4096, and with it NoPE global layers. Done once per
-    checkpoint; :func:`plan` and :meth:`ModelConfig.with_plan` start from the result."""
+    checkpoint; :func:`plan_config` and :meth:`ModelConfig.with_plan` start from the result."""
     cfg = load_config_dict(raw)
     model_type = cfg.get("model_type")
     if model_type not in FAMILIES:
@@ -218,11 +218,11 @@ def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
 
 def model_config(raw: Mapping[str, Any], **overrides: Any) -> ModelConfig:
     """A checkpoint's config (a dict in either transformers form) plus plan overrides (those of
-    :func:`plan`) → ModelConfig."""
-    return plan(checkpoint_config(raw), **overrides)
+    :func:`plan_config`) → ModelConfig."""
+    return plan_config(checkpoint_config(raw), **overrides)
 
 
-def plan(
+def plan_config(
     cfg: Mapping[str, Any],
     *,
     rope_scaling: Any = None,

@@ -91,12 +91,14 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def _read_rows(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    from ..sweep.store import RESULT_COLUMNS
+    from ..sweep.store import RESULT_COLUMNS, open_results
 
     if not path.exists():
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
     try:
-        frame = pd.read_csv(path, dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str})
+        frame = pd.read_csv(
+            open_results(path), dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str}
+        )
     except (ValueError, pd.errors.ParserError) as err:
         raise ReportError(f"{path} is not a readable CSV ({err})") from None
     missing = [c for c in ("model", "rope", "layer_mix", "length", "ppl", "status") if c not in frame.columns]

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from ..data import load_corpus, tokenize
-from ..eval.perplexity import Score, combine, first_tokens_scores, shared_passes, strided_score
-from ..models import ModelConfig, checkpoint_config, load_model, plan, read_model_config
+from ..eval.perplexity import Plan, Score, combine, memo_lengths, plan_document, score_plan
+from ..models import ModelConfig, checkpoint_config, load_model, plan_config, read_model_config
 from ..models.load import file_sha256
 from .spec import SpecError, SweepSpec
 from .store import ResultStore, cell_key
@@ -66,7 +66,7 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
         for mix in spec.layer_mixes:
             for rope_name, rope in spec.ropes.items():
                 try:
-                    config = plan(checkpoint, rope_scaling=rope, layer_mix=mix)
+                    config = plan_config(checkpoint, rope_scaling=rope, layer_mix=mix)
                 except ValueError as err:
                     raise SpecError(f"model {model!r}, rope {rope_name!r}, layer mix {mix!r}: {err}") from None
                 for length in spec.lengths:
@@ -153,9 +153,10 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
             cell.docs = [name for name, ids in tokens.items() if len(ids) >= cell.length][: spec.n_docs]
         groups = [(base.with_config(group[0].config), group) for group in _groups(model_cells)]
         memos: dict[str, dict] = {}  # per document: passes of this model's weights, by signature
-        progress.add_tokens(_work(groups, tokens, spec, store))
-        for model, group in groups:
-            failed += _run_group(model, group, tokens, spec, store, progress, memos)
+        plans = _plans(groups, tokens, spec, store)
+        progress.add_tokens(sum(plan.tokens for work in plans for _, plan in work.values()))
+        for (model, group), work in zip(groups, plans, strict=True):
+            failed += _run_group(model, group, work, tokens, spec, store, progress, memos)
     progress.close()
     store.write_meta(
         {
@@ -175,106 +176,108 @@ def _groups(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
-def _todo(cells: list[Cell], doc: str, store: ResultStore) -> list[Cell]:
-    return [c for c in cells if doc in c.docs and store.doc_score(c.key, doc) is None]
-
-
-def _doc_work(model, todo: list[Cell], n_tokens: int, spec: SweepSpec, planned: dict) -> int:
-    """Tokens pushed through the model to score one document for the cells ``todo``; ``planned``
-    (signature -> pass length already run for this document) is updated, as the memo will be."""
-    if spec.mode != "first":
-        return sum(c.length * math.ceil(n_tokens / spec.stride) for c in todo)
-    work = 0
-    for signature, length, _ in shared_passes(model, [c.length for c in todo]):
-        if planned.get(signature, 0) < length:
-            work, planned[signature] = work + length, length
-    return work
-
-
-def _work(groups: list, tokens: dict, spec: SweepSpec, store: ResultStore) -> int:
-    """Tokens the whole sweep of one model will push through it, for the progress bar's ETA."""
-    planned: dict[str, dict] = {}
-    total = 0
+def _plans(groups: list, tokens: dict, spec: SweepSpec, store: ResultStore) -> list[dict[str, tuple[list[Cell], Plan]]]:
+    """Per group, each document still to score: the cells that want it and its plan. Plans are
+    chained through what each leaves in its document's memo, as they will run; their tokens are the
+    progress bar's total."""
+    computed: dict[str, dict] = {}  # per document: signature -> tokens its running sums will cover
+    plans = []
     for model, cells in groups:
+        work = {}
         for doc in dict.fromkeys(d for c in cells for d in c.docs):
-            if todo := _todo(cells, doc, store):
-                total += _doc_work(model, todo, len(tokens[doc]), spec, planned.setdefault(doc, {}))
-    return total
+            if todo := [c for c in cells if doc in c.docs and store.doc_score(c.key, doc) is None]:
+                plan = _plan(model, [c.length for c in todo], len(tokens[doc]), spec, computed.setdefault(doc, {}))
+                computed[doc].update(plan.kept())
+                work[doc] = (todo, plan)
+        plans.append(work)
+    return plans
+
+
+def _plan(model, lengths: list[int], n_tokens: int, spec: SweepSpec, computed: dict) -> Plan:
+    return plan_document(model, n_tokens, lengths, mode=spec.mode, stride=spec.stride, computed=computed)
 
 
 def _run_group(
-    model, cells: list[Cell], tokens: dict, spec: SweepSpec, store: ResultStore, progress: _Progress, memos: dict
+    model,
+    cells: list[Cell],
+    work: dict[str, tuple[list[Cell], Plan]],
+    tokens: dict,
+    spec: SweepSpec,
+    store: ResultStore,
+    progress: _Progress,
+    memos: dict,
 ) -> list[dict[str, Any]]:
-    """All lengths of one (model, layer mix, rope), document by document; returns failed rows."""
-    failed, broken, recorded, scored = [], {}, set(), set()  # broken: cell key -> (status, detail)
+    """One (model, layer mix, rope): its documents as planned. A cell's row is written once all its
+    documents are scored, or at its first failure (its other documents are then skipped). Returns
+    the failed rows."""
+    left = {c.key: [doc for doc, (todo, _) in work.items() if c in todo] for c in cells}  # documents to score
+    failed: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for doc in dict.fromkeys(d for c in cells for d in c.docs):
-        todo = [c for c in _todo(cells, doc, store) if c.key not in broken]
-        if todo:
-            ids = torch.as_tensor(tokens[doc], dtype=torch.long)
-            memo = memos.setdefault(doc, {})
-            work = _doc_work(model, todo, len(ids), spec, {sig: len(r) - 1 for sig, r in memo.items()})
-            scores, failures = _score_doc(model, ids, [c.length for c in todo], spec, memo)
-            broken.update(
+
+    def finish(c: Cell, failure: tuple[str, str] | None = None) -> None:
+        left[c.key] = []
+        row = _cell_row(c, store, failure, time.perf_counter() - started)
+        store.add_cell(row)
+        progress.cell_done(row)
+        failed.extend([row] if row["status"] != "ok" else [])
+
+    for c in cells:
+        if not c.docs:
+            finish(c, ("no_docs", f"no document has {c.length} tokens"))
+        elif not left[c.key]:  # every document was scored by an earlier run that stopped before the row
+            finish(c)
+    for doc, (todo, plan) in work.items():
+        todo = [c for c in todo if left[c.key]]  # not the cells that failed on an earlier document
+        memo = memos.setdefault(doc, {})
+        if len(todo) < len(plan.lengths) or not plan.ready(memo):  # a failure changed what is left to run
+            progress.add_tokens(-plan.tokens)
+            if not todo:
+                continue
+            plan = _plan(model, [c.length for c in todo], plan.n_tokens, spec, memo_lengths(memo))
+            progress.add_tokens(plan.tokens)
+        scores, failures = _score_doc(model, torch.as_tensor(tokens[doc], dtype=torch.long), plan, spec, memo)
+        progress.done_tokens(plan.tokens)
+        for c in todo:
+            if c.length in failures:
+                finish(c, (failures[c.length][0], f"{doc}: {failures[c.length][1]}"))
+                continue
+            score = scores[c.length]
+            store.add_doc(
                 {
-                    c.key: (failures[c.length][0], f"{doc}: {failures[c.length][1]}")
-                    for c in todo
-                    if c.length in failures
+                    "cell": c.key,
+                    "model": c.model,
+                    "rope": c.rope,
+                    "layer_mix": c.layer_mix,
+                    "length": c.length,
+                    "doc": doc,
+                    "n_tokens": score.n_tokens,
+                    "nll_sum": repr(score.nll_sum),
                 }
             )
-            for c in todo:
-                if c.length in scores:
-                    scored.add((c.key, doc))
-                    store.add_doc(
-                        {
-                            "cell": c.key,
-                            "model": c.model,
-                            "rope": c.rope,
-                            "layer_mix": c.layer_mix,
-                            "length": c.length,
-                            "doc": doc,
-                            "n_tokens": scores[c.length].n_tokens,
-                            "nll_sum": repr(scores[c.length].nll_sum),
-                        }
-                    )
-            progress.done_tokens(work)
-        for c in cells:
-            if c.key in recorded or not c.docs:
-                continue
-            if c.key in broken or all(store.doc_score(c.key, d) is not None or (c.key, d) in scored for d in c.docs):
-                recorded.add(c.key)
-                row = _cell_row(c, store, broken.get(c.key), time.perf_counter() - started)
-                store.add_cell(row)
-                progress.cell_done(row)
-                failed += [row] if row["status"] != "ok" else []
-    for c in cells:  # lengths no document reaches
-        if not c.docs:
-            row = _cell_row(c, store, ("no_docs", f"no document has {c.length} tokens"), 0.0)
-            store.add_cell(row)
-            progress.cell_done(row)
-            failed.append(row)
+            left[c.key].remove(doc)
+            if not left[c.key]:
+                finish(c)
     return failed
 
 
 def _score_doc(
-    model, ids: torch.Tensor, lengths: list[int], spec: SweepSpec, memo: dict
+    model, ids: torch.Tensor, plan: Plan, spec: SweepSpec, memo: dict
 ) -> tuple[dict[int, Score], dict[int, tuple[str, str]]]:
-    """Scores of one document at ``lengths``, and (status, message) for lengths that failed. When a
-    pass shared by several lengths runs out of memory, each length is retried on its own, so the
-    shorter ones still get their numbers."""
+    """Scores of one document as planned, and (status, message) for lengths that failed. When a
+    pass shared by several lengths runs out of memory, each length is planned and retried on its
+    own, so the shorter ones still get their numbers."""
     try:
-        if spec.mode == "first":
-            return first_tokens_scores(model, ids, lengths, memo=memo), {}
-        return {length: strided_score(model, ids, length, spec.stride) for length in lengths}, {}
+        return score_plan(model, ids, plan, memo=memo), {}
     except (RuntimeError, MemoryError) as err:
         status = _failure(err)
         if status is None:
             raise
-        if len(lengths) == 1:
-            return {}, {lengths[0]: (status, str(err).splitlines()[0][:200])}
+        if len(plan.lengths) == 1:
+            return {}, {plan.lengths[0]: (status, str(err).splitlines()[0][:200])}
     scores, failures = {}, {}
-    for length in lengths:
-        one, failed = _score_doc(model, ids, [length], spec, memo)
+    for length in plan.lengths:
+        alone = _plan(model, [length], len(ids), spec, memo_lengths(memo))
+        one, failed = _score_doc(model, ids, alone, spec, memo)
         scores.update(one)
         failures.update(failed)
     return scores, failures

@@ -1,24 +1,29 @@
 """The results store of a sweep directory.
 
-    DIR/results.csv    one row per cell (model, rope, layer_mix, length) once it has finished
+    DIR/results.csv    a row per cell (model, rope, layer_mix, length) once it has finished
     DIR/documents.csv  per (cell, document) NLL sums, so any aggregate can be recomputed
     DIR/meta.json      the spec, versions, device, content hashes of models and corpus, timing
     DIR/plans.json     the resolved plan of each (model, layer mix, rope): rope per layer, windows
 
-Every write replaces the whole file atomically (write a temporary file, fsync, rename), so a
-reader never sees half a row and a SIGKILL at any moment leaves the last complete state. A
-document's score is stored as soon as it is computed and a cell's row once all its documents are,
-so a rerun recomputes nothing that was finished.
+The CSV files only grow: each record is one line appended with a single write, then fsync'd, so
+storing N documents costs N lines, not N rewrites. A cell retried after a failure gets another
+row; the last row of a cell (or document) is the one that counts. A process killed mid-write
+leaves a last line without its newline: it is never read as data, and the store cuts it off when
+it next opens the file. A document's score is stored as soon as it is computed and a cell's row
+once all its documents are, so a rerun recomputes nothing that was finished. meta.json and the
+compaction of ``keep_only`` replace whole files atomically (temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +56,63 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp.name, path)
 
 
-def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    import io
-
+def _csv_text(columns: list[str], rows: list[dict[str, Any]], *, header: bool = True) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
+    """A CSV file's header, its rows, and the bytes its whole lines take. A last line without its
+    newline is a write cut short: it is left out (issue 11: a torn ``nll_sum`` read as a wrong
+    number). So is a line whose field count differs from the header's, with a warning."""
+    data = path.read_bytes() if path.exists() else b""
+    whole = data.rfind(b"\n") + 1
+    header, *records = list(csv.reader(io.StringIO(data[:whole].decode("utf-8"), newline=""))) or [[]]
+    rows = [dict(zip(header, r, strict=True)) for r in records if len(r) == len(header)]
+    if dropped := sum(1 for r in records if r and len(r) != len(header)):
+        warnings.warn(f"{path}: {dropped} line(s) with a wrong number of fields ignored", stacklevel=3)
+    return header, rows, whole
+
+
+def open_results(path: Path) -> io.StringIO:
+    """``results.csv`` opened for reading as one row per cell (its last) without a torn or malformed
+    line: what readers of a results file (pandas included) should parse instead of the file itself."""
+    header, rows, _ = _read_csv(path)
+    if "cell" in header:
+        rows = list({r["cell"]: r for r in rows}.values())  # last row per cell, where it first ran
+    return io.StringIO(_csv_text(header, rows))
+
+
+def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    """The rows of a store file; creates it with its header, and cuts off a torn last line so the
+    next append starts on a line of its own."""
+    header, rows, whole = _read_csv(path)
+    if header and header != columns:
+        raise SpecError(f"{path} has the columns {','.join(header)}, expected {','.join(columns)}")
+    if not header:  # new, or even its header was cut short
+        atomic_write(path, _csv_text(columns, []))
+    elif whole < path.stat().st_size:
+        warnings.warn(f"{path}: its last line was cut short (a write interrupted); ignored and removed", stacklevel=3)
+        with path.open("r+b") as f:
+            f.truncate(whole)
+            os.fsync(f.fileno())
+    return rows
+
+
+def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
+    """One record as one line, in a single write, on disk before returning."""
+    data = _csv_text(columns, [row], header=False).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(f"{path}: short write; a rerun drops the partial line and resumes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def cell_key(definition: dict[str, Any]) -> str:
@@ -93,8 +140,9 @@ class ResultStore:
                     f"{out} holds the results of a different sweep spec; use another --out, or --force to keep the "
                     "cells both specs share and drop the rest"
                 )
-        self.rows = {r["cell"]: r for r in _read_csv(self.results_path)}
-        self.docs = {(r["cell"], r["doc"]): r for r in _read_csv(self.docs_path)}
+        # a cell (or document) retried after a failure has several rows: the last one counts
+        self.rows = {r["cell"]: r for r in _open_appendable(self.results_path, RESULT_COLUMNS)}
+        self.docs = {(r["cell"], r["doc"]): r for r in _open_appendable(self.docs_path, DOC_COLUMNS)}
 
     def done(self, cell: str) -> bool:
         return self.rows.get(cell, {}).get("status") == "ok"
@@ -109,14 +157,15 @@ class ResultStore:
 
     def add_doc(self, row: dict[str, Any]) -> None:
         self.docs[(row["cell"], row["doc"])] = row
-        atomic_write(self.docs_path, _csv_text(DOC_COLUMNS, list(self.docs.values())))
+        _append(self.docs_path, DOC_COLUMNS, row)
 
     def add_cell(self, row: dict[str, Any]) -> None:
         self.rows[row["cell"]] = row
-        atomic_write(self.results_path, _csv_text(RESULT_COLUMNS, list(self.rows.values())))
+        _append(self.results_path, RESULT_COLUMNS, row)
 
     def keep_only(self, cells: set[str]) -> None:
-        """Drop stored rows of cells that are not part of the current spec (after --force)."""
+        """Drop stored rows of cells that are not part of the current spec (after --force), and
+        compact the files to one row per cell and document."""
         self.rows = {k: r for k, r in self.rows.items() if k in cells}
         self.docs = {k: r for k, r in self.docs.items() if k[0] in cells}
         atomic_write(self.results_path, _csv_text(RESULT_COLUMNS, list(self.rows.values())))

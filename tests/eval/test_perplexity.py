@@ -1,5 +1,5 @@
 """Perplexity: one pass per shared-frequency group equals separate passes; strided and first-L
-modes equal a direct loop over token_nll."""
+modes equal a direct loop over token_nll; a plan's tokens are the tokens that run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import pytest
 import torch
 
 import ropekit
-from ropekit.eval.perplexity import Score, combine, first_tokens_scores, shared_passes, strided_score
+from ropekit.eval.perplexity import (
+    Score,
+    combine,
+    first_tokens_scores,
+    plan_document,
+    score_plan,
+    shared_passes,
+    strided_score,
+)
 from ropekit.rope import preset
 from tests.models.tiny import make_checkpoint
 
@@ -72,6 +80,35 @@ def test_one_pass_per_group_is_what_runs_and_identical_ropes_share_it(checkpoint
     windowed = ropekit.load_model(checkpoint, layer_mix="LLLG@32")
     first_tokens_scores(windowed, ids, [64], nll_fn=counting, memo=memo)
     assert calls[-1] == 64  # another plan is another signature: never served from the memo
+
+
+@pytest.mark.parametrize(("mode", "stride"), [("first", None), ("strided", 50)])
+def test_a_plans_tokens_are_the_tokens_pushed_through_the_model(checkpoint, ids, mode, stride):
+    default = ropekit.load_model(checkpoint)
+    dynamic = ropekit.load_model(checkpoint, rope_scaling=preset("dynamic", 4.0, **GEO))
+    pushed = []
+
+    def counting(model, ids):
+        pushed.append(len(ids))
+        return ropekit.token_nll(model, ids)
+
+    memo, computed, plans = {}, {}, []
+    for model in (default, dynamic):  # planned ahead, as a sweep does, before anything runs
+        plans.append(plan_document(model, len(ids), LENGTHS, mode=mode, stride=stride, computed=computed))
+        computed.update(plans[-1].kept())
+    for model, plan in zip((default, dynamic), plans, strict=True):
+        before = sum(pushed)
+        scores = score_plan(model, ids, plan, nll_fn=counting, memo=memo)
+        assert sum(pushed) - before == plan.tokens > 0
+        for length in LENGTHS:  # and the plan scores what the direct calls score
+            if mode == "first":
+                alone = first_tokens_scores(model, ids, [length])[length]
+            else:
+                alone = strided_score(model, ids, length, stride)
+            assert scores[length].n_tokens == alone.n_tokens
+            assert scores[length].nll_sum == pytest.approx(alone.nll_sum, rel=1e-5)
+    if mode == "first":  # dynamic reads 64 and 128 from the default rope's pass
+        assert [p.tokens for p in plans[1].passes] == [0, 200, 256, 512]
 
 
 @pytest.mark.parametrize(("length", "stride"), [(128, 128), (128, 50), (200, 1), (64, 63)])

@@ -17,18 +17,8 @@ from ropekit.eval import perplexity
 from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
 from ropekit.sweep import run as run_module
 from ropekit.sweep.run import plan_cells
-from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("sweep")
-    make_checkpoint(base / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
-    add_tokenizer(base / "tiny")
-    write_corpus(base / "corpus", (150, 700, 400, 900, 260, 1200))
-    return base
 
 
 def spec(setup, **changes):
@@ -130,17 +120,17 @@ def test_killed_sweep_resumes_to_exactly_the_uninterrupted_rows(setup, tmp_path)
 
 
 def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkeypatch):
-    real = perplexity.first_tokens_scores
+    real = perplexity.score_plan
 
-    def flaky(model, ids, lengths, **kw):
-        if 512 in lengths and model.config.layers[0].rope.rope_type == "yarn":
+    def flaky(model, ids, plan, **kw):
+        if 512 in plan.lengths and model.config.layers[0].rope.rope_type == "yarn":
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
-        scores = real(model, ids, lengths, **kw)
+        scores = real(model, ids, plan, **kw)
         if 256 in scores and model.config.layers[0].rope.rope_type == "dynamic":
             scores[256] = perplexity.Score(float("nan"), scores[256].n_tokens)
         return scores
 
-    monkeypatch.setattr(run_module, "first_tokens_scores", flaky)
+    monkeypatch.setattr(run_module, "score_plan", flaky)
     summary = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     status = {(r["rope"], r["length"]): r["status"] for r in rows(tmp_path / "results.csv")}
     assert len(status) == 12 and not summary.ok
@@ -150,7 +140,7 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
         ("yarn", 512, "oom"),
     ]
     assert sum(s == "ok" for s in status.values()) == 10
-    monkeypatch.setattr(run_module, "first_tokens_scores", real)
+    monkeypatch.setattr(run_module, "score_plan", real)
     retry = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     assert retry.ok and retry.computed == 2 and retry.reused == 10
 
