@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from ..cache import file_sha256
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import Score, combine, first_tokens_scores, shared_passes, strided_score
 from ..models import load_model, model_config, parse_layer_mix, read_model_config, reconfigure
-from ..models.load import file_sha256
 from ..rope import RopeConfigError, rope_from_config
 from .spec import SpecError, SweepSpec, rope_scaling_for
 from .store import ResultStore, cell_key

@@ -16,11 +16,10 @@ import csv
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..cache import atomic_write
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -38,16 +37,6 @@ RESULT_COLUMNS = [
     "cell",
 ]
 DOC_COLUMNS = ["cell", "model", "rope", "layer_mix", "length", "doc", "n_tokens", "nll_sum"]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8", newline=""
-    ) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
 
 
 def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
