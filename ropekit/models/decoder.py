@@ -8,17 +8,20 @@ the chunked head).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..rope import apply_rotary, rope_table
-from .config import LayerSpec, ModelConfig
+from .config import LayerSpec, ModelConfig, ModelConfigError
 
 
 class RMSNorm(nn.Module):
     """RMSNorm in float32 whatever the activations' dtype; the weight is the effective multiplier
-    (Gemma's stored ``w`` becomes ``1 + w`` at load time)."""
+    (Gemma's stored ``w`` becomes ``1 + w`` at load time: see :func:`norm_weights`)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -132,36 +135,56 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    """A decoder-only LM. ``config`` is the resolved ModelConfig; ``tokenizer`` is attached by
-    :func:`ropekit.load_model` (loaded on first use)."""
+    """A decoder-only LM. ``config`` is the resolved ModelConfig; ``tokenizer`` loads the
+    checkpoint's tokenizer (called on first use of ``.tokenizer``); ``source`` is the checkpoint's
+    path. :func:`ropekit.load_model` builds one with all three."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, *, tokenizer: Callable[[], Any] | None = None, source: str | None = None):
         super().__init__()
         self.config = config
+        self.source = source
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in config.layers)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.embed_scale = config.hidden_size**0.5 if config.family.embed_scale else None
-        self.tokenizer_loader = None  # set by load_model; called on first use of .tokenizer
+        self._load_tokenizer = tokenizer
         self._tokenizer = None
 
     @property
     def tokenizer(self):
         """The checkpoint's transformers tokenizer, loaded on first use (GGUF vocabularies are slow to parse)."""
         if self._tokenizer is None:
-            if self.tokenizer_loader is None:
+            if self._load_tokenizer is None:
                 raise AttributeError("this model was not loaded with a tokenizer; use ropekit.load_model")
-            self._tokenizer = self.tokenizer_loader()
+            self._tokenizer = self._load_tokenizer()
         return self._tokenizer
 
-    def with_config(self, config: ModelConfig) -> Decoder:  # stand-in until the load split lands
-        import copy
-
-        other = copy.copy(self)
-        other.config = config
-        return other
+    def with_config(self, config: ModelConfig) -> Decoder:
+        """The same weights under another resolved config (another rope or layer plan): every
+        parameter tensor is shared, not copied, and this model is unchanged. The tokenizer (loaded
+        or not) and the source come along."""
+        if config.family != self.config.family:
+            raise ModelConfigError(
+                f"a {config.model_type} config does not fit the weights of this {self.config.model_type} model"
+            )
+        with torch.device("meta"):
+            other = Decoder(config, tokenizer=self._load_tokenizer, source=self.source)
+        weights = self.state_dict()
+        have = {name: tuple(t.shape) for name, t in weights.items()}
+        want = {name: tuple(t.shape) for name, t in other.state_dict().items()}
+        if have != want:
+            wrong = sorted(name for name in have.keys() | want.keys() if have.get(name) != want.get(name))
+            raise ModelConfigError(
+                f"the config does not fit this model's weights: {wrong[0]} is {have.get(wrong[0], 'absent')} "
+                f"here, {want.get(wrong[0], 'absent')} under that config ({len(wrong)} in all)"
+            )
+        other.load_state_dict(weights, assign=True, strict=True)  # detached views: the same storage
+        for mine, theirs in zip(self.parameters(), other.parameters(), strict=True):
+            theirs.requires_grad_(mine.requires_grad)
+        other._tokenizer = self._tokenizer
+        return other.train(self.training)
 
     @property
     def output_weight(self) -> torch.Tensor:
@@ -190,3 +213,11 @@ class Decoder(nn.Module):
         for block, layer in zip(self.layers, self.config.layers, strict=True):
             x = block(x, layer, tables)
         return self.norm(x)
+
+
+def norm_weights(config: ModelConfig) -> frozenset[str]:
+    """The decoder's RMSNorm weights under ``config``, read off the modules themselves: they stay
+    float32, and a family's ``norm_offset`` (Gemma's ``1 + w``) applies to them and only them."""
+    with torch.device("meta"):
+        model = Decoder(config)
+    return frozenset(f"{name}.weight" for name, module in model.named_modules() if isinstance(module, RMSNorm))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..rope import RopeSpec
 
 PENDING = "pending"
+REQUIRED = ("model", "rope", "layer_mix", "length", "n_docs", "nll", "ppl", "status")  # of results.csv
 
 
 class ReportError(ValueError):
@@ -91,17 +92,17 @@ def _read_meta(path: Path) -> dict[str, Any]:
 def _read_rows(path: Path) -> pd.DataFrame:
     import pandas as pd
 
-    from ..sweep.store import RESULT_COLUMNS, open_results
+    from ..cache import open_records
 
     if not path.exists():
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED})
     try:
         frame = pd.read_csv(
-            open_results(path), dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str}
+            open_records(path), dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str}
         )
     except (ValueError, pd.errors.ParserError) as err:
         raise ReportError(f"{path} is not a readable CSV ({err})") from None
-    missing = [c for c in ("model", "rope", "layer_mix", "length", "ppl", "status") if c not in frame.columns]
+    missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}; is it a ropekit results.csv?")
     return frame

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from ..cache import file_sha256
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import Plan, Score, combine, memo_lengths, plan_document, score_plan
 from ..models import ModelConfig, checkpoint_config, load_model, plan_config, read_model_config
-from ..models.load import file_sha256
 from .spec import SpecError, SweepSpec
 from .store import ResultStore, cell_key
 

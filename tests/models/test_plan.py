@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import ropekit
 from ropekit.models import ModelConfigError, model_config, parse_layer_mix, pattern_layer_types
 from ropekit.rope import parse_rope, preset
-from tests.models.tiny import assert_nll_close, make_checkpoint
+from tests.models.tiny import FAMILY_CONFIGS, add_tokenizer, assert_nll_close, make_checkpoint
 from tests.rope.test_config import EXAONE4_32B, GEMMA3_270M, SMOLLM2
 
 
@@ -193,10 +193,44 @@ def test_reconfigure_swaps_the_plan_on_shared_weights(tmp_path):
     for overrides in ({"layer_mix": "LLLG@16+nope"}, {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}):
         other = ropekit.models.reconfigure(base, **overrides)
         assert other.config == ropekit.load_model(tmp_path, **overrides).config
-        assert other.embed_tokens.weight is base.embed_tokens.weight  # no copy of the weights
+        assert data_ptrs(other) == data_ptrs(base)  # no copy of the weights
         assert torch.equal(
             ropekit.token_nll(other, ids), ropekit.token_nll(ropekit.load_model(tmp_path, **overrides), ids)
         )
     assert torch.equal(ropekit.token_nll(base, ids), before)  # the original plan is untouched
     with pytest.raises(ModelConfigError, match="layer mix 'sideways' is not understood"):
         ropekit.models.reconfigure(base, layer_mix="sideways")
+
+
+def data_ptrs(model: torch.nn.Module) -> list[int]:
+    return [p.data_ptr() for p in model.parameters()]
+
+
+def test_with_config_shares_the_weights_under_another_plan(tmp_path):
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma3"])  # float32 norms with Gemma's offset, q/k norms
+    add_tokenizer(tmp_path)
+    base = ropekit.load_model(tmp_path)
+    plan, tokenizer = base.config, base.tokenizer
+    overrides = {**parse_layer_mix("LG@16"), "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}
+    other = base.with_config(model_config(base.config.checkpoint, **overrides))
+    assert data_ptrs(other) == data_ptrs(base) and len(data_ptrs(base)) == len(list(base.state_dict()))
+    assert base.config is plan and other.config != plan
+    assert other.tokenizer is tokenizer and other.source == base.source == str(tmp_path)
+    assert not other.training and not any(p.requires_grad for p in other.parameters())
+    fresh = ropekit.load_model(tmp_path, **overrides)
+    assert other.config == fresh.config
+    ids = torch.randint(0, 384, (96,), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ropekit.token_nll(other, ids), ropekit.token_nll(fresh, ids))
+    assert not torch.equal(ropekit.token_nll(base, ids), ropekit.token_nll(other, ids))
+
+
+def test_with_config_refuses_a_config_that_does_not_fit(tmp_path):
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
+    base = ropekit.load_model(tmp_path)
+    raw = dict(base.config.checkpoint)
+    with pytest.raises(ModelConfigError, match=r"down_proj.weight is \(64, 96\) here, \(64, 80\) under that config"):
+        base.with_config(model_config({**raw, "intermediate_size": 80}))
+    with pytest.raises(ModelConfigError, match="lm_head.weight is .* here, absent under that config"):
+        base.with_config(model_config({**raw, "tie_word_embeddings": True}))
+    with pytest.raises(ModelConfigError, match="a qwen3 config does not fit the weights of this llama model"):
+        base.with_config(model_config({**raw, "model_type": "qwen3"}))

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from ropekit.cache import open_records
 from ropekit.eval import perplexity
 from ropekit.sweep import ResultStore, run_sweep
 from ropekit.sweep import run as run_module
-from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS, open_results
+from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS
 from tests.sweep.test_sweep import comparable, rows, spec
 
 
@@ -33,7 +34,7 @@ def lines(path: Path) -> list[str]:
 
 
 def read_back(path: Path) -> list[dict]:
-    return sorted(csv.DictReader(open_results(path)), key=lambda r: r["cell"])
+    return sorted(csv.DictReader(open_records(path)), key=lambda r: r["cell"])
 
 
 def doc_row(i: int) -> dict:
@@ -65,7 +66,7 @@ def test_the_last_row_of_a_cell_counts(setup, tmp_path):
     store.add_cell(row | {"cell": "b", "status": "ok", "ppl": "20.5"})
     store.add_cell(row | {"cell": "a", "status": "ok", "ppl": "10.5"})  # retried
     assert len(lines(tmp_path / "results.csv")) == 1 + 3
-    back = list(csv.DictReader(open_results(tmp_path / "results.csv")))
+    back = list(csv.DictReader(open_records(tmp_path / "results.csv")))
     assert [(r["cell"], r["status"], r["ppl"]) for r in back] == [("a", "ok", "10.5"), ("b", "ok", "20.5")]
     assert ResultStore(tmp_path, one_rope(setup)).done("a")
 

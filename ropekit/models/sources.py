@@ -1,0 +1,102 @@
+"""Reading a transformers checkpoint folder: its config, its tokenizer, and its tensors by name.
+
+Weights are read only from safetensors (never unpickled) and no code from a checkpoint runs.
+Checkpoint names are mapped from the decoder's in one place (:func:`checkpoint_name`); every
+source (this folder, ropekit/models/gguf.py) answers ``get(checkpoint name) -> tensor | None``
+with values as transformers stores them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, truncated, or disagreeing with its config."""
+
+
+def checkpoint_name(internal: str, config: ModelConfig) -> str:
+    """The transformers checkpoint name of one of the decoder's parameters."""
+    if internal == "lm_head.weight":
+        return internal
+    match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
+    if match:
+        return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
+    return f"model.{internal}"
+
+
+class SafetensorsSource:
+    """Tensors of a transformers folder: ``model.safetensors`` or shards with their index."""
+
+    def __init__(self, folder: Path):
+        from safetensors import SafetensorError, safe_open
+
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError) as err:
+                raise CheckpointError(f"{index} is not a valid safetensors index: {err}") from None
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in folder.glob("*.safetensors"))
+            if not files:
+                bins = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+                hint = (
+                    f" (found {bins[0]}: ropekit never unpickles a checkpoint; convert it to safetensors)"
+                    if bins
+                    else ""
+                )
+                raise CheckpointError(f"no *.safetensors weights in {folder}{hint}")
+        self.handles, self.where = {}, {}
+        for name in files:
+            path = folder / name
+            if not path.exists():
+                raise CheckpointError(f"shard {name} listed in the index is missing from {folder}")
+            try:
+                handle = safe_open(str(path), framework="pt")
+                keys = list(handle.keys())
+            except (SafetensorError, OSError, ValueError) as err:
+                raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
+            self.handles[name] = handle
+            self.where.update(dict.fromkeys(keys, name))
+
+    def get(self, name: str) -> torch.Tensor | None:
+        from safetensors import SafetensorError
+
+        file = self.where.get(name)
+        if file is None:
+            return None
+        try:
+            return self.handles[file].get_tensor(name)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"tensor {name} in {file} cannot be read (truncated or corrupted): {err}") from None
+
+
+def folder_config(path: Path) -> dict[str, Any]:
+    """The raw ``config.json`` of a checkpoint folder."""
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path / 'config.json'} is not readable JSON: {err}") from None
+
+
+def folder_tokenizer(path: Path) -> Callable[[], Any]:
+    """A loader of the folder's transformers tokenizer (called on first use of ``model.tokenizer``)."""
+
+    def load() -> Any:
+        from transformers import AutoTokenizer
+
+        if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+            raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json or tokenizer.model)")
+        return AutoTokenizer.from_pretrained(str(path))
+
+    return load
