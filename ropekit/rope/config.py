@@ -374,8 +374,9 @@ _TYPE_ALIASES = {"phi3": {"su": "longrope", "yarn": "longrope"}}
 
 
 def flat_rope_layer_types(model_type: str | None) -> tuple[str, ...]:
-    """The layer types a flat rope dict in a config.json applies to, as transformers reads it."""
-    return _FLAT_ROPE_LAYER_TYPES.get(MODEL_TYPE_ALIASES.get(model_type, model_type), LAYER_TYPES)
+    """The layer types a flat rope dict in a config.json applies to, as transformers reads it
+    (``model_type`` as :func:`load_config_dict` gives it)."""
+    return _FLAT_ROPE_LAYER_TYPES.get(model_type, LAYER_TYPES)
 
 
 def split_layer_types(rope: Mapping[str, Any], where: str) -> dict[str, Any] | None:

@@ -69,11 +69,12 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
                     config = plan_config(checkpoint, rope_scaling=rope, layer_mix=mix)
                 except ValueError as err:
                     raise SpecError(f"model {model!r}, rope {rope_name!r}, layer mix {mix!r}: {err}") from None
+                record = config.plan_record()  # what decides the numbers, whatever the spec called it
                 for length in spec.lengths:
                     definition = {
                         "model": model,
                         "rope": rope_name,
-                        "plan": config.plan_record(),
+                        "plan": record,
                         "layer_mix": mix,
                         "length": length,
                         "mode": spec.mode,
