@@ -4,8 +4,9 @@ Every file or folder that another process or a later run reads (results, token c
 weights, tokenizers) is written through :func:`atomic_write` or :func:`atomic_folder`, so a reader
 sees the old version or the whole new one, and a kill at any moment leaves no half-written file.
 Append-only CSV record files (a sweep's results) are read here too, a torn last line never taken
-as data, so the sweep that writes them and the report that reads them share one reader. This
-module imports nothing of ropekit, so every subpackage may use it (DESIGN.md).
+as data, so the sweep that writes them and the report that reads them share one reader. What
+ropekit says about such files without stopping (a cache rebuilt, a torn line dropped) is a
+:class:`Notice`. This module imports nothing of ropekit, so every subpackage may use it (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -16,12 +17,20 @@ import functools
 import hashlib
 import io
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class Notice(UserWarning):
+    """Something ropekit tells the user and goes on (a warning category: the CLI prints it as one
+    line, ``warnings.filterwarnings("ignore", category=Notice)`` silences it)."""
 
 
 def cache_dir() -> Path:
@@ -46,20 +55,72 @@ def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()
 
 
+TEMPORARY_AGE = 24 * 3600  # seconds after which any temporary is abandoned, whoever made it
+
+
+def _temporary_prefix(path: Path) -> str:
+    """Names a temporary beside ``path`` after its maker (host and pid), so a later writer can tell
+    one abandoned by a killed process from one still being filled."""
+    return f".{path.name}.{socket.gethostname()}-{os.getpid()}-"
+
+
+def clean_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries of :func:`atomic_write` and :func:`atomic_folder` that a killed
+    process left in ``folder``: those made on this host by a process that no longer runs, and any
+    older than a day. Returns what was removed."""
+    mine = re.compile(rf"\.{re.escape(socket.gethostname())}-(\d+)-[\w]+\.tmp$")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
+            match = mine.search(entry.name)
+            with contextlib.suppress(FileNotFoundError):
+                old = time.time() - entry.stat(follow_symlinks=False).st_mtime > TEMPORARY_AGE
+                if old or (match and not _running(int(match.group(1)))):
+                    shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Replace ``path`` with ``data`` (text as UTF-8, newlines unchanged): a temporary file in the
-    same folder, fsynced, then renamed over ``path``."""
+    same folder, fsynced, then renamed over ``path``. On an error (a full disk) the temporary is
+    removed and the error names ``path``; temporaries killed writers left beside it are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        try:
-            tmp.write(data.encode("utf-8") if isinstance(data, str) else data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    clean_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
 
 
 @contextlib.contextmanager
@@ -71,8 +132,10 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
+    clean_temporaries(path.parent)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=".tmp"))
     try:
+        tmp.chmod(0o777 & ~_umask())
         yield tmp
         os.replace(tmp, path)
     except BaseException:
@@ -101,7 +164,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]], int]:
     header, *records = list(csv.reader(io.StringIO(data[:whole].decode("utf-8"), newline=""))) or [[]]
     rows = [dict(zip(header, r, strict=True)) for r in records if len(r) == len(header)]
     if dropped := sum(1 for r in records if r and len(r) != len(header)):
-        warnings.warn(f"{path}: {dropped} line(s) with a wrong number of fields ignored", stacklevel=3)
+        warnings.warn(f"{path}: {dropped} line(s) with a wrong number of fields ignored", Notice, stacklevel=3)
     return header, rows, whole
 
 

@@ -4,7 +4,9 @@ one line naming the problem (exit 2), never a traceback."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -241,7 +243,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     spec = sweep_spec_from_args(args)
     out = args.out or Path("runs") / spec.name
-    summary = run_sweep(spec, out, force=args.force, quiet=args.quiet)
+    terminate = signal.signal(signal.SIGTERM, _stop)  # a scheduler's kill or preemption: stop as for Ctrl-C
+    try:
+        summary = run_sweep(spec, out, force=args.force, quiet=args.quiet)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"ropekit sweep: {how}; {_kept(out, spec)}", file=sys.stderr)
+        return 128 + signum
+    except OSError as err:  # a full disk, a folder that turned read-only: say what is safe
+        print(f"ropekit sweep: error: {err}; {_kept(out, spec)}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, terminate)
     print(results_table(out / "results.csv"))
     print(
         f"\n{summary.cells} cells in {out}: {summary.computed} computed, {summary.reused} reused, "
@@ -258,6 +272,27 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         report = write_report(out)
         print(f"report: {report.html} and {report.markdown}")
     return 1 if summary.failed else 0
+
+
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped(signum)
+
+
+def _kept(out: Path, spec: SweepSpec) -> str:
+    """What a sweep that stopped leaves behind, and how to go on."""
+    import csv
+
+    from .cache import open_records
+
+    done = sum(r.get("status") == "ok" for r in csv.DictReader(open_records(out / "results.csv")))
+    total = len(spec.models) * len(spec.layer_mixes) * len(spec.ropes) * len(spec.lengths)
+    return f"{done} of {total} cells are kept in {out}; the same command resumes"
 
 
 def results_table(path: Path) -> str:
@@ -325,18 +360,40 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .cache import Notice
     from .data import CorpusError
     from .models import CheckpointError, ModelConfigError
     from .report import ReportError
+    from .sweep.store import StoreError
 
-    try:
-        return args.run(args)
-    except BrokenPipeError:  # output piped into head and the like
-        sys.stderr.close()
-        return 0
-    except (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, OSError) as err:
-        print(f"ropekit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    errors = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, StoreError)
+    with warnings.catch_warnings():
+        _print_notices(f"ropekit {args.command}", Notice)
+        try:
+            return args.run(args)
+        except BrokenPipeError:  # output piped into head and the like
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print(f"ropekit {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except (*errors, OSError) as err:
+            print(f"ropekit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+
+
+def _print_notices(prefix: str, category: type[Warning]) -> None:
+    """Warnings of ``category`` printed as one line each, without a source path (the
+    warnings module's own filters, -W and PYTHONWARNINGS included, still decide which show)."""
+    show = warnings.showwarning
+
+    def one_line(message, kind, filename, lineno, file=None, line=None):
+        if issubclass(kind, category):
+            print(f"{prefix}: note: {message}", file=sys.stderr)
+        else:
+            show(message, kind, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
 
 
 if __name__ == "__main__":

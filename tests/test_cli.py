@@ -78,6 +78,10 @@ def test_inspect_reads_a_model_config_with_its_own_geometry(capsys, tmp_path):
         (["inspect", "yarn", "yarn"], "given twice"),
         (["inspect", "--seq-len", "0"], "--seq-len 0"),
         (["inspect", "longrope", "--head-dim", "63"], "rotary dim 63"),
+        (["inspect", '{"rope_type": "linear", "factor": "2"}'], "factor='2' is not allowed"),
+        (["inspect", '{"rope_type": "linear", "factor": [2]}'], "factor=[2] is not allowed"),
+        (["inspect", "nowhere/config.json"], "the config file nowhere/config.json does not exist"),
+        (["inspect", "x=gone.json"], "the config file gone.json does not exist"),
     ],
 )
 def test_inspect_errors_are_one_line(capsys, argv, expected):
@@ -159,6 +163,11 @@ def test_sweep_flags_build_the_same_spec_as_a_file(tmp_path):
         (["sweep", "--model", "no-such-model", "--lengths", "64"], "model 'no-such-model' is not found"),
         (["sweep", "missing.toml"], "does not exist"),
         (["sweep", "--model", "smollm2-135m", "--lengths", "64", "--corpus", "nowhere.txt"], "does not exist"),
+        (
+            ["sweep", "--model", "smollm2-135m", "--lengths", "64", "--rope", '{"rope_type":"linear","factor":"2"}'],
+            "factor='2' is not allowed",
+        ),
+        (["sweep", "--model", "smollm2-135m", "--lengths", "64", "--rope", "nowhere/config.json"], "does not exist"),
     ],
 )
 def test_sweep_errors_are_one_line(capsys, argv, expected, tmp_path, monkeypatch):

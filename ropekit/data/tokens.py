@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import atomic_write, cache_dir
+from ..cache import Notice, atomic_write, cache_dir
 from .corpus import Corpus
 
 CACHE_VERSION = "1"
@@ -46,10 +46,10 @@ def _read(path: Path) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as data:
             names, offsets, ids, stored = data["names"], data["offsets"], data["ids"], str(data["checksum"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
-        warnings.warn(f"token cache {path} is unreadable ({err}); rebuilding it", stacklevel=3)
+        warnings.warn(f"token cache {path} is unreadable ({err}); rebuilding it", Notice, stacklevel=3)
         return None
     if _checksum(names, offsets, ids) != stored:
-        warnings.warn(f"token cache {path} fails its checksum; rebuilding it", stacklevel=3)
+        warnings.warn(f"token cache {path} fails its checksum; rebuilding it", Notice, stacklevel=3)
         return None
     return {str(n): ids[offsets[i] : offsets[i + 1]] for i, n in enumerate(names)}
 
@@ -71,5 +71,8 @@ def tokenize(corpus: Corpus, tokenizer, *, cache: Path | None = None) -> dict[st
     tokens = _read(path)
     if tokens is None or list(tokens) != [d.name for d in corpus.documents]:
         tokens = {d.name: np.asarray(tokenizer.encode(d.text), dtype=np.int32) for d in corpus.documents}
-        _write(path, tokens)
+        try:
+            _write(path, tokens)
+        except OSError as err:  # a cache, not a result: the tokens are in hand
+            warnings.warn(f"could not cache the tokens ({err}); going on without", Notice, stacklevel=2)
     return tokens

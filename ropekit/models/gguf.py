@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..cache import atomic_folder, cache_dir, file_sha256
+from ..cache import Notice, atomic_folder, cache_dir, file_sha256
 from ..rope import interleaved_to_half
 from ..rope.config import MODEL_TYPE_ALIASES
 from .config import ModelConfig
@@ -164,7 +164,7 @@ def cache_dequantised(path: Path, raw: dict[str, Any], tensors: dict[str, torch.
             (tmp / "source.json").write_text(json.dumps({"gguf": str(path)}), encoding="utf-8")
     except OSError as err:
         if not folder.exists():  # another process may have written it first
-            warnings.warn(f"could not cache the dequantised weights of {path} in {folder}: {err}", stacklevel=3)
+            warnings.warn(f"could not cache the dequantised weights of {path} in {folder}: {err}", Notice, stacklevel=3)
 
 
 def gguf_tokenizer(path: Path) -> Callable[[], Any]:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..cache import Notice
+
 if TYPE_CHECKING:
     import torch
 
@@ -102,7 +104,7 @@ def _load_plugins() -> None:
                 raise ValueError(f"expected a RopeType named {point.name!r}, got {record!r}")
             register_rope(record)
         except Exception as err:  # a plugin's own import error is its business; say which and go on
-            warnings.warn(f"rope plugin {point.name!r} ({point.value}) was not loaded: {err}", stacklevel=2)
+            warnings.warn(f"rope plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=2)
 
 
 def rope_types() -> dict[str, RopeType]:

@@ -65,7 +65,10 @@ def rope_name(rope: str | Mapping[str, Any]) -> str:
             rope = inner.get("full_attention") or next((r for r in inner.values() if r), {})
             return rope_name(rope) if rope else "nope"
         factor = rope.get("factor")
-        return str(rope.get("rope_type", rope.get("type", "default"))) + (f":{factor:g}" if factor else "")
+        suffix = (
+            "" if not factor else f":{factor:g}" if isinstance(factor, int | float) else f":{factor}"
+        )  # checked later
+        return str(rope.get("rope_type", rope.get("type", "default"))) + suffix
     if _is_config_path(rope):
         path = Path(rope)
         return (path if path.is_dir() else path.parent if path.name == "config.json" else path.with_suffix("")).name
@@ -73,7 +76,13 @@ def rope_name(rope: str | Mapping[str, Any]) -> str:
 
 
 def _is_config_path(text: str) -> bool:
-    return ("/" in text or text.endswith(".json")) and Path(text).exists()
+    """Whether a rope argument names a config.json (or its folder); one that looks like a path
+    (a ``/`` or a ``.json`` ending) but does not exist is refused as such."""
+    if not ("/" in text or text.endswith(".json")):
+        return False
+    if not Path(text).exists():
+        raise RopeConfigError(f"rope {text!r}: the config file {text} does not exist")
+    return True
 
 
 def config_rope_settings(config: Any) -> dict[str, Any]:

@@ -112,10 +112,55 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
     started = time.perf_counter()
     corpus = load_corpus(spec.corpus.source, format=spec.corpus.format, field=spec.corpus.field)
     cells, checkpoints = plan_cells(spec, corpus.sha256)
-    store = ResultStore(out, spec, force=force)
-    if force:
-        store.keep_only({c.key for c in cells})
-    meta = {
+    with ResultStore(out, spec, force=force) as store:  # holds DIR's lock until the sweep ends
+        if force:
+            store.keep_only({c.key for c in cells})
+        meta = _meta(spec, corpus, checkpoints, started=store.meta.get("started"))
+        earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
+        store.write_meta(meta)
+        store.write_plans(plan_records(cells))
+        reused = sum(store.done(c.key) for c in cells)
+        pending = [c for c in cells if not store.done(c.key)]
+        failed: list[dict[str, Any]] = []
+        progress = _Progress(len(cells), reused, quiet=quiet)
+        try:
+            for model_name in spec.models:
+                if model_cells := [c for c in pending if c.model == model_name]:
+                    failed += _run_model(model_name, model_cells, corpus, spec, store, progress)
+        finally:
+            progress.close()
+        store.write_meta(
+            {
+                **meta,
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "total_wall_seconds": round(earlier + time.perf_counter() - started, 1),
+            }
+        )
+        return SweepSummary(out, len(cells), len(pending), reused, failed, time.perf_counter() - started)
+
+
+def _run_model(name: str, cells: list[Cell], corpus, spec: SweepSpec, store: ResultStore, progress: _Progress) -> list:
+    """One model's pending cells: its weights loaded once, each (layer mix, rope) a plan over them.
+    Returns the failed rows."""
+    base = load_model(name, device=spec.device, dtype=spec.dtype)
+    tokens = tokenize(corpus, base.tokenizer)
+    for cell in cells:
+        cell.docs = [doc for doc, ids in tokens.items() if len(ids) >= cell.length][: spec.n_docs]
+    groups = [(base.with_config(group[0].config), group) for group in _groups(cells)]
+    memos: dict[str, dict] = {}  # per document: passes of this model's weights, by signature
+    plans = _plans(groups, tokens, spec, store)
+    progress.add_tokens(sum(plan.tokens for work in plans for _, plan in work.values()))
+    failed = []
+    for (model, group), work in zip(groups, plans, strict=True):
+        failed += _run_group(model, group, work, tokens, spec, store, progress, memos)
+    return failed
+
+
+def _meta(spec: SweepSpec, corpus, checkpoints: dict[str, Path], *, started: str | None) -> dict[str, Any]:
+    """meta.json: the spec, versions, machine, content hashes of corpus and models, and when the
+    sweep first started (kept across resumed runs)."""
+    return {
         "spec": spec.canonical(),
         "spec_sha256": spec.sha256,
         "name": spec.name,
@@ -135,39 +180,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
             "sha256": corpus.sha256,
         },
         "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, p in checkpoints.items()},
-        "started": store.meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": started or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
-    store.write_meta(meta)
-    store.write_plans(plan_records(cells))
-    reused = sum(store.done(c.key) for c in cells)
-    pending = [c for c in cells if not store.done(c.key)]
-    failed: list[dict[str, Any]] = []
-    progress = _Progress(len(cells), reused, quiet=quiet)
-    for model_name in spec.models:
-        model_cells = [c for c in pending if c.model == model_name]
-        if not model_cells:
-            continue
-        base = load_model(model_name, device=spec.device, dtype=spec.dtype)
-        tokens = tokenize(corpus, base.tokenizer)
-        for cell in model_cells:
-            cell.docs = [name for name, ids in tokens.items() if len(ids) >= cell.length][: spec.n_docs]
-        groups = [(base.with_config(group[0].config), group) for group in _groups(model_cells)]
-        memos: dict[str, dict] = {}  # per document: passes of this model's weights, by signature
-        plans = _plans(groups, tokens, spec, store)
-        progress.add_tokens(sum(plan.tokens for work in plans for _, plan in work.values()))
-        for (model, group), work in zip(groups, plans, strict=True):
-            failed += _run_group(model, group, work, tokens, spec, store, progress, memos)
-    progress.close()
-    store.write_meta(
-        {
-            **meta,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "total_wall_seconds": round(earlier + time.perf_counter() - started, 1),
-        }
-    )
-    return SweepSummary(out, len(cells), len(pending), reused, failed, time.perf_counter() - started)
 
 
 def _groups(cells: list[Cell]) -> list[list[Cell]]:

@@ -12,19 +12,28 @@ leaves a last line without its newline: it is never read as data, and the store 
 it next opens the file. A document's score is stored as soon as it is computed and a cell's row
 once all its documents are, so a rerun recomputes nothing that was finished. meta.json and the
 compaction of ``keep_only`` replace whole files atomically (temporary file, fsync, rename).
+
+One process writes a directory at a time: the store holds an exclusive lock on DIR/.lock while it
+is open (the kernel releases it when the process dies, SIGKILL included), so a second sweep on the
+same DIR is refused instead of rewriting the files from its stale view. A write that fails (a full
+disk) names its file; what was stored before it stays, and the same sweep resumes from it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
+import socket
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..cache import atomic_write, csv_text, read_csv
+from ..cache import Notice, atomic_write, clean_temporaries, csv_text, read_csv
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -53,7 +62,9 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     if not header:  # new, or even its header was cut short
         atomic_write(path, csv_text(columns, []))
     elif whole < path.stat().st_size:
-        warnings.warn(f"{path}: its last line was cut short (a write interrupted); ignored and removed", stacklevel=3)
+        warnings.warn(
+            f"{path}: its last line was cut short (a write interrupted); ignored and removed", Notice, stacklevel=3
+        )
         with path.open("r+b") as f:
             f.truncate(whole)
             os.fsync(f.fileno())
@@ -61,15 +72,42 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
 
 
 def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
-    """One record as one line, in a single write, on disk before returning."""
+    """One record as one line, in a single write, on disk before returning. A write cut short (a
+    full disk) leaves a torn line, which the next open cuts off."""
     data = csv_text(columns, [row], header=False).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        if os.write(fd, data) != len(data):
-            raise OSError(f"{path}: short write; a rerun drops the partial line and resumes")
-        os.fsync(fd)
-    finally:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "the line was written only in part")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+
+
+class StoreError(RuntimeError):
+    """A sweep directory that cannot be written now; the message says why and what to do."""
+
+
+def _lock(out: Path) -> int:
+    """Hold DIR/.lock exclusively for as long as the returned descriptor is open; who holds it is
+    written in it, so a refused process can say."""
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
+        raise StoreError(
+            f"{out} is being written by another ropekit sweep ({holder}); wait for it to finish "
+            "(the same command then resumes), or use another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
+    return fd
 
 
 def cell_key(definition: dict[str, Any]) -> str:
@@ -78,9 +116,33 @@ def cell_key(definition: dict[str, Any]) -> str:
 
 
 class ResultStore:
+    """A sweep directory open for writing by this process (a context manager: closing it releases
+    the directory's lock)."""
+
     def __init__(self, out: Path, spec: SweepSpec, *, force: bool = False):
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(out)
+        try:
+            self._open(spec, force)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def _open(self, spec: SweepSpec, force: bool) -> None:
+        out = self.out
+        clean_temporaries(out)
         self.meta_path, self.results_path, self.docs_path = (
             out / "meta.json",
             out / "results.csv",

@@ -45,30 +45,31 @@ def doc_row(i: int) -> dict:
 
 
 def test_each_record_is_one_appended_line(setup, tmp_path):
-    store = ResultStore(tmp_path, one_rope(setup))
     path = tmp_path / "documents.csv"
-    assert path.read_text() == ",".join(DOC_COLUMNS) + "\n"
-    inode = path.stat().st_ino
-    for i in range(5):
-        before = path.read_bytes()
-        store.add_doc(doc_row(i))
-        after = path.read_bytes()
-        assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 1  # nothing rewritten
+    with ResultStore(tmp_path, one_rope(setup)) as store:
+        assert path.read_text() == ",".join(DOC_COLUMNS) + "\n"
+        inode = path.stat().st_ino
+        for i in range(5):
+            before = path.read_bytes()
+            store.add_doc(doc_row(i))
+            after = path.read_bytes()
+            assert after.startswith(before) and after.count(b"\n") == before.count(b"\n") + 1  # nothing rewritten
     assert path.stat().st_ino == inode and len(lines(path)) == 1 + 5
-    again = ResultStore(tmp_path, one_rope(setup))
-    assert [again.doc_score("c", f"d{i}") for i in range(5)] == [(100.0 + i / 3, 63) for i in range(5)]
+    with ResultStore(tmp_path, one_rope(setup)) as again:
+        assert [again.doc_score("c", f"d{i}") for i in range(5)] == [(100.0 + i / 3, 63) for i in range(5)]
 
 
 def test_the_last_row_of_a_cell_counts(setup, tmp_path):
-    store = ResultStore(tmp_path, one_rope(setup))
     row = dict.fromkeys(RESULT_COLUMNS, "") | {"model": "m", "rope": "r", "layer_mix": "native", "length": 64}
-    store.add_cell(row | {"cell": "a", "status": "oom"})
-    store.add_cell(row | {"cell": "b", "status": "ok", "ppl": "20.5"})
-    store.add_cell(row | {"cell": "a", "status": "ok", "ppl": "10.5"})  # retried
+    with ResultStore(tmp_path, one_rope(setup)) as store:
+        store.add_cell(row | {"cell": "a", "status": "oom"})
+        store.add_cell(row | {"cell": "b", "status": "ok", "ppl": "20.5"})
+        store.add_cell(row | {"cell": "a", "status": "ok", "ppl": "10.5"})  # retried
     assert len(lines(tmp_path / "results.csv")) == 1 + 3
     back = list(csv.DictReader(open_records(tmp_path / "results.csv")))
     assert [(r["cell"], r["status"], r["ppl"]) for r in back] == [("a", "ok", "10.5"), ("b", "ok", "20.5")]
-    assert ResultStore(tmp_path, one_rope(setup)).done("a")
+    with ResultStore(tmp_path, one_rope(setup)) as store:
+        assert store.done("a")
 
 
 def test_a_line_with_the_wrong_field_count_is_dropped(setup, tmp_path):
@@ -77,6 +78,7 @@ def test_a_line_with_the_wrong_field_count_is_dropped(setup, tmp_path):
     path.write_text(",".join(DOC_COLUMNS) + "\n" + good[0] + "c,m,r,native,64,d9,63\n" + good[1] + good[2])
     with pytest.warns(UserWarning, match=r"documents\.csv: 1 line\(s\) with a wrong number of fields"):
         store = ResultStore(tmp_path, one_rope(setup))
+    store.close()
     assert sorted(doc for _, doc in store.docs) == ["d0", "d1", "d2"]
 
 
