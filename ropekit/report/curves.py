@@ -4,7 +4,8 @@ Every function takes the results DataFrame (:func:`ropekit.report.load_results`,
 the columns model, rope, layer_mix, length, ppl, status) and returns a matplotlib Figure. Lengths
 are on a log2 axis; a failed cell is a cross at the top of its panel labelled with its status
 (``oom``, ``nan``, ``no_docs``), never a silently missing point; pending cells are counted in the
-title. When the frame has a ``trained_context`` column its value is marked as a dotted line.
+title; a panel with no number to draw (every cell failed or pending) says so. When the frame has a
+``trained_context`` column its value is marked as a dotted line.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def plot_layer_mixes(
     return fig
 
 
+def scored(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells with a finite perplexity: what a figure can draw."""
+    import numpy as np
+
+    return frame[(frame["status"] == "ok") & np.isfinite(frame["ppl"].to_numpy(float))]
+
+
+def has_comparison(frame: pd.DataFrame, series: str, baseline: str) -> bool:
+    """Whether another ``series`` value (rope or layer mix) has a perplexity at a cell where
+    ``baseline`` has one: what a figure relative to ``baseline`` needs to show anything."""
+    rows = scored(frame)
+    at = ["model", "layer_mix" if series == "rope" else "rope", "length"]
+    base = rows.loc[rows[series] == baseline, at]
+    return not base.merge(rows.loc[rows[series] != baseline, at]).empty
+
+
 def preferred(values, name: str):
     """``name`` when it is among ``values`` (``default`` rope, ``native`` mix), else the first."""
     values = list(dict.fromkeys(values))
@@ -114,6 +131,7 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
 
     base = rows[rows[series] == baseline].set_index("length")["ppl"] if baseline else None
     failed_at: dict[int, int] = {}
+    drawn = False
     for k, (name, part) in enumerate(rows.groupby(series, sort=False)):
         color, linestyle = styles[name]
         ok = part[part["status"] == "ok"].sort_values("length")
@@ -121,6 +139,7 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
         if base is not None:
             y = y / base.reindex(ok["length"]).to_numpy(float)
         keep = np.isfinite(y)
+        drawn = drawn or keep.any()
         ax.plot(
             ok["length"].to_numpy()[keep],
             y[keep],
@@ -147,9 +166,12 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
             fontsize=8,
             color="0.35",
         )
+    if not drawn:
+        ax.text(0.5, 0.5, "no number yet", transform=ax.transAxes, ha="center", color="0.45", gid="empty")
     if baseline is None:
-        ax.set_yscale("log")
-        plain_log_ticks(ax)
+        if drawn:  # matplotlib cannot draw a log axis with no data ("Data cannot be log-scaled")
+            ax.set_yscale("log")
+            plain_log_ticks(ax)
         ax.set_ylabel("perplexity (log scale)")
     else:
         ax.axhline(1.0, color="0.6", linewidth=0.8)

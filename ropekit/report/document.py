@@ -6,7 +6,8 @@
 
 Sections: perplexity vs length per (model, layer mix); relative to the baseline rope; layer mixes
 for one rope (when there are several); what each rope does to the frequencies; the numbers; failed
-and pending cells; provenance (spec, versions, device, hashes, dates, wall time).
+and pending cells; provenance (spec, versions, device, hashes, dates, wall time). A figure with
+nothing to draw (no cell scored yet, no two numbers to compare) is left out with a sentence why.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .curves import model_label, plot_layer_mixes, plot_perplexity, plot_relative, preferred
+from .curves import has_comparison, model_label, plot_layer_mixes, plot_perplexity, plot_relative, preferred, scored
 from .frequencies import plot_frequencies
 from .results import PENDING, ReportError, Sweep, load_sweep
 from .style import rope_colors
@@ -97,53 +98,16 @@ def _figure_metadata(fmt: str) -> dict[str, Any]:
 
 def _sections(sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures: dict) -> list[Section]:
     frame, meta = sweep.results, sweep.meta
-    counts = frame["status"].value_counts()
-    ok, pending = int(counts.get("ok", 0)), int(counts.get(PENDING, 0))
-    failed = len(frame) - ok - pending
     spec = sweep.spec
     corpus = meta.get("corpus", {})
     summary = (
-        f"{len(frame)} cells: {ok} scored, {failed} failed, {pending} pending. "
+        f"{len(frame)} cells: {_tally(frame)}. "
         f"Models: {', '.join(dict.fromkeys(frame['model']))}; corpus: {corpus.get('name', '?')} "
         f"({spec.get('n_docs', '?')} document(s) per length, mode {spec.get('mode', '?')}); "
         f"ropes: {', '.join(dict.fromkeys(frame['rope']))}; "
         f"layer mixes: {', '.join(dict.fromkeys(frame['layer_mix']))}."
     )
-    sections = [Section("Summary", summary)]
-    figures["perplexity"] = plot_perplexity(frame, colors=colors)
-    sections.append(
-        Section(
-            "Perplexity vs context length",
-            "Perplexity of the first L tokens of each document (lower is better), one line per rope config. "
-            "The dotted line is the model's trained context; a cross on the top edge is a cell that failed, "
-            "labelled with why.",
-            ["perplexity"],
-        )
-    )
-    if len(colors) > 1:
-        figures["relative"] = plot_relative(frame, baseline, colors=colors)
-        sections.append(
-            Section(
-                f"Relative to {baseline}",
-                f"Each rope's perplexity divided by {baseline}'s at the same length: below 1 it does better "
-                f"than {baseline}, above 1 worse.",
-                ["relative"],
-                [(f"perplexity / perplexity of {baseline}", perplexity_table(frame, baseline=baseline, text=True))],
-            )
-        )
-    mixes = list(dict.fromkeys(frame["layer_mix"]))
-    if len(mixes) > 1:
-        rope = mix_rope or preferred(colors, "default")
-        figures["layer_mixes"] = plot_layer_mixes(frame, rope)
-        reference = preferred(mixes, "native")
-        sections.append(
-            Section(
-                f"Layer mixes (rope {rope})",
-                f"The same weights under each sliding/global layer plan. Right: relative to {reference}, "
-                "so the cost (above 1) or gain of a plan reads directly.",
-                ["layer_mixes"],
-            )
-        )
+    sections = [Section("Summary", summary), *_curve_sections(frame, baseline, mix_rope, colors, figures)]
     sections.append(_frequency_section(sweep, colors, figures))
     sections.append(
         Section(
@@ -161,6 +125,78 @@ def _sections(sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures
         )
     sections.append(_provenance(sweep))
     return sections
+
+
+def _curve_sections(frame, baseline: str, mix_rope: str | None, colors, figures: dict) -> list[Section]:
+    """Perplexity, relative to the baseline rope, and layer mixes: each figure drawn where there is a
+    number to plot (a comparison: two numbers at one length), else a sentence saying why not."""
+    title = "Perplexity vs context length"
+    if scored(frame).empty:
+        tally = f"{len(frame)} cells, {_tally(frame)}"
+        return [Section(title, f"No cell has a perplexity yet, so there is nothing to plot: {tally}.")]
+    figures["perplexity"] = plot_perplexity(frame, colors=colors)
+    sections = [
+        Section(
+            title,
+            "Perplexity of the first L tokens of each document (lower is better), one line per rope config. "
+            "The dotted line is the model's trained context; a cross on the top edge is a cell that failed, "
+            "labelled with why.",
+            ["perplexity"],
+        )
+    ]
+    if len(colors) > 1 and has_comparison(frame, "rope", baseline):
+        figures["relative"] = plot_relative(frame, baseline, colors=colors)
+        sections.append(
+            Section(
+                f"Relative to {baseline}",
+                f"Each rope's perplexity divided by {baseline}'s at the same length: below 1 it does better "
+                f"than {baseline}, above 1 worse.",
+                ["relative"],
+                [(f"perplexity / perplexity of {baseline}", perplexity_table(frame, baseline=baseline, text=True))],
+            )
+        )
+    elif len(colors) > 1:
+        sections.append(
+            Section(
+                f"Relative to {baseline}",
+                f"Nothing to compare yet: no length at which {baseline} and another rope both have a perplexity "
+                f"({_tallies(frame, 'rope')}).",
+            )
+        )
+    mixes = list(dict.fromkeys(frame["layer_mix"]))
+    if len(mixes) > 1:
+        rope = mix_rope or preferred(colors, "default")
+        rows = frame[frame["rope"] == rope]
+        reference = preferred(mixes, "native")
+        title = f"Layer mixes (rope {rope})"
+        if has_comparison(rows, "layer_mix", reference):
+            figures["layer_mixes"] = plot_layer_mixes(frame, rope)
+            text = (
+                f"The same weights under each sliding/global layer plan. Right: relative to {reference}, "
+                "so the cost (above 1) or gain of a plan reads directly."
+            )
+            sections.append(Section(title, text, ["layer_mixes"]))
+        else:
+            text = (
+                f"Nothing to compare yet: no length at which rope {rope} has a perplexity under {reference} and "
+                f"under another mix ({_tallies(rows, 'layer_mix')})."
+            )
+            sections.append(Section(title, text))
+    return sections
+
+
+def _tallies(frame, column: str) -> str:
+    """:func:`_tally` per value of ``column``, e.g. 'native: 3 scored, ...; LG@32: 0 scored, ...'."""
+    return "; ".join(f"{value}: {_tally(rows)}" for value, rows in frame.groupby(column, sort=False))
+
+
+def _tally(frame) -> str:
+    """How far the cells of ``frame`` got, e.g. '0 scored, 3 failed (oom), 9 pending'."""
+    counts = frame["status"].value_counts()
+    failed = {status: int(n) for status, n in counts.items() if status not in ("ok", PENDING)}
+    why = ", ".join(s if len(failed) == 1 else f"{n} {s}" for s, n in failed.items())
+    ok, pending = int(counts.get("ok", 0)), int(counts.get(PENDING, 0))
+    return f"{ok} scored, {sum(failed.values())} failed{f' ({why})' if why else ''}, {pending} pending"
 
 
 def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:

@@ -97,8 +97,11 @@ def _read_rows(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED})
     try:
-        frame = pd.read_csv(
-            open_records(path), dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str}
+        frame = pd.read_csv(  # only an empty field is missing: status "nan" (a non-finite loss) is a status
+            open_records(path),
+            dtype={"model": str, "rope": str, "layer_mix": str, "status": str, "detail": str},
+            keep_default_na=False,
+            na_values=[""],
         )
     except (ValueError, pd.errors.ParserError) as err:
         raise ReportError(f"{path} is not a readable CSV ({err})") from None

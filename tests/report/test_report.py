@@ -4,8 +4,10 @@ length axis, the trained context, failed cells marked, pending cells counted, co
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ropekit.cli import main
+from ropekit.cli import main, results_table
 from ropekit.report import (
     load_results,
     perplexity_table,
@@ -177,20 +179,37 @@ def sweep_dir(tmp_path_factory):
     return base / "run"
 
 
+def edited_copy(sweep_dir: Path, target: Path, edit, files=("results.csv", "meta.json", "plans.json")) -> Path:
+    """The sweep's ``files`` copied, each row of results.csv passed through ``edit`` (which changes it
+    in place, or returns False to drop it)."""
+    target.mkdir()
+    for file in files:
+        shutil.copy(sweep_dir / file, target / file)
+    if "results.csv" in files:
+        with (sweep_dir / "results.csv").open() as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, [r for r in reader if edit(r) is not False]
+        with (target / "results.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    return target
+
+
+def fail(row: dict, status: str = "oom") -> None:
+    row.update(status=status, ppl="nan" if status == "nan" else "", nll="", detail=f"doc: {status}")
+
+
 def partial_copy(sweep_dir: Path, target: Path) -> Path:
     """The sweep with one cell turned into an OOM and one cell's row removed (pending)."""
-    shutil.copytree(sweep_dir, target)
-    with (target / "results.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        if (row["rope"], row["layer_mix"], row["length"]) == ("yarn", "LG@32", "256"):
+
+    def edit(row):
+        cell = (row["rope"], row["layer_mix"], row["length"])
+        if cell == ("yarn", "LG@32", "256"):
             row.update(status="oom", ppl="", nll="", detail="doc: out of memory")
-    rows = [r for r in rows if (r["rope"], r["layer_mix"], r["length"]) != ("default", "native", "256")]
-    with (target / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return target
+        return cell != ("default", "native", "256")
+
+    return edited_copy(sweep_dir, target, edit, files=("results.csv", "meta.json", "plans.json", "documents.csv"))
 
 
 def test_load_results_adds_pending_cells_and_the_trained_context(sweep_dir, tmp_path):
@@ -210,7 +229,7 @@ def test_report_writes_html_markdown_and_figures(sweep_dir, tmp_path):
     for stem in stems:
         assert f"](figures/{stem}.png)" in md
     assert "OOM" in md and "PENDING" in md and "doc: out of memory" in md
-    assert "10 scored, 1 failed, 1 pending" in md
+    assert "12 cells: 10 scored, 1 failed (oom), 1 pending" in md
     table = perplexity_table(load_results(folder), text=True)
     assert table.loc[(str(sweep_dir.parent / "tiny"), "native", 64), "yarn"] in md
     page = report.html.read_text()
@@ -308,3 +327,97 @@ def test_sweep_command_ends_with_its_report(sweep_dir, tmp_path, capsys):
     assert "](figures/relative.png)" in (tmp_path / "run" / "report.md").read_text()
     assert main([*args, "--no-report", "--out", str(tmp_path / "quiet")]) == 0
     assert not (tmp_path / "quiet" / "report.html").exists() and (tmp_path / "quiet" / "results.csv").exists()
+
+
+def test_figures_without_a_number_say_so_instead_of_failing(frame):
+    """A panel with nothing finite to draw gets a note and a linear axis: matplotlib cannot draw a log
+    axis without data ("Data cannot be log-scaled")."""
+    failed = frame.assign(model="m2", status="oom", ppl=float("nan"))
+    for fig in (plot_perplexity(failed), plot_relative(failed), plot_layer_mixes(failed)):
+        fig.savefig(io.BytesIO(), format="png")
+        assert all(any(t.get_gid() == "empty" for t in ax.texts) for ax in fig.axes if ax.get_visible())
+    fig = plot_layer_mixes(pd.concat([frame, failed]))  # a second model with no number
+    fig.savefig(io.BytesIO(), format="png")
+    assert [any(t.get_gid() == "empty" for t in ax.texts) for ax in fig.axes[:4]] == [False, False, True, True]
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[2].get_yscale() == "linear"
+
+
+def drop_all(row):
+    return False
+
+
+def fail_by_length(row):
+    fail(row, {"64": "oom", "128": "nan", "256": "no_docs"}[row["length"]])
+
+
+def pending_mix_and_baseline_gap(row):
+    if row["layer_mix"] == "LG@32":
+        return False
+    if (row["rope"], row["length"]) == ("default", "256"):
+        fail(row)
+
+
+def no_baseline(row):
+    if row["rope"] == "default":
+        fail(row)
+
+
+ALL = ("results.csv", "meta.json", "plans.json")
+NO_SCORE = "No cell has a perplexity yet, so there is nothing to plot: "
+NO_PAIR = "Nothing to compare yet: "
+EMPTY_SWEEPS = {  # files, edit of each row, figures drawn, what report.md says
+    "only meta.json": (("meta.json",), None, set(), [NO_SCORE + "12 cells, 0 scored, 0 failed, 12 pending"]),
+    "header-only results.csv": (
+        ALL,
+        drop_all,
+        {"frequencies"},
+        [NO_SCORE + "12 cells, 0 scored, 0 failed, 12 pending"],
+    ),
+    "every cell failed": (
+        ALL,
+        fail_by_length,
+        {"frequencies"},
+        [NO_SCORE + "12 cells, 0 scored, 12 failed (4 oom, 4 nan, 4 no_docs), 0 pending", "NAN", "NO_DOCS"],
+    ),
+    "a mix pending, the baseline failed at one length": (
+        ALL,
+        pending_mix_and_baseline_gap,
+        {"perplexity", "relative", "frequencies"},
+        ["12 cells: 5 scored, 1 failed (oom), 6 pending", NO_PAIR + "no length at which rope default has a perplexity"],
+    ),
+    "the baseline rope failed everywhere": (
+        ALL,
+        no_baseline,
+        {"perplexity", "frequencies"},
+        ["12 cells: 6 scored, 6 failed (oom), 0 pending", NO_PAIR + "no length at which default and another rope"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EMPTY_SWEEPS))
+def test_report_of_a_sweep_without_numbers_draws_only_what_has_data(sweep_dir, tmp_path, case):
+    files, edit, drawn, says = EMPTY_SWEEPS[case]
+    folder = edited_copy(sweep_dir, tmp_path / "s", edit, files)
+    report = write_report(folder)
+    md, page = report.markdown.read_text(), report.html.read_text()
+    assert {p.stem for p in report.figures} == drawn
+    assert set(re.findall(r"\]\(figures/(\w+)\.png\)", md)) == drawn
+    assert page.count('src="data:image/png;base64,') == len(drawn)
+    for text in says:
+        assert text in md
+    assert "ERROR" not in md  # status nan is a status, not a missing one
+    assert "## Failed and pending cells" in md and "## Provenance" in md
+
+
+def test_report_and_sweep_commands_without_a_number(sweep_dir, tmp_path, capsys):
+    folder = edited_copy(sweep_dir, tmp_path / "started", None, files=("meta.json",))
+    assert main(["report", str(folder)]) == 0
+    assert f"wrote {folder / 'report.html'}" in capsys.readouterr().out
+    table = results_table(edited_copy(sweep_dir, tmp_path / "failed", fail_by_length) / "results.csv")
+    assert table.count("OOM") == table.count("NAN") == table.count("NO_DOCS") == 4
+    base = sweep_dir.parent  # no document has 1024 tokens: every cell fails, and the sweep still reports
+    args = ["sweep", "--model", str(base / "tiny"), "--corpus", str(base / "corpus"), "--lengths", "1024"]
+    assert main([*args, "--n-docs", "1", "--quiet", "--out", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out
+    assert "NO_DOCS" in out and f"report: {tmp_path / 'run' / 'report.html'}" in out
+    assert NO_SCORE + "1 cells, 0 scored, 1 failed (no_docs), 0 pending" in (tmp_path / "run" / "report.md").read_text()
