@@ -89,10 +89,22 @@ def _read_text(path: Path) -> str:
         raise CorpusError(f"{path} is not UTF-8 text: {err}") from None
 
 
+def _unique(path: Path, docs: list[tuple[str, Document]]) -> tuple[Document, ...]:
+    """The documents of ``(where, document)`` pairs, refused when two share a name (documents are
+    keyed by name downstream, so one would silently be lost)."""
+    seen: dict[str, str] = {}
+    for where, doc in docs:
+        if doc.name in seen:
+            raise CorpusError(f"{path} repeats document name {doc.name!r} ({seen[doc.name]} and {where})")
+        seen[doc.name] = where
+    return tuple(doc for _, doc in docs)
+
+
 def load_corpus(source: str | os.PathLike, *, format: str | None = None, field: str = "text") -> Corpus:
     """A corpus from ``"shakespeare"`` (embedded), a ``.txt`` file, a folder of ``.txt`` files,
-    a ``.jsonl`` file (documents in ``field``) or a ``.parquet`` file (documents in column ``field``).
-    ``format`` is inferred from the path unless given."""
+    a ``.jsonl`` file (documents in ``field``, named by ``id``, a string or number, when there is one)
+    or a ``.parquet`` file (documents in column ``field``, named by column ``id`` when there is one).
+    ``format`` is inferred from the path unless given. Every document name must be unique."""
     if str(source) == EMBEDDED_CORPUS and format is None:
         return shakespeare()
     path = Path(source)
@@ -103,12 +115,12 @@ def load_corpus(source: str | os.PathLike, *, format: str | None = None, field: 
     if format not in FORMATS:
         raise CorpusError(f"corpus format {format!r} is not known; expected one of {', '.join(FORMATS)}")
     if format == "text":
-        docs = [Document(path.stem, _read_text(path))]
+        docs = [(path.name, Document(path.stem, _read_text(path)))]
     elif format == "folder":
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        files = sorted(p.relative_to(path) for p in path.rglob("*.txt") if p.is_file())
         if not files:
             raise CorpusError(f"folder {path} holds no .txt files")
-        docs = [Document(str(p.relative_to(path).with_suffix("")), _read_text(p)) for p in files]
+        docs = [(str(p), Document(str(p.with_suffix("")), _read_text(path / p))) for p in files]
     elif format == "jsonl":
         docs = []
         for number, line in enumerate(_read_text(path).splitlines(), 1):
@@ -120,7 +132,10 @@ def load_corpus(source: str | os.PathLike, *, format: str | None = None, field: 
                 raise CorpusError(f"{path} line {number} is not JSON: {err}") from None
             if not isinstance(record, dict) or not isinstance(record.get(field), str):
                 raise CorpusError(f"{path} line {number} has no text field {field!r}")
-            docs.append(Document(str(record.get("id", f"{path.stem}:{number}")), record[field]))
+            name = record.get("id", f"{path.stem}:{number}")
+            if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+                raise CorpusError(f"{path} line {number} has id {json.dumps(name)}; expected a string or a number")
+            docs.append((f"line {number}", Document(str(name), record[field])))
     else:
         import pandas as pd
 
@@ -131,7 +146,8 @@ def load_corpus(source: str | os.PathLike, *, format: str | None = None, field: 
         if field not in frame.columns:
             raise CorpusError(f"{path} has no column {field!r}; columns: {', '.join(map(str, frame.columns))}")
         names = frame["id"].astype(str) if "id" in frame.columns else [f"{path.stem}:{i}" for i in range(len(frame))]
-        docs = [Document(name, text) for name, text in zip(names, frame[field], strict=True) if isinstance(text, str)]
+        rows = enumerate(zip(names, frame[field], strict=True))
+        docs = [(f"row {i}", Document(name, text)) for i, (name, text) in rows if isinstance(text, str)]
     if not docs:
         raise CorpusError(f"corpus {path} holds no documents")
-    return Corpus(path.stem, tuple(docs))
+    return Corpus(path.stem, _unique(path, docs))

@@ -55,6 +55,28 @@ def test_corpus_errors(tmp_path):
             load_corpus(source)
 
 
+def test_a_repeated_document_name_is_refused(tmp_path):
+    records = [{"id": "a", "text": "x"}, {"id": 7, "text": "y"}, {"id": "a", "text": "z"}, {"id": "7", "text": "w"}]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (tmp_path / "n.jsonl").write_text("\n".join(json.dumps(r) for r in records[1::2]))
+    pd.DataFrame({"id": ["p", "q", "p"], "text": ["x", "y", "z"]}).to_parquet(tmp_path / "r.parquet")
+    cases = {
+        r"r\.jsonl repeats document name 'a' \(line 1 and line 3\)$": tmp_path / "r.jsonl",
+        r"n\.jsonl repeats document name '7' \(line 1 and line 2\)$": tmp_path / "n.jsonl",  # 7 and "7"
+        r"r\.parquet repeats document name 'p' \(row 0 and row 2\)$": tmp_path / "r.parquet",
+    }
+    for expected, source in cases.items():
+        with pytest.raises(CorpusError, match=expected):
+            load_corpus(source)
+
+
+def test_a_jsonl_id_that_is_not_a_string_or_number_is_refused(tmp_path):
+    for line, shown in (('{"id": ["a"], "text": "x"}', r'\["a"\]'), ('{"id": null, "text": "x"}', "null")):
+        (tmp_path / "i.jsonl").write_text('{"id": "ok", "text": "y"}\n' + line)
+        with pytest.raises(CorpusError, match=rf"i\.jsonl line 2 has id {shown}; expected a string or a number"):
+            load_corpus(tmp_path / "i.jsonl")
+
+
 def test_token_cache_is_used_and_a_corrupted_file_is_rebuilt(tmp_path):
     from transformers import AutoTokenizer
 
