@@ -252,7 +252,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"ropekit sweep: {how}; {_kept(out, spec)}", file=sys.stderr)
         return 128 + signum
     except OSError as err:  # a full disk, a folder that turned read-only: say what is safe
-        print(f"ropekit sweep: error: {err}; {_kept(out, spec)}", file=sys.stderr)
+        kept = f"; {_kept(out, spec)}" if (out / "results.csv").is_file() else ""
+        print(f"ropekit sweep: error: {err}{kept}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, terminate)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cache import atomic_write
 from .curves import has_comparison, model_label, plot_layer_mixes, plot_perplexity, plot_relative, preferred, scored
 from .frequencies import plot_frequencies
 from .results import PENDING, ReportError, Sweep, load_sweep
@@ -78,16 +80,18 @@ def write_report(
     folder = sweep.path / "figures"
     folder.mkdir(exist_ok=True)
     written, png = [], {}
-    for stem, fig in figures.items():
+    for stem, fig in figures.items():  # every file written whole or not at all (a full disk)
         for fmt in dict.fromkeys(("png", *formats)):
-            target = folder / f"{stem}.{fmt}"
-            fig.savefig(target, dpi=DPI, format=fmt, metadata=_figure_metadata(fmt))
-            written.append(target)
-        png[stem] = base64.b64encode((folder / f"{stem}.png").read_bytes()).decode()
+            data = io.BytesIO()
+            fig.savefig(data, dpi=DPI, format=fmt, metadata=_figure_metadata(fmt))
+            atomic_write(folder / f"{stem}.{fmt}", data.getvalue())
+            written.append(folder / f"{stem}.{fmt}")
+            if fmt == "png":
+                png[stem] = base64.b64encode(data.getvalue()).decode()
     title = f"ropekit sweep report: {sweep.meta.get('name', sweep.path.name)}"
     md, page = sweep.path / "report.md", sweep.path / "report.html"
-    md.write_text(_markdown(title, sections), encoding="utf-8")
-    page.write_text(_html(title, sections, png), encoding="utf-8")
+    atomic_write(md, _markdown(title, sections))
+    atomic_write(page, _html(title, sections, png))
     return Report(page, md, written)
 
 

@@ -69,8 +69,10 @@ class SweepSpec:
         for length in self.lengths:
             if not is_count(length, 2):
                 raise SpecError(f"lengths: {length!r} is not allowed; a length is an integer >= 2")
-        if len(set(self.lengths)) != len(self.lengths):
-            raise SpecError(f"lengths {list(self.lengths)} repeat a value")
+        for axis in ("models", "lengths", "layer_mixes"):  # a cell is named by its axes' values
+            values = list(getattr(self, axis))
+            if repeated := sorted({str(v) for v in values if values.count(v) > 1}):
+                raise SpecError(f"{axis} {values} repeat {', '.join(repeated)}; give each once")
         if not self.ropes:
             raise SpecError('ropes is empty; give at least one, e.g. default = "default"')
         if not is_count(self.n_docs):

@@ -53,10 +53,32 @@ RESULT_COLUMNS = [
 DOC_COLUMNS = ["cell", "model", "rope", "layer_mix", "length", "doc", "n_tokens", "nll_sum"]
 
 
+NUMBERS = {"n_tokens": int, "nll_sum": float, "nll": float, "ppl": float}  # what a whole record must parse as
+
+
+def _readable(row: dict[str, str]) -> bool:
+    """Whether a record's numbers parse (a failed cell's row has none to parse)."""
+    if row.get("status", "ok") != "ok":
+        return True
+    try:
+        for column, kind in NUMBERS.items():
+            if column in row:
+                kind(row[column])
+    except ValueError:
+        return False
+    return True
+
+
 def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     """The rows of a store file; creates it with its header, and cuts off a torn last line so the
-    next append starts on a line of its own."""
+    next append starts on a line of its own. A whole line whose numbers do not parse (edited by
+    hand, damaged) is left out with a notice: its cell or document is computed again."""
     header, rows, whole = read_csv(path)
+    if bad := [r for r in rows if not _readable(r)]:
+        warnings.warn(
+            f"{path}: {len(bad)} line(s) with unreadable numbers ignored; computed again", Notice, stacklevel=3
+        )
+        rows = [r for r in rows if _readable(r)]
     if header and header != columns:
         raise SpecError(f"{path} has the columns {','.join(header)}, expected {','.join(columns)}")
     if not header:  # new, or even its header was cut short

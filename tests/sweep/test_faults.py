@@ -119,6 +119,25 @@ def test_a_line_torn_at_every_byte_is_never_read_and_the_rerun_is_exact(setup, r
         assert records(out / "results.csv") == records(reference / "results.csv")  # one row per cell
 
 
+def test_a_whole_line_with_unreadable_numbers_is_computed_again(setup, reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    docs = (out / "documents.csv").read_text().splitlines(keepends=True)
+    cell = docs[3].split(",")[0]
+    docs[3] = docs[3].rsplit(",", 1)[0] + ",abc\n"  # a damaged nll_sum
+    (out / "documents.csv").write_text("".join(docs))
+    results = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(r for r in results if not r.rstrip().endswith(cell)))
+    notes = resume(setup, out, capsys)
+    assert notes == [
+        f"ropekit sweep: note: {out / 'documents.csv'}: 1 line(s) with unreadable numbers ignored; computed again"
+    ]
+    assert records(out / "results.csv") == records(reference / "results.csv")
+    with (out / "documents.csv").open() as f:
+        last = {(r["cell"], r["doc"]): r for r in csv.DictReader(f)}  # the damaged line, then its recomputed one
+    assert sorted(last.values(), key=lambda r: (r["cell"], r["doc"])) == records(reference / "documents.csv")
+
+
 # --- kills and interrupts at every write ---------------------------------------------------
 
 

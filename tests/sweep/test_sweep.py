@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,10 +184,13 @@ def test_strided_mode(setup, tmp_path):
         ({"layer_mixes": ["LLLG@0"]}, "sliding_window=0"),
         ({"models": ["no-such-model"]}, "models: model 'no-such-model' is not found"),
         ({"corpus": {"path": "x", "fmt": "text"}}, "corpus: unknown key 'fmt'"),
+        ({"lengths": [64, 128, 64]}, "lengths [64, 128, 64] repeat 64; give each once"),
+        ({"layer_mixes": ["native", "LG@32", "native"]}, "layer_mixes ['native', 'LG@32', 'native'] repeat native"),
+        ({"models": ["m", "m"]}, "models ['m', 'm'] repeat m"),
     ],
 )
 def test_spec_errors_are_named(setup, tmp_path, changes, expected):
-    with pytest.raises((SpecError, ValueError), match=expected.replace("(", r"\(")):
+    with pytest.raises((SpecError, ValueError), match=re.escape(expected)):
         built = spec(setup, **changes)
         plan_cells(built, "corpus-hash")
 
