@@ -61,6 +61,7 @@ def test_each_record_is_one_appended_line(setup, tmp_path):
 
 def test_the_last_row_of_a_cell_counts(setup, tmp_path):
     row = dict.fromkeys(RESULT_COLUMNS, "") | {"model": "m", "rope": "r", "layer_mix": "native", "length": 64}
+    row |= {"n_tokens": 126, "nll": "2.5"}
     with ResultStore(tmp_path, one_rope(setup)) as store:
         store.add_cell(row | {"cell": "a", "status": "oom"})
         store.add_cell(row | {"cell": "b", "status": "ok", "ppl": "20.5"})
