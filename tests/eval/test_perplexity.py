@@ -1,5 +1,6 @@
 """Perplexity: one pass per shared-frequency group equals separate passes; strided and first-L
-modes equal a direct loop over token_nll; a plan's tokens are the tokens that run."""
+modes equal a direct loop over token_nll; a plan's tokens are the tokens that run.
+(Each mode against its source: test_modes.py.)"""
 
 from __future__ import annotations
 
