@@ -2,8 +2,9 @@
 
 rope/ imports nothing of ropekit; models/ imports rope/; eval/ imports models/ and rope/; data/
 stands alone; sweep/ imports eval/, data/, models/ (and what they stand on); report/ imports rope/
-and reads results files, never a model. ``ropekit/cache.py`` is the one small module all may use;
-the CLI and the package's ``__init__`` sit on top.
+and reads results files, never a model. ``ropekit/cache.py`` (cache dir, atomic writes, csv records) and
+``ropekit/stats.py`` (bootstrap intervals, numpy only) are the small modules all may use; the CLI
+and the package's ``__init__`` sit on top.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ropekit"
-SHARED = {"cache"}
+SHARED = {"cache", "stats"}
 ALLOWED = {
     "rope": set(),
     "models": {"rope"},

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 LOGIT_BUDGET = 1 << 26
 
 
-def _as_ids(model, input_ids) -> torch.Tensor:
+def _as_ids(model, input_ids, *, at_least: int = 2) -> torch.Tensor:
     ids = torch.as_tensor(input_ids)
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
@@ -17,8 +17,8 @@ def _as_ids(model, input_ids) -> torch.Tensor:
         raise ValueError(f"input_ids has shape {tuple(ids.shape)}; expected [T] or [1, T]")
     if ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise ValueError(f"input_ids has dtype {ids.dtype}; expected integer token ids")
-    if ids.numel() < 2:
-        raise ValueError(f"input_ids has {ids.numel()} token(s); at least 2 are needed to predict one")
+    if ids.numel() < at_least:
+        raise ValueError(f"input_ids has {ids.numel()} token(s); at least {at_least} are needed to predict one")
     vocab = model.config.vocab_size
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab:
@@ -28,17 +28,20 @@ def _as_ids(model, input_ids) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def token_nll(model, input_ids) -> torch.Tensor:
+def token_nll(model, input_ids, *, next_id: int | None = None) -> torch.Tensor:
     """NLL of each next-token prediction: float32 ``[T-1]`` (entry t is -log p(x[t+1] | x[:t+1])).
+    With ``next_id``, ``[T]``: the last entry is -log p(next_id | x), the token after the T the model
+    reads (lm-evaluation-harness windows predict as many tokens as they read, and a rope whose
+    frequencies depend on the length must see T tokens, not T+1).
 
     The final hidden states are projected onto the vocabulary in chunks of tokens, and the
     cross-entropy is taken in float32 per chunk, so peak memory stays at one chunk of logits.
     """
-    ids = _as_ids(model, input_ids)
+    ids = _as_ids(model, input_ids, at_least=2 if next_id is None else 1)
+    targets = ids[1:] if next_id is None else torch.cat((ids[1:], _as_ids(model, [next_id], at_least=1)))
     hidden = model(ids[None])[0]  # (T, C)
     weight = model.output_weight  # (V, C)
     cap = model.config.final_logit_softcapping
-    targets = ids[1:]
     out = torch.empty(targets.shape[0], dtype=torch.float32, device=ids.device)
     chunk = max(1, LOGIT_BUDGET // weight.shape[0])
     for start in range(0, targets.shape[0], chunk):

@@ -1,5 +1,6 @@
 """Perplexity: one pass per shared-frequency group equals separate passes; strided and first-L
-modes equal a direct loop over token_nll; a plan's tokens are the tokens that run."""
+modes equal a direct loop over token_nll; a plan's tokens are the tokens that run; a score's blocks
+are its predictions' NLL in order, BLOCK at a time. (Each mode against its source: test_modes.py.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 import ropekit
 from ropekit.eval.perplexity import (
+    BLOCK,
     Score,
     combine,
     first_tokens_scores,
@@ -19,6 +21,7 @@ from ropekit.eval.perplexity import (
     strided_score,
 )
 from ropekit.rope import preset
+from tests.eval.test_modes import get_rolling_token_windows, make_disjoint_window
 from tests.models.tiny import make_checkpoint
 
 LENGTHS = [64, 128, 200, 256, 512]
@@ -153,3 +156,54 @@ def test_bad_arguments(checkpoint, ids):
         first_tokens_scores(model, ids, [1000])
     with pytest.raises(ValueError, match="stride=0"):
         strided_score(model, ids, 64, 0)
+
+
+def predictions_in_order(model, ids: torch.Tensor, length: int, mode: str, stride: int | None) -> torch.Tensor:
+    """Every counted prediction's NLL in the order predicted, from passes of their own."""
+    if mode in ("first", "yarn"):
+        return ropekit.token_nll(model, ids[:length])
+    out, seen = [], {0}
+    if mode == "strided":
+        for begin in range(0, len(ids), stride):  # the transformers guide's windows
+            end = min(begin + length, len(ids))
+            for token, value in enumerate(ropekit.token_nll(model, ids[begin:end]), begin + 1):
+                if token not in seen:
+                    seen.add(token)
+                    out.append(value)
+            if end == len(ids):
+                return torch.stack(out)
+    ids_list = ids.tolist()  # rolling: lm-eval's windows over the text after the prefix
+    for context, continuation in map(
+        make_disjoint_window, get_rolling_token_windows(ids_list[1:], ids_list[0], length, 1)
+    ):
+        window = (context + continuation)[-(length + 1) :]
+        out.append(ropekit.token_nll(model, window[:-1], next_id=window[-1])[-len(continuation) :])
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize(
+    ("mode", "stride", "lengths"),
+    [("first", None, [64, 100, 200, 512]), ("yarn", None, [130]), ("strided", 50, [128]), ("rolling", None, [100])],
+)
+def test_blocks_are_the_predictions_in_order(checkpoint, ids, mode, stride, lengths):
+    model = ropekit.load_model(checkpoint)
+    scores = score_plan(model, ids, plan_document(model, len(ids), lengths, mode=mode, stride=stride))
+    for length in lengths:
+        score, nll = scores[length], predictions_in_order(model, ids, length, mode, stride).double()
+        assert len(nll) == score.n_tokens and len(score.blocks) == math.ceil(score.n_tokens / BLOCK)
+        assert score.blocks == pytest.approx([chunk.sum().item() for chunk in nll.split(BLOCK)], rel=1e-6)
+        assert sum(score.blocks) == pytest.approx(score.nll_sum, rel=1e-12)
+
+
+def test_blocks_read_from_the_memo_and_combined(checkpoint, ids):
+    default = ropekit.load_model(checkpoint)
+    dynamic = ropekit.load_model(checkpoint, rope_scaling=preset("dynamic", 4.0, **GEO))
+    memo = {}
+    first_tokens_scores(default, ids, [512], memo=memo)
+    shared = first_tokens_scores(dynamic, ids, [100, 128], memo=memo)  # read from the default rope's pass
+    alone = first_tokens_scores(dynamic, ids, [100, 128])
+    for length in (100, 128):
+        assert shared[length].blocks == pytest.approx(alone[length].blocks, rel=1e-5)
+    total = combine([shared[100], shared[128]])
+    assert total.blocks == shared[100].blocks + shared[128].blocks  # document order; 99 = 64 + 35 first
+    assert combine([shared[100], Score(3.0, 2)]).blocks == ()  # a score read back without its blocks

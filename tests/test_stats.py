@@ -1,0 +1,137 @@
+"""Bootstrap intervals: reproducible to the bit, containing the point estimate, narrower with more
+data, exactly [0, 0] for a rope against itself, and covering the truth about 95% of the time on
+synthetic data whose truth is known (fixed seeds: the coverage is a fixed number, it cannot flake)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ropekit.stats import (
+    block_tokens,
+    bootstrap_blocks_ppl,
+    bootstrap_ppl,
+    difference_interval,
+    paired_difference,
+    ppl_interval,
+    seed_of,
+)
+
+MEAN = 3.0  # every simulated document's expected NLL per token
+
+
+def documents(n_docs: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """NLL sums and token counts of documents whose mean NLL varies around MEAN + shift."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(200, 2000, n_docs)
+    return rng.normal(MEAN + shift, 0.25, n_docs) * tokens, tokens
+
+
+def one_document(n_tokens: int, seed: int) -> np.ndarray:
+    """Per-token NLL with short-range dependence (AR(1), phi 0.6) around MEAN."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 1, n_tokens)
+    for t in range(1, n_tokens):
+        noise[t] += 0.6 * noise[t - 1]
+    return MEAN + noise
+
+
+def blocks_of(nll: np.ndarray, block: int = 64) -> list[float]:
+    return [chunk.sum() for chunk in np.split(nll, range(block, len(nll), block))]
+
+
+def test_seed_of_is_stable_across_processes():
+    assert seed_of("a") == 310482890 and seed_of("ropekit") == 3111523675  # sha256, not the salted hash()
+    assert 0 <= seed_of("any cell key") < 2**32
+
+
+def test_same_seed_same_bits():
+    nll, tokens = documents(20, 0)
+    assert bootstrap_ppl(nll, tokens, seed=5) == bootstrap_ppl(nll, tokens, seed=5)
+    assert bootstrap_ppl(nll, tokens, seed=5) != bootstrap_ppl(nll, tokens, seed=6)
+    assert paired_difference(nll, nll * 1.01, tokens, seed=5) == paired_difference(nll, nll * 1.01, tokens, seed=5)
+
+
+@pytest.mark.parametrize("weighting", ["tokens", "documents"])
+def test_an_interval_contains_its_estimate_and_narrows_with_more_documents(weighting):
+    widths = []
+    for n_docs in (10, 1000):
+        nll, tokens = documents(n_docs, 1)
+        lo, hi = bootstrap_ppl(nll, tokens, seed=2, weighting=weighting)
+        estimate = math.exp(nll.sum() / tokens.sum() if weighting == "tokens" else (nll / tokens).mean())
+        assert lo < estimate < hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 4  # ~ sqrt(100) narrower
+
+
+def test_a_document_interval_over_its_blocks():
+    nll = one_document(4096, 0)
+    lo, hi = bootstrap_blocks_ppl(blocks_of(nll), len(nll), block=64, seed=3)
+    assert lo < math.exp(nll.mean()) < hi
+    short = one_document(1024, 0)
+    lo_short, hi_short = bootstrap_blocks_ppl(blocks_of(short), len(short), block=64, seed=3)
+    assert hi - lo < hi_short - lo_short
+    assert block_tokens(130, 64) == [64, 64, 2]
+
+
+def test_a_rope_against_itself_is_exactly_zero():
+    nll, tokens = documents(30, 4)
+    same = paired_difference(nll, nll, tokens, seed=1)
+    assert (same.estimate, same.lo, same.hi) == (0.0, 0.0, 0.0) and not same.excludes_zero
+
+
+def test_pairing_sees_a_small_shift_that_unpaired_intervals_miss():
+    nll, tokens = documents(30, 5)
+    better = nll - 0.02 * tokens  # 0.02 nats per token better on every document
+    diff = paired_difference(better, nll, tokens, seed=1)
+    assert diff.estimate == pytest.approx(-0.02) and diff.excludes_zero and diff.hi < 0
+    lo, hi = bootstrap_ppl(nll, tokens, seed=1)
+    assert lo < math.exp(better.sum() / tokens.sum()) < hi  # alone, the two intervals overlap
+
+
+def test_coverage_over_documents():
+    truth = math.exp(MEAN)
+    for weighting in ("tokens", "documents"):
+        hits = [
+            lo <= truth <= hi
+            for lo, hi in (bootstrap_ppl(*documents(30, s), seed=s, weighting=weighting) for s in range(200))
+        ]
+        assert 0.90 <= np.mean(hits) <= 0.99, (weighting, np.mean(hits))
+
+
+def test_coverage_over_blocks_of_one_document():
+    truth, hits = math.exp(MEAN), []
+    for s in range(200):
+        nll = one_document(4096, 1000 + s)
+        lo, hi = bootstrap_blocks_ppl(blocks_of(nll), len(nll), block=64, seed=s)
+        hits.append(lo <= truth <= hi)
+    assert 0.90 <= np.mean(hits) <= 0.99, np.mean(hits)
+
+
+def test_coverage_of_a_paired_difference():
+    hits = []
+    for s in range(200):
+        base, tokens = documents(30, s)
+        rope = base + np.random.default_rng(s).normal(0.05, 0.05, 30) * tokens  # 0.05 nats per token worse
+        diff = paired_difference(rope, base, tokens, seed=s)
+        hits.append(diff.lo <= 0.05 <= diff.hi)
+    assert 0.90 <= np.mean(hits) <= 0.99, np.mean(hits)
+
+
+def test_documents_or_blocks():
+    nll, tokens = documents(3, 6)
+    assert ppl_interval(nll, tokens, [[]] * 3, block=64, seed=1)[2] == "bootstrap-docs-2000"
+    doc = one_document(300, 6)
+    lo, hi, method = ppl_interval([doc.sum()], [300], [blocks_of(doc)], block=64, seed=1, weighting="documents")
+    assert method == "bootstrap-blocks64-2000" and (lo, hi) == bootstrap_blocks_ppl(
+        blocks_of(doc), 300, block=64, seed=1
+    )
+    other = doc - 0.5
+    diff = difference_interval(
+        ([other.sum()], [blocks_of(other)]), ([doc.sum()], [blocks_of(doc)]), [300], block=64, seed=1
+    )
+    assert diff.method == "bootstrap-blocks64-2000" and diff.estimate == pytest.approx(-0.5)
+    assert diff.lo == pytest.approx(-0.5) and diff.hi == pytest.approx(-0.5) and diff.excludes_zero
+    assert all(math.isnan(x) for x in ppl_interval([doc[:64].sum()], [64], [blocks_of(doc[:64])], block=64, seed=1)[:2])
