@@ -315,7 +315,7 @@ def smollm2():
         pytest.skip(str(err))
     model = ropekit.load_model("smollm2-135m")
     plays = {d.name: d.text for d in shakespeare().documents}
-    texts = [plays[name][5000:6200] for name in ("hamlet", "macbeth")]  # ~300 tokens each
+    texts = [plays[name][5000:6200] for name in ("Hamlet", "Macbeth")]  # ~300 tokens each
     return model, hf_model("smollm2-135m"), texts
 
 
