@@ -1,8 +1,10 @@
-"""Tokenised corpora, cached on disk once per (tokenizer, corpus) and keyed by content hashes.
+"""Tokenised corpora, cached on disk once per (tokenizer, corpus, encoding) and keyed by content hashes.
 
 A document's tokens are ``tokenizer.encode(text)``, with the tokenizer's default special tokens
-(DESIGN.md). The cache file holds a checksum of its own contents; a file that fails it (truncated,
-edited, half-written) is rebuilt, never trusted.
+(DESIGN.md); a perplexity mode that reads other ids (yarn, rolling: a prefix token, then the text
+without special tokens) asks for them with ``prefix`` and ``special_tokens``, which are part of the
+cache key, so the ids of one encoding are never read as another's. The cache file holds a checksum
+of its own contents; a file that fails it (truncated, edited, half-written) is rebuilt, never trusted.
 """
 
 from __future__ import annotations
@@ -64,13 +66,24 @@ def _write(path: Path, tokens: dict[str, np.ndarray]) -> None:
     atomic_write(path, npz.getvalue())
 
 
-def tokenize(corpus: Corpus, tokenizer, *, cache: Path | None = None) -> dict[str, np.ndarray]:
-    """Token ids (int32) of every document, by document name, from the cache when it holds them."""
-    key = hashlib.sha256(f"{CACHE_VERSION}\0{tokenizer_fingerprint(tokenizer)}\0{corpus.sha256}".encode())
+def tokenize(
+    corpus: Corpus, tokenizer, *, prefix: int | None = None, special_tokens: bool = True, cache: Path | None = None
+) -> dict[str, np.ndarray]:
+    """Token ids (int32) of every document, by document name, from the cache when it holds them:
+    ``[prefix] + tokenizer.encode(text, add_special_tokens=special_tokens)`` (no prefix when None;
+    the defaults give ``tokenizer.encode(text)``). The cache key holds the tokenizer's fingerprint,
+    the corpus hash, ``prefix`` and ``special_tokens``."""
+    encoding = f"prefix={prefix}\0special_tokens={special_tokens}"
+    key = hashlib.sha256(f"{CACHE_VERSION}\0{tokenizer_fingerprint(tokenizer)}\0{corpus.sha256}\0{encoding}".encode())
     path = (cache or cache_dir() / "tokens") / f"{corpus.name}-{key.hexdigest()[:24]}.npz"
     tokens = _read(path)
     if tokens is None or list(tokens) != [d.name for d in corpus.documents]:
-        tokens = {d.name: np.asarray(tokenizer.encode(d.text), dtype=np.int32) for d in corpus.documents}
+        start = [] if prefix is None else [prefix]
+        encode = tokenizer.encode
+        tokens = {
+            d.name: np.asarray(start + list(encode(d.text, add_special_tokens=special_tokens)), dtype=np.int32)
+            for d in corpus.documents
+        }
         try:
             _write(path, tokens)
         except OSError as err:  # a cache, not a result: the tokens are in hand

@@ -77,14 +77,21 @@ def prefix_id(tokenizer, mode: str) -> int | None:
     return None
 
 
+def encoding(tokenizer, mode: str) -> tuple[int | None, bool]:
+    """How ``mode`` makes a document's ids, as plain data (a token cache keys on it): the token put
+    before the text (``prefix_id``) and whether ``tokenizer.encode`` adds the tokenizer's default
+    special tokens. first and strided: (None, True); yarn and rolling: (``prefix_id``, False)."""
+    if _checked(mode) in ("first", "strided"):
+        return None, True
+    return prefix_id(tokenizer, mode), False
+
+
 def document_ids(tokenizer, text: str, mode: str = "first") -> list[int]:
     """A document's token ids as ``mode`` reads them, for ``plan_document`` and ``score_plan``: first
     and strided ``tokenizer.encode(text)``; yarn and rolling ``prefix_id`` then the text's tokens
-    without special tokens."""
-    if _checked(mode) in ("first", "strided"):
-        return list(tokenizer.encode(text))
-    prefix = prefix_id(tokenizer, mode)
-    return ([] if prefix is None else [prefix]) + list(tokenizer.encode(text, add_special_tokens=False))
+    without special tokens (``encoding``)."""
+    prefix, special_tokens = encoding(tokenizer, mode)
+    return ([] if prefix is None else [prefix]) + list(tokenizer.encode(text, add_special_tokens=special_tokens))
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,20 @@ def text_metrics(scores: Sequence[Score], texts: Sequence[str]) -> dict[str, flo
     total words or UTF-8 bytes), and ``bits_per_byte``, total NLL / total bytes / ln 2 (its
     ``weighted_perplexity`` and ``bits_per_byte`` aggregations; words counted as its ``count_words``)."""
     nll = sum(s.nll_sum for s in scores)
-    words = sum(len(re.split(r"\s+", text)) for text in texts)
-    n_bytes = sum(len(text.encode("utf-8")) for text in texts)
+    counts = [text_counts(text) for text in texts]
+    n_bytes, words = sum(b for b, _ in counts), sum(w for _, w in counts)
     return {
         "word_perplexity": math.exp(nll / words),
         "byte_perplexity": math.exp(nll / n_bytes),
         "bits_per_byte": nll / n_bytes / math.log(2),
     }
+
+
+def text_counts(text: str) -> tuple[int, int]:
+    r"""(UTF-8 bytes, words) of a text as lm-eval counts them for its byte and word perplexities:
+    ``len(text.encode("utf-8"))`` and ``len(re.split(r"\s+", text))`` (its ``count_words``; a leading or
+    trailing whitespace run adds an empty word, as there)."""
+    return len(text.encode("utf-8")), len(re.split(r"\s+", text))
 
 
 def frequency_signature(model, length: int) -> tuple:

@@ -16,7 +16,7 @@ from .config import (
 )
 from .decoder import Decoder, sliding_attention
 from .embedded import EMBEDDED, embedded_path
-from .load import load_model, read_model_config, reconfigure
+from .load import dtype_device, load_model, read_model_config, reconfigure
 from .sources import CheckpointError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "ModelConfigError",
     "checkpoint_config",
+    "dtype_device",
     "embedded_path",
     "load_model",
     "model_config",

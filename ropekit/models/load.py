@@ -24,7 +24,9 @@ from .gguf import GGUFSource, cache_dequantised, dequantised, gguf_config, gguf_
 from .sources import CheckpointError, SafetensorsSource, checkpoint_name, folder_config, folder_tokenizer
 
 
-def _dtype_device(dtype: Any, device: Any) -> tuple[torch.dtype, torch.device]:
+def dtype_device(dtype: Any, device: Any) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device :func:`load_model` uses for these arguments (dtype None: float32 on the
+    CPU, bfloat16 on CUDA); a sweep records them without loading a model."""
     device = torch.device(device or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelConfigError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
@@ -89,7 +91,7 @@ def load_model(
     ``sliding_window`` and ``nope_global``. Returns the model in eval mode, with ``.config`` (the
     resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded on first use).
     """
-    dtype, device = _dtype_device(dtype, device)
+    dtype, device = dtype_device(dtype, device)
     overrides = {
         "rope_scaling": rope_scaling,
         "layer_types": layer_types,

@@ -160,3 +160,26 @@ def test_token_cache_is_used_and_a_corrupted_file_is_rebuilt(tmp_path):
     np.savez(path, **data)
     with pytest.warns(UserWarning, match="checksum"):
         tokenize(corpus, tokenizer, cache=cache)
+
+
+def test_token_cache_keeps_each_encoding_apart(tmp_path):
+    from transformers import AutoTokenizer
+
+    add_tokenizer(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "d.txt").write_text(" ".join(WORDS[:6]), encoding="utf-8")
+    corpus, cache = load_corpus(tmp_path / "docs"), tmp_path / "cache"
+    text = " ".join(WORDS[:6])
+    plain = tokenizer.encode(text, add_special_tokens=False)
+    expected = {
+        (None, True): tokenizer.encode(text),  # <s> + text, the tokenizer's default
+        (None, False): plain,
+        (2, False): [2, *plain],
+        (2, True): [2, *tokenizer.encode(text)],
+    }
+    for _ in range(2):  # computed, then each read back from its own file
+        for (prefix, special_tokens), ids in expected.items():
+            tokens = tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens, cache=cache)
+            assert tokens["d"].tolist() == ids
+    assert len(list(cache.iterdir())) == len(expected)
