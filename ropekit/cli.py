@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, rope_argument, spec_frequencies
-from .sweep.spec import SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
+from .sweep.spec import MODES, SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
 
 INSPECT_DEFAULT = ["default", "linear:2", "dynamic:2", "yarn:2", "longrope:2", "llama3:2"]
 GEOMETRY = ("head_dim", "rope_theta", "max_position_embeddings", "partial_rotary_factor")
@@ -182,8 +182,19 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         help="TYPE[:FACTOR], 'native', a JSON rope_scaling object or a config.json path; repeat for several",
     )
     p.add_argument("--layer-mix", action="append", metavar="MIX", help=f"repeat for several: {MIX_HELP}")
-    p.add_argument("--n-docs", type=int, help="documents per length (those with at least that many tokens)")
-    p.add_argument("--mode", choices=["first", "strided"], help="first L tokens of each document, or strided")
+    p.add_argument(
+        "--n-docs",
+        type=int,
+        help="documents per length (first, yarn: the first N with at least that many tokens; strided, rolling: "
+        "the first N, scored whole)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        help="first: the first L tokens of each document (default); yarn: as jquesnelle/yarn's eval, "
+        "documents weighed alike; strided: whole documents, windows of L every --stride tokens (transformers' "
+        "guide); rolling: whole documents in lm-evaluation-harness's disjoint windows",
+    )
     p.add_argument("--stride", type=int, help="stride of the strided mode")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
@@ -210,8 +221,8 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
     corpus = {k: v for k, v in (("path", args.corpus), ("format", args.corpus_format), ("field", args.field)) if v}
     if args.spec:
         spec = load_spec(args.spec)
-        data, name = spec.canonical(), spec.name
-        data["corpus"] = {"path": spec.corpus.source, "format": spec.corpus.format, "field": spec.corpus.field}
+        data = spec.to_dict()
+        name = data.pop("name")
     elif given or corpus:
         data, name = {"corpus": "shakespeare", "ropes": {"default": "default"}}, "cli"
         for key in ("models", "lengths"):
@@ -230,10 +241,10 @@ def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if "ropes" in given:
         ropes: dict[str, Any] = {}
         for text in given["ropes"]:
-            name, rope = rope_argument(text)
-            if name in ropes:
-                raise SpecError(f"--rope: two ropes are named {name!r}; name them apart with NAME=...")
-            ropes[name] = rope
+            rope_name, rope = rope_argument(text)
+            if rope_name in ropes:
+                raise SpecError(f"--rope: two ropes are named {rope_name!r}; name them apart with NAME=...")
+            ropes[rope_name] = rope
         given["ropes"] = ropes
     return spec_from_dict({**data, **given}, name=name)
 

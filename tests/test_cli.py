@@ -149,9 +149,30 @@ def test_sweep_flags_build_the_same_spec_as_a_file(tmp_path):
     fmt = sweep_spec_from_args(
         build_parser().parse_args(["sweep", str(tmp_path / "s.toml"), "--corpus-format", "text"])
     )
-    assert (fmt.corpus.source, fmt.corpus.format) == ("c.txt", "text")
+    assert (fmt.corpus.path, fmt.corpus.format) == ("c.txt", "text")
     default = sweep_spec_from_args(build_parser().parse_args(["sweep"]))
     assert default.name == "default" and default.models == ("smollm2-135m",)
+    # a --rope given with a spec file keeps the spec's name (runs/NAME), not the last rope's
+    ropes = sweep_spec_from_args(build_parser().parse_args(["sweep", str(tmp_path / "s.toml"), "--rope", "yarn:2"]))
+    assert ropes.name == "s" and list(ropes.ropes) == ["yarn:2"]
+
+
+@pytest.mark.parametrize("mode", ["first", "yarn", "strided", "rolling"])
+def test_sweep_mode_flag_takes_every_mode(mode):
+    from ropekit.cli import build_parser, sweep_spec_from_args
+
+    argv = ["sweep", "--model", "m", "--lengths", "64,128", "--mode", mode]
+    spec = sweep_spec_from_args(build_parser().parse_args(argv + (["--stride", "32"] if mode == "strided" else [])))
+    assert spec.mode == mode and spec.stride == (32 if mode == "strided" else None)
+
+
+def test_spec_round_trips_through_its_dict():
+    from ropekit.sweep import load_spec, spec_from_dict
+    from ropekit.sweep.spec import DEFAULT_SPEC
+
+    spec = load_spec(DEFAULT_SPEC)
+    assert spec_from_dict(spec.to_dict()) == spec and spec_from_dict(spec.to_dict()).sha256 == spec.sha256
+    assert list(spec.to_dict()["ropes"]) == list(spec.ropes)  # the order the cells run in
 
 
 @pytest.mark.parametrize(
@@ -180,9 +201,12 @@ def test_results_table_shows_failed_cells(tmp_path):
     from ropekit.cli import results_table
 
     (tmp_path / "results.csv").write_text(
-        "model,rope,layer_mix,length,n_docs,n_tokens,nll,ppl,status,seconds,detail,cell\n"
-        "m,default,native,512,2,1022,3.0,20.0855,ok,1,,a\nm,yarn,native,512,2,1022,3.1,22.1980,ok,1,,b\n"
-        "m,default,native,1024,2,0,,,oom,1,out of memory,c\nm,yarn,native,1024,2,2046,3.2,24.5325,ok,1,,d\n"
+        "model,rope,layer_mix,length,n_docs,n_tokens,nll,ppl,ppl_lo,ppl_hi,interval,bits_per_byte,word_ppl,"
+        "status,detail,cell\n"
+        "m,default,native,512,2,1022,3.0,20.0855,19,21,bootstrap-docs-2000,1.1,30.1,ok,,a\n"
+        "m,yarn,native,512,2,1022,3.1,22.1980,21,23,bootstrap-docs-2000,1.2,31.1,ok,,b\n"
+        "m,default,native,1024,2,0,,,,,,,,oom,out of memory,c\n"
+        "m,yarn,native,1024,2,2046,3.2,24.5325,23,25,bootstrap-docs-2000,1.3,32.1,ok,,d\n"
     )
     table = results_table(tmp_path / "results.csv")
     assert "OOM" in table and "24.53" in table and table.index("default") < table.index("yarn")

@@ -4,10 +4,30 @@ Per model the weights load once; each (layer mix, rope) reuses them under anothe
 document, one forward pass serves every length whose rope frequencies are the same (static
 ropes: one pass at the largest length; dynamic: one per length past its trained length;
 longrope: one per regime). Each document's score and each finished cell go to disk at once.
+
+What a cell scores, by ``mode`` (ropekit.eval.perplexity has each mode's source):
+
+* documents: first and yarn cut documents to their first L ids, so a length uses the first
+  ``n_docs`` documents in corpus order with at least L ids (``document_ids`` of the mode); strided
+  and rolling score whole documents, so every length uses the same first ``n_docs`` documents
+  (those with at least 2 ids: something to predict).
+* its row (results.csv): ``nll`` and ``ppl`` as the mode's source weighs documents
+  (``aggregate``: by tokens, yarn by documents; ``nll`` is log ``ppl``); ``ppl_lo``/``ppl_hi`` a
+  95% percentile bootstrap (``ropekit.stats.ppl_interval``, seeded with ``seed_of`` the cell key)
+  over its documents when it has several, else over its one document's blocks of ``BLOCK``
+  predictions, weighed as ``ppl`` is (empty when there are fewer than 2 units); ``interval`` names
+  the method; ``bits_per_byte`` = total NLL / total UTF-8 bytes / ln 2 and ``word_ppl`` = exp(total
+  NLL / total words) over the cell's documents, as lm-evaluation-harness computes them
+  (``text_counts``), whatever the mode.
+* the scored text those bytes and words are counted in (``scored_text``): the document's own text
+  when every id the mode does not predict is a special token (rolling always; strided when the ids
+  start with BOS and stride < L; first and yarn when the document has exactly L ids), else
+  ``tokenizer.decode(predicted ids, skip_special_tokens=True)`` (first, yarn: ids 1..L-1).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
 import time
@@ -16,14 +36,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from .. import stats
 from ..cache import file_sha256
 from ..data import load_corpus, tokenize
-from ..eval.perplexity import Plan, Score, combine, memo_lengths, plan_document, score_plan
-from ..models import ModelConfig, checkpoint_config, load_model, plan_config, read_model_config
-from .spec import SpecError, SweepSpec
-from .store import ResultStore, cell_key
+from ..eval.perplexity import (
+    BLOCK,
+    WEIGHTING,
+    Plan,
+    Score,
+    aggregate,
+    combine,
+    encoding,
+    memo_lengths,
+    plan_document,
+    score_plan,
+    text_counts,
+)
+from ..models import ModelConfig, checkpoint_config, dtype_device, load_model, plan_config, read_model_config
+from .spec import SpecError, SweepSpec, reproduce_command
+from .store import ResultStore, cell_key, format_blocks, parse_blocks
+
+WHOLE_DOCUMENTS = ("strided", "rolling")  # modes that score every document whole, at every length
 
 
 @dataclass
@@ -110,12 +146,13 @@ def _failure(err: BaseException) -> str | None:
 def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = False) -> SweepSummary:
     """Run (or resume) ``spec`` into ``out``; returns what was computed, reused and what failed."""
     started = time.perf_counter()
-    corpus = load_corpus(spec.corpus.source, format=spec.corpus.format, field=spec.corpus.field)
+    corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
     cells, checkpoints = plan_cells(spec, corpus.sha256)
+    dtype, _ = dtype_device(spec.dtype, spec.device)
     with ResultStore(out, spec, force=force) as store:  # holds DIR's lock until the sweep ends
         if force:
             store.keep_only({c.key for c in cells})
-        meta = _meta(spec, corpus, checkpoints, started=store.meta.get("started"))
+        meta = _meta(spec, corpus, checkpoints, out, dtype, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         store.write_meta(meta)
         store.write_plans(plan_records(cells))
@@ -144,44 +181,110 @@ def _run_model(name: str, cells: list[Cell], corpus, spec: SweepSpec, store: Res
     """One model's pending cells: its weights loaded once, each (layer mix, rope) a plan over them.
     Returns the failed rows."""
     base = load_model(name, device=spec.device, dtype=spec.dtype)
-    tokens = tokenize(corpus, base.tokenizer)
+    prefix, special_tokens = encoding(base.tokenizer, spec.mode)  # document_ids of the mode, cached
+    tokens = tokenize(corpus, base.tokenizer, prefix=prefix, special_tokens=special_tokens)
     for cell in cells:
-        cell.docs = [doc for doc, ids in tokens.items() if len(ids) >= cell.length][: spec.n_docs]
+        cell.docs = choose_documents(tokens, cell.length, spec.mode, spec.n_docs)
+    texts = Texts(base.tokenizer, {d.name: d.text for d in corpus.documents})
     groups = [(base.with_config(group[0].config), group) for group in _groups(cells)]
-    memos: dict[str, dict] = {}  # per document: passes of this model's weights, by signature
+    # per document's ids (a digest: other ids never share a pass): passes of these weights, by signature
+    memos: dict[str, dict] = {}
     plans = _plans(groups, tokens, spec, store)
     progress.add_tokens(sum(plan.tokens for work in plans for _, plan in work.values()))
     failed = []
     for (model, group), work in zip(groups, plans, strict=True):
-        failed += _run_group(model, group, work, tokens, spec, store, progress, memos)
+        failed += _run_group(model, group, work, tokens, texts, spec, store, progress, memos)
     return failed
 
 
-def _meta(spec: SweepSpec, corpus, checkpoints: dict[str, Path], *, started: str | None) -> dict[str, Any]:
-    """meta.json: the spec, versions, machine, content hashes of corpus and models, and when the
-    sweep first started (kept across resumed runs)."""
-    return {
-        "spec": spec.canonical(),
-        "spec_sha256": spec.sha256,
+def choose_documents(tokens: dict[str, np.ndarray], length: int, mode: str, n_docs: int) -> list[str]:
+    """The documents a cell of ``length`` scores, in corpus order: first and yarn (the first L ids of
+    each) the first ``n_docs`` with at least ``length`` ids; strided and rolling (whole documents)
+    the first ``n_docs`` with at least 2 ids, the same at every length."""
+    least = 2 if mode in WHOLE_DOCUMENTS else length
+    return [doc for doc, ids in tokens.items() if len(ids) >= least][:n_docs]
+
+
+def _ids_key(ids: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+class Texts:
+    """The scored text of a document at a length, and its UTF-8 bytes and words (``scored_text``)."""
+
+    def __init__(self, tokenizer, texts: dict[str, str]):
+        self.tokenizer, self.texts = tokenizer, texts
+        self.special = set(tokenizer.all_special_ids)
+        self.known: dict[tuple, tuple[int, int]] = {}  # every rope of a length predicts the same positions
+
+    def counts(self, doc: str, ids: np.ndarray, predicted: list[tuple[int, int]]) -> tuple[int, int]:
+        key = (doc, tuple(predicted))  # one model's tokenizer: a document has one set of ids
+        if key not in self.known:
+            text = scored_text(self.tokenizer, ids, predicted, self.texts[doc], special=self.special)
+            self.known[key] = text_counts(text)
+        return self.known[key]
+
+
+def scored_text(
+    tokenizer, ids: np.ndarray, predicted: list[tuple[int, int]], text: str, *, special: set[int] | None = None
+) -> str:
+    """The text of the predictions ``predicted`` (``(first, stop)`` ranges of positions in ``ids``)
+    make of a document ``text``: the text itself when every position left out holds a special token
+    (BOS, rolling's prefix: every text token is predicted), else the predicted ids decoded with
+    special tokens skipped. Its bytes and words are what bits per byte and word perplexity divide by."""
+    special = set(tokenizer.all_special_ids) if special is None else special
+    mask = np.zeros(len(ids), dtype=bool)
+    for first, stop in predicted:
+        mask[first:stop] = True
+    if all(int(i) in special for i in ids[~mask]):
+        return text
+    return tokenizer.decode([int(i) for i in ids[mask]], skip_special_tokens=True)
+
+
+def _meta(
+    spec: SweepSpec, corpus, checkpoints: dict[str, Path], out: Path, dtype: torch.dtype, *, started: str | None
+) -> dict[str, Any]:
+    """meta.json: what it takes to reproduce the sweep (the spec as ``spec_from_dict`` takes it back
+    and the ``ropekit sweep`` command that reruns it, content hashes of corpus and models, versions,
+    dtype, device, threads, interval settings), and when it first started (kept across resumed runs)."""
+    meta = {
         "name": spec.name,
-        "versions": {
-            "ropekit": __import__("ropekit").__version__,
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "python": platform.python_version(),
-        },
-        "device": spec.device,
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
+        "spec": spec.to_dict(),
+        "spec_sha256": spec.sha256,
         "corpus": {
-            "source": spec.corpus.source,
+            "source": spec.corpus.path,
             "name": corpus.name,
             "documents": len(corpus.documents),
             "sha256": corpus.sha256,
         },
         "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, p in checkpoints.items()},
-        "started": started or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "ropekit": __import__("ropekit").__version__,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": spec.device,
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "intervals": {
+            "method": "percentile bootstrap",
+            "resamples": stats.N,
+            "level": stats.LEVEL,
+            "units": "the cell's documents when it has several, else its one document's blocks",
+            "block": BLOCK,
+            "weighting": "as ppl: by tokens (yarn: by documents; blocks by tokens)",
+            "seed": "seed_of(cell key): the first 4 bytes of the SHA-256 of the cell key, little-endian, seeding "
+            "numpy.random.RandomState",
+        },
     }
+    try:
+        meta["command"] = reproduce_command(meta, out)
+    except ValueError:  # a rope name no flag can carry: the spec above still reruns it
+        meta["command"] = None
+    return {**meta, "started": started or datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _groups(cells: list[Cell]) -> list[list[Cell]]:
@@ -195,14 +298,15 @@ def _plans(groups: list, tokens: dict, spec: SweepSpec, store: ResultStore) -> l
     """Per group, each document still to score: the cells that want it and its plan. Plans are
     chained through what each leaves in its document's memo, as they will run; their tokens are the
     progress bar's total."""
-    computed: dict[str, dict] = {}  # per document: signature -> tokens its running sums will cover
+    computed: dict[str, dict] = {}  # per document's ids: signature -> tokens its running sums will cover
     plans = []
     for model, cells in groups:
         work = {}
         for doc in dict.fromkeys(d for c in cells for d in c.docs):
             if todo := [c for c in cells if doc in c.docs and store.doc_score(c.key, doc) is None]:
-                plan = _plan(model, [c.length for c in todo], len(tokens[doc]), spec, computed.setdefault(doc, {}))
-                computed[doc].update(plan.kept())
+                held = computed.setdefault(_ids_key(tokens[doc]), {})
+                plan = _plan(model, [c.length for c in todo], len(tokens[doc]), spec, held)
+                held.update(plan.kept())
                 work[doc] = (todo, plan)
         plans.append(work)
     return plans
@@ -217,33 +321,36 @@ def _run_group(
     cells: list[Cell],
     work: dict[str, tuple[list[Cell], Plan]],
     tokens: dict,
+    texts: Texts,
     spec: SweepSpec,
     store: ResultStore,
     progress: _Progress,
     memos: dict,
 ) -> list[dict[str, Any]]:
     """One (model, layer mix, rope): its documents as planned. A cell's row is written once all its
-    documents are scored, or at its first failure (its other documents are then skipped). Returns
-    the failed rows."""
+    documents are scored, or at its first failure (its other documents are then skipped), then the
+    seconds from the start of the group to its row go to timings.csv. Returns the failed rows."""
     left = {c.key: [doc for doc, (todo, _) in work.items() if c in todo] for c in cells}  # documents to score
     failed: list[dict[str, Any]] = []
     started = time.perf_counter()
 
     def finish(c: Cell, failure: tuple[str, str] | None = None) -> None:
         left[c.key] = []
-        row = _cell_row(c, store, failure, time.perf_counter() - started)
+        row = _cell_row(c, store, spec.mode, failure)
         store.add_cell(row)
+        store.add_timing(c.key, time.perf_counter() - started)
         progress.cell_done(row)
         failed.extend([row] if row["status"] != "ok" else [])
 
     for c in cells:
         if not c.docs:
-            finish(c, ("no_docs", f"no document has {c.length} tokens"))
+            need = "a token to predict" if spec.mode in WHOLE_DOCUMENTS else f"{c.length} tokens"
+            finish(c, ("no_docs", f"no document has {need}"))
         elif not left[c.key]:  # every document was scored by an earlier run that stopped before the row
             finish(c)
     for doc, (todo, plan) in work.items():
         todo = [c for c in todo if left[c.key]]  # not the cells that failed on an earlier document
-        memo = memos.setdefault(doc, {})
+        memo = memos.setdefault(_ids_key(tokens[doc]), {})
         if len(todo) < len(plan.lengths) or not plan.ready(memo):  # a failure changed what is left to run
             progress.add_tokens(-plan.tokens)
             if not todo:
@@ -257,6 +364,7 @@ def _run_group(
                 finish(c, (failures[c.length][0], f"{doc}: {failures[c.length][1]}"))
                 continue
             score = scores[c.length]
+            n_bytes, n_words = texts.counts(doc, tokens[doc], predicted(plan, c.length))
             store.add_doc(
                 {
                     "cell": c.key,
@@ -267,6 +375,9 @@ def _run_group(
                     "doc": doc,
                     "n_tokens": score.n_tokens,
                     "nll_sum": repr(score.nll_sum),
+                    "n_bytes": n_bytes,
+                    "n_words": n_words,
+                    "blocks": format_blocks(score.blocks),
                 }
             )
             left[c.key].remove(doc)
@@ -298,36 +409,53 @@ def _score_doc(
     return scores, failures
 
 
-def _cell_row(c: Cell, store: ResultStore, failure: tuple[str, str] | None, seconds: float) -> dict[str, Any]:
-    row = {
-        "model": c.model,
-        "rope": c.rope,
-        "layer_mix": c.layer_mix,
-        "length": c.length,
-        "cell": c.key,
-        "seconds": round(seconds, 2),
-    }
+def predicted(plan: Plan, length: int) -> list[tuple[int, int]]:
+    """The positions whose predictions count towards ``length`` in ``plan``, as ``(first, stop)`` ranges."""
+    return [(first, stop) for p in plan.passes for served, first, stop in p.serves if served == length]
+
+
+def _cell_row(c: Cell, store: ResultStore, mode: str, failure: tuple[str, str] | None) -> dict[str, Any]:
+    """A cell's results.csv row, computed from its documents as stored in documents.csv (so a
+    resumed sweep writes the row an uninterrupted one would, to the bit)."""
+    row = {"model": c.model, "rope": c.rope, "layer_mix": c.layer_mix, "length": c.length, "n_docs": len(c.docs)}
     if failure is not None:
-        return {
-            **row,
-            "n_docs": len(c.docs),
-            "n_tokens": 0,
-            "nll": "",
-            "ppl": "",
-            "status": failure[0],
-            "detail": failure[1],
-        }
-    total = combine([Score(float(r["nll_sum"]), int(r["n_tokens"])) for r in (store.docs[c.key, d] for d in c.docs)])
-    status = "ok" if math.isfinite(total.nll_sum) else "nan"
+        return {**row, "n_tokens": 0, "status": failure[0], "detail": failure[1], "cell": c.key}
+    docs = [store.docs[c.key, d] for d in c.docs]
+    scores = [Score(float(r["nll_sum"]), int(r["n_tokens"]), parse_blocks(r["blocks"])) for r in docs]
+    total = combine(scores)
+    if not math.isfinite(total.nll_sum):
+        return {**row, "n_tokens": total.n_tokens, "status": "nan", "detail": "non-finite loss", "cell": c.key}
+    ppl = aggregate(mode, scores)
+    lo, hi, method = stats.ppl_interval(
+        [s.nll_sum for s in scores],
+        [s.n_tokens for s in scores],
+        [s.blocks for s in scores],
+        block=BLOCK,
+        seed=stats.seed_of(c.key),
+        weighting=WEIGHTING[mode],
+    )
+    n_bytes, n_words = sum(int(r["n_bytes"]) for r in docs), sum(int(r["n_words"]) for r in docs)
     return {
         **row,
-        "n_docs": len(c.docs),
         "n_tokens": total.n_tokens,
-        "nll": f"{total.nll:.6f}",
-        "ppl": f"{total.ppl:.4f}",
-        "status": status,
-        "detail": "" if status == "ok" else "non-finite loss",
+        "nll": f"{math.log(ppl):.6f}",
+        "ppl": f"{ppl:.4f}",
+        "ppl_lo": "" if math.isnan(lo) else f"{lo:.4f}",
+        "ppl_hi": "" if math.isnan(hi) else f"{hi:.4f}",
+        "interval": "" if math.isnan(lo) else method,
+        "bits_per_byte": f"{total.nll_sum / n_bytes / math.log(2):.6f}" if n_bytes else "",
+        "word_ppl": f"{_exp(total.nll_sum / n_words):.4f}" if n_words else "",
+        "status": "ok",
+        "detail": "",
+        "cell": c.key,
     }
+
+
+def _exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:  # a text with almost no whitespace has few, very long "words"
+        return math.inf
 
 
 class _Progress:

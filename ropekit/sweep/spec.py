@@ -3,8 +3,9 @@
 models = ["smollm2-135m"]                  # embedded names, .gguf files or transformers folders
 corpus = "shakespeare"                     # or {path = "pg19.parquet", format = "parquet", field = "text"}
 lengths = [512, 1024, 2048]
-n_docs = 4                                 # documents per length (those with >= length tokens)
-mode = "first"                             # or "strided" (then stride = N)
+n_docs = 4                                 # documents per length (first, yarn: the first n_docs with
+                                           # >= length tokens; strided, rolling: the first n_docs)
+mode = "first"                             # or "yarn", "rolling", "strided" (then stride = N)
 layer_mixes = ["native", "LLLG@1024+nope"]
 device = "cpu"                             # dtype defaults: float32 on CPU, bfloat16 on CUDA
 
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..eval.perplexity import MODES
 from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
-from ..rope import rope_name
+from ..rope import rope_argument, rope_name
 from ..rope.config import is_count
 
 if sys.version_info >= (3, 11):
@@ -37,12 +40,11 @@ class SpecError(ValueError):
 
 
 KEYS = ("name", "models", "corpus", "lengths", "ropes", "layer_mixes", "n_docs", "mode", "stride", "device", "dtype")
-MODES = ("first", "strided")
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    source: str
+    path: str
     format: str | None = None
     field: str = "text"
 
@@ -100,9 +102,27 @@ class SweepSpec:
             except ModelConfigError as err:
                 raise SpecError(f"layer_mixes: {err}") from None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data that ``spec_from_dict`` takes back to an equal spec, in the spec's
+        own order (ropes and axes run in it): what meta.json stores."""
+        data = {
+            "name": self.name,
+            "models": list(self.models),
+            "corpus": {"path": self.corpus.path, "format": self.corpus.format, "field": self.corpus.field},
+            "lengths": list(self.lengths),
+            "ropes": self.ropes,
+            "layer_mixes": list(self.layer_mixes),
+            "n_docs": self.n_docs,
+            "mode": self.mode,
+            "stride": self.stride,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+        return json.loads(json.dumps(data))  # a copy, nothing shared with the spec
+
     def canonical(self) -> dict[str, Any]:
-        """The spec as plain sorted data: what is hashed to tell one spec from another."""
-        data = asdict(self)
+        """The spec as plain sorted data without its name: what is hashed to tell one spec from another."""
+        data = self.to_dict()
         data.pop("name")
         return json.loads(json.dumps(data, sort_keys=True))
 
@@ -166,6 +186,43 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         dtype=data.get("dtype"),
         name=str(data.get("name", name)),
     )
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    """``--name value``, or ``--name=value`` for a value argparse would take for an option."""
+    return [f"--{name}={value}"] if str(value).startswith("-") else [f"--{name}", str(value)]
+
+
+def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> str:
+    """The ``ropekit sweep`` command line, shell-quoted (``shlex``), that runs the sweep a meta.json
+    describes again: every key of its spec as a flag, into ``out`` (default ``runs/NAME``). The spec
+    it builds has the same hash and runs its cells in the same order. Raises ValueError for a rope
+    name that ``--rope NAME=ROPE`` cannot carry (the ropes of a TOML table may have any name)."""
+    spec = spec_from_dict(meta["spec"])
+    args = ["ropekit", "sweep"]
+    for model in spec.models:
+        args += _flag("model", model)
+    args += _flag("corpus", spec.corpus.path)
+    if spec.corpus.format is not None:
+        args += _flag("corpus-format", spec.corpus.format)
+    if spec.corpus.field != "text":
+        args += _flag("field", spec.corpus.field)
+    args += _flag("lengths", ",".join(str(n) for n in spec.lengths))
+    for name, rope in spec.ropes.items():
+        text = f"{name}={rope if isinstance(rope, str) else json.dumps(rope)}"
+        if rope_argument(text) != (name, rope):
+            raise ValueError(f"rope {name!r} cannot be given as --rope NAME=ROPE; use a spec file")
+        args += _flag("rope", text)
+    for mix in spec.layer_mixes:
+        args += _flag("layer-mix", mix)
+    args += _flag("n-docs", spec.n_docs) + _flag("mode", spec.mode)
+    if spec.stride is not None:
+        args += _flag("stride", spec.stride)
+    args += _flag("device", spec.device)
+    if spec.dtype is not None:
+        args += _flag("dtype", spec.dtype)
+    args += _flag("out", out if out is not None else Path("runs") / spec.name)
+    return shlex.join(args)
 
 
 def load_spec(path: str | Path) -> SweepSpec:

@@ -1,9 +1,20 @@
 """The results store of a sweep directory.
 
     DIR/results.csv    a row per cell (model, rope, layer_mix, length) once it has finished
-    DIR/documents.csv  per (cell, document) NLL sums, so any aggregate can be recomputed
-    DIR/meta.json      the spec, versions, device, content hashes of models and corpus, timing
+    DIR/documents.csv  per (cell, document) NLL sums, bytes, words and block sums, so any aggregate
+                       or interval can be recomputed
+    DIR/timings.csv    the seconds each cell's row took (a log: the only thing that differs between
+                       two runs of one spec on one machine, so it is kept out of results.csv)
+    DIR/meta.json      the spec, versions, device, dtype, threads, content hashes of models and
+                       corpus, interval settings, the command that reruns it, timing
     DIR/plans.json     the resolved plan of each (model, layer mix, rope): rope per layer, windows
+
+Nothing in results.csv or documents.csv depends on the clock or on the order a resumed run
+happened to compute things in, and floats are written as ``repr`` (exact) or with a fixed number
+of digits, so one spec run twice on one machine writes the same two files to the byte.
+
+A directory written by an older ropekit (other columns) is refused before anything in it is
+touched: its numbers were made by other rules and do not mix with new rows.
 
 The CSV files only grow: each record is one line appended with a single write, then fsync'd, so
 storing N documents costs N lines, not N rewrites. A cell retried after a failure gets another
@@ -21,6 +32,7 @@ disk) names its file; what was stored before it stays, and the same sweep resume
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
 import hashlib
@@ -45,15 +57,44 @@ RESULT_COLUMNS = [
     "n_tokens",
     "nll",
     "ppl",
+    "ppl_lo",
+    "ppl_hi",
+    "interval",
+    "bits_per_byte",
+    "word_ppl",
     "status",
-    "seconds",
     "detail",
     "cell",
 ]
-DOC_COLUMNS = ["cell", "model", "rope", "layer_mix", "length", "doc", "n_tokens", "nll_sum"]
+DOC_COLUMNS = [
+    "cell",
+    "model",
+    "rope",
+    "layer_mix",
+    "length",
+    "doc",
+    "n_tokens",
+    "nll_sum",
+    "n_bytes",
+    "n_words",
+    "blocks",
+]
+TIMING_COLUMNS = ["cell", "seconds"]
+FILES = {"results.csv": RESULT_COLUMNS, "documents.csv": DOC_COLUMNS, "timings.csv": TIMING_COLUMNS}
 
 
-NUMBERS = {"n_tokens": int, "nll_sum": float, "nll": float, "ppl": float}  # what a whole record must parse as
+def parse_blocks(text: str) -> tuple[float, ...]:
+    """A documents.csv ``blocks`` field: block NLL sums as space-separated ``repr`` floats."""
+    return tuple(float(b) for b in text.split())
+
+
+def format_blocks(blocks: tuple[float, ...]) -> str:
+    return " ".join(repr(float(b)) for b in blocks)
+
+
+# what a whole record must parse as
+NUMBERS = {"n_tokens": int, "nll_sum": float, "n_bytes": int, "n_words": int, "blocks": parse_blocks}
+NUMBERS |= {"nll": float, "ppl": float, "seconds": float}
 
 
 def _readable(row: dict[str, str]) -> bool:
@@ -69,18 +110,35 @@ def _readable(row: dict[str, str]) -> bool:
     return True
 
 
+class StoreError(RuntimeError):
+    """A sweep directory that cannot be written now; the message says why and what to do."""
+
+
+def _check_header(path: Path, columns: list[str]) -> None:
+    """Refuse a store file with other columns (written by an older ropekit), before anything is written."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", newline="") as f:
+        first = f.readline()
+    header = next(csv.reader([first])) if first.endswith("\n") else []  # a header cut short is rewritten
+    if header and header != columns:
+        raise StoreError(
+            f"{path} was written by another version of ropekit (columns {','.join(header)}; this one writes "
+            f"{','.join(columns)}); use a new --out (the directory is left as it is)"
+        )
+
+
 def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
-    """The rows of a store file; creates it with its header, and cuts off a torn last line so the
-    next append starts on a line of its own. A whole line whose numbers do not parse (edited by
-    hand, damaged) is left out with a notice: its cell or document is computed again."""
+    """The rows of a store file (whose header ``_check_header`` passed); creates it with its
+    header, and cuts off a torn last line so the next append starts on a line of its own. A whole
+    line whose numbers do not parse (edited by hand, damaged) is left out with a notice: its cell
+    or document is computed again."""
     header, rows, whole = read_csv(path)
     if bad := [r for r in rows if not _readable(r)]:
         warnings.warn(
             f"{path}: {len(bad)} line(s) with unreadable numbers ignored; computed again", Notice, stacklevel=3
         )
         rows = [r for r in rows if _readable(r)]
-    if header and header != columns:
-        raise SpecError(f"{path} has the columns {','.join(header)}, expected {','.join(columns)}")
     if not header:  # new, or even its header was cut short
         atomic_write(path, csv_text(columns, []))
     elif whole < path.stat().st_size:
@@ -107,10 +165,6 @@ def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
             os.close(fd)
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from None
-
-
-class StoreError(RuntimeError):
-    """A sweep directory that cannot be written now; the message says why and what to do."""
 
 
 def _lock(out: Path) -> int:
@@ -143,6 +197,8 @@ class ResultStore:
 
     def __init__(self, out: Path, spec: SweepSpec, *, force: bool = False):
         self.out = out
+        for name, columns in FILES.items():  # first of all: an older ropekit's directory is left untouched
+            _check_header(out / name, columns)
         out.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(out)
         try:
@@ -164,12 +220,13 @@ class ResultStore:
 
     def _open(self, spec: SweepSpec, force: bool) -> None:
         out = self.out
-        clean_temporaries(out)
-        self.meta_path, self.results_path, self.docs_path = (
+        self.meta_path, self.results_path, self.docs_path, self.timings_path = (
             out / "meta.json",
             out / "results.csv",
             out / "documents.csv",
+            out / "timings.csv",
         )
+        clean_temporaries(out)
         self.meta: dict[str, Any] = {}
         if self.meta_path.exists():
             try:
@@ -184,6 +241,7 @@ class ResultStore:
         # a cell (or document) retried after a failure has several rows: the last one counts
         self.rows = {r["cell"]: r for r in _open_appendable(self.results_path, RESULT_COLUMNS)}
         self.docs = {(r["cell"], r["doc"]): r for r in _open_appendable(self.docs_path, DOC_COLUMNS)}
+        _open_appendable(self.timings_path, TIMING_COLUMNS)
 
     def done(self, cell: str) -> bool:
         return self.rows.get(cell, {}).get("status") == "ok"
@@ -204,6 +262,9 @@ class ResultStore:
         self.rows[row["cell"]] = row
         _append(self.results_path, RESULT_COLUMNS, row)
 
+    def add_timing(self, cell: str, seconds: float) -> None:
+        _append(self.timings_path, TIMING_COLUMNS, {"cell": cell, "seconds": f"{seconds:.2f}"})
+
     def keep_only(self, cells: set[str]) -> None:
         """Drop stored rows of cells that are not part of the current spec (after --force), and
         compact the files to one row per cell and document."""
@@ -218,4 +279,4 @@ class ResultStore:
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.meta = meta
-        atomic_write(self.meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        atomic_write(self.meta_path, json.dumps(meta, indent=1) + "\n")  # in its own order: the spec's axes run so

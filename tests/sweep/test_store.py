@@ -14,7 +14,7 @@ from ropekit.eval import perplexity
 from ropekit.sweep import ResultStore, run_sweep
 from ropekit.sweep import run as run_module
 from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS
-from tests.sweep.test_sweep import comparable, rows, spec
+from tests.sweep.test_sweep import rows, spec
 
 
 def one_rope(setup):
@@ -41,6 +41,9 @@ def doc_row(i: int) -> dict:
     return {"cell": "c", "model": "m", "rope": "r", "layer_mix": "native", "length": 64, "doc": f"d{i}"} | {
         "n_tokens": 63,
         "nll_sum": repr(100.0 + i / 3),
+        "n_bytes": 250,
+        "n_words": 63,
+        "blocks": repr(100.0 + i / 3),
     }
 
 
@@ -76,7 +79,7 @@ def test_the_last_row_of_a_cell_counts(setup, tmp_path):
 def test_a_line_with_the_wrong_field_count_is_dropped(setup, tmp_path):
     path = tmp_path / "documents.csv"
     good = [",".join(str(v) for v in doc_row(i).values()) + "\n" for i in range(3)]
-    path.write_text(",".join(DOC_COLUMNS) + "\n" + good[0] + "c,m,r,native,64,d9,63\n" + good[1] + good[2])
+    path.write_text(",".join(DOC_COLUMNS) + "\n" + good[0] + "c,m,r,native,64,d9,63,1.5,250\n" + good[1] + good[2])
     with pytest.warns(UserWarning, match=r"documents\.csv: 1 line\(s\) with a wrong number of fields"):
         store = ResultStore(tmp_path, one_rope(setup))
     store.close()
@@ -89,7 +92,7 @@ def cut(line: str, column: str, columns: list[str]) -> str:
     return ",".join(fields[: columns.index(column)]) + "," + fields[columns.index(column)][:1]
 
 
-@pytest.mark.parametrize(("torn", "column"), [(4, "nll_sum"), (7, "n_tokens"), (3, "doc")])
+@pytest.mark.parametrize(("torn", "column"), [(4, "nll_sum"), (7, "n_tokens"), (3, "doc"), (5, "blocks")])
 def test_a_torn_document_line_is_recomputed_to_the_uninterrupted_numbers(setup, reference, tmp_path, torn, column):
     # the state of a run killed while appending documents.csv's line ``torn``: the lines before it,
     # and the rows of the cells all of whose documents they hold
@@ -107,7 +110,7 @@ def test_a_torn_document_line_is_recomputed_to_the_uninterrupted_numbers(setup, 
         summary = run_sweep(one_rope(setup), out, quiet=True)
     assert summary.ok and summary.computed == 4 - len(kept)
     assert (out / "documents.csv").read_text() == (reference / "documents.csv").read_text()
-    assert comparable(rows(out / "results.csv")) == comparable(rows(reference / "results.csv"))
+    assert rows(out / "results.csv") == rows(reference / "results.csv")
 
 
 def test_a_torn_results_line_is_dropped_and_its_cell_written_again(setup, reference, tmp_path):
@@ -119,7 +122,7 @@ def test_a_torn_results_line_is_dropped_and_its_cell_written_again(setup, refere
         summary = run_sweep(one_rope(setup), out, quiet=True)
     assert summary.ok and (summary.computed, summary.reused) == (1, 3)
     assert len(lines(out / "results.csv")) == len(results)  # the torn line is gone, not kept beside the new row
-    assert comparable(read_back(out / "results.csv")) == comparable(rows(reference / "results.csv"))
+    assert read_back(out / "results.csv") == rows(reference / "results.csv")
 
 
 def test_a_retried_cell_reads_back_as_its_last_row(setup, tmp_path, monkeypatch):
@@ -155,3 +158,20 @@ def test_the_estimate_is_the_tokens_that_run(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(run_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
     assert run_sweep(spec(setup), tmp_path, quiet=True).ok  # dynamic shares the default rope's passes
     assert sum(expected) == sum(pushed) > 0
+
+
+def test_timings_are_a_log_beside_the_results(setup, reference, tmp_path):
+    """results.csv holds no clock: each cell's seconds go to timings.csv, one line per row written,
+    and a torn timings line is cut off like any other."""
+    timings = lines(reference / "timings.csv")
+    assert timings[0] == "cell,seconds\n" and len(timings) == 1 + 4
+    cells = [r.rstrip("\n").split(",")[-1] for r in lines(reference / "results.csv")[1:]]
+    assert [t.split(",")[0] for t in timings[1:]] == cells
+    assert all(float(t.split(",")[1]) >= 0 for t in timings[1:])
+    out = tmp_path / "killed"
+    shutil.copytree(reference, out)
+    (out / "timings.csv").write_text("".join(timings[:-1]) + timings[-1][:5])
+    with pytest.warns(UserWarning, match=r"timings\.csv: its last line was cut short"):
+        summary = run_sweep(one_rope(setup), out, quiet=True)
+    assert summary.ok and summary.computed == 0 and lines(out / "timings.csv") == timings[:-1]
+    assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()

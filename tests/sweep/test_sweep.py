@@ -1,23 +1,46 @@
-"""Sweeps end to end on a tiny checkpoint: results, resume (also after SIGKILL), failures, specs."""
+"""Sweeps end to end on a tiny checkpoint: results, resume (also after SIGKILL), failures, specs,
+the four modes, bit-for-bit reproducibility and what meta.json needs to rerun a sweep."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+import ropekit
+from ropekit import stats
+from ropekit.cli import build_parser, main, sweep_spec_from_args
+from ropekit.data import load_corpus, tokenize
 from ropekit.eval import perplexity
+from ropekit.eval.perplexity import (
+    BLOCK,
+    WEIGHTING,
+    Score,
+    aggregate,
+    document_ids,
+    encoding,
+    plan_document,
+    score_plan,
+    text_counts,
+)
 from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
 from ropekit.sweep import run as run_module
 from ropekit.sweep.run import plan_cells
+from ropekit.sweep.spec import reproduce_command
+from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS, StoreError, parse_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,18 +63,17 @@ def rows(path: Path) -> list[dict]:
         return sorted((r for r in csv.DictReader(f)), key=lambda r: r["cell"])
 
 
-def comparable(rows_: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows_]
-
-
 def test_sweep_writes_every_cell_and_resumes_without_recomputing(setup, tmp_path):
     summary = run_sweep(spec(setup), tmp_path, quiet=True)
     assert summary.ok and summary.cells == 2 * 3 * 4 == summary.computed
+    assert (tmp_path / "results.csv").read_text().splitlines()[0] == ",".join(RESULT_COLUMNS)
+    assert (tmp_path / "documents.csv").read_text().splitlines()[0] == ",".join(DOC_COLUMNS)
     result = rows(tmp_path / "results.csv")
     assert len(result) == 24 and {r["status"] for r in result} == {"ok"}
     for r in result:
         assert int(r["n_docs"]) == 2 and int(r["n_tokens"]) == 2 * (int(r["length"]) - 1)
         assert float(r["ppl"]) == pytest.approx(math.exp(float(r["nll"])), rel=1e-5)
+        assert float(r["ppl_lo"]) < float(r["ppl"]) < float(r["ppl_hi"]) and r["interval"] == "bootstrap-docs-2000"
     docs = rows(tmp_path / "documents.csv")
     assert len(docs) == 48
     # documents are chosen in corpus order among those long enough: 512 tokens -> doc1 and doc3
@@ -60,9 +82,12 @@ def test_sweep_writes_every_cell_and_resumes_without_recomputing(setup, tmp_path
     one = [d for d in docs if d["cell"] == result[0]["cell"]]
     nll = sum(float(d["nll_sum"]) for d in one) / sum(int(d["n_tokens"]) for d in one)
     assert nll == pytest.approx(float(result[0]["nll"]), rel=1e-6)
+    timings = rows(tmp_path / "timings.csv")
+    assert sorted(t["cell"] for t in timings) == sorted(r["cell"] for r in result)
     again = run_sweep(spec(setup), tmp_path, quiet=True)
     assert again.computed == 0 and again.reused == 24
-    assert comparable(rows(tmp_path / "results.csv")) == comparable(result)
+    assert len(rows(tmp_path / "timings.csv")) == 24  # nothing ran again
+    assert rows(tmp_path / "results.csv") == result
 
 
 def test_changed_spec_is_refused_unless_forced(setup, tmp_path):
@@ -115,7 +140,7 @@ def test_killed_sweep_resumes_to_exactly_the_uninterrupted_rows(setup, tmp_path)
     assert len(partial) < 24, "the sweep finished before it could be killed"
     finished = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
-    assert comparable(rows(out / "results.csv")) == comparable(rows(reference / "results.csv"))
+    assert rows(out / "results.csv") == rows(reference / "results.csv")
     keys = [(d["cell"], d["doc"]) for d in rows(out / "documents.csv")]
     assert len(keys) == len(set(keys)) == 48
 
@@ -155,18 +180,177 @@ def test_lengths_no_document_reaches_are_reported(setup, tmp_path):
 
 def test_strided_mode(setup, tmp_path):
     summary = run_sweep(
-        spec(setup, lengths=[64, 128], mode="strided", stride=32, ropes={"d": "default"}, layer_mixes=["native"]),
+        spec(setup, lengths=[64, 128, 512], mode="strided", stride=32, ropes={"d": "default"}, layer_mixes=["native"]),
         tmp_path,
         quiet=True,
     )
     assert summary.ok
-    import ropekit
-    from ropekit.data import load_corpus, tokenize
-
     tokens = tokenize(load_corpus(str(setup / "corpus")), ropekit.load_model(setup / "tiny").tokenizer)
-    for r in rows(tmp_path / "results.csv"):  # whole documents: every token after the first, once
-        chosen = [len(ids) for ids in tokens.values() if len(ids) >= int(r["length"])][:2]
-        assert int(r["n_tokens"]) == sum(n - 1 for n in chosen)
+    for r in rows(tmp_path / "results.csv"):  # the first 2 documents, whole: every token after the first, once
+        assert int(r["n_tokens"]) == sum(len(ids) - 1 for ids in list(tokens.values())[:2])
+    # doc0 (151 tokens) is scored whole at 512 too
+    assert sorted({d["doc"] for d in rows(tmp_path / "documents.csv") if d["length"] == "512"}) == ["doc0", "doc1"]
+
+
+def no_bos(setup: Path, folder: Path) -> Path:
+    """The tiny checkpoint with a tokenizer that adds no BOS (its <s> still exists): first's ids are
+    the text's, yarn and rolling put <s> before them."""
+    shutil.copytree(setup / "tiny", folder)
+    definition = json.loads((folder / "tokenizer.json").read_text())
+    definition["post_processor"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(definition))
+    return folder
+
+
+MODE_CHANGES = {
+    "first": {},
+    "yarn": {"mode": "yarn"},
+    "strided": {"mode": "strided", "stride": 32},
+    "rolling": {"mode": "rolling"},
+}
+
+
+@pytest.mark.parametrize("bos", [True, False], ids=["bos", "no-bos"])
+def test_each_mode_scores_its_documents_ids_and_text(setup, tmp_path, monkeypatch, bos):
+    """Every mode in one token cache: each reads its own ``document_ids`` (never another mode's
+    cached ids), scores the documents its rule chooses, and counts the bytes and words of the text
+    it predicts; each row is what its documents' lines make."""
+    monkeypatch.setenv("ROPEKIT_CACHE", str(tmp_path / "cache"))
+    model_dir = setup / "tiny" if bos else no_bos(setup, tmp_path / "tiny")
+    model = ropekit.load_model(model_dir)
+    models = {"default": model, "dyn": ropekit.load_model(model_dir, rope_scaling="dynamic:2")}
+    corpus = load_corpus(str(setup / "corpus"))
+    texts = {d.name: d.text for d in corpus.documents}
+    lengths = [64, 256, 512]
+    for mode, changes in MODE_CHANGES.items():
+        out = tmp_path / mode
+        ropes = {"default": "default", "dyn": "dynamic:2"}  # dyn shares default's passes below 128
+        built = spec(setup, models=[str(model_dir)], lengths=lengths, ropes=ropes, layer_mixes=["native"], **changes)
+        assert run_sweep(built, out, quiet=True).ok
+        ids = {doc: document_ids(model.tokenizer, text, mode) for doc, text in texts.items()}
+        assert (ids["doc0"][0] == 1) == (bos or mode in ("yarn", "rolling"))  # <s>
+        docs = rows(out / "documents.csv")
+        for length in lengths:
+            chosen = [d for d in ids if len(ids[d]) >= (2 if mode in ("strided", "rolling") else length)][:2]
+            assert sorted(d["doc"] for d in docs if d["rope"] == "default" and d["length"] == str(length)) == chosen
+        for d in docs:
+            doc, length = d["doc"], int(d["length"])
+            rope = models[d["rope"]]
+            plan = plan_document(rope, len(ids[doc]), [length], mode=mode, stride=changes.get("stride"))
+            score = score_plan(rope, torch.tensor(ids[doc]), plan)[length]
+            assert int(d["n_tokens"]) == score.n_tokens
+            assert float(d["nll_sum"]) == pytest.approx(score.nll_sum, rel=1e-5)
+            assert len(d["blocks"].split()) == math.ceil(score.n_tokens / BLOCK)
+            if mode in ("first", "yarn"):
+                scored = texts[doc] if len(ids[doc]) == length and ids[doc][0] == 1 else None
+                scored = scored or model.tokenizer.decode(ids[doc][1:length], skip_special_tokens=True)
+            else:  # whole documents: all the text when the first id, never predicted, is <s>
+                whole = ids[doc][0] == 1
+                scored = texts[doc] if whole else model.tokenizer.decode(ids[doc][1:], skip_special_tokens=True)
+            assert (int(d["n_bytes"]), int(d["n_words"])) == text_counts(scored), (mode, doc, length)
+        for r in rows(out / "results.csv"):
+            own = [d for d in docs if d["cell"] == r["cell"]]
+            scores = [Score(float(d["nll_sum"]), int(d["n_tokens"]), parse_blocks(d["blocks"])) for d in own]
+            ppl = aggregate(mode, scores)
+            assert (r["ppl"], r["nll"]) == (f"{ppl:.4f}", f"{math.log(ppl):.6f}")
+            lo, hi, method = stats.ppl_interval(
+                [s.nll_sum for s in scores],
+                [s.n_tokens for s in scores],
+                [s.blocks for s in scores],
+                block=BLOCK,
+                seed=stats.seed_of(r["cell"]),
+                weighting=WEIGHTING[mode],
+            )
+            assert (r["ppl_lo"], r["ppl_hi"], r["interval"]) == (f"{lo:.4f}", f"{hi:.4f}", method)
+            nll, n_bytes = sum(s.nll_sum for s in scores), sum(int(d["n_bytes"]) for d in own)
+            assert r["bits_per_byte"] == f"{nll / n_bytes / math.log(2):.6f}"
+            assert r["word_ppl"] == f"{math.exp(nll / sum(int(d['n_words']) for d in own)):.4f}"
+    rolling_at = {d["length"]: d["n_bytes"] for d in rows(tmp_path / "rolling" / "documents.csv") if d["doc"] == "doc0"}
+    assert set(rolling_at.values()) == {str(len(texts["doc0"].encode()))}  # lm-eval's bytes: the document's
+
+
+def test_the_cached_ids_of_each_mode_are_document_ids(setup, tmp_path):
+    """The data layer's cache gives each mode's ``document_ids``, cached apart (one file per encoding)."""
+    corpus = load_corpus(str(setup / "corpus"))
+    for model_dir in (setup / "tiny", no_bos(setup, tmp_path / "tiny")):
+        tokenizer = ropekit.load_model(model_dir).tokenizer
+        for mode in MODE_CHANGES:
+            prefix, special_tokens = encoding(tokenizer, mode)
+            for _ in range(2):  # computed, then read from the cache
+                tokens = tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens, cache=tmp_path / "c")
+                assert {d: t.tolist() for d, t in tokens.items()} == {
+                    d.name: document_ids(tokenizer, d.text, mode) for d in corpus.documents
+                }
+    assert len(list((tmp_path / "c").iterdir())) == 2 * 2  # (first, strided) and (yarn, rolling) per tokenizer
+
+
+@pytest.mark.parametrize("mode", list(MODE_CHANGES))
+def test_the_same_spec_twice_gives_the_same_files_to_the_byte(setup, tmp_path, mode):
+    built = spec(setup, lengths=[64, 256], ropes={"default": "default", "yarn": "yarn:4"}, **MODE_CHANGES[mode])
+    for out in ("a", "b"):
+        assert run_sweep(built, tmp_path / out, quiet=True).ok
+    for name in ("results.csv", "documents.csv", "plans.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "timings.csv").read_text().splitlines()[0] == "cell,seconds"
+
+
+def test_meta_holds_what_reruns_the_sweep(setup, tmp_path):
+    ropes = {"default": "default", "y 4": {"rope_type": "yarn", "factor": 4.0}, "dyn": "dynamic:2"}
+    built = spec(setup, ropes=ropes, lengths=[128, 64], mode="strided", stride=32, name="my sweep")
+    out = tmp_path / "first run"
+    with pytest.raises(ValueError, match="rope 'y 4' cannot be given as --rope NAME=ROPE"):  # a spec file can
+        reproduce_command({"spec": built.to_dict()})
+    built = spec(setup, ropes={"default": "default", "y4": ropes["y 4"], "dyn": "dynamic:2"}, lengths=[128, 64])
+    assert run_sweep(built, out, quiet=True).ok
+    meta = json.loads((out / "meta.json").read_text())
+    assert spec_from_dict(meta["spec"]) == built and list(meta["spec"]["ropes"]) == ["default", "y4", "dyn"]
+    assert meta["spec_sha256"] == built.sha256 and meta["dtype"] == "float32" and meta["threads"] >= 1
+    assert meta["intervals"] | {"units": ""} == {
+        "method": "percentile bootstrap",
+        "resamples": stats.N,
+        "level": stats.LEVEL,
+        "units": "",
+        "block": BLOCK,
+        "weighting": "as ppl: by tokens (yarn: by documents; blocks by tokens)",
+        "seed": "seed_of(cell key): the first 4 bytes of the SHA-256 of the cell key, little-endian, seeding "
+        "numpy.random.RandomState",
+    }
+    assert {"ropekit", "torch", "transformers", "numpy", "python"} <= set(meta["versions"])
+    assert meta["corpus"]["sha256"] and all(m["sha256"] for m in meta["models"].values())
+    # the command: shell-quoted, every key a flag, into DIR; run again it makes the same files
+    command = meta["command"]
+    assert command == reproduce_command(meta, out) and f"--out '{out}'" in command
+    argv = shlex.split(command)
+    assert argv[:2] == ["ropekit", "sweep"]
+    rerun = tmp_path / "again"
+    argv[argv.index("--out") + 1] = str(rerun)
+    assert sweep_spec_from_args(build_parser().parse_args(argv[1:])) == replace(built, name="cli")
+    assert main([*argv[1:], "--quiet", "--no-report"]) == 0
+    for name in ("results.csv", "documents.csv"):
+        assert (rerun / name).read_bytes() == (out / name).read_bytes()
+
+
+def test_a_directory_of_an_older_ropekit_is_refused_untouched(setup, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "results.csv").write_text(
+        "model,rope,layer_mix,length,n_docs,n_tokens,nll,ppl,status,seconds,detail,cell\n"
+        "m,default,native,64,2,126,6.1,446.0,ok,1.5,,38d2c3087ca48e49\n"
+    )
+    (out / "documents.csv").write_text("cell,model,rope,layer_mix,length,doc,n_tokens,nll_sum\n")
+    (out / "meta.json").write_text("{}\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for force in (False, True):
+        with pytest.raises(StoreError) as err:
+            run_sweep(spec(setup), out, quiet=True, force=force)
+        message = str(err.value)
+        assert "\n" not in message and "use a new --out" in message
+        assert "columns model,rope,layer_mix,length,n_docs,n_tokens,nll,ppl,status,seconds,detail,cell" in message
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not even a lock file
+    argv = ["sweep", "--quiet", "--no-report", "--out", str(out), "--model", str(setup / "tiny")]
+    assert main([*argv, "--corpus", str(setup / "corpus"), "--lengths", "64"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"ropekit sweep: error: {out / 'results.csv'} was written by another version of ropekit")
 
 
 @pytest.mark.parametrize(
