@@ -39,7 +39,7 @@ def perplexity_table(
         return table
     digits = 3 if baseline else 2
     lo = hi = mark = None
-    if baseline is None and intervals:
+    if baseline is None and intervals and {"ppl_lo", "ppl_hi"} <= set(frame.columns):
         lo, hi = (_wide(frame, c).reindex(index=table.index, columns=table.columns) for c in ("ppl_lo", "ppl_hi"))
     elif baseline is not None and differences is not None and len(differences):
         part = differences[differences["baseline"] == baseline]

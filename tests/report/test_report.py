@@ -133,6 +133,7 @@ def test_tables_show_numbers_and_statuses(frame):
     assert table.loc[("m", "native", 1024), "yarn"] == pytest.approx(ppl("yarn", "native", 1024))
     assert math.isnan(table.loc[("m", "all-global", 4096), "yarn"])
     text = perplexity_table(frame, text=True)
+    assert text.equals(perplexity_table(frame, text=True, intervals=True))  # no interval columns: numbers alone
     assert text.loc[("m", "all-global", 4096), "yarn"] == "OOM"
     assert text.loc[("m", "native", 4096), "linear"] == "PENDING"
     assert text.loc[("m", "native", 512), "default"] == f"{ppl('default', 'native', 512):.2f}"
