@@ -2,32 +2,44 @@
 
 frame = load_results("experiments/default")      # results.csv + pending cells, tidy
 plot_perplexity(frame); plot_relative(frame, "default"); plot_layer_mixes(frame, "native")
+sweep = load_sweep("experiments/default")        # + documents.csv and meta.json
+diffs = paired_differences(sweep, "default")     # each rope minus default on the same documents
+plot_relative(sweep.results, "default", differences=diffs); distinguishable(diffs)
+plot_bits_per_byte(with_bits_per_byte_intervals(sweep))   # models with different tokenizers
 plot_frequencies(ropekit.rope.frequency_table(specs, seq_len))
-perplexity_table(frame, baseline="default")
+perplexity_table(frame, baseline="default", text=True, differences=diffs)
 write_report("experiments/default")              # report.html, report.md, figures/
 """
 
-from .curves import plot_layer_mixes, plot_perplexity, plot_relative
+from .curves import plot_bits_per_byte, plot_layer_mixes, plot_perplexity, plot_relative
 from .document import FORMATS, Report, write_report
 from .frequencies import plot_frequencies
+from .intervals import Bootstrap, bootstrap_settings, distinguishable, paired_differences, with_bits_per_byte_intervals
 from .results import PENDING, ReportError, Sweep, load_results, load_sweep
 from .style import rope_colors, series_styles
-from .tables import perplexity_table
+from .tables import bits_per_byte_table, perplexity_table
 
 __all__ = [
     "FORMATS",
     "PENDING",
+    "Bootstrap",
     "Report",
     "ReportError",
     "Sweep",
+    "bits_per_byte_table",
+    "bootstrap_settings",
+    "distinguishable",
     "load_results",
     "load_sweep",
+    "paired_differences",
     "perplexity_table",
+    "plot_bits_per_byte",
     "plot_frequencies",
     "plot_layer_mixes",
     "plot_perplexity",
     "plot_relative",
     "rope_colors",
     "series_styles",
+    "with_bits_per_byte_intervals",
     "write_report",
 ]

@@ -1,7 +1,12 @@
-"""Perplexity against context length: absolute, relative to a baseline rope, and across layer mixes.
+"""Perplexity against context length: absolute, relative to a baseline rope, across layer mixes, and
+bits per byte across models.
 
 Every function takes the results DataFrame (:func:`ropekit.report.load_results`, or any frame with
-the columns model, rope, layer_mix, length, ppl, status) and returns a matplotlib Figure. Lengths
+the columns model, rope, layer_mix, length, ppl, status) and returns a matplotlib Figure. Each line
+carries its interval as a band (error bars at a length with no neighbour to join): perplexity's
+from the ``ppl_lo``/``ppl_hi`` columns, a relative figure's from the paired differences of
+:func:`ropekit.report.paired_differences` (passed as ``differences``; a ring marks a length where the
+interval excludes 1). A line without interval columns is drawn alone. Lengths
 are on a log2 axis; a failed cell is a cross at the top of its panel labelled with its status
 (``oom``, ``nan``, ``no_docs``), never a silently missing point; pending cells are counted in the
 title; a panel with no number to draw (every cell failed or pending) says so. When the frame has a
@@ -26,15 +31,21 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h")
 
 
 def plot_perplexity(frame: pd.DataFrame, *, colors: Styles | None = None, title: str | None = None) -> Figure:
-    """Perplexity vs context length, one line per rope, one panel per (model, layer mix)."""
+    """Perplexity vs context length, one line per rope with its interval, one panel per (model, layer mix)."""
     return _curves(frame, "rope", None, colors or rope_colors(frame["rope"]), title or "Perplexity vs context length")
 
 
 def plot_relative(
-    frame: pd.DataFrame, baseline: str = "default", *, colors: Styles | None = None, title: str | None = None
+    frame: pd.DataFrame,
+    baseline: str = "default",
+    *,
+    differences: pd.DataFrame | None = None,
+    colors: Styles | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Each rope's perplexity divided by ``baseline``'s at the same (model, layer mix, length), as
-    the YaRN and LongRoPE papers compare methods: below 1 is better than the baseline."""
+    the YaRN and LongRoPE papers compare methods: below 1 is better than the baseline. With
+    ``differences`` (``paired_differences(sweep, baseline)``) each ratio carries its paired interval."""
     _require(frame, "rope", baseline)
     return _curves(
         frame,
@@ -42,15 +53,22 @@ def plot_relative(
         baseline,
         colors or rope_colors(frame["rope"]),
         title or f"Perplexity relative to {baseline}",
+        differences,
     )
 
 
 def plot_layer_mixes(
-    frame: pd.DataFrame, rope: str | None = None, reference: str | None = None, *, title: str | None = None
+    frame: pd.DataFrame,
+    rope: str | None = None,
+    reference: str | None = None,
+    *,
+    differences: pd.DataFrame | None = None,
+    title: str | None = None,
 ) -> Figure:
     """For one rope (default: ``default`` if swept, else the first), one line per layer mix: left
-    perplexity, right relative to the ``reference`` mix (default: ``native`` if swept, else the
-    first). One row of panels per model."""
+    perplexity with its interval, right relative to the ``reference`` mix (default: ``native`` if
+    swept, else the first), with the paired interval of ``differences``
+    (``paired_differences(sweep, reference, series="layer_mix")``). One row of panels per model."""
     rope = rope or preferred(frame["rope"], "default")
     _require(frame, "rope", rope)
     rows = frame[frame["rope"] == rope]
@@ -63,9 +81,30 @@ def plot_layer_mixes(
     for i, model in enumerate(models):
         part = rows[rows["model"] == model]
         for ax, baseline in ((axes[2 * i], None), (axes[2 * i + 1], reference)):
-            _panel(ax, part, "layer_mix", baseline, styles)
+            _panel(ax, part, "layer_mix", baseline, styles, differences)
             ax.set_title(f"{model_label(model)}: {'perplexity' if baseline is None else 'relative to ' + reference}")
     _finish(fig, axes, rows, title or f"Layer mixes, rope {rope}")
+    return fig
+
+
+def plot_bits_per_byte(frame: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Bits per byte vs context length, one panel per rope, one line per model (and layer mix when
+    there are several): total NLL over the text's UTF-8 bytes, which, unlike token perplexity, does not
+    depend on the tokenizer, so models compare. Bands from ``bits_per_byte_lo``/``bits_per_byte_hi``
+    (:func:`ropekit.report.with_bits_per_byte_intervals`) when present."""
+    several_mixes = frame["layer_mix"].nunique() > 1
+    labels = [
+        model_label(m) + (f", {x}" if several_mixes else "")
+        for m, x in zip(frame["model"], frame["layer_mix"], strict=True)
+    ]
+    frame = frame.drop(columns=["trained_context"], errors="ignore").assign(line=labels)
+    ropes = list(dict.fromkeys(frame["rope"]))
+    styles = series_styles(frame["line"])
+    fig, axes = _figure(len(ropes), sharey=True)
+    for ax, rope in zip(axes, ropes, strict=False):
+        _panel(ax, frame[frame["rope"] == rope], "line", None, styles, value="bits_per_byte")
+        ax.set_title(f"rope {rope}")
+    _finish(fig, axes, frame, title or "Bits per byte vs context length (comparable across tokenizers)")
     return fig
 
 
@@ -102,11 +141,18 @@ def _require(frame: pd.DataFrame, column: str, value: str) -> None:
         raise ValueError(f"{column} {value!r} is not in the results; expected one of {', '.join(map(str, values))}")
 
 
-def _curves(frame: pd.DataFrame, series: str, baseline: str | None, styles: Styles, title: str) -> Figure:
+def _curves(
+    frame: pd.DataFrame,
+    series: str,
+    baseline: str | None,
+    styles: Styles,
+    title: str,
+    differences: pd.DataFrame | None = None,
+) -> Figure:
     panels = list(frame.groupby(["model", "layer_mix"], sort=False))
     fig, axes = _figure(len(panels), sharey=True)  # one scale, so panels compare at a glance
     for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
-        _panel(ax, rows, series, baseline, styles)
+        _panel(ax, rows, series, baseline, styles, differences)
         ax.set_title(f"{model_label(model)}, layer mix {mix}")
     _finish(fig, axes, frame, title)
     return fig
@@ -124,31 +170,54 @@ def _figure(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, lis
     return fig, axes[:n]
 
 
-def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styles: Styles) -> None:
-    """One panel: a line per value of ``series`` (rope or layer mix), divided by the ``baseline``
-    series when given; failed cells as labelled crosses along the top edge."""
+def _panel(
+    ax: Axes,
+    rows: pd.DataFrame,
+    series: str,
+    baseline: str | None,
+    styles: Styles,
+    differences: pd.DataFrame | None = None,
+    value: str = "ppl",
+) -> None:
+    """One panel: a line per value of ``series`` (rope, layer mix or model), divided by the ``baseline``
+    series when given, each with its interval band; failed cells as labelled crosses along the top edge."""
     import numpy as np
 
-    base = rows[rows[series] == baseline].set_index("length")["ppl"] if baseline else None
+    base = rows[rows[series] == baseline].set_index("length")[value] if baseline else None
     failed_at: dict[int, int] = {}
     drawn = False
     for k, (name, part) in enumerate(rows.groupby(series, sort=False)):
         color, linestyle = styles[name]
         ok = part[part["status"] == "ok"].sort_values("length")
-        y = ok["ppl"].to_numpy(float)
+        x, y = ok["length"].to_numpy(), ok[value].to_numpy(float)
         if base is not None:
             y = y / base.reindex(ok["length"]).to_numpy(float)
         keep = np.isfinite(y)
         drawn = drawn or keep.any()
         ax.plot(
-            ok["length"].to_numpy()[keep],
+            x[keep],
             y[keep],
             color=color,
             linestyle=linestyle,
-            marker=MARKERS[k % len(MARKERS)] if series == "layer_mix" else "o",
+            marker=MARKERS[k % len(MARKERS)] if series != "rope" else "o",
             markersize=4,
             label=name,
         )
+        lo, hi, excludes = _interval(ok, series, name, baseline, differences, value)
+        _band(ax, x[keep], y[keep], lo[keep], hi[keep], color)
+        ring = keep & excludes
+        if ring.any():
+            ax.plot(
+                x[ring],
+                y[ring],
+                marker="o",
+                markersize=10,
+                markerfacecolor="none",
+                markeredgewidth=1.2,
+                color=color,
+                linestyle="none",
+                gid="excludes",
+            )
         for _, cell in part[~part["status"].isin(["ok", PENDING])].iterrows():
             _mark_failure(ax, int(cell["length"]), str(cell["status"]), color, failed_at)
     _length_axis(ax, rows["length"])
@@ -168,7 +237,9 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
         )
     if not drawn:
         ax.text(0.5, 0.5, "no number yet", transform=ax.transAxes, ha="center", color="0.45", gid="empty")
-    if baseline is None:
+    if baseline is None and value != "ppl":
+        ax.set_ylabel(value.replace("_", " "))
+    elif baseline is None:
         if drawn:  # matplotlib cannot draw a log axis with no data ("Data cannot be log-scaled")
             ax.set_yscale("log")
             plain_log_ticks(ax)
@@ -181,6 +252,58 @@ def _panel(ax: Axes, rows: pd.DataFrame, series: str, baseline: str | None, styl
             plain_log_ticks(ax)
         ax.set_ylabel(f"perplexity / perplexity of {baseline}")
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _interval(ok, series: str, name: str, baseline: str | None, differences, value: str):
+    """Bounds of each of ``ok``'s cells (sorted by length) and whether the interval excludes the
+    baseline: the value's own ``*_lo``/``*_hi`` columns, or for a ratio the paired difference's exp."""
+    import numpy as np
+
+    nan = np.full(len(ok), np.nan)
+    if baseline is None:
+        columns = (f"{value}_lo", f"{value}_hi")
+        bounds = [ok[c].to_numpy(float) if c in ok else nan for c in columns]
+        return bounds[0], bounds[1], np.zeros(len(ok), bool)
+    if differences is None or name == baseline or differences.empty:
+        return nan, nan, np.zeros(len(ok), bool)
+    other = "layer_mix" if series == "rope" else "rope"
+    first = ok.iloc[0] if len(ok) else None
+    if first is None:
+        return nan, nan, np.zeros(0, bool)
+    mine = differences[
+        (differences["model"] == first["model"])
+        & (differences[other] == first[other])
+        & (differences[series] == name)
+        & (differences["baseline"] == baseline)
+    ].set_index("length")
+    found = mine.reindex(ok["length"])
+    excludes = found["verdict"].isin(["better", "worse"]).to_numpy()
+    return found["ratio_lo"].to_numpy(float), found["ratio_hi"].to_numpy(float), excludes
+
+
+def _band(ax: Axes, x, y, lo, hi, color: str) -> None:
+    """A shaded band between ``lo`` and ``hi`` where neighbouring lengths both have one, an error bar
+    at a length whose neighbours have none (one length alone draws no band)."""
+    import numpy as np
+
+    has = np.isfinite(lo) & np.isfinite(hi)
+    before, after = np.r_[False, has[:-1]], np.r_[has[1:], False]
+    alone = has & ~before & ~after
+    if (has & ~alone).any():
+        low, high = np.where(has, lo, y), np.where(has, hi, y)
+        ax.fill_between(x, low, high, where=has & ~alone, color=color, alpha=0.18, linewidth=0, gid="interval")
+    if alone.any():
+        bars = ax.errorbar(
+            x[alone],
+            y[alone],
+            yerr=[y[alone] - lo[alone], hi[alone] - y[alone]],
+            fmt="none",
+            ecolor=color,
+            elinewidth=1.2,
+            capsize=3,
+        )
+        for artist in bars.lines[2]:
+            artist.set_gid("interval")
 
 
 def _mark_failure(ax: Axes, length: int, status: str, color: str, failed_at: dict[int, int]) -> None:
@@ -211,6 +334,7 @@ def _tokens(n: float) -> str:
 
 def _finish(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str) -> None:
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     handles, labels = [], []
     for ax in axes:
@@ -218,6 +342,12 @@ def _finish(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str) -> N
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
+    if any(c.get_gid() == "interval" for ax in axes for c in ax.collections):
+        handles.append(Patch(color="0.2", alpha=0.18, linewidth=0))
+        labels.append("band: interval")
+    if any(line.get_gid() == "excludes" for ax in axes for line in ax.get_lines()):
+        handles.append(Line2D([], [], marker="o", markersize=10, markerfacecolor="none", color="0.2", linestyle="none"))
+        labels.append("ring: interval excludes 1")
     if (~frame["status"].isin(["ok", PENDING])).any():
         handles.append(Line2D([], [], marker="X", color="0.2", linestyle="none", markersize=8))
         labels.append("failed cell (status)")

@@ -4,10 +4,14 @@
     DIR/report.md            links DIR/figures/*.png
     DIR/figures/NAME.{png,svg,pdf}
 
-Sections: perplexity vs length per (model, layer mix); relative to the baseline rope; layer mixes
-for one rope (when there are several); what each rope does to the frequencies; the numbers; failed
-and pending cells; provenance (spec, versions, device, hashes, dates, wall time). A figure with
-nothing to draw (no cell scored yet, no two numbers to compare) is left out with a sentence why.
+Sections: a summary that states the interval convention once; perplexity vs length per (model,
+layer mix) with intervals; relative to the baseline rope with paired intervals, and which ropes are
+distinguishable from it at each length; layer mixes for one rope (when there are several); bits per
+byte (when there are several models: token perplexity depends on the tokenizer); what each rope
+does to the frequencies; the numbers with their intervals; failed and pending cells; provenance
+(the command that re-runs the sweep, bootstrap settings, spec, versions, device, hashes, dates, wall
+time). A figure with nothing to draw (no cell scored yet, no two numbers to compare) is left out
+with a sentence why; a directory written before intervals renders with them said to be unavailable.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache import atomic_write
-from .curves import has_comparison, model_label, plot_layer_mixes, plot_perplexity, plot_relative, preferred, scored
+from .curves import (
+    has_comparison,
+    model_label,
+    plot_bits_per_byte,
+    plot_layer_mixes,
+    plot_perplexity,
+    plot_relative,
+    preferred,
+    scored,
+)
 from .frequencies import plot_frequencies
+from .intervals import NONE, convention, distinguishable, paired_differences, with_bits_per_byte_intervals
 from .results import PENDING, ReportError, Sweep, load_sweep
 from .style import rope_colors
-from .tables import perplexity_table
+from .tables import DISTINGUISHABLE, bits_per_byte_table, perplexity_table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,6 +57,7 @@ class Section:
     tables: list[tuple[str, Any]] | None = None  # (caption, DataFrame)
     code: str | None = None
     table_class: str = "numbers"  # numbers: right-aligned cells; text: left-aligned
+    command: str | None = None  # a shell command shown verbatim (the one that re-runs the sweep)
 
 
 @dataclass
@@ -104,21 +119,33 @@ def _sections(sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures
     frame, meta = sweep.results, sweep.meta
     spec = sweep.spec
     corpus = meta.get("corpus", {})
+    models = list(dict.fromkeys(frame["model"]))
+    differences = paired_differences(sweep, baseline)
     summary = (
         f"{len(frame)} cells: {_tally(frame)}. "
-        f"Models: {', '.join(dict.fromkeys(frame['model']))}; corpus: {corpus.get('name', '?')} "
+        f"Models: {', '.join(models)}; corpus: {corpus.get('name', '?')} "
         f"({spec.get('n_docs', '?')} document(s) per length, mode {spec.get('mode', '?')}); "
         f"ropes: {', '.join(dict.fromkeys(frame['rope']))}; "
         f"layer mixes: {', '.join(dict.fromkeys(frame['layer_mix']))}."
     )
-    sections = [Section("Summary", summary), *_curve_sections(frame, baseline, mix_rope, colors, figures)]
+    if len(models) > 1:
+        summary += (
+            " Each model has its own tokenizer, so their token perplexities are not comparable: the models are "
+            "compared by bits per byte (section Bits per byte)."
+        )
+    summary += " " + convention(sweep, differences)
+    sections = [Section("Summary", summary), *_curve_sections(sweep, baseline, mix_rope, colors, figures, differences)]
+    if len(models) > 1:
+        sections.append(_bits_per_byte_section(sweep, figures))
     sections.append(_frequency_section(sweep, colors, figures))
+    methods = ", ".join(m for m in dict.fromkeys(frame.loc[frame["status"] == "ok", "interval"]) if m)
     sections.append(
         Section(
             "Numbers",
-            "Perplexity per cell; failed and pending cells show their status.",
+            "Perplexity per cell with its interval [lo, hi] where the directory has one; failed and pending cells "
+            f"show their status.{f' Interval methods: {methods}.' if methods else ''}",
             [],
-            [("perplexity", perplexity_table(frame, text=True))],
+            [("perplexity [interval]", perplexity_table(frame, text=True, intervals=True))],
         )
     )
     problems = frame[frame["status"] != "ok"]
@@ -131,10 +158,17 @@ def _sections(sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures
     return sections
 
 
-def _curve_sections(frame, baseline: str, mix_rope: str | None, colors, figures: dict) -> list[Section]:
+def _curve_sections(
+    sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures: dict, differences
+) -> list[Section]:
     """Perplexity, relative to the baseline rope, and layer mixes: each figure drawn where there is a
     number to plot (a comparison: two numbers at one length), else a sentence saying why not."""
+    import numpy as np
+
+    frame = sweep.results
     title = "Perplexity vs context length"
+    banded = bool(np.isfinite(frame["ppl_lo"].to_numpy(float)).any())
+    paired = bool((differences["verdict"] != NONE).any())
     if scored(frame).empty:
         tally = f"{len(frame)} cells, {_tally(frame)}"
         return [Section(title, f"No cell has a perplexity yet, so there is nothing to plot: {tally}.")]
@@ -142,23 +176,33 @@ def _curve_sections(frame, baseline: str, mix_rope: str | None, colors, figures:
     sections = [
         Section(
             title,
-            "Perplexity of the first L tokens of each document (lower is better), one line per rope config. "
-            "The dotted line is the model's trained context; a cross on the top edge is a cell that failed, "
-            "labelled with why.",
+            "Perplexity of the first L tokens of each document (lower is better), one line per rope config"
+            f"{', shaded over its interval' if banded else ''}. The dotted line is the model's trained context; "
+            "a cross on the top edge is a cell that failed, labelled with why.",
             ["perplexity"],
         )
     ]
     if len(colors) > 1 and has_comparison(frame, "rope", baseline):
-        figures["relative"] = plot_relative(frame, baseline, colors=colors)
+        figures["relative"] = plot_relative(frame, baseline, differences=differences, colors=colors)
+        table = perplexity_table(frame, baseline=baseline, text=True, differences=differences)
         sections.append(
             Section(
                 f"Relative to {baseline}",
                 f"Each rope's perplexity divided by {baseline}'s at the same length: below 1 it does better "
-                f"than {baseline}, above 1 worse.",
+                f"than {baseline}, above 1 worse."
+                + (
+                    " The band is the paired interval of the ratio, exp of the difference in mean NLL per token on "
+                    f"the same documents; a ring in the figure and {DISTINGUISHABLE} in the table mark a ratio whose "
+                    "interval excludes 1."
+                    if paired
+                    else ""
+                ),
                 ["relative"],
-                [(f"perplexity / perplexity of {baseline}", perplexity_table(frame, baseline=baseline, text=True))],
+                [(f"perplexity / perplexity of {baseline} [interval]", table)],
             )
         )
+        if paired:  # else the summary said once that there are no intervals
+            sections.append(_distinguishable_section(differences, baseline))
     elif len(colors) > 1:
         sections.append(
             Section(
@@ -174,11 +218,17 @@ def _curve_sections(frame, baseline: str, mix_rope: str | None, colors, figures:
         reference = preferred(mixes, "native")
         title = f"Layer mixes (rope {rope})"
         if has_comparison(rows, "layer_mix", reference):
-            figures["layer_mixes"] = plot_layer_mixes(frame, rope)
+            mix_differences = paired_differences(sweep, reference, series="layer_mix")
+            figures["layer_mixes"] = plot_layer_mixes(frame, rope, differences=mix_differences)
             text = (
-                f"The same weights under each sliding/global layer plan. Right: relative to {reference}, "
-                "so the cost (above 1) or gain of a plan reads directly."
+                f"The same weights under each sliding/global layer plan. Right: relative to {reference}, so the cost "
+                "(above 1) or gain of a plan reads directly."
             )
+            if banded or (mix_differences["verdict"] != NONE).any():
+                text += (
+                    " Bands: each perplexity's interval (left) and the paired interval of each ratio on the same "
+                    "documents (right, a ring where it excludes 1)."
+                )
             sections.append(Section(title, text, ["layer_mixes"]))
         else:
             text = (
@@ -187,6 +237,44 @@ def _curve_sections(frame, baseline: str, mix_rope: str | None, colors, figures:
             )
             sections.append(Section(title, text))
     return sections
+
+
+def _distinguishable_section(differences, baseline: str) -> Section:
+    """Per length, which ropes' paired intervals exclude 0 (better or worse than the baseline) and
+    which do not, as a sentence and a table."""
+    title = f"Which ropes differ from {baseline}"
+    with_interval = differences[differences["verdict"] != NONE]
+    apart = with_interval[with_interval["verdict"] != "not distinguishable"]
+    lengths = ", ".join(f"{n:,}" for n in sorted(set(apart["length"])))
+    text = (
+        f"A rope is distinguishable from {baseline} at a length when the interval of its difference in mean NLL "
+        f"per token excludes 0. {len(apart)} of the {len(with_interval)} comparisons with an interval exclude 0"
+        + (
+            f" (at length {lengths}); the table says which."
+            if lengths
+            else f": every rope is within noise of {baseline}."
+        )
+    )
+    table = distinguishable(differences).astype(str)
+    return Section(title, text, [], [("", table)], table_class="text")
+
+
+def _bits_per_byte_section(sweep: Sweep, figures: dict) -> Section:
+    title = "Bits per byte"
+    frame = with_bits_per_byte_intervals(sweep)
+    if scored(frame)["bits_per_byte"].isna().all():
+        return Section(
+            title,
+            "This directory stores no bits per byte (written before ropekit did), so its models cannot be compared "
+            "here: their token perplexities are not comparable across tokenizers.",
+        )
+    figures["bits_per_byte"] = plot_bits_per_byte(frame)
+    text = (
+        "Several models: token perplexity depends on each model's tokenizer, so they are compared by bits per byte "
+        "(total NLL over the text's UTF-8 bytes / ln 2, lower is better), shaded over its interval over documents "
+        "(one document's blocks carry no byte counts: no interval there)."
+    )
+    return Section(title, text, ["bits_per_byte"], [("bits per byte [interval]", bits_per_byte_table(frame))])
 
 
 def _tallies(frame, column: str) -> str:
@@ -249,6 +337,7 @@ def _provenance(sweep: Sweep) -> Section:
         ],
         ("device", f"{meta.get('device', '?')} ({meta.get('machine', '?')}, {meta.get('threads', '?')} threads)"),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "?"),
+        ("bootstrap", _bootstrap(meta)),
         ("started", meta.get("started", "?")),
         ("finished", meta.get("finished", "not finished")),
         ("wall time", _wall(meta)),
@@ -257,7 +346,26 @@ def _provenance(sweep: Sweep) -> Section:
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=["", "value"])
-    return Section("Provenance", "", [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text")
+    command = meta.get("command")
+    text = (
+        "The exact command that re-runs this sweep:"
+        if command
+        else "This directory does not record the command that ran it (written before ropekit stored it)."
+    )
+    if isinstance(command, list):
+        import shlex
+
+        command = shlex.join(command)
+    return Section("Provenance", text, [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text", command)
+
+
+def _bootstrap(meta: dict[str, Any]) -> str:
+    settings = meta.get("bootstrap")
+    if not settings:
+        return "not stored (directory written before ropekit stored intervals)"
+    if isinstance(settings, dict):
+        return ", ".join(f"{k} {v}" for k, v in settings.items())
+    return str(settings)
 
 
 def _wall(meta: dict[str, Any]) -> str:
@@ -273,6 +381,8 @@ def _markdown(title: str, sections: list[Section]) -> str:
         out += [f"## {s.title}", ""]
         if s.text:
             out += [s.text, ""]
+        if s.command:
+            out += ["```sh", s.command, "```", ""]
         for stem in s.figures:
             out += [f"![{s.title}](figures/{stem}.png)", ""]
         for caption, table in s.tables or []:
@@ -315,6 +425,8 @@ def _html(title: str, sections: list[Section], png: dict[str, str]) -> str:
         out.append(f"<h2>{e(s.title)}</h2>")
         if s.text:
             out.append(f"<p>{e(s.text)}</p>")
+        if s.command:
+            out.append(f'<pre class="command"><code>{e(s.command)}</code></pre>')
         for stem in s.figures:
             out.append(f'<img alt="{e(s.title)}" src="data:image/png;base64,{png[stem]}">')
         for caption, table in s.tables or []:

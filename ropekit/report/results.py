@@ -1,11 +1,16 @@
 """A sweep directory's results as one tidy DataFrame, with the cells the spec plans but nobody ran yet.
 
 Columns are those of ``results.csv`` (model, rope, layer_mix, length, n_docs, n_tokens, nll, ppl,
-status, ...) plus ``trained_context`` (the trained length of the model's rope, from the plans the
-sweep stored in DIR/plans.json) so the figures can mark it. ``status`` is ``ok`` for a number, the
-sweep's failure status (``oom``, ``nan``, ``no_docs``) for a failed cell, and ``pending`` for a
-planned cell with no row yet. Nothing here loads a model or reads a checkpoint: reports depend on
-the results files and ropekit.rope only.
+ppl_lo, ppl_hi, interval, bits_per_byte, word_ppl, status, ...) plus ``trained_context`` (the
+trained length of the model's rope, from the plans the sweep stored in DIR/plans.json) so the
+figures can mark it. ``status`` is ``ok`` for a number, the sweep's failure status (``oom``,
+``nan``, ``no_docs``) for a failed cell, and ``pending`` for a planned cell with no row yet. A
+directory written before ropekit stored intervals (no ``ppl_lo``, ``ppl_hi``, ``interval``,
+``bits_per_byte`` columns; a ``seconds`` column instead) reads the same, those columns empty.
+DIR/documents.csv (a row per cell and document: NLL sum, tokens, bytes, words and ``blocks``, the
+NLL sums of its consecutive 64-prediction blocks) is read into ``Sweep.documents`` for paired
+comparisons. Nothing here loads a model or reads a checkpoint: reports depend on the results files
+and ropekit.rope only.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
 
 PENDING = "pending"
 REQUIRED = ("model", "rope", "layer_mix", "length", "n_docs", "nll", "ppl", "status")  # of results.csv
+NUMBERS = ("ppl_lo", "ppl_hi", "bits_per_byte", "word_ppl")  # empty where a directory predates them
+DOCUMENTS = ("cell", "doc", "n_tokens", "nll_sum")  # what documents.csv needs for a paired comparison
 
 
 class ReportError(ValueError):
@@ -44,6 +51,8 @@ class Sweep:
     results: pd.DataFrame
     meta: dict[str, Any]
     models: dict[str, ModelRopes | None] = field(default_factory=dict)  # None: no plan stored for it
+    documents: pd.DataFrame | None = None  # documents.csv; None when absent or without NLL sums
+    has_intervals: bool = False  # results.csv has the ppl_lo/ppl_hi columns
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -70,6 +79,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not results_path.exists() and not meta:
         raise ReportError(f"{folder} holds neither results.csv nor meta.json; is it a sweep directory?")
     frame = _read_rows(results_path)
+    has_intervals = {"ppl_lo", "ppl_hi"} <= set(frame.columns)
     frame = _with_pending(frame, meta.get("spec", {}))
     if frame.empty:
         raise ReportError(f"{folder} has no results and its meta.json plans no cells")
@@ -77,7 +87,7 @@ def load_sweep(path: str | Path) -> Sweep:
     infos = {m: _model_ropes(m, plans) for m in dict.fromkeys(frame["model"])}
     trained = {m: info.trained_context for m, info in infos.items() if info is not None}
     frame["trained_context"] = pd.array([trained.get(m) for m in frame["model"]], dtype="Int64")
-    return Sweep(folder, frame, meta, infos)
+    return Sweep(folder, frame, meta, infos, _read_documents(folder / "documents.csv"), has_intervals)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -132,14 +142,42 @@ def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     frame["length"] = frame["length"].astype(int)
     frame["ppl"] = pd.to_numeric(frame["ppl"], errors="coerce")
     frame["nll"] = pd.to_numeric(frame.get("nll"), errors="coerce")
+    for column in NUMBERS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
+    frame["interval"] = frame["interval"].fillna("").astype(str) if "interval" in frame else ""
     frame["status"] = frame["status"].fillna("error").astype(str)
-    frame.loc[frame["status"] != "ok", ["ppl", "nll"]] = float("nan")
+    frame.loc[frame["status"] != "ok", ["ppl", "nll", *NUMBERS]] = float("nan")
     order = {}
     for column, planned in (("model", models), ("rope", ropes), ("layer_mix", mixes)):
         order[column] = list(dict.fromkeys([*frame[column], *planned]))  # results.csv is in run order
         frame[column + "_order"] = frame[column].map({v: i for i, v in enumerate(order[column])})
     frame = frame.sort_values(["model_order", "layer_mix_order", "rope_order", "length"], kind="stable")
     return frame.drop(columns=[c + "_order" for c in order]).reset_index(drop=True)
+
+
+def _read_documents(path: Path) -> pd.DataFrame | None:
+    """DIR/documents.csv, the last row of each (cell, document), ``blocks`` parsed to a tuple of
+    floats (empty when the directory predates blocks); None when absent or unreadable as such."""
+    import pandas as pd
+
+    from ..cache import read_csv
+
+    header, rows, _ = read_csv(path)
+    if not rows or any(c not in header for c in DOCUMENTS):
+        return None
+    rows = list({(r["cell"], r["doc"]): r for r in rows}.values())  # a retried document: the last row counts
+    frame = pd.DataFrame(rows, columns=header)
+    for column in ("n_tokens", "nll_sum", "n_bytes", "n_words"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
+    frame["blocks"] = [_floats(text) for text in frame.get("blocks", [""] * len(frame))]
+    return frame
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in str(text).split())
+    except ValueError:  # a malformed field: no blocks rather than wrong ones
+        return ()
 
 
 def _read_plans(path: Path) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ length axis, the trained context, failed cells marked, pending cells counted, co
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -132,6 +133,7 @@ def test_tables_show_numbers_and_statuses(frame):
     assert table.loc[("m", "native", 1024), "yarn"] == pytest.approx(ppl("yarn", "native", 1024))
     assert math.isnan(table.loc[("m", "all-global", 4096), "yarn"])
     text = perplexity_table(frame, text=True)
+    assert text.equals(perplexity_table(frame, text=True, intervals=True))  # no interval columns: numbers alone
     assert text.loc[("m", "all-global", 4096), "yarn"] == "OOM"
     assert text.loc[("m", "native", 4096), "linear"] == "PENDING"
     assert text.loc[("m", "native", 512), "default"] == f"{ppl('default', 'native', 512):.2f}"
@@ -421,3 +423,274 @@ def test_report_and_sweep_commands_without_a_number(sweep_dir, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "NO_DOCS" in out and f"report: {tmp_path / 'run' / 'report.html'}" in out
     assert NO_SCORE + "1 cells, 0 scored, 1 failed (no_docs), 0 pending" in (tmp_path / "run" / "report.md").read_text()
+
+
+# --- intervals: sweep directories written to the results contract ---------------------------------
+#
+# results.csv: model, rope, layer_mix, length, n_docs, n_tokens, nll, ppl, ppl_lo, ppl_hi, interval,
+# bits_per_byte, word_ppl, status, detail, cell; documents.csv: cell, model, rope, layer_mix, length, doc,
+# n_tokens, nll_sum, n_bytes, n_words, blocks (NLL sums of consecutive blocks of 64 predictions);
+# DIR/timings.csv: cell, seconds; meta.json with "command" and "bootstrap".
+
+CONTRACT_RESULTS = "model rope layer_mix length n_docs n_tokens nll ppl ppl_lo ppl_hi interval bits_per_byte word_ppl"
+CONTRACT_RESULTS = [*CONTRACT_RESULTS.split(), "status", "detail", "cell"]
+CONTRACT_DOCS = "cell model rope layer_mix length doc n_tokens nll_sum n_bytes n_words blocks".split()
+BLOCK = 64
+# Mean NLL per token a rope adds to default's: yarn clearly better past 512, linear within noise.
+EFFECT = {"default": 0.0, "yarn": -0.08, "linear": 0.0005}
+BYTES_PER_TOKEN = {"a": 4.0, "b": 3.0}  # two tokenizers
+
+
+def contract_sweep(folder: Path, *, models, ropes, mixes, lengths, n_docs, mode="first") -> Path:
+    """A sweep directory as the sweep writes it: each document's blocks drawn from a difficulty it
+    shares across ropes (the same text), plus a rope's effect and a little noise of its own; each cell's
+    interval from ropekit.stats as the sweep computes it."""
+    from ropekit import stats
+
+    rng = np.random.RandomState(0)
+    folder.mkdir()
+    results, documents, timings = [], [], []
+    for model in models:
+        difficulty = {(d, n): 3.0 + rng.normal(0, 0.3, -(-(n - 1) // BLOCK)) for d in range(n_docs) for n in lengths}
+        for mix in mixes:
+            for rope in ropes:
+                for length in lengths:
+                    cell = f"{model}-{rope}-{mix}-{length}"
+                    n_tokens = length - 1
+                    sizes = np.array(stats.block_tokens(n_tokens, BLOCK))
+                    docs = []
+                    for d in range(n_docs):
+                        per_token = difficulty[(d, length)] + EFFECT[rope] * (length > 512) + 0.1 * mixes.index(mix)
+                        blocks = sizes * (per_token + rng.normal(0, 0.01, len(sizes)))
+                        n_bytes = int(n_tokens * BYTES_PER_TOKEN[model])
+                        docs.append((f"doc{d}", float(blocks.sum()), n_bytes, n_bytes // 5, blocks.tolist()))
+                    nll_sums, toks = [s for _, s, *_ in docs], [n_tokens] * n_docs
+                    weighting = "documents" if mode == "yarn" else "tokens"
+                    nll = float(np.mean(np.array(nll_sums) / n_tokens) if mode == "yarn" else sum(nll_sums) / sum(toks))
+                    lo, hi, method = stats.ppl_interval(
+                        nll_sums,
+                        toks,
+                        [b for *_, b in docs],
+                        block=BLOCK,
+                        seed=stats.seed_of(cell),
+                        weighting=weighting,
+                    )
+                    total_bytes, total_words = sum(d[2] for d in docs), sum(d[3] for d in docs)
+                    results.append(
+                        {
+                            "model": model, "rope": rope, "layer_mix": mix, "length": length, "n_docs": n_docs,
+                            "n_tokens": sum(toks), "nll": nll, "ppl": math.exp(nll), "ppl_lo": lo, "ppl_hi": hi,
+                            "interval": method, "bits_per_byte": sum(nll_sums) / total_bytes / math.log(2),
+                            "word_ppl": math.exp(sum(nll_sums) / total_words), "status": "ok", "detail": "",
+                            "cell": cell,
+                        }
+                    )  # fmt: skip
+                    for doc, nll_sum, n_bytes, n_words, blocks in docs:
+                        documents.append(
+                            {
+                                "cell": cell, "model": model, "rope": rope, "layer_mix": mix, "length": length,
+                                "doc": doc, "n_tokens": n_tokens, "nll_sum": repr(nll_sum), "n_bytes": n_bytes,
+                                "n_words": n_words, "blocks": " ".join(map(repr, blocks)),
+                            }
+                        )  # fmt: skip
+                    timings.append({"cell": cell, "seconds": 1.5})
+    for name, columns, rows in (
+        ("results.csv", CONTRACT_RESULTS, results),
+        ("documents.csv", CONTRACT_DOCS, documents),
+        ("timings.csv", ["cell", "seconds"], timings),
+    ):
+        with (folder / name).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    spec = {
+        "models": list(models), "ropes": {r: r for r in ropes}, "layer_mixes": list(mixes),
+        "lengths": list(lengths), "n_docs": n_docs, "mode": mode,
+    }  # fmt: skip
+    meta = {
+        "name": folder.name,
+        "spec": spec,
+        "command": f"ropekit sweep sweep.toml --out {folder} --mode {mode} --n-docs {n_docs}",
+        "bootstrap": {"n": 2000, "level": 0.95, "block": BLOCK},
+        "corpus": {"name": "synthetic", "documents": n_docs, "sha256": "0" * 64},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+CONTRACT_SWEEPS = {  # several documents, one document's blocks, two models (mode yarn)
+    "docs": {"models": ["a"], "ropes": ROPES, "mixes": MIXES, "lengths": [512, 1024, 2048], "n_docs": 6},
+    "blocks": {"models": ["a"], "ropes": ROPES, "mixes": ["native"], "lengths": [512, 1024, 2048], "n_docs": 1},
+    "models": {
+        "models": ["a", "b"], "ropes": ["default", "yarn"], "mixes": ["native"], "lengths": [512, 1024],
+        "n_docs": 4, "mode": "yarn",
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=list(CONTRACT_SWEEPS))
+def contract(request, tmp_path_factory) -> Path:
+    return contract_sweep(tmp_path_factory.mktemp("contract") / request.param, **CONTRACT_SWEEPS[request.param])
+
+
+def bands(ax) -> list:
+    return [c for c in ax.collections if c.get_gid() == "interval"]
+
+
+def band_range(band) -> tuple[float, float]:
+    y = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+    return float(y.min()), float(y.max())
+
+
+def test_every_figure_draws_its_intervals(contract):
+    from ropekit.report import load_sweep, paired_differences, plot_bits_per_byte, with_bits_per_byte_intervals
+
+    sweep = load_sweep(contract)
+    frame = sweep.results
+    ropes, mixes = list(dict.fromkeys(frame["rope"])), list(dict.fromkeys(frame["layer_mix"]))
+    panels = frame.groupby(["model", "layer_mix"], sort=False)
+    for ax, (_, rows) in zip(plot_perplexity(frame).axes, panels, strict=False):
+        assert len(bands(ax)) == len(ropes)
+        for band, (_, line) in zip(bands(ax), rows.groupby("rope", sort=False), strict=True):
+            assert band_range(band) == pytest.approx((line["ppl_lo"].min(), line["ppl_hi"].max()))
+    differences = paired_differences(sweep, "default")
+    fig = plot_relative(frame, "default", differences=differences)
+    for ax in (ax for ax in fig.axes if ax.get_visible()):
+        assert len(bands(ax)) == len(ropes) - 1  # the baseline against itself has none
+    rings = sum(len(line.get_xdata()) for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "excludes")
+    assert rings == (differences["verdict"].isin(["better", "worse"])).sum() > 0
+    assert "ring: interval excludes 1" in [t.get_text() for t in fig.legends[0].get_texts()]
+    if len(mixes) > 1:
+        fig = plot_layer_mixes(frame, "yarn", differences=paired_differences(sweep, "native", series="layer_mix"))
+        absolute, relative = fig.axes[:2]
+        assert len(bands(absolute)) == len(mixes) and len(bands(relative)) == len(mixes) - 1
+    if frame["model"].nunique() > 1:
+        fig = plot_bits_per_byte(with_bits_per_byte_intervals(sweep))
+        for ax in (ax for ax in fig.axes if ax.get_visible()):
+            assert len(bands(ax)) == frame["model"].nunique()
+            assert ax.get_ylabel() == "bits per byte"
+
+
+def test_a_single_length_gets_error_bars():
+    frame = pd.DataFrame(
+        {"model": "m", "rope": ["default", "yarn"], "layer_mix": "native", "length": 1024, "status": "ok"}
+    ).assign(ppl=[10.0, 9.0], ppl_lo=[9.5, 8.6], ppl_hi=[10.4, 9.3])
+    ax = plot_perplexity(frame).axes[0]
+    bars = [line for line in ax.collections if line.get_gid() == "interval"]
+    assert len(bars) == 2 and band_range(bars[1]) == pytest.approx((8.6, 9.3))
+
+
+def documents_of(folder: Path, cell: str) -> tuple[list[float], list[list[float]], list[int]]:
+    with (folder / "documents.csv").open() as f:
+        rows = sorted((r for r in csv.DictReader(f) if r["cell"] == cell), key=lambda r: r["doc"])
+    return (
+        [float(r["nll_sum"]) for r in rows],
+        [[float(x) for x in r["blocks"].split()] for r in rows],
+        [int(r["n_tokens"]) for r in rows],
+    )
+
+
+def test_the_paired_difference_is_stats_on_the_same_documents(contract):
+    from ropekit import stats
+    from ropekit.report import load_sweep, paired_differences
+
+    sweep = load_sweep(contract)
+    differences = paired_differences(sweep, "default")
+    row = differences[(differences["rope"] == "yarn") & (differences["length"] == 1024)].iloc[0]
+    rope, base = f"a-yarn-{row['layer_mix']}-1024", f"a-default-{row['layer_mix']}-1024"
+    assert (row["cell"], row["baseline_cell"]) == (rope, base)
+    a, b = documents_of(contract, rope), documents_of(contract, base)
+    direct = stats.difference_interval(
+        (a[0], a[1]),
+        (b[0], b[1]),
+        a[2],
+        block=64,
+        seed=stats.seed_of(f"{rope} {base}"),
+        weighting="documents" if sweep.spec["mode"] == "yarn" else "tokens",
+    )
+    assert (row["estimate"], row["lo"], row["hi"]) == (direct.estimate, direct.lo, direct.hi)
+    assert row["method"] == ("bootstrap-blocks64-2000" if sweep.spec["n_docs"] == 1 else "bootstrap-docs-2000")
+    assert row["ratio"] == pytest.approx(math.exp(direct.estimate), rel=1e-9)
+    assert row["verdict"] == ("better" if direct.hi < 0 else "worse" if direct.lo > 0 else "not distinguishable")
+    text = perplexity_table(sweep.results, baseline="default", text=True, differences=differences)
+    shown = f"{row['ratio']:.3f} [{math.exp(direct.lo):.3f}, {math.exp(direct.hi):.3f}]"
+    assert text.loc[("a", row["layer_mix"], 1024), "yarn"] == shown + (" †" if direct.excludes_zero else "")
+    md = write_report(contract).markdown.read_text()
+    assert shown in md
+
+
+def test_the_report_says_which_ropes_are_distinguishable(contract):
+    from ropekit.report import distinguishable, load_sweep, paired_differences
+
+    sweep = load_sweep(contract)
+    differences = paired_differences(sweep, "default")
+    table = distinguishable(differences)
+    for _, diff in differences.iterrows():
+        row = table.loc[(diff["model"], diff["layer_mix"], diff["length"])]
+        column = (
+            "better than default"
+            if diff["hi"] < 0
+            else "worse than default"
+            if diff["lo"] > 0
+            else "not distinguishable"
+        )
+        assert diff["rope"] in row[column].split(", ")
+        others = [c for c in table.columns if c != column]
+        assert all(diff["rope"] not in row[c].split(", ") for c in others)
+    # yarn is far better past 512 tokens (the fixtures' effect); the rest are mostly within noise
+    yarn = differences[(differences["rope"] == "yarn") & (differences["length"] > 512)]
+    assert set(yarn["verdict"]) == {"better"}
+    assert (differences["verdict"] == "not distinguishable").any()
+    md = write_report(contract).markdown.read_text()
+    assert "## Which ropes differ from default" in md
+    apart = differences["verdict"].isin(["better", "worse"]).sum()
+    assert f"{apart} of the {len(differences)} comparisons with an interval exclude 0 (at length" in md
+    flat = table.reset_index().astype(str).to_markdown(index=False, disable_numparse=True)
+    assert flat in md
+
+
+def test_the_report_states_the_convention_the_command_and_the_intervals(contract):
+    from ropekit.report import load_sweep
+
+    sweep = load_sweep(contract)
+    report = write_report(contract)
+    md, page = report.markdown.read_text(), report.html.read_text()
+    several = sweep.results["model"].nunique() > 1
+    assert ("bits per byte" in md.lower()) == several
+    assert ({"bits_per_byte"} <= {p.stem for p in report.figures}) == several
+    if several:
+        assert "token perplexities are not comparable" in md and "## Bits per byte" in md
+    assert md.count("Intervals are 95 % percentile bootstraps (2000 resamples)") == 1
+    assert "64-token blocks of its one document" in md and "seeded by the cell key" in md
+    assert "unavailable" not in md
+    command = sweep.meta["command"]
+    assert f"```sh\n{command}\n```" in md and html.escape(command) in page
+    assert "n 2000, level 0.95, block 64" in md  # the bootstrap settings in the provenance
+    cell = sweep.results.iloc[0]
+    assert f"{cell['ppl']:.2f} [{cell['ppl_lo']:.2f}, {cell['ppl_hi']:.2f}]" in md
+    assert f"Interval methods: {cell['interval']}." in md
+    assert page.count("Intervals are 95 %") == 1
+
+
+@pytest.mark.parametrize("name", ["default", "gemma3-layer-mix"])
+def test_old_sweep_directories_render_with_intervals_unavailable(name, tmp_path):
+    """The committed experiments predate intervals: a seconds column, no ppl_lo/ppl_hi, one document
+    without blocks. They render, every figure drawn without a band, and the report says so once."""
+    from ropekit.report import load_sweep, paired_differences
+
+    folder = tmp_path / name
+    shutil.copytree(Path(__file__).resolve().parents[2] / "experiments" / name, folder)
+    sweep = load_sweep(folder)
+    assert "seconds" in sweep.results and sweep.results["ppl_lo"].isna().all() and not sweep.has_intervals
+    differences = paired_differences(sweep, "native" if name == "gemma3-layer-mix" else "default")
+    assert set(differences["verdict"]) <= {"no interval"}
+    report = write_report(folder)
+    md, page = report.markdown.read_text(), report.html.read_text()
+    assert md.count("unavailable") == 1 and "intervals are unavailable throughout this report" in md
+    assert "Intervals are 95 %" not in md and "†" not in md and "Which ropes differ" not in md
+    assert "does not record the command" in md and "not stored (directory written before" in md
+    for fig in (plot_perplexity(sweep.results), plot_layer_mixes(sweep.results)):
+        assert not any(bands(ax) for ax in fig.axes)
+    table = perplexity_table(sweep.results, text=True, intervals=True)
+    assert not table.stack().str.contains(r"\[").any()
+    assert page.count('src="data:image/png;base64,') == len({p.stem for p in report.figures})

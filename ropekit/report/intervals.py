@@ -1,0 +1,245 @@
+"""Intervals a report shows: the sweep's own (``ppl_lo``, ``ppl_hi`` of results.csv), the paired
+difference two ropes (or layer mixes) make on the same documents, and bits per byte, all from the
+files of a sweep directory through :mod:`ropekit.stats`.
+
+A paired difference is the mean NLL per token of a cell minus that of its baseline cell (the same
+model, length and documents), ``stats.difference_interval`` over the documents when the cells have
+several, over the 64-prediction blocks of the one otherwise, seeded by ``stats.seed_of("<cell key>
+<baseline cell key>")``. Its exp is the perplexity ratio the relative figure draws. Directories
+written before documents.csv held blocks, or before results.csv held intervals, give NaN bounds
+and the verdict ``no interval``: shown as unavailable, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import stats
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .results import Sweep
+
+# The block length of ``Score.blocks`` (ropekit.eval.perplexity.BLOCK, which report/ may not import),
+# used when neither meta.json's bootstrap settings nor an interval's name says it.
+BLOCK = 64
+METHOD = re.compile(r"bootstrap-(?:docs|blocks(\d+))-(\d+)$")
+BETTER, WORSE, SAME, NONE = "better", "worse", "not distinguishable", "no interval"
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How the intervals of a sweep were drawn: resamples, level, and the block of one document."""
+
+    n: int = stats.N
+    level: float = stats.LEVEL
+    block: int = BLOCK
+
+    @property
+    def percent(self) -> str:
+        return f"{self.level * 100:g} %"
+
+
+def bootstrap_settings(sweep: Sweep) -> Bootstrap:
+    """meta.json's ``bootstrap`` settings, else what the intervals' names say (``bootstrap-blocks64-2000``),
+    else ropekit's defaults."""
+    settings: dict[str, Any] = sweep.meta.get("bootstrap") or {}
+    n, block = None, None
+    for name in dict.fromkeys(sweep.results["interval"]):
+        if match := METHOD.match(str(name)):
+            block = block or (match.group(1) and int(match.group(1)))
+            n = n or int(match.group(2))
+    return Bootstrap(
+        n=int(settings.get("n") or settings.get("resamples") or n or stats.N),
+        level=float(settings.get("level") or stats.LEVEL),
+        block=int(settings.get("block") or settings.get("block_tokens") or block or BLOCK),
+    )
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """One cell's documents, in a fixed order: names, NLL sums, predictions, blocks."""
+
+    names: tuple[str, ...]
+    nll: tuple[float, ...]
+    tokens: tuple[int, ...]
+    blocks: tuple[tuple[float, ...], ...]
+
+
+def _scores_by_cell(documents: pd.DataFrame | None) -> dict[str, _Scores]:
+    if documents is None:
+        return {}
+    out = {}
+    for cell, rows in documents.groupby("cell", sort=False):
+        rows = rows.sort_values("doc", kind="stable")
+        if rows["nll_sum"].isna().any() or rows["n_tokens"].isna().any():
+            continue
+        out[str(cell)] = _Scores(
+            tuple(rows["doc"].astype(str)),
+            tuple(rows["nll_sum"].astype(float)),
+            tuple(rows["n_tokens"].astype(int)),
+            tuple(rows["blocks"]),
+        )
+    return out
+
+
+def _paired(
+    a: _Scores | None, b: _Scores | None, seed_key: str, settings: Bootstrap, weighting: str
+) -> stats.Difference | None:
+    """The paired difference of two cells' scores, or None when they are not the same documents or
+    one document lacks (matching) blocks."""
+    if a is None or b is None or a.names != b.names or a.tokens != b.tokens:
+        return None
+    if len(a.names) == 1:
+        expected = len(stats.block_tokens(a.tokens[0], settings.block))
+        if not (len(a.blocks[0]) == len(b.blocks[0]) == expected):
+            return None
+    return stats.difference_interval(
+        (a.nll, a.blocks),
+        (b.nll, b.blocks),
+        a.tokens,
+        block=settings.block,
+        seed=stats.seed_of(seed_key),
+        n=settings.n,
+        level=settings.level,
+        weighting=weighting,
+    )
+
+
+def paired_differences(sweep: Sweep, baseline: str, series: str = "rope") -> pd.DataFrame:
+    """For each scored cell and the ``baseline`` value of ``series`` (``rope``: the baseline rope at the
+    same model, layer mix and length; ``layer_mix``: the reference mix at the same model, rope and
+    length), the difference in mean NLL per token (cell minus baseline) with its paired interval.
+
+    Columns: model, layer_mix, rope, length, baseline, cell, baseline_cell, ratio (perplexity over the
+    baseline's), estimate, lo, hi (NLL per token; NaN bounds when unavailable), ratio_lo, ratio_hi
+    (their exp), method, verdict (``better``, ``worse``, ``not distinguishable``, ``no interval``)."""
+    import numpy as np
+    import pandas as pd
+
+    other = {"rope": "layer_mix", "layer_mix": "rope"}[series]
+    frame = sweep.results
+    frame = frame[(frame["status"] == "ok") & np.isfinite(frame["ppl"].to_numpy(float))]
+    settings = bootstrap_settings(sweep)
+    weighting = "documents" if sweep.spec.get("mode") == "yarn" else "tokens"  # as the cell's perplexity
+    scores = _scores_by_cell(sweep.documents)
+    base = {(r["model"], r[other], r["length"]): r for r in frame[frame[series] == baseline].to_dict("records")}
+    rows = []
+    for cell in frame[frame[series] != baseline].to_dict("records"):
+        ref = base.get((cell["model"], cell[other], cell["length"]))
+        if ref is None:
+            continue
+        key, ref_key = str(cell.get("cell", "")), str(ref.get("cell", ""))
+        diff = _paired(scores.get(key), scores.get(ref_key), f"{key} {ref_key}", settings, weighting)
+        ratio = cell["ppl"] / ref["ppl"]
+        lo, hi = (diff.lo, diff.hi) if diff else (math.nan, math.nan)
+        rows.append(
+            {
+                **{c: cell[c] for c in ("model", "layer_mix", "rope", "length")},
+                "baseline": baseline,
+                "cell": key,
+                "baseline_cell": ref_key,
+                "ratio": ratio,
+                "estimate": diff.estimate if diff else math.log(ratio),
+                "lo": lo,
+                "hi": hi,
+                "ratio_lo": math.exp(lo),
+                "ratio_hi": math.exp(hi),
+                "method": diff.method if diff and math.isfinite(lo) else "",
+                "verdict": _verdict(lo, hi),
+            }
+        )
+    columns = ["model", "layer_mix", "rope", "length", "baseline", "cell", "baseline_cell", "ratio", "estimate"]
+    columns += ["lo", "hi", "ratio_lo", "ratio_hi", "method", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _verdict(lo: float, hi: float) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return NONE
+    return BETTER if hi < 0 else WORSE if lo > 0 else SAME
+
+
+def distinguishable(differences: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, layer mix, length): the ropes whose paired interval excludes 0 (better or worse
+    than the baseline), those whose interval includes it, and those without an interval."""
+    import pandas as pd
+
+    rows = []
+    for (model, mix, length), part in differences.groupby(["model", "layer_mix", "length"], sort=False):
+        by = {v: ", ".join(part.loc[part["verdict"] == v, "rope"]) or "–" for v in (BETTER, WORSE, SAME, NONE)}
+        rows.append({"model": model, "layer_mix": mix, "length": length, **by})
+    baseline = differences["baseline"].iloc[0] if len(differences) else "the baseline"
+    columns = {
+        BETTER: f"better than {baseline}",
+        WORSE: f"worse than {baseline}",
+        SAME: "not distinguishable",
+        NONE: "no interval",
+    }
+    table = pd.DataFrame(rows, columns=["model", "layer_mix", "length", *columns]).rename(columns=columns)
+    if not (differences["verdict"] == NONE).any():
+        table = table.drop(columns=columns[NONE])
+    return table.set_index(["model", "layer_mix", "length"])
+
+
+def with_bits_per_byte_intervals(sweep: Sweep) -> pd.DataFrame:
+    """The results with ``bits_per_byte_lo`` and ``bits_per_byte_hi``: total NLL over total bytes / ln 2
+    (lm-eval's bits per byte) over the cell's documents resampled, seeded by the cell key; NaN with
+    one document (its blocks carry no byte counts) or without byte counts."""
+    import numpy as np
+
+    settings = bootstrap_settings(sweep)
+    bounds: dict[str, tuple[float, float]] = {}
+    documents = sweep.documents
+    for cell, rows in documents.groupby("cell", sort=False) if documents is not None else ():
+        if rows["n_bytes"].notna().all():
+            lo, hi = stats.bootstrap_ppl(
+                rows["nll_sum"].to_numpy(float),
+                rows["n_bytes"].to_numpy(float),
+                seed=stats.seed_of(str(cell)),
+                n=settings.n,
+                level=settings.level,
+            )
+            bounds[str(cell)] = (math.log2(lo), math.log2(hi)) if math.isfinite(lo) else (math.nan, math.nan)
+    frame = sweep.results.copy()
+    cells = frame["cell"] if "cell" in frame else [None] * len(frame)
+    found = [bounds.get(str(c), (math.nan, math.nan)) for c in cells]
+    ok = (frame["status"] == "ok").to_numpy() & np.isfinite(frame["bits_per_byte"].to_numpy(float))
+    frame["bits_per_byte_lo"] = np.where(ok, [f[0] for f in found], np.nan)
+    frame["bits_per_byte_hi"] = np.where(ok, [f[1] for f in found], np.nan)
+    return frame
+
+
+def convention(sweep: Sweep, differences: pd.DataFrame | None = None) -> str:
+    """The report's one statement of how its intervals were drawn, or that this directory has none
+    (written before ropekit stored them), and of what it lacks."""
+    import numpy as np
+
+    s = bootstrap_settings(sweep)
+    own = bool(np.isfinite(sweep.results["ppl_lo"].to_numpy(float)).any())
+    paired = differences is not None and bool((differences["verdict"] != NONE).any())
+    if not (own or paired):
+        return (
+            "This directory was written before ropekit stored intervals (results.csv has no ppl_lo/ppl_hi, "
+            "documents.csv neither several documents per cell nor blocks of the one): intervals are unavailable "
+            "throughout this report, and no rope is called distinguishable from another."
+        )
+    text = [
+        f"Intervals are {s.percent} percentile bootstraps ({s.n} resamples): over documents when a cell has "
+        f"several, over the {s.block}-token blocks of its one document otherwise, seeded by the cell key, so the "
+        "same files give the same interval. A difference between two ropes (or layer mixes) is paired: the same "
+        "documents or blocks are resampled for both, seeded by both cells' keys; it is distinguishable when its "
+        "interval excludes 0 (a perplexity ratio's excludes 1)."
+    ]
+    if not own:
+        text.append(
+            "This directory was written before ropekit stored each cell's interval (results.csv has no "
+            "ppl_lo/ppl_hi), so perplexities are shown without one; the paired differences come from documents.csv."
+        )
+    elif differences is not None and len(differences) and not paired:
+        text.append("Its documents.csv cannot pair cells (no blocks of a one-document cell), so no difference has one.")
+    return " ".join(text)
