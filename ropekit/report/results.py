@@ -144,7 +144,9 @@ def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     frame["nll"] = pd.to_numeric(frame.get("nll"), errors="coerce")
     for column in NUMBERS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else float("nan")
-    frame["interval"] = frame["interval"].fillna("").astype(str) if "interval" in frame else ""
+    frame["interval"] = (
+        frame["interval"].astype(object).where(frame["interval"].notna(), "").astype(str) if "interval" in frame else ""
+    )
     frame["status"] = frame["status"].fillna("error").astype(str)
     frame.loc[frame["status"] != "ok", ["ppl", "nll", *NUMBERS]] = float("nan")
     order = {}
