@@ -152,6 +152,8 @@ def test_sweep_flags_build_the_same_spec_as_a_file(tmp_path):
     assert (fmt.corpus.source, fmt.corpus.format) == ("c.txt", "text")
     default = sweep_spec_from_args(build_parser().parse_args(["sweep"]))
     assert default.name == "default" and default.models == ("smollm2-135m",)
+    auto = sweep_spec_from_args(build_parser().parse_args(["sweep", str(tmp_path / "s.toml"), "--dtype", "auto"]))
+    assert auto.dtype == "auto" and default.dtype is None  # the default sweep keeps its dtype
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,15 @@ import torch
 from ..cache import file_sha256
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import Plan, Score, combine, memo_lengths, plan_document, score_plan
-from ..models import ModelConfig, checkpoint_config, load_model, plan_config, read_model_config
+from ..models import (
+    ModelConfig,
+    Precision,
+    checkpoint_config,
+    load_model,
+    plan_config,
+    read_model_config,
+    resolve_dtype,
+)
 from .spec import SpecError, SweepSpec
 from .store import ResultStore, cell_key
 
@@ -51,11 +59,18 @@ class SweepSummary:
         return not self.failed
 
 
-def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, Path]]:
+def plan_cells(
+    spec: SweepSpec, corpus_sha: str, precision: Precision | None = None
+) -> tuple[list[Cell], dict[str, Path]]:
     """Every cell of the grid with its resolved plan (no weights are read): each model's config is
     filled with upstream's defaults once, then each (layer mix, rope) is resolved from it once. A rope
-    that fails validation or a mix that does not fit a model stops the sweep here."""
+    that fails validation or a mix that does not fit a model stops the sweep here. ``precision``:
+    what the spec's dtype resolves to on this machine (resolved here when not given)."""
     cells, checkpoints = [], {}
+    precision = precision or resolve_dtype(spec.dtype, spec.device)
+    # "auto" is keyed by what it resolves to here, so that a DIR resumed on another machine never
+    # mixes bf16 and fp32 numbers in a cell; other dtypes by the spec's word (the keys DIRs hold).
+    dtype = precision.name if spec.dtype == "auto" else spec.dtype
     for model in spec.models:
         try:
             path, raw = read_model_config(model)
@@ -81,7 +96,7 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
                         "stride": spec.stride,
                         "n_docs": spec.n_docs,
                         "corpus": corpus_sha,
-                        "dtype": spec.dtype,
+                        "dtype": dtype,
                         "device": spec.device,
                     }
                     cells.append(Cell(model, rope_name, mix, length, cell_key(definition), config))
@@ -111,11 +126,14 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
     """Run (or resume) ``spec`` into ``out``; returns what was computed, reused and what failed."""
     started = time.perf_counter()
     corpus = load_corpus(spec.corpus.source, format=spec.corpus.format, field=spec.corpus.field)
-    cells, checkpoints = plan_cells(spec, corpus.sha256)
+    precision = resolve_dtype(spec.dtype, spec.device)
+    cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
     with ResultStore(out, spec, force=force) as store:  # holds DIR's lock until the sweep ends
         if force:
             store.keep_only({c.key for c in cells})
-        meta = _meta(spec, corpus, checkpoints, started=store.meta.get("started"))
+        else:
+            _check_dtype(store.meta, precision, out)
+        meta = _meta(spec, corpus, checkpoints, precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         store.write_meta(meta)
         store.write_plans(plan_records(cells))
@@ -157,9 +175,23 @@ def _run_model(name: str, cells: list[Cell], corpus, spec: SweepSpec, store: Res
     return failed
 
 
-def _meta(spec: SweepSpec, corpus, checkpoints: dict[str, Path], *, started: str | None) -> dict[str, Any]:
-    """meta.json: the spec, versions, machine, content hashes of corpus and models, and when the
-    sweep first started (kept across resumed runs)."""
+def _check_dtype(meta: dict[str, Any], precision: Precision, out: Path) -> None:
+    """Refuse to add numbers in one dtype to a DIR that holds another's (``dtype = "auto"`` resolved
+    on another machine), as for a changed spec."""
+    stored = meta.get("dtype", {})
+    if stored.get("resolved", precision.name) != precision.name:
+        raise SpecError(
+            f"{out} holds numbers computed in {stored['resolved']} ({stored.get('reason')}); here dtype "
+            f"{stored.get('asked')} is {precision.name} ({precision.reason}); use another --out, or --force to "
+            f"drop them and compute in {precision.name}"
+        )
+
+
+def _meta(
+    spec: SweepSpec, corpus, checkpoints: dict[str, Path], precision: Precision, *, started: str | None
+) -> dict[str, Any]:
+    """meta.json: the spec, versions, machine, the dtype the models ran in and why, content hashes of
+    corpus and models, and when the sweep first started (kept across resumed runs)."""
     return {
         "spec": spec.canonical(),
         "spec_sha256": spec.sha256,
@@ -171,6 +203,7 @@ def _meta(spec: SweepSpec, corpus, checkpoints: dict[str, Path], *, started: str
             "python": platform.python_version(),
         },
         "device": spec.device,
+        "dtype": {"asked": spec.dtype, "resolved": precision.name, "reason": precision.reason},
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "corpus": {

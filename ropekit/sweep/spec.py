@@ -6,7 +6,9 @@ lengths = [512, 1024, 2048]
 n_docs = 4                                 # documents per length (those with >= length tokens)
 mode = "first"                             # or "strided" (then stride = N)
 layer_mixes = ["native", "LLLG@1024+nope"]
-device = "cpu"                             # dtype defaults: float32 on CPU, bfloat16 on CUDA
+device = "cpu"
+dtype = "float32"                          # default: float32 on CPU, bfloat16 on CUDA; "auto": bfloat16 on
+                                           # CUDA and where the CPU has fast bf16 (recorded in meta.json)
 
 [ropes]                                    # name = "TYPE[:FACTOR]", "native", a config.json path or a table
 default = "default"
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
+from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
 from ..rope import rope_name
 from ..rope.config import is_count
 
@@ -88,6 +90,8 @@ class SweepSpec:
             raise SpecError('stride is only used with mode = "strided"')
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise SpecError(f"device={self.device!r} is not allowed; expected 'cpu' or 'cuda'")
+        if self.dtype is not None and self.dtype not in ("auto", *DTYPES):
+            raise SpecError(f"dtype={self.dtype!r} is not allowed; expected auto or one of {', '.join(DTYPES)}")
         for name, rope in self.ropes.items():
             if not isinstance(rope, (str, dict)):
                 raise SpecError(
