@@ -44,11 +44,11 @@ def flops_per_token(config: Any, length: int) -> float:
     return 2 * matmul + 4 * nh * hd * keys
 
 
-def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 GFLOP/s of a square matmul on the CPU with ``threads`` threads: the physical ceiling
-    the benchmarks' model FLOPs are compared against."""
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Best GFLOP/s of a square matmul in ``dtype`` on the CPU with ``threads`` threads: the physical
+    ceiling the benchmarks' model FLOPs are compared against."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -59,6 +59,8 @@ def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="fp32 matmul throughput of this machine")
+    parser = argparse.ArgumentParser(description="matmul throughput of this machine")
     parser.add_argument("--threads", type=int, default=2)
-    print(f"{matmul_gflops(parser.parse_args().threads):.1f} GFLOP/s")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    print(f"{matmul_gflops(args.threads, dtype=getattr(torch, args.dtype)):.1f} GFLOP/s")

@@ -1,10 +1,11 @@
 """Per-token NLL of one long text: ropekit's token_nll against transformers' forward(labels=...).
 
 Each measurement runs in a fresh process (so peak RSS is that run's own, from the OS accounting),
-the two implementations alternate, and every case repeats. Both read the same GGUF file in fp32
-and score the same tokens (the first L tokens of Hamlet from the embedded corpus). Each row also
-carries the model FLOPs per token (benchmarks/flops.py) and the achieved fraction of this machine's
-fp32 matmul throughput, measured at the start of the run.
+the two implementations alternate, and every case repeats. Both read the same GGUF file in the same
+dtype (``--dtype``: float32, bfloat16 or auto, resolved as ropekit resolves it) and score the same
+tokens (the first L tokens of Hamlet from the embedded corpus). Each row also carries the model
+FLOPs per token (benchmarks/flops.py) and the achieved fraction of this machine's matmul throughput
+in that dtype, measured at the start of the run.
 
     .venv/bin/python benchmarks/model_nll.py --model smollm2-135m --lengths 2048 8192 --repeats 3
 """
@@ -27,7 +28,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
-def child(impl: str, model_name: str, ids_file: str, threads: int) -> dict:
+def child(impl: str, model_name: str, ids_file: str, threads: int, dtype: str) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -36,7 +37,7 @@ def child(impl: str, model_name: str, ids_file: str, threads: int) -> dict:
     if impl == "ropekit":
         import ropekit
 
-        model = ropekit.load_model(model_name)
+        model = ropekit.load_model(model_name, dtype=dtype)
         loaded = time.perf_counter()
         rss_loaded = peak_rss_gb()
         t0 = time.perf_counter()
@@ -50,7 +51,7 @@ def child(impl: str, model_name: str, ids_file: str, threads: int) -> dict:
 
         path = embedded_path(model_name)
         model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="sdpa"
+            str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype), attn_implementation="sdpa"
         ).eval()
         loaded = time.perf_counter()
         rss_loaded = peak_rss_gb()
@@ -82,8 +83,9 @@ def tokens(model_name: str, length: int) -> list[int]:
     return ids[:length]
 
 
-def run_case(impl: str, model: str, ids_file: str, threads: int, memory_gb: float) -> dict:
+def run_case(impl: str, model: str, ids_file: str, threads: int, memory_gb: float, dtype: str) -> dict:
     cmd = [sys.executable, __file__, "--child", impl, "--model", model, "--ids", ids_file, "--threads", str(threads)]
+    cmd += ["--dtype", dtype]
     # A cap on the address space turns running out of memory into a recorded result, not a dead machine.
     limit = f"ulimit -v {int(memory_gb * 2**20)}; exec " + " ".join(cmd)
     result = subprocess.run(["bash", "-c", limit], capture_output=True, text=True)
@@ -118,21 +120,23 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=["ropekit", "transformers"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto (ropekit's choice here)")
     parser.add_argument("--memory-gb", type=float, default=22.0, help="address-space cap per run")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.model, args.ids, args.threads)))
+        print(json.dumps(child(args.child, args.model, args.ids, args.threads, args.dtype)))
         return
     import torch
     from flops import flops_per_token, matmul_gflops
 
     import ropekit
-    from ropekit.models import model_config, read_model_config
+    from ropekit.models import model_config, read_model_config, resolve_dtype
 
-    peak = matmul_gflops(args.threads)  # this machine's ceiling, measured before the runs
+    precision = resolve_dtype(args.dtype)
+    peak = matmul_gflops(args.threads, dtype=precision.dtype)  # this machine's ceiling, measured before the runs
     config = model_config(read_model_config(args.model)[1])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +147,8 @@ def main() -> None:
             runs = {impl: [] for impl in args.impls}
             for _ in range(args.repeats):
                 for impl in args.impls:
-                    runs[impl].append(run_case(impl, args.model, ids_file, args.threads, args.memory_gb))
+                    case = (impl, args.model, ids_file, args.threads, args.memory_gb, precision.name)
+                    runs[impl].append(run_case(*case))
                     if runs[impl][-1]["status"] != "ok":
                         break  # out of memory once is out of memory
             flops = flops_per_token(config, length)
@@ -164,6 +169,8 @@ def main() -> None:
         "transformers": __import__("transformers").__version__,
         "command": " ".join(sys.argv),
         "matmul_gflops": peak,
+        "dtype": precision.name,
+        "dtype_reason": precision.reason,
     }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ def table(path: Path) -> str:
     by_case: dict[tuple, dict] = {}
     for row in rows:
         by_case.setdefault((row["model"], row["length"]), {})[row["impl"]] = row
+    peak = f"; {meta.get('dtype', 'fp32')} matmul peak {meta.get('matmul_gflops', 0):.0f} GFLOP/s"
     lines = [
         f"`{meta['command']}`  ",
         f"{meta['machine']}, {meta['cpus']} threads, torch {meta['torch']}, transformers {meta['transformers']}, "
-        f"ropekit {meta['ropekit']}"
-        + (f"; fp32 matmul peak {meta['matmul_gflops']:.0f} GFLOP/s" if "matmul_gflops" in meta else ""),
+        f"ropekit {meta['ropekit']}" + (peak if "matmul_gflops" in meta else ""),
         "",
         "| model | tokens | ropekit tok/s (min-max) | transformers tok/s (min-max) | speed ratio "
         "| ropekit peak RSS | transformers peak RSS | RSS ratio | GFLOP/token | ropekit GFLOP/s (of peak) "

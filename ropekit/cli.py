@@ -197,7 +197,11 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stride", type=int, help="stride of the strided mode")
     p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument(
+        "--dtype",
+        help="float32, bfloat16, float16 or auto: bfloat16 on CUDA and where the CPU has fast bf16 (avx512_bf16, "
+        "amx_bf16), else float32; recorded in DIR/meta.json (default: float32 on CPU, bfloat16 on CUDA)",
+    )
     p.add_argument("--force", action="store_true", help="reuse DIR even though its spec differs (keeps shared cells)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write DIR/report.html and report.md at the end")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-# Logits are made for this many (token, vocab) entries at a time: 2**26 float32 = 256 MiB.
+# Logits are made for this many (token, vocab) entries at a time: 2**26 float32 = 256 MiB (and
+# 128 MiB more for the bf16 matmul's output when the model runs in bf16).
 LOGIT_BUDGET = 1 << 26
 
 
@@ -34,20 +34,34 @@ def token_nll(model, input_ids, *, next_id: int | None = None) -> torch.Tensor:
     reads (lm-evaluation-harness windows predict as many tokens as they read, and a rope whose
     frequencies depend on the length must see T tokens, not T+1).
 
-    The final hidden states are projected onto the vocabulary in chunks of tokens, and the
-    cross-entropy is taken in float32 per chunk, so peak memory stays at one chunk of logits.
+    The final hidden states are projected onto the vocabulary in chunks of tokens, in the model's
+    dtype, and the cross-entropy is taken in float32 per chunk, so peak memory stays at one chunk
+    of logits.
     """
     ids = _as_ids(model, input_ids, at_least=2 if next_id is None else 1)
     targets = ids[1:] if next_id is None else torch.cat((ids[1:], _as_ids(model, [next_id], at_least=1)))
     hidden = model(ids[None])[0]  # (T, C)
     weight = model.output_weight  # (V, C)
-    cap = model.config.final_logit_softcapping
     out = torch.empty(targets.shape[0], dtype=torch.float32, device=ids.device)
-    chunk = max(1, LOGIT_BUDGET // weight.shape[0])
+    chunk = min(targets.shape[0], max(1, LOGIT_BUDGET // weight.shape[0]))
+    # One buffer for every chunk: a fresh one this large is mapped and page-faulted anew each time,
+    # which cost more than the bf16 -> float32 conversion itself (SmolLM2 in bf16, 4096 tokens).
+    logits = hidden.new_empty(chunk, weight.shape[0])
+    logits32 = logits if logits.dtype == torch.float32 else torch.empty_like(logits, dtype=torch.float32)
+    logp = torch.empty_like(logits32)
     for start in range(0, targets.shape[0], chunk):
         end = min(targets.shape[0], start + chunk)
-        logits = (hidden[start:end] @ weight.T).float()  # (chunk, V)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        out[start:end] = F.cross_entropy(logits, targets[start:end], reduction="none")
+        z = torch.mm(hidden[start:end], weight.T, out=logits[: end - start])  # (chunk, V)
+        z32 = z if logits32 is logits else logits32[: end - start].copy_(z)
+        cap = model.config.final_logit_softcapping
+        out[start:end] = _cross_entropy(z32, targets[start:end], cap, scratch=logp[: end - start])
     return out
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, cap: float | None, *, scratch) -> torch.Tensor:
+    """``F.cross_entropy(logits, targets, reduction="none")`` of float32 logits, after Gemma 2's final
+    soft-capping ``tanh(z / cap) * cap`` (in place in ``logits``): the same log-softmax kernel, so the
+    same bits as transformers' loss, written into ``scratch`` rather than a fresh buffer."""
+    if cap:
+        logits.div_(cap).tanh_().mul_(cap)
+    return torch.log_softmax(logits, 1, out=scratch).gather(1, targets[:, None])[:, 0].neg()

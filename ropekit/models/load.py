@@ -3,8 +3,9 @@ with any rope and any layer mix; and reconfigure, the same weights under another
 
 The model is built on the meta device and every tensor is assigned once, after its shape is
 checked against what the config implies. Where the tensors come from is for the sources
-(ropekit/models/sources.py, ropekit/models/gguf.py, which also caches GGUF conversions); this
-file decides dtype and device, splits Phi-3's fused projections, and applies a family's norm offset.
+(ropekit/models/sources.py, ropekit/models/gguf.py, which also caches GGUF conversions), and
+the dtype is ropekit/models/precision.py's choice. This file checks the device, casts the weights,
+splits Phi-3's fused projections, and applies a family's norm offset.
 """
 
 from __future__ import annotations
@@ -21,33 +22,17 @@ from .config import ModelConfig, ModelConfigError, model_config
 from .decoder import Decoder, norm_weights
 from .embedded import EMBEDDED, embedded_path
 from .gguf import GGUFSource, cache_dequantised, dequantised, gguf_config, gguf_tokenizer, read_gguf
+from .precision import Precision, resolve_dtype
 from .sources import CheckpointError, SafetensorsSource, checkpoint_name, folder_config, folder_tokenizer
 
 
-def dtype_device(dtype: Any, device: Any) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device :func:`load_model` uses for these arguments (dtype None: float32 on the
-    CPU, bfloat16 on CUDA); a sweep records them without loading a model."""
+def dtype_device(dtype: Any, device: Any) -> tuple[Precision, torch.device]:
+    """The precision and device :func:`load_model` uses for these arguments
+    (:func:`ropekit.models.resolve_dtype`); a sweep records them without loading a model."""
     device = torch.device(device or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelConfigError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
-    if dtype is None:
-        # These CPUs have no fast bf16 (200x slower than fp32 here); GPUs run bf16.
-        return (torch.float32 if device.type == "cpu" else torch.bfloat16), device
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }
-    if isinstance(dtype, str):
-        if dtype not in names:
-            raise ModelConfigError(f"dtype={dtype!r} is not supported; expected one of {', '.join(names)}")
-        dtype = names[dtype]
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ModelConfigError(f"dtype={dtype} is not supported; expected float32, bfloat16 or float16")
-    return dtype, device
+    return resolve_dtype(dtype, device), device
 
 
 def _resolve(name_or_path: str | os.PathLike) -> tuple[str, Path]:
@@ -90,8 +75,12 @@ def load_model(
     (``native``, ``all-global``, ``LLLG@1024+nope``) of ``sliding_window_pattern``,
     ``sliding_window`` and ``nope_global``. Returns the model in eval mode, with ``.config`` (the
     resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded on first use).
+
+    ``dtype``: ``None`` (float32 on CPU, bfloat16 on CUDA), a name (``float32``, ``bfloat16``, ...) or
+    ``"auto"``: bfloat16 on CUDA and on a CPU with fast bf16 (``avx512_bf16`` or ``amx_bf16`` in its
+    flags), else float32. ``.precision`` holds the dtype chosen and why.
     """
-    dtype, device = dtype_device(dtype, device)
+    precision, device = dtype_device(dtype, device)
     overrides = {
         "rope_scaling": rope_scaling,
         "layer_types": layer_types,
@@ -103,7 +92,7 @@ def load_model(
     kind, path = _resolve(name_or_path)
     cached = dequantised(path) if kind == "gguf" else None
     tokenizer = gguf_tokenizer(path) if kind == "gguf" else folder_tokenizer(path)
-    common = {"dtype": dtype, "device": device, "source": str(path), "tokenizer": tokenizer}
+    common = {"precision": precision, "device": device, "source": str(path), "tokenizer": tokenizer}
     if kind == "folder" or cached is not None:
         config = model_config(folder_config(cached or path), **overrides)
         return _build(config, SafetensorsSource(cached or path).get, **common)
@@ -136,14 +125,14 @@ def _build(
     config: ModelConfig,
     get: Callable[[str], torch.Tensor | None],
     *,
-    dtype: torch.dtype,
+    precision: Precision,
     device: torch.device,
     source: str,
     tokenizer: Callable[[], Any],
 ) -> Decoder:
     """Meta-device model, then every parameter read, checked and assigned exactly once."""
     with torch.device("meta"):
-        model = Decoder(config, tokenizer=tokenizer, source=source)
+        model = Decoder(config, tokenizer=tokenizer, source=source, precision=precision)
     norms, state = norm_weights(config), {}
     for name, param in model.state_dict().items():
         tensor = _read(name, config, get)
@@ -157,7 +146,7 @@ def _build(
         if name in norms:  # float32, and w -> 1 + w where the family says so (Gemma)
             state[name] = (tensor.float() + config.family.norm_offset).to(device)
         else:
-            state[name] = tensor.to(device=device, dtype=dtype)
+            state[name] = tensor.to(device=device, dtype=precision.dtype)
         # A sum is finite when every element is (weights are far from fp32 overflow); 40x cheaper.
         if not torch.isfinite(state[name].sum()) and not torch.isfinite(state[name]).all():
             raise CheckpointError(f"{source}: weight {checkpoint_name(name, config)} holds NaN or inf (corrupted?)")

@@ -55,7 +55,15 @@ from ..eval.perplexity import (
     score_plan,
     text_counts,
 )
-from ..models import ModelConfig, checkpoint_config, dtype_device, load_model, plan_config, read_model_config
+from ..models import (
+    ModelConfig,
+    Precision,
+    checkpoint_config,
+    load_model,
+    plan_config,
+    read_model_config,
+    resolve_dtype,
+)
 from .spec import SpecError, SweepSpec, reproduce_command
 from .store import ResultStore, cell_key, format_blocks, parse_blocks
 
@@ -87,11 +95,18 @@ class SweepSummary:
         return not self.failed
 
 
-def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, Path]]:
+def plan_cells(
+    spec: SweepSpec, corpus_sha: str, precision: Precision | None = None
+) -> tuple[list[Cell], dict[str, Path]]:
     """Every cell of the grid with its resolved plan (no weights are read): each model's config is
     filled with upstream's defaults once, then each (layer mix, rope) is resolved from it once. A rope
-    that fails validation or a mix that does not fit a model stops the sweep here."""
+    that fails validation or a mix that does not fit a model stops the sweep here. ``precision``:
+    what the spec's dtype resolves to on this machine (resolved here when not given)."""
     cells, checkpoints = [], {}
+    precision = precision or resolve_dtype(spec.dtype, spec.device)
+    # "auto" is keyed by what it resolves to here, so that a DIR resumed on another machine never
+    # mixes bf16 and fp32 numbers in a cell; other dtypes by the spec's word (the keys DIRs hold).
+    dtype = precision.name if spec.dtype == "auto" else spec.dtype
     for model in spec.models:
         try:
             path, raw = read_model_config(model)
@@ -117,7 +132,7 @@ def plan_cells(spec: SweepSpec, corpus_sha: str) -> tuple[list[Cell], dict[str, 
                         "stride": spec.stride,
                         "n_docs": spec.n_docs,
                         "corpus": corpus_sha,
-                        "dtype": spec.dtype,
+                        "dtype": dtype,
                         "device": spec.device,
                     }
                     cells.append(Cell(model, rope_name, mix, length, cell_key(definition), config))
@@ -147,12 +162,14 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
     """Run (or resume) ``spec`` into ``out``; returns what was computed, reused and what failed."""
     started = time.perf_counter()
     corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
-    cells, checkpoints = plan_cells(spec, corpus.sha256)
-    dtype, _ = dtype_device(spec.dtype, spec.device)
+    precision = resolve_dtype(spec.dtype, spec.device)
+    cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
     with ResultStore(out, spec, force=force) as store:  # holds DIR's lock until the sweep ends
         if force:
             store.keep_only({c.key for c in cells})
-        meta = _meta(spec, corpus, checkpoints, out, dtype, started=store.meta.get("started"))
+        else:
+            _check_dtype(store.meta, precision, out)
+        meta = _meta(spec, corpus, checkpoints, out, precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         store.write_meta(meta)
         store.write_plans(plan_records(cells))
@@ -241,12 +258,27 @@ def scored_text(
     return tokenizer.decode([int(i) for i in ids[mask]], skip_special_tokens=True)
 
 
+def _check_dtype(meta: dict[str, Any], precision: Precision, out: Path) -> None:
+    """Refuse to add numbers in one dtype to a DIR that holds another's (``dtype = "auto"`` resolved
+    on another machine), as for a changed spec."""
+    stored = meta.get("dtype", {})
+    if isinstance(stored, str):  # meta.json of a ropekit before "auto": the dtype's name
+        stored = {"asked": stored, "resolved": stored, "reason": "asked for"}
+    if stored.get("resolved", precision.name) != precision.name:
+        raise SpecError(
+            f"{out} holds numbers computed in {stored['resolved']} ({stored.get('reason')}); here dtype "
+            f"{stored.get('asked')} is {precision.name} ({precision.reason}); use another --out, or --force to "
+            f"drop them and compute in {precision.name}"
+        )
+
+
 def _meta(
-    spec: SweepSpec, corpus, checkpoints: dict[str, Path], out: Path, dtype: torch.dtype, *, started: str | None
+    spec: SweepSpec, corpus, checkpoints: dict[str, Path], out: Path, precision: Precision, *, started: str | None
 ) -> dict[str, Any]:
     """meta.json: what it takes to reproduce the sweep (the spec as ``spec_from_dict`` takes it back
     and the ``ropekit sweep`` command that reruns it, content hashes of corpus and models, versions,
-    dtype, device, threads, interval settings), and when it first started (kept across resumed runs)."""
+    the dtype the models ran in and why, device, threads, interval settings), and when it first
+    started (kept across resumed runs)."""
     meta = {
         "name": spec.name,
         "spec": spec.to_dict(),
@@ -265,7 +297,7 @@ def _meta(
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": {"asked": spec.dtype, "resolved": precision.name, "reason": precision.reason},
         "device": spec.device,
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),

@@ -7,7 +7,9 @@ n_docs = 4                                 # documents per length (first, yarn: 
                                            # >= length tokens; strided, rolling: the first n_docs)
 mode = "first"                             # or "yarn", "rolling", "strided" (then stride = N)
 layer_mixes = ["native", "LLLG@1024+nope"]
-device = "cpu"                             # dtype defaults: float32 on CPU, bfloat16 on CUDA
+device = "cpu"
+dtype = "float32"                          # default: float32 on CPU, bfloat16 on CUDA; "auto": bfloat16 on
+                                           # CUDA and where the CPU has fast bf16 (recorded in meta.json)
 
 [ropes]                                    # name = "TYPE[:FACTOR]", "native", a config.json path or a table
 default = "default"
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..eval.perplexity import MODES
-from ..models import MIX_HELP, ModelConfigError, parse_layer_mix
+from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
 from ..rope import rope_argument, rope_name
 from ..rope.config import is_count
 
@@ -90,6 +92,8 @@ class SweepSpec:
             raise SpecError('stride is only used with mode = "strided"')
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise SpecError(f"device={self.device!r} is not allowed; expected 'cpu' or 'cuda'")
+        if self.dtype is not None and self.dtype not in ("auto", *DTYPES):
+            raise SpecError(f"dtype={self.dtype!r} is not allowed; expected auto or one of {', '.join(DTYPES)}")
         for name, rope in self.ropes.items():
             if not isinstance(rope, (str, dict)):
                 raise SpecError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,29 @@ def assert_nll_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
     assert ours.dtype == torch.float32 and ours.shape == reference.shape
     assert abs(ours.double().mean() - reference.double().mean()) <= 1e-5 * abs(reference.double().mean())
     assert (ours - reference).abs().max() <= 1e-3
+
+
+def in_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a transformers model as ``from_pretrained(..., dtype=torch.bfloat16)`` loads it:
+    parameters in bf16, buffers (the rope's inv_freq) kept in float32, which ``Module.to`` would
+    round as well. Checked bit for bit against from_pretrained on SmolLM2, without its second load."""
+    twin = copy.deepcopy(model)
+    for param in twin.parameters():
+        param.data = param.data.to(torch.bfloat16)
+    return twin
+
+
+def assert_bf16_nll_close(
+    ours: torch.Tensor, theirs: torch.Tensor, fp32: torch.Tensor, *, token_mean: float, token_max: float
+) -> None:
+    """ropekit in bf16 against transformers in bf16, with the fp32 NLL as the truth: per-token NLL
+    within ``token_mean`` nats on average and ``token_max`` at worst, the mean NLL (so perplexity)
+    within 0.1 %, and ropekit no farther from fp32 than transformers is (with 1.5x slack)."""
+    assert ours.dtype == torch.float32 and ours.shape == theirs.shape == fp32.shape
+    diff = (ours - theirs).abs()
+    assert diff.mean() <= token_mean and diff.max() <= token_max
+    assert abs(ours.double().mean() - theirs.double().mean()) <= 1e-3 * theirs.double().mean()
+    assert (ours - fp32).abs().mean() <= 1.5 * (theirs - fp32).abs().mean()
 
 
 WORDS = (

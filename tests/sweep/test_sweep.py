@@ -36,6 +36,7 @@ from ropekit.eval.perplexity import (
     score_plan,
     text_counts,
 )
+from ropekit.models import precision
 from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
 from ropekit.sweep import run as run_module
 from ropekit.sweep.run import plan_cells
@@ -304,7 +305,7 @@ def test_meta_holds_what_reruns_the_sweep(setup, tmp_path):
     assert run_sweep(built, out, quiet=True).ok
     meta = json.loads((out / "meta.json").read_text())
     assert spec_from_dict(meta["spec"]) == built and list(meta["spec"]["ropes"]) == ["default", "y4", "dyn"]
-    assert meta["spec_sha256"] == built.sha256 and meta["dtype"] == "float32" and meta["threads"] >= 1
+    assert meta["spec_sha256"] == built.sha256 and meta["dtype"]["resolved"] == "float32" and meta["threads"] >= 1
     assert meta["intervals"] | {"units": ""} == {
         "method": "percentile bootstrap",
         "resamples": stats.N,
@@ -371,6 +372,7 @@ def test_a_directory_of_an_older_ropekit_is_refused_untouched(setup, tmp_path, c
         ({"lengths": [64, 128, 64]}, "lengths [64, 128, 64] repeat 64; give each once"),
         ({"layer_mixes": ["native", "LG@32", "native"]}, "layer_mixes ['native', 'LG@32', 'native'] repeat native"),
         ({"models": ["m", "m"]}, "models ['m', 'm'] repeat m"),
+        ({"dtype": "fp8"}, "dtype='fp8' is not allowed; expected auto or one of float32"),
     ],
 )
 def test_spec_errors_are_named(setup, tmp_path, changes, expected):
@@ -401,3 +403,45 @@ def test_spec_file_errors(tmp_path):
         load_spec(tmp_path / "bad.toml")
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(tmp_path / "missing.toml")
+
+
+def test_auto_dtype_is_recorded_and_its_cells_keyed_by_what_it_resolved_to(setup, tmp_path, monkeypatch):
+    """The same DIR resumed on a machine where "auto" resolves otherwise must not mix bf16 and fp32
+    numbers: the cell keys differ, and the sweep refuses (as for a changed spec) unless --force."""
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    fast.write_text("flags\t\t: sse2 avx2 avx512f avx512_bf16\n")
+    slow.write_text("flags\t\t: sse2 avx2 avx512f\n")
+    small = {"lengths": [64, 128], "layer_mixes": ["native"], "ropes": {"default": "default"}}
+    auto, plain, out = spec(setup, dtype="auto", **small), spec(setup, **small), tmp_path / "out"
+
+    def keys(s):
+        return {c.key for c in plan_cells(s, "x")[0]}
+
+    monkeypatch.setattr(precision, "CPUINFO", fast)
+    bf16_keys, plain_keys = keys(auto), keys(plain)
+    assert run_sweep(auto, out, quiet=True).computed == 2
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["dtype"] == {"asked": "auto", "resolved": "bfloat16", "reason": "cpu has avx512_bf16"}
+    assert meta["spec"]["dtype"] == "auto"
+    bf16 = {r["length"]: r for r in rows(out / "results.csv")}
+
+    monkeypatch.setattr(precision, "CPUINFO", slow)
+    assert keys(auto).isdisjoint(bf16_keys) and keys(plain) == plain_keys  # only "auto" follows the machine
+    with pytest.raises(SpecError, match=re.escape("holds numbers computed in bfloat16 (cpu has avx512_bf16); here")):
+        run_sweep(auto, out, quiet=True)
+    forced = run_sweep(auto, out, quiet=True, force=True)
+    assert forced.computed == 2 and forced.reused == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["dtype"] == {"asked": "auto", "resolved": "float32", "reason": "cpu lacks avx512_bf16 and amx_bf16"}
+    fp32 = rows(out / "results.csv")
+    assert len(fp32) == 2  # the bf16 rows were dropped
+    for r in fp32:  # a tiny random model: bf16 and fp32 agree to well under 1 %, but not exactly
+        ppl, ppl_bf16 = float(r["ppl"]), float(bf16[r["length"]]["ppl"])
+        assert r["cell"] != bf16[r["length"]]["cell"]
+        assert ppl == pytest.approx(ppl_bf16, rel=0.01) and ppl != ppl_bf16
+
+
+def test_default_dtype_is_recorded_as_the_default(setup, tmp_path):
+    run_sweep(spec(setup, lengths=[64], layer_mixes=["native"], ropes={"default": "default"}), tmp_path, quiet=True)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["dtype"] == {"asked": None, "resolved": "float32", "reason": "default on cpu"}
