@@ -1,11 +1,12 @@
 """Intervals for perplexity and for the difference two ropes make: percentile bootstraps, seeded, so
 the same numbers and seed give the same interval, run after run.
 
-What is resampled is a unit: a document when a cell has several, else the blocks of its one
-document's predictions (``Score.blocks`` of ropekit.eval.perplexity: consecutive runs of ``block``
-predictions, long enough that neighbouring tokens' dependence stays inside a unit). Perplexity is
-weighed as the figure it brackets: by tokens, exp(total NLL / total tokens) of the resampled units;
-by documents (mode yarn), exp(mean of the resampled documents' mean NLLs). A paired difference
+What is resampled is a unit: a document when a cell has at least ``MIN_UNITS``, else the blocks of
+its documents' predictions, each document's within it (``Score.blocks`` of ropekit.eval.perplexity:
+consecutive runs of ``block`` predictions, long enough that neighbouring tokens' dependence stays
+inside a unit); with fewer than ``MIN_UNITS`` units there is no interval, and the method says why.
+Perplexity is weighed as the figure it brackets: by tokens, exp(total NLL / total tokens) of the
+resample; by documents (mode yarn), exp(mean of the documents' mean NLLs). A paired difference
 resamples the same units for both ropes, so what they share (the text's own difficulty) cancels.
 
 Seeds come from something stable the caller names (``seed_of(cell_key)``), and the draws from
@@ -79,14 +80,6 @@ def bootstrap_ppl(
     return _percentiles(np.exp(_mean_nll(nll[draws], tok[draws], weighting)), level)
 
 
-def bootstrap_blocks_ppl(
-    blocks: Sequence[float], n_tokens: int, *, block: int, seed: int, n: int = N, level: float = LEVEL
-) -> tuple[float, float]:
-    """Percentile interval of one document's perplexity over its blocks resampled with replacement
-    (token-weighted, which for one document is also yarn's weighing)."""
-    return bootstrap_ppl(blocks, block_tokens(n_tokens, block), seed=seed, n=n, level=level)
-
-
 @dataclass(frozen=True)
 class Difference:
     """Mean NLL per token of a rope minus its baseline on the same units, with a percentile interval."""
@@ -127,14 +120,72 @@ def paired_difference(
     return Difference(estimate, lo, hi, f"bootstrap-{unit}-{n}")
 
 
+# The unit rule. Documents are resampled when a cell has at least MIN_UNITS of them: with fewer a
+# percentile bootstrap over documents is too narrow (its spread is that of n draws from n; 3 documents
+# have 10 distinct resamples). Then the cell is read as its documents' text, fixed, and what is
+# resampled is each document's blocks, within that document (a stratified bootstrap: every resample
+# keeps each document's share of the tokens), so the interval says how much the figure would move
+# with other text like these documents, not with other documents. Below MIN_UNITS blocks in all there
+# is no interval: the 2.5th and 97.5th percentiles of so few units are not an interval to trust.
+MIN_UNITS = 16
+
+
+@dataclass(frozen=True)
+class Units:
+    """What a cell's interval resamples: ``kind`` ``docs`` (one stratum, a unit per document) or
+    ``blocks{block}`` (a stratum per document, a unit per block of it); ``nll`` and ``tokens`` per
+    stratum, per unit."""
+
+    kind: str
+    nll: tuple[np.ndarray, ...]
+    tokens: tuple[np.ndarray, ...]
+
+    @property
+    def count(self) -> int:
+        return sum(len(x) for x in self.nll)
+
+    @property
+    def too_few(self) -> str | None:
+        """Why there is no interval (``none: ...``, the method column's entry), or None."""
+        if self.count >= MIN_UNITS:
+            return None
+        what = "documents" if self.kind == "docs" else f"blocks of {self.kind.removeprefix('blocks')} predictions"
+        return f"none: {self.count} {what}, fewer than {MIN_UNITS}"
+
+    def method(self, n: int) -> str:
+        return self.too_few or f"bootstrap-{self.kind}-{n}"
+
+    def draws(self, seed: int, n: int) -> list[np.ndarray]:
+        """``n`` resamples of each stratum's unit indices, with replacement, strata in order."""
+        rng = np.random.RandomState(seed)
+        return [rng.randint(0, len(x), size=(n, len(x))) for x in self.nll]
+
+    def resampled(self, values: tuple[np.ndarray, ...], draws: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Per resample, each document's NLL sum (from ``values``, per stratum per unit, as ``nll``) and
+        tokens: ``(n, documents)`` each, ready for ``_mean_nll``."""
+        if self.kind == "docs":
+            return values[0][draws[0]], self.tokens[0][draws[0]]
+        nll = np.stack([v[d].sum(1) for v, d in zip(values, draws, strict=True)], axis=1)
+        tokens = np.stack([t[d].sum(1) for t, d in zip(self.tokens, draws, strict=True)], axis=1)
+        return nll, tokens
+
+
 def units(
     doc_nll_sums: Sequence[float], doc_tokens: Sequence[int], doc_blocks: Sequence[Sequence[float]], *, block: int
-) -> tuple[list[float], list[int], str]:
-    """What to resample for a cell: its documents when it has several, else its one document's blocks.
-    Returns (NLL per unit, tokens per unit, ``"docs"`` or ``"blocks{block}"``)."""
-    if len(doc_nll_sums) != 1:
-        return list(doc_nll_sums), list(doc_tokens), "docs"
-    return list(doc_blocks[0]), block_tokens(doc_tokens[0], block), f"blocks{block}"
+) -> Units:
+    """What to resample for a cell (the unit rule above): its documents when it has at least
+    ``MIN_UNITS``, else the blocks of each of them."""
+    if len(doc_nll_sums) >= MIN_UNITS:
+        return Units("docs", (np.asarray(doc_nll_sums, float),), (np.asarray(doc_tokens, float),))
+    if len(doc_blocks) != len(doc_tokens) or any(
+        len(b) != len(block_tokens(t, block)) for b, t in zip(doc_blocks, doc_tokens, strict=False)
+    ):
+        raise ValueError(f"each document needs its blocks of {block} predictions when there are fewer than {MIN_UNITS}")
+    return Units(
+        f"blocks{block}",
+        tuple(np.asarray(b, float) for b in doc_blocks),
+        tuple(np.asarray(block_tokens(t, block), float) for t in doc_tokens),
+    )
 
 
 def ppl_interval(
@@ -148,13 +199,15 @@ def ppl_interval(
     level: float = LEVEL,
     weighting: str = "tokens",
 ) -> tuple[float, float, str]:
-    """A cell's perplexity interval from its documents' scores: (lo, hi, method), the method
-    ``bootstrap-docs-{n}`` over several documents or ``bootstrap-blocks{block}-{n}`` over one's blocks."""
-    nll, tokens, unit = units(doc_nll_sums, doc_tokens, doc_blocks, block=block)
-    lo, hi = bootstrap_ppl(
-        nll, tokens, seed=seed, n=n, level=level, weighting=weighting if unit == "docs" else "tokens"
-    )
-    return lo, hi, f"bootstrap-{unit}-{n}"
+    """A cell's perplexity interval from its documents' scores, weighed as its figure is: (lo, hi,
+    method), the method ``bootstrap-docs-{n}``, ``bootstrap-blocks{block}-{n}`` or, with NaN bounds,
+    ``none: ...`` saying why (``Units.too_few``)."""
+    found = units(doc_nll_sums, doc_tokens, doc_blocks, block=block)
+    if found.too_few:
+        return math.nan, math.nan, found.method(n)
+    nll, tokens = found.resampled(found.nll, found.draws(seed, n))
+    lo, hi = _percentiles(np.exp(_mean_nll(nll, tokens, weighting)), level)
+    return lo, hi, found.method(n)
 
 
 def difference_interval(
@@ -168,10 +221,19 @@ def difference_interval(
     level: float = LEVEL,
     weighting: str = "tokens",
 ) -> Difference:
-    """``paired_difference`` of two ropes scored on the same documents, each given as (NLL sum per
-    document, blocks per document): over the documents when there are several, else over the blocks
-    of the one."""
-    a, tokens, unit = units(rope[0], doc_tokens, rope[1], block=block)
-    b, _, _ = units(baseline[0], doc_tokens, baseline[1], block=block)
-    weighting = weighting if unit == "docs" else "tokens"
-    return paired_difference(a, b, tokens, seed=seed, n=n, level=level, weighting=weighting, unit=unit)
+    """The difference in mean NLL per token (weighed as the figures are) of two ropes scored on the
+    same documents, each given as (NLL sum per document, blocks per document), with the interval of
+    resampling the same units for both (the unit rule above); NaN bounds and ``none: ...`` with too
+    few units."""
+    a = units(rope[0], doc_tokens, rope[1], block=block)
+    b = units(baseline[0], doc_tokens, baseline[1], block=block)
+    estimate = float(
+        _mean_nll(np.asarray(rope[0], float), np.asarray(doc_tokens, float), weighting)
+        - _mean_nll(np.asarray(baseline[0], float), np.asarray(doc_tokens, float), weighting)
+    )
+    if a.too_few:
+        return Difference(estimate, math.nan, math.nan, a.method(n))
+    draws = a.draws(seed, n)
+    (nll_a, tokens), (nll_b, _) = a.resampled(a.nll, draws), a.resampled(b.nll, draws)
+    lo, hi = _percentiles(_mean_nll(nll_a, tokens, weighting) - _mean_nll(nll_b, tokens, weighting), level)
+    return Difference(estimate, lo, hi, a.method(n))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ropekit.stats import (
+    MIN_UNITS,
     block_tokens,
-    bootstrap_blocks_ppl,
     bootstrap_ppl,
     difference_interval,
     paired_difference,
@@ -42,6 +42,11 @@ def blocks_of(nll: np.ndarray, block: int = 64) -> list[float]:
     return [chunk.sum() for chunk in np.split(nll, range(block, len(nll), block))]
 
 
+def one_interval(nll: np.ndarray, seed: int) -> tuple[float, float]:
+    """A one-document cell's interval, over its blocks."""
+    return ppl_interval([nll.sum()], [len(nll)], [blocks_of(nll)], block=64, seed=seed)[:2]
+
+
 def test_seed_of_is_stable_across_processes():
     assert seed_of("a") == 310482890 and seed_of("ropekit") == 3111523675  # sha256, not the salted hash()
     assert 0 <= seed_of("any cell key") < 2**32
@@ -68,10 +73,9 @@ def test_an_interval_contains_its_estimate_and_narrows_with_more_documents(weigh
 
 def test_a_document_interval_over_its_blocks():
     nll = one_document(4096, 0)
-    lo, hi = bootstrap_blocks_ppl(blocks_of(nll), len(nll), block=64, seed=3)
+    lo, hi = one_interval(nll, 3)
     assert lo < math.exp(nll.mean()) < hi
-    short = one_document(1024, 0)
-    lo_short, hi_short = bootstrap_blocks_ppl(blocks_of(short), len(short), block=64, seed=3)
+    lo_short, hi_short = one_interval(one_document(1024, 0), 3)
     assert hi - lo < hi_short - lo_short
     assert block_tokens(130, 64) == [64, 64, 2]
 
@@ -105,7 +109,7 @@ def test_coverage_over_blocks_of_one_document():
     truth, hits = math.exp(MEAN), []
     for s in range(200):
         nll = one_document(4096, 1000 + s)
-        lo, hi = bootstrap_blocks_ppl(blocks_of(nll), len(nll), block=64, seed=s)
+        lo, hi = one_interval(nll, s)
         hits.append(lo <= truth <= hi)
     assert 0.90 <= np.mean(hits) <= 0.99, np.mean(hits)
 
@@ -120,18 +124,48 @@ def test_coverage_of_a_paired_difference():
     assert 0.90 <= np.mean(hits) <= 0.99, np.mean(hits)
 
 
-def test_documents_or_blocks():
-    nll, tokens = documents(3, 6)
-    assert ppl_interval(nll, tokens, [[]] * 3, block=64, seed=1)[2] == "bootstrap-docs-2000"
-    doc = one_document(300, 6)
-    lo, hi, method = ppl_interval([doc.sum()], [300], [blocks_of(doc)], block=64, seed=1, weighting="documents")
-    assert method == "bootstrap-blocks64-2000" and (lo, hi) == bootstrap_blocks_ppl(
-        blocks_of(doc), 300, block=64, seed=1
-    )
-    other = doc - 0.5
+def test_documents_from_sixteen_on_else_the_blocks_of_each():
+    nll, tokens = documents(MIN_UNITS, 6)
+    assert ppl_interval(nll, tokens, [[]] * MIN_UNITS, block=64, seed=1)[2] == "bootstrap-docs-2000"
+    docs = [one_document(300 + 100 * i, 6 + i) for i in range(MIN_UNITS - 1)]
+    args = ([d.sum() for d in docs], [len(d) for d in docs], [blocks_of(d) for d in docs])
+    lo, hi, method = ppl_interval(*args, block=64, seed=1, weighting="documents")
+    assert method == "bootstrap-blocks64-2000" and lo < math.exp(np.mean([d.mean() for d in docs])) < hi
+    with pytest.raises(ValueError, match="needs its blocks of 64 predictions"):
+        ppl_interval(args[0], args[1], [[]] * len(docs), block=64, seed=1)
+    one = one_document(300, 6)
+    other = one - 0.5
     diff = difference_interval(
-        ([other.sum()], [blocks_of(other)]), ([doc.sum()], [blocks_of(doc)]), [300], block=64, seed=1
+        ([other.sum()], [blocks_of(other)]), ([one.sum()], [blocks_of(one)]), [300], block=64, seed=1
     )
-    assert diff.method == "bootstrap-blocks64-2000" and diff.estimate == pytest.approx(-0.5)
-    assert diff.lo == pytest.approx(-0.5) and diff.hi == pytest.approx(-0.5) and diff.excludes_zero
-    assert all(math.isnan(x) for x in ppl_interval([doc[:64].sum()], [64], [blocks_of(doc[:64])], block=64, seed=1)[:2])
+    assert diff.method == "none: 5 blocks of 64 predictions, fewer than 16" and diff.estimate == pytest.approx(-0.5)
+    long = one_document(4000, 6)
+    shifted = long - 0.5
+    diff = difference_interval(
+        ([shifted.sum()], [blocks_of(shifted)]), ([long.sum()], [blocks_of(long)]), [4000], block=64, seed=1
+    )
+    assert diff.method == "bootstrap-blocks64-2000" and diff.excludes_zero
+    assert diff.lo == pytest.approx(-0.5) and diff.hi == pytest.approx(-0.5)
+
+
+def test_no_interval_from_fewer_than_sixteen_units():
+    short = one_document(MIN_UNITS * 64 - 64, 1)  # 15 blocks
+    lo, hi, method = ppl_interval([short.sum()], [len(short)], [blocks_of(short)], block=64, seed=1)
+    assert math.isnan(lo) and math.isnan(hi) and method == "none: 15 blocks of 64 predictions, fewer than 16"
+    two = [short, one_document(65, 2)]  # 15 + 2 blocks
+    lo, hi, method = ppl_interval(
+        [d.sum() for d in two], [len(d) for d in two], [blocks_of(d) for d in two], block=64, seed=1
+    )
+    assert method == "bootstrap-blocks64-2000" and lo < hi
+
+
+def test_coverage_over_the_blocks_of_a_few_documents():
+    """Three documents, each its own mean NLL: the cell's figure, given these documents, is covered
+    about 95% of the time by resampling each document's blocks."""
+    means, hits = (2.5, 3.0, 3.5), []
+    for s in range(200):
+        docs = [one_document(2048, 3000 + 3 * s + i) - MEAN + m for i, m in enumerate(means)]
+        args = ([d.sum() for d in docs], [len(d) for d in docs], [blocks_of(d) for d in docs])
+        lo, hi, _ = ppl_interval(*args, block=64, seed=s)
+        hits.append(lo <= math.exp(np.mean(means)) <= hi)
+    assert 0.90 <= np.mean(hits) <= 0.99, np.mean(hits)

@@ -4,10 +4,10 @@ files of a sweep directory through :mod:`ropekit.stats`.
 
 A paired difference is the mean NLL per token of a cell minus that of its baseline cell (the same
 model, length and documents), ``stats.difference_interval`` over the documents when the cells have
-several, over the 64-prediction blocks of the one otherwise, seeded by ``stats.seed_of("<cell key>
-<baseline cell key>")``. Its exp is the perplexity ratio the relative figure draws. Directories
-written before documents.csv held blocks, or before results.csv held intervals, give NaN bounds
-and the verdict ``no interval``: shown as unavailable, never guessed.
+at least ``stats.MIN_UNITS``, else over each document's 64-prediction blocks, seeded by
+``stats.seed_of("<cell key> <baseline cell key>")``. Its exp is the perplexity ratio the relative
+figure draws. Directories written before documents.csv held blocks, or before results.csv held
+intervals, give NaN bounds and the verdict ``no interval``: shown as unavailable, never guessed.
 """
 
 from __future__ import annotations
@@ -90,13 +90,13 @@ def _scores_by_cell(documents: pd.DataFrame | None) -> dict[str, _Scores]:
 def _paired(
     a: _Scores | None, b: _Scores | None, seed_key: str, settings: Bootstrap, weighting: str
 ) -> stats.Difference | None:
-    """The paired difference of two cells' scores, or None when they are not the same documents or
-    one document lacks (matching) blocks."""
+    """The paired difference of two cells' scores, or None when they are not the same documents or,
+    where blocks are resampled, a document lacks (matching) blocks."""
     if a is None or b is None or a.names != b.names or a.tokens != b.tokens:
         return None
-    if len(a.names) == 1:
-        expected = len(stats.block_tokens(a.tokens[0], settings.block))
-        if not (len(a.blocks[0]) == len(b.blocks[0]) == expected):
+    if len(a.names) < stats.MIN_UNITS:
+        expected = [len(stats.block_tokens(t, settings.block)) for t in a.tokens]
+        if not ([len(x) for x in a.blocks] == [len(x) for x in b.blocks] == expected):
             return None
     return stats.difference_interval(
         (a.nll, a.blocks),
@@ -149,7 +149,7 @@ def paired_differences(sweep: Sweep, baseline: str, series: str = "rope") -> pd.
                 "hi": hi,
                 "ratio_lo": math.exp(lo),
                 "ratio_hi": math.exp(hi),
-                "method": diff.method if diff and math.isfinite(lo) else "",
+                "method": diff.method if diff else "",
                 "verdict": _verdict(lo, hi),
             }
         )
@@ -188,29 +188,45 @@ def distinguishable(differences: pd.DataFrame) -> pd.DataFrame:
 
 def with_bits_per_byte_intervals(sweep: Sweep) -> pd.DataFrame:
     """The results with ``bits_per_byte_lo`` and ``bits_per_byte_hi``: total NLL over total bytes / ln 2
-    (lm-eval's bits per byte) over the cell's documents resampled, seeded by the cell key; NaN with
-    one document (its blocks carry no byte counts) or without byte counts."""
+    (lm-eval's bits per byte), seeded by the cell key. Over at least ``stats.MIN_UNITS`` documents,
+    the documents resampled with their bytes; with fewer, the text (so its bytes per token) is fixed
+    and only its NLL varies: the token-weighted perplexity interval of the documents' blocks, as
+    nats per token, times tokens per byte / ln 2. NaN without byte counts or with too few units."""
     import numpy as np
 
     settings = bootstrap_settings(sweep)
     bounds: dict[str, tuple[float, float]] = {}
-    documents = sweep.documents
-    for cell, rows in documents.groupby("cell", sort=False) if documents is not None else ():
-        if rows["n_bytes"].notna().all():
-            lo, hi = stats.bootstrap_ppl(
-                rows["nll_sum"].to_numpy(float),
-                rows["n_bytes"].to_numpy(float),
-                seed=stats.seed_of(str(cell)),
+    by_cell = _scores_by_cell(sweep.documents)
+    for cell, rows in sweep.documents.groupby("cell", sort=False) if sweep.documents is not None else ():
+        rows = rows.sort_values("doc", kind="stable")  # the order of _scores_by_cell
+        nll, n_bytes, seed = rows["nll_sum"].to_numpy(float), rows["n_bytes"].to_numpy(float), stats.seed_of(str(cell))
+        if np.isnan(n_bytes).any() or str(cell) not in by_cell:
+            continue
+        if len(rows) >= stats.MIN_UNITS:
+            lo, hi = stats.bootstrap_ppl(nll, n_bytes, seed=seed, n=settings.n, level=settings.level)
+            bounds[str(cell)] = (math.log2(lo), math.log2(hi))
+            continue
+        scores = by_cell[str(cell)]
+        try:
+            lo, hi, _ = stats.ppl_interval(
+                scores.nll,
+                scores.tokens,
+                scores.blocks,
+                block=settings.block,
+                seed=seed,
                 n=settings.n,
                 level=settings.level,
             )
-            bounds[str(cell)] = (math.log2(lo), math.log2(hi)) if math.isfinite(lo) else (math.nan, math.nan)
+        except ValueError:  # blocks missing (a directory written before they were stored)
+            continue
+        per_byte = sum(scores.tokens) / n_bytes.sum() / math.log(2)
+        bounds[str(cell)] = (math.log(lo) * per_byte, math.log(hi) * per_byte)
     frame = sweep.results.copy()
     cells = frame["cell"] if "cell" in frame else [None] * len(frame)
-    found = [bounds.get(str(c), (math.nan, math.nan)) for c in cells]
+    found = np.array([bounds.get(str(c), (math.nan, math.nan)) for c in cells], dtype=float).reshape(-1, 2)
     ok = (frame["status"] == "ok").to_numpy() & np.isfinite(frame["bits_per_byte"].to_numpy(float))
-    frame["bits_per_byte_lo"] = np.where(ok, [f[0] for f in found], np.nan)
-    frame["bits_per_byte_hi"] = np.where(ok, [f[1] for f in found], np.nan)
+    frame["bits_per_byte_lo"] = np.where(ok, found[:, 0], np.nan)
+    frame["bits_per_byte_hi"] = np.where(ok, found[:, 1], np.nan)
     return frame
 
 
@@ -229,8 +245,10 @@ def convention(sweep: Sweep, differences: pd.DataFrame | None = None) -> str:
             "throughout this report, and no rope is called distinguishable from another."
         )
     text = [
-        f"Intervals are {s.percent} percentile bootstraps ({s.n} resamples): over documents when a cell has "
-        f"several, over the {s.block}-token blocks of its one document otherwise, seeded by the cell key, so the "
+        f"Intervals are {s.percent} percentile bootstraps ({s.n} resamples): over documents when a cell has at "
+        f"least {stats.MIN_UNITS}, else over the {s.block}-token blocks of each of its documents, resampled within "
+        "it (the interval then says how far the figure would move with other text like these documents, not with "
+        f"other documents), and none from fewer than {stats.MIN_UNITS} units; seeded by the cell key, so the "
         "same files give the same interval. A difference between two ropes (or layer mixes) is paired: the same "
         "documents or blocks are resampled for both, seeded by both cells' keys; it is distinguishable when its "
         "interval excludes 0 (a perplexity ratio's excludes 1)."
@@ -241,5 +259,8 @@ def convention(sweep: Sweep, differences: pd.DataFrame | None = None) -> str:
             "ppl_lo/ppl_hi), so perplexities are shown without one; the paired differences come from documents.csv."
         )
     elif differences is not None and len(differences) and not paired:
-        text.append("Its documents.csv cannot pair cells (no blocks of a one-document cell), so no difference has one.")
+        text.append(
+            "No difference has an interval: documents.csv cannot pair the cells (no blocks), or they have too "
+            "few units."
+        )
     return " ".join(text)

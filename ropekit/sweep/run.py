@@ -14,10 +14,11 @@ What a cell scores, by ``mode`` (ropekit.eval.perplexity has each mode's source)
 * its row (results.csv): ``nll`` and ``ppl`` as the mode's source weighs documents
   (``aggregate``: by tokens, yarn by documents; ``nll`` is log ``ppl``); ``ppl_lo``/``ppl_hi`` a
   95% percentile bootstrap (``ropekit.stats.ppl_interval``, seeded with ``seed_of`` the cell key)
-  over its documents when it has several, else over its one document's blocks of ``BLOCK``
-  predictions, weighed as ``ppl`` is (empty when there are fewer than 2 units); ``interval`` names
-  the method; ``bits_per_byte`` = total NLL / total UTF-8 bytes / ln 2 and ``word_ppl`` = exp(total
-  NLL / total words) over the cell's documents, as lm-evaluation-harness computes them
+  over its documents when it has at least ``stats.MIN_UNITS``, else over each document's blocks of
+  ``BLOCK`` predictions, weighed as ``ppl`` is; ``interval`` names the method, or says why there is
+  none (fewer than ``MIN_UNITS`` blocks: empty bounds); ``bits_per_byte`` = total NLL / total
+  UTF-8 bytes / ln 2 and ``word_ppl`` = exp(total NLL / total words) over the cell's documents, as
+  lm-evaluation-harness computes them
   (``text_counts``), whatever the mode.
 * the scored text those bytes and words are counted in (``scored_text``): the document's own text
   when every id the mode does not predict is a special token (rolling always; strided when the ids
@@ -305,7 +306,9 @@ def _meta(
             "method": "percentile bootstrap",
             "resamples": stats.N,
             "level": stats.LEVEL,
-            "units": "the cell's documents when it has several, else its one document's blocks",
+            "units": f"the cell's documents when it has at least {stats.MIN_UNITS}, else each document's blocks "
+            f"resampled within it; no interval from fewer than {stats.MIN_UNITS} units",
+            "min_units": stats.MIN_UNITS,
             "block": BLOCK,
             "weighting": "as ppl: by tokens (yarn: by documents; blocks by tokens)",
             "seed": "seed_of(cell key): the first 4 bytes of the SHA-256 of the cell key, little-endian, seeding "
@@ -474,7 +477,7 @@ def _cell_row(c: Cell, store: ResultStore, mode: str, failure: tuple[str, str] |
         "ppl": f"{ppl:.4f}",
         "ppl_lo": "" if math.isnan(lo) else f"{lo:.4f}",
         "ppl_hi": "" if math.isnan(hi) else f"{hi:.4f}",
-        "interval": "" if math.isnan(lo) else method,
+        "interval": method,  # or "none: ..." saying why there is none
         "bits_per_byte": f"{total.nll_sum / n_bytes / math.log(2):.6f}" if n_bytes else "",
         "word_ppl": f"{_exp(total.nll_sum / n_words):.4f}" if n_words else "",
         "status": "ok",

@@ -519,7 +519,7 @@ def contract_sweep(folder: Path, *, models, ropes, mixes, lengths, n_docs, mode=
 
 
 CONTRACT_SWEEPS = {  # several documents, one document's blocks, two models (mode yarn)
-    "docs": {"models": ["a"], "ropes": ROPES, "mixes": MIXES, "lengths": [512, 1024, 2048], "n_docs": 6},
+    "docs": {"models": ["a"], "ropes": ROPES, "mixes": MIXES, "lengths": [512, 1024, 2048], "n_docs": 16},
     "blocks": {"models": ["a"], "ropes": ROPES, "mixes": ["native"], "lengths": [512, 1024, 2048], "n_docs": 1},
     "models": {
         "models": ["a", "b"], "ropes": ["default", "yarn"], "mixes": ["native"], "lengths": [512, 1024],
@@ -609,7 +609,9 @@ def test_the_paired_difference_is_stats_on_the_same_documents(contract):
         weighting="documents" if sweep.spec["mode"] == "yarn" else "tokens",
     )
     assert (row["estimate"], row["lo"], row["hi"]) == (direct.estimate, direct.lo, direct.hi)
-    assert row["method"] == ("bootstrap-blocks64-2000" if sweep.spec["n_docs"] == 1 else "bootstrap-docs-2000")
+    assert row["method"] == (
+        "bootstrap-docs-2000" if sweep.spec["n_docs"] >= stats.MIN_UNITS else "bootstrap-blocks64-2000"
+    )
     assert row["ratio"] == pytest.approx(math.exp(direct.estimate), rel=1e-9)
     assert row["verdict"] == ("better" if direct.hi < 0 else "worse" if direct.lo > 0 else "not distinguishable")
     text = perplexity_table(sweep.results, baseline="default", text=True, differences=differences)
@@ -628,7 +630,9 @@ def test_the_report_says_which_ropes_are_distinguishable(contract):
     for _, diff in differences.iterrows():
         row = table.loc[(diff["model"], diff["layer_mix"], diff["length"])]
         column = (
-            "better than default"
+            "no interval"
+            if np.isnan(diff["lo"])  # one 512-token document: 8 blocks, fewer than stats.MIN_UNITS
+            else "better than default"
             if diff["hi"] < 0
             else "worse than default"
             if diff["lo"] > 0
@@ -644,7 +648,8 @@ def test_the_report_says_which_ropes_are_distinguishable(contract):
     md = write_report(contract).markdown.read_text()
     assert "## Which ropes differ from default" in md
     apart = differences["verdict"].isin(["better", "worse"]).sum()
-    assert f"{apart} of the {len(differences)} comparisons with an interval exclude 0 (at length" in md
+    with_interval = (differences["verdict"] != "no interval").sum()
+    assert f"{apart} of the {with_interval} comparisons with an interval exclude 0 (at length" in md
     flat = table.reset_index().astype(str).to_markdown(index=False, disable_numparse=True)
     assert flat in md
 
@@ -661,14 +666,15 @@ def test_the_report_states_the_convention_the_command_and_the_intervals(contract
     if several:
         assert "token perplexities are not comparable" in md and "## Bits per byte" in md
     assert md.count("Intervals are 95 % percentile bootstraps (2000 resamples)") == 1
-    assert "64-token blocks of its one document" in md and "seeded by the cell key" in md
+    assert "64-token blocks of each of its documents" in md and "seeded by the cell key" in md
     assert "unavailable" not in md
     command = sweep.meta["command"]
     assert f"```sh\n{command}\n```" in md and html.escape(command) in page
     assert "n 2000, level 0.95, block 64" in md  # the bootstrap settings in the provenance
-    cell = sweep.results.iloc[0]
+    cell = sweep.results.dropna(subset=["ppl_lo"]).iloc[0]
     assert f"{cell['ppl']:.2f} [{cell['ppl_lo']:.2f}, {cell['ppl_hi']:.2f}]" in md
-    assert f"Interval methods: {cell['interval']}." in md
+    methods = ", ".join(dict.fromkeys(sweep.results["interval"]))
+    assert f"Interval methods: {methods}." in md and cell["interval"] in methods
     assert page.count("Intervals are 95 %") == 1
 
 
@@ -694,3 +700,26 @@ def test_old_sweep_directories_render_with_intervals_unavailable(name, tmp_path)
     table = perplexity_table(sweep.results, text=True, intervals=True)
     assert not table.stack().str.contains(r"\[").any()
     assert page.count('src="data:image/png;base64,') == len({p.stem for p in report.figures})
+
+
+def test_bits_per_byte_intervals_follow_the_unit_rule(contract):
+    """Few documents: the text is fixed, so bits per byte's bounds are the token-weighted interval of
+    the blocks in nats per token, times tokens per byte / ln 2; many: the documents resampled with
+    their bytes."""
+    from ropekit import stats
+    from ropekit.report import load_sweep, with_bits_per_byte_intervals
+
+    sweep = load_sweep(contract)
+    frame = with_bits_per_byte_intervals(sweep)
+    for _, row in frame.iterrows():
+        docs = sweep.documents[sweep.documents["cell"] == row["cell"]].sort_values("doc")
+        nll, tokens, n_bytes = (docs[c].to_numpy(float) for c in ("nll_sum", "n_tokens", "n_bytes"))
+        seed = stats.seed_of(row["cell"])
+        if len(docs) >= stats.MIN_UNITS:
+            lo, hi = (math.log2(x) for x in stats.bootstrap_ppl(nll, n_bytes, seed=seed))
+        else:
+            blocks = list(docs["blocks"])
+            lo, hi, _ = stats.ppl_interval(list(nll), [int(t) for t in tokens], blocks, block=BLOCK, seed=seed)
+            lo, hi = (math.log(x) * tokens.sum() / n_bytes.sum() / math.log(2) for x in (lo, hi))
+        assert (row["bits_per_byte_lo"], row["bits_per_byte_hi"]) == pytest.approx((lo, hi), rel=1e-12, nan_ok=True)
+        assert math.isnan(lo) or lo < row["bits_per_byte"] < hi

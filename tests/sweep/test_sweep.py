@@ -74,7 +74,16 @@ def test_sweep_writes_every_cell_and_resumes_without_recomputing(setup, tmp_path
     for r in result:
         assert int(r["n_docs"]) == 2 and int(r["n_tokens"]) == 2 * (int(r["length"]) - 1)
         assert float(r["ppl"]) == pytest.approx(math.exp(float(r["nll"])), rel=1e-5)
-        assert float(r["ppl_lo"]) < float(r["ppl"]) < float(r["ppl_hi"]) and r["interval"] == "bootstrap-docs-2000"
+        blocks = 2 * -(-(int(r["length"]) - 1) // BLOCK)  # two documents, fewer than stats.MIN_UNITS
+        if blocks >= stats.MIN_UNITS:
+            assert (
+                float(r["ppl_lo"]) < float(r["ppl"]) < float(r["ppl_hi"]) and r["interval"] == "bootstrap-blocks64-2000"
+            )
+        else:
+            assert (
+                r["ppl_lo"] == r["ppl_hi"] == ""
+                and r["interval"] == f"none: {blocks} blocks of 64 predictions, fewer than 16"
+            )
     docs = rows(tmp_path / "documents.csv")
     assert len(docs) == 48
     # documents are chosen in corpus order among those long enough: 512 tokens -> doc1 and doc3
@@ -262,7 +271,8 @@ def test_each_mode_scores_its_documents_ids_and_text(setup, tmp_path, monkeypatc
                 seed=stats.seed_of(r["cell"]),
                 weighting=WEIGHTING[mode],
             )
-            assert (r["ppl_lo"], r["ppl_hi"], r["interval"]) == (f"{lo:.4f}", f"{hi:.4f}", method)
+            bounds = ("", "") if math.isnan(lo) else (f"{lo:.4f}", f"{hi:.4f}")  # none from too few units
+            assert (r["ppl_lo"], r["ppl_hi"], r["interval"]) == (*bounds, method)
             nll, n_bytes = sum(s.nll_sum for s in scores), sum(int(d["n_bytes"]) for d in own)
             assert r["bits_per_byte"] == f"{nll / n_bytes / math.log(2):.6f}"
             assert r["word_ppl"] == f"{math.exp(nll / sum(int(d['n_words']) for d in own)):.4f}"
@@ -308,6 +318,7 @@ def test_meta_holds_what_reruns_the_sweep(setup, tmp_path):
     assert meta["spec_sha256"] == built.sha256 and meta["dtype"]["resolved"] == "float32" and meta["threads"] >= 1
     assert meta["intervals"] | {"units": ""} == {
         "method": "percentile bootstrap",
+        "min_units": stats.MIN_UNITS,
         "resamples": stats.N,
         "level": stats.LEVEL,
         "units": "",
