@@ -254,6 +254,9 @@ def _distinguishable_section(differences, baseline: str) -> Section:
             if lengths
             else f": every rope is within noise of {baseline}."
         )
+        + " What these documents cannot separate is in the resolution column: the median half-width of the ratios' "
+        "intervals at that length; a rope whose perplexity is closer than that to the baseline's is, here, "
+        "indistinguishable from it, which says as much about the amount of text as about the rope."
     )
     table = distinguishable(differences).astype(str)
     return Section(title, text, [], [("", table)], table_class="text")
@@ -271,8 +274,8 @@ def _bits_per_byte_section(sweep: Sweep, figures: dict) -> Section:
     figures["bits_per_byte"] = plot_bits_per_byte(frame)
     text = (
         "Several models: token perplexity depends on each model's tokenizer, so they are compared by bits per byte "
-        "(total NLL over the text's UTF-8 bytes / ln 2, lower is better), shaded over its interval over documents "
-        "(one document's blocks carry no byte counts: no interval there)."
+        "(total NLL over the text's UTF-8 bytes / ln 2, lower is better), shaded over its interval (over documents "
+        "from 16 of them on, else over each document's blocks, its text and so its bytes fixed)."
     )
     return Section(title, text, ["bits_per_byte"], [("bits per byte [interval]", bits_per_byte_table(frame))])
 

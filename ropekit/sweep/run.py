@@ -7,10 +7,11 @@ longrope: one per regime). Each document's score and each finished cell go to di
 
 What a cell scores, by ``mode`` (ropekit.eval.perplexity has each mode's source):
 
-* documents: first and yarn cut documents to their first L ids, so a length uses the first
-  ``n_docs`` documents in corpus order with at least L ids (``document_ids`` of the mode); strided
-  and rolling score whole documents, so every length uses the same first ``n_docs`` documents
-  (those with at least 2 ids: something to predict).
+* documents (``choose_documents``): the same at every length; first and yarn cut documents to
+  their first L ids, so every length uses the first ``n_docs`` documents in corpus order with at
+  least the longest length's ids (``document_ids`` of the mode; fewer that long: each length its
+  own, with a note); strided and rolling score whole documents, the first ``n_docs`` with at least
+  2 ids (something to predict).
 * its row (results.csv): ``nll`` and ``ppl`` as the mode's source weighs documents
   (``aggregate``: by tokens, yarn by documents; ``nll`` is log ``ppl``); ``ppl_lo``/``ppl_hi`` a
   95% percentile bootstrap (``ropekit.stats.ppl_interval``, seeded with ``seed_of`` the cell key)
@@ -32,6 +33,7 @@ import hashlib
 import math
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 
 from .. import stats
-from ..cache import file_sha256
+from ..cache import Notice, file_sha256
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import (
     BLOCK,
@@ -201,13 +203,14 @@ def _run_model(name: str, cells: list[Cell], corpus, spec: SweepSpec, store: Res
     base = load_model(name, device=spec.device, dtype=spec.dtype)
     prefix, special_tokens = encoding(base.tokenizer, spec.mode)  # document_ids of the mode, cached
     tokens = tokenize(corpus, base.tokenizer, prefix=prefix, special_tokens=special_tokens)
+    chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs)
     for cell in cells:
-        cell.docs = choose_documents(tokens, cell.length, spec.mode, spec.n_docs)
+        cell.docs = chosen[cell.length]
     texts = Texts(base.tokenizer, {d.name: d.text for d in corpus.documents})
     groups = [(base.with_config(group[0].config), group) for group in _groups(cells)]
     # per document's ids (a digest: other ids never share a pass): passes of these weights, by signature
     memos: dict[str, dict] = {}
-    plans = _plans(groups, tokens, spec, store)
+    plans = _plans(groups, tokens, chosen, spec, store)
     progress.add_tokens(sum(plan.tokens for work in plans for _, plan in work.values()))
     failed = []
     for (model, group), work in zip(groups, plans, strict=True):
@@ -215,12 +218,26 @@ def _run_model(name: str, cells: list[Cell], corpus, spec: SweepSpec, store: Res
     return failed
 
 
-def choose_documents(tokens: dict[str, np.ndarray], length: int, mode: str, n_docs: int) -> list[str]:
-    """The documents a cell of ``length`` scores, in corpus order: first and yarn (the first L ids of
-    each) the first ``n_docs`` with at least ``length`` ids; strided and rolling (whole documents)
-    the first ``n_docs`` with at least 2 ids, the same at every length."""
-    least = 2 if mode in WHOLE_DOCUMENTS else length
-    return [doc for doc, ids in tokens.items() if len(ids) >= least][:n_docs]
+def choose_documents(tokens: dict[str, np.ndarray], lengths, mode: str, n_docs: int) -> dict[int, list[str]]:
+    """The documents each length scores, in corpus order, the same at every length so that a curve
+    over lengths reads one text: first and yarn (the first L ids of each) the first ``n_docs`` with at
+    least the longest length's ids, as the YaRN paper's truncations of long documents; strided and
+    rolling (whole documents) the first ``n_docs`` with at least 2 ids. Where fewer than ``n_docs``
+    documents are that long, each length takes the first ``n_docs`` with at least its own length,
+    and a note says that lengths then read different text."""
+    if mode in WHOLE_DOCUMENTS:
+        whole = [doc for doc, ids in tokens.items() if len(ids) >= 2][:n_docs]
+        return {length: whole for length in lengths}
+    longest = [doc for doc, ids in tokens.items() if len(ids) >= max(lengths)][:n_docs]
+    if len(longest) == n_docs:
+        return {length: longest for length in lengths}
+    warnings.warn(
+        f"only {len(longest)} of the {n_docs} documents asked for have {max(lengths)} ids, the longest length: "
+        "each length takes the first documents with at least its own length, so lengths read different text",
+        Notice,
+        stacklevel=2,
+    )
+    return {length: [doc for doc, ids in tokens.items() if len(ids) >= length][:n_docs] for length in lengths}
 
 
 def _ids_key(ids: np.ndarray) -> str:
@@ -329,10 +346,14 @@ def _groups(cells: list[Cell]) -> list[list[Cell]]:
     return list(groups.values())
 
 
-def _plans(groups: list, tokens: dict, spec: SweepSpec, store: ResultStore) -> list[dict[str, tuple[list[Cell], Plan]]]:
-    """Per group, each document still to score: the cells that want it and its plan. Plans are
-    chained through what each leaves in its document's memo, as they will run; their tokens are the
-    progress bar's total."""
+def _plans(
+    groups: list, tokens: dict, chosen: dict[int, list[str]], spec: SweepSpec, store: ResultStore
+) -> list[dict[str, tuple[list[Cell], Plan]]]:
+    """Per group, each document still to score: the cells that still want it and its plan. A plan
+    serves every length of the group that scores the document, scored or not, so a resumed sweep runs
+    the passes an uninterrupted one would and writes the same bits (a length read as the prefix of a
+    longer pass differs in the last bits from a pass of its own). Plans are chained through what each
+    leaves in its document's memo, as they will run; their tokens are the progress bar's total."""
     computed: dict[str, dict] = {}  # per document's ids: signature -> tokens its running sums will cover
     plans = []
     for model, cells in groups:
@@ -340,7 +361,8 @@ def _plans(groups: list, tokens: dict, spec: SweepSpec, store: ResultStore) -> l
         for doc in dict.fromkeys(d for c in cells for d in c.docs):
             if todo := [c for c in cells if doc in c.docs and store.doc_score(c.key, doc) is None]:
                 held = computed.setdefault(_ids_key(tokens[doc]), {})
-                plan = _plan(model, [c.length for c in todo], len(tokens[doc]), spec, held)
+                lengths = [n for n in spec.lengths if doc in chosen[n]]  # done or not (``chosen``: every length's)
+                plan = _plan(model, lengths, len(tokens[doc]), spec, held)
                 held.update(plan.kept())
                 work[doc] = (todo, plan)
         plans.append(work)
@@ -383,10 +405,10 @@ def _run_group(
             finish(c, ("no_docs", f"no document has {need}"))
         elif not left[c.key]:  # every document was scored by an earlier run that stopped before the row
             finish(c)
-    for doc, (todo, plan) in work.items():
-        todo = [c for c in todo if left[c.key]]  # not the cells that failed on an earlier document
+    for doc, (planned, plan) in work.items():
+        todo = [c for c in planned if left[c.key]]  # not the cells that failed on an earlier document
         memo = memos.setdefault(_ids_key(tokens[doc]), {})
-        if len(todo) < len(plan.lengths) or not plan.ready(memo):  # a failure changed what is left to run
+        if len(todo) < len(planned) or not plan.ready(memo):  # a failure changed what is left to run
             progress.add_tokens(-plan.tokens)
             if not todo:
                 continue

@@ -641,6 +641,10 @@ def test_the_report_says_which_ropes_are_distinguishable(contract):
         assert diff["rope"] in row[column].split(", ")
         others = [c for c in table.columns if c != column]
         assert all(diff["rope"] not in row[c].split(", ") for c in others)
+    for (model, mix, length), part in differences.groupby(["model", "layer_mix", "length"]):
+        half = ((part["ratio_hi"] - part["ratio_lo"]) * 50).dropna()  # percent
+        expected = f"±{np.median(half):.1f} %" if len(half) else "–"
+        assert table.loc[(model, mix, length), "resolution"] == expected
     # yarn is far better past 512 tokens (the fixtures' effect); the rest are mostly within noise
     yarn = differences[(differences["rope"] == "yarn") & (differences["length"] > 512)]
     assert set(yarn["verdict"]) == {"better"}

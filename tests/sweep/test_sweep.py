@@ -22,6 +22,7 @@ import torch
 
 import ropekit
 from ropekit import stats
+from ropekit.cache import Notice
 from ropekit.cli import build_parser, main, sweep_spec_from_args
 from ropekit.data import load_corpus, tokenize
 from ropekit.eval import perplexity
@@ -182,10 +183,27 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
 
 
 def test_lengths_no_document_reaches_are_reported(setup, tmp_path):
-    summary = run_sweep(
-        spec(setup, lengths=[64, 4096], ropes={"default": "default"}, layer_mixes=["native"]), tmp_path, quiet=True
-    )
+    built = spec(setup, lengths=[64, 4096], ropes={"default": "default"}, layer_mixes=["native"])
+    with pytest.warns(Notice, match="only 0 of the 2 documents asked for have 4096 ids"):
+        summary = run_sweep(built, tmp_path, quiet=True)
     assert [(r["length"], r["status"]) for r in summary.failed] == [(4096, "no_docs")]
+    assert {(r["length"], r["n_docs"]) for r in rows(tmp_path / "results.csv")} == {("64", "2"), ("4096", "0")}
+
+
+def test_every_length_reads_the_same_documents(setup, tmp_path):
+    """doc0 (151 tokens) has 64 tokens but not 512: the 64-token cells read doc1 and doc3, as the
+    512-token ones do (a curve over lengths reads one text); where fewer than n_docs documents are
+    that long (3 of 4: doc1, doc3, doc5), each length takes its own, with a note."""
+    built = spec(setup, lengths=[64, 512], ropes={"default": "default"}, layer_mixes=["native"])
+    assert run_sweep(built, tmp_path / "same", quiet=True).ok
+    docs = {(d["length"], d["doc"]) for d in rows(tmp_path / "same" / "documents.csv")}
+    assert docs == {(n, doc) for n in ("64", "512") for doc in ("doc1", "doc3")}
+    few = spec(setup, lengths=[64, 512], n_docs=4, ropes={"d": "default"}, layer_mixes=["native"])
+    with pytest.warns(Notice, match="only 3 of the 4 documents asked for have 512 ids, the longest length"):
+        assert run_sweep(few, tmp_path / "few", quiet=True).ok
+    docs = rows(tmp_path / "few" / "documents.csv")
+    assert {d["doc"] for d in docs if d["length"] == "512"} == {"doc1", "doc3", "doc5"}
+    assert {d["doc"] for d in docs if d["length"] == "64"} == {"doc0", "doc1", "doc2", "doc3"}
 
 
 def test_strided_mode(setup, tmp_path):
@@ -240,8 +258,8 @@ def test_each_mode_scores_its_documents_ids_and_text(setup, tmp_path, monkeypatc
         ids = {doc: document_ids(model.tokenizer, text, mode) for doc, text in texts.items()}
         assert (ids["doc0"][0] == 1) == (bos or mode in ("yarn", "rolling"))  # <s>
         docs = rows(out / "documents.csv")
-        for length in lengths:
-            chosen = [d for d in ids if len(ids[d]) >= (2 if mode in ("strided", "rolling") else length)][:2]
+        for length in lengths:  # the same documents at every length: those with the longest length's ids
+            chosen = [d for d in ids if len(ids[d]) >= (2 if mode in ("strided", "rolling") else max(lengths))][:2]
             assert sorted(d["doc"] for d in docs if d["rope"] == "default" and d["length"] == str(length)) == chosen
         for d in docs:
             doc, length = d["doc"], int(d["length"])
