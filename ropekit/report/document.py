@@ -339,6 +339,7 @@ def _provenance(sweep: Sweep) -> Section:
             for m, v in meta.get("models", {}).items()
         ],
         ("device", f"{meta.get('device', '?')} ({meta.get('machine', '?')}, {meta.get('threads', '?')} threads)"),
+        ("dtype", _dtype(meta)),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "?"),
         ("bootstrap", _bootstrap(meta)),
         ("started", meta.get("started", "?")),
@@ -362,8 +363,15 @@ def _provenance(sweep: Sweep) -> Section:
     return Section("Provenance", text, [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text", command)
 
 
+def _dtype(meta: dict[str, Any]) -> str:
+    dtype = meta.get("dtype")
+    if isinstance(dtype, dict):  # what was asked for, what it resolved to here, and why
+        return f"{dtype.get('resolved')} (asked {dtype.get('asked') or 'default'}: {dtype.get('reason')})"
+    return str(dtype or "not stored")
+
+
 def _bootstrap(meta: dict[str, Any]) -> str:
-    settings = meta.get("bootstrap")
+    settings = meta.get("intervals") or meta.get("bootstrap")  # the sweep's meta.json; older reports' name
     if not settings:
         return "not stored (directory written before ropekit stored intervals)"
     if isinstance(settings, dict):

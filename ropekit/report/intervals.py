@@ -46,9 +46,9 @@ class Bootstrap:
 
 
 def bootstrap_settings(sweep: Sweep) -> Bootstrap:
-    """meta.json's ``bootstrap`` settings, else what the intervals' names say (``bootstrap-blocks64-2000``),
-    else ropekit's defaults."""
-    settings: dict[str, Any] = sweep.meta.get("bootstrap") or {}
+    """meta.json's ``intervals`` (or ``bootstrap``) settings, else what the intervals' names say
+    (``bootstrap-blocks64-2000``), else ropekit's defaults."""
+    settings: dict[str, Any] = sweep.meta.get("intervals") or sweep.meta.get("bootstrap") or {}
     n, block = None, None
     for name in dict.fromkeys(sweep.results["interval"]):
         if match := METHOD.match(str(name)):
