@@ -46,9 +46,10 @@ from ..eval.perplexity import Plan
 from ..models import ModelConfig, cpu_flags, cpu_model, sliding_attention
 
 # --- calibration: priors, to be fitted against measured sweeps (timings.csv) ---------------------
-# A model's matmuls (skinny projections, elementwise work in between) against a square 2048
-# matmul's rate. Prior: ropekit's forward reached 0.65-0.73 of that rate in all
-# (benchmarks/results/smollm2_cpu.json, gemma3_cpu.json, fp32, 2 threads).
+# A model's matmuls (skinny projections, elementwise work in between) against a square matmul's
+# rate. Prior: ropekit's whole forward, attention included, reached 0.68-0.73 of a 2048^3 matmul's
+# rate on SmolLM2 and 0.51-0.57 on Gemma 3 (benchmarks/results/smollm2_cpu.json, gemma3_cpu.json:
+# fp32, 2 threads, 2k-32k tokens), so its matmuls alone somewhat more.
 MATMUL_EFFICIENCY = 0.7
 # The model's attention layers against the measured kernels (other heads, lengths, GQA). Prior: 1.
 ATTENTION_EFFICIENCY = 1.0
@@ -65,9 +66,10 @@ HIDDEN_COPIES = 4
 Q_COPIES, KV_COPIES = 4, 3
 # (T, I) tensors alive in the MLP: the activated gate, up, and their product.
 MLP_COPIES = 3
-# torch's CPU flash attention (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp): per thread a
-# block of float32 scores (q split x kv split, at least 768 queries: 256 x 512), its row max and
-# sum, and an output block of head_dim.
+# torch's CPU flash attention (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp, cpu_flash_attention):
+# per thread a float32 block of scores (q split x kv split: 256 x 512 from 768 queries on, smaller
+# below), its row max and sum, an output block of head_dim, and in bf16/fp16 the scores again in
+# that dtype. A boolean mask (the sliding band's) is read as it is.
 FLASH_Q_BLOCK, FLASH_KV_BLOCK = 256, 512
 
 # --- measuring --------------------------------------------------------------------------------
@@ -332,9 +334,9 @@ def pass_memory(config: ModelConfig, tokens: int, dtype: torch.dtype, threads: i
       C*V*b for the logits, C*V*4 for their float32 copy (none when b is 4) and C*V*4 for the
       float32 log-softmax buffer;
     * workspace, SDPA's: threads * (FLASH_Q_BLOCK*FLASH_KV_BLOCK + FLASH_Q_BLOCK*(hd + 2)) * 4
-      (the CPU flash kernel's per-thread blocks), plus a sliding band's mask B*(B + W - 1)*(1 + b)
-      (boolean, and as the kernel's additive mask) with B = max(64, min(W, 1024)) for the largest
-      window W < T.
+      (the CPU flash kernel's per-thread blocks, at their largest), plus threads *
+      FLASH_Q_BLOCK*FLASH_KV_BLOCK * b when b < 4 (its scores in the reduced dtype), plus a sliding
+      band's boolean mask B*(B + W - 1) with B = max(64, min(W, 1024)) for the largest window W < T.
 
     Not counted: the process itself (Python, torch, the tokenizer) and loading the checkpoint.
     """
@@ -346,11 +348,13 @@ def pass_memory(config: ModelConfig, tokens: int, dtype: torch.dtype, threads: i
     activations = tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
     chunk = min(tokens, max(1, LOGIT_BUDGET // c.vocab_size))
     logits = chunk * c.vocab_size * (b + (4 if b != 4 else 0) + 4)
-    workspace = (threads or torch.get_num_threads()) * (FLASH_Q_BLOCK * FLASH_KV_BLOCK + FLASH_Q_BLOCK * (hd + 2)) * 4
+    scores = FLASH_Q_BLOCK * FLASH_KV_BLOCK
+    per_thread = (scores + FLASH_Q_BLOCK * (hd + 2)) * 4 + (scores * b if b < 4 else 0)
+    workspace = (threads or torch.get_num_threads()) * per_thread
     if bands := [w for w in layer_windows(c) if w is not None and w < tokens]:
         window = max(bands)
         block = max(64, min(window, 1024))  # ropekit.models.sliding_attention's query block
-        workspace += block * (block + window - 1) * (1 + b)
+        workspace += block * (block + window - 1)
     return Memory(matrices * b + norms * 4, activations, logits, workspace)
 
 

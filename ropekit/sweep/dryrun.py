@@ -152,7 +152,7 @@ class DryRun:
                 "rope's identical pass)",
                 passes.to_string(index=False),
             ]
-        lines += ["", "Predicted seconds per cell (a pass's seconds shared equally by the lengths it serves)"]
+        lines += ["", "Predicted seconds per cell (a pass's seconds shared by the lengths it serves still to run)"]
         table = self.table()
         for (model, mix), block in table.groupby(["model", "layer_mix"], sort=False):
             shown = block.assign(shown=[_cell_text(c) for c in block.itertuples()])
@@ -166,10 +166,13 @@ class DryRun:
         if self.rates is None:
             return f"No {self.spec.device} here to measure: seconds are not predicted."
         r = self.rates
+        if self.rates_file is None:
+            source = "Rates given"
+        else:
+            source = f"Rates measured here (cached in {self.rates_file}; delete it to measure again)"
         return (
-            f"Rates measured here (cached in {self.rates_file}): matmul {r.matmul / 1e9:.0f} GFLOP/s, causal "
-            f"attention {r.causal / 1e9:.0f} GFLOP/s, sliding attention {r.band / 1e9:.0f} GFLOP/s, log-softmax "
-            f"{r.logits / 1e9:.2f} G values/s."
+            f"{source}: matmul {r.matmul / 1e9:.0f} GFLOP/s, causal attention {r.causal / 1e9:.0f} GFLOP/s, sliding "
+            f"attention {r.band / 1e9:.0f} GFLOP/s, log-softmax {r.logits / 1e9:.2f} G values/s."
         )
 
     def _total_text(self) -> str:

@@ -19,7 +19,7 @@ from ropekit.models import Decoder, model_config
 from ropekit.models import load as load_module
 from ropekit.models import precision as precision_module
 from ropekit.models.decoder import norm_weights
-from ropekit.sweep import cost, dry_run, run_sweep
+from ropekit.sweep import SpecError, cost, dry_run, run_sweep
 from ropekit.sweep import run as run_module
 from ropekit.sweep.store import StoredResults
 from tests.models.tiny import FAMILY_CONFIGS, SMALL
@@ -155,6 +155,15 @@ def test_done_cells_of_a_dir_are_shown_done_and_the_rest_planned_as_the_rerun_ru
     assert {c.status for c in dry_run(sweep, out, rates=RATES).cells} == {"done"}
 
 
+def test_a_dir_the_sweep_would_refuse_is_refused(setup, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "meta.json").write_text(json.dumps({"spec_sha256": "another spec"}))
+    with pytest.raises(SpecError, match="different sweep spec"):
+        dry_run(spec(setup), out, rates=RATES)
+    assert dry_run(spec(setup), out, rates=RATES, force=True).tokens > 0  # --force: the sweep would go on
+
+
 def test_stored_results_are_read_as_the_sweep_reads_them(setup, tmp_path):
     """The read-only view of a DIR: the same rows and scores a ResultStore opens, a torn last line
     left out (and left in the file)."""
@@ -261,8 +270,9 @@ def test_memory_terms(dtype, monkeypatch):
     mlp = 100 * 16 * cost.MLP_COPIES * b
     assert m.activations == 100 * 8 * cost.HIDDEN_COPIES * b + max(attention, mlp)
     assert m.logits == 100 * 32 * (b + (0 if b == 4 else 4) + 4)  # all 100 rows fit the logit budget
-    flash = 2 * (cost.FLASH_Q_BLOCK * cost.FLASH_KV_BLOCK + cost.FLASH_Q_BLOCK * (4 + 2)) * 4
-    assert m.workspace == flash + 64 * (64 + 4 - 1) * (1 + b)  # the band mask of window 4, blocks of 64
+    scores = cost.FLASH_Q_BLOCK * cost.FLASH_KV_BLOCK
+    flash = 2 * ((scores + cost.FLASH_Q_BLOCK * (4 + 2)) * 4 + (0 if b == 4 else scores * b))  # two threads
+    assert m.workspace == flash + 64 * (64 + 4 - 1)  # and the boolean band mask of window 4, blocks of 64
     assert m.total == m.weights + m.activations + m.logits + m.workspace
     assert cost.pass_memory(config, 4, dtype, threads=2).workspace == flash  # no band: the window covers it
     monkeypatch.setattr(cost, "LOGIT_BUDGET", 32 * 7)  # seven rows of logits at a time
