@@ -202,6 +202,12 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         help="float32, bfloat16, float16 or auto: bfloat16 on CUDA and where the CPU has fast bf16 (avx512_bf16, "
         "amx_bf16), else float32; recorded in DIR/meta.json (default: float32 on CPU, bfloat16 on CUDA)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan without loading weights or writing DIR: per model, layer mix and rope the passes, "
+        "tokens, predicted seconds and peak memory; per cell predicted seconds (cells DIR holds: done); totals",
+    )
     p.add_argument("--force", action="store_true", help="reuse DIR even though its spec differs (keeps shared cells)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write DIR/report.html and report.md at the end")
@@ -258,6 +264,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
     spec = sweep_spec_from_args(args)
     out = args.out or Path("runs") / spec.name
+    if args.dry_run:
+        from .sweep import dry_run
+
+        print(dry_run(spec, out, force=args.force).text())
+        return 0
     terminate = signal.signal(signal.SIGTERM, _stop)  # a scheduler's kill or preemption: stop as for Ctrl-C
     try:
         summary = run_sweep(spec, out, force=args.force, quiet=args.quiet)

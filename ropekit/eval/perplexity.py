@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import ModelConfig
 from ..rope import spec_frequencies
 from .nll import token_nll
 
@@ -153,10 +154,13 @@ def text_counts(text: str) -> tuple[int, int]:
 
 def frequency_signature(model, length: int) -> tuple:
     """Everything about the model's plan that can change with the evaluated length, layer by
-    layer: attention kind and window, and the rope's frequencies and scale at ``length``."""
+    layer: attention kind and window, and the rope's frequencies and scale at ``length``. ``model``:
+    a model or its resolved :class:`ModelConfig` (planning reads the layer plan and nothing else, so
+    ``shared_passes`` and ``plan_document`` plan from a config alone, as a sweep's dry run does)."""
+    config = model if isinstance(model, ModelConfig) else model.config
     ropes: dict = {}
     signature = []
-    for layer in model.config.layers:
+    for layer in config.layers:
         if layer.rope is not None and layer.rope not in ropes:
             inv_freq, scale = spec_frequencies(layer.rope, length)
             ropes[layer.rope] = (inv_freq.numpy().tobytes(), scale)

@@ -16,8 +16,8 @@ from .config import (
 )
 from .decoder import Decoder, sliding_attention
 from .embedded import EMBEDDED, embedded_path
-from .load import dtype_device, load_model, read_model_config, reconfigure
-from .precision import DTYPES, Precision, cpu_flags, resolve_dtype
+from .load import dtype_device, load_model, load_tokenizer, read_model_config, reconfigure
+from .precision import DTYPES, Precision, cpu_flags, cpu_model, resolve_dtype
 from .sources import CheckpointError
 
 __all__ = [
@@ -33,9 +33,11 @@ __all__ = [
     "Precision",
     "checkpoint_config",
     "cpu_flags",
+    "cpu_model",
     "dtype_device",
     "embedded_path",
     "load_model",
+    "load_tokenizer",
     "model_config",
     "parse_layer_mix",
     "pattern_layer_types",

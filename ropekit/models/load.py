@@ -91,8 +91,7 @@ def load_model(
     }
     kind, path = _resolve(name_or_path)
     cached = dequantised(path) if kind == "gguf" else None
-    tokenizer = gguf_tokenizer(path) if kind == "gguf" else folder_tokenizer(path)
-    common = {"precision": precision, "device": device, "source": str(path), "tokenizer": tokenizer}
+    common = {"precision": precision, "device": device, "source": str(path), "tokenizer": _tokenizer(kind, path)}
     if kind == "folder" or cached is not None:
         config = model_config(folder_config(cached or path), **overrides)
         return _build(config, SafetensorsSource(cached or path).get, **common)
@@ -112,6 +111,16 @@ def read_model_config(name_or_path: str | os.PathLike) -> tuple[Path, dict[str, 
         return path, folder_config(path)
     cached = dequantised(path)
     return path, folder_config(cached) if cached is not None else gguf_config(read_gguf(path))
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """The checkpoint's transformers tokenizer (what ``load_model(...).tokenizer`` loads), without
+    reading any weights: a sweep plans its passes, and a dry run prices them, from this and the config."""
+    return _tokenizer(*_resolve(name_or_path))()
+
+
+def _tokenizer(kind: str, path: Path) -> Callable[[], Any]:
+    return gguf_tokenizer(path) if kind == "gguf" else folder_tokenizer(path)
 
 
 def reconfigure(model: Decoder, **overrides: Any) -> Decoder:

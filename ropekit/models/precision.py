@@ -44,15 +44,25 @@ class Precision:
 
 def cpu_flags() -> frozenset[str]:
     """The first processor's flags in ``CPUINFO`` (none where there is no such file)."""
+    return frozenset(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    """The first processor's model name in ``CPUINFO`` (empty where there is no such file or line)."""
+    return _cpuinfo("model name")
+
+
+def _cpuinfo(key: str) -> str:
+    """The value of ``key`` for the first processor in ``CPUINFO``."""
     try:
         text = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return ""
 
 
 def resolve_dtype(dtype: Any, device: Any = "cpu") -> Precision:

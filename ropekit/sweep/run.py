@@ -34,6 +34,7 @@ import math
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,12 +64,14 @@ from ..models import (
     Precision,
     checkpoint_config,
     load_model,
+    load_tokenizer,
     plan_config,
     read_model_config,
     resolve_dtype,
 )
+from .cost import machine_rates, measurable, plan_seconds
 from .spec import SpecError, SweepSpec, reproduce_command
-from .store import ResultStore, cell_key, format_blocks, parse_blocks
+from .store import ResultStore, StoredResults, cell_key, format_blocks, parse_blocks
 
 WHOLE_DOCUMENTS = ("strided", "rolling")  # modes that score every document whole, at every length
 
@@ -178,12 +181,14 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
         store.write_plans(plan_records(cells))
         reused = sum(store.done(c.key) for c in cells)
         pending = [c for c in cells if not store.done(c.key)]
+        work = plan_work(spec, corpus, pending, store)
         failed: list[dict[str, Any]] = []
-        progress = _Progress(len(cells), reused, quiet=quiet)
+        progress = _Progress(len(cells), reused, _estimate(spec, precision, quiet), quiet=quiet)
         try:
-            for model_name in spec.models:
-                if model_cells := [c for c in pending if c.model == model_name]:
-                    failed += _run_model(model_name, model_cells, corpus, spec, store, progress)
+            for model_work in work:
+                progress.add(model_work)
+            for model_work in work:
+                failed += _run_model(model_work, corpus, spec, store, progress)
         finally:
             progress.close()
         store.write_meta(
@@ -197,24 +202,50 @@ def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = 
         return SweepSummary(out, len(cells), len(pending), reused, failed, time.perf_counter() - started)
 
 
-def _run_model(name: str, cells: list[Cell], corpus, spec: SweepSpec, store: ResultStore, progress: _Progress) -> list:
-    """One model's pending cells: its weights loaded once, each (layer mix, rope) a plan over them.
-    Returns the failed rows."""
-    base = load_model(name, device=spec.device, dtype=spec.dtype)
-    prefix, special_tokens = encoding(base.tokenizer, spec.mode)  # document_ids of the mode, cached
-    tokens = tokenize(corpus, base.tokenizer, prefix=prefix, special_tokens=special_tokens)
-    chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs)
-    for cell in cells:
-        cell.docs = chosen[cell.length]
-    texts = Texts(base.tokenizer, {d.name: d.text for d in corpus.documents})
-    groups = [(base.with_config(group[0].config), group) for group in _groups(cells)]
+@dataclass
+class ModelWork:
+    """One model's pending cells, planned from its config and tokenizer alone (no weights are read):
+    its documents' ids in the sweep's mode and, per (layer mix, rope), its cells and each document
+    still to score with the cells that want it and its plan. The sweep runs it; a dry run prices it."""
+
+    model: str
+    tokenizer: Any
+    tokens: dict[str, np.ndarray]
+    groups: list[tuple[list[Cell], dict[str, tuple[list[Cell], Plan]]]]
+
+
+def plan_work(spec: SweepSpec, corpus, pending: list[Cell], store: StoredResults) -> list[ModelWork]:
+    """The work of the pending cells, model by model: each model's tokenizer (no weights), the corpus
+    tokenized in the mode's encoding (``document_ids``, cached on disk), the documents each length
+    scores (``choose_documents``, set as each cell's ``docs``), and every (layer mix, rope)'s plans
+    (``_plans``, against what ``store`` holds)."""
+    work = []
+    for name in spec.models:
+        if not (cells := [c for c in pending if c.model == name]):
+            continue
+        tokenizer = load_tokenizer(name)
+        prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
+        tokens = tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
+        chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs)
+        for cell in cells:
+            cell.docs = chosen[cell.length]
+        groups = _groups(cells)
+        plans = _plans(groups, tokens, chosen, spec, store)
+        work.append(ModelWork(name, tokenizer, tokens, list(zip(groups, plans, strict=True))))
+    return work
+
+
+def _run_model(work: ModelWork, corpus, spec: SweepSpec, store: ResultStore, progress: _Progress) -> list:
+    """One model's pending cells as planned: its weights loaded once, each (layer mix, rope) a plan
+    over them. Returns the failed rows."""
+    base = load_model(work.model, device=spec.device, dtype=spec.dtype)
+    texts = Texts(work.tokenizer, {d.name: d.text for d in corpus.documents})
     # per document's ids (a digest: other ids never share a pass): passes of these weights, by signature
     memos: dict[str, dict] = {}
-    plans = _plans(groups, tokens, chosen, spec, store)
-    progress.add_tokens(sum(plan.tokens for work in plans for _, plan in work.values()))
     failed = []
-    for (model, group), work in zip(groups, plans, strict=True):
-        failed += _run_group(model, group, work, tokens, texts, spec, store, progress, memos)
+    for group, plans in work.groups:
+        model = base.with_config(group[0].config)
+        failed += _run_group(model, group, plans, work.tokens, texts, spec, store, progress, memos)
     return failed
 
 
@@ -347,22 +378,23 @@ def _groups(cells: list[Cell]) -> list[list[Cell]]:
 
 
 def _plans(
-    groups: list, tokens: dict, chosen: dict[int, list[str]], spec: SweepSpec, store: ResultStore
+    groups: list[list[Cell]], tokens: dict, chosen: dict[int, list[str]], spec: SweepSpec, store: StoredResults
 ) -> list[dict[str, tuple[list[Cell], Plan]]]:
-    """Per group, each document still to score: the cells that still want it and its plan. A plan
-    serves every length of the group that scores the document, scored or not, so a resumed sweep runs
-    the passes an uninterrupted one would and writes the same bits (a length read as the prefix of a
-    longer pass differs in the last bits from a pass of its own). Plans are chained through what each
-    leaves in its document's memo, as they will run; their tokens are the progress bar's total."""
+    """Per group, each document still to score: the cells that still want it and its plan (from the
+    group's resolved config: planning reads no weights). A plan serves every length of the group that
+    scores the document, scored or not, so a resumed sweep runs the passes an uninterrupted one would
+    and writes the same bits (a length read as the prefix of a longer pass differs in the last bits
+    from a pass of its own). Plans are chained through what each leaves in its document's memo, as
+    they will run; they are the progress bar's total and a dry run's passes."""
     computed: dict[str, dict] = {}  # per document's ids: signature -> tokens its running sums will cover
     plans = []
-    for model, cells in groups:
+    for cells in groups:
         work = {}
         for doc in dict.fromkeys(d for c in cells for d in c.docs):
             if todo := [c for c in cells if doc in c.docs and store.doc_score(c.key, doc) is None]:
                 held = computed.setdefault(_ids_key(tokens[doc]), {})
                 lengths = [n for n in spec.lengths if doc in chosen[n]]  # done or not (``chosen``: every length's)
-                plan = _plan(model, lengths, len(tokens[doc]), spec, held)
+                plan = _plan(cells[0].config, lengths, len(tokens[doc]), spec, held)
                 held.update(plan.kept())
                 work[doc] = (todo, plan)
         plans.append(work)
@@ -370,6 +402,7 @@ def _plans(
 
 
 def _plan(model, lengths: list[int], n_tokens: int, spec: SweepSpec, computed: dict) -> Plan:
+    """``plan_document`` for a model or its resolved config."""
     return plan_document(model, n_tokens, lengths, mode=spec.mode, stride=spec.stride, computed=computed)
 
 
@@ -409,13 +442,14 @@ def _run_group(
         todo = [c for c in planned if left[c.key]]  # not the cells that failed on an earlier document
         memo = memos.setdefault(_ids_key(tokens[doc]), {})
         if len(todo) < len(planned) or not plan.ready(memo):  # a failure changed what is left to run
-            progress.add_tokens(-plan.tokens)
+            progress.drop(model.config, plan)
             if not todo:
                 continue
             plan = _plan(model, [c.length for c in todo], plan.n_tokens, spec, memo_lengths(memo))
-            progress.add_tokens(plan.tokens)
+            progress.add_plan(model.config, plan)
+        begun = time.perf_counter()
         scores, failures = _score_doc(model, torch.as_tensor(tokens[doc], dtype=torch.long), plan, spec, memo)
-        progress.done_tokens(plan.tokens)
+        progress.done(model.config, plan, time.perf_counter() - begun)
         for c in todo:
             if c.length in failures:
                 finish(c, (failures[c.length][0], f"{doc}: {failures[c.length][1]}"))
@@ -515,32 +549,95 @@ def _exp(x: float) -> float:
         return math.inf
 
 
-class _Progress:
-    """A tqdm bar over tokens, with cells done in its postfix; silent with quiet=True."""
+def _estimate(spec: SweepSpec, precision: Precision, quiet: bool) -> Callable[[ModelConfig, Plan], float] | None:
+    """Predicted seconds of a plan (``ropekit.sweep.cost``, with this machine's rates, measured once
+    and cached), for the progress bar; None (the bar counts tokens) when the bar is off or this
+    machine lacks the spec's device (loading the model says so next)."""
+    if quiet or not measurable(spec.device):
+        return None
+    rates = machine_rates(precision.dtype, spec.device)
+    return lambda config, plan: plan_seconds(config, plan, rates)
 
-    def __init__(self, cells: int, reused: int, *, quiet: bool):
+
+class _Progress:
+    """A tqdm bar over the predicted seconds of the planned passes (``estimate``; their tokens when
+    there is none), so that its time left is the prediction from the first second on, scaled, once
+    passes have finished, by the seconds they took over the seconds predicted for them. Tokens done of
+    the total and cells done are beside it; silent with quiet=True."""
+
+    def __init__(self, cells: int, reused: int, estimate: Callable[[ModelConfig, Plan], float] | None, *, quiet: bool):
         from tqdm.auto import tqdm
 
+        class Bar(tqdm):  # tqdm's documented way to a field of one's own in bar_format
+            status = ""
+
+            @property
+            def format_dict(self) -> dict[str, Any]:
+                return {**super().format_dict, "status": self.status}
+
         self.cells, self.finished = cells, reused
-        self.bar = tqdm(
-            total=0, unit="tok", unit_scale=True, disable=quiet, dynamic_ncols=True, desc="sweep", smoothing=0.1
-        )
-        self._postfix()
+        self.predicts = estimate is not None
+        self.estimate = estimate or (lambda config, plan: float(plan.tokens))
+        self.tokens = self.tokens_done = 0
+        self.predicted_done = self.took = 0.0  # of the passes that finished
+        self.last = ""
+        self.bar = Bar(total=0, disable=quiet, dynamic_ncols=True, desc="sweep", bar_format="{l_bar}{bar}| {status}")
+        self._status()
 
-    def _postfix(self, last: str = "") -> None:
-        self.bar.set_postfix_str(f"cells {self.finished}/{self.cells}{' ' + last if last else ''}")
+    def _status(self) -> None:
+        bar = self.bar
+        if bar.disable:
+            return
+        if self.predicted_done:  # the prediction, scaled by how the passes so far compared with it
+            left = bar.format_interval((bar.total - bar.n) * self.took / self.predicted_done)
+        else:  # the prediction as it is; tokens say nothing of seconds yet
+            left = bar.format_interval(bar.total) if self.predicts else "?"
+        tokens = f"{_count(self.tokens_done)}/{_count(self.tokens)} tok"
+        elapsed = bar.format_interval(bar.format_dict["elapsed"])
+        last = f" {self.last}" if self.last else ""
+        bar.status = f"{tokens} [{elapsed}<{left}], cells {self.finished}/{self.cells}{last}"
+        bar.refresh()
 
-    def add_tokens(self, n: int) -> None:
-        self.bar.total += n
-        self.bar.refresh()
+    def add(self, work: ModelWork) -> None:
+        """Every plan of a model's work."""
+        for group, plans in work.groups:
+            for _, plan in plans.values():
+                self.add_plan(group[0].config, plan, refresh=False)
+        self._status()
 
-    def done_tokens(self, n: int) -> None:
-        self.bar.update(n)
+    def add_plan(self, config: ModelConfig, plan: Plan, *, refresh: bool = True) -> None:
+        self.bar.total += self.estimate(config, plan)
+        self.tokens += plan.tokens
+        if refresh:
+            self._status()
+
+    def drop(self, config: ModelConfig, plan: Plan) -> None:
+        """A plan that will not run (a failure changed what is left)."""
+        self.bar.total -= self.estimate(config, plan)
+        self.tokens -= plan.tokens
+        self._status()
+
+    def done(self, config: ModelConfig, plan: Plan, seconds: float) -> None:
+        """A plan that ran, in ``seconds``."""
+        predicted = self.estimate(config, plan)
+        self.predicted_done += predicted
+        self.took += seconds
+        self.tokens_done += plan.tokens
+        self.bar.n += predicted  # then one refresh, with the status that goes with it
+        self._status()
 
     def cell_done(self, row: dict[str, Any]) -> None:
         self.finished += 1
-        last = f"{row['rope']}@{row['length']}: " + (f"ppl {row['ppl']}" if row["status"] == "ok" else row["status"])
-        self._postfix(last)
+        outcome = f"ppl {row['ppl']}" if row["status"] == "ok" else row["status"]
+        self.last = f"{row['rope']}@{row['length']}: {outcome}"
+        self._status()
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _count(n: int) -> str:
+    """Tokens as tqdm scales them (``7.17k``), whole below a thousand."""
+    from tqdm import tqdm
+
+    return str(n) if n < 1000 else tqdm.format_sizeof(n)

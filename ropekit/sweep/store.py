@@ -191,7 +191,57 @@ def cell_key(definition: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class ResultStore:
+def _read_meta(path: Path, spec: SweepSpec, force: bool) -> dict[str, Any]:
+    """DIR/meta.json (empty when there is none yet); a DIR of another spec is refused unless ``force``."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as err:
+        raise SpecError(f"{path} is not valid JSON ({err}); move the directory aside") from None
+    if meta.get("spec_sha256") != spec.sha256 and not force:
+        raise SpecError(
+            f"{path.parent} holds the results of a different sweep spec; use another --out, or --force to keep the "
+            "cells both specs share and drop the rest"
+        )
+    return meta
+
+
+class StoredResults:
+    """What a sweep directory holds: its meta.json, each cell's last row and each (cell, document)'s
+    last score. :meth:`read` reads them without the lock and without writing anything (a torn last
+    line and unreadable numbers left out, as a sweep reads them): a dry run's view of DIR, the same
+    cells done and documents scored as a sweep opening it would find."""
+
+    def __init__(self, meta: dict[str, Any], rows: list[dict[str, str]], docs: list[dict[str, str]]):
+        self.meta = meta
+        # a cell (or document) retried after a failure has several rows: the last one counts
+        self.rows = {r["cell"]: r for r in rows}
+        self.docs = {(r["cell"], r["doc"]): r for r in docs}
+
+    @classmethod
+    def read(cls, out: Path, spec: SweepSpec, *, force: bool = False) -> StoredResults:
+        """DIR as it is (nothing when it does not exist), refused as a sweep would refuse it: written by
+        an older ropekit, or (unless ``force``) by another spec."""
+        for name, columns in FILES.items():
+            _check_header(out / name, columns)
+        meta = _read_meta(out / "meta.json", spec, force)
+        rows, docs = ([r for r in read_csv(out / name)[1] if _readable(r)] for name in ("results.csv", "documents.csv"))
+        return cls(meta, rows, docs)
+
+    def done(self, cell: str) -> bool:
+        return self.rows.get(cell, {}).get("status") == "ok"
+
+    def doc_score(self, cell: str, doc: str) -> tuple[float, int] | None:
+        """The stored (nll_sum, n_tokens) of a document in a cell; a non-finite one counts as not
+        computed, so a rerun tries it again."""
+        row = self.docs.get((cell, doc))
+        if row is None or not math.isfinite(float(row["nll_sum"])):
+            return None
+        return float(row["nll_sum"]), int(row["n_tokens"])
+
+
+class ResultStore(StoredResults):
     """A sweep directory open for writing by this process (a context manager: closing it releases
     the directory's lock)."""
 
@@ -227,32 +277,11 @@ class ResultStore:
             out / "timings.csv",
         )
         clean_temporaries(out)
-        self.meta: dict[str, Any] = {}
-        if self.meta_path.exists():
-            try:
-                self.meta = json.loads(self.meta_path.read_text())
-            except ValueError as err:
-                raise SpecError(f"{self.meta_path} is not valid JSON ({err}); move the directory aside") from None
-            if self.meta.get("spec_sha256") != spec.sha256 and not force:
-                raise SpecError(
-                    f"{out} holds the results of a different sweep spec; use another --out, or --force to keep the "
-                    "cells both specs share and drop the rest"
-                )
-        # a cell (or document) retried after a failure has several rows: the last one counts
-        self.rows = {r["cell"]: r for r in _open_appendable(self.results_path, RESULT_COLUMNS)}
-        self.docs = {(r["cell"], r["doc"]): r for r in _open_appendable(self.docs_path, DOC_COLUMNS)}
+        meta = _read_meta(self.meta_path, spec, force)
+        rows = _open_appendable(self.results_path, RESULT_COLUMNS)
+        docs = _open_appendable(self.docs_path, DOC_COLUMNS)
         _open_appendable(self.timings_path, TIMING_COLUMNS)
-
-    def done(self, cell: str) -> bool:
-        return self.rows.get(cell, {}).get("status") == "ok"
-
-    def doc_score(self, cell: str, doc: str) -> tuple[float, int] | None:
-        """The stored (nll_sum, n_tokens) of a document in a cell; a non-finite one counts as not
-        computed, so a rerun tries it again."""
-        row = self.docs.get((cell, doc))
-        if row is None or not math.isfinite(float(row["nll_sum"])):
-            return None
-        return float(row["nll_sum"]), int(row["n_tokens"])
+        super().__init__(meta, rows, docs)
 
     def add_doc(self, row: dict[str, Any]) -> None:
         self.docs[(row["cell"], row["doc"])] = row

@@ -144,17 +144,17 @@ def test_a_retried_cell_reads_back_as_its_last_row(setup, tmp_path, monkeypatch)
 
 def test_the_estimate_is_the_tokens_that_run(setup, tmp_path, monkeypatch):
     expected, pushed = [], []
-    real_add, real_score = run_module._Progress.add_tokens, run_module.score_plan
+    real_add, real_score = run_module._Progress.add_plan, run_module.score_plan
 
     def counting(model, ids):
         pushed.append(len(ids))
         return perplexity.token_nll(model, ids)
 
-    def add_tokens(self, n):
-        expected.append(n)
-        real_add(self, n)
+    def add_plan(self, config, plan, **kw):
+        expected.append(plan.tokens)
+        real_add(self, config, plan, **kw)
 
-    monkeypatch.setattr(run_module._Progress, "add_tokens", add_tokens)
+    monkeypatch.setattr(run_module._Progress, "add_plan", add_plan)
     monkeypatch.setattr(run_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
     assert run_sweep(spec(setup), tmp_path, quiet=True).ok  # dynamic shares the default rope's passes
     assert sum(expected) == sum(pushed) > 0

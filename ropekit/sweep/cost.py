@@ -1,0 +1,374 @@
+"""What a pass of T tokens costs: its FLOPs from the resolved plan, its seconds from this machine's
+measured rates, and its peak memory. A sweep's dry run prices every planned pass with these, and
+the progress bar of a running sweep counts them.
+
+FLOPs (per token of a pass of T tokens; no recomputation, norms and rope ignored) are split into
+what runs as matrix products and what runs in the attention kernels:
+
+* ``matmul`` = 2 * (L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head])
+* attention = sum over layers of 4 * nh * hd * K (QK^T and AV), K the keys a query sees on average
+  over positions 1..T (``mean_keys``): (T+1)/2 on a causal layer, W - W(W-1)/(2T) on a sliding layer
+  of window W < T. ``causal`` sums the layers the fused causal kernel runs (full layers, and sliding
+  ones whose window covers the pass); ``band`` the sliding layers computed band by band
+  (ropekit.models.sliding_attention).
+
+Seconds of a pass (``pass_seconds``), from ``Rates`` measured here once per (machine, threads, dtype,
+torch) and cached (``machine_rates``)::
+
+    T * (matmul / (rate_matmul * MATMUL_EFFICIENCY)
+         + causal / (rate_causal * ATTENTION_EFFICIENCY) + band / (rate_band * ATTENTION_EFFICIENCY)
+         + V / rate_logits)  +  PASS_OVERHEAD_S
+
+The rates are measured on representative kernels (a square matmul, causal SDPA, ropekit's banded
+sliding attention, the chunked log-softmax of the LM head); the constants say how far a model's own
+kernels fall from them, and are priors until fitted against real sweeps' timings.csv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..cache import Notice, atomic_write, cache_dir
+from ..eval.nll import LOGIT_BUDGET
+from ..eval.perplexity import Plan
+from ..models import ModelConfig, cpu_flags, cpu_model, sliding_attention
+
+# --- calibration: priors, to be fitted against measured sweeps (timings.csv) ---------------------
+# A model's matmuls (skinny projections, elementwise work in between) against a square matmul's
+# rate. Prior: ropekit's whole forward, attention included, reached 0.68-0.73 of a 2048^3 matmul's
+# rate on SmolLM2 and 0.51-0.57 on Gemma 3 (benchmarks/results/smollm2_cpu.json, gemma3_cpu.json:
+# fp32, 2 threads, 2k-32k tokens), so its matmuls alone somewhat more.
+MATMUL_EFFICIENCY = 0.7
+# The model's attention layers against the measured kernels (other heads, lengths, GQA). Prior: 1.
+ATTENTION_EFFICIENCY = 1.0
+# Seconds a pass costs besides its FLOPs: rope tables, Python per layer, appending and fsyncing each
+# document's scores. Prior: a guess.
+PASS_OVERHEAD_S = 0.05
+
+# --- memory: what a pass holds besides its weights (ropekit/models/decoder.py's forward) ---------
+# Hidden-sized (T, H) tensors alive at once: the residual stream, a norm's output, a sublayer's
+# output, and the norm's float32 statistics.
+HIDDEN_COPIES = 4
+# (T, nh, hd) tensors alive during attention: q, rotated q, the output and its (T, nh*hd) copy;
+# and (T, nkv, hd): k, rotated k, v.
+Q_COPIES, KV_COPIES = 4, 3
+# (T, I) tensors alive in the MLP: the activated gate, up, and their product.
+MLP_COPIES = 3
+# torch's CPU flash attention (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp, cpu_flash_attention):
+# per thread a float32 block of scores (q split x kv split: 256 x 512 from 768 queries on, smaller
+# below), its row max and sum, an output block of head_dim, and in bf16/fp16 the scores again in
+# that dtype. A boolean mask (the sliding band's) is read as it is.
+FLASH_Q_BLOCK, FLASH_KV_BLOCK = 256, 512
+
+# --- measuring --------------------------------------------------------------------------------
+MEASURE_SECONDS = 0.15  # per rate: repeats of the kernel for about this long, the best one counts
+HEADS, HEAD_DIM, WINDOW = 8, 64, 512  # attention measured on (1, HEADS, T, HEAD_DIM), T up to 2048
+RATES_VERSION = "1"  # part of the cache key: a change to what is measured invalidates old files
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+
+
+def layer_windows(config: ModelConfig) -> list[int | None]:
+    """Each layer's attention window (None: full causal)."""
+    return [layer.window for layer in config.layers]
+
+
+def mean_keys(length: int, window: int | None) -> float:
+    """Keys a query attends to, averaged over positions 1..T: mean of min(t, window)."""
+    if window is None or length <= window:
+        return (length + 1) / 2
+    return window - window * (window - 1) / (2 * length)
+
+
+@dataclass(frozen=True)
+class Flops:
+    """Forward FLOPs per token of a pass: ``matmul`` (projections, MLP, LM head), ``causal`` (QK^T
+    and AV of the layers the fused causal kernel runs) and ``band`` (those of sliding layers whose
+    window is shorter than the pass, computed band by band)."""
+
+    matmul: float
+    causal: float
+    band: float
+
+    @property
+    def attention(self) -> float:
+        return self.causal + self.band
+
+    @property
+    def total(self) -> float:
+        return self.matmul + self.attention
+
+
+def token_flops(config: ModelConfig, length: int) -> Flops:
+    """FLOPs per token of a pass of ``length`` tokens (the module docstring has the formula)."""
+    c = config
+    H, nh, nkv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    per_layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * c.intermediate_size
+    matmul = c.num_hidden_layers * per_layer + H * c.vocab_size
+    windows = layer_windows(c)
+    causal = sum(mean_keys(length, w) for w in windows if w is None or w >= length)
+    band = sum(mean_keys(length, w) for w in windows if w is not None and w < length)
+    return Flops(2 * matmul, 4 * nh * hd * causal, 4 * nh * hd * band)
+
+
+def flops_per_token(config: ModelConfig, length: int) -> float:
+    """Forward FLOPs per token of a length-T sequence: ``token_flops(config, length).total``."""
+    return token_flops(config, length).total
+
+
+# --- this machine's rates -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured throughput in one dtype: FLOP/s of a square matmul (``matmul``), of causal SDPA
+    (``causal``) and of ropekit's banded sliding attention at window ``WINDOW`` (``band``), counting
+    the FLOPs ``token_flops`` counts; and float32 log-softmax values per second of the LM head's
+    chunked cross-entropy (``logits``)."""
+
+    matmul: float
+    causal: float
+    band: float
+    logits: float
+
+
+def _timed(run: Callable[[], Any], device: torch.device) -> float:
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _rate(make: Callable[[int], tuple[Callable[[], Any], float]], sizes: list[int], device: torch.device) -> float:
+    """Work per second of the kernel ``make(size)`` returns (with its amount of work): the best of
+    repeats for about ``MEASURE_SECONDS``, at the first of ``sizes`` (smallest first) whose one run
+    takes over an eighth of that, else the last (a machine that emulates a dtype is slow at it: it
+    gets a smaller size, not a long wait)."""
+    for size in sizes:
+        run, work = make(size)
+        _timed(run, device)  # warm-up: first touch, kernel selection
+        once = _timed(run, device)
+        if once > MEASURE_SECONDS / 8:
+            break
+    best, spent = once, once
+    while spent < MEASURE_SECONDS:
+        took = _timed(run, device)
+        best, spent = min(best, took), spent + took
+    return work / best
+
+
+def measure_rates(dtype: torch.dtype, device: str | torch.device = "cpu", threads: int | None = None) -> Rates:
+    """This machine's ``Rates`` in ``dtype`` on ``device`` with ``threads`` CPU threads (default: torch's
+    current number), in about a second: see ``machine_rates`` for the cached figures."""
+    device = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device=device).to(dtype)
+
+    def matmul(n: int):
+        a, b = randn(n, n), randn(n, n)
+        return (lambda: a @ b), 2.0 * n**3
+
+    def attention(window: int | None):
+        def make(t: int):
+            q, k, v = randn(1, HEADS, t, HEAD_DIM), randn(1, HEADS, t, HEAD_DIM), randn(1, HEADS, t, HEAD_DIM)
+            flops = 4 * HEADS * HEAD_DIM * t * mean_keys(t, window)
+            if window is None:
+                return (lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)), flops
+            return (lambda: sliding_attention(q, k, v, window=window, scale=HEAD_DIM**-0.5)), flops
+
+        return make
+
+    def logits(rows: int):  # as ropekit.eval.nll: a chunk of logits to float32, log-softmax into a buffer
+        vocab = 32768
+        z, targets = randn(rows, vocab), torch.zeros(rows, 1, dtype=torch.long, device=device)
+        z32 = z if dtype == torch.float32 else torch.empty(rows, vocab, device=device)
+        out = torch.empty(rows, vocab, device=device)
+
+        def run() -> torch.Tensor:
+            return torch.log_softmax(z if z32 is z else z32.copy_(z), 1, out=out).gather(1, targets)
+
+        return run, float(rows * vocab)
+
+    try:
+        with torch.inference_mode():
+            return Rates(
+                matmul=_rate(matmul, [256, 512, 1024, 2048], device),
+                causal=_rate(attention(None), [256, 512, 1024, 2048], device),
+                band=_rate(attention(WINDOW), [2 * WINDOW, 4 * WINDOW], device),
+                logits=_rate(logits, [16, 64, 256], device),
+            )
+    finally:
+        torch.set_num_threads(before)
+
+
+def measurable(device: str | torch.device) -> bool:
+    """Whether this machine has ``device``, to measure rates on."""
+    device = torch.device(device)
+    return device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available())
+
+
+def rates_key(dtype: torch.dtype, device: str | torch.device = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """What decides the rates: the processor (CPU model name and a digest of its flags; the GPU's name
+    on CUDA), threads, dtype and torch version."""
+    device = torch.device(device)
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
+    return {
+        "version": RATES_VERSION,
+        "device": device.type,
+        "processor": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_flags_sha256": flags,
+        "threads": threads or torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+    }
+
+
+def rates_path(key: dict[str, Any]) -> Path:
+    """Where the rates of ``key`` are cached: ``<ropekit cache>/rates/<digest of the key>.json``."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "rates" / f"{digest}.json"
+
+
+def machine_rates(
+    dtype: torch.dtype,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    *,
+    measure: Callable[..., Rates] | None = None,
+) -> Rates:
+    """This machine's rates (``rates_key``), measured once and cached as JSON (``rates_path``); a file
+    that does not parse or whose key differs is measured again. ``measure`` (default
+    ``measure_rates``) is called as ``measure(dtype, device, threads)``."""
+    key = rates_key(dtype, device, threads)
+    path = rates_path(key)
+    try:
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return Rates(**stored["rates"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    rates = (measure or measure_rates)(dtype, device, key["threads"])
+    record = {"key": key, "rates": asdict(rates), "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        atomic_write(path, json.dumps(record, indent=1) + "\n")
+    except OSError as err:  # a cache, not a result: the rates are in hand
+        warnings.warn(f"could not cache this machine's rates ({err}); going on without", Notice, stacklevel=2)
+    return rates
+
+
+def pass_seconds(config: ModelConfig, tokens: int, rates: Rates) -> float:
+    """Predicted seconds of a pass of ``tokens`` tokens (the module docstring has the formula)."""
+    f = token_flops(config, tokens)
+    per_token = (
+        f.matmul / (rates.matmul * MATMUL_EFFICIENCY)
+        + f.causal / (rates.causal * ATTENTION_EFFICIENCY)
+        + f.band / (rates.band * ATTENTION_EFFICIENCY)
+        + config.vocab_size / rates.logits
+    )
+    return tokens * per_token + PASS_OVERHEAD_S
+
+
+def plan_seconds(config: ModelConfig, plan: Plan, rates: Rates) -> float:
+    """Predicted seconds of a document's plan: its passes that run (none read from the memo)."""
+    return sum(pass_seconds(config, p.tokens, rates) for p in plan.passes if not p.cached)
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def parameters(config: ModelConfig) -> tuple[int, int]:
+    """(parameters in the model's dtype, float32 norm weights) of ropekit's decoder under ``config``:
+    embeddings V*H (and an untied LM head V*H); per layer q H*nh*hd, k and v H*nkv*hd each, o nh*hd*H,
+    gate and up H*I each, down I*H, with the biases the config asks for; norms: H per norm slot of the
+    family per layer, hd each for q and k norms, H for the final norm."""
+    c = config
+    H, nh, nkv, hd, inter = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size
+    layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * inter
+    layer += c.attention_bias * (nh + 2 * nkv) * hd + c.output_bias * H + c.mlp_bias * (2 * inter + H)
+    matrices = c.num_hidden_layers * layer + c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
+    norms = c.num_hidden_layers * (len(c.family.norms) * H + 2 * hd * c.family.qk_norm) + H
+    return matrices, norms
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Predicted peak bytes of a pass, by term (``pass_memory``)."""
+
+    weights: int
+    activations: int
+    logits: int
+    workspace: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations + self.logits + self.workspace
+
+
+def pass_memory(config: ModelConfig, tokens: int, dtype: torch.dtype, threads: int | None = None) -> Memory:
+    """Predicted peak memory of a pass of T = ``tokens`` tokens in ``dtype`` (b bytes), the sum of:
+
+    * weights: parameters * b, norm weights * 4 (``parameters``; they stay float32);
+    * activations, the largest layer: T*H*HIDDEN_COPIES*b, plus the larger of attention's
+      T*hd*(Q_COPIES*nh + KV_COPIES*nkv)*b (q, the KV of the layer, the output) and the MLP's
+      T*I*MLP_COPIES*b;
+    * logits, the LM head's chunk of C = min(T, LOGIT_BUDGET // V) rows (ropekit.eval.nll):
+      C*V*b for the logits, C*V*4 for their float32 copy (none when b is 4) and C*V*4 for the
+      float32 log-softmax buffer;
+    * workspace, SDPA's: threads * (FLASH_Q_BLOCK*FLASH_KV_BLOCK + FLASH_Q_BLOCK*(hd + 2)) * 4
+      (the CPU flash kernel's per-thread blocks, at their largest), plus threads *
+      FLASH_Q_BLOCK*FLASH_KV_BLOCK * b when b < 4 (its scores in the reduced dtype), plus a sliding
+      band's boolean mask B*(B + W - 1) with B = max(64, min(W, 1024)) for the largest window W < T.
+
+    Not counted: the process itself (Python, torch, the tokenizer) and loading the checkpoint.
+    """
+    c, b = config, torch.empty(0, dtype=dtype).element_size()
+    matrices, norms = parameters(c)
+    hd, nh, nkv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
+    attention = tokens * hd * (Q_COPIES * nh + KV_COPIES * nkv) * b
+    mlp = tokens * c.intermediate_size * MLP_COPIES * b
+    activations = tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
+    chunk = min(tokens, max(1, LOGIT_BUDGET // c.vocab_size))
+    logits = chunk * c.vocab_size * (b + (4 if b != 4 else 0) + 4)
+    scores = FLASH_Q_BLOCK * FLASH_KV_BLOCK
+    per_thread = (scores + FLASH_Q_BLOCK * (hd + 2)) * 4 + (scores * b if b < 4 else 0)
+    workspace = (threads or torch.get_num_threads()) * per_thread
+    if bands := [w for w in layer_windows(c) if w is not None and w < tokens]:
+        window = max(bands)
+        block = max(64, min(window, 1024))  # ropekit.models.sliding_attention's query block
+        workspace += block * (block + window - 1)
+    return Memory(matrices * b + norms * 4, activations, logits, workspace)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read them: ``0.04 s``, ``4.2 s``, ``42 s``, ``3m05s``, ``2h07m``."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes}m{round(seconds) % 60:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

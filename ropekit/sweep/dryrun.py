@@ -1,0 +1,248 @@
+"""A sweep's plan and what it will cost, before it runs (``ropekit sweep --dry-run``): no weights are
+read and nothing is written to DIR.
+
+The dry run plans with the sweep's own code (``plan_cells``, then ``plan_work``: each model's config
+and tokenizer, the corpus tokenized in the mode's encoding, the documents each length scores, every
+document's passes) against what DIR already holds (read without its lock, ``StoredResults.read``), so
+its passes and tokens are the ones ``run_sweep`` would run. Each pass is priced by
+``ropekit.sweep.cost``: predicted seconds from this machine's measured rates, peak memory from the
+model's sizes.
+
+A cell's predicted seconds are its share of the passes: each pass's seconds are divided equally
+among the lengths it serves whose cells still score that document; a pass that serves none of them
+(it runs so that a resumed sweep writes the bits an uninterrupted one would) is divided equally among
+the document's cells still to run. The cells' seconds add up to the total. Not predicted: loading the
+weights and tokenizing the corpus.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import load_corpus
+from ..models import Precision, resolve_dtype
+from .cost import Memory, Rates, duration, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
+from .run import _check_dtype, plan_cells, plan_work
+from .spec import SweepSpec
+from .store import StoredResults
+
+
+@dataclass(frozen=True)
+class PassCost:
+    """One planned pass: tokens ``begin:end`` of a document, the lengths it serves, whether it is read
+    from the memo (``cached``: another rope's identical pass), and its predicted seconds and memory
+    (none for a cached pass)."""
+
+    model: str
+    layer_mix: str
+    rope: str
+    doc: str
+    begin: int
+    end: int
+    serves: tuple[int, ...]
+    cached: bool
+    seconds: float
+    memory: Memory | None
+
+    @property
+    def tokens(self) -> int:
+        """Tokens pushed through the model (``Pass.tokens``)."""
+        return 0 if self.cached else self.end - self.begin
+
+
+@dataclass(frozen=True)
+class CellCost:
+    """A cell of the grid: ``done`` (DIR holds its row), ``to run`` or ``no documents`` (none is long
+    enough: the sweep records it as failed), the documents it scores and those still to score, and
+    its share of the predicted seconds."""
+
+    model: str
+    layer_mix: str
+    rope: str
+    length: int
+    status: str
+    docs: int
+    to_score: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What ``run_sweep(spec, out)`` would run: every pass and every cell, priced. ``rates`` is None
+    where this machine lacks the spec's device (no seconds predicted)."""
+
+    spec: SweepSpec
+    out: Path
+    precision: Precision
+    threads: int
+    rates: Rates | None
+    rates_file: Path | None
+    passes: tuple[PassCost, ...]
+    cells: tuple[CellCost, ...]
+
+    @property
+    def tokens(self) -> int:
+        return sum(p.tokens for p in self.passes)
+
+    @property
+    def seconds(self) -> float:
+        return sum(p.seconds for p in self.passes if not p.cached)
+
+    @property
+    def peak(self) -> PassCost | None:
+        """The pass with the largest predicted memory."""
+        return max((p for p in self.passes if p.memory), key=lambda p: p.memory.total, default=None)
+
+    def table(self):
+        """One row per cell (pandas): model, layer_mix, rope, length, status, docs, to_score, seconds."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(c) for c in self.cells])
+
+    def pass_table(self):
+        """One row per model, layer mix, rope and set of lengths a pass serves (pandas): passes run,
+        passes read from the memo, pass lengths, tokens, predicted seconds and peak bytes."""
+        import pandas as pd
+
+        groups: dict[tuple, list[PassCost]] = defaultdict(list)
+        for p in self.passes:
+            groups[p.model, p.layer_mix, p.rope, p.serves].append(p)
+        rows = []
+        for (model, mix, rope, serves), passes in groups.items():
+            ran = [p for p in passes if not p.cached]
+            lengths = sorted({p.end - p.begin for p in passes})
+            rows.append(
+                {
+                    "model": model,
+                    "layer_mix": mix,
+                    "rope": rope,
+                    "serves": ",".join(map(str, serves)),
+                    "passes": len(ran),
+                    "cached": len(passes) - len(ran),
+                    "pass_tokens": str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}",
+                    "tokens": sum(p.tokens for p in ran),
+                    "seconds": sum(p.seconds for p in ran),
+                    "peak_bytes": max((p.memory.total for p in ran), default=0),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def text(self) -> str:
+        """The dry run as ``ropekit sweep --dry-run`` prints it."""
+        lines = [f"Dry run of sweep {self.spec.name!r} into {self.out}: nothing is loaded, run or written."]
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        lines.append(f"{self.precision.name} on {self.spec.device}, {threads}. " + self._rates_text())
+        status = [c.status for c in self.cells]
+        counts = ", ".join(f"{status.count(s)} {s}" for s in ("done", "to run", "no documents") if s in status)
+        lines.append(f"{len(self.cells)} cells: {counts}.")
+        passes = self.pass_table()
+        if len(passes):
+            passes["seconds"] = passes["seconds"].map(duration)
+            passes["peak_memory"] = passes.pop("peak_bytes").map(lambda n: _size(n) if n else "-")
+            passes["tokens"] = passes["tokens"].map("{:,}".format)
+            lines += [
+                "",
+                "Passes per model, layer mix and rope (serves: the lengths one pass gives; cached: read from another "
+                "rope's identical pass)",
+                passes.to_string(index=False),
+            ]
+        lines += ["", "Predicted seconds per cell (a pass's seconds shared by the lengths it serves still to run)"]
+        table = self.table()
+        for (model, mix), block in table.groupby(["model", "layer_mix"], sort=False):
+            shown = block.assign(shown=[_cell_text(c) for c in block.itertuples()])
+            grid = shown.pivot(index="length", columns="rope", values="shown")[list(dict.fromkeys(block["rope"]))]
+            grid.columns.name = None
+            lines += [f"{model}, layer mix {mix}", grid.to_string()]
+        lines += ["", self._total_text()]
+        return "\n".join(lines)
+
+    def _rates_text(self) -> str:
+        if self.rates is None:
+            return f"No {self.spec.device} here to measure: seconds are not predicted."
+        r = self.rates
+        if self.rates_file is None:
+            source = "Rates given"
+        else:
+            source = f"Rates measured here (cached in {self.rates_file}; delete it to measure again)"
+        return (
+            f"{source}: matmul {r.matmul / 1e9:.0f} GFLOP/s, causal attention {r.causal / 1e9:.0f} GFLOP/s, sliding "
+            f"attention {r.band / 1e9:.0f} GFLOP/s, log-softmax {r.logits / 1e9:.2f} G values/s."
+        )
+
+    def _total_text(self) -> str:
+        ran = sum(not p.cached for p in self.passes)
+        text = (
+            f"Total: {ran} passes of {self.tokens:,} tokens, predicted {duration(self.seconds)} "
+            "(the passes alone: not loading weights or tokenizing)"
+        )
+        if (peak := self.peak) is not None:
+            m = peak.memory
+            text += (
+                f"; peak memory {_size(m.total)} ({peak.model}, {peak.layer_mix}, {peak.rope}, a pass of "
+                f"{peak.end - peak.begin} tokens: weights {_size(m.weights)}, activations {_size(m.activations)}, "
+                f"logits {_size(m.logits)}, attention workspace {_size(m.workspace)})"
+            )
+        return text + "."
+
+
+def _cell_text(c: Any) -> str:
+    if c.status != "to run":
+        return c.status
+    return duration(c.seconds) if c.to_score else "row only"
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | None = None) -> DryRun:
+    """What ``run_sweep(spec, out, force=force)`` would run, priced, without loading weights or writing
+    to ``out``: refused as the sweep would refuse (another spec's DIR without ``force``, another
+    dtype's). ``rates``: this machine's (``machine_rates``, measured once and cached) when not given."""
+    corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
+    precision = resolve_dtype(spec.dtype, spec.device)
+    cells, _ = plan_cells(spec, corpus.sha256, precision)
+    stored = StoredResults.read(out, spec, force=force)
+    if not force:
+        _check_dtype(stored.meta, precision, out)
+    pending = [c for c in cells if not stored.done(c.key)]
+    work = plan_work(spec, corpus, pending, stored)
+    threads, rates_file = torch.get_num_threads(), None
+    if rates is None and measurable(spec.device):
+        rates = machine_rates(precision.dtype, spec.device, threads)
+        rates_file = rates_path(rates_key(precision.dtype, spec.device, threads))
+    passes, shares, to_score = [], defaultdict(float), defaultdict(int)
+    for model_work in work:
+        for group, plans in model_work.groups:
+            config, first = group[0].config, group[0]
+            for doc, (todo, plan) in plans.items():
+                wanting = {c.length: c for c in todo}
+                for c in todo:
+                    to_score[c.key] += 1
+                for p in plan.passes:
+                    served, tokens = tuple(n for n, _, _ in p.serves), p.end - p.begin
+                    if p.cached:
+                        seconds, memory = 0.0, None
+                    else:
+                        seconds = math.nan if rates is None else pass_seconds(config, tokens, rates)
+                        memory = pass_memory(config, tokens, precision.dtype, threads)
+                    where = (first.model, first.layer_mix, first.rope, doc, p.begin, p.end)
+                    passes.append(PassCost(*where, served, p.cached, seconds, memory))
+                    sharing = [wanting[n] for n in served if n in wanting] or list(wanting.values())
+                    for c in sharing:
+                        shares[c.key] += seconds / len(sharing)
+    costs = []
+    for c in cells:
+        if stored.done(c.key):
+            status, docs = "done", int(stored.rows[c.key]["n_docs"])
+        else:
+            status, docs = ("to run" if c.docs else "no documents"), len(c.docs)
+        seconds = shares[c.key] if status == "to run" else 0.0
+        costs.append(CellCost(c.model, c.layer_mix, c.rope, c.length, status, docs, to_score[c.key], seconds))
+    return DryRun(spec, out, precision, threads, rates, rates_file, tuple(passes), tuple(costs))
