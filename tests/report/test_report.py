@@ -684,12 +684,13 @@ def test_the_report_states_the_convention_the_command_and_the_intervals(contract
 
 @pytest.mark.parametrize("name", ["default", "gemma3-layer-mix"])
 def test_old_sweep_directories_render_with_intervals_unavailable(name, tmp_path):
-    """The committed experiments predate intervals: a seconds column, no ppl_lo/ppl_hi, one document
-    without blocks. They render, every figure drawn without a band, and the report says so once."""
+    """Directories of a ropekit before intervals (tests/report/old: the experiments as committed then):
+    a seconds column, no ppl_lo/ppl_hi, one document without blocks. They render, every figure drawn
+    without a band, and the report says so once."""
     from ropekit.report import load_sweep, paired_differences
 
     folder = tmp_path / name
-    shutil.copytree(Path(__file__).resolve().parents[2] / "experiments" / name, folder)
+    shutil.copytree(Path(__file__).resolve().parent / "old" / name, folder)
     sweep = load_sweep(folder)
     assert "seconds" in sweep.results and sweep.results["ppl_lo"].isna().all() and not sweep.has_intervals
     differences = paired_differences(sweep, "native" if name == "gemma3-layer-mix" else "default")
