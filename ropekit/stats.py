@@ -41,11 +41,6 @@ def block_tokens(n_tokens: int, block: int) -> list[int]:
     return [min(block, n_tokens - start) for start in range(0, n_tokens, block)]
 
 
-def _draws(n_units: int, seed: int, n: int) -> np.ndarray:
-    """``n`` resamples of ``n_units`` unit indices, with replacement: (n, n_units)."""
-    return np.random.RandomState(seed).randint(0, n_units, size=(n, n_units))
-
-
 def _mean_nll(nll: np.ndarray, tokens: np.ndarray, weighting: str) -> np.ndarray:
     """Mean NLL per token over the last axis: total over total (``tokens``), or the mean of each
     unit's own mean (``documents``)."""
@@ -71,13 +66,14 @@ def bootstrap_ppl(
     level: float = LEVEL,
     weighting: str = "tokens",
 ) -> tuple[float, float]:
-    """Percentile interval of perplexity over units (documents, or one document's blocks) resampled
-    with replacement, each resample's perplexity weighed by ``weighting``. NaN with fewer than 2 units."""
-    nll, tok = np.asarray(nll_sums, dtype=float), np.asarray(tokens, dtype=float)
-    if len(nll) < 2:
+    """Percentile interval of perplexity over units (documents, with their tokens or bytes) resampled
+    with replacement, each resample's perplexity weighed by ``weighting``; no unit rule (callers apply
+    it: ``ppl_interval``). NaN with fewer than 2 units."""
+    found = Units("docs", (np.asarray(nll_sums, dtype=float),), (np.asarray(tokens, dtype=float),))
+    if found.count < 2:
         return math.nan, math.nan
-    draws = _draws(len(nll), seed, n)
-    return _percentiles(np.exp(_mean_nll(nll[draws], tok[draws], weighting)), level)
+    nll, tok = found.resampled(found.nll, found.draws(seed, n))
+    return _percentiles(np.exp(_mean_nll(nll, tok, weighting)), level)
 
 
 @dataclass(frozen=True)
@@ -93,31 +89,6 @@ class Difference:
     def excludes_zero(self) -> bool:
         """Whether the interval says the rope is better (hi < 0) or worse (lo > 0) than the baseline."""
         return self.lo > 0 or self.hi < 0
-
-
-def paired_difference(
-    rope: Sequence[float],
-    baseline: Sequence[float],
-    tokens: Sequence[int],
-    *,
-    seed: int,
-    n: int = N,
-    level: float = LEVEL,
-    weighting: str = "tokens",
-    unit: str = "docs",
-) -> Difference:
-    """Mean NLL per token of ``rope`` minus ``baseline``, their NLL sums over the same units (documents,
-    or the same blocks of one document) of ``tokens`` each: the estimate and a percentile interval from
-    resampling the same units for both. Named ``bootstrap-{unit}-{n}``."""
-    a, b, tok = (np.asarray(x, dtype=float) for x in (rope, baseline, tokens))
-    estimate = float(_mean_nll(a, tok, weighting) - _mean_nll(b, tok, weighting))
-    lo = hi = math.nan
-    if len(tok) >= 2:
-        draws = _draws(len(tok), seed, n)
-        lo, hi = _percentiles(
-            _mean_nll(a[draws], tok[draws], weighting) - _mean_nll(b[draws], tok[draws], weighting), level
-        )
-    return Difference(estimate, lo, hi, f"bootstrap-{unit}-{n}")
 
 
 # The unit rule. Documents are resampled when a cell has at least MIN_UNITS of them: with fewer a

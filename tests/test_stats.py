@@ -14,7 +14,6 @@ from ropekit.stats import (
     block_tokens,
     bootstrap_ppl,
     difference_interval,
-    paired_difference,
     ppl_interval,
     seed_of,
 )
@@ -40,6 +39,13 @@ def one_document(n_tokens: int, seed: int) -> np.ndarray:
 
 def blocks_of(nll: np.ndarray, block: int = 64) -> list[float]:
     return [chunk.sum() for chunk in np.split(nll, range(block, len(nll), block))]
+
+
+def paired_difference(rope, baseline, tokens, *, seed: int):
+    """The paired difference of two ropes on the same documents (at least MIN_UNITS: documents resampled)."""
+    assert len(tokens) >= MIN_UNITS
+    none = [[]] * len(tokens)
+    return difference_interval((rope, none), (baseline, none), tokens, block=64, seed=seed)
 
 
 def one_interval(nll: np.ndarray, seed: int) -> tuple[float, float]:
