@@ -23,6 +23,7 @@ from ropekit.sweep import SpecError, cost, dry_run, run_sweep
 from ropekit.sweep import run as run_module
 from ropekit.sweep.store import StoredResults
 from tests.models.tiny import FAMILY_CONFIGS, SMALL
+from tests.sweep.conftest import oom_at
 from tests.sweep.test_sweep import spec
 
 RATES = cost.Rates(matmul=1e11, causal=5e10, band=2e10, logits=1e9)  # injected: nothing is measured
@@ -133,13 +134,7 @@ def test_done_cells_of_a_dir_are_shown_done_and_the_rest_planned_as_the_rerun_ru
     sweep = spec(setup)
     out = tmp_path / "out"
     real = perplexity.score_plan
-
-    def oom_at_512(model, ids, plan, **kw):
-        if 512 in plan.lengths:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, ids, plan, **kw)
-
-    monkeypatch.setattr(run_module, "score_plan", oom_at_512)
+    monkeypatch.setattr(run_module, "score_plan", oom_at(512))
     failed = run_sweep(sweep, out, quiet=True).failed
     monkeypatch.setattr(run_module, "score_plan", real)
     assert {r["length"] for r in failed} == {512}

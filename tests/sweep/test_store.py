@@ -14,6 +14,7 @@ from ropekit.eval import perplexity
 from ropekit.sweep import ResultStore, run_sweep
 from ropekit.sweep import run as run_module
 from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS
+from tests.sweep.conftest import oom_at
 from tests.sweep.test_sweep import rows, spec
 
 
@@ -127,13 +128,7 @@ def test_a_torn_results_line_is_dropped_and_its_cell_written_again(setup, refere
 
 def test_a_retried_cell_reads_back_as_its_last_row(setup, tmp_path, monkeypatch):
     real = perplexity.score_plan
-
-    def oom_at_512(model, ids, plan, **kw):
-        if 512 in plan.lengths:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(model, ids, plan, **kw)
-
-    monkeypatch.setattr(run_module, "score_plan", oom_at_512)
+    monkeypatch.setattr(run_module, "score_plan", oom_at(512))
     assert [r["length"] for r in run_sweep(one_rope(setup), tmp_path, quiet=True).failed] == [512]
     monkeypatch.setattr(run_module, "score_plan", real)
     assert run_sweep(one_rope(setup), tmp_path, quiet=True).ok
