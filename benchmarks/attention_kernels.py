@@ -17,7 +17,8 @@ Each is checked against fp32 SDPA (max abs error of the output) and timed best-o
 GFLOP/s counts the causal work, 2 * 2 * head_dim * heads * T^2 / 2 FLOPs. The bf16 and fp32 matmul
 ceilings (a 2048^3 matmul, best of ten) are measured in the same run.
 
-    .venv/bin/python benchmarks/attention_kernels.py --lengths 4096 16384 --out benchmarks/results/attention_kernels_cpu.json
+    .venv/bin/python benchmarks/attention_kernels.py --lengths 4096 16384 \
+        --out benchmarks/results/attention_kernels_cpu.json
 """
 
 from __future__ import annotations
@@ -84,10 +85,21 @@ def measure(length: int, repeats: int) -> list[dict]:
         out, first = timed(fn)  # flex compiles here
         best = min(timed(fn)[1] for _ in range(repeats))
         error = (out.float() - reference).abs().max().item()
-        rows.append({"length": length, "kernel": kernel, "dtype": dtype, "seconds": best,
-                     "first_call_s": first, "gflops": flops / best / 1e9, "max_abs_error": error})
-        print(f"{length:>6} {kernel:>8} {dtype:>9} {best:8.3f} s {flops / best / 1e9:6.0f} GFLOP/s  error {error:.1e}",
-              flush=True)
+        rows.append(
+            {
+                "length": length,
+                "kernel": kernel,
+                "dtype": dtype,
+                "seconds": best,
+                "first_call_s": first,
+                "gflops": flops / best / 1e9,
+                "max_abs_error": error,
+            }
+        )
+        print(
+            f"{length:>6} {kernel:>8} {dtype:>9} {best:8.3f} s {flops / best / 1e9:6.0f} GFLOP/s  error {error:.1e}",
+            flush=True,
+        )
     return rows
 
 
@@ -99,12 +111,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ceilings = {name: matmul_ceiling(dtype) for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    ceilings = {name: matmul_ceiling(dtype) for name, dtype in dtypes.items()}
     print("matmul ceilings, GFLOP/s:", {k: round(v) for k, v in ceilings.items()})
     rows = [row for length in args.lengths for row in measure(length, args.repeats)]
     if args.out:
-        meta = {"machine": platform.machine(), "threads": args.threads, "torch": torch.__version__,
-                "matmul_gflops": ceilings, "shape": {"heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM}}
+        meta = {
+            "machine": platform.machine(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "matmul_gflops": ceilings,
+            "shape": {"heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM},
+        }
         args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
 
 
