@@ -77,7 +77,7 @@ def clean_temporaries(folder: Path) -> list[Path]:
             match = mine.search(entry.name)
             with contextlib.suppress(FileNotFoundError):
                 old = time.time() - entry.stat(follow_symlinks=False).st_mtime > TEMPORARY_AGE
-                if old or (match and not _running(int(match.group(1)))):
+                if old or (match and not running(int(match.group(1)))):
                     shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
                     removed.append(Path(entry.path))
     return removed
@@ -90,7 +90,8 @@ def _umask() -> int:
     return mask
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether a process with this pid runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

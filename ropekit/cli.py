@@ -4,6 +4,7 @@ one line naming the problem (exit 2), never a traceback."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import warnings
@@ -12,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, rope_argument, spec_frequencies
-from .sweep.spec import MODES, TASK_KEYS, SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
+from .sweep.spec import (
+    EXECUTOR_KEYS,
+    MODES,
+    TASK_KEYS,
+    SpecError,
+    SweepSpec,
+    default_spec,
+    executor_spec,
+    load_spec,
+    spec_from_dict,
+)
 
 INSPECT_DEFAULT = ["default", "linear:2", "dynamic:2", "yarn:2", "longrope:2", "llama3:2"]
 GEOMETRY = ("head_dim", "rope_theta", "max_position_embeddings", "partial_rotary_factor")
@@ -215,6 +226,30 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--question", help="the needle task's question, with {key}, ending where {value} begins")
     p.add_argument("--intro", help="the needle task's first line")
     p.add_argument(
+        "--executor", help="local: worker processes on this machine (default); slurm: a job array through submitit"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (Slurm: array tasks) claiming work units of DIR (default 1; locally on CUDA each takes "
+        "one GPU, on the CPU each its share of the cores); more sweeps started by hand on one DIR also share it",
+    )
+    p.add_argument("--lease", type=float, help="seconds a worker's claim lasts without its heartbeat (default 120)")
+    slurm = p.add_argument_group("Slurm (--executor slurm; sbatch's options of the same names)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--gpus-per-task", type=int)
+    slurm.add_argument("--cpus-per-task", type=int)
+    slurm.add_argument("--mem", help="memory per task, e.g. 32G")
+    slurm.add_argument("--time", type=int, help="minutes per task (default 60; a task at its limit is requeued)")
+    slurm.add_argument("--account")
+    slurm.add_argument("--qos")
+    slurm.add_argument("--constraint")
+    slurm.add_argument("--array-parallelism", type=int, help="array tasks running at once (default: all)")
+    slurm.add_argument(
+        "--sbatch", action="append", metavar="OPTION", help="another sbatch option, e.g. --sbatch=--exclusive"
+    )
+    slurm.add_argument("--wait", action="store_true", help="wait for the array to finish, then print the results")
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print the plan without loading weights or writing DIR: per model, layer mix and rope the passes, "
@@ -227,7 +262,16 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
-    """The spec file (or the embedded default) with every axis given as a flag replacing its entry."""
+    """The spec file (or the embedded default) with every axis given as a flag replacing its entry, and
+    --executor, --workers and --lease its ``[executor]`` table's."""
+    spec = _spec_from_args(args)
+    given = {k: getattr(args, k) for k in EXECUTOR_KEYS if getattr(args, k, None) is not None}
+    if "sbatch" in given:  # repeated flags add to the spec's options
+        given["sbatch"] = [*spec.executor.sbatch, *given["sbatch"]]
+    return dataclasses.replace(spec, executor=executor_spec({**spec.executor.to_dict(), **given})) if given else spec
+
+
+def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
     flags = {
         "models": args.model,
         "lengths": args.lengths,
@@ -307,7 +351,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 0
     terminate = signal.signal(signal.SIGTERM, _stop)  # a scheduler's kill or preemption: stop as for Ctrl-C
     try:
-        summary = run_sweep(spec, out, force=args.force, quiet=args.quiet)
+        if spec.executor.executor == "slurm":
+            from .sweep.slurm import submit
+
+            summary = submit(spec, out, force=args.force, wait=args.wait)
+            if summary is None:  # submitted: it says so and where
+                return 0
+        elif spec.executor.workers > 1:
+            from .sweep.workers import run_workers
+
+            summary = run_workers(spec, out, force=args.force, quiet=args.quiet)
+        else:
+            summary = run_sweep(spec, out, force=args.force, quiet=args.quiet, lease=spec.executor.lease)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
@@ -319,6 +374,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 2
     finally:
         signal.signal(signal.SIGTERM, terminate)
+    if not summary.merged:  # another sweep holds DIR: it merges this worker's shard before it finishes
+        print(
+            f"{summary.computed} cells computed into {out}/shards/ ({summary.reused} of {summary.cells} were stored "
+            "before); the sweep that holds the directory merges them into results.csv before it finishes"
+        )
+        return 1 if summary.failed else 0
     print(results_table(out / "results.csv"))
     print(
         f"\n{summary.cells} cells in {out}: {summary.computed} computed, {summary.reused} reused, "
@@ -426,8 +487,35 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_report)
 
 
+def _status_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="where a sweep stands: cells done, running (which worker), pending, failed, time left",
+        description="Read a sweep directory (also while workers run; nothing is written to it but a merge of the "
+        "shards of workers that have finished, when no sweep holds it) and print cells done, running (which worker, "
+        "since when, its last heartbeat), pending and failed, the rate so far and the time left.",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="the sweep's results directory")
+    p.set_defaults(run=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from .sweep.status import sweep_status
+    from .sweep.store import merge_if_free
+
+    if not (args.dir / "meta.json").is_file():
+        raise SpecError(f"{args.dir} holds no sweep (no meta.json); start one with ropekit sweep --out {args.dir}")
+    merge_if_free(args.dir)  # shards of workers that finished while nobody held DIR
+    print(sweep_status(args.dir).text())
+    return 0
+
+
 def run_report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .sweep.store import merge_if_free
+
+    if args.dir.is_dir():
+        merge_if_free(args.dir)  # rows of workers that finished while nobody held DIR
 
     report = write_report(args.dir, formats=tuple(args.format), baseline=args.baseline, mix_rope=args.mix_rope)
     print(f"wrote {report.html}\nwrote {report.markdown} (figures in {report.markdown.parent / 'figures'})")
@@ -440,21 +528,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _sweep_parser(sub)
     _report_parser(sub)
+    _status_parser(sub)
     _inspect_parser(sub)
     _models_parser(sub)
     return parser
+
+
+def cli_errors() -> tuple[type[Exception], ...]:
+    """The errors a command reports in one line: bad input and unusable folders."""
+    from .data import CorpusError
+    from .models import CheckpointError, ModelConfigError
+    from .report import ReportError
+    from .sweep.claims import ClaimError
+    from .sweep.store import StoreError
+
+    bad_input = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError)
+    return (*bad_input, StoreError, ClaimError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .cache import Notice
-    from .data import CorpusError
-    from .models import CheckpointError, ModelConfigError
-    from .report import ReportError
-    from .sweep.store import StoreError
 
-    errors = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, StoreError)
+    errors = cli_errors()
     with warnings.catch_warnings():
         _print_notices(f"ropekit {args.command}", Notice)
         try:
@@ -465,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"ropekit {args.command}: interrupted", file=sys.stderr)
             return 130
-        except (*errors, OSError) as err:
+        except errors as err:
             print(f"ropekit {args.command}: error: {err}", file=sys.stderr)
             return 2
 

@@ -148,6 +148,11 @@ class Rates:
     logits: float
 
 
+# Nominal rates (this repo's 2-core machine in fp32, BENCHMARKS.md) that order work units by size
+# alike on every machine and worker; never a prediction of seconds.
+NOMINAL_RATES = Rates(matmul=207e9, causal=149e9, band=74e9, logits=4.08e9)
+
+
 def _timed(run: Callable[[], Any], device: torch.device) -> float:
     start = time.perf_counter()
     run()

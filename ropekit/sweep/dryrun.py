@@ -28,7 +28,7 @@ import torch
 from ..data import load_corpus
 from ..models import Precision, resolve_dtype
 from .cost import Memory, Rates, duration, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
-from .run import _check_dtype, plan_cells, plan_work
+from .run import _check_dtype, plan_cells, plan_units, plan_work
 from .spec import SweepSpec
 from .store import StoredResults
 from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
@@ -88,6 +88,16 @@ class DryRun:
     rates_file: Path | None
     passes: tuple[PassCost, ...]
     cells: tuple[CellCost, ...]
+    units: tuple[tuple[str, float], ...] = ()  # each work unit's name and predicted seconds, longest first
+
+    def workers(self) -> list[tuple[float, list[str]]]:
+        """The units as ``spec.executor.workers`` workers would take them (longest first, each to the
+        worker free first): per worker its predicted seconds and units. Loading weights is not counted."""
+        loads: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(self.spec.executor.workers)]
+        for name, seconds in self.units:
+            first = min(range(len(loads)), key=lambda i: loads[i][0])
+            loads[first] = (loads[first][0] + seconds, [*loads[first][1], name])
+        return loads
 
     @property
     def tokens(self) -> int:
@@ -199,7 +209,20 @@ class DryRun:
                 f"{peak.end - peak.begin} tokens: weights {_size(m.weights)}, activations {_size(m.activations)}, "
                 f"logits {_size(m.logits)}, attention workspace {_size(m.workspace)})"
             )
-        return text + "."
+        text += "."
+        if self.spec.executor.workers > 1 and self.units:
+            loads = self.workers()
+            wall = max(seconds for seconds, _ in loads)
+            text += (
+                f"\nWith {len(loads)} workers ({self.spec.executor.executor}), units longest first, each worker at "
+                f"the rates above (its own GPU or node; local CPU workers share these cores): wall time "
+                f"{duration(wall)}, the workers busy {self.seconds / (wall * len(loads)):.0%} of it"
+                if wall > 0 and not math.isnan(wall)
+                else f"\nWith {len(loads)} workers: no seconds predicted here"
+            )
+            for i, (seconds, names) in enumerate(loads):
+                text += f"\n  worker {i}: {duration(seconds)}: {'; '.join(names) or 'nothing'}"
+        return text
 
 
 def _cell_text(c: Any) -> str:
@@ -276,4 +299,14 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         seconds = shares[c.key] if status == "to run" else 0.0
         cost = (c.model, c.layer_mix, c.rope, c.length, status, docs, to_score[c.key], seconds, c.task, c.depth)
         costs.append(CellCost(*cost))
-    return DryRun(spec, out, precision, threads, rates, rates_file, tuple(passes), tuple(costs))
+    unit_seconds = defaultdict(float)
+    owner = {(part, u.model): u for u in plan_units(cells, spec) for part in u.parts}
+    for p in passes:
+        unit_seconds[owner[(p.layer_mix, p.rope), p.model].id] += 0.0 if p.cached else p.seconds
+    units = sorted(((u.name(), unit_seconds[u.id]) for u in owner.values() if u.id in unit_seconds), key=_longest)
+    units = list(dict.fromkeys(units))  # a unit of several parts is named once
+    return DryRun(spec, out, precision, threads, rates, rates_file, tuple(passes), tuple(costs), tuple(units))
+
+
+def _longest(unit: tuple[str, float]) -> float:
+    return -unit[1] if not math.isnan(unit[1]) else 0.0

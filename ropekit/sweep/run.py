@@ -30,6 +30,7 @@ What a cell scores, by ``mode`` (ropekit.eval.perplexity has each mode's source)
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import platform
 import time
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from .. import stats
-from ..cache import Notice, file_sha256
+from ..cache import Notice, atomic_write, file_sha256
 from ..data import load_corpus, tokenize
 from ..eval.perplexity import (
     BLOCK,
@@ -54,6 +55,7 @@ from ..eval.perplexity import (
     aggregate,
     combine,
     encoding,
+    frequency_signature,
     memo_lengths,
     plan_document,
     score_plan,
@@ -69,9 +71,10 @@ from ..models import (
     read_model_config,
     resolve_dtype,
 )
-from .cost import machine_rates, measurable, pass_seconds, plan_seconds
+from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
+from .cost import NOMINAL_RATES, machine_rates, measurable, pass_seconds, plan_seconds
 from .spec import SpecError, SweepSpec, TaskSpec, reproduce_command
-from .store import ResultStore, StoredResults, cell_key, format_blocks, parse_blocks
+from .store import ResultStore, StoredResults, cell_key, format_blocks, merge_if_free, parse_blocks
 from .trials import (
     TRIAL_ANSWER_TOKENS,
     TrialGroup,
@@ -83,6 +86,7 @@ from .trials import (
 )
 
 WHOLE_DOCUMENTS = ("strided", "rolling")  # modes that score every document whole, at every length
+SHARED_MODES = ("first", "yarn")  # modes whose passes serve several lengths and ropes (the memo)
 
 
 @dataclass
@@ -107,6 +111,7 @@ class SweepSummary:
     reused: int
     failed: list[dict[str, Any]]
     seconds: float
+    merged: bool = True  # DIR's files hold this worker's rows (else its shard does, till the holder merges)
 
     @property
     def ok(self) -> bool:
@@ -186,42 +191,215 @@ def plan_records(cells: list[Cell]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def run_sweep(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = False) -> SweepSummary:
-    """Run (or resume) ``spec`` into ``out``; returns what was computed, reused and what failed."""
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    *,
+    force: bool = False,
+    quiet: bool = False,
+    worker: str | None = None,
+    lease: float = LEASE_SECONDS,
+) -> SweepSummary:
+    """Run (or resume) ``spec`` into ``out`` as one worker: claim units (``ropekit.sweep.claims``) until
+    none is left, then wait for other workers' units to finish or go stale (taking those over);
+    returns what this worker computed, what was stored before, and what failed. Any number of
+    workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards."""
     started = time.perf_counter()
     corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
     precision = resolve_dtype(spec.dtype, spec.device)
     cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
-    with ResultStore(out, spec, force=force) as store:  # holds DIR's lock until the sweep ends
+    worker = worker or worker_id()
+    with ResultStore(out, spec, force=force, worker=worker) as store:  # holds DIR, or this worker's shard
+        if store.primary and store.merge():  # what workers before this one left in their shards
+            store.refresh()
         if force:
             store.keep_only({c.key for c in cells})
         else:
             _check_dtype(store.meta, precision, out)
+        claims = Claims(out, worker, lease)
         meta = _meta(spec, corpus, checkpoints, out, precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta |= {"run_started": now, "earlier_wall_seconds": earlier}  # for ropekit status while it runs
         store.write_meta(meta)
         store.write_plans(plan_records(cells))
         reused = sum(store.done(c.key) for c in cells)
-        pending = [c for c in cells if not store.done(c.key)]
-        work = plan_work(spec, corpus, pending, store)
-        failed: list[dict[str, Any]] = []
+        inputs: dict[str, tuple] = {}  # per model: tokenizer and token ids, for every unit's plan
+        by_key, units = {c.key: c for c in cells}, plan_units(cells, spec)
+        nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
+        units = longest_first(units, {u.id: _unit_work(spec, corpus, u, by_key, nothing, inputs) for u in units})
+        planned = {u.id: _unit_work(spec, corpus, u, by_key, store, inputs) for u in units}
+        stored = {u.id: _stored_state(store, u) for u in units}  # what they were planned against
+        if store.primary:
+            atomic_write(out / "units.json", json.dumps([u.record() for u in units], indent=1) + "\n")
         progress = _Progress(len(cells), reused, _estimate(spec, precision, quiet), quiet=quiet)
+        failed: list[dict[str, Any]] = []
+        computed = 0
         try:
-            for model_work in work:
-                progress.add(model_work)
-            for model_work in work:
-                failed += _run_model(model_work, corpus, spec, store, progress)
+            for work in planned.values():
+                progress.add(work)
+            loaded: tuple[str, Any] | None = None  # the model whose weights are in memory
+
+            tried: set[str] = set()  # units this worker ran: a failed cell waits for the next run
+
+            def finished(unit: Unit) -> bool:
+                return unit.id in tried or all(store.done(key) for key in unit.cells)
+
+            while True:
+                store.refresh()
+                for unit in units:  # others' finished units leave the bar
+                    if unit.id in planned and finished(unit):
+                        progress.drop_work(planned.pop(unit.id))
+                unit = claims.claim(units, finished)
+                if unit is None:
+                    if not claims.others_working(units, finished):
+                        break
+                    time.sleep(min(lease / 4, 5.0))  # a worker that stops beating leaves its unit to this one
+                    continue
+                store.refresh()  # another worker may have finished it and let go since the last look
+                if finished(unit):
+                    claims.release(unit)
+                    continue
+                if stored[unit.id] != _stored_state(store, unit):  # a worker before this one stored some of it
+                    progress.drop_work(planned.pop(unit.id, None))
+                    planned[unit.id] = _unit_work(spec, corpus, unit, by_key, store, inputs)
+                    progress.add(planned[unit.id])
+                work = planned[unit.id]
+                if loaded is None or loaded[0] != unit.model:
+                    loaded = None  # the old weights go before the new ones load
+                    loaded = (unit.model, load_model(unit.model, device=spec.device, dtype=spec.dtype))
+                todo = sum(1 for key in unit.cells if not store.done(key))
+                try:
+                    with claims.heartbeat(unit):
+                        failed += _run_unit(loaded[1], work, corpus, spec, store, progress, claims.stop(unit))
+                except UnitLost:
+                    progress.drop_work(planned.pop(unit.id, None))
+                    continue
+                except BaseException:  # an interrupt, a full disk: the unit is free for the next run at once
+                    claims.release(unit)
+                    raise
+                planned.pop(unit.id, None)
+                tried.add(unit.id)
+                computed += todo
+                claims.release(unit)
+                store.merge()
         finally:
             progress.close()
-        store.write_meta(
-            {
-                **meta,
-                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "wall_seconds": round(time.perf_counter() - started, 1),
-                "total_wall_seconds": round(earlier + time.perf_counter() - started, 1),
-            }
-        )
-        return SweepSummary(out, len(cells), len(pending), reused, failed, time.perf_counter() - started)
+        if store.primary:
+            store.merge()
+            store.write_meta(
+                {
+                    **meta,
+                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "wall_seconds": round(time.perf_counter() - started, 1),
+                    "total_wall_seconds": round(earlier + time.perf_counter() - started, 1),
+                }
+            )
+        primary = store.primary
+    merged = primary or merge_if_free(out) is not None  # this worker's rows to DIR's files, if DIR is free
+    return SweepSummary(out, len(cells), computed, reused, failed, time.perf_counter() - started, merged)
+
+
+def sweep_cells(spec: SweepSpec) -> list[Cell]:
+    """The spec's cells (its corpus read, no weights): how a process that starts workers checks the
+    spec before any of them runs, and counts their cells after."""
+    corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
+    return plan_cells(spec, corpus.sha256, resolve_dtype(spec.dtype, spec.device))[0]
+
+
+def workers_summary(
+    spec: SweepSpec, out: Path, cells: list[Cell], reused: int, problems: list[str], started: float
+) -> SweepSummary:
+    """What workers that have stopped computed together (their shards merged when DIR is free), with a
+    failed row per worker ``problems`` names (it stopped with an error; its units go to the rerun)."""
+    merge_if_free(out)
+    after = StoredResults.read(out, spec)
+    failed = [after.rows[c.key] for c in cells if c.key in after.rows and not after.done(c.key)]
+    failed += [
+        {"model": "-", "rope": "-", "layer_mix": "-", "length": "-", "status": "worker", "detail": problem}
+        for problem in problems
+    ]
+    done = sum(after.done(c.key) for c in cells)
+    return SweepSummary(out, len(cells), done - reused, reused, failed, time.perf_counter() - started)
+
+
+def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
+    """The sweep's work units in spec order, from its cells alone (done or not, so every worker plans
+    the same ones): one per (model, layer mix, rope), joined where passes are shared, that is where
+    two have the same plan and frequencies at a length in first or yarn mode (dynamic is the default
+    rope up to its trained length): a pass planned from another's memo then runs in the same worker,
+    exactly as in a single process."""
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.layer_mix, c.rope), []).append(c)
+    parent = {g: g for g in groups}
+
+    def root(g: tuple) -> tuple:
+        while parent[g] != g:
+            g = parent[g]
+        return g
+
+    if spec.mode in SHARED_MODES and "perplexity" in spec.tasks:
+        first: dict[tuple, tuple] = {}  # (model, signature) -> the first group with it
+        for g, group in groups.items():
+            for length in spec.lengths:
+                other = first.setdefault((g[0], frequency_signature(group[0].config, length)), g)
+                parent[root(g)] = root(other)
+    units: dict[tuple, Unit] = {}
+    for g, group in groups.items():
+        unit = units.setdefault(root(g), Unit(g[0], [], []))
+        unit.parts.append(g[1:])
+        unit.cells += [c.key for c in group]
+    for unit in units.values():
+        unit.__post_init__()  # its id, from all its cells
+    return list(units.values())
+
+
+def longest_first(units: list[Unit], work: dict[str, ModelWork]) -> list[Unit]:
+    """``units`` with their seconds (the cost model's, of all their ``work``, at nominal rates:
+    ``cost.NOMINAL_RATES``, so the order is the same on every machine and in every run of the spec),
+    longest first; ties in spec order."""
+    for unit in units:
+        unit.seconds = 0.0
+        for group, plans in work[unit.id].groups:
+            unit.seconds += sum(plan_seconds(group[0].config, plan, NOMINAL_RATES) for _, plan in plans.values())
+        for trials in work[unit.id].trials:
+            for c in trials.cells:
+                one = pass_seconds(c.config, trial_tokens(c.length), NOMINAL_RATES, head_rows=TRIAL_ANSWER_TOKENS)
+                unit.seconds += one * len(trials.todo[c.key])
+    return sorted(units, key=lambda u: -u.seconds)  # stable
+
+
+def _stored_state(store: StoredResults, unit: Unit) -> tuple[int, int, int]:
+    """How much of a unit ``store`` holds: cells done, documents and trials scored."""
+    keys = set(unit.cells)
+    return (
+        sum(store.done(key) for key in keys),
+        sum(1 for cell, _ in store.docs if cell in keys),
+        sum(1 for cell, _ in store.trials if cell in keys),
+    )
+
+
+def _unit_work(spec, corpus, unit: Unit, by_key: dict[str, Cell], store: StoredResults, inputs: dict) -> ModelWork:
+    """The work of a unit's cells that ``store`` does not hold (an empty ModelWork when none)."""
+    pending = [by_key[key] for key in unit.cells if not store.done(key)]
+    work = plan_work(spec, corpus, pending, store, inputs)
+    return work[0] if work else ModelWork(unit.model, None, {}, [])
+
+
+def _run_unit(base, work: ModelWork, corpus, spec: SweepSpec, store: ResultStore, progress, stop) -> list:
+    """One unit's pending cells as planned, on the weights already loaded: its (layer mix, rope) a plan
+    over them. Returns the failed rows."""
+    texts = Texts(work.tokenizer, {d.name: d.text for d in corpus.documents})
+    memos: dict[str, dict] = {}  # per document's ids (a digest: other ids never share a pass): passes by signature
+    failed = []
+    for group, plans in work.groups:
+        model = base.with_config(group[0].config)
+        failed += _run_group(model, group, plans, work.tokens, texts, spec, store, progress, memos, stop)
+    for trials in work.trials:
+        model = base.with_config(trials.cells[0].config)
+        failed += run_trials(model, trials, work.tokenizer, work.haystack, store, progress, stop)
+    return failed
 
 
 @dataclass
@@ -238,18 +416,24 @@ class ModelWork:
     haystack: list[np.ndarray] = field(default_factory=list)  # the needle task's documents, without BOS
 
 
-def plan_work(spec: SweepSpec, corpus, pending: list[Cell], store: StoredResults) -> list[ModelWork]:
+def plan_work(
+    spec: SweepSpec, corpus, pending: list[Cell], store: StoredResults, inputs: dict | None = None
+) -> list[ModelWork]:
     """The work of the pending cells, model by model: each model's tokenizer (no weights), the corpus
     tokenized in the mode's encoding (``document_ids``, cached on disk), the documents each length
     scores (``choose_documents``, set as each cell's ``docs``), and every (layer mix, rope)'s plans
-    (``_plans``, against what ``store`` holds)."""
+    (``_plans``, against what ``store`` holds). ``inputs`` keeps each model's tokenizer and ids for
+    the next call."""
     work = []
+    inputs = {} if inputs is None else inputs
     for name in spec.models:
         if not (cells := [c for c in pending if c.model == name]):
             continue
-        tokenizer = load_tokenizer(name)
-        prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
-        tokens = tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
+        if name not in inputs:
+            tokenizer = load_tokenizer(name)
+            prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
+            inputs[name] = tokenizer, tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
+        tokenizer, tokens = inputs[name]
         chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs)
         perplexity = [c for c in cells if c.task == "perplexity"]
         for cell in perplexity:
@@ -263,23 +447,6 @@ def plan_work(spec: SweepSpec, corpus, pending: list[Cell], store: StoredResults
             check_lengths(spec, tokenizer, work[-1].haystack)
             work[-1].trials = trial_groups(retrieval, store)
     return work
-
-
-def _run_model(work: ModelWork, corpus, spec: SweepSpec, store: ResultStore, progress: _Progress) -> list:
-    """One model's pending cells as planned: its weights loaded once, each (layer mix, rope) a plan
-    over them. Returns the failed rows."""
-    base = load_model(work.model, device=spec.device, dtype=spec.dtype)
-    texts = Texts(work.tokenizer, {d.name: d.text for d in corpus.documents})
-    # per document's ids (a digest: other ids never share a pass): passes of these weights, by signature
-    memos: dict[str, dict] = {}
-    failed = []
-    for group, plans in work.groups:
-        model = base.with_config(group[0].config)
-        failed += _run_group(model, group, plans, work.tokens, texts, spec, store, progress, memos)
-    for trials in work.trials:
-        model = base.with_config(trials.cells[0].config)
-        failed += run_trials(model, trials, work.tokenizer, work.haystack, store, progress)
-    return failed
 
 
 def choose_documents(tokens: dict[str, np.ndarray], lengths, mode: str, n_docs: int) -> dict[int, list[str]]:
@@ -459,10 +626,12 @@ def _run_group(
     store: ResultStore,
     progress: _Progress,
     memos: dict,
+    stop: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One (model, layer mix, rope): its documents as planned. A cell's row is written once all its
     documents are scored, or at its first failure (its other documents are then skipped), then the
-    seconds from the start of the group to its row go to timings.csv. Returns the failed rows."""
+    seconds from the start of the group to its row go to timings.csv. ``stop`` (called before each
+    document) ends the unit early by raising. Returns the failed rows."""
     left = {c.key: [doc for doc, (todo, _) in work.items() if c in todo] for c in cells}  # documents to score
     failed: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -482,6 +651,8 @@ def _run_group(
         elif not left[c.key]:  # every document was scored by an earlier run that stopped before the row
             finish(c)
     for doc, (planned, plan) in work.items():
+        if stop is not None:
+            stop()
         todo = [c for c in planned if left[c.key]]  # not the cells that failed on an earlier document
         memo = memos.setdefault(_ids_key(tokens[doc]), {})
         if len(todo) < len(planned) or not plan.ready(memo):  # a failure changed what is left to run
@@ -657,6 +828,21 @@ class _Progress:
             for c in trials.cells:
                 self.bar.total += self.estimate(c.config, c.length) * len(trials.todo[c.key])
                 self.tokens += c.length * len(trials.todo[c.key])
+        self._status()
+
+    def drop_work(self, work: ModelWork | None) -> None:
+        """A unit's work that this worker will not run as planned (another ran it, or it is planned
+        again)."""
+        if work is None:
+            return
+        for group, plans in work.groups:
+            for _, plan in plans.values():
+                self.bar.total -= self.estimate(group[0].config, plan)
+                self.tokens -= plan.tokens
+        for trials in work.trials:
+            for c in trials.cells:
+                self.bar.total -= self.estimate(c.config, c.length) * len(trials.todo[c.key])
+                self.tokens -= c.length * len(trials.todo[c.key])
         self._status()
 
     def trial_done(self, config: ModelConfig, length: int, seconds: float) -> None:

@@ -25,6 +25,14 @@ seed = 0                                   # with (task, length, depth, trial): 
 
 [needle]                                   # also intro, needle, question: the texts, with {key} and {value}
 trials = 5
+
+[executor]                                 # how it runs, not what it computes (not hashed)
+executor = "local"                         # worker processes on this machine, or "slurm": a job array
+workers = 1                                # processes (array tasks) claiming work units of one directory
+lease = 120                                # seconds a unit's claim lasts without a heartbeat
+# slurm only, as sbatch's options: partition, gpus_per_task, cpus_per_task, mem ("32G"), time (minutes,
+# default 60: a task at its limit is requeued and resumes), account, qos, constraint, array_parallelism,
+# sbatch = ["--exclusive", ...]
 """
 
 from __future__ import annotations
@@ -68,12 +76,85 @@ KEYS = (
     "dtype",
     "tasks",
     *RETRIEVAL_TASKS,
+    "executor",
 )
 TASKS = ("perplexity", *RETRIEVAL_TASKS)
 DEPTHS = tuple(range(0, 101, 10))  # the needle-in-a-haystack grid: 0, 10, ..., 100 % of the haystack
 DIGITS = {"passkey": 5, "needle": 7}  # the landmark format's keys go up to 50000; RULER's values have 7 digits
 TEXTS = {"passkey": PASSKEY, "needle": RULER_NEEDLE}
 TASK_KEYS = ("trials", "digits", "depths", "seed", "intro", "needle", "question")
+
+
+EXECUTORS = ("local", "slurm")
+SLURM_KEYS = (
+    "partition",
+    "gpus_per_task",
+    "cpus_per_task",
+    "mem",
+    "time",
+    "account",
+    "qos",
+    "constraint",
+    "array_parallelism",
+    "sbatch",
+)
+EXECUTOR_KEYS = ("executor", "workers", "lease", *SLURM_KEYS)
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """How a sweep runs, never what it computes (so not part of the spec's hash): ``workers`` worker
+    processes of ``executor`` on one results directory (``local``: on this machine; ``slurm``: the
+    tasks of a job array, ``ropekit.sweep.slurm``), each claim of a work unit lasting ``lease``
+    seconds without a heartbeat (``ropekit.sweep.claims``). The Slurm keys are sbatch's options of the
+    same names (``time`` in minutes; ``sbatch``: more options, e.g. ``["--exclusive", "--reservation=r"]``)."""
+
+    executor: str = "local"
+    workers: int = 1
+    lease: float = 120.0
+    partition: str | None = None
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time: int = 60
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int | None = None
+    sbatch: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise SpecError(f"executor = {self.executor!r} is not an executor; expected one of {', '.join(EXECUTORS)}")
+        if not is_count(self.workers):
+            raise SpecError(f"workers = {self.workers!r} is not allowed; expected a positive integer")
+        if isinstance(self.lease, bool) or not isinstance(self.lease, (int, float)) or not self.lease > 0:
+            raise SpecError(f"lease = {self.lease!r} is not allowed; expected a positive number of seconds")
+        for key in ("gpus_per_task", "cpus_per_task", "time", "array_parallelism"):
+            if getattr(self, key) is not None and not is_count(getattr(self, key)):
+                raise SpecError(f"{key} = {getattr(self, key)!r} is not allowed; expected a positive integer")
+        for key in ("partition", "mem", "account", "qos", "constraint"):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise SpecError(f"{key} = {getattr(self, key)!r} is not allowed; expected a string")
+        sbatch = [self.sbatch] if isinstance(self.sbatch, str) else self.sbatch
+        if not isinstance(sbatch, (list, tuple)) or not all(isinstance(o, str) and o.startswith("--") for o in sbatch):
+            raise SpecError(f"sbatch = {self.sbatch!r} is not allowed; expected a list of options like '--exclusive'")
+        object.__setattr__(self, "sbatch", tuple(sbatch))
+        if self.executor != "slurm" and (given := [k for k in SLURM_KEYS if k in self.to_dict()]):
+            raise SpecError(f"{given[0]} is a Slurm setting, but executor = {self.executor!r}; add executor = 'slurm'")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its settings that differ from the defaults."""
+        data = {k: getattr(self, k) for k in EXECUTOR_KEYS if getattr(self, k) != getattr(ExecutorSpec, k)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def executor_spec(table: Any) -> ExecutorSpec:
+    """An ``[executor]`` table (or the CLI's flags as one) checked key by key."""
+    if not isinstance(table, dict):
+        raise SpecError(f"executor = {table!r} is not allowed; expected a table of {', '.join(EXECUTOR_KEYS)}")
+    _check_keys("executor", table, EXECUTOR_KEYS)
+    return ExecutorSpec(**table)
 
 
 @dataclass(frozen=True)
@@ -163,6 +244,7 @@ class SweepSpec:
     name: str = "sweep"
     tasks: tuple[str, ...] = ("perplexity",)
     retrieval: dict[str, TaskSpec] = field(default_factory=dict)  # task -> its settings, for each retrieval task
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # how it runs (not hashed)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -238,12 +320,16 @@ class SweepSpec:
         if self.tasks != ("perplexity",):  # a perplexity-only spec keeps the hash it had before tasks
             data["tasks"] = list(self.tasks)
             data |= {task: settings.to_dict() for task, settings in self.retrieval_tasks.items()}
+        if executor := self.executor.to_dict():
+            data["executor"] = executor
         return json.loads(json.dumps(data))  # a copy, nothing shared with the spec
 
     def canonical(self) -> dict[str, Any]:
-        """The spec as plain sorted data without its name: what is hashed to tell one spec from another."""
+        """The spec as plain sorted data without its name and executor: what is hashed to tell one spec
+        from another (a sweep run by one process and resumed by ten is one sweep)."""
         data = self.to_dict()
         data.pop("name")
+        data.pop("executor", None)
         return json.loads(json.dumps(data, sort_keys=True))
 
     @property
@@ -312,6 +398,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         name=str(data.get("name", name)),
         tasks=tuple(tasks),
         retrieval={task: _task_spec(task, data[task]) for task in RETRIEVAL_TASKS if task in data},
+        executor=executor_spec(data.get("executor", {})),
     )
 
 
@@ -369,6 +456,8 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
         value = next((t[key] for t in tables if key in t), None)
         if value is not None:
             args += _flag(key, ",".join(f"{d:g}" for d in value) if key == "depths" else value)
+    for key, value in spec.executor.to_dict().items():
+        args += _flag(key, value)
     args += _flag("out", out if out is not None else Path("runs") / spec.name)
     return shlex.join(args)
 

@@ -29,21 +29,30 @@ it next opens the file. A document's score is stored as soon as it is computed a
 once all its documents are, so a rerun recomputes nothing that was finished. meta.json and the
 compaction of ``keep_only`` replace whole files atomically (temporary file, fsync, rename).
 
-One process writes a directory at a time: the store holds an exclusive lock on DIR/.lock while it
-is open (the kernel releases it when the process dies, SIGKILL included), so a second sweep on the
-same DIR is refused instead of rewriting the files from its stale view. A write that fails (a full
-disk) names its file; what was stored before it stays, and the same sweep resumes from it.
+One process writes these files at a time: it holds an exclusive lock on DIR/.lock while the store
+is open (the kernel releases it when the process dies, SIGKILL included). Other workers of the
+same sweep (``worker=``: a second ``ropekit sweep`` on DIR, local worker processes, Slurm array
+tasks) each write the same files in a shard of their own, ``DIR/shards/<worker>/``, under that
+shard's own lock, and read everyone's rows: DIR's files and every shard's. The holder of DIR/.lock
+merges the shards into DIR's files (:func:`merge_shards`): each whole line not yet there is
+appended, so merging is idempotent and a torn last line of a killed worker is never merged. A
+shard whose worker has gone (its lock is free) is removed once merged. Without ``worker=`` a
+second process is refused instead. A write that fails (a full disk) names its file; what was
+stored before it stays, and the same sweep resumes from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
 import socket
 import warnings
 from datetime import datetime, timezone
@@ -155,6 +164,133 @@ class StoreError(RuntimeError):
     """A sweep directory that cannot be written now; the message says why and what to do."""
 
 
+SCORES = ("results.csv", "documents.csv", "trials.csv")  # what decides which work is done
+
+
+def shards(out: Path) -> list[Path]:
+    """The workers' shard folders of DIR, by name."""
+    folder = out / "shards"
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _whole_rows(path: Path) -> list[dict[str, str]]:
+    """A store file's whole, readable lines (nothing when it does not exist)."""
+    return [r for r in read_csv(path)[1] if _readable(r)]
+
+
+def _stored_rows(out: Path, name: str, *, skip: tuple[Path, ...] = ()) -> list[dict[str, str]]:
+    """Every whole, readable row of ``name`` in DIR and in each worker's shard (but ``skip``)."""
+    folders = [out, *shards(out)]
+    return [r for folder in folders if folder not in skip for r in _whole_rows(folder / name)]
+
+
+class Tails:
+    """The lines appended to DIR's store files and to every shard's since the last read: a worker's
+    refresh reads what is new, not the whole directory again. A file replaced since (an atomic
+    rewrite: another inode, or fewer bytes) is read again from its start."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.read: dict[Path, tuple[int, int, list[str]]] = {}  # path -> (inode, bytes read, header)
+        self.skipped: set[Path] = set()
+
+    def skip(self, folder: Path) -> None:
+        """Never read ``folder``'s files (this worker's own)."""
+        self.skipped.add(folder)
+
+    def new_rows(self, name: str) -> list[dict[str, str]]:
+        rows = []
+        for folder in [self.out, *shards(self.out)]:
+            path = folder / name
+            if folder in self.skipped:
+                continue
+            try:
+                with path.open("rb") as f:
+                    inode, size = os.fstat(f.fileno()).st_ino, os.fstat(f.fileno()).st_size
+                    known, offset, header = self.read.get(path, (inode, 0, []))
+                    if known != inode or size < offset:
+                        offset, header = 0, []
+                    f.seek(offset)
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            whole = data.rfind(b"\n") + 1
+            records = list(csv.reader(io.StringIO(data[:whole].decode("utf-8"), newline="")))
+            if not header and records:
+                header, records = records[0], records[1:]
+            whole_rows = (dict(zip(header, r, strict=True)) for r in records if len(r) == len(header))
+            rows += [row for row in whole_rows if _readable(row)]
+            self.read[path] = (inode, offset + whole, header)
+        return rows
+
+
+def _digest(row: dict[str, str], columns: list[str]) -> bytes:
+    return hashlib.blake2b("\x1f".join(row.get(c, "") for c in columns).encode(), digest_size=16).digest()
+
+
+class Merger:
+    """Merges the workers' shards into DIR's files (the caller holds DIR/.lock), reading each shard
+    line once: the holder of DIR keeps one for its whole run. A whole line is appended unless DIR's
+    file holds the same record (by a digest of its fields, DIR's file read once), so merging is
+    idempotent across processes, and a torn last line is never merged. A shard whose worker has gone
+    (its lock is free) is removed once merged."""
+
+    def __init__(self, out: Path):
+        self.out, self.tails, self.have = out, Tails(out), {}
+        self.tails.skip(out)
+
+    def saw(self, name: str, row: dict[str, Any]) -> None:
+        """A record the holder appended to DIR's ``name`` itself."""
+        if name in self.have:  # as the line reads back
+            fields = next(csv.reader([csv_text(FILES[name], [row], header=False)]))
+            self.have[name].add(_digest(dict(zip(FILES[name], fields, strict=True)), FILES[name]))
+
+    def merge(self) -> dict[str, list[dict[str, str]]]:
+        """Merge what the shards hold now; returns the rows appended, per file name."""
+        folders = shards(self.out)
+        if not folders:
+            return {}
+        appended = {}
+        for name, columns in FILES.items():
+            path = self.out / name
+            if name not in self.have:
+                if not path.exists():
+                    atomic_write(path, csv_text(columns, []))
+                _, rows, whole = read_csv(path)
+                if whole < path.stat().st_size:  # its writer died mid-line (the caller holds DIR): cut it off
+                    with path.open("r+b") as f:
+                        f.truncate(whole)
+                        os.fsync(f.fileno())
+                self.have[name] = {_digest(r, columns) for r in rows}
+            new = []
+            for row in self.tails.new_rows(name):
+                if (digest := _digest(row, columns)) not in self.have[name]:
+                    self.have[name].add(digest)
+                    new.append(row)
+            if new:
+                _append(path, columns, *new)
+                appended[name] = new
+        for folder in folders:
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its worker still runs: merged again later
+            finally:
+                os.close(fd)
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: a worker still runs
+            (self.out / "shards").rmdir()
+        return appended
+
+
+def merge_shards(out: Path) -> int:
+    """Append to DIR's files every whole line of the workers' shards that they do not hold yet, then
+    remove the shards whose worker has gone (``Merger``). The caller holds DIR/.lock. Returns the
+    lines appended."""
+    return sum(len(rows) for rows in Merger(out).merge().values())
+
+
 def _header(path: Path) -> list[str]:
     """A store file's columns ([] when it does not exist, or its header was cut short)."""
     if not path.exists():
@@ -203,10 +339,10 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     return rows
 
 
-def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
-    """One record as one line, in a single write, on disk before returning. A write cut short (a
+def _append(path: Path, columns: list[str], *rows: dict[str, Any]) -> None:
+    """Records as one line each, in a single write, on disk before returning. A write cut short (a
     full disk) leaves a torn line, which the next open cuts off."""
-    data = csv_text(columns, [row], header=False).encode("utf-8")
+    data = csv_text(columns, list(rows), header=False).encode("utf-8")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
@@ -219,12 +355,13 @@ def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
         raise OSError(err.errno, err.strerror, str(path)) from None
 
 
-def _lock(out: Path) -> int:
+def _lock(out: Path, *, wait: bool = False) -> int:
     """Hold DIR/.lock exclusively for as long as the returned descriptor is open; who holds it is
-    written in it, so a refused process can say."""
+    written in it, so a refused process can say. Held by another process: StoreError, or with
+    ``wait`` the lock once it is free."""
     fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
@@ -269,10 +406,23 @@ class StoredResults:
         self, meta: dict[str, Any], rows: list[dict[str, str]], docs: list[dict[str, str]], trials: list[dict[str, str]]
     ):
         self.meta = meta
-        # a cell (or document, or trial) retried after a failure has several rows: the last one counts
-        self.rows = {r["cell"]: {"task": "perplexity", **r} for r in rows}
-        self.docs = {(r["cell"], r["doc"]): r for r in docs}
-        self.trials = {(r["cell"], int(r["trial"])): r for r in trials}
+        self.rows: dict[str, dict[str, str]] = {}
+        self.docs: dict[tuple[str, str], dict[str, str]] = {}
+        self.trials: dict[tuple[str, int], dict[str, str]] = {}
+        self._add(rows, docs, trials)
+
+    def _add(self, rows: list[dict[str, str]], docs: list[dict[str, str]], trials: list[dict[str, str]]) -> None:
+        """Rows read, in the order read. A cell (or document, or trial) retried after a failure has several
+        rows: the last one counts, but never a failed row over an ok one (workers' shards are read in no
+        order of time)."""
+        for r in rows:
+            if self.rows.get(r["cell"], {}).get("status") != "ok" or r.get("status") == "ok":
+                self.rows[r["cell"]] = {"task": "perplexity", **r}
+        self.docs.update(((r["cell"], r["doc"]), r) for r in docs)
+        for r in trials:
+            key = (r["cell"], int(r["trial"]))
+            if self.trials.get(key, {}).get("status") != "ok" or r.get("status") == "ok":
+                self.trials[key] = r
 
     @classmethod
     def read(cls, out: Path, spec: SweepSpec, *, force: bool = False) -> StoredResults:
@@ -281,9 +431,7 @@ class StoredResults:
         for name, columns in FILES.items():
             _check_header(out / name, columns)
         meta = _read_meta(out / "meta.json", spec, force)
-        names = ("results.csv", "documents.csv", "trials.csv")
-        rows, docs, trials = ([r for r in read_csv(out / name)[1] if _readable(r)] for name in names)
-        return cls(meta, rows, docs, trials)
+        return cls(meta, *(_stored_rows(out, name) for name in SCORES))
 
     def done(self, cell: str) -> bool:
         return self.rows.get(cell, {}).get("status") == "ok"
@@ -303,19 +451,40 @@ class StoredResults:
 
 class ResultStore(StoredResults):
     """A sweep directory open for writing by this process (a context manager: closing it releases
-    the directory's lock)."""
+    its locks). The first process holds DIR/.lock and writes DIR's files; with ``worker`` (this
+    worker's id) a process that finds DIR held writes ``DIR/shards/<worker>/`` instead (``primary``
+    False). Either reads every worker's rows."""
 
-    def __init__(self, out: Path, spec: SweepSpec, *, force: bool = False):
+    def __init__(self, out: Path, spec: SweepSpec, *, force: bool = False, worker: str | None = None):
         self.out = out
         for name, columns in FILES.items():  # first of all: an older ropekit's directory is left untouched
             _check_header(out / name, columns)
         out.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(out)
+        self._lock = self._shard_lock = -1
+        self._merger: Merger | None = None  # the holder's, for the run
         try:
+            self._lock = _lock(out)
+        except StoreError as err:
+            if worker is None:
+                raise
+            if force:
+                raise StoreError(f"{err}: --force rewrites the directory, so it needs it to itself") from None
+        self.files = out if self.primary else out / "shards" / worker
+        try:
+            if not self.primary:
+                for name, columns in FILES.items():
+                    _check_header(self.files / name, columns)
+                self.files.mkdir(parents=True, exist_ok=True)
+                self._shard_lock = _lock(self.files)
             self._open(spec, force)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def primary(self) -> bool:
+        """Whether this process holds DIR/.lock (writes DIR's files, merges the shards)."""
+        return self._lock >= 0
 
     def __enter__(self) -> ResultStore:
         return self
@@ -324,41 +493,65 @@ class ResultStore(StoredResults):
         self.close()
 
     def close(self) -> None:
-        if self._lock >= 0:
-            os.close(self._lock)
-            self._lock = -1
+        for name in ("_shard_lock", "_lock"):
+            if getattr(self, name) >= 0:
+                os.close(getattr(self, name))
+                setattr(self, name, -1)
 
     def _open(self, spec: SweepSpec, force: bool) -> None:
-        out = self.out
-        self.meta_path, self.results_path, self.docs_path, self.trials_path, self.timings_path = (
-            out / "meta.json",
-            out / "results.csv",
-            out / "documents.csv",
-            out / "trials.csv",
-            out / "timings.csv",
+        files = self.files
+        self.meta_path = self.out / "meta.json"
+        self.results_path, self.docs_path, self.trials_path, self.timings_path = (
+            files / "results.csv",
+            files / "documents.csv",
+            files / "trials.csv",
+            files / "timings.csv",
         )
-        clean_temporaries(out)
+        clean_temporaries(files)
         meta = _read_meta(self.meta_path, spec, force)
         rows = _open_appendable(self.results_path, RESULT_COLUMNS)
         docs = _open_appendable(self.docs_path, DOC_COLUMNS)
         trials = _open_appendable(self.trials_path, TRIAL_COLUMNS)
         _open_appendable(self.timings_path, TIMING_COLUMNS)
         super().__init__(meta, rows, docs, trials)
+        self._tails = Tails(self.out)
+        self._tails.skip(files)  # this worker's own rows are in memory already, and will be as it adds them
+        self.refresh()  # the other workers'
+
+    def refresh(self) -> None:
+        """Add what the other workers have stored since the last look (between units: they finish
+        theirs). Reads only the lines appended since (``Tails``)."""
+        self._add(*(self._tails.new_rows(name) for name in SCORES))
+
+    def merge(self) -> int:
+        """Merge the shards into DIR's files (``Merger``, kept for the run) when this process holds DIR,
+        and add what it appended to this view (a merged shard is removed, so only DIR holds its rows)."""
+        if not self.primary:
+            return 0
+        self._merger = self._merger or Merger(self.out)
+        appended = self._merger.merge()
+        self._add(*(appended.get(name, []) for name in SCORES))
+        return sum(len(rows) for rows in appended.values())
 
     def add_doc(self, row: dict[str, Any]) -> None:
         self.docs[(row["cell"], row["doc"])] = row
-        _append(self.docs_path, DOC_COLUMNS, row)
+        self._write(self.docs_path, DOC_COLUMNS, row)
 
     def add_trial(self, row: dict[str, Any]) -> None:
         self.trials[(row["cell"], int(row["trial"]))] = row
-        _append(self.trials_path, TRIAL_COLUMNS, row)
+        self._write(self.trials_path, TRIAL_COLUMNS, row)
 
     def add_cell(self, row: dict[str, Any]) -> None:
         self.rows[row["cell"]] = row
-        _append(self.results_path, RESULT_COLUMNS, row)
+        self._write(self.results_path, RESULT_COLUMNS, row)
 
     def add_timing(self, cell: str, seconds: float) -> None:
-        _append(self.timings_path, TIMING_COLUMNS, {"cell": cell, "seconds": f"{seconds:.2f}"})
+        self._write(self.timings_path, TIMING_COLUMNS, {"cell": cell, "seconds": f"{seconds:.2f}"})
+
+    def _write(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
+        _append(path, columns, row)
+        if self._merger is not None:  # the holder's own line: a shard's copy of it is not merged again
+            self._merger.saw(path.name, row)
 
     def keep_only(self, cells: set[str]) -> None:
         """Drop stored rows of cells that are not part of the current spec (after --force), and
@@ -372,8 +565,27 @@ class ResultStore(StoredResults):
 
     def write_plans(self, plans: list[dict[str, Any]]) -> None:
         """DIR/plans.json: the resolved plan of each (model, layer mix, rope), for reports."""
-        atomic_write(self.out / "plans.json", json.dumps(plans, indent=1) + "\n")
+        if self.primary:
+            atomic_write(self.out / "plans.json", json.dumps(plans, indent=1) + "\n")
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.meta = meta
-        atomic_write(self.meta_path, json.dumps(meta, indent=1) + "\n")  # in its own order: the spec's axes run so
+        if self.primary:
+            atomic_write(self.meta_path, json.dumps(meta, indent=1) + "\n")  # in its own order: the spec's axes run so
+
+
+def merge_if_free(out: Path) -> int | None:
+    """Merge the shards (:func:`merge_shards`) if no process holds DIR/.lock, holding it meanwhile,
+    and return the lines appended; else None, leaving them to the holder, which merges before it lets
+    go. How a worker that was not the first hands its rows to DIR's files at its end, and how readers
+    of DIR catch up. Without shards nothing is touched (0)."""
+    if not shards(out):
+        return 0
+    try:
+        fd = _lock(out)
+    except StoreError:
+        return None
+    try:
+        return merge_shards(out)
+    finally:
+        os.close(fd)

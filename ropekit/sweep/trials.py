@@ -81,14 +81,17 @@ def _trial(tokenizer, task: str, settings: TaskSpec, length: int, depth: float, 
     )
 
 
-def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress) -> list[dict[str, Any]]:
+def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, stop=None) -> list[dict[str, Any]]:
     """Score one (model, layer mix, rope)'s pending trials, cell by cell; a cell's row is written once
-    its trials are scored, or at its first failed trial. Returns the failed rows."""
+    its trials are scored, or at its first failed trial. ``stop`` (checked before each trial) ends the
+    unit early (its claim was lost). Returns the failed rows."""
     failed = []
     started = time.perf_counter()
     for c in group.cells:
         failure = None
         for t in group.todo[c.key]:
+            if stop is not None:
+                stop()
             trial = _trial(tokenizer, c.task, c.settings, c.length, c.depth, t, documents)
             begun = time.perf_counter()
             row = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from ropekit.models import precision as precision_module
 from ropekit.models.decoder import norm_weights
 from ropekit.sweep import SpecError, cost, dry_run, run_sweep
 from ropekit.sweep import run as run_module
+from ropekit.sweep.spec import executor_spec
 from ropekit.sweep.store import StoredResults
 from tests.models.tiny import FAMILY_CONFIGS, SMALL
 from tests.sweep.conftest import oom_at
@@ -370,3 +372,20 @@ def test_rates_measured_on_a_busy_machine_are_used_but_not_cached(tmp_path, monk
     assert cost.others_busy((0.0, 10.0, 1.0), (0.01, 11.0, 1.0)) == 0.0  # too short a window to tell
     a = real()
     assert len(a) == 3 and a[0] > 0 and a[1] > 0 and a[2] > 0
+
+
+def test_with_workers_the_dry_run_packs_the_units_longest_first(setup, tmp_path):
+    """default and dynamic share passes (one unit); linear and yarn are units of their own. Two workers
+    take them longest first, each to the worker free first."""
+    ropes = {"default": "default", "dyn": "dynamic:2", "lin": "linear:2", "yarn": "yarn:2"}
+    sweep = spec(setup, n_docs=1, layer_mixes=["native"], ropes=ropes)
+    sweep = replace(sweep, executor=executor_spec({"workers": 2}))
+    dry = dry_run(sweep, tmp_path / "out", rates=RATES)
+    names = [name for name, _ in dry.units]
+    assert len(names) == 3 and any("native/default, native/dyn" in n for n in names)
+    seconds = [s for _, s in dry.units]
+    assert seconds == sorted(seconds, reverse=True) and sum(seconds) == pytest.approx(dry.seconds)
+    loads = dry.workers()
+    assert sorted(n for _, units in loads for n in units) == sorted(names)
+    assert max(s for s, _ in loads) == pytest.approx(max(seconds[0], seconds[1] + seconds[2]))
+    assert "With 2 workers (local), units longest first" in dry.text()

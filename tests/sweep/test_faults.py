@@ -26,6 +26,7 @@ from ropekit import cache
 from ropekit.cli import build_parser, main, sweep_spec_from_args
 from ropekit.sweep import ResultStore
 from ropekit.sweep import store as store_module
+from ropekit.sweep.claims import Claims
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECT = Path(__file__).with_name("inject.py")
@@ -235,17 +236,24 @@ def test_a_disk_that_fills_mid_sweep(setup, reference, small_disk, capsys, monke
     out = small_disk / "out"
     real, filled = store_module._append, []
 
-    def append(path, columns, row):  # another process fills the disk right after the first score
-        real(path, columns, row)
-        filled or filled.append(fill(small_disk))
+    def append(path, columns, *rows):  # another process fills the disk after each score
+        real(path, columns, *rows)
+        filled.append(fill(small_disk))
 
+    def release(self, unit):  # and takes what a released claim frees
+        real_release(self, unit)
+        fill(small_disk)
+
+    real_release = Claims.release
     monkeypatch.setattr(store_module, "_append", append)
+    monkeypatch.setattr(Claims, "release", release)
     assert main(argv(setup, out)) == 2
     (line,) = one_line_each(capsys.readouterr().err)
     assert "No space left on device" in line and f"{out}/" in line and "the same command resumes" in line
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     filled[0].unlink()
     monkeypatch.setattr(store_module, "_append", real)
+    monkeypatch.setattr(Claims, "release", real_release)
     resume(setup, out, capsys)
     assert_same_files(out, reference)
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)  # and read-only
@@ -321,16 +329,24 @@ def test_a_token_cache_that_cannot_be_written_or_read_is_one_note(setup, referen
 # --- two writers ---------------------------------------------------------------------------
 
 
-def test_a_second_writer_is_refused_and_the_first_loses_nothing(setup, reference, tmp_path, capsys):
+def test_a_second_sweep_works_beside_the_first_in_a_shard_merged_by_the_holder(setup, reference, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     with ResultStore(out, cli_spec(setup, out)):  # another sweep holds the directory
-        assert main(argv(setup, out)) == 2
-        (line,) = one_line_each(capsys.readouterr().err)
-        assert f"{out} is being written by another ropekit sweep (pid {os.getpid()} on " in line
-    assert_same_files(out, reference)
-    resume(setup, out, capsys)  # once it is released, the same command goes on (here: nothing to do)
-    assert_same_files(out, reference)
+        resume(setup, out, capsys)  # every cell is stored: nothing to do
+        assert_same_files(out, reference)
+    fresh = tmp_path / "fresh"
+    with ResultStore(fresh, cli_spec(setup, fresh)) as first:  # holds DIR, runs nothing (as if on a long unit)
+        resume(setup, fresh, capsys)  # this one runs every unit, into its shard, and cannot merge
+        assert (fresh / "results.csv").read_text().count("\n") == 1  # the header
+        (shard,) = (fresh / "shards").iterdir()
+        assert records(shard / "results.csv") == records(reference / "results.csv")
+        first.refresh()
+        assert all(first.done(row["cell"]) for row in records(reference / "results.csv"))
+        assert first.merge() == 8 + 16 + 8 and not (fresh / "shards").exists()  # rows, documents, timings
+        assert first.merge() == 0  # merging again changes nothing
+    resume(setup, fresh, capsys)  # the same command again: nothing to compute (it writes meta.json and plans.json)
+    assert_same_files(fresh, reference)
 
 
 def cli_spec(setup: Path, out: Path):

@@ -1,0 +1,244 @@
+"""Work units of a sweep and the claims workers take on them through the results directory.
+
+A unit is what shares passes and weights: one (model, layer mix, rope) with its perplexity cells
+and retrieval cells. Units are planned from the spec alone, so every worker plans the same ones,
+and ordered longest first by the cost model's predicted seconds, so the last worker does not run
+alone for hours on the longest unit.
+
+A worker claims a unit by creating ``DIR/claims/<unit>.json`` (exclusive create, under an
+exclusive ``flock`` on ``DIR/claims/.lock`` held only while it looks and writes). The claim names
+the worker (its Slurm array task, or host and pid) and while the worker runs the unit a thread
+touches the file every quarter of the lease: its modification time is the heartbeat. A claim
+not touched for a lease (seconds, by the filesystem's own clock, so workers on several hosts
+agree) belongs to a worker that stopped, and the next worker that looks takes the unit over,
+continuing from what the dead worker had stored. A worker whose claim was taken over (it stalled
+for a lease) stops that unit at its next document. A requeued Slurm task has the id it had
+before and takes its own claims back at once, and a claim whose process on this same host is gone
+(killed) is taken over at once too.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..cache import running
+
+LEASE_SECONDS = 120.0  # how long a claim lasts without a heartbeat
+
+
+class UnitLost(Exception):
+    """This worker's claim on a unit was taken over by another: it stops the unit."""
+
+
+class ClaimError(RuntimeError):
+    """A results directory whose filesystem cannot hold claims (no atomic exclusive create, no locks)."""
+
+
+@dataclass
+class Unit:
+    """A model's (layer mix, rope) pairs that run together, their cells' keys and predicted seconds."""
+
+    model: str
+    parts: list[tuple[str, str]]  # (layer mix, rope)
+    cells: list[str]
+    seconds: float = 0.0
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256("\n".join(sorted(self.cells)).encode()).hexdigest()[:12]
+        self.id = f"u{digest}"
+
+    def name(self) -> str:
+        return f"{self.model} " + ", ".join(f"{mix}/{rope}" for mix, rope in self.parts)
+
+    def record(self) -> dict[str, Any]:
+        parts = [{"layer_mix": mix, "rope": rope} for mix, rope in self.parts]
+        seconds = round(self.seconds, 1)
+        return {"id": self.id, "model": self.model, "parts": parts, "seconds": seconds, "cells": self.cells}
+
+
+def worker_id() -> str:
+    """This worker's name in claims and shards: its Slurm array task (the same after a requeue), its
+    Slurm job, or host and pid."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if "SLURM_JOB_ID" in env:
+        return f"slurm-{env['SLURM_JOB_ID']}"
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Claims:
+    """This worker's view of ``DIR/claims``: :meth:`claim` the next unit, :meth:`release` it when
+    done; :meth:`heartbeat` (a context manager) keeps a claim alive while its unit runs."""
+
+    def __init__(self, out: Path, worker: str, lease: float = LEASE_SECONDS):
+        if not lease > 0:
+            raise ClaimError(f"lease = {lease!r}: a claim's lease must be a positive number of seconds")
+        self.folder, self.worker, self.lease = out / "claims", worker, lease
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lost: set[str] = set()  # units whose claim another worker took over
+        _check_exclusive_create(self.folder)
+
+    def _path(self, unit: Unit) -> Path:
+        return self.folder / f"{unit.id}.json"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def now(self) -> float:
+        """The filesystem's clock: the modification time it gives a file touched now."""
+        clock = self.folder / ".clock"
+        clock.touch()
+        os.utime(clock)
+        return clock.stat().st_mtime
+
+    def holder(self, unit: Unit, now: float | None = None) -> dict[str, Any] | None:
+        """The live claim on ``unit`` (its record, with ``age``: seconds since its last heartbeat, at
+        ``now`` on the filesystem's clock, read when not given), or None when there is none or it is
+        older than the lease."""
+        path = self._path(unit)
+        try:
+            record, mtime = json.loads(path.read_text()), path.stat().st_mtime
+        except (FileNotFoundError, ValueError):  # none, or one being written (it is created whole, then renamed)
+            return None
+        if record.get("host") == socket.gethostname() and not running(record.get("pid", -1)):
+            return None  # its process on this host is gone: no need to wait for the lease
+        age = (self.now() if now is None else now) - mtime
+        return {**record, "age": age} if age <= self.lease else None
+
+    def claim(self, units: list[Unit], finished: Callable[[Unit], bool]) -> Unit | None:
+        """The first unit (in the given order) that is not finished and has no live claim of another
+        worker, now claimed by this one; None when there is none."""
+        with self._locked():
+            now = self.now()
+            for unit in units:
+                if finished(unit):
+                    continue
+                held = self.holder(unit, now)
+                if held is not None and held["worker"] != self.worker:
+                    continue
+                self._write(unit)
+                self.lost.discard(unit.id)
+                return unit
+        return None
+
+    def _write(self, unit: Unit) -> None:
+        path, record = (
+            self._path(unit),
+            {
+                "worker": self.worker,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "unit": unit.record() | {"cells": len(unit.cells)},
+            },
+        )
+        path.unlink(missing_ok=True)  # a stale claim, or this worker's own (requeued): ours from now on
+        temporary = path.with_suffix(f".{self.worker}.tmp")
+        try:
+            temporary.write_text(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: say which file
+            temporary.unlink(missing_ok=True)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        try:  # exclusive: the lock makes a clash impossible, this proves the filesystem agrees
+            os.link(temporary, path)
+        except FileExistsError:
+            raise ClaimError(
+                f"{path} appeared while {self.folder / '.lock'} was held: this filesystem's locks do not hold "
+                "across processes; use a results directory on a local disk or a filesystem with POSIX locks"
+            ) from None
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def release(self, unit: Unit) -> None:
+        """Drop this worker's claim on ``unit`` (its cells are stored)."""
+        with self._locked():
+            path = self._path(unit)
+            try:
+                if json.loads(path.read_text())["worker"] == self.worker:
+                    path.unlink()
+            except (FileNotFoundError, ValueError, KeyError):
+                pass
+
+    def stop(self, unit: Unit) -> Callable[[], None]:
+        """A check to call between documents: raises UnitLost once ``unit``'s claim is lost."""
+
+        def check() -> None:
+            if unit.id in self.lost:
+                raise UnitLost(unit.id)
+
+        return check
+
+    def others_working(self, units: list[Unit], finished: Callable[[Unit], bool]) -> list[dict[str, Any]]:
+        """Live claims of other workers on units not finished: work this one may yet have to take over."""
+        now = self.now()
+        held = [(u, self.holder(u, now)) for u in units if not finished(u)]
+        return [h for u, h in held if h is not None and h["worker"] != self.worker]
+
+    @contextmanager
+    def heartbeat(self, unit: Unit) -> Iterator[None]:
+        """Touch ``unit``'s claim every quarter lease while the block runs; if another worker has taken
+        it over, mark it lost (:attr:`lost`) so the unit stops at its next document."""
+        stop = threading.Event()
+        path = self._path(unit)
+
+        def beat() -> None:
+            while not stop.wait(self.lease / 4):
+                try:
+                    if json.loads(path.read_text())["worker"] != self.worker:
+                        self.lost.add(unit.id)
+                        return
+                    os.utime(path)
+                except (FileNotFoundError, ValueError, KeyError):
+                    self.lost.add(unit.id)
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{unit.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _check_exclusive_create(folder: Path) -> None:
+    """Refuse a filesystem where creating an existing name does not fail (claims would not be exclusive)."""
+    probe = folder / f".probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        os.close(fd)
+        raise ClaimError(
+            f"{folder} is on a filesystem without atomic exclusive create (O_EXCL); workers could claim one unit "
+            "twice: use a results directory on a local disk or a shared filesystem with POSIX semantics"
+        )
+    except OSError as err:
+        if err.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise ClaimError(f"{folder}: this filesystem cannot create files exclusively ({err.strerror})") from None
+        raise
+    finally:
+        probe.unlink(missing_ok=True)

@@ -1,0 +1,107 @@
+"""The Slurm executor: the sweep's workers as the tasks of one job array, submitted through submitit.
+
+Each array task runs ``run_sweep`` on the results directory (which the cluster's nodes share) as
+the worker ``slurm-<array job>_<task>`` and claims units until none is left (``ropekit.sweep.claims``).
+A task that Slurm preempts or that reaches its time limit is requeued by submitit's checkpointing
+(the worker's ``checkpoint`` resubmits the same call), and the requeued task, having the same worker
+id, takes its own claim back at once and resumes its unit from what it stored. The submitting
+command returns once the array is queued, printing its id and DIR, or with ``wait`` waits for it and
+returns the summary. ``scancel`` of the array and the same command again resumes the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .run import SweepSummary, run_sweep, sweep_cells, workers_summary
+from .spec import SpecError, SweepSpec
+from .store import StoredResults
+
+
+class SlurmWorker:
+    """The callable each array task runs (submitit pickles it with its arguments): one worker."""
+
+    def __call__(self, spec: SweepSpec, out: Path) -> dict[str, Any]:
+        import torch
+
+        if cpus := os.environ.get("SLURM_CPUS_PER_TASK"):
+            torch.set_num_threads(int(cpus))
+        summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease)
+        return {"computed": summary.computed, "failed": len(summary.failed), "merged": summary.merged}
+
+    def checkpoint(self, spec: SweepSpec, out: Path):
+        """Preempted or at its time limit: the same call again (submitit requeues the task)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, spec, out)
+
+
+def sbatch_options(options: tuple[str, ...]) -> dict[str, Any]:
+    """``--key=value`` and ``--flag`` options as submitit's additional sbatch parameters."""
+    parameters: dict[str, Any] = {}
+    for option in options:
+        key, _, value = option[2:].partition("=")
+        parameters[key.replace("-", "_")] = value if value else True
+    return parameters
+
+
+def executor(spec: SweepSpec, out: Path):
+    """A submitit SlurmExecutor for ``spec``'s ``[executor]`` table, logging into DIR/slurm/."""
+    if shutil.which("sbatch") is None:
+        raise SpecError(
+            "executor = 'slurm' needs Slurm's sbatch, and none is on PATH; run where Slurm is, or use --executor local"
+        )
+    try:
+        import submitit
+    except ImportError:
+        raise SpecError("executor = 'slurm' needs submitit: pip install 'ropekit[slurm]'") from None
+    ex = spec.executor
+    slurm = submitit.SlurmExecutor(folder=out / "slurm" / "%j")
+    parameters = {
+        "job_name": f"ropekit-{spec.name}",
+        "time": ex.time,
+        "array_parallelism": ex.array_parallelism or ex.workers,
+        "additional_parameters": sbatch_options(ex.sbatch),
+    }
+    for key in ("partition", "gpus_per_task", "cpus_per_task", "mem", "account", "qos", "constraint"):
+        if getattr(ex, key) is not None:
+            parameters[key] = getattr(ex, key)
+    slurm.update_parameters(**parameters)
+    return slurm
+
+
+def submit(spec: SweepSpec, out: Path, *, force: bool = False, wait: bool = False) -> SweepSummary | None:
+    """Queue ``spec.executor.workers`` array tasks on ``out``; with ``wait``, wait for them and return
+    what they computed together (else print the array's id and return None)."""
+    if force:
+        raise SpecError("--force rewrites DIR, which one process must do alone; run it once locally with --force")
+    out = out.resolve()
+    started = time.perf_counter()
+    cells = sweep_cells(spec)  # a bad spec stops here, before anything is queued
+    reused = sum(StoredResults.read(out, spec).done(c.key) for c in cells)
+    slurm = executor(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = slurm.map_array(SlurmWorker(), [spec] * spec.executor.workers, [out] * spec.executor.workers)
+    array = jobs[0].job_id.split("_")[0]
+    (out / "slurm").mkdir(exist_ok=True)
+    record = {"array": array, "jobs": [j.job_id for j in jobs], "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (out / "slurm" / "jobs.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(
+        f"submitted Slurm job array {array} ({len(jobs)} workers) on {out}; `ropekit status {out}` shows progress, "
+        "and the same command resumes the sweep if the array stops",
+        flush=True,
+    )
+    if not wait:
+        return None
+    problems = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as err:  # a task that failed or was cancelled: its units go to the others or the rerun
+            problems.append(f"task {job.job_id}: {str(err).strip().splitlines()[-1][:200]}")
+    return workers_summary(spec, out, cells, reused, problems, started)

@@ -1,0 +1,86 @@
+"""The local executor: ``workers`` processes on this machine, each a ``run_sweep`` worker on one
+results directory, claiming its work units (``ropekit.sweep.claims``) until none is left.
+
+Each worker is a fresh process (multiprocessing's spawn: no state shared with this one, CUDA
+initialised in the child). On CUDA worker i sees only GPU i mod the GPUs (``CUDA_VISIBLE_DEVICES``);
+on the CPU each takes its share of the cores (torch's threads). This process only starts them, waits,
+and merges their shards into DIR's files at the end; a worker that fails says so in one line and the
+others go on (its unit is taken over).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from ..data import CorpusError
+from ..models import CheckpointError, ModelConfigError
+from .claims import ClaimError
+from .run import SweepSummary, run_sweep, sweep_cells, workers_summary
+from .spec import SpecError, SweepSpec
+from .store import StoredResults, StoreError
+
+ERROR_EXIT = 2
+# what stops a worker with one line (as the CLI says them): bad input, an unusable directory or disk
+WORKER_ERRORS = (SpecError, StoreError, ClaimError, CorpusError, CheckpointError, ModelConfigError, OSError)
+
+
+def run_workers(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = False) -> SweepSummary:
+    """Run ``spec`` into ``out`` with ``spec.executor.workers`` local worker processes; returns what
+    they computed together (as ``run_sweep`` does for one)."""
+    import time
+
+    workers = spec.executor.workers
+    if force:
+        raise SpecError(
+            f"--force with --workers {workers}: --force rewrites DIR, which one process must do alone; run the "
+            "sweep once with --force (and --workers 1), then as many workers as you like"
+        )
+    started = time.perf_counter()
+    cells = sweep_cells(spec)
+    before = StoredResults.read(out, spec)
+    reused = sum(before.done(c.key) for c in cells)
+    gpus = torch.cuda.device_count() if str(spec.device).startswith("cuda") else 0
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker, args=(spec, out, i, gpus, threads, quiet), name=f"ropekit-worker-{i}")
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    if not quiet:
+        pids = ", ".join(str(p.pid) for p in processes)
+        print(f"{workers} workers on {out} (pids {pids}); `ropekit status {out}` shows their progress", flush=True)
+    try:
+        for process in processes:
+            process.join()
+    except BaseException:  # Ctrl-C reaches the workers too (one process group): they release their claims
+        for process in processes:
+            process.join(timeout=30)
+        raise
+    problems = [f"worker {i} exited with {p.exitcode}" for i, p in enumerate(processes) if p.exitcode not in (0, 1)]
+    return workers_summary(spec, out, cells, reused, problems, started)
+
+
+def _worker(spec: SweepSpec, out: Path, index: int, gpus: int, threads: int, quiet: bool) -> None:
+    """One worker process: its device or cores, then ``run_sweep``; errors as one line, exit codes as
+    the CLI's (0 done, 1 cells failed, 2 an error)."""
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
+    else:
+        torch.set_num_threads(threads)
+    try:
+        summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except WORKER_ERRORS as err:
+        print(f"ropekit sweep: worker {index}: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(ERROR_EXIT)
+    if not quiet:
+        print(f"worker {index}: {summary.computed} cells computed ({summary.seconds:.0f} s)", flush=True)
+    sys.exit(1 if summary.failed else 0)
