@@ -227,9 +227,13 @@ def run_sweep(
         inputs: dict[str, tuple] = {}  # per model: tokenizer and token ids, for every unit's plan
         by_key, units = {c.key: c for c in cells}, plan_units(cells, spec)
         nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
-        units = longest_first(units, {u.id: _unit_work(spec, corpus, u, by_key, nothing, inputs) for u in units})
-        planned = {u.id: _unit_work(spec, corpus, u, by_key, store, inputs) for u in units}
-        stored = {u.id: _stored_state(store, u) for u in units}  # what they were planned against
+        whole = {u.id: _unit_work(spec, corpus, u, by_key, nothing, inputs) for u in units}
+        units = longest_first(units, whole)
+        stored = {u.id: _stored_state(store, u) for u in units}  # what they are planned against
+        planned = {  # a unit DIR holds nothing of runs as a whole
+            u.id: whole[u.id] if stored[u.id] == (0, 0, 0) else _unit_work(spec, corpus, u, by_key, store, inputs)
+            for u in units
+        }
         if store.primary:
             atomic_write(out / "units.json", json.dumps([u.record() for u in units], indent=1) + "\n")
         progress = _Progress(len(cells), reused, _estimate(spec, precision, quiet), quiet=quiet)
