@@ -349,14 +349,12 @@ def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
             for length in spec.lengths:
                 other = first.setdefault((g[0], frequency_signature(group[0].config, length)), g)
                 parent[root(g)] = root(other)
-    units: dict[tuple, Unit] = {}
+    joined: dict[tuple, tuple[list, list]] = {}  # root -> (parts, cell keys)
     for g, group in groups.items():
-        unit = units.setdefault(root(g), Unit(g[0], [], []))
-        unit.parts.append(g[1:])
-        unit.cells += [c.key for c in group]
-    for unit in units.values():
-        unit.__post_init__()  # its id, from all its cells
-    return list(units.values())
+        parts, keys = joined.setdefault(root(g), ([], []))
+        parts.append(g[1:])
+        keys += [c.key for c in group]
+    return [Unit(root[0], parts, keys) for root, (parts, keys) in joined.items()]
 
 
 def longest_first(units: list[Unit], work: dict[str, ModelWork]) -> list[Unit]:

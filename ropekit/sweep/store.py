@@ -178,10 +178,9 @@ def _whole_rows(path: Path) -> list[dict[str, str]]:
     return [r for r in read_csv(path)[1] if _readable(r)]
 
 
-def _stored_rows(out: Path, name: str, *, skip: tuple[Path, ...] = ()) -> list[dict[str, str]]:
-    """Every whole, readable row of ``name`` in DIR and in each worker's shard (but ``skip``)."""
-    folders = [out, *shards(out)]
-    return [r for folder in folders if folder not in skip for r in _whole_rows(folder / name)]
+def _stored_rows(out: Path, name: str) -> list[dict[str, str]]:
+    """Every whole, readable row of ``name`` in DIR and in each worker's shard."""
+    return [r for folder in [out, *shards(out)] for r in _whole_rows(folder / name)]
 
 
 class Tails:
@@ -206,7 +205,8 @@ class Tails:
                 continue
             try:
                 with path.open("rb") as f:
-                    inode, size = os.fstat(f.fileno()).st_ino, os.fstat(f.fileno()).st_size
+                    stat = os.fstat(f.fileno())
+                    inode, size = stat.st_ino, stat.st_size
                     known, offset, header = self.read.get(path, (inode, 0, []))
                     if known != inode or size < offset:
                         offset, header = 0, []
@@ -257,10 +257,8 @@ class Merger:
                 if not path.exists():
                     atomic_write(path, csv_text(columns, []))
                 _, rows, whole = read_csv(path)
-                if whole < path.stat().st_size:  # its writer died mid-line (the caller holds DIR): cut it off
-                    with path.open("r+b") as f:
-                        f.truncate(whole)
-                        os.fsync(f.fileno())
+                if whole < path.stat().st_size:  # its writer died mid-line (the caller holds DIR)
+                    _cut(path, whole)
                 self.have[name] = {_digest(r, columns) for r in rows}
             new = []
             for row in self.tails.new_rows(name):
@@ -333,10 +331,15 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
         warnings.warn(
             f"{path}: its last line was cut short (a write interrupted); ignored and removed", Notice, stacklevel=3
         )
-        with path.open("r+b") as f:
-            f.truncate(whole)
-            os.fsync(f.fileno())
+        _cut(path, whole)
     return rows
+
+
+def _cut(path: Path, whole: int) -> None:
+    """Cut a torn last line off a store file: keep its first ``whole`` bytes, on disk before returning."""
+    with path.open("r+b") as f:
+        f.truncate(whole)
+        os.fsync(f.fileno())
 
 
 def _append(path: Path, columns: list[str], *rows: dict[str, Any]) -> None:
