@@ -70,7 +70,7 @@ def test_inspect_reads_a_model_config_with_its_own_geometry(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["inspect", "yarn:x"], "factor 'x' is not a number"),
+        (["inspect", "yarn:x"], "'x' is not understood; expected a number"),
         (["inspect", "ntk"], "rope 'ntk' is not understood"),
         (["inspect", '{"rope_type": "yarn"}'], "required key 'factor' is missing"),
         (["inspect", '{"rope_type": "yarn", "factor": 0}'], "factor=0"),

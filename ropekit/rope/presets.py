@@ -105,9 +105,11 @@ def preset_from_text(text: str, **geometry: Any) -> dict[str, Any]:
     return preset(rope_type, factor, **geometry)
 
 
-def parse_preset(text: str) -> tuple[str, float | None]:
-    """``TYPE[:FACTOR]`` into the type and its factor (None when omitted: the type's default)."""
-    rope_type, _, factor = text.partition(":")
+def parse_preset(text: str) -> tuple[str, Any]:
+    """``TYPE[:ARGS]`` into the type and its preset's argument: the number after the colon (a
+    factor), or what the type's ``arguments`` makes of the text; None when omitted (the type's
+    default)."""
+    rope_type, _, args = text.partition(":")
     record = get_rope(rope_type)
     if record is None or record.preset is None:
         names = [name for name, r in rope_types().items() if r.preset is not None]
@@ -115,7 +117,10 @@ def parse_preset(text: str) -> tuple[str, float | None]:
             f"rope {text!r} is not understood; expected TYPE[:FACTOR] with TYPE one of {', '.join(names)}, "
             "'native', a JSON object, or the path of a config.json"
         )
+    if not args:
+        return rope_type, None
     try:
-        return rope_type, float(factor) if factor else None
-    except ValueError:
-        raise RopeConfigError(f"rope {text!r}: factor {factor!r} is not a number") from None
+        return rope_type, float(args) if record.arguments is None else record.arguments(args)
+    except ValueError as err:
+        expected = "a number" if record.arguments is None else str(err)
+        raise RopeConfigError(f"rope {text!r}: {args!r} is not understood; expected {expected}") from None

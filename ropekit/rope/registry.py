@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 ENTRY_POINTS = "ropekit.ropes"
 
 FrequencyFn = Callable[["RopeSpec", "int | None"], "tuple[torch.Tensor, float]"]
-PresetFn = Callable[["RopeSpec", "float | None"], "dict[str, Any]"]
+PresetFn = Callable[["RopeSpec", Any], "dict[str, Any]"]
+ArgumentsFn = Callable[[str], Any]
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,11 @@ class RopeType:
 
     ``preset(spec, factor)`` returns the rope dict (upstream keys, ``rope_type`` included) that
     stretches ``spec``'s trained context (``spec.original_length``) by ``factor``; ``factor`` is
-    None when the user gave none (the type picks its default, or refuses). ``check(spec)`` raises
-    ``RopeConfigError`` for a head geometry the type cannot rotate.
+    None when the user gave none (the type picks its default, or refuses). ``factor`` is the text
+    after ``TYPE:`` as ``arguments`` reads it: a number unless the type says otherwise (``rerope:W``
+    a window, ``self_extend:G,W`` two integers); ``arguments`` raises ``ValueError`` naming the
+    form it expects. ``check(spec)`` raises ``RopeConfigError`` for a head geometry the type cannot
+    rotate.
     """
 
     name: str
@@ -45,6 +49,7 @@ class RopeType:
     frequencies: FrequencyFn
     preset: PresetFn | None = None
     check: Callable[[RopeSpec], None] | None = None
+    arguments: ArgumentsFn | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -70,6 +75,7 @@ def register_rope(
     *,
     preset: PresetFn | None = None,
     check: Callable[[RopeSpec], None] | None = None,
+    arguments: ArgumentsFn | None = None,
     replace: bool = False,
 ) -> RopeType:
     """Add a rope type (a :class:`RopeType`, or its fields) to the registry and return its record.
@@ -77,7 +83,7 @@ def register_rope(
     The parameter class gets ``rope_type = name`` when it has none, so specs of it know their
     type. A name already registered is refused unless ``replace=True``.
     """
-    record = name if isinstance(name, RopeType) else RopeType(name, params, frequencies, preset, check)
+    record = name if isinstance(name, RopeType) else RopeType(name, params, frequencies, preset, check, arguments)
     if record.name in _ROPES and not replace and _ROPES[record.name] != record:
         raise ValueError(f"rope type {record.name!r} is already registered; pass replace=True to replace it")
     if not hasattr(record.params, "rope_type"):

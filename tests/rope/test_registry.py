@@ -142,3 +142,40 @@ def test_an_installed_plugin_is_found_by_inspect_and_sweep(tmp_path):
         docs = [ids for ids in tokens.values() if len(ids) >= length][:2]
         nll = torch.cat([ropekit.token_nll(model, torch.as_tensor(ids[:length], dtype=torch.long)) for ids in docs])
         assert value == pytest.approx(math.exp(float(nll.double().mean())), rel=1e-5)
+
+
+def test_a_type_reads_its_own_preset_arguments(scratch_registry):
+    """``TYPE:ARGS`` hands the text to the record's ``arguments`` (here ``G,W``), and a text it
+    refuses is one clear line naming the form it expects."""
+    from dataclasses import dataclass
+
+    from ropekit.rope import model_ropes
+    from ropekit.rope.frequencies import default
+    from ropekit.rope.presets import parse_preset
+
+    @dataclass(frozen=True)
+    class Grouped:
+        group_size: int
+        window: int
+
+    def two_integers(text: str) -> tuple[int, int]:
+        try:
+            group, window = (int(part) for part in text.split(","))
+        except ValueError:
+            raise ValueError("G,W: two integers, the group size and the window") from None
+        return group, window
+
+    def grouped_preset(spec, args):
+        group, window = args or (4, 32)
+        return {"rope_type": "grouped_test", "group_size": group, "window": window}
+
+    ropekit.register_rope("grouped_test", Grouped, default, preset=grouped_preset, arguments=two_integers)
+    assert parse_preset("grouped_test:8,64") == ("grouped_test", (8, 64))
+    assert parse_preset("grouped_test") == ("grouped_test", None)
+    config = {"model_type": "llama", "max_position_embeddings": 128, "hidden_size": 64, "num_attention_heads": 4}
+    spec = model_ropes(config, "grouped_test:2,16")["full_attention"]
+    assert (spec.scaling.group_size, spec.scaling.window) == (2, 16)
+    with pytest.raises(RopeConfigError, match=r"'8' is not understood; expected G,W: two integers"):
+        parse_preset("grouped_test:8")
+    with pytest.raises(RopeConfigError, match=r"'x' is not understood; expected a number"):
+        parse_preset("linear:x")
