@@ -48,25 +48,43 @@ class ClaimError(RuntimeError):
 
 @dataclass
 class Unit:
-    """A model's (layer mix, rope) pairs that run together, their cells' keys and predicted seconds."""
+    """A model's (layer mix, rope) pairs that run together, their cells' keys and predicted seconds.
+
+    ``docs`` None: the whole of those pairs' cells. A large one split for many workers is one unit
+    per document (``docs`` that one: the perplexity cells that score it, for that document only)
+    and one unit of the rest (``docs`` empty: retrieval cells and cells no document is long enough
+    for); a cell's row is written by whichever worker stores its last document."""
 
     model: str
     parts: list[tuple[str, str]]  # (layer mix, rope)
     cells: list[str]
     seconds: float = 0.0
+    docs: list[str] | None = None
     id: str = field(init=False)
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256("\n".join(sorted(self.cells)).encode()).hexdigest()[:12]
-        self.id = f"u{digest}"
+        text = "\n".join(sorted(self.cells)) + ("" if self.docs is None else "\ndocs:" + "\n".join(self.docs))
+        self.id = f"u{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
     def name(self) -> str:
-        return f"{self.model} " + ", ".join(f"{mix}/{rope}" for mix, rope in self.parts)
+        name = f"{self.model} " + ", ".join(f"{mix}/{rope}" for mix, rope in self.parts)
+        if self.docs is None:
+            return name
+        return f"{name} [{', '.join(self.docs)}]" if self.docs else f"{name} [retrieval and the rest]"
 
     def record(self) -> dict[str, Any]:
         parts = [{"layer_mix": mix, "rope": rope} for mix, rope in self.parts]
         seconds = round(self.seconds, 1)
-        return {"id": self.id, "model": self.model, "parts": parts, "seconds": seconds, "cells": self.cells}
+        record = {"id": self.id, "model": self.model, "parts": parts, "seconds": seconds, "cells": self.cells}
+        return record if self.docs is None else {**record, "docs": self.docs}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> Unit:
+        parts = [(p["layer_mix"], p["rope"]) for p in record["parts"]]
+        unit = Unit(record["model"], parts, record["cells"], record["seconds"], record.get("docs"))
+        if unit.id != record["id"]:
+            raise ValueError(f"unit {record['id']} does not match its cells")
+        return unit
 
 
 def worker_id() -> str:

@@ -28,7 +28,7 @@ import torch
 from ..data import load_corpus
 from ..models import Precision, resolve_dtype
 from .cost import Memory, Rates, duration, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
-from .run import _check_dtype, plan_cells, plan_units, plan_work
+from .run import _check_dtype, plan_cells, plan_work, sweep_units
 from .spec import SweepSpec
 from .store import StoredResults
 from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
@@ -299,12 +299,20 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         seconds = shares[c.key] if status == "to run" else 0.0
         cost = (c.model, c.layer_mix, c.rope, c.length, status, docs, to_score[c.key], seconds, c.task, c.depth)
         costs.append(CellCost(*cost))
-    unit_seconds = defaultdict(float)
-    owner = {(part, u.model): u for u in plan_units(cells, spec) for part in u.parts}
+    unit_seconds: dict[str, float] = defaultdict(float)
+    owner = {}  # (model, part, document or None for a trial) -> the unit that runs it
+    units_planned = sweep_units(spec, corpus, cells, {})[0]  # sets every cell's documents
+    scored = {d for c in cells for d in c.docs}
+    for u in units_planned:
+        for part in u.parts:
+            for doc in [None, *dict.fromkeys(d for c in cells if c.key in u.cells for d in c.docs)]:
+                if u.docs is None or (doc in u.docs if doc else not u.docs):
+                    owner[u.model, part, doc] = u
     for p in passes:
-        unit_seconds[owner[(p.layer_mix, p.rope), p.model].id] += 0.0 if p.cached else p.seconds
-    units = sorted(((u.name(), unit_seconds[u.id]) for u in owner.values() if u.id in unit_seconds), key=_longest)
-    units = list(dict.fromkeys(units))  # a unit of several parts is named once
+        doc = p.doc if p.doc in scored else None  # a retrieval trial's pass: no document
+        unit_seconds[owner[p.model, (p.layer_mix, p.rope), doc].id] += 0.0 if p.cached else p.seconds
+    named = {u.id: u.name() for u in owner.values()}
+    units = sorted(((named[uid], seconds) for uid, seconds in unit_seconds.items()), key=_longest)
     return DryRun(spec, out, precision, threads, rates, rates_file, tuple(passes), tuple(costs), tuple(units))
 
 

@@ -29,9 +29,11 @@ What a cell scores, by ``mode`` (ropekit.eval.perplexity has each mode's source)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -220,73 +222,28 @@ def run_sweep(
         meta = _meta(spec, corpus, checkpoints, out, precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        meta |= {"run_started": now, "earlier_wall_seconds": earlier}  # for ropekit status while it runs
-        store.write_meta(meta)
         store.write_plans(plan_records(cells))
         reused = sum(store.done(c.key) for c in cells)
         inputs: dict[str, tuple] = {}  # per model: tokenizer and token ids, for every unit's plan
-        by_key, units = {c.key: c for c in cells}, plan_units(cells, spec)
-        nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
-        whole = {u.id: _unit_work(spec, corpus, u, by_key, nothing, inputs) for u in units}
-        units = longest_first(units, whole)
+        by_key = {c.key: c for c in cells}
+        units, whole = sweep_units(spec, corpus, cells, inputs, out=out, force=force)
         stored = {u.id: _stored_state(store, u) for u in units}  # what they are planned against
         planned = {  # a unit DIR holds nothing of runs as a whole
             u.id: whole[u.id] if stored[u.id] == (0, 0, 0) else _unit_work(spec, corpus, u, by_key, store, inputs)
             for u in units
         }
-        if store.primary:
-            atomic_write(out / "units.json", json.dumps([u.record() for u in units], indent=1) + "\n")
+        # for ropekit status while it runs: this run's start and the nominal work done before it
+        at_start = round(sum(u.seconds * _stored_state(store, u)[0] / len(u.cells) for u in units), 3)
+        meta |= {"run_started": now, "earlier_wall_seconds": earlier, "cells_done_at_start": reused}
+        meta["nominal_done_at_start"] = at_start
+        store.write_meta(meta)
         progress = _Progress(len(cells), reused, _estimate(spec, precision, quiet), quiet=quiet)
-        failed: list[dict[str, Any]] = []
-        computed = 0
         try:
             for work in planned.values():
                 progress.add(work)
-            loaded: tuple[str, Any] | None = None  # the model whose weights are in memory
-
-            tried: set[str] = set()  # units this worker ran: a failed cell waits for the next run
-
-            def finished(unit: Unit) -> bool:
-                return unit.id in tried or all(store.done(key) for key in unit.cells)
-
-            while True:
-                store.refresh()
-                for unit in units:  # others' finished units leave the bar
-                    if unit.id in planned and finished(unit):
-                        progress.drop_work(planned.pop(unit.id))
-                unit = claims.claim(units, finished)
-                if unit is None:
-                    if not claims.others_working(units, finished):
-                        break
-                    time.sleep(min(lease / 4, 5.0))  # a worker that stops beating leaves its unit to this one
-                    continue
-                store.refresh()  # another worker may have finished it and let go since the last look
-                if finished(unit):
-                    claims.release(unit)
-                    continue
-                if stored[unit.id] != _stored_state(store, unit):  # a worker before this one stored some of it
-                    progress.drop_work(planned.pop(unit.id, None))
-                    planned[unit.id] = _unit_work(spec, corpus, unit, by_key, store, inputs)
-                    progress.add(planned[unit.id])
-                work = planned[unit.id]
-                if loaded is None or loaded[0] != unit.model:
-                    loaded = None  # the old weights go before the new ones load
-                    loaded = (unit.model, load_model(unit.model, device=spec.device, dtype=spec.dtype))
-                todo = sum(1 for key in unit.cells if not store.done(key))
-                try:
-                    with claims.heartbeat(unit):
-                        failed += _run_unit(loaded[1], work, corpus, spec, store, progress, claims.stop(unit))
-                except UnitLost:
-                    progress.drop_work(planned.pop(unit.id, None))
-                    continue
-                except BaseException:  # an interrupt, a full disk: the unit is free for the next run at once
-                    claims.release(unit)
-                    raise
-                planned.pop(unit.id, None)
-                tried.add(unit.id)
-                computed += todo
-                claims.release(unit)
-                store.merge()
+            run = _Worker(spec, corpus, by_key, store, claims, progress, planned, stored, inputs)
+            run.loop(units, lease)
+            run.finish_cells(cells)
         finally:
             progress.close()
         if store.primary:
@@ -300,8 +257,101 @@ def run_sweep(
                 }
             )
         primary = store.primary
-    merged = primary or merge_if_free(out) is not None  # this worker's rows to DIR's files, if DIR is free
-    return SweepSummary(out, len(cells), computed, reused, failed, time.perf_counter() - started, merged)
+    # this worker's rows to DIR's files: a holder still there has no unit left either, and lets go soon
+    merged = primary or merge_if_free(out, wait=min(lease, 30.0)) is not None
+    return SweepSummary(out, len(cells), run.computed, reused, run.failed, time.perf_counter() - started, merged)
+
+
+@dataclass
+class _Worker:
+    """One worker's claim loop over the sweep's units (``run_sweep``): what it needs, and what it did."""
+
+    spec: SweepSpec
+    corpus: Any
+    by_key: dict[str, Cell]
+    store: ResultStore
+    claims: Claims
+    progress: _Progress
+    planned: dict[str, ModelWork]  # per unit not finished yet: its work as the bar counts it
+    stored: dict[str, tuple[int, int, int]]  # per unit: what DIR held of it when it was planned
+    inputs: dict[str, tuple]
+    computed: int = 0  # cell rows this worker wrote
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)  # units this worker ran: a failed cell waits for the next run
+    loaded: tuple[str, Any] | None = None  # the model whose weights are in memory
+
+    def finished(self, unit: Unit) -> bool:
+        """Whether ``unit`` needs no more work in this run: tried here, every cell done, or (a unit of
+        documents) every cell's document stored."""
+        store = self.store
+        if unit.id in self.tried or all(store.done(key) for key in unit.cells):
+            return True
+        return bool(unit.docs) and all(
+            store.done(key) or all((key, doc) in store.docs for doc in unit.docs) for key in unit.cells
+        )
+
+    def loop(self, units: list[Unit], lease: float) -> None:
+        """Claim units (longest first) until none is left, then wait while others hold live claims
+        (a worker that stops beating leaves its unit to this one)."""
+        store, claims, planned = self.store, self.claims, self.planned
+        while True:
+            store.refresh()
+            for unit in units:  # others' finished units leave the bar
+                if unit.id in planned and self.finished(unit):
+                    self.progress.drop_work(planned.pop(unit.id))
+            unit = claims.claim(units, self.finished)
+            if unit is None:
+                if not claims.others_working(units, self.finished):
+                    return
+                time.sleep(min(lease / 4, 5.0))
+                continue
+            store.refresh()  # another worker may have finished it and let go since the last look
+            if self.finished(unit):
+                claims.release(unit)
+                continue
+            try:
+                self._run(unit)
+            except UnitLost:
+                self.progress.drop_work(planned.pop(unit.id, None))
+                continue
+            except BaseException:  # an interrupt, a full disk: the unit is free for the next run at once
+                claims.release(unit)
+                raise
+            claims.release(unit)
+            store.merge()
+
+    def _run(self, unit: Unit) -> None:
+        store, spec = self.store, self.spec
+        if self.stored[unit.id] != _stored_state(store, unit):  # a worker before this one stored some of it
+            self.progress.drop_work(self.planned.pop(unit.id, None))
+            self.planned[unit.id] = _unit_work(spec, self.corpus, unit, self.by_key, store, self.inputs)
+            self.progress.add(self.planned[unit.id])
+        work = self.planned[unit.id]
+        if self.loaded is None or self.loaded[0] != unit.model:
+            self.loaded = None  # the old weights go before the new ones load
+            self.loaded = (unit.model, load_model(unit.model, device=spec.device, dtype=spec.dtype))
+        before = {key: store.rows.get(key) for key in unit.cells}
+        with self.claims.heartbeat(unit):
+            stop = self.claims.stop(unit)
+            self.failed += _run_unit(self.loaded[1], work, self.corpus, spec, store, self.progress, stop)
+        self.planned.pop(unit.id, None)
+        self.tried.add(unit.id)
+        self.computed += sum(store.rows.get(key) is not row for key, row in before.items())  # rows it wrote
+
+    def finish_cells(self, cells: list[Cell]) -> None:
+        """Write the row of each cell whose documents are all stored but which has none: units of one
+        document that finished together, each before the other had stored its document (every worker
+        does this at its end; the same row twice is merged once)."""
+        self.store.refresh()
+        for c in cells:
+            store = self.store
+            if c.task != "perplexity" or store.done(c.key) or not c.docs:
+                continue
+            if all((c.key, doc) in store.docs for doc in c.docs):
+                row = _cell_row(c, store, self.spec.mode, None)
+                store.add_cell(row)
+                self.progress.cell_done(row)
+                self.computed += 1
 
 
 def sweep_cells(spec: SweepSpec) -> list[Cell]:
@@ -357,6 +407,100 @@ def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
     return [Unit(root[0], parts, keys) for root, (parts, keys) in joined.items()]
 
 
+def sweep_units(
+    spec: SweepSpec, corpus, cells: list[Cell], inputs: dict, *, out: Path | None = None, force: bool = False
+) -> tuple[list[Unit], dict[str, ModelWork]]:
+    """The sweep's units, longest first, and each one's whole work (planned as if nothing were stored).
+
+    The units are planned once, by the first worker, and written to ``out/units.json``; a worker that
+    finds that file for these cells takes its units (so workers started with other settings, by hand
+    or by another executor, share one plan). Planned here: :func:`plan_units`, priced and ordered by
+    :func:`longest_first`, and, with several workers, each unit larger than half a worker's share
+    split into one unit per document (:func:`split_large`)."""
+    by_key = {c.key: c for c in cells}
+    nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
+    groups = plan_units(cells, spec)
+    whole = {u.id: _unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}  # sets each cell's docs
+    units = split_large(longest_first(groups, whole), whole, spec.executor.workers)
+    if out is not None:
+        units = _units_of(out, units, force)
+    of_group = {key: u.id for u in groups for key in u.cells}
+    return units, {u.id: _restrict(whole[of_group[u.cells[0]]], u) for u in units}
+
+
+def _units_of(out: Path, units: list[Unit], force: bool) -> list[Unit]:
+    """The units of DIR/units.json when it plans these very cells (a plan written by the first worker,
+    whatever its settings), else ``units``, written there (exclusive create: of two first workers one
+    plan wins, and both take it)."""
+    path = out / "units.json"
+    if force:
+        path.unlink(missing_ok=True)
+    text = json.dumps([u.record() for u in units], indent=1) + "\n"
+    for _ in range(2):
+        try:
+            theirs = [Unit.from_record(r) for r in json.loads(path.read_text())]
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError):  # not a plan this ropekit reads: replaced
+            atomic_write(path, text)
+            return units
+        else:
+            cells = {key for u in units for key in u.cells}
+            if cells == {key for u in theirs for key in u.cells}:
+                return theirs
+            atomic_write(path, text)  # the plan of other cells (an older ropekit's keys): replaced
+            return units
+        tmp = path.with_name(f".units.{os.getpid()}.json")
+        tmp.write_text(text)
+        try:
+            os.link(tmp, path)  # exclusive: fails when another worker wrote its plan first
+            return units
+        except FileExistsError:
+            continue
+        finally:
+            tmp.unlink()
+    return units
+
+
+def split_large(units: list[Unit], work: dict[str, ModelWork], workers: int) -> list[Unit]:
+    """With several workers, each unit whose seconds exceed half a worker's share of the sweep
+    (``sum / (2 * workers)``) and that scores several documents becomes one unit per document (its
+    perplexity cells that score it; the seconds of its plans) and one of the rest (retrieval and
+    cells without documents) when there is any; longest first again. One worker: ``units`` as they
+    are (one process writes the same files, in the same order, as before units existed)."""
+    if workers <= 1 or not units:
+        return units
+    share = sum(u.seconds for u in units) / (2 * workers)
+    out: list[Unit] = []
+    for unit in units:
+        groups = work[unit.id].groups
+        docs = list(dict.fromkeys(doc for _, plans in groups for doc in plans))
+        if unit.seconds <= share or len(docs) < 2:
+            out.append(unit)
+            continue
+        per_doc = {key: set(c_docs) for key, c_docs in ((c.key, c.docs) for cells, _ in groups for c in cells)}
+        for doc in docs:
+            seconds = sum(
+                plan_seconds(cells[0].config, plans[doc][1], NOMINAL_RATES) for cells, plans in groups if doc in plans
+            )
+            keys = [key for key in unit.cells if doc in per_doc.get(key, ())]
+            out.append(Unit(unit.model, unit.parts, keys, seconds, [doc]))
+        if rest := [key for key in unit.cells if not per_doc.get(key)]:
+            out.append(Unit(unit.model, unit.parts, rest, unit.seconds - sum(u.seconds for u in out[-len(docs) :]), []))
+    return sorted(out, key=lambda u: -u.seconds)
+
+
+def _restrict(work: ModelWork, unit: Unit) -> ModelWork:
+    """A unit's part of its group's work: its cells, with its documents' plans (``unit.docs``); the
+    trials only in the unit of the rest (``docs`` empty) or the whole (``docs`` None)."""
+    if unit.docs is None:
+        return work
+    keys = set(unit.cells)
+    groups = [([c for c in cells if c.key in keys], plans) for cells, plans in work.groups]
+    groups = [(cells, {d: plan for d, plan in plans.items() if d in unit.docs}) for cells, plans in groups if cells]
+    return dataclasses.replace(work, groups=groups, trials=[] if unit.docs else work.trials)
+
+
 def longest_first(units: list[Unit], work: dict[str, ModelWork]) -> list[Unit]:
     """``units`` with their seconds (the cost model's, of all their ``work``, at nominal rates:
     ``cost.NOMINAL_RATES``, so the order is the same on every machine and in every run of the spec),
@@ -386,7 +530,7 @@ def _unit_work(spec, corpus, unit: Unit, by_key: dict[str, Cell], store: StoredR
     """The work of a unit's cells that ``store`` does not hold (an empty ModelWork when none)."""
     pending = [by_key[key] for key in unit.cells if not store.done(key)]
     work = plan_work(spec, corpus, pending, store, inputs)
-    return work[0] if work else ModelWork(unit.model, None, {}, [])
+    return _restrict(work[0], unit) if work else ModelWork(unit.model, None, {}, [])
 
 
 def _run_unit(base, work: ModelWork, corpus, spec: SweepSpec, store: ResultStore, progress, stop) -> list:
@@ -631,7 +775,9 @@ def _run_group(
     stop: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One (model, layer mix, rope): its documents as planned. A cell's row is written once all its
-    documents are scored, or at its first failure (its other documents are then skipped), then the
+    documents are stored (by this unit, or, in units of one document, by others before it: else the
+    last worker writes it, ``_Worker.finish_cells``), or at its first failure (its other documents
+    are then skipped), then the
     seconds from the start of the group to its row go to timings.csv. ``stop`` (called before each
     document) ends the unit early by raising. Returns the failed rows."""
     left = {c.key: [doc for doc, (todo, _) in work.items() if c in todo] for c in cells}  # documents to score
@@ -646,11 +792,14 @@ def _run_group(
         progress.cell_done(row)
         failed.extend([row] if row["status"] != "ok" else [])
 
+    def complete(c: Cell) -> bool:  # every document stored (units of one document: by others too)
+        return not left[c.key] and all((c.key, doc) in store.docs for doc in c.docs)
+
     for c in cells:
         if not c.docs:
             need = "a token to predict" if spec.mode in WHOLE_DOCUMENTS else f"{c.length} tokens"
             finish(c, ("no_docs", f"no document has {need}"))
-        elif not left[c.key]:  # every document was scored by an earlier run that stopped before the row
+        elif complete(c):  # every document was scored by an earlier run that stopped before the row
             finish(c)
     for doc, (planned, plan) in work.items():
         if stop is not None:
@@ -688,7 +837,7 @@ def _run_group(
                 }
             )
             left[c.key].remove(doc)
-            if not left[c.key]:
+            if complete(c):
                 finish(c)
     return failed
 

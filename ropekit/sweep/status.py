@@ -2,10 +2,11 @@
 also while workers run: cells done, running (which worker, since when), pending and failed, the rate
 so far and the time left.
 
-The time left is the cost model's nominal seconds of the units not finished (DIR/units.json, as
-ordered) scaled by what the finished ones took: the sweep's wall time (its runs before this one and
-this one so far, from meta.json) over the nominal seconds of the units finished, divided among the
-workers holding live claims.
+The time left is the cost model's nominal seconds of the work not done (DIR/units.json: a unit's
+seconds shared by its cells) scaled by what this run's work took: the seconds since this run
+started over the nominal seconds of the cells done since (meta.json holds both at its start), so
+a run resumed after an interruption of unknown length still predicts from what it measured, and
+the rate is that of all the workers together.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..models.precision import resolve_dtype
 from .claims import Claims, Unit
 from .cost import duration
-from .spec import SpecError, spec_from_dict
+from .spec import SpecError, SweepSpec, spec_from_dict
 from .store import StoredResults
 
 
 @dataclass
 class UnitStatus:
     unit: Unit
-    done: int
+    done: int  # its cells done (a unit of documents: whose documents it scores are stored)
     failed: int
     claim: dict[str, Any] | None  # the live claim on it: worker, host, pid, since, age
 
@@ -34,46 +36,59 @@ class UnitStatus:
 class SweepStatus:
     out: Path
     units: list[UnitStatus] = field(default_factory=list)
-    elapsed: float = 0.0  # seconds since the sweep started
+    states: dict[str, str] = field(default_factory=dict)  # per cell: done, failed or pending
+    elapsed: float = 0.0  # a finished sweep's wall seconds, its runs together
+    run_elapsed: float = 0.0  # seconds since this run started (0 once finished)
+    done_at_start: int = 0  # cells done when this run started
+    nominal_at_start: float = 0.0  # nominal seconds done when this run started (:meth:`nominal_done`)
     finished: bool = False
+    costed: bool = True  # False: its units have no predicted seconds (a DIR without units.json)
 
     @property
     def cells(self) -> int:
-        return sum(len(u.unit.cells) for u in self.units)
+        return len(self.states)
 
     @property
     def done(self) -> int:
-        return sum(u.done for u in self.units)
+        return sum(state == "done" for state in self.states.values())
 
     @property
     def failed(self) -> int:
-        return sum(u.failed for u in self.units)
+        return sum(state == "failed" for state in self.states.values())
 
     @property
     def running(self) -> list[UnitStatus]:
         return [u for u in self.units if u.claim is not None]
 
+    def nominal_done(self) -> float:
+        """The cost model's seconds of the cells done or failed, a unit's shared by its cells."""
+        return sum(u.unit.seconds * (u.done + u.failed) / len(u.unit.cells) for u in self.units)
+
     def seconds_left(self) -> float | None:
-        """Predicted wall seconds to the end (module docstring); None before any unit has finished."""
-        whole = [u for u in self.units if u.done + u.failed == len(u.unit.cells)]
-        nominal_done = sum(u.unit.seconds for u in whole)
-        if not nominal_done or self.elapsed <= 0:
+        """Predicted wall seconds to the end (module docstring); None before this run has finished a cell."""
+        done = self.nominal_done() - self.nominal_at_start
+        if done <= 0 or self.run_elapsed <= 0:
             return None
-        left = sum(u.unit.seconds * (1 - (u.done + u.failed) / len(u.unit.cells)) for u in self.units)
-        return left * self.elapsed / nominal_done / max(1, len(self.running))
+        return (sum(u.unit.seconds for u in self.units) - self.nominal_done()) * self.run_elapsed / done
 
     def text(self) -> str:
         pending = self.cells - self.done - self.failed
-        running_cells = sum(len(u.unit.cells) - u.done - u.failed for u in self.running)
+        running = {key for u in self.running for key in u.unit.cells if self.states[key] == "pending"}
+        running_cells = len(running)
         lines = [
             f"{self.out}: {self.done} of {self.cells} cells done, {running_cells} running, "
             f"{pending - running_cells} pending, {self.failed} failed"
             + (" (finished)" if self.finished and not pending else "")
         ]
-        if self.elapsed > 0 and self.done:
+        if self.finished and not pending and self.elapsed > 0:
             lines.append(f"rate: {self.done / self.elapsed * 3600:.1f} cells/hour over {duration(self.elapsed)}")
+        elif self.run_elapsed > 0 and self.done > self.done_at_start:
+            rate = (self.done - self.done_at_start) / self.run_elapsed * 3600
+            lines.append(f"rate: {rate:.1f} cells/hour in this run ({duration(self.run_elapsed)} so far)")
         if pending and (left := self.seconds_left()) is not None:
             lines.append(f"time left: about {duration(left)} at the rate of the units finished so far")
+        elif pending and not self.costed:
+            lines.append("time left: not estimated (a DIR from a ropekit before units.json holds no unit costs)")
         for u in self.running:
             claim = u.claim
             lines.append(
@@ -97,23 +112,41 @@ def sweep_status(out: Path) -> SweepStatus:
     except (ValueError, KeyError) as err:
         raise SpecError(f"{out / 'meta.json'} cannot be read ({err}); it was not written by this ropekit") from None
     try:
-        records = json.loads((out / "units.json").read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{out} has no units.json: it was written by a ropekit without workers") from None
+        units = [Unit.from_record(record) for record in json.loads((out / "units.json").read_text())]
+    except FileNotFoundError:  # written by a ropekit before workers: its units planned now, without their cost
+        units = _planned_units(spec, meta)
     stored = StoredResults.read(out, spec, force=True)
     claims = Claims(out, worker="status", lease=spec.executor.lease)
-    status = SweepStatus(out, finished="finished" in meta)
+    status = SweepStatus(out, finished="finished" in meta, costed=any(u.seconds for u in units))
     now = claims.now()
-    for record in records:
-        unit = Unit(record["model"], [(p["layer_mix"], p["rope"]) for p in record["parts"]], record["cells"])
-        unit.seconds = record["seconds"]
-        done = sum(stored.done(key) for key in unit.cells)
-        failed = sum(1 for key in unit.cells if key in stored.rows and not stored.done(key))
-        status.units.append(UnitStatus(unit, done, failed, claims.holder(unit, now)))
+    for unit in units:
+        for key in unit.cells:
+            status.states[key] = "done" if stored.done(key) else "failed" if key in stored.rows else "pending"
+        done = {key for key in unit.cells if stored.done(key) or _scored(stored, key, unit.docs)}
+        finished, failed = len(done), sum(1 for key in unit.cells if key in stored.rows and key not in done)
+        status.units.append(UnitStatus(unit, finished, failed, claims.holder(unit, now)))
     if status.finished:
         status.elapsed = float(meta.get("total_wall_seconds", 0.0))
-    else:  # the runs before this one, and this one so far
+    else:  # this run so far (a run before it may have stopped without saying how long it ran)
         started = datetime.fromisoformat(meta.get("run_started", meta["started"]))
-        now = datetime.now(timezone.utc)
-        status.elapsed = float(meta.get("earlier_wall_seconds", 0.0)) + (now - started).total_seconds()
+        status.run_elapsed = (datetime.now(timezone.utc) - started).total_seconds()
+        status.done_at_start = int(meta.get("cells_done_at_start", 0))
+        status.nominal_at_start = float(meta.get("nominal_done_at_start", 0.0))
     return status
+
+
+def _scored(stored: StoredResults, key: str, docs: list[str] | None) -> bool:
+    """Whether a unit of documents has stored its documents of a cell."""
+    return bool(docs) and all((key, doc) in stored.docs for doc in docs)
+
+
+def _planned_units(spec: SweepSpec, meta: dict[str, Any]) -> list[Unit]:
+    """The units of a DIR without units.json, planned from its spec as a sweep would (configs only, no
+    weights), in the dtype its numbers were computed in; their seconds are unknown (0)."""
+    from .run import plan_cells, plan_units  # the planner (it imports the model code) only for such DIRs
+
+    dtype = meta.get("dtype", {})
+    resolved = dtype.get("resolved") if isinstance(dtype, dict) else dtype
+    precision = resolve_dtype(resolved or spec.dtype, spec.device)
+    cells, _ = plan_cells(spec, meta["corpus"]["sha256"], precision)
+    return plan_units(cells, spec)

@@ -54,6 +54,7 @@ import math
 import os
 import shutil
 import socket
+import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -577,17 +578,24 @@ class ResultStore(StoredResults):
             atomic_write(self.meta_path, json.dumps(meta, indent=1) + "\n")  # in its own order: the spec's axes run so
 
 
-def merge_if_free(out: Path) -> int | None:
-    """Merge the shards (:func:`merge_shards`) if no process holds DIR/.lock, holding it meanwhile,
-    and return the lines appended; else None, leaving them to the holder, which merges before it lets
-    go. How a worker that was not the first hands its rows to DIR's files at its end, and how readers
-    of DIR catch up. Without shards nothing is touched (0)."""
+def merge_if_free(out: Path, *, wait: float = 0.0) -> int | None:
+    """Merge the shards (:func:`merge_shards`) if no process holds DIR/.lock (or it lets go within
+    ``wait`` seconds), holding it meanwhile, and return the lines appended; else None, leaving them to
+    the holder, which merges before it lets go. How a worker that was not the first hands its rows to
+    DIR's files at its end (waiting a little: a holder that merged while this worker still held its
+    shard is about to let go, and the shard would be left behind), and how readers of DIR catch up.
+    Without shards nothing is touched (0)."""
     if not shards(out):
         return 0
-    try:
-        fd = _lock(out)
-    except StoreError:
-        return None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fd = _lock(out)
+            break
+        except StoreError:
+            if time.monotonic() >= deadline or not shards(out):
+                return None if shards(out) else 0
+            time.sleep(0.1)
     try:
         return merge_shards(out)
     finally:

@@ -113,3 +113,27 @@ def test_a_worker_killed_mid_unit_has_its_unit_taken_over(setup, tmp_path):
     assert merge.returncode == 0, merge.stderr
     assert merge.stdout.startswith(f"{out}: 16 of 16 cells done, 0 running, 0 pending, 0 failed"), merge.stdout
     assert_merged(out, reference)
+
+
+def restarts(job: str) -> int:
+    """How often Slurm has requeued ``job`` (an array task ``<array>_<task>``)."""
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    return next((int(word.split("=")[1]) for word in shown.split() if word.startswith("Restarts=")), 0)
+
+
+def test_a_preempted_task_is_requeued_and_resumes_its_unit(setup, tmp_path):
+    """Slurm signals a task it is about to preempt (or that reaches its time limit) with USR2, as
+    submitit asks it to; submitit checkpoints (the worker's ``checkpoint``: the same call) and
+    requeues the task, which comes back as the same worker and takes its own claim back."""
+    reference, out, claims = tmp_path / "reference", tmp_path / "out", tmp_path / "out" / "claims"
+    assert main([*argv(setup, reference), *FOUR_ROPES]) == 0
+    array = submitted(setup, out, *FOUR_ROPES)
+    wait_for(lambda: list(claims.glob("*.json")), "a worker's first claim", poll=0.02)
+    task = json.loads(next(claims.glob("*.json")).read_text())["worker"].removeprefix("slurm-")
+    subprocess.run(["scancel", "--signal=USR2", task], check=True)
+    wait_for(lambda: restarts(task) > 0, f"task {task} to be requeued")
+    wait_for(lambda: not queued(array), "the array to finish")
+    merge = subprocess.run([sys.executable, "-m", "ropekit.cli", "status", str(out)], capture_output=True, text=True)
+    assert merge.returncode == 0, merge.stderr
+    assert merge.stdout.startswith(f"{out}: 16 of 16 cells done, 0 running, 0 pending, 0 failed"), merge.stdout
+    assert_merged(out, reference)

@@ -4,20 +4,25 @@ uninterrupted single-process run exactly once, to the bit (tests/sweep/test_faul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from ropekit.cli import main
+from ropekit.data import load_corpus
 from ropekit.sweep import ResultStore
 from ropekit.sweep.claims import ClaimError, Claims, Unit, UnitLost
+from ropekit.sweep.run import plan_cells, sweep_units
 from ropekit.sweep.spec import SpecError, executor_spec
+from ropekit.sweep.status import sweep_status
 from tests.sweep import test_faults
 from tests.sweep.test_faults import INJECT, argv, assert_same_files, cli_spec
 
@@ -159,6 +164,36 @@ def test_local_workers_give_the_single_process_files(setup, reference, tmp_path)
     assert "8 cells in" in run.stdout
     assert_merged(out, reference)
     assert json.loads((out / "meta.json").read_text())["spec_sha256"] == cli_spec(setup, out).sha256
+    # each (rope)'s unit is over half a worker's share of the sweep: one unit per document instead
+    units = json.loads((out / "units.json").read_text())
+    assert sorted(len(u["docs"]) for u in units) == [1, 1, 1, 1]
+    assert sorted(key for u in units for key in u["cells"]) == sorted(2 * [r["cell"] for r in records(reference)])
+
+
+def records(out: Path) -> list[dict]:
+    return test_faults.records(out / "results.csv")
+
+
+def test_rows_of_cells_whose_documents_were_stored_by_two_units_are_written_at_the_end(setup, reference, tmp_path):
+    """Two units of one document each, finished at once on two workers, each before the other stored
+    its document: neither wrote the cells' rows. The next worker to end writes them, to the bit, from
+    DIR's plan (units.json, split for two workers) whatever its own settings (one worker here)."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    (out / "units.json").unlink()
+    spec = cli_spec(setup, out)
+    spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, workers=2))
+    corpus = load_corpus(spec.corpus.path)
+    cells = plan_cells(spec, corpus.sha256)[0]
+    split, _ = sweep_units(spec, corpus, cells, {}, out=out)
+    assert [len(u.docs) for u in split] == [1, 1, 1, 1]
+    kept = [line for line in (reference / "results.csv").read_text().splitlines(keepends=True) if "yarn" not in line]
+    (out / "results.csv").write_text("".join(kept))  # the yarn cells' rows never written
+    timings = (out / "timings.csv").read_text()
+    assert main(argv(setup, out)) == 0
+    assert_same_files(out, reference)
+    assert json.loads((out / "units.json").read_text()) == [u.record() for u in split]  # DIR's plan, taken
+    assert (out / "timings.csv").read_text() == timings  # no unit ran: the rows came from the stored documents
 
 
 def test_force_with_several_workers_is_refused_before_anything_runs(setup, reference, tmp_path, capsys):
@@ -184,6 +219,8 @@ def test_status_says_what_is_done_running_and_pending_while_a_worker_runs(setup,
     (out / "results.csv").write_text("".join(kept))  # that unit's rows not written yet
     meta = json.loads((out / "meta.json").read_text())
     meta.pop("finished")
+    started = datetime.now(timezone.utc) - timedelta(seconds=600)  # this run started 10 min ago, none done before
+    meta |= {"run_started": started.isoformat(), "cells_done_at_start": 0, "nominal_done_at_start": 0.0}
     (out / "meta.json").write_text(json.dumps(meta))
     Claims(out, "worker-7", lease=60).claim([running], lambda u: False)
     assert main(["status", str(out)]) == 0
@@ -191,7 +228,17 @@ def test_status_says_what_is_done_running_and_pending_while_a_worker_runs(setup,
     assert text.splitlines()[0] == f"{out}: 4 of 8 cells done, 4 running, 0 pending, 0 failed"
     part = units[0]["parts"][0]
     assert f"  running {units[0]['model']} {part['layer_mix']}/{part['rope']}: 0/4 cells, worker " in text
-    assert "worker worker-7 (pid" in text and "time left: about" in text
+    assert "worker worker-7 (pid" in text
+    assert "rate: 24.0 cells/hour in this run (10m00s so far)" in text  # 4 cells in 600 s
+    # the other units' nominal seconds took 600 s: the running one's take its share of that
+    done_nominal = sum(u["seconds"] for u in units[1:])
+    left = sweep_status(out).seconds_left()
+    assert left == pytest.approx(units[0]["seconds"] * 600 / done_nominal, rel=0.01)
+    (out / "units.json").unlink()  # as a ropekit before workers left it: units planned from the spec
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == f"{out}: 4 of 8 cells done, 4 running, 0 pending, 0 failed"
+    assert "time left: not estimated (a DIR from a ropekit before units.json holds no unit costs)" in text
 
 
 def test_status_of_a_folder_without_a_sweep_is_one_line(tmp_path, capsys):
