@@ -13,7 +13,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ropekit.rope import RopeConfigError, RopeSpec, model_ropes, parse_rope, preset, rope_table, spec_frequencies
+from ropekit.rope import (
+    RopeConfigError,
+    RopeSpec,
+    model_ropes,
+    parse_rope,
+    preset,
+    rope_name,
+    rope_table,
+    spec_frequencies,
+)
 from ropekit.rope.presets import parse_preset
 from tests.rope.test_frequencies import EXAMPLES, RTOL, geometry, seq_lens
 
@@ -628,3 +637,10 @@ def test_bad_preset_values_are_refused_at_parse_time():
         model_ropes(SMOLLM2, "resonance:resonance")
     with pytest.raises(RopeConfigError, match="not 4.0"):
         preset("resonance", 4.0, **GEO)
+
+
+def test_unnamed_method_dicts_are_named_like_their_presets():
+    assert rope_name({"rope_type": "ntk", "alpha": 4.0}) == "ntk:4"
+    assert rope_name({"rope_type": "dynamic_yarn"}) == "dynamic_yarn"
+    assert rope_name({"rope_type": "resonance", "rope": {"rope_type": "yarn", "factor": 4}}) == "resonance:yarn:4"
+    assert rope_name({"rope_type": "resonance"}) == "resonance"
