@@ -23,7 +23,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_inspect_default_shows_all_six_scalings(capsys):
     code, out, err = run(capsys, "inspect")
     assert code == 0 and err == ""
-    for rope_type in rope_types():
+    for rope_type in list(rope_types())[:6]:
         assert f"'rope_type': '{rope_type}'" in out
     assert f"attention_scale={0.1 * math.log(2) + 1:.6g}" in out  # yarn at factor 2: YaRN's 0.1 ln s + 1
     assert out.count(" dim ") == 6 and "wavelength" in out
@@ -67,11 +67,34 @@ def test_inspect_reads_a_model_config_with_its_own_geometry(capsys, tmp_path):
     assert "rotary_dim=256" in out
 
 
+def test_inspect_shows_the_frequency_only_methods(capsys):
+    geometry = ["--head-dim", "64", "--rope-theta", "1e5", "--max-position-embeddings", "8192"]
+    ropes = ["ntk:4", "dynamic_yarn:2", "ntk_by_parts:4", "ntk_mixed:4", "resonance", "resonance:yarn:4"]
+    code, out, err = run(capsys, "inspect", *ropes, *geometry, "--seq-len", "32768")
+    assert code == 0 and err == ""
+    assert "ntk:4: {'rope_type': 'ntk', 'rope_theta': 100000.0, 'alpha': 4.0}" in out
+    assert (
+        "dynamic_yarn:2: {'rope_type': 'dynamic_yarn', 'rope_theta': 100000.0, 'factor': 2.0, "
+        "'original_max_position_embeddings': 8192}" in out
+    )
+    assert (
+        "resonance:yarn:4: {'rope_type': 'resonance', 'rope_theta': 100000.0, 'rope': {'rope_type': 'yarn', "
+        "'factor': 4.0, 'original_max_position_embeddings': 8192}}" in out
+    )
+    assert out.count(" dim ") == len(ropes)
+    # dynamic_yarn at 32768 = 4 x 8192 is YaRN at scale 4, with its temperature; resonance keeps yarn's.
+    assert out.count(f"attention_scale={0.1 * math.log(4) + 1:.6g}") == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
         (["inspect", "yarn:x"], "'x' is not understood; expected a number"),
-        (["inspect", "ntk"], "rope 'ntk' is not understood"),
+        (["inspect", "xpos"], "rope 'xpos' is not understood"),
+        (["inspect", "ntk:x"], "'x' is not understood; expected a number"),
+        (["inspect", "resonance:4"], "'4' is not understood; expected the rope to round as TYPE[:ARGS]"),
+        (["inspect", '{"rope_type": "ntk"}'], "required key 'alpha' is missing"),
+        (["inspect", '{"rope_type": "resonance", "rope": {"rope_type": "yarn", "f": 2}}'], "unknown key 'f'"),
         (["inspect", '{"rope_type": "yarn"}'], "required key 'factor' is missing"),
         (["inspect", '{"rope_type": "yarn", "factor": 0}'], "factor=0"),
         (["inspect", "{bad json"], "not valid JSON"),

@@ -1,10 +1,11 @@
 """RoPE core: parse configs into specs, compute frequencies per type, apply the rotation.
 
-Each rope type is one record in the registry (``registry.py``; ropekit's six in ``builtin.py``);
+Each rope type is one record in the registry (``registry.py``; ropekit's six and the methods beyond
+them, ``methods.py``, in ``builtin.py``);
 a rope argument (preset, dict, config path) is resolved against a model in ``resolve.py``.
 """
 
-from . import builtin  # noqa: F401  (registers the six types)
+from . import builtin  # noqa: F401  (registers the built-in types)
 from .config import (
     LAYER_TYPES,
     Default,
@@ -20,6 +21,7 @@ from .config import (
     rope_from_config,
 )
 from .frequencies import rope_frequencies, spec_frequencies, yarn_mscale, yarn_ramp_bounds
+from .methods import DynamicYarn, Ntk, NtkByParts, NtkMixed, Resonance
 from .presets import preset
 from .registry import RopeType, get_rope, register_rope, rope_types
 from .resolve import NATIVE, config_rope_settings, model_ropes, named_ropes, rope_argument, rope_name
@@ -32,11 +34,16 @@ __all__ = [
     "NATIVE",
     "Default",
     "Dynamic",
+    "DynamicYarn",
     "Linear",
     "Llama3",
     "LongRope",
+    "Ntk",
+    "NtkByParts",
+    "NtkMixed",
     "RopeConfigError",
     "RopeSpec",
+    "Resonance",
     "RopeType",
     "Yarn",
     "apply_rotary",

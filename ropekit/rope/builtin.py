@@ -1,19 +1,42 @@
-"""ropekit's six rope types, each registered as one record (ropekit/rope/registry.py): the
-parameter class (config.py), the frequency function (frequencies.py), the preset (presets.py)
-and the geometry check (config.py). A new type, here or in a plugin, is one more record."""
+"""ropekit's rope types, each registered as one record (ropekit/rope/registry.py).
+
+The six of transformers first: the parameter class (config.py), the frequency function
+(frequencies.py), the preset (presets.py) and the geometry check (config.py). Then the
+frequency-only methods beyond them (methods.py). A new type, here or in a plugin, is one more record.
+"""
 
 from __future__ import annotations
 
-from . import config, frequencies, presets
+from . import config, frequencies, methods, presets
 from .registry import RopeType, register_rope
 
 BUILTIN = (
     RopeType("default", config.Default, frequencies.default, presets.default_preset),
     RopeType("linear", config.Linear, frequencies.linear, presets.linear_preset),
-    RopeType("dynamic", config.Dynamic, frequencies.dynamic, presets.dynamic_preset, config.check_dynamic),
+    RopeType("dynamic", config.Dynamic, frequencies.dynamic, presets.dynamic_preset, config.check_theta_exponent),
     RopeType("yarn", config.Yarn, frequencies.yarn, presets.yarn_preset),
     RopeType("longrope", config.LongRope, frequencies.longrope, presets.longrope_preset, config.check_longrope),
     RopeType("llama3", config.Llama3, frequencies.llama3, presets.llama3_preset),
 )
-for record in BUILTIN:
+METHODS = (
+    RopeType("ntk", methods.Ntk, methods.ntk, methods.ntk_preset, config.check_theta_exponent),
+    RopeType("dynamic_yarn", methods.DynamicYarn, methods.dynamic_yarn, methods.dynamic_yarn_preset),
+    RopeType(
+        "ntk_by_parts",
+        methods.NtkByParts,
+        methods.ntk_by_parts,
+        methods.ntk_by_parts_preset,
+        config.check_theta_exponent,
+    ),
+    RopeType(
+        "resonance",
+        methods.Resonance,
+        methods.resonance,
+        methods.resonance_preset,
+        methods.check_resonance,
+        methods.resonance_arguments,
+    ),
+    RopeType("ntk_mixed", methods.NtkMixed, methods.ntk_mixed, methods.ntk_mixed_preset),
+)
+for record in BUILTIN + METHODS:
     register_rope(record)

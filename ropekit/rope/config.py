@@ -202,12 +202,12 @@ class Llama3:
             )
 
 
-def check_dynamic(spec: RopeSpec) -> None:
-    """Dynamic's theta exponent dim / (dim - 2) needs a rotary dim > 2."""
+def check_theta_exponent(spec: RopeSpec) -> None:
+    """The NTK theta exponent dim / (dim - 2) (dynamic, ntk, ntk_by_parts) needs a rotary dim > 2."""
     if spec.rotary_dim < 4:
         raise RopeConfigError(
             f"head_dim={spec.head_dim} x partial_rotary_factor={spec.partial_rotary_factor:g} gives rotary dim "
-            f"{spec.rotary_dim}; dynamic needs an even number >= 4"
+            f"{spec.rotary_dim}; {spec.rope_type} needs an even number >= 4 (its theta exponent is dim / (dim - 2))"
         )
 
 
@@ -222,8 +222,43 @@ def check_longrope(spec: RopeSpec) -> None:
             )
 
 
-# Keys that may sit beside the type-specific ones in any rope dict (v5 keeps them inside).
-_COMMON_KEYS = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
+# Keys that may sit beside the type-specific ones in a model's rope dict (v5 keeps them inside).
+_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor")
+
+
+def is_rope_params(value: Any) -> bool:
+    """Whether ``value`` is an instance of a rope type's parameter class (a nested rope, as the one
+    resonance rounds, is one)."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(type(value), "rope_type")
+
+
+def params_dict(scaling: Any) -> dict[str, Any]:
+    """A parameter object as its rope dict (``rope_type`` and every key not at its default), nested
+    ropes included: plain data that :func:`parse_params` reads back."""
+    out: dict[str, Any] = {"rope_type": scaling.rope_type}
+    for f in dataclasses.fields(scaling):
+        value = getattr(scaling, f.name)
+        if value is None or value == f.default:
+            continue
+        if is_rope_params(value):
+            value = params_dict(value)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _with_length(scaling: Any, length: int) -> Any:
+    """``scaling`` with each ``original_max_position_embeddings`` left at None (its own and a nested
+    rope's) set to the model's ``length``, as transformers fills it."""
+    changes = {}
+    for f in dataclasses.fields(scaling):
+        value = getattr(scaling, f.name)
+        if f.name == "original_max_position_embeddings" and value is None:
+            changes[f.name] = length
+        elif is_rope_params(value):
+            filled = _with_length(value, length)
+            if filled is not value:
+                changes[f.name] = filled
+    return dataclasses.replace(scaling, **changes) if changes else scaling
 
 
 # --- the resolved spec ------------------------------------------------------------------------
@@ -233,7 +268,8 @@ _COMMON_KEYS = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
 class RopeSpec:
     """One resolved rope: its scaling and the head geometry it rotates.
 
-    ``original_max_position_embeddings`` of yarn/longrope/llama3 is always filled in here.
+    ``original_max_position_embeddings`` (yarn, longrope, llama3, ..., and in a nested rope) is
+    always filled in here.
     """
 
     scaling: Any  # an instance of the rope type's parameter class (Default, Yarn, ...)
@@ -260,12 +296,7 @@ class RopeSpec:
         record = _record(self.scaling.rope_type)
         if record.check is not None:
             record.check(self)
-        if getattr(self.scaling, "original_max_position_embeddings", 0) is None:
-            _set(
-                self,
-                "scaling",
-                dataclasses.replace(self.scaling, original_max_position_embeddings=self.max_position_embeddings),
-            )
+        _set(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
 
     @property
     def rope_type(self) -> str:
@@ -281,11 +312,7 @@ class RopeSpec:
         out: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
         if self.partial_rotary_factor != 1.0:
             out["partial_rotary_factor"] = self.partial_rotary_factor
-        for f in dataclasses.fields(self.scaling):
-            value = getattr(self.scaling, f.name)
-            if value is not None and value != f.default:
-                out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return {**out, **params_dict(self.scaling)}
 
     def to_record(self) -> dict[str, Any]:
         """The whole spec as plain data (its rope dict and head geometry): what a sweep directory
@@ -303,21 +330,16 @@ class RopeSpec:
         )
 
 
-def parse_rope(
+def parse_params(
     rope: Mapping[str, Any] | None,
     *,
-    head_dim: int,
-    rope_theta: float,
-    max_position_embeddings: int,
-    partial_rotary_factor: float = 1.0,
     where: str = "rope_scaling",
     type_aliases: Mapping[str, str] | None = None,
-) -> RopeSpec:
-    """One flat rope dict (v4 ``rope_scaling`` or v5 ``rope_parameters``) into a :class:`RopeSpec`.
-
-    ``rope_theta`` / ``partial_rotary_factor`` inside the dict take priority over the arguments,
-    as in transformers (v5 keeps them there). ``None`` or ``{}`` is the default rope.
-    """
+    beside: tuple[str, ...] = _GEOMETRY_KEYS,
+) -> Any:
+    """The parameter object of one flat rope dict: an instance of its type's parameter class, every
+    key checked. ``beside`` names the keys allowed next to the type's own and left to the caller
+    (a model's rope dict: ``rope_theta``, ``partial_rotary_factor``; a nested rope: none)."""
     if rope is None:
         rope = {}
     if not isinstance(rope, Mapping):
@@ -338,23 +360,46 @@ def parse_rope(
     cls = get_rope(rope_type).params
     where = f"{where} (rope_type {rope_type!r})"
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(rope) - set(fields) - set(_COMMON_KEYS))
+    unknown = sorted(set(rope) - set(fields) - {"rope_type", "type", *beside})
     if unknown:
-        allowed = ", ".join(list(fields) + ["rope_theta", "partial_rotary_factor"])
+        allowed = ", ".join([*fields, *beside]) or "none besides rope_type"
         raise RopeConfigError(f"{where}: unknown key {unknown[0]!r}; the keys of {rope_type} are: {allowed}")
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in rope]
     if missing:
         raise RopeConfigError(f"{where}: required key {missing[0]!r} is missing")
     try:
+        return cls(**{k: v for k, v in rope.items() if k in fields})
+    except RopeConfigError as err:
+        raise RopeConfigError(f"{where}: {err}") from None
+
+
+def parse_rope(
+    rope: Mapping[str, Any] | None,
+    *,
+    head_dim: int,
+    rope_theta: float,
+    max_position_embeddings: int,
+    partial_rotary_factor: float = 1.0,
+    where: str = "rope_scaling",
+    type_aliases: Mapping[str, str] | None = None,
+) -> RopeSpec:
+    """One flat rope dict (v4 ``rope_scaling`` or v5 ``rope_parameters``) into a :class:`RopeSpec`.
+
+    ``rope_theta`` / ``partial_rotary_factor`` inside the dict take priority over the arguments,
+    as in transformers (v5 keeps them there). ``None`` or ``{}`` is the default rope.
+    """
+    scaling = parse_params(rope, where=where, type_aliases=type_aliases)
+    rope = rope or {}
+    try:
         return RopeSpec(
-            scaling=cls(**{k: v for k, v in rope.items() if k in fields}),
+            scaling=scaling,
             rope_theta=rope.get("rope_theta", rope_theta),
             head_dim=head_dim,
             max_position_embeddings=max_position_embeddings,
             partial_rotary_factor=rope.get("partial_rotary_factor", partial_rotary_factor),
         )
     except RopeConfigError as err:
-        raise RopeConfigError(f"{where}: {err}") from None
+        raise RopeConfigError(f"{where} (rope_type {scaling.rope_type!r}): {err}") from None
 
 
 # --- whole model configs ----------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 Every function has the signature ``(spec, seq_len) -> (inv_freq, attention_scale)``:
 ``inv_freq`` is float32 ``[rotary_dim // 2]`` on the CPU, and ``attention_scale`` multiplies
-cos and sin. ``seq_len`` is the length being evaluated; only ``dynamic`` and ``longrope`` read
-it, and only through their argument (no cache, no call-order effects). The arithmetic follows
-transformers' ``ROPE_INIT_FUNCTIONS`` operation by operation so that the numbers agree to
-float32 rounding (tests/rope/test_frequencies.py holds the proof).
+cos and sin. ``seq_len`` is the length being evaluated; of the six only ``dynamic`` and
+``longrope`` read it, and only through their argument (no cache, no call-order effects). The
+arithmetic follows transformers' ``ROPE_INIT_FUNCTIONS`` operation by operation so that the
+numbers agree to float32 rounding (tests/rope/test_frequencies.py holds the proof). The methods
+beyond transformers' six (ntk, dynamic_yarn, ...) are in ``methods.py``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,34 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
     return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
 
 
+def correction_range(
+    fast: float, slow: float, dim: int, theta: float, length: int, *, truncate: bool = True
+) -> tuple[float, float]:
+    """The dimension indices (low, high) between which a ramp blends from the pairs turning more than
+    ``fast`` times over ``length`` tokens to those turning fewer than ``slow`` times.
+
+    Pair index d of a rotary dim ``dim`` turns length / (2 pi theta^(2d/dim)) times, so the index of
+    r rotations is dim ln(length / (2 pi r)) / (2 ln theta); ``truncate`` floors low and ceils high.
+    Clamped to [0, dim - 1] as upstream (jquesnelle/yarn ``find_correction_range``; transformers).
+    """
+
+    def dim_of(rotations: float) -> float:
+        return (dim * math.log(length / (rotations * 2 * math.pi))) / (2 * math.log(theta))
+
+    low, high = dim_of(fast), dim_of(slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, dim - 1)
+
+
+def linear_ramp(low: float, high: float, n: int) -> torch.Tensor:
+    """0 up to index ``low``, 1 from ``high``, linear between, over indices 0..n-1 (float32);
+    upstream's ``linear_ramp_mask``, with its guard against a zero-width ramp."""
+    if low == high:
+        high += 0.001
+    return torch.clamp((torch.arange(n, dtype=torch.float32) - low) / (high - low), 0, 1)
+
+
 def yarn_ramp_bounds(spec: RopeSpec) -> tuple[float, float]:
     """The dimension indices (low, high) between which YaRN blends interpolation into extrapolation.
 
@@ -60,15 +89,15 @@ def yarn_ramp_bounds(spec: RopeSpec) -> tuple[float, float]:
     with more than beta_fast rotations keep their frequency, those with fewer than beta_slow are
     interpolated by factor (the paper's "NTK-by-parts", section 3.2).
     """
-    s, dim, theta = spec.scaling, spec.rotary_dim, spec.rope_theta
-
-    def dim_of(rotations: float) -> float:
-        return (dim * math.log(s.original_max_position_embeddings / (rotations * 2 * math.pi))) / (2 * math.log(theta))
-
-    low, high = dim_of(s.beta_fast), dim_of(s.beta_slow)
-    if s.truncate:
-        low, high = math.floor(low), math.ceil(high)
-    return max(low, 0), min(high, dim - 1)
+    s = spec.scaling
+    return correction_range(
+        s.beta_fast,
+        s.beta_slow,
+        spec.rotary_dim,
+        spec.rope_theta,
+        s.original_max_position_embeddings,
+        truncate=s.truncate,
+    )
 
 
 def yarn(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
@@ -80,10 +109,7 @@ def yarn(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
         attention = yarn_mscale(s.factor, s.mscale) / yarn_mscale(s.factor, s.mscale_all_dim)
     else:
         attention = yarn_mscale(s.factor)
-    low, high = yarn_ramp_bounds(spec)
-    if low == high:
-        high += 0.001  # upstream's guard against a zero-width ramp
-    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    ramp = linear_ramp(*yarn_ramp_bounds(spec), dim // 2)
     extrapolation = 1 - ramp  # 1 keeps the original frequency, 0 interpolates fully
     pos_freqs = spec.rope_theta ** (torch.arange(0, dim, 2).to(torch.float32) / dim)
     inv_freq = (1.0 / (s.factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation

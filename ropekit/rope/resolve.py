@@ -57,18 +57,21 @@ def rope_argument(text: str) -> tuple[str, str | dict]:
 
 def rope_name(rope: str | Mapping[str, Any]) -> str:
     """The name of an unnamed rope: a preset or ``native`` as typed (``yarn``, ``yarn:4``), a
-    config.json path by its model folder, a dict by its type and factor (``yarn:4``), a dict keyed
-    by layer type by its global layers' rope."""
+    config.json path by its model folder, a dict by its type and factor (``yarn:4``; a rope over
+    another by both, ``resonance:yarn:4``), a dict keyed by layer type by its global layers' rope."""
     if isinstance(rope, Mapping):
         inner = split_layer_types(rope, "rope")
         if inner is not None:
             rope = inner.get("full_attention") or next((r for r in inner.values() if r), {})
             return rope_name(rope) if rope else "nope"
-        factor = rope.get("factor")
+        rope_type = str(rope.get("rope_type", rope.get("type", "default")))
+        if isinstance(rope.get("rope"), Mapping):  # a rope over another (resonance): named as its preset
+            return f"{rope_type}:{rope_name(rope['rope'])}"
+        factor = rope.get("factor", rope.get("alpha"))  # the number its preset takes (ntk's is alpha)
         suffix = (
             "" if not factor else f":{factor:g}" if isinstance(factor, int | float) else f":{factor}"
         )  # checked later
-        return str(rope.get("rope_type", rope.get("type", "default"))) + suffix
+        return rope_type + suffix
     if _is_config_path(rope):
         path = Path(rope)
         return (path if path.is_dir() else path.parent if path.name == "config.json" else path.with_suffix("")).name

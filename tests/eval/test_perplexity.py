@@ -63,6 +63,24 @@ def test_prefix_reuse_equals_separate_passes(checkpoint, ids, rope_type, passes)
         assert shared[length].nll_sum == pytest.approx(separate, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("rope", "passes"),
+    [
+        ("dynamic_yarn", [[64, 128], [200], [256], [512]]),  # training-free: its own scale past 128
+        ("dynamic_yarn:4", [LENGTHS]),  # YaRN at 4 held up to 4 x 128
+        ("ntk:4", [LENGTHS]),
+        ("resonance:yarn:4", [LENGTHS]),
+    ],
+)
+def test_methods_share_passes_by_their_frequencies(checkpoint, ids, rope, passes):
+    model = ropekit.load_model(checkpoint, rope_scaling=rope)
+    assert [group for _, _, group in shared_passes(model, LENGTHS)] == passes
+    shared = first_tokens_scores(model, ids, LENGTHS)
+    for length in LENGTHS:
+        separate = ropekit.token_nll(model, ids[:length]).double().sum().item()
+        assert shared[length].nll_sum == pytest.approx(separate, rel=1e-5)
+
+
 def test_one_pass_per_group_is_what_runs_and_identical_ropes_share_it(checkpoint, ids):
     dynamic = ropekit.load_model(checkpoint, rope_scaling=preset("dynamic", 4.0, **GEO))
     default = ropekit.load_model(checkpoint)

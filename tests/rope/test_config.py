@@ -285,7 +285,7 @@ LONG32 = {"rope_type": "longrope", "short_factor": [1.0] * 32, "long_factor": [2
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
 
 BAD = {
-    "unknown type": ({"rope_type": "ntk"}, ["rope_type", "'ntk'", "yarn", "llama3"]),
+    "unknown type": ({"rope_type": "xpos"}, ["rope_type", "'xpos'", "yarn", "llama3"]),
     "unknown legacy type": ({"type": "su"}, ["rope_type", "'su'"]),
     "type disagrees": ({"rope_type": "yarn", "type": "linear", "factor": 2}, ["'yarn'", "'linear'"]),
     "missing factor": ({"rope_type": "yarn"}, ["'factor'", "missing"]),

@@ -394,7 +394,7 @@ def test_a_directory_of_an_older_ropekit_is_refused_untouched(setup, tmp_path, c
         ({"mode": "strided"}, "needs stride"),
         ({"layer_mixes": ["LLXG@64"]}, "layer mix 'LLXG@64' is not understood"),
         ({"ropes": {"bad": {"rope_type": "yarn"}}}, "rope 'bad', layer mix 'native': rope_scaling"),
-        ({"ropes": {"bad": "ntk:4"}}, "rope 'ntk:4' is not understood"),
+        ({"ropes": {"bad": "xpos:4"}}, "rope 'xpos:4' is not understood"),
         ({"layer_mixes": ["LLLG@0"]}, "sliding_window=0"),
         ({"models": ["no-such-model"]}, "models: model 'no-such-model' is not found"),
         ({"corpus": {"path": "x", "fmt": "text"}}, "corpus: unknown key 'fmt'"),
