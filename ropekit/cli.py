@@ -522,6 +522,90 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="a sweep's rope and layer mix as config.json changes for transformers and --hf-overrides for vLLM",
+        description=(
+            "Write what it takes to run a rope and layer mix elsewhere: the model's config.json with them in "
+            "transformers' v4 form (rope_scaling, rope_theta) and v5 form (rope_parameters), with layer_types "
+            "and sliding_window, and the JSON of vLLM's --hf-overrides. Names are those of the sweep in DIR (or "
+            "of --spec); without either, --model, --rope and --layer-mix are given as to ropekit sweep. A target "
+            "whose code cannot run the plan (ropekit's own position methods, a layer mix the family's upstream "
+            "code has no switch for) is refused, with the reason."
+        ),
+        epilog="example: ropekit export runs/default --rope yarn --layer-mix native --model smollm2-135m",
+    )
+    p.add_argument("dir", type=Path, nargs="?", metavar="DIR", help="a sweep directory (its spec names the ropes)")
+    p.add_argument("--spec", type=Path, metavar="SPEC.toml", help="a sweep spec instead of DIR")
+    p.add_argument("--model", metavar="MODEL", help="the model (default: the sweep's only one)")
+    p.add_argument("--rope", metavar="ROPE", help="the rope's name in the sweep (or, without one, a rope argument)")
+    p.add_argument("--layer-mix", metavar="MIX", help="the layer mix (default: the sweep's only one, else native)")
+    p.add_argument("--out", type=Path, metavar="FOLDER", help="where to write (default: DIR/export/MODEL_MIX_ROPE)")
+    p.set_defaults(run=run_export)
+
+
+def _one(kind: str, given: str | None, names: list[str]) -> str:
+    """The sweep's ``kind`` named ``given``, or its only one when none is given."""
+    if given is None:
+        if len(names) == 1:
+            return names[0]
+        raise SpecError(f"the sweep has {len(names)} {kind}s ({', '.join(names)}); say which with --{kind}")
+    if given not in names:
+        raise SpecError(f"{kind} {given!r} is not in the sweep; its {kind}s are: {', '.join(names)}")
+    return given
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import json
+    import re
+
+    from .cache import atomic_write
+    from .models import checkpoint_config, plan_config, read_model_config
+    from .models.export import ExportError, export_plan
+
+    if args.dir is not None and args.spec is not None:
+        raise SpecError("give a sweep directory or --spec, not both")
+    if args.dir is not None or args.spec is not None:
+        if args.spec is not None:
+            spec = load_spec(args.spec)
+        elif (args.dir / "meta.json").is_file():
+            spec = spec_from_dict(json.loads((args.dir / "meta.json").read_text())["spec"])
+        else:
+            raise SpecError(f"{args.dir} holds no sweep (no meta.json); give a sweep directory, or --spec")
+        model = _one("model", args.model, list(spec.models))
+        rope_name = _one("rope", args.rope, list(spec.ropes))
+        rope, mix = spec.ropes[rope_name], _one("layer-mix", args.layer_mix, list(spec.layer_mixes))
+    else:
+        if args.model is None or args.rope is None:
+            raise SpecError("give a sweep directory (or --spec), or --model and --rope")
+        rope_name, rope = rope_argument(args.rope)
+        model, mix = args.model, args.layer_mix or "native"
+    path, raw = read_model_config(model)
+    plan = plan_config(checkpoint_config(raw), rope_scaling=rope, layer_mix=mix)
+    export = export_plan(plan)
+    if not export.changes:
+        reason = next(iter(export.refused.values()))
+        raise ExportError(f"{model}, layer mix {mix}, rope {rope_name} cannot run outside ropekit: {reason}")
+    name = re.sub(r"[^\w.+@-]+", "-", f"{Path(str(model)).name}_{mix}_{rope_name}")
+    out = args.out or (args.dir or Path(".")) / "export" / name
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{model}, layer mix {mix}, rope {rope_name}: {plan.describe()}")
+    files = {"transformers_v4": "config.v4.json", "transformers_v5": "config.v5.json", "vllm": "vllm-hf-overrides.json"}
+    for target, file in files.items():
+        if target not in export.changes:
+            print(f"  {target}: refused: {export.refused[target]}")
+            continue
+        data = export.changes[target] if target == "vllm" else export.config(target, raw)
+        atomic_write(out / file, json.dumps(data, indent=1) + "\n")
+        print(f"  {target}: wrote {out / file}")
+        if target == "vllm":
+            print(f"    vllm serve {path} --hf-overrides '{json.dumps(data, separators=(',', ':'))}'")
+    for note in export.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ropekit", description="Long-context RoPE scaling toolkit.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('ropekit').__version__}")
@@ -531,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     _status_parser(sub)
     _inspect_parser(sub)
     _models_parser(sub)
+    _export_parser(sub)
     return parser
 
 
@@ -538,11 +623,12 @@ def cli_errors() -> tuple[type[Exception], ...]:
     """The errors a command reports in one line: bad input and unusable folders."""
     from .data import CorpusError
     from .models import CheckpointError, ModelConfigError
+    from .models.export import ExportError
     from .report import ReportError
     from .sweep.claims import ClaimError
     from .sweep.store import StoreError
 
-    bad_input = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError)
+    bad_input = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, ExportError)
     return (*bad_input, StoreError, ClaimError, OSError)
 
 

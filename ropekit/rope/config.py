@@ -418,6 +418,11 @@ _NOPE_GLOBAL_WHEN_SLIDING = {"exaone4"}
 _TYPE_ALIASES = {"phi3": {"su": "longrope", "yarn": "longrope"}}
 
 
+def rope_type_aliases(model_type: str | None) -> Mapping[str, str]:
+    """The rope types a model type's config reads as others (Phi-3: ``yarn`` is ``longrope``)."""
+    return _TYPE_ALIASES.get(model_type, {})
+
+
 def flat_rope_layer_types(model_type: str | None) -> tuple[str, ...]:
     """The layer types a flat rope dict in a config.json applies to, as transformers reads it
     (``model_type`` as :func:`load_config_dict` gives it)."""

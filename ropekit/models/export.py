@@ -1,0 +1,234 @@
+"""Export a resolved plan (a rope and a layer mix on a model) to where researchers run models next:
+the config.json of transformers (the v4 ``rope_scaling`` form and the v5 ``rope_parameters`` form)
+and the ``--hf-overrides`` JSON of vLLM.
+
+A target gets the plan only where its own code, reading those keys, runs exactly that plan;
+otherwise it is refused with the reason (ropekit's own position methods, a layer mix the family's
+upstream code has no switch for, a rope per layer type where the family has one rope). What each
+family's upstream code can be told is data (``SWITCHES``), read from transformers' modeling files:
+
+* ``layer_types`` with one ``sliding_window``: Qwen2/Qwen3 (with ``use_sliding_window``), Gemma 3,
+  EXAONE 4; Mistral and Phi-3 apply ``sliding_window`` to every layer or none; Llama has no window.
+* a rope per layer type: Gemma 3 only (v5 nested ``rope_parameters``; v4 ``rope_local_base_freq``,
+  a theta and nothing else, for sliding layers).
+* NoPE: EXAONE 4's global layers have no rope exactly when ``sliding_window`` is set; no other
+  family here can drop a layer's rope.
+
+tests/models/test_export.py loads each exported config in transformers and gets ropekit's per-token
+NLL, and reads it back in ropekit as the same plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..rope import RopeSpec, get_rope
+from ..rope.config import rope_type_aliases
+from .config import ModelConfig, checkpoint_config, plan_config
+
+# transformers' ROPE_INIT_FUNCTIONS (and vLLM's get_rope) know these types and their keys.
+UPSTREAM_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")
+TARGETS = ("transformers_v4", "transformers_v5", "vllm")
+
+
+@dataclass(frozen=True)
+class Switches:
+    """What a family's upstream code reads from config.json about layers."""
+
+    layer_types: bool = False  # each layer full or sliding, from ``layer_types``
+    uniform_window: bool = False  # ``sliding_window`` on every layer, or ``null`` for none
+    rope_per_type: bool = False  # a rope per layer type
+    nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
+    with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
+
+
+QWEN = Switches(layer_types=True, with_window={"use_sliding_window": True})
+SWITCHES: dict[str, Switches] = {
+    "llama": Switches(),
+    "mistral": Switches(uniform_window=True),
+    "phi3": Switches(uniform_window=True),
+    "qwen2": QWEN,
+    "qwen3": QWEN,
+    "gemma3_text": Switches(layer_types=True, rope_per_type=True),
+    "exaone4": Switches(layer_types=True, nope_global_when_sliding=True),
+}
+# Keys that a target's form replaces: they are dropped from the checkpoint's config before the
+# export's are set, so no stale value disagrees with them.
+ROPE_KEYS = ("rope_scaling", "rope_parameters", "rope_theta", "rope_local_base_freq")
+
+
+class ExportError(ValueError):
+    """A plan no target can run; the message gives each target's reason."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """Per target, the config keys that run the plan (``changes``) or why it cannot (``refused``)."""
+
+    model_type: str
+    changes: dict[str, dict[str, Any]]
+    refused: dict[str, str]
+    notes: tuple[str, ...] = ()
+
+    def config(self, target: str, checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+        """The checkpoint's config.json with ``target``'s changes (its rope keys replaced whole)."""
+        if target not in self.changes:
+            raise ExportError(f"{target}: {self.refused[target]}")
+        base = {k: v for k, v in checkpoint.items() if k not in ROPE_KEYS}
+        text = checkpoint.get("text_config")
+        if isinstance(text, Mapping):  # a multimodal checkpoint: the text model's config holds the plan
+            return {**base, "text_config": self.config(target, text)}
+        return {**base, **self.changes[target]}
+
+
+def export_plan(config: ModelConfig) -> Export:
+    """What ``config``'s plan (its layers' attention, windows and ropes) is for each target."""
+    switches = SWITCHES[config.model_type]
+    refused: dict[str, str] = {}
+    notes: list[str] = []
+    layers = config.layers
+    full = {layer.rope for layer in layers if layer.attention == "full_attention"}
+    sliding = {layer.rope for layer in layers if layer.attention == "sliding_attention"}
+    windows = sorted({layer.window for layer in layers if layer.window is not None})
+    problem = _rope_problem(full | sliding, config.model_type) or _layer_problem(
+        config, switches, full, sliding, windows
+    )
+    if problem:
+        return Export(config.model_type, {}, dict.fromkeys(TARGETS, problem))
+    window = windows[0] if windows else None
+    layer_keys = _layer_keys(config, switches, window)
+    full_rope = next(iter(full), None)
+    sliding_rope = next(iter(sliding), None)
+    ropes = {"full_attention": full_rope, "sliding_attention": sliding_rope}
+    ropes = {lt: spec for lt, spec in ropes.items() if spec is not None}
+    one = next(iter(ropes.values()))
+    changes = {}
+    if switches.rope_per_type:
+        changes["transformers_v5"] = {"rope_parameters": {lt: spec.to_dict() for lt, spec in ropes.items()}}
+        if sliding_rope is not None and sliding_rope.rope_type != "default":
+            refused["transformers_v4"] = (
+                f"the sliding layers' rope is {sliding_rope.rope_type}; in the v4 form {config.model_type} gives "
+                "sliding layers a theta (rope_local_base_freq) and nothing else: use the v5 form"
+            )
+        else:
+            v4 = _v4(full_rope) if full_rope is not None else {}
+            if sliding_rope is not None:
+                v4["rope_local_base_freq"] = sliding_rope.rope_theta
+            changes["transformers_v4"] = v4
+    else:
+        changes["transformers_v5"] = {"rope_parameters": one.to_dict()}
+        changes["transformers_v4"] = _v4(one)
+    original = getattr(one.scaling, "original_max_position_embeddings", None)
+    if "original_max_position_embeddings" in config.checkpoint and original is not None:
+        layer_keys["original_max_position_embeddings"] = original  # Phi-3's, read before the rope dict's
+    for target in ("transformers_v4", "transformers_v5"):
+        if target in changes:
+            changes[target] = {**changes[target], **layer_keys}
+    for target in ("transformers_v4", "transformers_v5"):  # transformers' config class is the judge
+        if target in changes and (why := _read_back(config, changes[target])):
+            refused[target] = why
+            del changes[target]
+    if "dynamic" in {spec.rope_type for spec in ropes.values()}:
+        refused["vllm"] = (
+            "vLLM computes dynamic's theta once, for max_position_embeddings x factor; ropekit's (and "
+            "transformers' on a fresh model) follows the evaluated length: export yarn or linear for vLLM"
+        )
+        notes.append(
+            "transformers' dynamic keeps the longest length it has seen (dynamic_rope_update): its numbers are "
+            "ropekit's for the first text a fresh model reads and for texts longer than any before"
+        )
+    elif "transformers_v4" in changes:
+        changes["vllm"] = dict(changes["transformers_v4"])  # vLLM reads the v4 keys of config.json
+    else:
+        refused["vllm"] = refused["transformers_v4"]
+    if not changes:
+        return Export(config.model_type, {}, dict.fromkeys(TARGETS, next(iter(refused.values()))))
+    return Export(config.model_type, changes, refused, tuple(notes))
+
+
+def _read_back(config: ModelConfig, changes: Mapping[str, Any]) -> str | None:
+    """Why the checkpoint's config with ``changes`` does not run ``config``'s plan: transformers' config
+    class refuses it, or it reads as another plan (what ropekit reads, as transformers does)."""
+    merged = {**{k: v for k, v in config.checkpoint.items() if k not in ROPE_KEYS}, **changes}
+    try:
+        back = plan_config(checkpoint_config(merged))
+    except ValueError as err:  # transformers' own validation, as ropekit raises it
+        return f"transformers' {config.model_type} config refuses it: {' '.join(str(err).split())}"
+    if back.layers != config.layers:
+        return f"{config.model_type}'s config reads it as another plan: {back.describe()}"
+    return None
+
+
+def _v4(spec: RopeSpec) -> dict[str, Any]:
+    """A rope in the v4 form: ``rope_scaling`` (null for the default rope) beside ``rope_theta``."""
+    rope = spec.to_dict()
+    theta = rope.pop("rope_theta")
+    partial = rope.pop("partial_rotary_factor", None)
+    keys: dict[str, Any] = {"rope_scaling": None if rope == {"rope_type": "default"} else rope, "rope_theta": theta}
+    if partial is not None:
+        keys["partial_rotary_factor"] = partial
+    return keys
+
+
+def _rope_problem(specs: set[RopeSpec | None], model_type: str) -> str | None:
+    """Why a rope cannot leave ropekit: a type outside transformers' six, one the family's config reads
+    as another, or a key they do not have."""
+    for spec in specs - {None}:
+        if spec.rope_type in (aliases := rope_type_aliases(model_type)):
+            return (
+                f"{model_type}'s config reads rope_type {spec.rope_type!r} as {aliases[spec.rope_type]!r}, so "
+                f"no config.json of it can say {spec.rope_type}"
+            )
+        if spec.rope_type not in UPSTREAM_TYPES:
+            return (
+                f"rope_type {spec.rope_type!r} is ropekit's own position method; transformers and vLLM know "
+                f"only {', '.join(UPSTREAM_TYPES)}"
+            )
+        own = {f.name for f in dataclasses.fields(get_rope(spec.rope_type).params)}
+        extra = sorted(set(spec.to_dict()) - own - {"rope_type", "rope_theta", "partial_rotary_factor"})
+        if extra:
+            return f"the {spec.rope_type} rope sets {extra[0]!r}, a ropekit option upstream code does not read"
+    return None
+
+
+def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: set, windows: list[int]) -> str | None:
+    """Why a family's upstream code cannot run this layer plan, or None."""
+    family = config.model_type
+    if len(windows) > 1:
+        return f"the plan has several windows ({windows}); upstream configs hold one sliding_window"
+    if len(full) > 1 or len(sliding) > 1:
+        return "the plan gives one layer type several ropes; upstream configs hold one rope per layer type"
+    mixed = bool(full) and bool(sliding)
+    if sliding and not (switches.layer_types or (switches.uniform_window and not mixed)):
+        can = "every layer sliding or none" if switches.uniform_window else "no sliding window"
+        return f"{family}'s upstream code has no per-layer switch (layer_types): it runs {can}"
+    if None in sliding:
+        return "the plan drops the rope of sliding layers; no upstream config can say so"
+    if None in full:
+        if not (switches.nope_global_when_sliding and sliding):
+            return f"the plan drops the global layers' rope (NoPE); {family}'s upstream code has no switch for it"
+    elif switches.nope_global_when_sliding and sliding:
+        return (
+            f"{family}'s upstream code drops the global layers' rope whenever sliding_window is set; this plan "
+            "keeps it (add +nope to the layer mix, or make every layer global)"
+        )
+    if mixed and None not in full and full != sliding and not switches.rope_per_type:
+        return f"the plan gives global and sliding layers different ropes; {family}'s upstream code has one rope"
+    return None
+
+
+def _layer_keys(config: ModelConfig, switches: Switches, window: int | None) -> dict[str, Any]:
+    """``layer_types``, ``sliding_window`` and what a window also needs, as the family reads them."""
+    if switches.uniform_window:
+        return {"sliding_window": window}
+    if not switches.layer_types:
+        return {}
+    keys: dict[str, Any] = {"layer_types": [layer.attention for layer in config.layers]}
+    if window is not None:
+        keys |= {"sliding_window": window, **switches.with_window}
+    elif switches.nope_global_when_sliding:
+        keys["sliding_window"] = None  # a window would take the global layers' rope away
+    return keys

@@ -1,0 +1,148 @@
+"""Exporting a rope and layer mix (ropekit/models/export.py): the exported config.json, in both of
+transformers' forms, loaded by transformers, gives ropekit's per-token NLL under that rope and mix,
+and reads back in ropekit as the same plan; what a target cannot run is refused with its reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.cli import main
+from ropekit.models import checkpoint_config, model_config, plan_config
+from ropekit.models.export import ExportError, export_plan
+from tests.models.tiny import FAMILY_CONFIGS, assert_nll_close, hf_token_nll, make_checkpoint
+
+T = 300  # past the trained 128 tokens below (dynamic and longrope in their long regimes) and every window
+TRAINED = {"max_position_embeddings": 128}
+PER_TYPE = {
+    "full_attention": {"rope_type": "yarn", "factor": 4.0},
+    "sliding_attention": {"rope_type": "linear", "factor": 2.0},
+}
+
+BOTH_YARN = {lt: {"rope_type": "yarn", "factor": 2.0} for lt in ("full_attention", "sliding_attention")}
+
+
+def checkpoint(tmp_path: Path, family: str) -> tuple[Path, dict]:
+    folder = tmp_path / "checkpoint"
+    make_checkpoint(folder, {**FAMILY_CONFIGS[family], **TRAINED})
+    return folder, json.loads((folder / "config.json").read_text())
+
+
+def exported(tmp_path: Path, folder: Path, config: dict, name: str) -> Path:
+    """A checkpoint folder with the exported config.json and the original weights."""
+    target = tmp_path / name
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps(config))
+    for weights in folder.glob("*.safetensors"):
+        (target / weights.name).symlink_to(weights)
+    return target
+
+
+def ids(vocab: int) -> torch.Tensor:
+    return torch.randint(0, vocab, (T,), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize(
+    ("family", "rope", "mix", "forms"),
+    [
+        ("llama", "yarn:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("llama", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("llama", "dynamic:2", "native", ("transformers_v4", "transformers_v5")),
+        ("qwen3", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("qwen3", "llama3:4", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
+        ("mistral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
+        ("phi3", "longrope:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
+        ("gemma3", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("gemma3", "linear:4", "GGLL@24", ("transformers_v4", "transformers_v5", "vllm")),
+        ("gemma3", PER_TYPE, "native", ("transformers_v5",)),
+        ("exaone4", "native", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
+        ("exaone4", "yarn:2", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
+    ],
+)
+def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    folder, raw = checkpoint(tmp_path, family)
+    plan = plan_config(checkpoint_config(raw), rope_scaling=rope, layer_mix=mix)
+    export = export_plan(plan)
+    assert tuple(export.changes) == forms or set(export.changes) == set(forms), export.refused
+    model = ropekit.load_model(folder, rope_scaling=rope, layer_mix=mix)
+    tokens = ids(model.config.vocab_size)
+    ours = ropekit.token_nll(model, tokens)
+    for form in ("transformers_v4", "transformers_v5"):
+        if form not in export.changes:
+            continue
+        config = export.config(form, raw)
+        assert model_config(config).layers == plan.layers, form  # ropekit reads it back as the same plan
+        target = exported(tmp_path, folder, config, form)
+        hf = AutoModelForCausalLM.from_pretrained(target, attn_implementation="eager").float().eval()
+        assert_nll_close(ours, hf_token_nll(hf, tokens))
+    if "vllm" in export.changes:
+        assert export.changes["vllm"] == export.changes["transformers_v4"]  # vLLM reads the v4 keys
+
+
+@pytest.mark.parametrize(
+    ("family", "rope", "mix", "reason"),
+    [
+        ("llama", "yarn:2", "LLLG@32", "llama's upstream code has no per-layer switch (layer_types)"),
+        ("mistral", "yarn:2", "LLLG@32", "it runs every layer sliding or none"),
+        ("llama", "ntk:2", "native", "rope_type 'ntk' is ropekit's own position method"),
+        ("qwen3", "yarn:2", "LLLG@32+nope", "drops the global layers' rope (NoPE); qwen3's upstream code has no"),
+        ("exaone4", BOTH_YARN, "LLLG@32", "drops the global layers' rope whenever sliding_window is set"),
+        ("exaone4", "yarn:2", "all-global", "the plan drops the global layers' rope (NoPE); exaone4's upstream"),
+        ("qwen3", PER_TYPE, "LLLG@32", "different ropes; qwen3's upstream code has one rope"),
+        ("phi3", "yarn:2", "all-global", "phi3's config reads rope_type 'yarn' as 'longrope'"),
+        ("phi3", "linear:2", "native", "phi3 config refuses it: model config of type 'phi3' is not valid: Class validation error"),
+    ],
+)
+def test_a_plan_a_family_cannot_run_is_refused_for_every_target(family, rope, mix, reason, tmp_path):
+    _, raw = checkpoint(tmp_path, family)
+    export = export_plan(plan_config(checkpoint_config(raw), rope_scaling=rope, layer_mix=mix))
+    assert not export.changes
+    assert all(reason in why for why in export.refused.values()), export.refused
+    with pytest.raises(ExportError, match="transformers_v4: "):
+        export.config("transformers_v4", raw)
+
+
+def test_gemma3_sliding_ropes_beyond_a_theta_are_only_v5_and_dynamic_is_not_for_vllm(tmp_path):
+    _, raw = checkpoint(tmp_path, "gemma3")
+    per_type = export_plan(plan_config(checkpoint_config(raw), rope_scaling=PER_TYPE))
+    assert "rope_local_base_freq" in per_type.refused["transformers_v4"]
+    assert per_type.changes["transformers_v5"]["rope_parameters"]["sliding_attention"]["rope_type"] == "linear"
+    dynamic = export_plan(plan_config(checkpoint_config(raw), rope_scaling="dynamic:2"))
+    assert "vLLM computes dynamic's theta once" in dynamic.refused["vllm"]
+    assert any("dynamic_rope_update" in note for note in dynamic.notes)
+
+
+def test_export_from_a_sweep_directory_by_its_names(tmp_path, capsys):
+    folder, _ = checkpoint(tmp_path, "qwen3")
+    out = tmp_path / "sweep"
+    out.mkdir()
+    spec = {"models": [str(folder)], "ropes": {"y2": "yarn:2", "pi": "linear:2"}, "layer_mixes": ["LLLG@32"]}
+    (out / "meta.json").write_text(json.dumps({"spec": {**spec, "lengths": [64], "corpus": "shakespeare"}}))
+    assert main(["export", str(out), "--rope", "y2"]) == 0
+    printed = capsys.readouterr().out
+    written = out / "export" / "checkpoint_LLLG@32_y2"
+    assert f"transformers_v5: wrote {written / 'config.v5.json'}" in printed
+    assert "vllm serve " in printed and "--hf-overrides '{" in printed
+    v5 = json.loads((written / "config.v5.json").read_text())
+    assert v5["rope_parameters"]["rope_type"] == "yarn" and v5["use_sliding_window"] is True
+    assert v5["layer_types"] == ["sliding_attention"] * 3 + ["full_attention"] and v5["sliding_window"] == 32
+    assert "rope_scaling" not in v5 and "rope_theta" not in v5  # the v5 form alone: nothing stale beside it
+    overrides = json.loads((written / "vllm-hf-overrides.json").read_text())
+    assert overrides["rope_scaling"]["rope_type"] == "yarn" and overrides["sliding_window"] == 32
+
+    assert main(["export", str(out), "--rope", "nope"]) == 2
+    assert capsys.readouterr().err == "ropekit export: error: rope 'nope' is not in the sweep; its ropes are: y2, pi\n"
+    assert main(["export", str(out)]) == 2
+    assert "the sweep has 2 ropes (y2, pi); say which with --rope" in capsys.readouterr().err
+    shutil.rmtree(written)
+    assert main(["export", "--model", str(folder), "--rope", "ntk:2", "--layer-mix", "LLLG@32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ropekit export: error: ") and "rope_type 'ntk' is ropekit's own position method" in err
+    assert len(err.splitlines()) == 1
