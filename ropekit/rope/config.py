@@ -222,8 +222,9 @@ def check_longrope(spec: RopeSpec) -> None:
             )
 
 
-# Keys that may sit beside the type-specific ones in any rope dict (v5 keeps them inside).
-_COMMON_KEYS = ("rope_type", "type", "rope_theta", "partial_rotary_factor")
+# Keys that may sit beside the type-specific ones in any rope dict (v5 keeps them inside); log_n is
+# ropekit's own (see RopeSpec).
+_COMMON_KEYS = ("rope_type", "type", "rope_theta", "partial_rotary_factor", "log_n")
 
 
 # --- the resolved spec ------------------------------------------------------------------------
@@ -234,6 +235,11 @@ class RopeSpec:
     """One resolved rope: its scaling and the head geometry it rotates.
 
     ``original_max_position_embeddings`` of yarn/longrope/llama3 is always filled in here.
+
+    ``log_n``: log-n query scaling on any type (bojone/rerope's patches, LongLM's ``scale_base``): the
+    query at position i is multiplied by ``max(1, log(i + 1) / log(log_n))``. Given as true (the
+    rope's trained length, :attr:`original_length`), false, or the length L itself (an integer >= 2);
+    kept as that integer or None.
     """
 
     scaling: Any  # an instance of the rope type's parameter class (Default, Yarn, ...)
@@ -241,6 +247,7 @@ class RopeSpec:
     head_dim: int
     max_position_embeddings: int
     partial_rotary_factor: float = 1.0
+    log_n: int | None = None
     rotary_dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -266,6 +273,21 @@ class RopeSpec:
                 "scaling",
                 dataclasses.replace(self.scaling, original_max_position_embeddings=self.max_position_embeddings),
             )
+        _set(self, "log_n", self._log_n(self.log_n))
+
+    def _log_n(self, value: Any) -> int | None:
+        """log_n as the length its factor divides by (true: the trained length), or None."""
+        if value is None or value is False:
+            return None
+        length = self.original_length if value is True else value
+        if isinstance(length, float) and length.is_integer():
+            length = int(length)
+        if not is_count(length, 2):
+            raise RopeConfigError(
+                f"log_n={value!r} is not allowed; expected true (the trained length, here {self.original_length}), "
+                "false, or the length L >= 2 of the factor max(1, log(i + 1) / log L)"
+            )
+        return length
 
     @property
     def rope_type(self) -> str:
@@ -281,6 +303,8 @@ class RopeSpec:
         out: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
         if self.partial_rotary_factor != 1.0:
             out["partial_rotary_factor"] = self.partial_rotary_factor
+        if self.log_n is not None:
+            out["log_n"] = self.log_n
         for f in dataclasses.fields(self.scaling):
             value = getattr(self.scaling, f.name)
             if value is not None and value != f.default:
@@ -340,7 +364,7 @@ def parse_rope(
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(rope) - set(fields) - set(_COMMON_KEYS))
     if unknown:
-        allowed = ", ".join(list(fields) + ["rope_theta", "partial_rotary_factor"])
+        allowed = ", ".join(list(fields) + ["rope_theta", "partial_rotary_factor", "log_n"])
         raise RopeConfigError(f"{where}: unknown key {unknown[0]!r}; the keys of {rope_type} are: {allowed}")
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in rope]
     if missing:
@@ -352,6 +376,7 @@ def parse_rope(
             head_dim=head_dim,
             max_position_embeddings=max_position_embeddings,
             partial_rotary_factor=rope.get("partial_rotary_factor", partial_rotary_factor),
+            log_n=rope.get("log_n"),
         )
     except RopeConfigError as err:
         raise RopeConfigError(f"{where}: {err}") from None
