@@ -92,9 +92,9 @@ def two_region_attention(
     """Causal attention with two rotations: query i and key j with ``i - j < window`` (near) score
     ``q[i] . k[j]``, farther ones ``q_far[i] . k_far[j]`` (an attention-level rope's far region,
     ropekit/rope/positions.py); ``layer_window`` (a sliding layer's) bounds both. For each block of
-    queries, the scores against its near band and against its far keys are concatenated and take one
-    float32 softmax (what bojone's and LongLM's ``torch.where`` of two T x T score matrices gives
-    row by row), so memory grows as block x T, never T x T."""
+    queries, the scores against its near band and against its far keys take one float32 softmax over
+    both (a shared row maximum and denominator: what bojone's and LongLM's ``torch.where`` of two
+    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T."""
     B, H, T, D = q.shape
     reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
     near = min(window, reach)
@@ -103,22 +103,30 @@ def two_region_attention(
     for start in range(0, T, block):
         end = min(T, start + block)
         queries = torch.arange(start, end, device=q.device)[:, None]
-        first = max(0, start - near + 1)
+        first = max(0, start - near + 1)  # the near band: keys first..end-1
         distance = queries - torch.arange(first, end, device=q.device)[None, :]  # (block, keys)
-        blocked = (distance < 0) | (distance >= near)
-        scores = [_grouped_scores(q[:, :, start:end], k[:, :, first:end], scale).masked_fill_(blocked, -torch.inf)]
-        values = [v[:, :, first:end]]
+        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale)  # (B, H_kv, rep, block, keys)
+        scores.masked_fill_((distance < 0) | (distance >= near), -torch.inf)  # the diagonal stays: no empty row
         far_first, far_end = max(0, start - reach + 1), end - window  # the keys some query of the block sees as far
-        if reach > window and far_end > far_first:
+        if reach <= window or far_end <= far_first:
+            mixed = _weighted(torch.softmax(scores, dim=-1), v[:, :, first:end])
+        else:
             distance = queries - torch.arange(far_first, far_end, device=q.device)[None, :]
-            blocked = (distance < window) | (distance >= reach)
             far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale)
-            scores.append(far.masked_fill_(blocked, -torch.inf))
-            values.append(v[:, :, far_first:far_end])
-        probs = torch.softmax(torch.cat(scores, dim=-1), dim=-1).to(v.dtype)  # (B, H_kv, rep, block, keys)
-        mixed = torch.matmul(probs.flatten(2, 3), torch.cat(values, dim=-2))  # (B, H_kv, rep * block, D)
+            far.masked_fill_((distance < window) | (distance >= reach), -torch.inf)
+            top = torch.maximum(scores.amax(-1, keepdim=True), far.amax(-1, keepdim=True))
+            scores, far = scores.sub_(top).exp_(), far.sub_(top).exp_()
+            total = scores.sum(-1, keepdim=True) + far.sum(-1, keepdim=True)
+            mixed = _weighted(scores.div_(total), v[:, :, first:end])
+            mixed += _weighted(far.div_(total), v[:, :, far_first:far_end])
         out[:, :, start:end] = mixed.view(B, H, end - start, D)
     return out
+
+
+def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """float32 (B, H_kv, rep, n, K) probabilities times (B, H_kv, K, D) values, in the values' dtype:
+    (B, H_kv, rep * n, D)."""
+    return torch.matmul(probs.to(v.dtype).flatten(2, 3), v)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ropekit
+from ropekit.cli import main
 from ropekit.data import load_corpus, tokenize
 from ropekit.sweep import run_sweep, spec_from_dict
 
@@ -23,7 +24,7 @@ ROPES = {
 LENGTHS = [32, 64, 256]
 
 
-def test_attention_level_ropes_in_a_sweep(setup, tmp_path):
+def test_attention_level_ropes_in_a_sweep(setup, tmp_path, capsys):
     spec = spec_from_dict(
         {
             "models": [str(setup / "tiny")],
@@ -52,3 +53,5 @@ def test_attention_level_ropes_in_a_sweep(setup, tmp_path):
         docs = [ids for ids in tokens.values() if len(ids) >= max(LENGTHS)][:2]  # every length reads the same
         nll = torch.cat([ropekit.token_nll(model, torch.as_tensor(ids[:length], dtype=torch.long)) for ids in docs])
         assert value == pytest.approx(math.exp(float(nll.double().mean())), rel=1e-6), (rope, mix, length)
+    assert main(["report", str(tmp_path)]) == 0  # the plans, with their far regions and temperatures, read back
+    assert (tmp_path / "report.html").exists()
