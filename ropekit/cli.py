@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .rope import RopeConfigError, RopeSpec, frequency_table, named_ropes, rope_argument, spec_frequencies
+from .rope import (
+    RopeConfigError,
+    RopeSpec,
+    describe_positions,
+    frequency_table,
+    named_ropes,
+    rope_argument,
+    spec_frequencies,
+)
 from .sweep.spec import (
     EXECUTOR_KEYS,
     MODES,
@@ -105,6 +113,9 @@ def run_inspect(args: argparse.Namespace) -> int:
             f"  head_dim={spec.head_dim} rotary_dim={spec.rotary_dim} trained={spec.original_length} "
             f"attention_scale={scale:.6g}"
         )
+        note = describe_positions(spec)
+        if note:
+            print(f"  {note}")
         rows = table[table["rope"] == name][["dim", "inv_freq", "wavelength", "scale", "rotations"]]
         print(
             rows.to_string(

@@ -23,7 +23,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def test_inspect_default_shows_all_six_scalings(capsys):
     code, out, err = run(capsys, "inspect")
     assert code == 0 and err == ""
-    for rope_type in list(rope_types())[:6]:
+    for rope_type in list(rope_types())[:6]:  # transformers' six; the attention-level types act in attention
         assert f"'rope_type': '{rope_type}'" in out
     assert f"attention_scale={0.1 * math.log(2) + 1:.6g}" in out  # yarn at factor 2: YaRN's 0.1 ln s + 1
     assert out.count(" dim ") == 6 and "wavelength" in out

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import ModelConfig
-from ..rope import spec_frequencies
+from ..rope import position_key, spec_frequencies
 from .nll import token_nll
 
 MODES = ("first", "strided", "yarn", "rolling")
@@ -154,7 +154,9 @@ def text_counts(text: str) -> tuple[int, int]:
 
 def frequency_signature(model, length: int) -> tuple:
     """Everything about the model's plan that can change with the evaluated length, layer by
-    layer: attention kind and window, and the rope's frequencies and scale at ``length``. ``model``:
+    layer: attention kind and window, the rope's frequencies and scale at ``length``, and what else
+    decides its positions and query scales (an attention-level rope's parameters, log-n, a NoPE
+    layer's temperature: equal frequencies do not make ReRoPE the default rope). ``model``:
     a model or its resolved :class:`ModelConfig` (planning reads the layer plan and nothing else, so
     ``shared_passes`` and ``plan_document`` plan from a config alone, as a sweep's dry run does)."""
     config = model if isinstance(model, ModelConfig) else model.config
@@ -163,8 +165,8 @@ def frequency_signature(model, length: int) -> tuple:
     for layer in config.layers:
         if layer.rope is not None and layer.rope not in ropes:
             inv_freq, scale = spec_frequencies(layer.rope, length)
-            ropes[layer.rope] = (inv_freq.numpy().tobytes(), scale)
-        signature.append((layer.attention, layer.window, ropes.get(layer.rope)))
+            ropes[layer.rope] = (inv_freq.numpy().tobytes(), scale, position_key(layer.rope))
+        signature.append((layer.attention, layer.window, ropes.get(layer.rope), layer.temperature))
     return tuple(signature)
 
 

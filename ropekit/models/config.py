@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rope import LAYER_TYPES, RopeSpec, load_config_dict, model_ropes, rope_from_config
+from ..rope import (
+    LAYER_TYPES,
+    NopeTemperature,
+    RopeConfigError,
+    RopeSpec,
+    load_config_dict,
+    model_ropes,
+    rope_from_config,
+)
 from ..rope.config import head_dim_of, is_count
 
 
@@ -67,13 +75,17 @@ ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer of the plan: its attention kind and window, and its rope (None = NoPE)."""
+    """One layer of the plan: its attention kind and window, its rope (None = NoPE) and, on a NoPE
+    layer, Llama 4's temperature tuning of its queries (None = none)."""
 
     attention: str
     window: int | None
     rope: RopeSpec | None
+    temperature: NopeTemperature | None = None
 
     def __post_init__(self) -> None:
+        if self.temperature is not None and self.rope is not None:
+            raise ModelConfigError("temperature tuning applies to NoPE layers only; this layer has a rope")
         if self.attention not in LAYER_TYPES:
             raise ModelConfigError(
                 f"layer type {self.attention!r} is not known; expected one of {', '.join(LAYER_TYPES)}"
@@ -86,7 +98,7 @@ class LayerSpec:
     def describe(self) -> str:
         kind = "global" if self.attention == "full_attention" else f"local@{self.window}"
         rope = "nope" if self.rope is None else f"{self.rope.rope_type}(theta={self.rope.rope_theta:g})"
-        return f"{kind} {rope}"
+        return f"{kind} {rope}" + ("" if self.temperature is None else f"+{self.temperature.describe()}")
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,10 @@ class ModelConfig:
                 record = layer.rope.to_record()
                 key = next((k for k, v in ropes.items() if v == record), f"rope{len(ropes)}")
                 ropes[key] = record
-            layers.append({"attention": layer.attention, "window": layer.window, "rope": key})
+            entry = {"attention": layer.attention, "window": layer.window, "rope": key}
+            if layer.temperature is not None:
+                entry["temperature"] = dataclasses.asdict(layer.temperature)
+            layers.append(entry)
         trained = [layer.rope.original_length for layer in self.layers if layer.rope is not None]
         global_ = [
             layer.rope.original_length for layer in self.layers if layer.rope and layer.attention == "full_attention"
@@ -230,17 +245,21 @@ def plan_config(
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
+    nope_temperature: Any = None,
     layer_mix: str | None = None,
 ) -> ModelConfig:
     """The resolved ModelConfig of a checkpoint config (from :func:`checkpoint_config`) under plan
     overrides. ``rope_scaling`` is any rope argument of :func:`ropekit.rope.model_ropes` (a dict
-    means what it means in this model's config.json); ``layer_mix`` is the short form of
-    ``sliding_window_pattern``, ``sliding_window`` and ``nope_global``."""
+    means what it means in this model's config.json); ``nope_temperature`` Llama 4's temperature
+    tuning on the NoPE global layers (true: Llama 4's floor_scale and attn_scale; a dict of them; a
+    :class:`NopeTemperature`); ``layer_mix`` is the short form of ``sliding_window_pattern``,
+    ``sliding_window``, ``nope_global`` and ``nope_temperature``."""
     overrides = {
         "layer_types": layer_types,
         "sliding_window": sliding_window,
         "sliding_window_pattern": sliding_window_pattern,
         "nope_global": nope_global,
+        "nope_temperature": nope_temperature_of(nope_temperature),
     }
     if layer_mix is not None:
         for key, value in parse_layer_mix(layer_mix).items():
@@ -319,9 +338,11 @@ def layer_plan(
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
+    nope_temperature: NopeTemperature | None = None,
 ) -> tuple[LayerSpec, ...]:
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
-    (layer types or pattern, window, NoPE on global layers); ``ropes`` is the rope of each layer type."""
+    (layer types or pattern, window, NoPE on global layers, temperature tuning on the NoPE global
+    layers); ``ropes`` is the rope of each layer type."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
     if layer_types is not None:
@@ -349,21 +370,60 @@ def layer_plan(
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
         # A model whose native plan has no local layers (EXAONE 4 1.2B) still has a rope for them.
         rope["sliding_attention"] = rope["full_attention"]
+    temperature = {t: nope_temperature if t == "full_attention" and rope[t] is None else None for t in LAYER_TYPES}
+    if nope_temperature is not None and ("full_attention" not in types or temperature["full_attention"] is None):
+        raise ModelConfigError(
+            "temperature tuning (+tt) applies to NoPE global layers and this plan has none; add +nope"
+        )
     return tuple(
-        LayerSpec(attention=t, window=window if t == "sliding_attention" else None, rope=rope[t]) for t in types
+        LayerSpec(
+            attention=t, window=window if t == "sliding_attention" else None, rope=rope[t], temperature=temperature[t]
+        )
+        for t in types
+    )
+
+
+def nope_temperature_of(value: Any) -> NopeTemperature | None:
+    """A ``nope_temperature`` override as a :class:`NopeTemperature`: None or false (none), true
+    (Llama 4's config), a dict of ``floor_scale`` and ``attn_scale``, or one already."""
+    if value is None or value is False or isinstance(value, NopeTemperature):
+        return value or None
+    try:
+        if value is True:
+            return NopeTemperature()
+        if isinstance(value, Mapping):
+            return NopeTemperature(**value)
+    except TypeError as err:
+        raise ModelConfigError(f"nope_temperature={value!r}: {err}; its keys are floor_scale and attn_scale") from None
+    except RopeConfigError as err:
+        raise ModelConfigError(f"nope_temperature: {err}") from None
+    raise ModelConfigError(
+        f"nope_temperature={value!r} is not allowed; expected true, false or {{'floor_scale': ..., 'attn_scale': ...}}"
     )
 
 
 # --- layer mixes as short strings (CLI, reports) ---------------------------------------------
 
-MIX_HELP = "native, all-global, or PATTERN@WINDOW such as LLLG@1024, each optionally +nope (NoPE global layers)"
+MIX_HELP = (
+    "native, all-global, or PATTERN@WINDOW such as LLLG@1024, each optionally +nope (NoPE global layers), "
+    "then optionally +tt (Llama 4's temperature tuning of their queries; +tt:FLOOR_SCALE,ATTN_SCALE, "
+    "default 8192,0.1)"
+)
 
 
 def parse_layer_mix(mix: str) -> dict[str, Any]:
     """A layer-mix string into load_model overrides: ``native``, ``all-global``,
-    ``PATTERN@WINDOW`` (``LLLG@1024``; an int pattern ``6@512`` as Gemma 3), ``+nope``."""
-    base, nope = (mix[: -len("+nope")], True) if mix.endswith("+nope") else (mix, False)
-    overrides: dict[str, Any] = {"nope_global": True} if nope else {}
+    ``PATTERN@WINDOW`` (``LLLG@1024``; an int pattern ``6@512`` as Gemma 3), ``+nope``, and after it
+    ``+tt`` or ``+tt:FLOOR_SCALE,ATTN_SCALE`` (Llama 4's temperature tuning on the NoPE layers)."""
+    base, *options = mix.split("+")
+    overrides: dict[str, Any] = {}
+    if options[:1] == ["nope"]:
+        overrides["nope_global"] = True
+        options = options[1:]
+        if options and (options[0] == "tt" or options[0].startswith("tt:")):
+            overrides["nope_temperature"] = _temperature(mix, options.pop(0)[3:])
+    if options:
+        raise ModelConfigError(f"layer mix {mix!r} is not understood; expected {MIX_HELP}")
     if base == "native":
         return overrides
     if base == "all-global":
@@ -373,3 +433,15 @@ def parse_layer_mix(mix: str) -> dict[str, Any]:
         raise ModelConfigError(f"layer mix {mix!r} is not understood; expected {MIX_HELP}")
     pattern = int(match[1]) if match[1].isdigit() else match[1]
     return {**overrides, "sliding_window_pattern": pattern, "sliding_window": int(match[2])}
+
+
+def _temperature(mix: str, args: str) -> NopeTemperature:
+    """``+tt``'s arguments ``FLOOR_SCALE,ATTN_SCALE`` (empty: Llama 4's)."""
+    if not args:
+        return NopeTemperature()
+    try:
+        floor_scale, attn_scale = (float(part) for part in args.split(","))
+        return NopeTemperature(floor_scale, attn_scale)
+    except ValueError as err:
+        why = str(err) if isinstance(err, RopeConfigError) else "expected +tt:FLOOR_SCALE,ATTN_SCALE (two numbers)"
+        raise ModelConfigError(f"layer mix {mix!r}: {why}") from None

@@ -2,6 +2,8 @@
 
 Each layer reads its own entry of the plan (``config.layers``): full causal attention through
 the fused SDPA kernel, or a sliding window computed band by band, with its own rope or none.
+A rope that acts in attention (ReRoPE, Self-Extend: ropekit/rope/positions.py) rotates q and k a
+second time for keys far from the query and runs both regions block by block (``two_region_attention``).
 Nothing of size ``T x T`` or ``T x vocab`` is ever materialised (see ropekit/eval/nll.py for
 the chunked head).
 """
@@ -9,15 +11,20 @@ the chunked head).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..rope import apply_rotary, rope_table
+from ..rope import FarTables, RopeSpec, apply_rotary, far_tables, query_scale, rope_table
 from .config import LayerSpec, ModelConfig, ModelConfigError
 from .precision import Precision
+
+# Float32 scores one query block of ``two_region_attention`` may hold (all heads): 2**24 = 64 MiB,
+# as much again for the probabilities. The block is at least 16 queries.
+SCORE_BUDGET = 1 << 24
 
 
 class RMSNorm(nn.Module):
@@ -62,6 +69,66 @@ def sliding_attention(
     return out
 
 
+def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """float32 scores of (B, H, n, D) queries against (B, H_kv, K, D) keys as (B, H_kv, H / H_kv, n, K):
+    query head h reads key head h // (H / H_kv), as SDPA's enable_gqa and transformers' repeat_kv."""
+    B, H, n, D = q.shape
+    H_kv = k.shape[1]
+    grouped = q.reshape(B, H_kv, (H // H_kv) * n, D)
+    return torch.matmul(grouped, k.transpose(-1, -2)).float().mul_(scale).view(B, H_kv, H // H_kv, n, -1)
+
+
+def two_region_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_far: torch.Tensor,
+    k_far: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    window: int,
+    layer_window: int | None,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention with two rotations: query i and key j with ``i - j < window`` (near) score
+    ``q[i] . k[j]``, farther ones ``q_far[i] . k_far[j]`` (an attention-level rope's far region,
+    ropekit/rope/positions.py); ``layer_window`` (a sliding layer's) bounds both. For each block of
+    queries, the scores against its near band and against its far keys take one float32 softmax over
+    both (a shared row maximum and denominator: what bojone's and LongLM's ``torch.where`` of two
+    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T."""
+    B, H, T, D = q.shape
+    reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
+    near = min(window, reach)
+    block = max(16, min(T, SCORE_BUDGET // (B * H * (reach + 16))))
+    out = torch.empty_like(q)
+    for start in range(0, T, block):
+        end = min(T, start + block)
+        queries = torch.arange(start, end, device=q.device)[:, None]
+        first = max(0, start - near + 1)  # the near band: keys first..end-1
+        distance = queries - torch.arange(first, end, device=q.device)[None, :]  # (block, keys)
+        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale)  # (B, H_kv, rep, block, keys)
+        scores.masked_fill_((distance < 0) | (distance >= near), -torch.inf)  # the diagonal stays: no empty row
+        far_first, far_end = max(0, start - reach + 1), end - window  # the keys some query of the block sees as far
+        if reach <= window or far_end <= far_first:
+            mixed = _weighted(torch.softmax(scores, dim=-1), v[:, :, first:end])
+        else:
+            distance = queries - torch.arange(far_first, far_end, device=q.device)[None, :]
+            far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale)
+            far.masked_fill_((distance < window) | (distance >= reach), -torch.inf)
+            top = torch.maximum(scores.amax(-1, keepdim=True), far.amax(-1, keepdim=True))
+            scores, far = scores.sub_(top).exp_(), far.sub_(top).exp_()
+            total = scores.sum(-1, keepdim=True) + far.sum(-1, keepdim=True)
+            mixed = _weighted(scores.div_(total), v[:, :, first:end])
+            mixed += _weighted(far.div_(total), v[:, :, far_first:far_end])
+        out[:, :, start:end] = mixed.view(B, H, end - start, D)
+    return out
+
+
+def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """float32 (B, H_kv, rep, n, K) probabilities times (B, H_kv, K, D) values, in the values' dtype:
+    (B, H_kv, rep * n, D)."""
+    return torch.matmul(probs.to(v.dtype).flatten(2, 3), v)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:
     """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan."""
     if layer.window is None or layer.window >= q.shape[-2]:
@@ -83,7 +150,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, layer: LayerSpec, tables: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables]) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
@@ -91,10 +158,20 @@ class Attention(nn.Module):
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
+        t = tables[layer]
+        if t.query_scale is not None:  # log-n, or Llama 4's temperature on a NoPE layer
+            q = (q * t.query_scale).to(q.dtype)
+        if t.far is not None:
+            far = t.far
+            q_far, k_far = apply_rotary(q, far.query_cos, far.query_sin), apply_rotary(k, far.key_cos, far.key_sin)
         if layer.rope is not None:
-            cos, sin = tables[layer.rope]
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = attend(q, k, v, layer, self.scale)  # (B, H, T, D)
+            q, k = apply_rotary(q, t.cos, t.sin), apply_rotary(k, t.cos, t.sin)
+        if t.far is None:
+            out = attend(q, k, v, layer, self.scale)  # (B, H, T, D)
+        else:
+            out = two_region_attention(
+                q, k, q_far, k_far, v, window=far.window, layer_window=layer.window, scale=self.scale
+            )
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -130,7 +207,7 @@ class Block(nn.Module):
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[slot](x) if slot in self.norms else x
 
-    def forward(self, x: torch.Tensor, layer: LayerSpec, tables: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables]) -> torch.Tensor:
         x = x + self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables))
         return x + self._norm("mlp_out", self.mlp(self._norm("mlp_in", x)))
 
@@ -208,10 +285,30 @@ class Decoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed_tokens.weight.dtype
 
-    def rope_tables(self, length: int) -> dict:
-        """cos/sin per distinct rope of the plan, for positions 0..length-1 evaluated at ``length``."""
-        specs = {layer.rope for layer in self.config.layers if layer.rope is not None}
-        return {spec: rope_table(spec, length, dtype=self.dtype, device=self.device) for spec in specs}
+    def rope_tables(self, length: int) -> dict[LayerSpec, LayerTables]:
+        """What each distinct layer of the plan rotates and scales by, for positions 0..length-1
+        evaluated at ``length``."""
+        geometry = {"dtype": self.dtype, "device": self.device}
+        tables: dict[LayerSpec, LayerTables] = {}
+        far: dict[RopeSpec, FarTables | None] = {}
+        for layer in self.config.layers:
+            if layer in tables:
+                continue
+            spec = layer.rope
+            if spec is None:
+                scale = None if layer.temperature is None else layer.temperature.scale(length)
+                tables[layer] = LayerTables(None, None, _column(scale, self.device), None)
+                continue
+            if spec not in far:
+                far[spec] = far_tables(spec, length, **geometry)
+            # a sliding window no longer than the method's has no far region
+            reaches = far[spec] is not None and (layer.window is None or layer.window > far[spec].window)
+            tables[layer] = LayerTables(
+                *rope_table(spec, length, **geometry),
+                _column(query_scale(spec, length), self.device),
+                far[spec] if reaches else None,
+            )
+        return tables
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, C) final hidden states (after the last norm)."""
@@ -223,6 +320,22 @@ class Decoder(nn.Module):
         for block, layer in zip(self.layers, self.config.layers, strict=True):
             x = block(x, layer, tables)
         return self.norm(x)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerTables:
+    """What the layers of one plan entry rotate and scale by at one length: cos/sin ``(T, rotary_dim)``
+    (None for NoPE), the float32 factor ``(T, 1)`` of each query (log-n, Llama 4's temperature) or
+    None, and an attention-level rope's far region or None."""
+
+    cos: torch.Tensor | None
+    sin: torch.Tensor | None
+    query_scale: torch.Tensor | None
+    far: FarTables | None
+
+
+def _column(scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if scale is None else scale.to(device)[:, None]
 
 
 def norm_weights(config: ModelConfig) -> frozenset[str]:

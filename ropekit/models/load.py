@@ -61,6 +61,7 @@ def load_model(
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
+    nope_temperature: Any = None,
     layer_mix: str | None = None,
     dtype: Any = None,
     device: Any = None,
@@ -72,9 +73,11 @@ def load_model(
     checkpoint's config.json (flat: as transformers applies it for that family, Gemma 3 its global
     layers only; keyed by layer type: exactly per type), or is a preset ``TYPE[:FACTOR]`` built per
     layer type, or a config.json path (:func:`ropekit.rope.model_ropes`). ``layer_mix`` is the short form
-    (``native``, ``all-global``, ``LLLG@1024+nope``) of ``sliding_window_pattern``,
-    ``sliding_window`` and ``nope_global``. Returns the model in eval mode, with ``.config`` (the
-    resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded on first use).
+    (``native``, ``all-global``, ``LLLG@1024+nope``, ``LLLG@1024+nope+tt``) of ``sliding_window_pattern``,
+    ``sliding_window``, ``nope_global`` and ``nope_temperature`` (Llama 4's temperature tuning on the NoPE
+    global layers: true, or a dict of ``floor_scale`` and ``attn_scale``). Returns the model in eval
+    mode, with ``.config`` (the resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers
+    tokenizer, loaded on first use).
 
     ``dtype``: ``None`` (float32 on CPU, bfloat16 on CUDA), a name (``float32``, ``bfloat16``, ...) or
     ``"auto"``: bfloat16 on CUDA and on a CPU with fast bf16 (``avx512_bf16`` or ``amx_bf16`` in its
@@ -87,6 +90,7 @@ def load_model(
         "sliding_window": sliding_window,
         "sliding_window_pattern": sliding_window_pattern,
         "nope_global": nope_global,
+        "nope_temperature": nope_temperature,
         "layer_mix": layer_mix,
     }
     kind, path = _resolve(name_or_path)

@@ -1,8 +1,10 @@
 """RoPE core: parse configs into specs, compute frequencies per type, apply the rotation.
 
-Each rope type is one record in the registry (``registry.py``; ropekit's six and the methods beyond
-them, ``methods.py``, in ``builtin.py``);
-a rope argument (preset, dict, config path) is resolved against a model in ``resolve.py``.
+Each rope type is one record in the registry (``registry.py``; ropekit's own in ``builtin.py``:
+the six, the frequency-only methods beyond them in ``methods.py``); those that act in attention,
+and the query scalings (log-n, Llama 4's NoPE temperature), give their positions in
+``positions.py``; a rope argument (preset, dict, config path) is resolved against a model in
+``resolve.py``.
 """
 
 from . import builtin  # noqa: F401  (registers the built-in types)
@@ -22,10 +24,11 @@ from .config import (
 )
 from .frequencies import rope_frequencies, spec_frequencies, yarn_mscale, yarn_ramp_bounds
 from .methods import DynamicYarn, Ntk, NtkByParts, NtkMixed, Resonance
+from .positions import FarPositions, NopeTemperature, describe_positions, position_key, query_scale
 from .presets import preset
 from .registry import RopeType, get_rope, register_rope, rope_types
 from .resolve import NATIVE, config_rope_settings, model_ropes, named_ropes, rope_argument, rope_name
-from .rotary import LAYOUTS, apply_rotary, interleaved_to_half, rope_table
+from .rotary import LAYOUTS, FarTables, apply_rotary, far_tables, interleaved_to_half, position_table, rope_table
 from .table import frequency_table
 
 __all__ = [
@@ -35,9 +38,12 @@ __all__ = [
     "Default",
     "Dynamic",
     "DynamicYarn",
+    "FarPositions",
+    "FarTables",
     "Linear",
     "Llama3",
     "LongRope",
+    "NopeTemperature",
     "Ntk",
     "NtkByParts",
     "NtkMixed",
@@ -48,6 +54,8 @@ __all__ = [
     "Yarn",
     "apply_rotary",
     "config_rope_settings",
+    "describe_positions",
+    "far_tables",
     "frequency_table",
     "get_rope",
     "interleaved_to_half",
@@ -55,7 +63,10 @@ __all__ = [
     "model_ropes",
     "named_ropes",
     "parse_rope",
+    "position_key",
+    "position_table",
     "preset",
+    "query_scale",
     "register_rope",
     "rope_argument",
     "rope_frequencies",

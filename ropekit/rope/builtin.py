@@ -2,12 +2,13 @@
 
 The six of transformers first: the parameter class (config.py), the frequency function
 (frequencies.py), the preset (presets.py) and the geometry check (config.py). Then the
-frequency-only methods beyond them (methods.py). A new type, here or in a plugin, is one more record.
+frequency-only methods beyond them (methods.py), and those that act in attention (rerope,
+leaky_rerope, self_extend: positions.py). A new type, here or in a plugin, is one more record.
 """
 
 from __future__ import annotations
 
-from . import config, frequencies, methods, presets
+from . import config, frequencies, methods, positions, presets
 from .registry import RopeType, register_rope
 
 BUILTIN = (
@@ -38,5 +39,5 @@ METHODS = (
     ),
     RopeType("ntk_mixed", methods.NtkMixed, methods.ntk_mixed, methods.ntk_mixed_preset),
 )
-for record in BUILTIN + METHODS:
+for record in (*BUILTIN, *METHODS, *positions.RECORDS):
     register_rope(record)

@@ -222,8 +222,9 @@ def check_longrope(spec: RopeSpec) -> None:
             )
 
 
-# Keys that may sit beside the type-specific ones in a model's rope dict (v5 keeps them inside).
-_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor")
+# Keys that may sit beside the type-specific ones in a model's rope dict (v5 keeps them inside);
+# log_n is ropekit's own (see RopeSpec).
+_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor", "log_n")
 
 
 def is_rope_params(value: Any) -> bool:
@@ -270,6 +271,11 @@ class RopeSpec:
 
     ``original_max_position_embeddings`` (yarn, longrope, llama3, ..., and in a nested rope) is
     always filled in here.
+
+    ``log_n``: log-n query scaling on any type (bojone/rerope's patches, LongLM's ``scale_base``): the
+    query at position i is multiplied by ``max(1, log(i + 1) / log(log_n))``. Given as true (the
+    rope's trained length, :attr:`original_length`), false, or the length L itself (an integer >= 2);
+    kept as that integer or None.
     """
 
     scaling: Any  # an instance of the rope type's parameter class (Default, Yarn, ...)
@@ -277,6 +283,7 @@ class RopeSpec:
     head_dim: int
     max_position_embeddings: int
     partial_rotary_factor: float = 1.0
+    log_n: int | None = None
     rotary_dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -297,6 +304,21 @@ class RopeSpec:
         if record.check is not None:
             record.check(self)
         _set(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
+        _set(self, "log_n", self._log_n(self.log_n))
+
+    def _log_n(self, value: Any) -> int | None:
+        """log_n as the length its factor divides by (true: the trained length), or None."""
+        if value is None or value is False:
+            return None
+        length = self.original_length if value is True else value
+        if isinstance(length, float) and length.is_integer():
+            length = int(length)
+        if not is_count(length, 2):
+            raise RopeConfigError(
+                f"log_n={value!r} is not allowed; expected true (the trained length, here {self.original_length}), "
+                "false, or the length L >= 2 of the factor max(1, log(i + 1) / log L)"
+            )
+        return length
 
     @property
     def rope_type(self) -> str:
@@ -312,6 +334,8 @@ class RopeSpec:
         out: dict[str, Any] = {"rope_type": self.rope_type, "rope_theta": self.rope_theta}
         if self.partial_rotary_factor != 1.0:
             out["partial_rotary_factor"] = self.partial_rotary_factor
+        if self.log_n is not None:
+            out["log_n"] = self.log_n
         return {**out, **params_dict(self.scaling)}
 
     def to_record(self) -> dict[str, Any]:
@@ -397,6 +421,7 @@ def parse_rope(
             head_dim=head_dim,
             max_position_embeddings=max_position_embeddings,
             partial_rotary_factor=rope.get("partial_rotary_factor", partial_rotary_factor),
+            log_n=rope.get("log_n"),
         )
     except RopeConfigError as err:
         raise RopeConfigError(f"{where} (rope_type {scaling.rope_type!r}): {err}") from None

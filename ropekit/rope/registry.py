@@ -2,8 +2,9 @@
 
 A record holds everything a type is: its parameter class (a frozen dataclass whose fields are the
 type's upstream keys), its frequency function ``(spec, seq_len) -> (inv_freq, attention_scale)``,
-its preset (the ``rope_scaling`` dict that stretches a rope's trained context by a factor) and
-the checks that need the head geometry. ropekit's six types are registered by
+its preset (the ``rope_scaling`` dict that stretches a rope's trained context by a factor), the
+checks that need the head geometry and, for a type that acts in attention (ReRoPE, Self-Extend:
+``ropekit/rope/positions.py``), where it rotates queries and keys far apart. ropekit's six types are registered by
 ``ropekit/rope/builtin.py``; a notebook adds one with :func:`register_rope`, an installed package
 through the ``ropekit.ropes`` entry-point group (each entry point names a :class:`RopeType`), so
 ``ropekit inspect`` and ``ropekit sweep`` find it without an import.
@@ -23,12 +24,14 @@ if TYPE_CHECKING:
     import torch
 
     from .config import RopeSpec
+    from .positions import FarPositions
 
 ENTRY_POINTS = "ropekit.ropes"
 
 FrequencyFn = Callable[["RopeSpec", "int | None"], "tuple[torch.Tensor, float]"]
 PresetFn = Callable[["RopeSpec", Any], "dict[str, Any]"]
 ArgumentsFn = Callable[[str], Any]
+AttentionFn = Callable[["RopeSpec", int], "FarPositions"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class RopeType:
     after ``TYPE:`` as ``arguments`` reads it: a number unless the type says otherwise (``rerope:W``
     a window, ``self_extend:G,W`` two integers); ``arguments`` raises ``ValueError`` naming the
     form it expects. ``check(spec)`` raises ``RopeConfigError`` for a head geometry the type cannot
-    rotate.
+    rotate. ``attention(spec, length)``, for a type that acts in attention, gives its far region at a
+    length (:class:`ropekit.rope.positions.FarPositions`: a window, and the positions queries and keys
+    are rotated at when they are at least that far apart); None for a frequency-only type.
     """
 
     name: str
@@ -50,6 +55,7 @@ class RopeType:
     preset: PresetFn | None = None
     check: Callable[[RopeSpec], None] | None = None
     arguments: ArgumentsFn | None = None
+    attention: AttentionFn | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -62,6 +68,8 @@ class RopeType:
             )
         if not callable(self.frequencies):
             raise ValueError(f"rope type {self.name!r}: frequencies must be a function (spec, seq_len)")
+        if self.attention is not None and not callable(self.attention):
+            raise ValueError(f"rope type {self.name!r}: attention must be a function (spec, length)")
 
 
 _ROPES: dict[str, RopeType] = {}
@@ -76,6 +84,7 @@ def register_rope(
     preset: PresetFn | None = None,
     check: Callable[[RopeSpec], None] | None = None,
     arguments: ArgumentsFn | None = None,
+    attention: AttentionFn | None = None,
     replace: bool = False,
 ) -> RopeType:
     """Add a rope type (a :class:`RopeType`, or its fields) to the registry and return its record.
@@ -83,7 +92,9 @@ def register_rope(
     The parameter class gets ``rope_type = name`` when it has none, so specs of it know their
     type. A name already registered is refused unless ``replace=True``.
     """
-    record = name if isinstance(name, RopeType) else RopeType(name, params, frequencies, preset, check, arguments)
+    record = (
+        name if isinstance(name, RopeType) else RopeType(name, params, frequencies, preset, check, arguments, attention)
+    )
     if record.name in _ROPES and not replace and _ROPES[record.name] != record:
         raise ValueError(f"rope type {record.name!r} is already registered; pass replace=True to replace it")
     if not hasattr(record.params, "rope_type"):

@@ -10,12 +10,14 @@ They give the same attention once the q/k projection rows are permuted (see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
 from .config import RopeSpec
 from .frequencies import spec_frequencies
+from .registry import get_rope
 
 LAYOUTS = ("half", "interleaved")
 
@@ -37,17 +39,60 @@ def rope_table(
     per (spec, length, dtype, device, layout, seq_len), a pure function of its arguments, so all
     layers and repeated calls share one table. Treat it as read-only.
     """
+    positions = torch.arange(length, dtype=torch.float32)
+    return position_table(
+        spec, positions, dtype=dtype, device=device, layout=layout, seq_len=length if seq_len is None else seq_len
+    )
+
+
+def position_table(
+    spec: RopeSpec,
+    positions: torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    layout: str = "half",
+    seq_len: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[len(positions), rotary_dim]`` at any float32 positions (an attention-level
+    rope's far region rotates at positions other than 0..T-1), attention scale folded in; not cached."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not allowed; expected one of {', '.join(LAYOUTS)}")
-    inv_freq, scale = spec_frequencies(spec, length if seq_len is None else seq_len)
-    positions = torch.arange(length, dtype=torch.float32)
-    angles = positions[:, None] * inv_freq[None, :]  # (T, rotary_dim/2)
+    inv_freq, scale = spec_frequencies(spec, seq_len)
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, rotary_dim/2)
     if layout == "half":
         angles = torch.cat((angles, angles), dim=-1)
     else:
         angles = angles.repeat_interleave(2, dim=-1)
     cos, sin = angles.cos() * scale, angles.sin() * scale
     return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class FarTables:
+    """An attention-level rope's far region at one length, as tables: keys at least ``window`` before
+    a query see it rotated by ``query_cos/query_sin`` and themselves by ``key_cos/key_sin``."""
+
+    window: int
+    query_cos: torch.Tensor
+    query_sin: torch.Tensor
+    key_cos: torch.Tensor
+    key_sin: torch.Tensor
+
+
+def far_tables(
+    spec: RopeSpec, length: int, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> FarTables | None:
+    """The far region's tables of ``spec`` for positions 0..length-1 (half layout), or None when the
+    type has none or no key is that far at this length."""
+    record = get_rope(spec.rope_type)
+    if record.attention is None:
+        return None
+    far = record.attention(spec, length)
+    if far.window >= length:
+        return None
+    table = {"dtype": dtype, "device": device, "seq_len": length}
+    return FarTables(far.window, *position_table(spec, far.query, **table), *position_table(spec, far.key, **table))
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
