@@ -197,6 +197,8 @@ def _rope_problem(specs: set[RopeSpec | None], model_type: str) -> str | None:
 def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: set, windows: list[int]) -> str | None:
     """Why a family's upstream code cannot run this layer plan, or None."""
     family = config.model_type
+    if any(layer.temperature is not None for layer in config.layers):
+        return f"Llama 4's temperature tuning of NoPE layers is ropekit's own on {family}; its upstream code has none"
     if len(windows) > 1:
         return f"the plan has several windows ({windows}); upstream configs hold one sliding_window"
     if len(full) > 1 or len(sliding) > 1:

@@ -97,6 +97,9 @@ def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, for
         ("exaone4", "yarn:2", "all-global", "the plan drops the global layers' rope (NoPE); exaone4's upstream"),
         ("qwen3", PER_TYPE, "LLLG@32", "different ropes; qwen3's upstream code has one rope"),
         ("phi3", "yarn:2", "all-global", "phi3's config reads rope_type 'yarn' as 'longrope'"),
+        ("llama", "rerope:32", "native", "rope_type 'rerope' is ropekit's own position method"),
+        ("qwen3", {"rope_type": "yarn", "factor": 2.0, "log_n": True}, "native", "sets 'log_n', a ropekit option"),
+        ("exaone4", "native", "LLLG@32+nope+tt", "temperature tuning of NoPE layers is ropekit's own on exaone4"),
         ("phi3", "linear:2", "native", "type field must be one of ['longrope'], got linear"),
     ],
 )
