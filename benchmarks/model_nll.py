@@ -102,6 +102,24 @@ def run_capped(impl: str, cmd: list[str], memory_gb: float) -> dict:
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "status": "ok"}
 
 
+def run_meta(threads: int, **extra) -> dict:
+    """What a benchmark's numbers depend on: machine, threads, versions, the command that made them."""
+    import torch
+
+    import ropekit
+
+    return {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": threads,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ropekit": ropekit.__version__,
+        "transformers": __import__("transformers").__version__,
+        "command": " ".join(sys.argv),
+        **extra,
+    }
+
+
 def summarise(runs: list[dict]) -> dict:
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
@@ -138,7 +156,6 @@ def main() -> None:
     import torch
     from flops import flops_per_token, matmul_gflops
 
-    import ropekit
     from ropekit.models import model_config, read_model_config, resolve_dtype
 
     precisions = {p.name: p for p in map(resolve_dtype, args.dtype)}  # "auto" may resolve to one already asked
@@ -166,17 +183,9 @@ def main() -> None:
                     row["fraction_of_matmul_peak"] = row["gflops"] / peaks[dtype]
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    meta = {
-        "machine": platform.processor() or platform.machine(),
-        "cpus": args.threads,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ropekit": ropekit.__version__,
-        "transformers": __import__("transformers").__version__,
-        "command": " ".join(sys.argv),
-        "matmul_gflops": peaks,
-        "dtype_reasons": {name: p.reason for name, p in precisions.items()},
-    }
+    meta = run_meta(
+        args.threads, matmul_gflops=peaks, dtype_reasons={name: p.reason for name, p in precisions.items()}
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))

@@ -24,6 +24,7 @@ from ropekit.rope import (
     spec_frequencies,
 )
 from ropekit.rope.presets import parse_preset
+from tests.rope.test_config import SMOLLM2
 from tests.rope.test_frequencies import EXAMPLES, RTOL, geometry, seq_lens
 
 # --- the reference code, rewritten from its source ------------------------------------------
@@ -577,14 +578,6 @@ def test_preset_arguments(text, expected):
 
 # --- presets --------------------------------------------------------------------------------
 
-SMOLLM2 = {
-    "model_type": "llama",
-    "hidden_size": 576,
-    "num_attention_heads": 9,
-    "head_dim": 64,
-    "max_position_embeddings": 8192,
-    "rope_theta": 100000.0,
-}
 
 
 @pytest.mark.parametrize(
