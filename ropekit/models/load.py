@@ -1,8 +1,9 @@
-"""load_model: a checkpoint (embedded name, GGUF file or transformers folder) into the decoder,
-with any rope and any layer mix; and reconfigure, the same weights under another plan.
+"""load_model: a checkpoint (embedded name, GGUF file, transformers folder or hub id) into the
+decoder, with any rope and any layer mix; and reconfigure, the same weights under another plan.
 
 The model is built on the meta device and every tensor is assigned once, after its shape is
-checked against what the config implies. Where the tensors come from is for the sources
+checked against what the config implies. Which files a name means is ropekit/models/checkpoint.py's
+rule (hub ids: ropekit/models/hub.py); where the tensors come from is for the sources
 (ropekit/models/sources.py, ropekit/models/gguf.py, which also caches GGUF conversions), and
 the dtype is ropekit/models/precision.py's choice. This file checks the device, casts the weights,
 splits Phi-3's fused projections, and applies a family's norm offset.
@@ -18,9 +19,9 @@ from typing import Any
 
 import torch
 
+from .checkpoint import Checkpoint, locate
 from .config import ModelConfig, ModelConfigError, model_config
 from .decoder import Decoder, norm_weights
-from .embedded import EMBEDDED, embedded_path
 from .gguf import GGUFSource, cache_dequantised, dequantised, gguf_config, gguf_tokenizer, read_gguf
 from .precision import Precision, resolve_dtype
 from .sources import CheckpointError, SafetensorsSource, checkpoint_name, folder_config, folder_tokenizer
@@ -35,27 +36,10 @@ def dtype_device(dtype: Any, device: Any) -> tuple[Precision, torch.device]:
     return resolve_dtype(dtype, device), device
 
 
-def _resolve(name_or_path: str | os.PathLike) -> tuple[str, Path]:
-    """('gguf' | 'folder', path) of a model name or path."""
-    text = str(name_or_path)
-    if text in EMBEDDED:
-        return "gguf", embedded_path(text)
-    path = Path(text)
-    if path.is_file() and path.suffix == ".gguf":
-        return "gguf", path
-    if path.is_dir() and (path / "config.json").exists():
-        return "folder", path
-    if path.is_file() and path.name == "config.json":
-        return "folder", path.parent
-    raise CheckpointError(
-        f"model {text!r} is not found: expected an embedded name ({', '.join(EMBEDDED)}), a .gguf file, "
-        "or a folder with config.json and *.safetensors"
-    )
-
-
 def load_model(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike | Checkpoint,
     *,
+    revision: str | None = None,
     rope_scaling: Mapping[str, Any] | str | None = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
@@ -68,16 +52,18 @@ def load_model(
 ) -> Decoder:
     """Load a checkpoint into ropekit's decoder with any rope and any layer mix.
 
-    ``name_or_path``: an embedded name (``smollm2-135m``, ``gemma3-270m``), a ``.gguf`` file, or a
-    transformers folder. ``rope_scaling`` means what the same dict means to transformers in the
-    checkpoint's config.json (flat: as transformers applies it for that family, Gemma 3 its global
-    layers only; keyed by layer type: exactly per type), or is a preset ``TYPE[:FACTOR]`` built per
-    layer type, or a config.json path (:func:`ropekit.rope.model_ropes`). ``layer_mix`` is the short form
-    (``native``, ``all-global``, ``LLLG@1024+nope``, ``LLLG@1024+nope+tt``) of ``sliding_window_pattern``,
-    ``sliding_window``, ``nope_global`` and ``nope_temperature`` (Llama 4's temperature tuning on the NoPE
-    global layers: true, or a dict of ``floor_scale`` and ``attn_scale``). Returns the model in eval
-    mode, with ``.config`` (the resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers
-    tokenizer, loaded on first use).
+    ``name_or_path``: a local ``.gguf`` file or transformers folder, an embedded name (``smollm2-135m``,
+    ``gemma3-270m``), or a hub id ``org/name`` (``revision``: a branch, tag or commit, also written
+    ``org/name@revision``) found in huggingface_hub's cache, downloaded where the network allows;
+    first match in that order (:func:`ropekit.models.locate`). ``rope_scaling`` means what the same
+    dict means to transformers in the checkpoint's config.json (flat: as transformers applies it for
+    that family, Gemma 3 its global layers only; keyed by layer type: exactly per type), or is a preset
+    ``TYPE[:FACTOR]`` built per layer type, or a config.json path (:func:`ropekit.rope.model_ropes`).
+    ``layer_mix`` is the short form (``native``, ``all-global``, ``LLLG@1024+nope``,
+    ``LLLG@1024+nope+tt``) of ``sliding_window_pattern``, ``sliding_window``, ``nope_global`` and
+    ``nope_temperature`` (Llama 4's temperature tuning on the NoPE global layers: true, or a dict of
+    ``floor_scale`` and ``attn_scale``). Returns the model in eval mode, with ``.config`` (the resolved
+    :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded on first use).
 
     ``dtype``: ``None`` (float32 on CPU, bfloat16 on CUDA), a name (``float32``, ``bfloat16``, ...) or
     ``"auto"``: bfloat16 on CUDA and on a CPU with fast bf16 (``avx512_bf16`` or ``amx_bf16`` in its
@@ -93,7 +79,8 @@ def load_model(
         "nope_temperature": nope_temperature,
         "layer_mix": layer_mix,
     }
-    kind, path = _resolve(name_or_path)
+    checkpoint = locate(name_or_path, revision)
+    kind, path = checkpoint.kind, checkpoint.path
     cached = dequantised(path) if kind == "gguf" else None
     common = {"precision": precision, "device": device, "source": str(path), "tokenizer": _tokenizer(kind, path)}
     if kind == "folder" or cached is not None:
@@ -108,19 +95,24 @@ def load_model(
     return model
 
 
-def read_model_config(name_or_path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint file or folder and its raw config, without reading any weights."""
-    kind, path = _resolve(name_or_path)
-    if kind == "folder":
-        return path, folder_config(path)
+def read_model_config(
+    name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None
+) -> tuple[Checkpoint, dict[str, Any]]:
+    """The checkpoint (where its files are: :func:`ropekit.models.locate`) and its raw config, without
+    reading any weights."""
+    checkpoint = locate(name_or_path, revision)
+    path = checkpoint.path
+    if checkpoint.kind == "folder":
+        return checkpoint, folder_config(path)
     cached = dequantised(path)
-    return path, folder_config(cached) if cached is not None else gguf_config(read_gguf(path))
+    return checkpoint, folder_config(cached) if cached is not None else gguf_config(read_gguf(path))
 
 
-def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+def load_tokenizer(name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None) -> Any:
     """The checkpoint's transformers tokenizer (what ``load_model(...).tokenizer`` loads), without
     reading any weights: a sweep plans its passes, and a dry run prices them, from this and the config."""
-    return _tokenizer(*_resolve(name_or_path))()
+    checkpoint = locate(name_or_path, revision)
+    return _tokenizer(checkpoint.kind, checkpoint.path)()
 
 
 def _tokenizer(kind: str, path: Path) -> Callable[[], Any]:

@@ -479,6 +479,11 @@ def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:
     return Section("What each rope does to the frequencies", " ".join([text, *notes]), stems)
 
 
+def _hub(model: dict[str, Any]) -> str:
+    """A hub model's snapshot, as meta.json records it."""
+    return f"{model['hub_id']}@{model['revision']} = commit {model['commit']}, " if "commit" in model else ""
+
+
 def _provenance(sweep: Sweep) -> Section:
     meta = sweep.meta
     versions = meta.get("versions", {})
@@ -491,7 +496,7 @@ def _provenance(sweep: Sweep) -> Section:
             f"{corpus.get('name', '?')} ({corpus.get('documents', '?')} documents), sha256 {corpus.get('sha256', '?')}",
         ),
         *[
-            (f"model {m}", f"{v.get('path', '?')}, sha256 {v.get('sha256', '?')}")
+            (f"model {m}", f"{_hub(v)}{v.get('path', '?')}, sha256 {v.get('sha256', '?')}")
             for m, v in meta.get("models", {}).items()
         ],
         ("device", f"{meta.get('device', '?')} ({meta.get('machine', '?')}, {meta.get('threads', '?')} threads)"),

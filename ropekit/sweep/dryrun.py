@@ -28,7 +28,7 @@ import torch
 from ..data import load_corpus
 from ..models import Precision, resolve_dtype
 from .cost import Memory, Rates, duration, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
-from .run import _check_dtype, plan_cells, plan_work, sweep_units
+from .run import _check_dtype, _check_snapshots, plan_cells, plan_work, sweep_units
 from .spec import SweepSpec
 from .store import StoredResults
 from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
@@ -241,10 +241,11 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
     dtype's). ``rates``: this machine's (``machine_rates``, measured once and cached) when not given."""
     corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
     precision = resolve_dtype(spec.dtype, spec.device)
-    cells, _ = plan_cells(spec, corpus.sha256, precision)
+    cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
     stored = StoredResults.read(out, spec, force=force)
     if not force:
         _check_dtype(stored.meta, precision, out)
+        _check_snapshots(stored.meta, checkpoints, out)
     pending = [c for c in cells if not stored.done(c.key)]
     work = plan_work(spec, corpus, pending, stored)
     threads, rates_file = torch.get_num_threads(), None

@@ -64,6 +64,7 @@ from ..eval.perplexity import (
     text_counts,
 )
 from ..models import (
+    Checkpoint,
     ModelConfig,
     Precision,
     checkpoint_config,
@@ -103,6 +104,7 @@ class Cell:
     task: str = "perplexity"
     depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack
     settings: TaskSpec | None = None  # a retrieval cell's task settings
+    checkpoint: Checkpoint | None = None  # where the model's files are, resolved once when planned
 
 
 @dataclass
@@ -122,11 +124,13 @@ class SweepSummary:
 
 def plan_cells(
     spec: SweepSpec, corpus_sha: str, precision: Precision | None = None
-) -> tuple[list[Cell], dict[str, Path]]:
-    """Every cell of the grid with its resolved plan (no weights are read): each model's config is
-    filled with upstream's defaults once, then each (layer mix, rope) is resolved from it once. A rope
-    that fails validation or a mix that does not fit a model stops the sweep here. ``precision``:
-    what the spec's dtype resolves to on this machine (resolved here when not given)."""
+) -> tuple[list[Cell], dict[str, Checkpoint]]:
+    """Every cell of the grid with its resolved plan (no weights are read): each model is located once
+    (a hub id: the commit its revision names now, part of its cells' keys, so numbers of two snapshots
+    never mix) and its config filled with upstream's defaults once, then each (layer mix, rope) is
+    resolved from it once. A rope that fails validation or a mix that does not fit a model stops the
+    sweep here. ``precision``: what the spec's dtype resolves to on this machine (resolved here when
+    not given). Returns the cells and each model's checkpoint."""
     cells, checkpoints = [], {}
     precision = precision or resolve_dtype(spec.dtype, spec.device)
     # "auto" is keyed by what it resolves to here, so that a DIR resumed on another machine never
@@ -134,11 +138,12 @@ def plan_cells(
     dtype = precision.name if spec.dtype == "auto" else spec.dtype
     for model in spec.models:
         try:
-            path, raw = read_model_config(model)
+            located, raw = read_model_config(model)
             checkpoint = checkpoint_config(raw)
         except ValueError as err:
             raise SpecError(f"models: {err}") from None
-        checkpoints[model] = path
+        checkpoints[model] = located
+        snapshot = {"commit": located.hub.commit} if located.hub else {}  # local models' keys stay as they were
         for mix in spec.layer_mixes:
             for rope_name, rope in spec.ropes.items():
                 try:
@@ -146,8 +151,8 @@ def plan_cells(
                 except ValueError as err:
                     raise SpecError(f"model {model!r}, rope {rope_name!r}, layer mix {mix!r}: {err}") from None
                 record = config.plan_record()  # what decides the numbers, whatever the spec called it
-                where = {"model": model, "rope": rope_name, "plan": record, "layer_mix": mix}
-                cells += _retrieval_cells(spec, where, config, corpus_sha, dtype)
+                where = {"model": model, "rope": rope_name, "plan": record, "layer_mix": mix, **snapshot}
+                cells += _retrieval_cells(spec, where, config, corpus_sha, dtype, located)
                 for length in spec.lengths if "perplexity" in spec.tasks else ():
                     definition = {
                         "model": model,
@@ -161,12 +166,16 @@ def plan_cells(
                         "corpus": corpus_sha,
                         "dtype": dtype,
                         "device": spec.device,
+                        **snapshot,
                     }
-                    cells.append(Cell(model, rope_name, mix, length, cell_key(definition), config))
+                    key = cell_key(definition)
+                    cells.append(Cell(model, rope_name, mix, length, key, config, checkpoint=located))
     return cells, checkpoints
 
 
-def _retrieval_cells(spec: SweepSpec, where: dict[str, Any], config: ModelConfig, corpus: str, dtype) -> list[Cell]:
+def _retrieval_cells(
+    spec: SweepSpec, where: dict[str, Any], config: ModelConfig, corpus: str, dtype, checkpoint: Checkpoint
+) -> list[Cell]:
     """One (model, layer mix, rope)'s retrieval cells: per task, length and depth. A cell's key holds
     what decides its prompts (the task's settings; the corpus for the needle's haystack) and its plan."""
     cells = []
@@ -176,9 +185,8 @@ def _retrieval_cells(spec: SweepSpec, where: dict[str, Any], config: ModelConfig
                 definition = {**where, "task": task, "length": length, "depth": depth, "settings": settings.to_dict()}
                 definition["digits"] = settings.answer_digits  # the task's default too: what decides the prompts
                 definition |= {"corpus": corpus if task == "needle" else None, "dtype": dtype, "device": spec.device}
-                cell = Cell(where["model"], where["rope"], where["layer_mix"], length, cell_key(definition), config)
-                cell.task, cell.depth, cell.settings = task, depth, settings
-                cells.append(cell)
+                fields = where["model"], where["rope"], where["layer_mix"], length, cell_key(definition), config
+                cells.append(Cell(*fields, task=task, depth=depth, settings=settings, checkpoint=checkpoint))
     return cells
 
 
@@ -218,6 +226,7 @@ def run_sweep(
             store.keep_only({c.key for c in cells})
         else:
             _check_dtype(store.meta, precision, out)
+            _check_snapshots(store.meta, checkpoints, out)
         claims = Claims(out, worker, lease)
         meta = _meta(spec, corpus, checkpoints, out, precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
@@ -329,7 +338,8 @@ class _Worker:
         work = self.planned[unit.id]
         if self.loaded is None or self.loaded[0] != unit.model:
             self.loaded = None  # the old weights go before the new ones load
-            self.loaded = (unit.model, load_model(unit.model, device=spec.device, dtype=spec.dtype))
+            checkpoint = self.by_key[unit.cells[0]].checkpoint  # the snapshot planned, not what a name means now
+            self.loaded = (unit.model, load_model(checkpoint, device=spec.device, dtype=spec.dtype))
         before = {key: store.rows.get(key) for key in unit.cells}
         with self.claims.heartbeat(unit):
             stop = self.claims.stop(unit)
@@ -576,7 +586,7 @@ def plan_work(
         if not (cells := [c for c in pending if c.model == name]):
             continue
         if name not in inputs:
-            tokenizer = load_tokenizer(name)
+            tokenizer = load_tokenizer(cells[0].checkpoint)
             prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
             inputs[name] = tokenizer, tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
         tokenizer, tokens = inputs[name]
@@ -667,11 +677,24 @@ def _check_dtype(meta: dict[str, Any], precision: Precision, out: Path) -> None:
         )
 
 
+def _check_snapshots(meta: dict[str, Any], checkpoints: dict[str, Checkpoint], out: Path) -> None:
+    """A DIR resumed where a hub id's revision now names another commit is refused: its cells were
+    computed from the snapshot meta.json records."""
+    for model, checkpoint in checkpoints.items():
+        stored = meta.get("models", {}).get(model, {}).get("commit")
+        if checkpoint.hub and stored and stored != checkpoint.hub.commit:
+            raise SpecError(
+                f"{out} holds cells of {model} at commit {stored}, but revision {checkpoint.hub.revision!r} is now "
+                f"commit {checkpoint.hub.commit}; use another --out, or --force to drop those cells"
+            )
+
+
 def _meta(
-    spec: SweepSpec, corpus, checkpoints: dict[str, Path], out: Path, precision: Precision, *, started: str | None
+    spec: SweepSpec, corpus, checkpoints: dict[str, Checkpoint], out: Path, precision: Precision, *, started: str | None
 ) -> dict[str, Any]:
     """meta.json: what it takes to reproduce the sweep (the spec as ``spec_from_dict`` takes it back
-    and the ``ropekit sweep`` command that reruns it, content hashes of corpus and models, versions,
+    and the ``ropekit sweep`` command that reruns it, content hashes of corpus and models and, for a
+    hub id, the repository, revision and commit that ran, versions,
     the dtype the models ran in and why, device, threads, interval settings), and when it first
     started (kept across resumed runs)."""
     meta = {
@@ -684,7 +707,7 @@ def _meta(
             "documents": len(corpus.documents),
             "sha256": corpus.sha256,
         },
-        "models": {m: {"path": str(p), "sha256": file_sha256(p)} for m, p in checkpoints.items()},
+        "models": {m: {**c.record(), "sha256": file_sha256(c.path)} for m, c in checkpoints.items()},
         "versions": {
             "ropekit": __import__("ropekit").__version__,
             "torch": torch.__version__,

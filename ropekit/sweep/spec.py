@@ -1,6 +1,8 @@
 """Sweep specs: TOML files (or CLI flags) naming the grid, parsed as data and checked up front.
 
-models = ["smollm2-135m"]                  # embedded names, .gguf files or transformers folders
+models = ["smollm2-135m"]                  # local .gguf files or transformers folders, embedded names, or hub
+                                           # ids "org/name" ("org/name@REVISION": a branch, tag or commit),
+                                           # first match in that order (ropekit/models/checkpoint.py)
 corpus = "shakespeare"                     # or {path = "pg19.parquet", format = "parquet", field = "text"}
 lengths = [512, 1024, 2048]
 n_docs = 4                                 # documents per length (first, yarn: the first n_docs with
@@ -353,7 +355,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
     if isinstance(models, str):
         models = [models]
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        raise SpecError(f"models = {models!r} is not allowed; expected a list of names or paths")
+        raise SpecError(f"models = {models!r} is not allowed; expected a list of names, paths or hub ids")
     corpus = data["corpus"]
     if isinstance(corpus, str):
         corpus = {"path": corpus}

@@ -579,7 +579,6 @@ def test_preset_arguments(text, expected):
 # --- presets --------------------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
