@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -93,11 +94,12 @@ def run_capped(impl: str, cmd: list[str], memory_gb: float) -> dict:
     """A child benchmark process under an address-space cap: its last stdout line (JSON) with status
     ok, or status oom / error with the last line of its stderr. The cap turns running out of memory
     into a recorded result, not a dead machine."""
-    limit = f"ulimit -v {int(memory_gb * 2**20)}; exec " + " ".join(cmd)
+    limit = f"ulimit -v {int(memory_gb * 2**20)}; exec {shlex.join(cmd)}"
     result = subprocess.run(["bash", "-c", limit], capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr.strip().splitlines() or ["?"])[-1]
-        status = "oom" if "memory" in result.stderr.lower() or result.returncode in (-9, 137) else "error"
+        out_of_memory = ("MemoryError", "Cannot allocate memory", "DefaultCPUAllocator: can't allocate")
+        status = "oom" if any(s in result.stderr for s in out_of_memory) or result.returncode in (-9, 137) else "error"
         return {"impl": impl, "status": status, "detail": tail[-300:]}
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "status": "ok"}
 
