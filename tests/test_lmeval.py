@@ -56,6 +56,25 @@ metric_list:
   - metric: acc_norm
 """
 
+GENERATE = """
+task: rk_generate
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: [" of", " by"]
+  max_gen_toks: 10
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+TASKS = ["rk_rolling", "rk_choice", "rk_generate"]
+
 
 def words(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
@@ -81,6 +100,10 @@ def setup(tmp_path_factory):
     (tasks / "choice.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     (tasks / "rk_rolling.yaml").write_text(ROLLING.format(data=tasks / "rolling.jsonl"))
     (tasks / "rk_choice.yaml").write_text(CHOICE.format(data=tasks / "choice.jsonl"))
+    # contexts shorter and longer than max_length - max_gen_toks (left truncated to 14 tokens)
+    prompts = [{"question": words(rng, n), "answer": words(rng, 2)} for n in (2, 5, 9, 13, 40)]
+    (tasks / "generate.jsonl").write_text("".join(json.dumps(d) + "\n" for d in prompts))
+    (tasks / "rk_generate.yaml").write_text(GENERATE.format(data=tasks / "generate.jsonl"))
     return checkpoint, tasks
 
 
@@ -103,7 +126,7 @@ def hf_results(setup):
 
     checkpoint, tasks = setup
     hf = HFLM(pretrained=str(checkpoint), dtype="float32", device="cpu", batch_size=1, max_length=MAX_LENGTH)
-    return evaluate(hf, tasks, ["rk_rolling", "rk_choice"])
+    return evaluate(hf, tasks, TASKS)
 
 
 def ropekit_lm(checkpoint, **args) -> RopekitLM:
@@ -122,7 +145,7 @@ def flat(values) -> list[float]:
 
 def test_loglikelihoods_equal_lm_evals_hf_backend(setup, hf_results):
     checkpoint, tasks = setup
-    ours = evaluate(ropekit_lm(checkpoint, max_length=MAX_LENGTH), tasks, ["rk_rolling", "rk_choice"])
+    ours = evaluate(ropekit_lm(checkpoint, max_length=MAX_LENGTH), tasks, TASKS)
     for task in ("rk_rolling", "rk_choice"):
         mine, theirs = flat(responses(ours, task)), flat(responses(hf_results, task))
         assert len(mine) == len(theirs) > 0
@@ -133,6 +156,10 @@ def test_loglikelihoods_equal_lm_evals_hf_backend(setup, hf_results):
         )
     for metric in ("acc,none", "acc_norm,none"):
         assert ours["results"]["rk_choice"][metric] == hf_results["results"]["rk_choice"][metric]
+    # generation: the same text, so the same tokens, for every prompt (and some must be non-empty)
+    generated = [r[0] for r in responses(ours, "rk_generate")]
+    assert generated == [r[0] for r in responses(hf_results, "rk_generate")]
+    assert sum(len(g.split()) for g in generated) >= 5, generated
 
 
 def test_rolling_windows_cover_the_text_once(setup):

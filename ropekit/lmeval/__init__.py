@@ -39,12 +39,15 @@ try:
     from lm_eval import utils as lm_utils
     from lm_eval.api.model import TemplateLM
     from lm_eval.api.registry import register_model
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+    from lm_eval.models.utils_hf import MultiTokenEOSCriteria
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "ropekit.lmeval needs lm-evaluation-harness: pip install 'ropekit[lm-eval]' (lm-eval==0.4.13)"
     ) from error
 
 from .. import load_model, score_answer, token_nll
+from ..eval.generate import greedy_generate
 
 # model_args this backend reads; lm-eval itself adds batch_size, max_batch_size and device.
 MODEL_ARGS = ("pretrained", "revision", "rope_scaling", "layer_mix", "dtype", "device", "max_length")
@@ -180,4 +183,36 @@ class RopekitLM(TemplateLM):
         return out
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError("ropekit's lm-eval backend does not generate yet: loglikelihood tasks only")
+        """Greedy continuations, as HFLM makes them: the context's last ``max_length - max_gen_toks`` tokens,
+        at most ``max_gen_toks`` new ones, ending at EOS or once a stop sequence shows in the decoded tail
+        (lm-eval's own ``MultiTokenEOSCriteria``), the text cut at the first stop sequence. Sampling is refused."""
+        eos = self.tokenizer.decode(self.eot_token_id, skip_special_tokens=False)
+        eos_ids = {self.eot_token_id}
+        checkpoint_eos = self.model.config.checkpoint.get("eos_token_id")  # generate stops on the config's too
+        eos_ids.update(
+            checkpoint_eos if isinstance(checkpoint_eos, list) else [checkpoint_eos] * (checkpoint_eos is not None)
+        )
+        out = []
+        for request in requests:
+            context, gen_kwargs = request.args
+            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            if kwargs.get("do_sample") or kwargs.get("temperature", 0.0) > 0:
+                raise ValueError(f"ropekit generates greedily only; the task asks for sampling ({gen_kwargs})")
+            if max_gen_toks >= self.max_length:
+                raise ValueError(
+                    f"max_gen_toks={max_gen_toks} leaves no room for a context in max_length={self.max_length}"
+                )
+            prompt = self.tok_encode(context)[-(self.max_length - max_gen_toks) :]
+            criteria = [MultiTokenEOSCriteria(s, self.tokenizer, len(prompt), 1) for s in until]
+
+            def stop(new: list[int], prompt=prompt, criteria=criteria) -> bool:
+                ids = torch.tensor([prompt + new])
+                return any(c(ids, None) for c in criteria)
+
+            tokens = greedy_generate(self.model, prompt, max_new_tokens=max_gen_toks, eos_ids=eos_ids, stop=stop)
+            text = postprocess_generated_text(self.tok_decode(tokens), stop=until, think_end_token=None)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            out.append(text)
+        return out
