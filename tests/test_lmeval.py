@@ -210,3 +210,24 @@ def test_the_documented_command_line(setup):
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "word_perplexity" in run.stdout and "rope_scaling': 'yarn:2'" in run.stdout
+
+
+@pytest.mark.slow
+def test_the_embedded_smollm2_equals_hflm_on_the_same_gguf(setup):
+    """SmolLM2-135M from its GGUF on both sides (HFLM through transformers' gguf_file), float32."""
+    from lm_eval.models.huggingface import HFLM
+
+    from ropekit.models import embedded_path
+
+    _, tasks = setup
+    path = embedded_path("smollm2-135m")
+    hf = HFLM(
+        pretrained=str(path.parent), gguf_file=path.name, dtype="float32", device="cpu", batch_size=1, max_length=48
+    )
+    theirs = evaluate(hf, tasks, TASKS)
+    ours = evaluate(ropekit_lm("smollm2-135m", max_length=48), tasks, TASKS)
+    for task in ("rk_rolling", "rk_choice"):
+        mine, reference = flat(responses(ours, task)), flat(responses(theirs, task))
+        assert len(mine) == len(reference) > 0
+        assert mine == pytest.approx(reference, rel=1e-5, abs=1e-6), task  # seen: 1.1e-6 relative at most
+    assert [r[0] for r in responses(ours, "rk_generate")] == [r[0] for r in responses(theirs, "rk_generate")]

@@ -49,8 +49,9 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 from .. import load_model, score_answer, token_nll
 from ..eval.generate import greedy_generate
 
-# model_args this backend reads; lm-eval itself adds batch_size, max_batch_size and device.
-MODEL_ARGS = ("pretrained", "revision", "rope_scaling", "layer_mix", "dtype", "device", "max_length")
+# model_args this backend reads; lm-eval itself adds batch_size, max_batch_size and device (and
+# trust_remote_code); RULER's data builders read tokenizer (a name AutoTokenizer loads) from model_args.
+MODEL_ARGS = ("pretrained", "revision", "rope_scaling", "layer_mix", "dtype", "device", "max_length", "tokenizer")
 HARNESS_ARGS = ("batch_size", "max_batch_size", "trust_remote_code")
 
 logger = logging.getLogger(__name__)
