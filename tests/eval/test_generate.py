@@ -86,3 +86,20 @@ def test_generation_ends_at_eos_or_when_stop_says(tmp_path):
     assert len(free) == 12
     assert greedy_generate(model, prompt, max_new_tokens=12, eos_ids={free[4]}) == free[: free.index(free[4]) + 1]
     assert greedy_generate(model, prompt, max_new_tokens=12, stop=lambda new: len(new) == 3) == free[:3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_the_embedded_models_generate_as_transformers(name):
+    """The embedded GGUFs on both sides, float32: 40 tokens after 600 of Hamlet (past Gemma 3's 512 window)."""
+    from transformers import AutoModelForCausalLM
+
+    from ropekit.data import shakespeare
+    from ropekit.models import embedded_path
+
+    path = embedded_path(name)
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    model = ropekit.load_model(name, dtype="float32")
+    hamlet = next(d.text for d in shakespeare().documents if d.name == "Hamlet")
+    prompt = torch.tensor(model.tokenizer.encode(hamlet)[:600])
+    assert greedy_generate(model, prompt, max_new_tokens=40) == hf_greedy(hf, prompt, 40)
