@@ -231,3 +231,24 @@ def test_the_embedded_smollm2_equals_hflm_on_the_same_gguf(setup):
         assert len(mine) == len(reference) > 0
         assert mine == pytest.approx(reference, rel=1e-5, abs=1e-6), task  # seen: 1.1e-6 relative at most
     assert [r[0] for r in responses(ours, "rk_generate")] == [r[0] for r in responses(theirs, "rk_generate")]
+
+
+def test_rope_scaling_as_model_args_give_it():
+    from ropekit.lmeval import rope_argument
+
+    assert rope_argument("native") is None and rope_argument(None) is None
+    assert rope_argument("yarn:4") == "yarn:4"
+    assert rope_argument('{"rope_type": "linear", "factor": 2}') == {"rope_type": "linear", "factor": 2}
+    with pytest.raises(ValueError, match="is not a JSON object"):
+        rope_argument('{"rope_type": linear}')
+
+
+def test_a_loaded_model_and_sampling_are_refused_clearly(setup):
+    checkpoint, _ = setup
+    model = ropekit.load_model(checkpoint, dtype="float32")
+    with pytest.raises(ValueError, match="rope_scaling= needs pretrained= by name"):
+        RopekitLM(pretrained=model, rope_scaling="yarn:2")
+    lm = RopekitLM(pretrained=model, max_length=MAX_LENGTH)
+    request = type("R", (), {"args": ("the of", {"until": ["and"], "do_sample": True, "temperature": 0.7})})()
+    with pytest.raises(ValueError, match="greedily only"):
+        lm.generate_until([request])

@@ -97,6 +97,9 @@ class RopekitLM(TemplateLM):
             raise ValueError("ropekit model_args: pretrained= is required (an embedded name, a GGUF file, a folder)")
         super().__init__()
         if isinstance(pretrained, torch.nn.Module):  # an already loaded ropekit model
+            given = sorted(k for k in ("revision", "rope_scaling", "layer_mix", "dtype") if kwargs.get(k) is not None)
+            if given:
+                raise ValueError(f"ropekit model_args: {given[0]}= needs pretrained= by name; this model is loaded")
             self.model = pretrained
         else:
             self.model = load_model(
