@@ -136,6 +136,44 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, 
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
+def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:
+    """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
+    the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it."""
+    T, K = q.shape[-2], k.shape[-2]
+    q_pos = torch.arange(K - T, K, device=q.device)[:, None]
+    k_pos = torch.arange(K, device=q.device)[None, :]
+    allowed = k_pos <= q_pos  # (T, K)
+    if layer.window is not None:
+        allowed &= k_pos > q_pos - layer.window
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+@dataclass(eq=False)
+class LayerCache:
+    """One layer's rotated keys and values ``(B, H_kv, S, D)`` of the tokens read so far; a sliding layer keeps
+    only its ``window - 1`` latest, all that the next query can see."""
+
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor, window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached keys and values followed by ``k`` and ``v``; keeps what the next query can see."""
+        if self.keys is not None:
+            k, v = torch.cat((self.keys, k), 2), torch.cat((self.values, v), 2)
+        keep = k.shape[2] if window is None else min(k.shape[2], window - 1)
+        self.keys, self.values = k[:, :, k.shape[2] - keep :], v[:, :, k.shape[2] - keep :]
+        return k, v
+
+
+class KVCache:
+    """What incremental decoding keeps between forwards (:meth:`Decoder.forward` with ``cache=``): a
+    :class:`LayerCache` per layer and ``length``, the tokens read so far (the next token's position)."""
+
+    def __init__(self, n_layers: int):
+        self.length = 0
+        self.layers = [LayerCache() for _ in range(n_layers)]
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -150,7 +188,9 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
@@ -166,7 +206,11 @@ class Attention(nn.Module):
             q_far, k_far = apply_rotary(q, far.query_cos, far.query_sin), apply_rotary(k, far.key_cos, far.key_sin)
         if layer.rope is not None:
             q, k = apply_rotary(q, t.cos, t.sin), apply_rotary(k, t.cos, t.sin)
-        if t.far is None:
+        if cache is not None:  # t.far is None: Decoder.forward refuses a cache otherwise
+            first = cache.keys is None
+            k, v = cache.extend(k, v, layer.window)
+            out = attend(q, k, v, layer, self.scale) if first else attend_cached(q, k, v, layer, self.scale)
+        elif t.far is None:
             out = attend(q, k, v, layer, self.scale)  # (B, H, T, D)
         else:
             out = two_region_attention(
@@ -207,8 +251,10 @@ class Block(nn.Module):
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[slot](x) if slot in self.norms else x
 
-    def forward(self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables]) -> torch.Tensor:
-        x = x + self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables))
+    def forward(
+        self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        x = x + self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache))
         return x + self._norm("mlp_out", self.mlp(self._norm("mlp_in", x)))
 
 
@@ -310,15 +356,26 @@ class Decoder(nn.Module):
             )
         return tables
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, C) final hidden states (after the last norm)."""
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, C) final hidden states (after the last norm). With ``cache``, the ids
+        follow the ``cache.length`` tokens read before: they sit at positions ``cache.length ..`` and are
+        rotated as a sequence of ``cache.length + T`` tokens is (``dynamic`` at that length, as transformers'
+        generate updates it at each step), and the cache takes their keys and values."""
         x = self.embed_tokens(input_ids)
         if self.embed_scale is not None:
             # Gemma scales in the activations' dtype (transformers' Gemma3TextScaledWordEmbedding).
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
-        tables = self.rope_tables(input_ids.shape[-1])
-        for block, layer in zip(self.layers, self.config.layers, strict=True):
-            x = block(x, layer, tables)
+        start = 0 if cache is None else cache.length
+        tables = self.rope_tables(start + input_ids.shape[-1])
+        if cache is not None:
+            if any(t.far is not None for t in tables.values()):
+                raise ModelConfigError("a KV cache cannot serve attention-level methods (ReRoPE, Self-Extend)")
+            tables = {layer: t.after(start) for layer, t in tables.items()}
+        caches = [None] * len(self.layers) if cache is None else cache.layers
+        for block, layer, layer_cache in zip(self.layers, self.config.layers, caches, strict=True):
+            x = block(x, layer, tables, layer_cache)
+        if cache is not None:
+            cache.length += input_ids.shape[-1]
         return self.norm(x)
 
 
@@ -332,6 +389,11 @@ class LayerTables:
     sin: torch.Tensor | None
     query_scale: torch.Tensor | None
     far: FarTables | None
+
+    def after(self, start: int) -> LayerTables:
+        """The rows of positions ``start ..``: what tokens after ``start`` cached ones rotate by."""
+        cut = lambda t: None if t is None else t[start:]  # noqa: E731
+        return LayerTables(cut(self.cos), cut(self.sin), cut(self.query_scale), self.far)
 
 
 def _column(scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

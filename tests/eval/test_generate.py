@@ -1,0 +1,105 @@
+"""Greedy generation with a KV cache (ropekit/eval/generate.py, the cache in ropekit/models/decoder.py),
+proven token for token against transformers' ``generate`` and against decoding without a cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.eval.generate import greedy_generate
+from ropekit.models.decoder import KVCache
+from ropekit.rope.presets import preset
+
+from ..models.tiny import FAMILY_CONFIGS, make_checkpoint
+
+TRAINED = 128  # max_position_embeddings of the checkpoints: prompt + generation run past it
+PROMPT, NEW = 100, 40
+
+
+def hf_greedy(hf, prompt: torch.Tensor, n: int) -> list[int]:
+    out = hf.generate(prompt[None], max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert out.shape[1] == prompt.shape[0] + n  # no EOS stop: ropekit is given no eos_ids either
+    return out[0, prompt.shape[0] :].tolist()
+
+
+def prompt_ids(vocab: int, n: int = PROMPT, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3", "gemma3", "exaone4", "phi3"])
+def test_each_family_generates_as_transformers(family, tmp_path):
+    """Sliding layers (windows 40 to 64, all shorter than the 140 tokens) keep only their window."""
+    hf = make_checkpoint(tmp_path, {**FAMILY_CONFIGS[family], "max_position_embeddings": TRAINED})
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    prompt = prompt_ids(model.config.vocab_size)
+    assert greedy_generate(model, prompt, max_new_tokens=NEW) == hf_greedy(hf, prompt, NEW)
+
+
+@pytest.mark.parametrize("rope_type", ["linear", "dynamic", "yarn", "longrope", "llama3"])
+def test_each_rope_generates_as_transformers(rope_type, tmp_path):
+    """Past the trained length: dynamic rotates each new token at the length read so far (transformers'
+    generate updates its frequencies at each step), longrope switches to its long factors there."""
+    geometry = {"head_dim": 16, "rope_theta": 10000.0, "max_position_embeddings": TRAINED}
+    rope = {**preset(rope_type, 4.0, **geometry), "rope_theta": 10000.0}
+    hf = make_checkpoint(tmp_path, {"model_type": "llama", "max_position_embeddings": TRAINED, "rope_parameters": rope})
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    assert model.config.layers[0].rope.rope_type == rope_type
+    prompt = prompt_ids(model.config.vocab_size)
+    assert greedy_generate(model, prompt, max_new_tokens=NEW) == hf_greedy(hf, prompt, NEW)
+
+
+def test_a_layer_mix_generates_as_decoding_without_a_cache(tmp_path):
+    """A mix upstream has no switch for (sliding window 16, NoPE on the global layer, dynamic rope): the
+    cached decoding equals the argmax of a full forward over everything so far, step by step."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
+    model = ropekit.load_model(tmp_path, dtype="float32", layer_mix="LLLG@16+nope", rope_scaling="dynamic:2")
+    prompt = prompt_ids(model.config.vocab_size, n=30)
+    ids = prompt.tolist()
+    with torch.inference_mode():
+        for _ in range(25):
+            hidden = model(torch.tensor([ids]))[0, -1]
+            ids.append(int(torch.mv(model.output_weight, hidden).argmax()))
+    assert greedy_generate(model, prompt, max_new_tokens=25) == ids[30:]
+
+
+def test_cached_forward_equals_one_forward(tmp_path):
+    """Hidden states of a prompt read in three pieces through the cache equal one forward over it."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma3"])
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    ids = prompt_ids(model.config.vocab_size, n=90)[None]
+    cache = KVCache(len(model.config.layers))
+    with torch.inference_mode():
+        pieces = torch.cat([model(ids[:, a:b], cache=cache) for a, b in ((0, 50), (50, 51), (51, 90))], 1)
+        whole = model(ids)
+    assert cache.length == 90
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
+    windows = {layer.window for layer in model.config.layers}
+    assert {c.keys.shape[2] for c in cache.layers} == {90 if w is None else w - 1 for w in windows}
+
+
+def test_generation_ends_at_eos_or_when_stop_says(tmp_path):
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    prompt = prompt_ids(model.config.vocab_size, n=10)
+    free = greedy_generate(model, prompt, max_new_tokens=12)
+    assert len(free) == 12
+    assert greedy_generate(model, prompt, max_new_tokens=12, eos_ids={free[4]}) == free[: free.index(free[4]) + 1]
+    assert greedy_generate(model, prompt, max_new_tokens=12, stop=lambda new: len(new) == 3) == free[:3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_the_embedded_models_generate_as_transformers(name):
+    """The embedded GGUFs on both sides, float32: 40 tokens after 600 of Hamlet (past Gemma 3's 512 window)."""
+    from transformers import AutoModelForCausalLM
+
+    from ropekit.data import shakespeare
+    from ropekit.models import embedded_path
+
+    path = embedded_path(name)
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    model = ropekit.load_model(name, dtype="float32")
+    hamlet = next(d.text for d in shakespeare().documents if d.name == "Hamlet")
+    prompt = torch.tensor(model.tokenizer.encode(hamlet)[:600])
+    assert greedy_generate(model, prompt, max_new_tokens=40) == hf_greedy(hf, prompt, 40)
