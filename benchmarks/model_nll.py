@@ -185,9 +185,7 @@ def main() -> None:
                     row["fraction_of_matmul_peak"] = row["gflops"] / peaks[dtype]
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    meta = run_meta(
-        args.threads, matmul_gflops=peaks, dtype_reasons={name: p.reason for name, p in precisions.items()}
-    )
+    meta = run_meta(args.threads, matmul_gflops=peaks, dtype_reasons={name: p.reason for name, p in precisions.items()})
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
