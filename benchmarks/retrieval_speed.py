@@ -24,7 +24,7 @@ from model_nll import peak_rss_gb, run_capped  # beside this script
 
 
 def trials(tokenizer, length: int, n: int) -> list:
-    from ropekit.eval.retrieval import build_trial
+    from ropekit.tasks import build_trial
 
     return [build_trial(tokenizer, "passkey", length, 50, i, seed=0, digits=5) for i in range(n)]
 

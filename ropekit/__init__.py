@@ -1,8 +1,10 @@
-"""ropekit: long-context RoPE scaling, measured against transformers."""
+"""ropekit: long-context RoPE scaling, measured against transformers.
 
-from .eval import AnswerScore, score_answer, token_nll
-from .models import CheckpointError, ModelConfigError, load_model
-from .rope import RopeConfigError, RopeSpec, RopeType, parse_rope, register_rope, rope_frequencies, rope_from_config
+The root imports nothing until a name is read (``ropekit/lazy.py``), so ``import ropekit.stats``,
+``ropekit status`` and ``ropekit report`` never load torch.
+"""
+
+from .lazy import exports
 
 __version__ = "0.1.0"
 
@@ -22,3 +24,20 @@ __all__ = [
     "score_answer",
     "token_nll",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        ".eval": ("AnswerScore", "score_answer", "token_nll"),
+        ".models": ("CheckpointError", "ModelConfigError", "load_model"),
+        ".rope": (
+            "RopeConfigError",
+            "RopeSpec",
+            "RopeType",
+            "parse_rope",
+            "register_rope",
+            "rope_frequencies",
+            "rope_from_config",
+        ),
+    },
+)

@@ -6,7 +6,7 @@ sees the old version or the whole new one, and a kill at any moment leaves no ha
 Append-only CSV record files (a sweep's results) are read here too, a torn last line never taken
 as data, so the sweep that writes them and the report that reads them share one reader. What
 ropekit says about such files without stopping (a cache rebuilt, a torn line dropped) is a
-:class:`Notice`. This module imports nothing of ropekit, so every subpackage may use it (DESIGN.md).
+:class:`Notice`. This module imports nothing of ropekit, so every subpackage may use it (ARCHITECTURE.md, layers).
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ from .rope import (
 from .sweep.spec import (
     EXECUTOR_KEYS,
     MODES,
-    TASK_KEYS,
     SpecError,
     SweepSpec,
     default_spec,
     executor_spec,
     load_spec,
     spec_from_dict,
+    task_keys,
 )
 
 INSPECT_DEFAULT = ["default", "linear:2", "dynamic:2", "yarn:2", "longrope:2", "llama3:2"]
@@ -234,18 +234,16 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tasks",
-        help="comma-separated: perplexity (default), passkey (the landmark-attention prompt), needle (RULER's "
-        "single needle in the corpus's text)",
+        help="comma-separated: perplexity (default) and trial tasks: "
+        + "; ".join(f"{name} ({task.description})" for name, task in _trial_tasks().items()),
     )
     p.add_argument("--trials", type=int, help="retrieval prompts per (length, depth) (default 5)")
-    p.add_argument("--digits", type=int, help="digits of a retrieval answer (default: passkey 5, needle 7)")
     p.add_argument("--depths", help="comma-separated needle depths, percent of the haystack (default 0,10,...,100)")
     p.add_argument("--seed", type=int, help="seed of the retrieval prompts (default 0)")
-    p.add_argument("--needle", help="the needle task's fact, with {key} and {value} (default: RULER's)")
-    p.add_argument("--question", help="the needle task's question, with {key}, ending where {value} begins")
-    p.add_argument("--intro", help="the needle task's first line")
+    _task_key_flags(p, {"trials", "depths", "seed"})
     p.add_argument(
-        "--executor", help="local: worker processes on this machine (default); slurm: a job array through submitit"
+        "--executor",
+        help="; ".join(f"{name}: {e.description}" for name, e in _executors().items()) + " (default: local)",
     )
     p.add_argument(
         "--workers",
@@ -254,20 +252,8 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         "one GPU, on the CPU each its share of the cores); more sweeps started by hand on one DIR also share it",
     )
     p.add_argument("--lease", type=float, help="seconds a worker's claim lasts without its heartbeat (default 120)")
-    slurm = p.add_argument_group("Slurm (--executor slurm; sbatch's options of the same names)")
-    slurm.add_argument("--partition")
-    slurm.add_argument("--gpus-per-task", type=int)
-    slurm.add_argument("--cpus-per-task", type=int)
-    slurm.add_argument("--mem", help="memory per task, e.g. 32G")
-    slurm.add_argument("--time", type=int, help="minutes per task (default 60; a task at its limit is requeued)")
-    slurm.add_argument("--account")
-    slurm.add_argument("--qos")
-    slurm.add_argument("--constraint")
-    slurm.add_argument("--array-parallelism", type=int, help="array tasks running at once (default: all)")
-    slurm.add_argument(
-        "--sbatch", action="append", metavar="OPTION", help="another sbatch option, e.g. --sbatch=--exclusive"
-    )
-    slurm.add_argument("--wait", action="store_true", help="wait for the array to finish, then print the results")
+    _executor_flags(p)
+    p.add_argument("--wait", action="store_true", help="wait for the workers an executor submits (slurm) to finish")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -280,14 +266,39 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_sweep_command)
 
 
+def _executors() -> dict:
+    from .sweep.executors import executors
+
+    return executors()
+
+
+def _executor_flags(p: argparse.ArgumentParser) -> None:
+    """A flag group per executor with keys of its own (``--partition`` ... for Slurm)."""
+    kinds = {"count": int, "text": str, "options": str}
+    for name, record in _executors().items():
+        if record.options:
+            group = p.add_argument_group(f"{record.title} (--executor {name})")
+            for key, option in record.options.items():
+                action = "append" if option.kind == "options" else "store"
+                flag = f"--{key.replace('_', '-')}"
+                group.add_argument(flag, dest=key, type=kinds[option.kind], action=action, help=option.help or None)
+
+
+def executor_keys() -> tuple[str, ...]:
+    """Every key of an ``[executor]`` table, the executors' own included."""
+    return (*EXECUTOR_KEYS, *(k for e in _executors().values() for k in e.options))
+
+
 def sweep_spec_from_args(args: argparse.Namespace) -> SweepSpec:
     """The spec file (or the embedded default) with every axis given as a flag replacing its entry, and
-    --executor, --workers and --lease its ``[executor]`` table's."""
+    --executor, --workers, --lease and the executors' own keys its ``[executor]`` table's (a repeated
+    flag of a list, such as --sbatch, adds to the spec's list)."""
     spec = _spec_from_args(args)
-    given = {k: getattr(args, k) for k in EXECUTOR_KEYS if getattr(args, k, None) is not None}
-    if "sbatch" in given:  # repeated flags add to the spec's options
-        given["sbatch"] = [*spec.executor.sbatch, *given["sbatch"]]
-    return dataclasses.replace(spec, executor=executor_spec({**spec.executor.to_dict(), **given})) if given else spec
+    given = {k: getattr(args, k) for k in executor_keys() if getattr(args, k, None) is not None}
+    table = spec.executor.to_dict()
+    for key, value in given.items():
+        table[key] = [*table.get(key, []), *value] if isinstance(value, list) else value
+    return dataclasses.replace(spec, executor=executor_spec(table)) if given else spec
 
 
 def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
@@ -313,7 +324,7 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
         for key in ("models", "lengths"):
             if key not in given:
                 raise SpecError(f"without a spec file, --{key.rstrip('s')} is required")
-    elif args.tasks is not None or any(getattr(args, key) is not None for key in TASK_KEYS):
+    elif args.tasks is not None or any(getattr(args, key, None) is not None for key in task_keys()):
         data = default_spec().to_dict()  # the default sweep with other tasks
         name = data.pop("name")
     else:
@@ -341,9 +352,11 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 
 def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str, Any]) -> None:
-    """--trials, --digits, --depths and --seed set that key of every retrieval task the spec runs;
-    --intro, --needle and --question the needle task's."""
-    flags = {key: getattr(args, key) for key in TASK_KEYS if getattr(args, key) is not None}
+    """A task key's flag (--trials, --digits, --depths, --seed, --intro, --needle, --question, and the
+    keys of plugin tasks) sets that key in every table of the spec's tasks that has it."""
+    from .tasks import get_task
+
+    flags = {key: getattr(args, key) for key in task_keys() if getattr(args, key, None) is not None}
     if "depths" in flags:
         try:
             flags["depths"] = [float(x) if "." in x else int(x) for x in flags["depths"].split(",") if x.strip()]
@@ -351,15 +364,46 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
     tasks = given.get("tasks", data.get("tasks", ["perplexity"]))
     for key, value in flags.items():
-        targets = ["needle"] if key in ("intro", "needle", "question") else [t for t in tasks if t != "perplexity"]
-        if not targets or not set(targets) <= set(tasks):
-            raise SpecError(f"--{key} sets a retrieval task's prompts; add --tasks {','.join(targets or ['passkey'])}")
-        for task in targets:
+        having = [t for t in tasks if t != "perplexity" and get_task(t) and key in get_task(t).settings.table_keys()]
+        if not having:
+            names = [name for name, task in _trial_tasks().items() if key in task.settings.table_keys()]
+            raise SpecError(f"--{key} sets a key of the {' or '.join(names)} task; add --tasks {names[0]}")
+        for task in having:
             given[task] = {**given.get(task, data.get(task, {})), key: value}
 
 
+def _trial_tasks() -> dict:
+    from .tasks import trial_tasks
+
+    return trial_tasks()
+
+
+def _task_key_flags(p: argparse.ArgumentParser, known: set[str]) -> None:
+    """A flag for each key of a trial task's own table (``--digits``, ``--needle``, a plugin's), its help
+    the field's ``metadata["help"]`` and the tasks that have it; its value a TOML value, else the text."""
+    tasks: dict[str, list] = {}
+    for name, task in _trial_tasks().items():
+        for f in dataclasses.fields(task.settings):
+            if f.name != "task" and f.name not in known:
+                tasks.setdefault(f.name, []).append((name, f.metadata.get("help", "")))
+    for key, having in tasks.items():
+        helps = dict.fromkeys(text for _, text in having if text)
+        text = f"{'; '.join(helps) or key} ({', '.join(name for name, _ in having)})"
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=_toml_value, help=text)
+
+
+def _toml_value(text: str) -> Any:
+    """A flag's value as TOML reads it (``5``, ``true``, ``[1, 2]``), else the text as it is."""
+    from .sweep.spec import tomllib
+
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return text if isinstance(value, str) else value
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
 
     spec = sweep_spec_from_args(args)
     out = args.out or Path("runs") / spec.name
@@ -370,18 +414,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 0
     terminate = signal.signal(signal.SIGTERM, _stop)  # a scheduler's kill or preemption: stop as for Ctrl-C
     try:
-        if spec.executor.executor == "slurm":
-            from .sweep.slurm import submit
+        from .sweep.executors import Launch, get_executor
 
-            summary = submit(spec, out, force=args.force, wait=args.wait)
-            if summary is None:  # submitted: it says so and where
-                return 0
-        elif spec.executor.workers > 1:
-            from .sweep.workers import run_workers
-
-            summary = run_workers(spec, out, force=args.force, quiet=args.quiet)
-        else:
-            summary = run_sweep(spec, out, force=args.force, quiet=args.quiet, lease=spec.executor.lease)
+        launch = Launch(force=args.force, quiet=args.quiet, wait=args.wait)
+        summary = get_executor(spec.executor.executor).run(spec, out, launch)
+        if summary is None:  # submitted: it says so and where
+            return 0
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"

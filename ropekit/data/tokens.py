@@ -1,7 +1,7 @@
 """Tokenised corpora, cached on disk once per (tokenizer, corpus, encoding) and keyed by content hashes.
 
 A document's tokens are ``tokenizer.encode(text)``, with the tokenizer's default special tokens
-(DESIGN.md); a perplexity mode that reads other ids (yarn, rolling: a prefix token, then the text
+(ARCHITECTURE.md, conventions); a perplexity mode that reads other ids (yarn, rolling: a prefix token, then the text
 without special tokens) asks for them with ``prefix`` and ``special_tokens``, which are part of the
 cache key, so the ids of one encoding are never read as another's. The cache file holds a checksum
 of its own contents; a file that fails it (truncated, edited, half-written) is rebuilt, never trusted.

@@ -7,7 +7,7 @@ already holds) and then run (``score_plan``), so a caller's cost estimate is the
 and can never differ from what runs. ``aggregate`` makes a cell's figure from its documents' scores
 as the mode's source does (``WEIGHTING``).
 
-* ``first`` (the YaRN-table quantity, DESIGN.md): ids ``tokenizer.encode(text)`` (default special
+* ``first`` (the YaRN-table quantity, ARCHITECTURE.md): ids ``tokenizer.encode(text)`` (default special
   tokens); a document with >= L tokens is cut to its first L and all L-1 next-token predictions
   count. Cell: token-weighted, exp(total NLL / total predictions).
 * ``strided`` (transformers' guide "Perplexity of fixed-length models"): ids as ``first``; windows of
@@ -45,17 +45,9 @@ from dataclasses import dataclass
 import torch
 
 from ..models import ModelConfig
+from ..modes import BLOCK, MODES, SHARED, WEIGHTING
 from ..rope import position_key, spec_frequencies
 from .nll import token_nll
-
-MODES = ("first", "strided", "yarn", "rolling")
-# How each mode's source weighs documents in a cell's figure (``aggregate``).
-WEIGHTING = {"first": "tokens", "strided": "tokens", "yarn": "documents", "rolling": "tokens"}
-# Predictions per block of ``Score.blocks``. Token losses are correlated over a sentence or two (tens
-# of tokens), and a block bootstrap needs blocks long enough to be nearly independent; 64 still gives
-# 32 blocks at 2048 tokens and 128 at 8192 (the n**(1/3) rule of thumb gives 13-50 for 2k-128k
-# tokens: 64 errs on the side of independence).
-BLOCK = 64
 
 
 def _checked(mode: str) -> str:
@@ -246,7 +238,7 @@ def plan_document(
     """
     if min(lengths) < 2:
         raise ValueError(f"length {min(lengths)} is too short; a length reads at least 2 tokens")
-    if _checked(mode) in ("first", "yarn"):
+    if _checked(mode) in SHARED:
         if n_tokens < max(lengths):
             raise ValueError(f"the document has {n_tokens} tokens, fewer than the length {max(lengths)}")
         computed = computed or {}

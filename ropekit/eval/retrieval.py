@@ -23,12 +23,10 @@ one trial can be rebuilt alone, and every rope and layer mix of a sweep reads th
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-TASKS = ("passkey", "needle")
 
 PASSKEY_INTRO = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -148,7 +146,7 @@ def corpus_haystack(documents: Sequence[Sequence[int]], rng: np.random.Generator
     """``n`` tokens of real text: from the start of a document drawn by ``rng``, continuing into the
     next documents (in order, wrapping around), each joined by ``separator``."""
     if not documents or sum(len(d) for d in documents) == 0:
-        raise ValueError("the needle task needs a corpus with text for its haystack; this one has no tokens")
+        raise ValueError("a haystack of the corpus needs a corpus with text; this one has no tokens")
     first = int(rng.integers(len(documents)))
     out: list[int] = []
     i = first
@@ -159,7 +157,7 @@ def corpus_haystack(documents: Sequence[Sequence[int]], rng: np.random.Generator
     return out[:n]
 
 
-def build_trial(
+def needle_trial(
     tokenizer,
     task: str,
     length: int,
@@ -168,18 +166,15 @@ def build_trial(
     *,
     seed: int,
     digits: int,
-    needle: Needle | None = None,
-    documents: Sequence[Sequence[int]] | None = None,
+    needle: Needle,
+    haystack: Callable[[np.random.Generator, int], list[int]],
 ) -> Trial:
-    """The prompt of one trial of ``task`` (``passkey`` or ``needle``) with exactly ``length`` tokens and
-    the needle after ``depth`` percent of the haystack. ``needle`` defaults to the task's own text;
-    ``documents`` (token ids of the corpus's documents, without special tokens) are the needle task's
-    haystack."""
-    if task not in TASKS:
-        raise ValueError(f"task={task!r} is not a retrieval task; expected one of {', '.join(TASKS)}")
+    """The prompt of one trial of ``task`` with exactly ``length`` tokens: ``needle``'s texts, its value
+    ``digits`` digits long, after ``depth`` percent of the ``haystack(rng, n)`` tokens (drawn after the
+    value and key from the trial's generator). The task records (``ropekit/tasks/``) say which needle
+    and haystack."""
     if not 0 <= depth <= 100:
         raise ValueError(f"depth={depth} is outside [0, 100]: it is a percentage of the haystack")
-    needle = needle or (PASSKEY if task == "passkey" else RULER_NEEDLE)
     rng = trial_rng(seed, task, length, depth, trial)
     value = random_value(rng, digits)
     key = f"{ADJECTIVES[rng.integers(len(ADJECTIVES))]}-{NOUNS[rng.integers(len(NOUNS))]}"
@@ -195,14 +190,9 @@ def build_trial(
             f"length={length} cannot hold the {task} prompt: its intro, needle and question alone take "
             f"{length - n_haystack} tokens; use a length of at least {length - n_haystack + 1}"
         )
-    if task == "passkey":
-        haystack = filler_ids(tokenizer, n_haystack)
-    else:
-        if documents is None:
-            raise ValueError("the needle task's haystack is the corpus: pass documents (token ids)")
-        haystack = corpus_haystack(documents, rng, n_haystack, tokenizer.encode("\n\n", add_special_tokens=False))
+    hay = haystack(rng, n_haystack)
     before = round(depth / 100 * n_haystack)
-    ids = intro + haystack[:before] + line + haystack[before:] + question
+    ids = intro + hay[:before] + line + hay[before:] + question
     assert len(ids) == length
     return Trial(
         task=task,

@@ -19,8 +19,8 @@ What each request runs through, and why the numbers equal lm-eval's ``HFLM`` on 
   continuation's positions projected onto the vocabulary.
 * ``loglikelihood_rolling``: lm-eval's ``get_rolling_token_windows`` and ``make_disjoint_window`` with
   ``max_length``, each window scored by :func:`ropekit.token_nll` (chunked head, no ``[T, vocab]`` logits).
-* ``generate_until``: greedy decoding with a KV cache (:meth:`Decoder.generate`), stopping where lm-eval's
-  ``HFLM`` stops (EOS, a stop sequence seen in the decoded tail, ``max_gen_toks``) and cut as it cuts.
+* ``generate_until``: greedy decoding with a KV cache (``ropekit/eval/generate.py``), stopping where
+  lm-eval's ``HFLM`` stops (EOS, a stop sequence seen in the decoded tail, ``max_gen_toks``) and cut as it cuts.
 
 Requests run one sequence at a time (``batch_size`` is accepted and ignored): memory is that of one
 sequence at ``max_length``, which is what ropekit's decoder keeps small.
@@ -46,8 +46,9 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "ropekit.lmeval needs lm-evaluation-harness: pip install 'ropekit[lm-eval]' (lm-eval==0.4.13)"
     ) from error
 
-from .. import load_model, score_answer, token_nll
+from ..eval import score_answer, token_nll
 from ..eval.generate import greedy_generate
+from ..models import load_model
 
 # model_args this backend reads; lm-eval itself adds batch_size, max_batch_size and device (and
 # trust_remote_code); RULER's data builders read tokenizer (a name AutoTokenizer loads) from model_args.

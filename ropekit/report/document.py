@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import stats
 from ..cache import atomic_write
+from ..modes import SHARED
 from .curves import (
     has_comparison,
     model_label,
@@ -336,16 +337,24 @@ def _retrieval_summary(sweep: Sweep) -> str:
     )
 
 
+# What each trial task is, for a meta.json written before it says so (ropekit/tasks/ describes them now).
+DESCRIBED_BEFORE = {
+    "passkey": "the landmark-attention format of the YaRN repository",
+    "needle": "RULER's single needle in corpus text",
+}
+
+
 def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
     """Accuracy and log-probability vs length, the depth heatmap, the numbers pooled over depths, the
     failed cells, and what each number means."""
     frame, trials, s = sweep.retrieval, sweep.trials, bootstrap_settings(sweep)
     pooled = pool_depths(frame, trials, n=s.n, level=s.level)
     methods = set(pooled.loc[pooled["status"] == "ok", "interval"])
+    described = sweep.meta.get("retrieval", {}).get("tasks") or DESCRIBED_BEFORE
+    tasks = "; ".join(f"{task}: {text}" for task, text in described.items())
     text = [
         "Each prompt hides a key at a depth, the percent of the haystack before the needle (0: at its start, "
-        "100: at its end), in a prompt of exactly the cell's length (passkey: the landmark-attention format of "
-        "the YaRN repository; needle: RULER's single needle in corpus text).",
+        f"100: at its end), in a prompt of exactly the cell's length ({tasks}).",
         EXACT,
         "Accuracy at a length is pooled over its scored depths: exact answers (round(accuracy x n_trials) per "
         f"depth) over trials, with the Wilson score {s.percent} interval of that proportion, the trials taken "
@@ -390,7 +399,7 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
 def _position_section(sweep: Sweep, colors, figures: dict) -> Section:
     """Loss by position at the longest length with scored blocks, or why it is not drawn."""
     title, mode = "Loss by position", sweep.spec.get("mode", "first")
-    if mode not in ("first", "yarn"):
+    if mode not in SHARED:
         return Section(
             title,
             f"Not drawn for mode {mode}: its windows restart the context, so a prediction's place in the document "

@@ -18,15 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import stats
+from ..modes import BLOCK, WEIGHTING  # BLOCK: when neither meta.json nor an interval's name says it
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .results import Sweep
 
-# The block length of ``Score.blocks`` (ropekit.eval.perplexity.BLOCK, which report/ may not import),
-# used when neither meta.json's bootstrap settings nor an interval's name says it.
-BLOCK = 64
 METHOD = re.compile(r"bootstrap-(?:docs|blocks(\d+))-(\d+)$")
 BETTER, WORSE, SAME, NONE = "better", "worse", "not distinguishable", "no interval"
 RESOLUTION = "resolution"
@@ -126,7 +124,7 @@ def paired_differences(sweep: Sweep, baseline: str, series: str = "rope") -> pd.
     frame = sweep.results
     frame = frame[(frame["status"] == "ok") & np.isfinite(frame["ppl"].to_numpy(float))]
     settings = bootstrap_settings(sweep)
-    weighting = "documents" if sweep.spec.get("mode") == "yarn" else "tokens"  # as the cell's perplexity
+    weighting = WEIGHTING.get(sweep.spec.get("mode"), "tokens")  # as the cell's perplexity
     scores = _scores_by_cell(sweep.documents)
     base = {(r["model"], r[other], r["length"]): r for r in frame[frame[series] == baseline].to_dict("records")}
     rows = []

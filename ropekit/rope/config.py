@@ -6,7 +6,7 @@ Accepted forms (same numbers either way):
   * transformers v5: ``rope_parameters={...}`` (theta inside), possibly nested per layer type
     ``{"sliding_attention": {...}, "full_attention": {...}}``.
 
-Validation is strict where transformers only warns (DESIGN.md): every problem raises
+Validation is strict where transformers only warns (ARCHITECTURE.md, conventions): every problem raises
 :class:`RopeConfigError` once, at parse time, naming the key, the value and what is allowed.
 """
 

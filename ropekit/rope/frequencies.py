@@ -171,7 +171,7 @@ def rope_frequencies(
     seq_len: int | None = None,
     partial_rotary_factor: float = 1.0,
 ) -> tuple[torch.Tensor, float]:
-    """Public entry (DESIGN.md): a ``rope_scaling`` dict and the head geometry to
+    """Public entry (the stable API in ARCHITECTURE.md): a ``rope_scaling`` dict and the head geometry to
     ``(inv_freq float32 [rotary_dim // 2], attention_scale applied to cos and sin)``.
 
     Raises :class:`ropekit.RopeConfigError` for a configuration that is not valid.

@@ -1,9 +1,8 @@
-"""Sweeps: specs, the resumable executor and its results store, and a dry run's plan and cost (cost.py)."""
+"""Sweeps: specs, the resumable executor and its results store, and a dry run's plan and cost (cost.py).
 
-from .dryrun import DryRun, dry_run
-from .run import SweepSummary, run_sweep
-from .spec import SpecError, SweepSpec, default_spec, load_spec, spec_from_dict
-from .store import DOC_COLUMNS, RESULT_COLUMNS, ResultStore
+Names load on first use (``ropekit/lazy.py``): reading a spec or a results directory needs no model code."""
+
+from ..lazy import exports
 
 __all__ = [
     "DOC_COLUMNS",
@@ -19,3 +18,13 @@ __all__ = [
     "run_sweep",
     "spec_from_dict",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        ".dryrun": ("DryRun", "dry_run"),
+        ".run": ("SweepSummary", "run_sweep"),
+        ".spec": ("SpecError", "SweepSpec", "default_spec", "load_spec", "spec_from_dict"),
+        ".store": ("DOC_COLUMNS", "RESULT_COLUMNS", "ResultStore"),
+    },
+)

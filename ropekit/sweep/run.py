@@ -74,9 +74,11 @@ from ..models import (
     read_model_config,
     resolve_dtype,
 )
+from ..modes import SHARED, WHOLE_DOCUMENTS
+from ..tasks import TrialSettings, get_task
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
 from .cost import NOMINAL_RATES, machine_rates, measurable, pass_seconds, plan_seconds
-from .spec import SpecError, SweepSpec, TaskSpec, reproduce_command
+from .spec import SpecError, SweepSpec, reproduce_command
 from .store import ResultStore, StoredResults, cell_key, format_blocks, merge_if_free, parse_blocks
 from .trials import (
     TRIAL_ANSWER_TOKENS,
@@ -87,9 +89,6 @@ from .trials import (
     trial_groups,
     trial_tokens,
 )
-
-WHOLE_DOCUMENTS = ("strided", "rolling")  # modes that score every document whole, at every length
-SHARED_MODES = ("first", "yarn")  # modes whose passes serve several lengths and ropes (the memo)
 
 
 @dataclass
@@ -103,7 +102,7 @@ class Cell:
     docs: list[str] = field(default_factory=list)  # the documents this cell scores, in order
     task: str = "perplexity"
     depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack
-    settings: TaskSpec | None = None  # a retrieval cell's task settings
+    settings: TrialSettings | None = None  # a trial task's cell: its task's settings
     checkpoint: Checkpoint | None = None  # where the model's files are, resolved once when planned
 
 
@@ -176,15 +175,15 @@ def plan_cells(
 def _retrieval_cells(
     spec: SweepSpec, where: dict[str, Any], config: ModelConfig, corpus: str, dtype, checkpoint: Checkpoint
 ) -> list[Cell]:
-    """One (model, layer mix, rope)'s retrieval cells: per task, length and depth. A cell's key holds
-    what decides its prompts (the task's settings; the corpus for the needle's haystack) and its plan."""
+    """One (model, layer mix, rope)'s trial-task cells: per task, length and depth. A cell's key holds
+    what decides its prompts (the task's settings; the corpus, for a task that reads it) and its plan."""
     cells = []
     for task, settings in spec.retrieval_tasks.items():
+        reads_corpus = get_task(task).reads_corpus
         for length in spec.lengths:
             for depth in settings.depths:
-                definition = {**where, "task": task, "length": length, "depth": depth, "settings": settings.to_dict()}
-                definition["digits"] = settings.answer_digits  # the task's default too: what decides the prompts
-                definition |= {"corpus": corpus if task == "needle" else None, "dtype": dtype, "device": spec.device}
+                definition = {**where, "task": task, "length": length, "depth": depth, **settings.definition()}
+                definition |= {"corpus": corpus if reads_corpus else None, "dtype": dtype, "device": spec.device}
                 fields = where["model"], where["rope"], where["layer_mix"], length, cell_key(definition), config
                 cells.append(Cell(*fields, task=task, depth=depth, settings=settings, checkpoint=checkpoint))
     return cells
@@ -403,7 +402,7 @@ def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
             g = parent[g]
         return g
 
-    if spec.mode in SHARED_MODES and "perplexity" in spec.tasks:
+    if spec.mode in SHARED and "perplexity" in spec.tasks:
         first: dict[tuple, tuple] = {}  # (model, signature) -> the first group with it
         for g, group in groups.items():
             for length in spec.lengths:
@@ -569,7 +568,7 @@ class ModelWork:
     tokens: dict[str, np.ndarray]
     groups: list[tuple[list[Cell], dict[str, tuple[list[Cell], Plan]]]]
     trials: list[TrialGroup] = field(default_factory=list)  # retrieval cells per (layer mix, rope)
-    haystack: list[np.ndarray] = field(default_factory=list)  # the needle task's documents, without BOS
+    haystack: list[np.ndarray] = field(default_factory=list)  # the corpus's ids without BOS, for tasks that read it
 
 
 def plan_work(
@@ -598,7 +597,7 @@ def plan_work(
         plans = _plans(groups, tokens, chosen, spec, store)
         work.append(ModelWork(name, tokenizer, tokens, list(zip(groups, plans, strict=True))))
         if retrieval := [c for c in cells if c.task != "perplexity"]:
-            if "needle" in spec.tasks:
+            if any(get_task(task).reads_corpus for task in spec.retrieval_tasks):
                 work[-1].haystack = list(tokenize(corpus, tokenizer, special_tokens=False).values())
             check_lengths(spec, tokenizer, work[-1].haystack)
             work[-1].trials = trial_groups(retrieval, store)
@@ -741,6 +740,7 @@ def _meta(
             "answer": "the value after a space, tokenized as the question's continuation (lm-evaluation-harness's "
             "split of context and continuation)",
             "prompts": "each trial from numpy default_rng([seed, crc32(task), length, round(depth * 1e6), trial])",
+            "tasks": {task: get_task(task).description for task in spec.retrieval_tasks},
         }
     try:
         meta["command"] = reproduce_command(meta, out)

@@ -47,12 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..eval.perplexity import MODES
-from ..eval.retrieval import PASSKEY, RULER_NEEDLE, Needle
-from ..eval.retrieval import TASKS as RETRIEVAL_TASKS
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
+from ..modes import MODES
 from ..rope import rope_argument, rope_name
 from ..rope.config import is_count
+from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
+from .executors import executors, get_executor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,86 +77,76 @@ KEYS = (
     "device",
     "dtype",
     "tasks",
-    *RETRIEVAL_TASKS,
     "executor",
-)
-TASKS = ("perplexity", *RETRIEVAL_TASKS)
-DEPTHS = tuple(range(0, 101, 10))  # the needle-in-a-haystack grid: 0, 10, ..., 100 % of the haystack
-DIGITS = {"passkey": 5, "needle": 7}  # the landmark format's keys go up to 50000; RULER's values have 7 digits
-TEXTS = {"passkey": PASSKEY, "needle": RULER_NEEDLE}
-TASK_KEYS = ("trials", "digits", "depths", "seed", "intro", "needle", "question")
+)  # and a table per trial task the spec runs (ropekit/tasks/)
 
 
-EXECUTORS = ("local", "slurm")
-SLURM_KEYS = (
-    "partition",
-    "gpus_per_task",
-    "cpus_per_task",
-    "mem",
-    "time",
-    "account",
-    "qos",
-    "constraint",
-    "array_parallelism",
-    "sbatch",
-)
-EXECUTOR_KEYS = ("executor", "workers", "lease", *SLURM_KEYS)
+def task_names() -> tuple[str, ...]:
+    """Every task a spec may name: perplexity, then the registered trial tasks (plugins included)."""
+    return ("perplexity", *trial_tasks())
+
+
+def task_keys() -> tuple[str, ...]:
+    """Every key of a trial task's table (each a flag of ``ropekit sweep`` too), in the tasks' order."""
+    return tuple(dict.fromkeys(key for task in trial_tasks().values() for key in task.settings.table_keys()))
+
+
+EXECUTOR_KEYS = ("executor", "workers", "lease")  # and the chosen executor's own keys (ropekit/sweep/executors/)
 
 
 @dataclass(frozen=True)
 class ExecutorSpec:
     """How a sweep runs, never what it computes (so not part of the spec's hash): ``workers`` worker
-    processes of ``executor`` on one results directory (``local``: on this machine; ``slurm``: the
-    tasks of a job array, ``ropekit.sweep.slurm``), each claim of a work unit lasting ``lease``
-    seconds without a heartbeat (``ropekit.sweep.claims``). The Slurm keys are sbatch's options of the
-    same names (``time`` in minutes; ``sbatch``: more options, e.g. ``["--exclusive", "--reservation=r"]``)."""
+    processes of ``executor`` on one results directory, each claim of a work unit lasting ``lease``
+    seconds without a heartbeat (``ropekit.sweep.claims``), and ``options``, the executor's own keys
+    given (Slurm's: sbatch's options of the same names), checked by its record."""
 
     executor: str = "local"
     workers: int = 1
     lease: float = 120.0
-    partition: str | None = None
-    gpus_per_task: int | None = None
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    time: int = 60
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    array_parallelism: int | None = None
-    sbatch: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise SpecError(f"executor = {self.executor!r} is not an executor; expected one of {', '.join(EXECUTORS)}")
+        record = get_executor(self.executor) if isinstance(self.executor, str) else None
+        if record is None:
+            names = ", ".join(executors())
+            raise SpecError(f"executor = {self.executor!r} is not an executor; expected one of {names}")
         if not is_count(self.workers):
             raise SpecError(f"workers = {self.workers!r} is not allowed; expected a positive integer")
         if isinstance(self.lease, bool) or not isinstance(self.lease, (int, float)) or not self.lease > 0:
             raise SpecError(f"lease = {self.lease!r} is not allowed; expected a positive number of seconds")
-        for key in ("gpus_per_task", "cpus_per_task", "time", "array_parallelism"):
-            if getattr(self, key) is not None and not is_count(getattr(self, key)):
-                raise SpecError(f"{key} = {getattr(self, key)!r} is not allowed; expected a positive integer")
-        for key in ("partition", "mem", "account", "qos", "constraint"):
-            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
-                raise SpecError(f"{key} = {getattr(self, key)!r} is not allowed; expected a string")
-        sbatch = [self.sbatch] if isinstance(self.sbatch, str) else self.sbatch
-        if not isinstance(sbatch, (list, tuple)) or not all(isinstance(o, str) and o.startswith("--") for o in sbatch):
-            raise SpecError(f"sbatch = {self.sbatch!r} is not allowed; expected a list of options like '--exclusive'")
-        object.__setattr__(self, "sbatch", tuple(sbatch))
-        if self.executor != "slurm" and (given := [k for k in SLURM_KEYS if k in self.to_dict()]):
-            raise SpecError(f"{given[0]} is a Slurm setting, but executor = {self.executor!r}; add executor = 'slurm'")
+        checked = {}
+        for key, value in self.options.items():
+            if key not in record.options:
+                owner = next((e for e in executors().values() if key in e.options), None)
+                if owner is None:
+                    raise SpecError(f"executor: unknown key {key!r}; allowed keys: {', '.join(self.keys(record))}")
+                raise SpecError(
+                    f"{key} is a {owner.title} setting, but executor = {self.executor!r}; add executor = {owner.name!r}"
+                )
+            try:
+                checked[key] = record.options[key].check(key, value)
+            except ValueError as err:
+                raise SpecError(str(err)) from None
+        object.__setattr__(self, "options", checked)
+
+    @staticmethod
+    def keys(record) -> tuple[str, ...]:
+        return (*EXECUTOR_KEYS, *record.options)
 
     def to_dict(self) -> dict[str, Any]:
         """Its settings that differ from the defaults."""
         data = {k: getattr(self, k) for k in EXECUTOR_KEYS if getattr(self, k) != getattr(ExecutorSpec, k)}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        return {**data, **self.options}
 
 
 def executor_spec(table: Any) -> ExecutorSpec:
     """An ``[executor]`` table (or the CLI's flags as one) checked key by key."""
     if not isinstance(table, dict):
-        raise SpecError(f"executor = {table!r} is not allowed; expected a table of {', '.join(EXECUTOR_KEYS)}")
-    _check_keys("executor", table, EXECUTOR_KEYS)
-    return ExecutorSpec(**table)
+        keys = ", ".join(dict.fromkeys(k for e in executors().values() for k in ExecutorSpec.keys(e)))
+        raise SpecError(f"executor = {table!r} is not allowed; expected a table of {keys}")
+    base = {k: v for k, v in table.items() if k in EXECUTOR_KEYS}
+    return ExecutorSpec(**base, options={k: v for k, v in table.items() if k not in EXECUTOR_KEYS})
 
 
 @dataclass(frozen=True)
@@ -164,71 +154,6 @@ class CorpusSpec:
     path: str
     format: str | None = None
     field: str = "text"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A retrieval task's settings (its table in the spec): ``trials`` prompts per (length, depth),
-    answers of ``digits`` digits, the needle after each of ``depths`` percent of the haystack, prompts
-    drawn from ``seed``; the needle task's texts (``intro``, ``needle``, ``question``; None: RULER's)."""
-
-    task: str
-    trials: int = 5
-    digits: int | None = None  # None: DIGITS[task]
-    depths: tuple[float, ...] = DEPTHS
-    seed: int = 0
-    intro: str | None = None
-    needle: str | None = None
-    question: str | None = None
-
-    def __post_init__(self) -> None:
-        where = self.task
-        if not is_count(self.trials):
-            raise SpecError(f"{where}.trials = {self.trials!r} is not allowed; expected an integer >= 1")
-        if self.digits is not None and not (is_count(self.digits) and self.digits <= 18):
-            raise SpecError(f"{where}.digits = {self.digits!r} is not allowed; expected an integer from 1 to 18")
-        if not self.depths:
-            raise SpecError(f"{where}.depths is empty; give at least one depth in [0, 100]")
-        for depth in self.depths:
-            if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
-                raise SpecError(
-                    f"{where}.depths: {depth!r} is not allowed; a depth is a percentage of the haystack in [0, 100]"
-                )
-        if len(set(self.depths)) < len(self.depths):
-            raise SpecError(f"{where}.depths {list(self.depths)} repeat a depth; give each once")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise SpecError(f"{where}.seed = {self.seed!r} is not allowed; expected an integer >= 0")
-        texts = {k: getattr(self, k) for k in ("intro", "needle", "question") if getattr(self, k) is not None}
-        if texts and self.task == "passkey":
-            raise SpecError(
-                f"passkey.{next(iter(texts))}: the passkey task keeps the landmark-attention text; "
-                "set your own texts in the [needle] table"
-            )
-        for key, text in texts.items():
-            if not isinstance(text, str):
-                raise SpecError(f"{where}.{key} = {text!r} is not allowed; expected a string")
-        try:
-            self.texts()
-        except ValueError as err:
-            raise SpecError(f"{where}: {err}") from None
-
-    @property
-    def answer_digits(self) -> int:
-        return self.digits if self.digits is not None else DIGITS[self.task]
-
-    def texts(self) -> Needle:
-        """The intro, needle and question this task's prompts are made of."""
-        default = TEXTS[self.task]
-        return Needle(
-            self.intro if self.intro is not None else default.intro,
-            self.needle if self.needle is not None else default.needle,
-            self.question if self.question is not None else default.question,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"trials": self.trials, "digits": self.digits, "depths": list(self.depths), "seed": self.seed}
-        data |= {"intro": self.intro, "needle": self.needle, "question": self.question}
-        return {k: v for k, v in data.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -245,7 +170,7 @@ class SweepSpec:
     dtype: str | None = None
     name: str = "sweep"
     tasks: tuple[str, ...] = ("perplexity",)
-    retrieval: dict[str, TaskSpec] = field(default_factory=dict)  # task -> its settings, for each retrieval task
+    retrieval: dict[str, TrialSettings] = field(default_factory=dict)  # trial task -> its table's settings
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # how it runs (not hashed)
 
     def __post_init__(self) -> None:
@@ -289,19 +214,19 @@ class SweepSpec:
             except ModelConfigError as err:
                 raise SpecError(f"layer_mixes: {err}") from None
         if not self.tasks:
-            raise SpecError(f"tasks is empty; give at least one of {', '.join(TASKS)}")
+            raise SpecError(f"tasks is empty; give at least one of {', '.join(task_names())}")
         for task in self.tasks:
-            if task not in TASKS:
-                raise SpecError(f"tasks: {task!r} is not a task; expected some of {', '.join(TASKS)}")
+            if task != "perplexity" and get_task(task) is None:
+                raise SpecError(f"tasks: {task!r} is not a task; expected some of {', '.join(task_names())}")
         if repeated := sorted({t for t in self.tasks if self.tasks.count(t) > 1}):
             raise SpecError(f"tasks {list(self.tasks)} repeat {', '.join(repeated)}; give each once")
         if unused := sorted(set(self.retrieval) - set(self.tasks)):
             raise SpecError(f"a [{unused[0]}] table is given but tasks does not name {unused[0]!r}; add it to tasks")
 
     @property
-    def retrieval_tasks(self) -> dict[str, TaskSpec]:
-        """Each retrieval task the spec runs, in its order, with its settings (defaults where it has no table)."""
-        return {t: self.retrieval.get(t) or TaskSpec(t) for t in self.tasks if t in RETRIEVAL_TASKS}
+    def retrieval_tasks(self) -> dict[str, TrialSettings]:
+        """Each trial task the spec runs, in its order, with its settings (defaults where it has no table)."""
+        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if t != "perplexity"}
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data that ``spec_from_dict`` takes back to an equal spec, in the spec's
@@ -347,7 +272,7 @@ def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> 
 
 def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
     """A SweepSpec from parsed TOML (or the CLI's equivalent dict)."""
-    _check_keys("spec", data, KEYS)
+    _check_keys("spec", data, (*KEYS, *trial_tasks()))
     for key in ("models", "corpus", "lengths", "ropes"):
         if key not in data:
             raise SpecError(f"spec: required key {key!r} is missing")
@@ -385,7 +310,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
     if isinstance(tasks, str):
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise SpecError(f"tasks = {tasks!r} is not allowed; expected a list of: {', '.join(TASKS)}")
+        raise SpecError(f"tasks = {tasks!r} is not allowed; expected a list of: {', '.join(task_names())}")
     return SweepSpec(
         models=tuple(models),
         corpus=CorpusSpec(str(corpus["path"]), corpus.get("format"), corpus.get("field", "text")),
@@ -399,19 +324,16 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         dtype=data.get("dtype"),
         name=str(data.get("name", name)),
         tasks=tuple(tasks),
-        retrieval={task: _task_spec(task, data[task]) for task in RETRIEVAL_TASKS if task in data},
+        retrieval={task: _task_settings(task, data[task]) for task in trial_tasks() if task in data},
         executor=executor_spec(data.get("executor", {})),
     )
 
 
-def _task_spec(task: str, table: Any) -> TaskSpec:
-    if not isinstance(table, dict):
-        raise SpecError(f"{task} = {table!r} is not allowed; expected a table of {', '.join(TASK_KEYS)}")
-    _check_keys(task, table, TASK_KEYS)
-    depths = table.get("depths", DEPTHS)
-    if not isinstance(depths, (list, tuple)):
-        raise SpecError(f"{task}.depths = {depths!r} is not allowed; expected a list of percentages in [0, 100]")
-    return TaskSpec(task, **{**table, "depths": tuple(depths)})
+def _task_settings(task: str, table: Any) -> TrialSettings:
+    try:
+        return get_task(task).table(table)
+    except TaskSettingsError as err:
+        raise SpecError(str(err)) from None
 
 
 def _flag(name: str, value: Any) -> list[str]:
@@ -449,17 +371,18 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
         args += _flag("dtype", spec.dtype)
     if spec.tasks != ("perplexity",):
         args += _flag("tasks", ",".join(spec.tasks))
-    # One flag sets a key in every retrieval task's table: tables that differ need the spec file.
-    tables = [settings.to_dict() for settings in spec.retrieval_tasks.values()]
-    for key in TASK_KEYS:
-        values = {json.dumps(t.get(key)) for t in tables}
-        if len(values) > 1 and key not in ("intro", "needle", "question"):
-            raise ValueError(f"the retrieval tasks' {key} differ, which one --{key} cannot say; use a spec file")
+    # One flag sets a key in every table of the spec's tasks that has it: tables that differ need the spec file.
+    settings = list(spec.retrieval_tasks.values())
+    for key in task_keys():
+        tables = [s.to_dict() for s in settings if key in s.table_keys()]
+        if len({json.dumps(t.get(key)) for t in tables}) > 1:
+            raise ValueError(f"the tasks' {key} differ, which one --{key} cannot say; use a spec file")
         value = next((t[key] for t in tables if key in t), None)
         if value is not None:
             args += _flag(key, ",".join(f"{d:g}" for d in value) if key == "depths" else value)
     for key, value in spec.executor.to_dict().items():
-        args += _flag(key, value)
+        for one in value if isinstance(value, list) else [value]:  # a list's flag repeats
+            args += _flag(key.replace("_", "-"), one)
     args += _flag("out", out if out is not None else Path("runs") / spec.name)
     return shlex.join(args)
 

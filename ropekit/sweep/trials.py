@@ -25,8 +25,8 @@ import torch
 
 from .. import stats
 from ..eval import score_answer
-from ..eval.retrieval import build_trial
-from .spec import SpecError, SweepSpec, TaskSpec
+from ..tasks import get_task
+from .spec import SpecError, SweepSpec
 
 
 @dataclass
@@ -67,18 +67,9 @@ def check_lengths(spec: SweepSpec, tokenizer, documents) -> None:
                 raise SpecError(f"lengths: {err}") from None
 
 
-def _trial(tokenizer, task: str, settings: TaskSpec, length: int, depth: float, trial: int, documents):
-    return build_trial(
-        tokenizer,
-        task,
-        length,
-        depth,
-        trial,
-        seed=settings.seed,
-        digits=settings.answer_digits,
-        needle=settings.texts(),
-        documents=documents,
-    )
+def _trial(tokenizer, task: str, settings, length: int, depth: float, trial: int, documents):
+    """One trial of ``task`` as its record builds it (``ropekit/tasks/``)."""
+    return get_task(task).build(tokenizer, settings, length, depth, trial, documents)
 
 
 def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, stop=None) -> list[dict[str, Any]]:

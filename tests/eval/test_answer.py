@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ropekit
-from ropekit.eval.retrieval import build_trial
+from ropekit.tasks import build_trial
 from tests.models.test_embedded import hf_model
 from tests.models.tiny import FAMILY_CONFIGS, make_checkpoint
 

@@ -1,7 +1,7 @@
 """Each perplexity mode against its source: the source's computation rewritten here from the
 source, with transformers' forward of the same weights as its engine, equals ropekit's to 1e-6.
 
-* first: DESIGN.md's YaRN-table quantity (first L tokens, all L-1 predictions, token-weighted);
+* first: the YaRN-table quantity (ARCHITECTURE.md) (first L tokens, all L-1 predictions, token-weighted);
 * strided: transformers' guide "Perplexity of fixed-length models" (with stride < L once each
   window's mean loss is weighted by the labels it averaged: the guide's own weights are one short);
 * yarn: jquesnelle/yarn eval/perplexity.py (``compute_perplexity`` with ``--truncate``);
@@ -36,7 +36,7 @@ REL = 1e-6
 
 
 def first_source(hf, tokenizer, texts: list[str], length: int) -> float:
-    """DESIGN.md: each document's first L tokens (default special tokens), all L-1 predictions, token-weighted."""
+    """ARCHITECTURE.md: each document's first L tokens (default special tokens), all L-1 predictions, token-weighted."""
     total, count = 0.0, 0
     for text in texts:
         ids = torch.tensor([tokenizer.encode(text)[:length]])

@@ -8,8 +8,9 @@ import re
 import pytest
 
 from ropekit.data import shakespeare
-from ropekit.eval.retrieval import PASSKEY, PASSKEY_FILLER, Needle, build_trial, continuation_ids
+from ropekit.eval.retrieval import PASSKEY, PASSKEY_FILLER, Needle, continuation_ids
 from ropekit.models.load import load_tokenizer
+from ropekit.tasks import build_trial
 
 
 @pytest.fixture(scope="module", params=["smollm2-135m", "gemma3-270m"])
@@ -99,7 +100,7 @@ def test_every_trial_is_rebuilt_from_its_five_values(tokenizer, documents):
         ({"depth": -1}, "depth=-1 is outside"),
         ({"depth": 100.5}, "depth=100.5 is outside"),
         ({"length": 40}, "length=40 cannot hold the passkey prompt"),
-        ({"digits": 0}, "digits=0 must be at least 1"),
+        ({"digits": 0}, "digits = 0 is not allowed"),
         ({"task": "summary"}, "task='summary' is not a retrieval task"),
     ],
 )

@@ -111,7 +111,7 @@ def test_a_filesystem_without_exclusive_create_is_refused(tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"executor": "pbs"}, "executor = 'pbs' is not an executor; expected one of local"),
+        ({"executor": "pbs"}, "executor = 'pbs' is not an executor; expected one of inline, local, slurm"),
         ({"workers": 0}, "workers = 0 is not allowed; expected a positive integer"),
         ({"lease": -1}, "lease = -1 is not allowed; expected a positive number of seconds"),
         ({"partitions": "gpu"}, "executor: unknown key 'partitions'"),

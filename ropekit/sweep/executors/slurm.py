@@ -18,23 +18,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .run import SweepSummary, run_sweep, sweep_cells, workers_summary
-from .spec import SpecError, SweepSpec
-from .store import StoredResults
+from ..spec import SpecError
+from .registry import Executor, Launch, Option, finish_workers, register_executor, start_workers
+
+# sbatch's options of the same names (``time`` in minutes: a task at its limit is requeued and resumes).
+OPTIONS = {
+    "partition": Option("text"),
+    "gpus_per_task": Option("count"),
+    "cpus_per_task": Option("count"),
+    "mem": Option("text", "memory per task, e.g. 32G"),
+    "time": Option("count", "minutes per task (default 60; a task at its limit is requeued)", 60),
+    "account": Option("text"),
+    "qos": Option("text"),
+    "constraint": Option("text"),
+    "array_parallelism": Option("count", "array tasks running at once (default: all)"),
+    "sbatch": Option("options", "another sbatch option, e.g. --sbatch=--exclusive", []),
+}
 
 
 class SlurmWorker:
     """The callable each array task runs (submitit pickles it with its arguments): one worker."""
 
-    def __call__(self, spec: SweepSpec, out: Path) -> dict[str, Any]:
+    def __call__(self, spec, out: Path) -> dict[str, Any]:
         import torch
+
+        from ..run import run_sweep
 
         if cpus := os.environ.get("SLURM_CPUS_PER_TASK"):
             torch.set_num_threads(int(cpus))
         summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease)
         return {"computed": summary.computed, "failed": len(summary.failed), "merged": summary.merged}
 
-    def checkpoint(self, spec: SweepSpec, out: Path):
+    def checkpoint(self, spec, out: Path):
         """Preempted or at its time limit: the same call again (submitit requeues the task)."""
         from submitit.helpers import DelayedSubmission
 
@@ -50,7 +65,7 @@ def sbatch_options(options: tuple[str, ...]) -> dict[str, Any]:
     return parameters
 
 
-def executor(spec: SweepSpec, out: Path):
+def executor(spec, out: Path):
     """A submitit SlurmExecutor for ``spec``'s ``[executor]`` table, logging into DIR/slurm/."""
     if shutil.which("sbatch") is None:
         raise SpecError(
@@ -61,29 +76,26 @@ def executor(spec: SweepSpec, out: Path):
     except ImportError:
         raise SpecError("executor = 'slurm' needs submitit: pip install 'ropekit[slurm]'") from None
     ex = spec.executor
+    given = {key: ex.options.get(key, option.default) for key, option in OPTIONS.items()}
     slurm = submitit.SlurmExecutor(folder=out / "slurm" / "%j")
     parameters = {
         "job_name": f"ropekit-{spec.name}",
-        "time": ex.time,
-        "array_parallelism": ex.array_parallelism or ex.workers,
-        "additional_parameters": sbatch_options(ex.sbatch),
+        "time": given["time"],
+        "array_parallelism": given["array_parallelism"] or ex.workers,
+        "additional_parameters": sbatch_options(given["sbatch"]),
     }
     for key in ("partition", "gpus_per_task", "cpus_per_task", "mem", "account", "qos", "constraint"):
-        if getattr(ex, key) is not None:
-            parameters[key] = getattr(ex, key)
+        if given[key] is not None:
+            parameters[key] = given[key]
     slurm.update_parameters(**parameters)
     return slurm
 
 
-def submit(spec: SweepSpec, out: Path, *, force: bool = False, wait: bool = False) -> SweepSummary | None:
-    """Queue ``spec.executor.workers`` array tasks on ``out``; with ``wait``, wait for them and return
-    what they computed together (else print the array's id and return None)."""
-    if force:
-        raise SpecError("--force rewrites DIR, which one process must do alone; run it once locally with --force")
+def submit(spec, out: Path, launch: Launch):
+    """Queue ``spec.executor.workers`` array tasks on ``out``; with ``launch.wait``, wait for them and
+    return what they computed together (else print the array's id and return None)."""
     out = out.resolve()
-    started = time.perf_counter()
-    cells = sweep_cells(spec)  # a bad spec stops here, before anything is queued
-    reused = sum(StoredResults.read(out, spec).done(c.key) for c in cells)
+    begun = start_workers(spec, out, launch)  # a bad spec stops here, before anything is queued
     slurm = executor(spec, out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = slurm.map_array(SlurmWorker(), [spec] * spec.executor.workers, [out] * spec.executor.workers)
@@ -96,7 +108,7 @@ def submit(spec: SweepSpec, out: Path, *, force: bool = False, wait: bool = Fals
         "and the same command resumes the sweep if the array stops",
         flush=True,
     )
-    if not wait:
+    if not launch.wait:
         return None
     problems = []
     for job in jobs:
@@ -104,4 +116,9 @@ def submit(spec: SweepSpec, out: Path, *, force: bool = False, wait: bool = Fals
             job.result()
         except Exception as err:  # a task that failed or was cancelled: its units go to the others or the rerun
             problems.append(f"task {job.job_id}: {str(err).strip().splitlines()[-1][:200]}")
-    return workers_summary(spec, out, cells, reused, problems, started)
+    return finish_workers(spec, out, begun, problems)
+
+
+EXECUTOR = register_executor(
+    Executor("slurm", submit, OPTIONS, title="Slurm", description="the tasks of a Slurm job array, through submitit")
+)

@@ -1,5 +1,6 @@
 """The local executor: ``workers`` processes on this machine, each a ``run_sweep`` worker on one
-results directory, claiming its work units (``ropekit.sweep.claims``) until none is left.
+results directory, claiming its work units (``ropekit.sweep.claims``) until none is left; one worker
+runs inline, in this process.
 
 Each worker is a fresh process (multiprocessing's spawn: no state shared with this one, CUDA
 initialised in the child). On CUDA worker i sees only GPU i mod the GPUs (``CUDA_VISIBLE_DEVICES``);
@@ -13,40 +14,27 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from pathlib import Path
 
-import torch
-
-from ..data import CorpusError
-from ..models import CheckpointError, ModelConfigError
-from .claims import ClaimError
-from .run import SweepSummary, run_sweep, sweep_cells, workers_summary
-from .spec import SpecError, SweepSpec
-from .store import StoredResults, StoreError
+from .registry import Executor, Launch, finish_workers, register_executor, start_workers
 
 ERROR_EXIT = 2
-# what stops a worker with one line (as the CLI says them): bad input, an unusable directory or disk
-WORKER_ERRORS = (SpecError, StoreError, ClaimError, CorpusError, CheckpointError, ModelConfigError, OSError)
 
 
-def run_workers(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool = False) -> SweepSummary:
-    """Run ``spec`` into ``out`` with ``spec.executor.workers`` local worker processes; returns what
-    they computed together (as ``run_sweep`` does for one)."""
-    import time
+def run(spec, out, launch: Launch):
+    """Run ``spec`` into ``out`` with ``spec.executor.workers`` local worker processes (one: inline);
+    returns what they computed together (as ``run_sweep`` does for one)."""
+    if spec.executor.workers == 1:
+        from .inline import run as inline
+
+        return inline(spec, out, launch)
+    import torch
 
     workers = spec.executor.workers
-    if force:
-        raise SpecError(
-            f"--force with --workers {workers}: --force rewrites DIR, which one process must do alone; run the "
-            "sweep once with --force (and --workers 1), then as many workers as you like"
-        )
-    started = time.perf_counter()
-    cells = sweep_cells(spec)
-    before = StoredResults.read(out, spec)
-    reused = sum(before.done(c.key) for c in cells)
+    begun = start_workers(spec, out, launch)
     gpus = torch.cuda.device_count() if str(spec.device).startswith("cuda") else 0
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
+    quiet = launch.quiet
     processes = [
         context.Process(target=_worker, args=(spec, out, i, gpus, threads, quiet), name=f"ropekit-worker-{i}")
         for i in range(workers)
@@ -64,12 +52,24 @@ def run_workers(spec: SweepSpec, out: Path, *, force: bool = False, quiet: bool 
             process.join(timeout=30)
         raise
     problems = [f"worker {i} exited with {p.exitcode}" for i, p in enumerate(processes) if p.exitcode not in (0, 1)]
-    return workers_summary(spec, out, cells, reused, problems, started)
+    return finish_workers(spec, out, begun, problems)
 
 
-def _worker(spec: SweepSpec, out: Path, index: int, gpus: int, threads: int, quiet: bool) -> None:
+def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None:
     """One worker process: its device or cores, then ``run_sweep``; errors as one line, exit codes as
     the CLI's (0 done, 1 cells failed, 2 an error)."""
+    import torch
+
+    from ...data import CorpusError
+    from ...models import CheckpointError, ModelConfigError
+    from ..claims import ClaimError
+    from ..run import run_sweep
+    from ..spec import SpecError
+    from ..store import StoreError
+
+    # what stops a worker with one line (as the CLI says them): bad input, an unusable directory or disk
+    errors = (SpecError, StoreError, ClaimError, CorpusError, CheckpointError, ModelConfigError, OSError)
+
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
     else:
@@ -78,9 +78,14 @@ def _worker(spec: SweepSpec, out: Path, index: int, gpus: int, threads: int, qui
         summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease)
     except KeyboardInterrupt:
         sys.exit(130)
-    except WORKER_ERRORS as err:
+    except errors as err:
         print(f"ropekit sweep: worker {index}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(ERROR_EXIT)
     if not quiet:
         print(f"worker {index}: {summary.computed} cells computed ({summary.seconds:.0f} s)", flush=True)
     sys.exit(1 if summary.failed else 0)
+
+
+EXECUTOR = register_executor(
+    Executor("local", run, title="local", description="worker processes on this machine (one: inline)")
+)

@@ -1,0 +1,188 @@
+"""The trial tasks of a sweep: one record each, in one registry that code outside ropekit adds to.
+
+A trial task asks a question at a length: each trial is a prompt of exactly that many tokens with the
+answer's tokens after it (a :class:`ropekit.eval.retrieval.Trial`), scored by ``score_answer`` in one
+forward pass. Its record holds everything the sweep needs to know of it, so no other module names it:
+
+* ``settings``: the frozen dataclass of its spec table (``[passkey]``): :class:`TrialSettings`'s keys
+  (``trials``, ``depths``, ``seed``) and its own; unknown keys are refused from the fields, and its
+  ``__post_init__`` raises :class:`TaskSettingsError` naming a bad value.
+* ``build(tokenizer, settings, length, depth, trial, documents)``: one trial's prompt and answer, a
+  function of those values only (every rope and layer mix of a model reads the same prompts);
+  ``documents`` are the corpus's token ids (without special tokens) for a task with ``reads_corpus``,
+  whose cells are then keyed by the corpus too.
+
+ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
+:func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
+point names a :class:`TrialTask`), so ``ropekit sweep --tasks NAME``, ``status``, ``report`` and the dry
+run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/run.py``): its passes
+are shared across lengths and ropes, which no trial task's are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..cache import Notice
+from ..rope.config import is_count
+
+if TYPE_CHECKING:
+    from ..eval.retrieval import Trial
+
+ENTRY_POINTS = "ropekit.tasks"
+DEPTHS = tuple(range(0, 101, 10))  # the needle-in-a-haystack grid: 0, 10, ..., 100 % of the haystack
+
+
+class TaskSettingsError(ValueError):
+    """A task table's value that cannot run; the message names ``task.key`` and what is allowed."""
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial task's table takes: ``trials`` prompts per (length, depth), the needle after
+    each of ``depths`` percent of the haystack, prompts drawn from ``seed``. A task's own settings
+    subclass this with its keys (each a field with a default)."""
+
+    task: str
+    trials: int = 5
+    depths: tuple[float, ...] = DEPTHS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        where = self.task
+        if not is_count(self.trials):
+            raise TaskSettingsError(f"{where}.trials = {self.trials!r} is not allowed; expected an integer >= 1")
+        if not isinstance(self.depths, tuple):
+            raise TaskSettingsError(f"{where}.depths = {self.depths!r} is not allowed; expected a list of percentages")
+        if not self.depths:
+            raise TaskSettingsError(f"{where}.depths is empty; give at least one depth in [0, 100]")
+        for depth in self.depths:
+            if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 <= depth <= 100:
+                raise TaskSettingsError(
+                    f"{where}.depths: {depth!r} is not allowed; a depth is a percentage of the haystack in [0, 100]"
+                )
+        if len(set(self.depths)) < len(self.depths):
+            raise TaskSettingsError(f"{where}.depths {list(self.depths)} repeat a depth; give each once")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise TaskSettingsError(f"{where}.seed = {self.seed!r} is not allowed; expected an integer >= 0")
+
+    @classmethod
+    def table_keys(cls) -> tuple[str, ...]:
+        """The keys its spec table takes: its fields but ``task``."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "task")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys given or defaulted, as a spec table (None: left to the task)."""
+        data = {key: getattr(self, key) for key in self.table_keys()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if v is not None}
+
+    def definition(self) -> dict[str, Any]:
+        """What decides its cells' prompts, for their keys (``ropekit.sweep.store.cell_key``)."""
+        return {"settings": self.to_dict()}
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """One trial task (module docstring)."""
+
+    name: str
+    settings: type[TrialSettings]
+    build: Callable[[Any, TrialSettings, int, float, int, Sequence[Sequence[int]] | None], Trial]
+    reads_corpus: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":
+            raise ValueError(f"task name {self.name!r} is not allowed; expected an identifier other than perplexity")
+        if not (isinstance(self.settings, type) and issubclass(self.settings, TrialSettings)):
+            raise ValueError(f"task {self.name!r}: settings must be a TrialSettings dataclass of its table's keys")
+        if not callable(self.build):
+            raise ValueError(f"task {self.name!r}: build must be a function (tokenizer, settings, length, ...)")
+
+    def table(self, table: Any) -> TrialSettings:
+        """Its spec table (a dict; None: every key defaulted) as its settings, checked key by key."""
+        table = {} if table is None else table
+        if not isinstance(table, dict):
+            raise TaskSettingsError(
+                f"{self.name} = {table!r} is not allowed; expected a table of {', '.join(self.settings.table_keys())}"
+            )
+        for key in table:
+            if key not in self.settings.table_keys():
+                others = [f"[{name}]" for name, task in trial_tasks().items() if key in task.settings.table_keys()]
+                where = f" ({key!r} is a key of the {' and '.join(others)} table)" if others else ""
+                raise TaskSettingsError(
+                    f"{self.name}: unknown key {key!r}; allowed keys: {', '.join(self.settings.table_keys())}{where}"
+                )
+        if "depths" in table and isinstance(table["depths"], list):
+            table = {**table, "depths": tuple(table["depths"])}
+        try:
+            return self.settings(self.name, **table)
+        except TypeError as err:
+            raise TaskSettingsError(f"{self.name}: {err}") from None
+
+
+_TASKS: dict[str, TrialTask] = {}
+_plugins_loaded = False
+_builtins_loaded = False
+
+
+def register_task(record: TrialTask, *, replace: bool = False) -> TrialTask:
+    """Add a trial task to the registry and return it. A name already registered is refused unless
+    ``replace=True``."""
+    _load_builtins()
+    if record.name in _TASKS and not replace and _TASKS[record.name] != record:
+        raise ValueError(f"task {record.name!r} is already registered; pass replace=True to replace it")
+    _TASKS[record.name] = record
+    return record
+
+
+def _load_builtins() -> None:
+    """ropekit's own records, in order (each module registers its record when imported), once."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True  # before the imports: their own register calls come back here
+    import importlib
+
+    for name in ('passkey', 'needle'):
+        importlib.import_module(f".{name}", __package__)
+
+
+def _load_plugins() -> None:
+    """Register the tasks of installed packages (entry-point group ``ropekit.tasks``), once. A plugin
+    that fails to load is reported and skipped: one broken package must not stop ropekit."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINTS):
+        if point.name in _TASKS:
+            continue
+        try:
+            record = point.load()
+            if not isinstance(record, TrialTask) or record.name != point.name:
+                raise ValueError(f"expected a TrialTask named {point.name!r}, got {record!r}")
+            register_task(record)
+        except Exception as err:  # a plugin's own import error is its business; say which and go on
+            warnings.warn(f"task plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=2)
+
+
+def trial_tasks() -> dict[str, TrialTask]:
+    """Every registered trial task, installed plugins included, by name (ropekit's own first)."""
+    _load_builtins()
+    _load_plugins()
+    return dict(_TASKS)
+
+
+def get_task(name: str) -> TrialTask | None:
+    """The record of a trial task, looking in installed plugins when it is not registered yet."""
+    _load_builtins()
+    if name not in _TASKS:
+        _load_plugins()
+    return _TASKS.get(name)
