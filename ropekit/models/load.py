@@ -49,6 +49,7 @@ def load_model(
     layer_mix: str | None = None,
     dtype: Any = None,
     device: Any = None,
+    config: ModelConfig | None = None,
 ) -> Decoder:
     """Load a checkpoint into ropekit's decoder with any rope and any layer mix.
 
@@ -68,6 +69,10 @@ def load_model(
     ``dtype``: ``None`` (float32 on CPU, bfloat16 on CUDA), a name (``float32``, ``bfloat16``, ...) or
     ``"auto"``: bfloat16 on CUDA and on a CPU with fast bf16 (``avx512_bf16`` or ``amx_bf16`` in its
     flags), else float32. ``.precision`` holds the dtype chosen and why.
+
+    ``config``: a plan already resolved from this checkpoint (:func:`plan_config` of its
+    :func:`checkpoint_config`, as a sweep plans its cells), built into as it is: the checkpoint's
+    config is not read again. It takes no overrides (they are in it).
     """
     precision, device = dtype_device(dtype, device)
     overrides = {
@@ -79,16 +84,18 @@ def load_model(
         "nope_temperature": nope_temperature,
         "layer_mix": layer_mix,
     }
+    if config is not None and (given := [k for k, v in overrides.items() if v is not None]):
+        raise ModelConfigError(f"load_model: {given[0]} with a resolved config; the config's plan is the one built")
     checkpoint = locate(name_or_path, revision)
     kind, path = checkpoint.kind, checkpoint.path
     cached = dequantised(path) if kind == "gguf" else None
     common = {"precision": precision, "device": device, "source": str(path), "tokenizer": _tokenizer(kind, path)}
     if kind == "folder" or cached is not None:
-        config = model_config(folder_config(cached or path), **overrides)
+        config = config or model_config(folder_config(cached or path), **overrides)
         return _build(config, SafetensorsSource(cached or path).get, **common)
     reader = read_gguf(path)
     raw = gguf_config(reader)
-    config = model_config(raw, **overrides)
+    config = config or model_config(raw, **overrides)
     source = GGUFSource(path, reader, config)
     model = _build(config, source.get, **common)
     cache_dequantised(path, raw, source.read)

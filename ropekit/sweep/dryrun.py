@@ -27,11 +27,14 @@ import torch
 
 from ..data import load_corpus
 from ..models import Precision, resolve_dtype
+from .cells import plan_cells
 from .cost import Memory, Rates, duration, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
-from .run import _check_dtype, _check_snapshots, plan_cells, plan_work, sweep_units
+from .meta import check_dtype, check_snapshots
 from .spec import SweepSpec
 from .store import StoredResults
 from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
+from .units import sweep_units
+from .work import plan_work
 
 
 @dataclass(frozen=True)
@@ -244,8 +247,8 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
     cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
     stored = StoredResults.read(out, spec, force=force)
     if not force:
-        _check_dtype(stored.meta, precision, out)
-        _check_snapshots(stored.meta, checkpoints, out)
+        check_dtype(stored.meta, precision, out)
+        check_snapshots(stored.meta, checkpoints, out)
     pending = [c for c in cells if not stored.done(c.key)]
     work = plan_work(spec, corpus, pending, stored)
     threads, rates_file = torch.get_num_threads(), None

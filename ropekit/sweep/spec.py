@@ -13,13 +13,13 @@ device = "cpu"
 dtype = "float32"                          # default: float32 on CPU, bfloat16 on CUDA; "auto": bfloat16 on
                                            # CUDA and where the CPU has fast bf16 (recorded in meta.json)
 
-tasks = ["perplexity", "passkey"]          # default ["perplexity"]; also "needle"
+tasks = ["perplexity", "passkey"]          # default ["perplexity"]; also "needle" and plugin tasks (ropekit/tasks/)
 
 [ropes]                                    # name = "TYPE[:FACTOR]", "native", a config.json path or a table
 default = "default"
 yarn2 = {rope_type = "yarn", factor = 2.0}
 
-[passkey]                                  # each retrieval task's table, every key optional
+[passkey]                                  # each trial task's table (its record's settings), every key optional
 trials = 5                                 # prompts per (length, depth)
 digits = 5                                 # digits of the answer (needle: 7, as RULER)
 depths = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]   # % of the haystack before the needle
@@ -29,7 +29,7 @@ seed = 0                                   # with (task, length, depth, trial): 
 trials = 5
 
 [executor]                                 # how it runs, not what it computes (not hashed)
-executor = "local"                         # worker processes on this machine, or "slurm": a job array
+executor = "local"                         # worker processes here (one: "inline"), or "slurm": a job array
 workers = 1                                # processes (array tasks) claiming work units of one directory
 lease = 120                                # seconds a unit's claim lasts without a heartbeat
 # slurm only, as sbatch's options: partition, gpus_per_task, cpus_per_task, mem ("32G"), time (minutes,

@@ -143,7 +143,8 @@ def _scored(stored: StoredResults, key: str, docs: list[str] | None) -> bool:
 def _planned_units(spec: SweepSpec, meta: dict[str, Any]) -> list[Unit]:
     """The units of a DIR without units.json, planned from its spec as a sweep would (configs only, no
     weights), in the dtype its numbers were computed in; their seconds are unknown (0)."""
-    from .run import plan_cells, plan_units  # the planner (it imports the model code) only for such DIRs
+    from .cells import plan_cells  # the planner (it imports the model code) only for such DIRs
+    from .units import plan_units
 
     dtype = meta.get("dtype", {})
     resolved = dtype.get("resolved") if isinstance(dtype, dict) else dtype

@@ -26,6 +26,7 @@ import torch
 from .. import stats
 from ..eval import score_answer
 from ..tasks import get_task
+from .rows import named
 from .spec import SpecError, SweepSpec
 
 
@@ -133,8 +134,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
 def retrieval_row(c, store, failure: tuple[str, str] | None = None) -> dict[str, Any]:
     """A retrieval cell's results.csv row from its trials as stored in trials.csv (so a resumed sweep
     writes the row an uninterrupted one would)."""
-    row = {"model": c.model, "rope": c.rope, "layer_mix": c.layer_mix, "length": c.length, "task": c.task}
-    row |= {"depth": f"{c.depth:g}", "n_trials": c.settings.trials, "cell": c.key}
+    row = {**named(c), "depth": f"{c.depth:g}", "n_trials": c.settings.trials, "cell": c.key}
     if failure is not None:
         return {**row, "status": failure[0], "detail": failure[1]}
     trials = [store.trials[c.key, t] for t in range(c.settings.trials)]

@@ -148,7 +148,7 @@ def _load_builtins() -> None:
     _builtins_loaded = True  # before the imports: their own register calls come back here
     import importlib
 
-    for name in ('passkey', 'needle'):
+    for name in ("passkey", "needle"):
         importlib.import_module(f".{name}", __package__)
 
 

@@ -287,7 +287,7 @@ def test_sweep_on_a_hub_id_records_the_id_and_commit(hub, hub_env, tmp_path, cap
 
 def test_spec_with_a_revision_runs_that_snapshot(hub, offline, tmp_path):
     from ropekit.sweep import run_sweep, spec_from_dict
-    from ropekit.sweep.run import plan_cells
+    from ropekit.sweep.cells import plan_cells
 
     data = {"models": ["org/tiny@v2"], "corpus": str(hub / "corpus"), "lengths": [32], "ropes": ["default"]}
     data["n_docs"] = 1

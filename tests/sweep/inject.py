@@ -67,7 +67,7 @@ def warm(argv: list[str]) -> None:
     that resolving a plan loads (reading configs runs no torch operation)."""
     import ropekit.report  # noqa: F401
     from ropekit.cli import build_parser, sweep_spec_from_args
-    from ropekit.sweep.run import plan_cells
+    from ropekit.sweep.cells import plan_cells
 
     plan_cells(sweep_spec_from_args(build_parser().parse_args(argv)), corpus_sha="")
 

@@ -22,7 +22,10 @@ from ropekit.models import load as load_module
 from ropekit.models import precision as precision_module
 from ropekit.models.decoder import norm_weights
 from ropekit.sweep import SpecError, cost, dry_run, run_sweep
+from ropekit.sweep import cells as cells_module
+from ropekit.sweep import progress as progress_module
 from ropekit.sweep import run as run_module
+from ropekit.sweep import work as work_module
 from ropekit.sweep.spec import executor_spec
 from ropekit.sweep.store import StoredResults
 from tests.models.tiny import FAMILY_CONFIGS, SMALL
@@ -52,7 +55,7 @@ def run_counting(sweep, out: Path, monkeypatch) -> tuple[list[int], list[int]]:
     """Run the sweep; return the tokens of every plan the progress bar was given, and the length of
     every pass that went through the model."""
     planned, pushed = [], []
-    real_add, real_score = run_module._Progress.add_plan, perplexity.score_plan
+    real_add, real_score = progress_module.Progress.add_plan, perplexity.score_plan
 
     def add_plan(self, config, plan, **kw):
         planned.append(plan.tokens)
@@ -62,11 +65,11 @@ def run_counting(sweep, out: Path, monkeypatch) -> tuple[list[int], list[int]]:
         pushed.append(len(ids))
         return perplexity.token_nll(model, ids, **kw)
 
-    monkeypatch.setattr(run_module._Progress, "add_plan", add_plan)
-    monkeypatch.setattr(run_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
+    monkeypatch.setattr(progress_module.Progress, "add_plan", add_plan)
+    monkeypatch.setattr(work_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
     summary = run_sweep(sweep, out, quiet=True)
-    monkeypatch.setattr(run_module._Progress, "add_plan", real_add)
-    monkeypatch.setattr(run_module, "score_plan", real_score)
+    monkeypatch.setattr(progress_module.Progress, "add_plan", real_add)
+    monkeypatch.setattr(work_module, "score_plan", real_score)
     assert summary.ok
     return planned, pushed
 
@@ -107,7 +110,7 @@ def test_a_cell_is_charged_the_passes_that_serve_it(setup, tmp_path):
     (factor 2, trained at 128) one pass per length past 128, its own, and none for 64 and 128."""
     sweep = spec(setup, n_docs=1, layer_mixes=["native"], ropes={"default": "default", "dyn": "dynamic:2"})
     dry = dry_run(sweep, tmp_path / "out", rates=RATES)
-    config = run_module.plan_cells(sweep, "")[0][0].config
+    config = cells_module.plan_cells(sweep, "")[0][0].config
     pass_512 = cost.pass_seconds(config, 512, RATES)
     seconds = {(c.rope, c.length): c.seconds for c in dry.cells}
     for length in (64, 128, 256, 512):
@@ -137,9 +140,9 @@ def test_done_cells_of_a_dir_are_shown_done_and_the_rest_planned_as_the_rerun_ru
     sweep = spec(setup)
     out = tmp_path / "out"
     real = perplexity.score_plan
-    monkeypatch.setattr(run_module, "score_plan", oom_at(512))
+    monkeypatch.setattr(work_module, "score_plan", oom_at(512))
     failed = run_sweep(sweep, out, quiet=True).failed
-    monkeypatch.setattr(run_module, "score_plan", real)
+    monkeypatch.setattr(work_module, "score_plan", real)
     assert {r["length"] for r in failed} == {512}
     before = snapshot(out)
     dry = dry_run(sweep, out, rates=RATES)
@@ -321,7 +324,7 @@ def plan(tokens: int) -> Plan:
 
 
 def test_progress_shows_the_predicted_time_left_from_the_start():
-    progress = run_module._Progress(2, 0, lambda config, p: p.tokens / 10, quiet=False)
+    progress = progress_module.Progress(2, 0, lambda config, p: p.tokens / 10, quiet=False)
     progress.add_plan(None, plan(1000))
     progress.add_plan(None, plan(500))
     assert progress.bar.total == 150 and "0/1.50k tok [" in progress.bar.status
@@ -337,14 +340,14 @@ def test_the_bar_totals_the_dry_runs_seconds(setup, tmp_path, monkeypatch):
     sweep = spec(setup, layer_mixes=["native"])
     dry = dry_run(sweep, tmp_path / "out", rates=RATES)
     totals = []
-    real_close = run_module._Progress.close
+    real_close = progress_module.Progress.close
 
     def close(self):
         totals.append((self.bar.total, self.tokens))
         real_close(self)
 
-    monkeypatch.setattr(run_module, "machine_rates", lambda *a, **kw: RATES)
-    monkeypatch.setattr(run_module._Progress, "close", close)
+    monkeypatch.setattr(progress_module, "machine_rates", lambda *a, **kw: RATES)
+    monkeypatch.setattr(progress_module.Progress, "close", close)
     assert run_sweep(sweep, tmp_path / "out", quiet=False).ok
     assert totals[0][0] == pytest.approx(dry.seconds) and totals[0][1] == dry.tokens
 

@@ -39,8 +39,8 @@ from ropekit.eval.perplexity import (
 )
 from ropekit.models import precision
 from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
-from ropekit.sweep import run as run_module
-from ropekit.sweep.run import plan_cells
+from ropekit.sweep import work as work_module
+from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.spec import reproduce_command
 from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS, StoreError, parse_blocks
 
@@ -99,6 +99,30 @@ def test_sweep_writes_every_cell_and_resumes_without_recomputing(setup, tmp_path
     assert again.computed == 0 and again.reused == 24
     assert len(rows(tmp_path / "timings.csv")) == 24  # nothing ran again
     assert rows(tmp_path / "results.csv") == result
+
+
+def test_a_sweep_reads_each_checkpoints_config_once(setup, tmp_path, monkeypatch):
+    """Resolve a model once: 9 cells (3 ropes x 3 lengths) of one model run transformers' config class
+    (``_upstream_defaults``, inside ``checkpoint_config``) once, plan each rope once, and the worker builds
+    the weights into the planned config instead of reading the checkpoint's again."""
+    from ropekit.models import config as model_config
+
+    calls = {"upstream": 0, "plan": 0}
+    upstream, plan = model_config._upstream_defaults, model_config.plan_config
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(model_config, "_upstream_defaults", counted("upstream", upstream))
+    monkeypatch.setattr("ropekit.sweep.cells.plan_config", counted("plan", plan))
+    monkeypatch.setattr(model_config, "plan_config", counted("plan", plan))
+    summary = run_sweep(spec(setup, lengths=[64, 128, 256], layer_mixes=["native"]), tmp_path, quiet=True)
+    assert summary.ok and summary.computed == 9
+    assert calls == {"upstream": 1, "plan": 3}
 
 
 def test_changed_spec_is_refused_unless_forced(setup, tmp_path):
@@ -167,7 +191,7 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
             scores[256] = perplexity.Score(float("nan"), scores[256].n_tokens)
         return scores
 
-    monkeypatch.setattr(run_module, "score_plan", flaky)
+    monkeypatch.setattr(work_module, "score_plan", flaky)
     summary = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     status = {(r["rope"], r["length"]): r["status"] for r in rows(tmp_path / "results.csv")}
     assert len(status) == 12 and not summary.ok
@@ -177,7 +201,7 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
         ("yarn", 512, "oom"),
     ]
     assert sum(s == "ok" for s in status.values()) == 10
-    monkeypatch.setattr(run_module, "score_plan", real)
+    monkeypatch.setattr(work_module, "score_plan", real)
     retry = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     assert retry.ok and retry.computed == 2 and retry.reused == 10
 

@@ -19,10 +19,11 @@ import pytest
 from ropekit.cli import main
 from ropekit.data import load_corpus
 from ropekit.sweep import ResultStore
+from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.claims import ClaimError, Claims, Unit, UnitLost
-from ropekit.sweep.run import plan_cells, sweep_units
 from ropekit.sweep.spec import SpecError, executor_spec
 from ropekit.sweep.status import sweep_status
+from ropekit.sweep.units import sweep_units
 from tests.sweep import test_faults
 from tests.sweep.test_faults import INJECT, argv, assert_same_files, cli_spec
 

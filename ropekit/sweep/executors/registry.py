@@ -148,7 +148,7 @@ def _load_builtins() -> None:
     _builtins_loaded = True  # before the imports: their own register calls come back here
     import importlib
 
-    for name in ('inline', 'local', 'slurm'):
+    for name in ("inline", "local", "slurm"):
         importlib.import_module(f".{name}", __package__)
 
 

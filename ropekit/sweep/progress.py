@@ -1,0 +1,156 @@
+"""The progress bar: predicted seconds of the planned passes and trials, scaled by what they took."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..eval.perplexity import (
+    Plan,
+)
+from ..models import (
+    ModelConfig,
+    Precision,
+)
+from .cost import machine_rates, measurable, pass_seconds, plan_seconds
+from .spec import SweepSpec
+from .trials import (
+    TRIAL_ANSWER_TOKENS,
+    trial_tokens,
+)
+
+if TYPE_CHECKING:
+    from .work import ModelWork
+
+
+def estimate(spec: SweepSpec, precision: Precision, quiet: bool) -> Callable[[ModelConfig, Plan], float] | None:
+    """Predicted seconds of a plan or a retrieval trial's pass (``ropekit.sweep.cost``, with this
+    machine's rates, measured once and cached), for the progress bar; None (the bar counts tokens)
+    when the bar is off or this machine lacks the spec's device (loading the model says so next)."""
+    if quiet or not measurable(spec.device):
+        return None
+    rates = machine_rates(precision.dtype, spec.device)
+
+    def estimate(config: ModelConfig, work: Plan | int) -> float:
+        if isinstance(work, int):  # a trial's prompt length: the LM head runs on its answer only
+            return pass_seconds(config, trial_tokens(work), rates, head_rows=TRIAL_ANSWER_TOKENS)
+        return plan_seconds(config, work, rates)
+
+    return estimate
+
+
+class Progress:
+    """A tqdm bar over the predicted seconds of the planned passes (``estimate``; their tokens when
+    there is none), so that its time left is the prediction from the first second on, scaled, once
+    passes have finished, by the seconds they took over the seconds predicted for them. Tokens done of
+    the total and cells done are beside it; silent with quiet=True."""
+
+    def __init__(self, cells: int, reused: int, estimate: Callable[[ModelConfig, Plan], float] | None, *, quiet: bool):
+        from tqdm.auto import tqdm
+
+        class Bar(tqdm):  # tqdm's documented way to a field of one's own in bar_format
+            status = ""
+
+            @property
+            def format_dict(self) -> dict[str, Any]:
+                return {**super().format_dict, "status": self.status}
+
+        self.cells, self.finished = cells, reused
+        self.predicts = estimate is not None
+        self.estimate = estimate or (lambda config, work: float(work if isinstance(work, int) else work.tokens))
+        self.tokens = self.tokens_done = 0
+        self.predicted_done = self.took = 0.0  # of the passes that finished
+        self.last = ""
+        self.bar = Bar(total=0, disable=quiet, dynamic_ncols=True, desc="sweep", bar_format="{l_bar}{bar}| {status}")
+        self._status()
+
+    def _status(self) -> None:
+        bar = self.bar
+        if bar.disable:
+            return
+        if self.predicted_done:  # the prediction, scaled by how the passes so far compared with it
+            left = bar.format_interval((bar.total - bar.n) * self.took / self.predicted_done)
+        else:  # the prediction as it is; tokens say nothing of seconds yet
+            left = bar.format_interval(bar.total) if self.predicts else "?"
+        tokens = f"{_count(self.tokens_done)}/{_count(self.tokens)} tok"
+        elapsed = bar.format_interval(bar.format_dict["elapsed"])
+        last = f" {self.last}" if self.last else ""
+        bar.status = f"{tokens} [{elapsed}<{left}], cells {self.finished}/{self.cells}{last}"
+        bar.refresh()
+
+    def add(self, work: ModelWork) -> None:
+        """Every plan and retrieval trial of a model's work."""
+        for group, plans in work.groups:
+            for _, plan in plans.values():
+                self.add_plan(group[0].config, plan, refresh=False)
+        for trials in work.trials:
+            for c in trials.cells:
+                self.bar.total += self.estimate(c.config, c.length) * len(trials.todo[c.key])
+                self.tokens += c.length * len(trials.todo[c.key])
+        self._status()
+
+    def drop_work(self, work: ModelWork | None) -> None:
+        """A unit's work that this worker will not run as planned (another ran it, or it is planned
+        again)."""
+        if work is None:
+            return
+        for group, plans in work.groups:
+            for _, plan in plans.values():
+                self.bar.total -= self.estimate(group[0].config, plan)
+                self.tokens -= plan.tokens
+        for trials in work.trials:
+            for c in trials.cells:
+                self.bar.total -= self.estimate(c.config, c.length) * len(trials.todo[c.key])
+                self.tokens -= c.length * len(trials.todo[c.key])
+        self._status()
+
+    def trial_done(self, config: ModelConfig, length: int, seconds: float) -> None:
+        """A retrieval trial of a prompt of ``length`` tokens that ran in ``seconds``."""
+        predicted = self.estimate(config, length)
+        self.predicted_done += predicted
+        self.took += seconds
+        self.tokens_done += length
+        self.bar.n += predicted
+        self._status()
+
+    def add_plan(self, config: ModelConfig, plan: Plan, *, refresh: bool = True) -> None:
+        self.bar.total += self.estimate(config, plan)
+        self.tokens += plan.tokens
+        if refresh:
+            self._status()
+
+    def drop(self, config: ModelConfig, plan: Plan) -> None:
+        """A plan that will not run (a failure changed what is left)."""
+        self.bar.total -= self.estimate(config, plan)
+        self.tokens -= plan.tokens
+        self._status()
+
+    def done(self, config: ModelConfig, plan: Plan, seconds: float) -> None:
+        """A plan that ran, in ``seconds``."""
+        predicted = self.estimate(config, plan)
+        self.predicted_done += predicted
+        self.took += seconds
+        self.tokens_done += plan.tokens
+        self.bar.n += predicted  # then one refresh, with the status that goes with it
+        self._status()
+
+    def cell_done(self, row: dict[str, Any]) -> None:
+        self.finished += 1
+        if row["status"] != "ok":
+            outcome = row["status"]
+        elif row.get("task", "perplexity") == "perplexity":
+            outcome = f"ppl {row['ppl']}"
+        else:
+            outcome = f"{row['task']} at {row['depth']}% {float(row['accuracy']):.0%}"
+        self.last = f"{row['rope']}@{row['length']}: {outcome}"
+        self._status()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _count(n: int) -> str:
+    """Tokens as tqdm scales them (``7.17k``), whole below a thousand."""
+    from tqdm import tqdm
+
+    return str(n) if n < 1000 else tqdm.format_sizeof(n)

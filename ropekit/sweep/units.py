@@ -1,0 +1,182 @@
+"""Work units: the (model, layer mix, rope) groups a worker claims, joined where passes are shared, priced
+and ordered longest first, planned once by the first worker (DIR/units.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from ..cache import atomic_write
+from ..eval.perplexity import (
+    frequency_signature,
+)
+from ..modes import SHARED
+from .cells import Cell
+from .claims import Unit
+from .cost import NOMINAL_RATES, pass_seconds, plan_seconds
+from .spec import SweepSpec
+from .store import StoredResults
+from .trials import (
+    TRIAL_ANSWER_TOKENS,
+    trial_tokens,
+)
+from .work import ModelWork, plan_work
+
+
+def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
+    """The sweep's work units in spec order, from its cells alone (done or not, so every worker plans
+    the same ones): one per (model, layer mix, rope), joined where passes are shared, that is where
+    two have the same plan and frequencies at a length in first or yarn mode (dynamic is the default
+    rope up to its trained length): a pass planned from another's memo then runs in the same worker,
+    exactly as in a single process."""
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.model, c.layer_mix, c.rope), []).append(c)
+    parent = {g: g for g in groups}
+
+    def root(g: tuple) -> tuple:
+        while parent[g] != g:
+            g = parent[g]
+        return g
+
+    if spec.mode in SHARED and "perplexity" in spec.tasks:
+        first: dict[tuple, tuple] = {}  # (model, signature) -> the first group with it
+        for g, group in groups.items():
+            for length in spec.lengths:
+                other = first.setdefault((g[0], frequency_signature(group[0].config, length)), g)
+                parent[root(g)] = root(other)
+    joined: dict[tuple, tuple[list, list]] = {}  # root -> (parts, cell keys)
+    for g, group in groups.items():
+        parts, keys = joined.setdefault(root(g), ([], []))
+        parts.append(g[1:])
+        keys += [c.key for c in group]
+    return [Unit(root[0], parts, keys) for root, (parts, keys) in joined.items()]
+
+
+def sweep_units(
+    spec: SweepSpec, corpus, cells: list[Cell], inputs: dict, *, out: Path | None = None, force: bool = False
+) -> tuple[list[Unit], dict[str, ModelWork]]:
+    """The sweep's units, longest first, and each one's whole work (planned as if nothing were stored).
+
+    The units are planned once, by the first worker, and written to ``out/units.json``; a worker that
+    finds that file for these cells takes its units (so workers started with other settings, by hand
+    or by another executor, share one plan). Planned here: :func:`plan_units`, priced and ordered by
+    :func:`longest_first`, and, with several workers, each unit larger than half a worker's share
+    split into one unit per document (:func:`split_large`)."""
+    by_key = {c.key: c for c in cells}
+    nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
+    groups = plan_units(cells, spec)
+    whole = {u.id: unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}  # sets each cell's docs
+    units = split_large(longest_first(groups, whole), whole, spec.executor.workers)
+    if out is not None:
+        units = _units_of(out, units, force)
+    of_group = {key: u.id for u in groups for key in u.cells}
+    return units, {u.id: _restrict(whole[of_group[u.cells[0]]], u) for u in units}
+
+
+def _units_of(out: Path, units: list[Unit], force: bool) -> list[Unit]:
+    """The units of DIR/units.json when it plans these very cells (a plan written by the first worker,
+    whatever its settings), else ``units``, written there (exclusive create: of two first workers one
+    plan wins, and both take it)."""
+    path = out / "units.json"
+    if force:
+        path.unlink(missing_ok=True)
+    text = json.dumps([u.record() for u in units], indent=1) + "\n"
+    for _ in range(2):
+        try:
+            theirs = [Unit.from_record(r) for r in json.loads(path.read_text())]
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError):  # not a plan this ropekit reads: replaced
+            atomic_write(path, text)
+            return units
+        else:
+            cells = {key for u in units for key in u.cells}
+            if cells == {key for u in theirs for key in u.cells}:
+                return theirs
+            atomic_write(path, text)  # the plan of other cells (an older ropekit's keys): replaced
+            return units
+        tmp = path.with_name(f".units.{os.getpid()}.json")
+        tmp.write_text(text)
+        try:
+            os.link(tmp, path)  # exclusive: fails when another worker wrote its plan first
+            return units
+        except FileExistsError:
+            continue
+        finally:
+            tmp.unlink()
+    return units
+
+
+def split_large(units: list[Unit], work: dict[str, ModelWork], workers: int) -> list[Unit]:
+    """With several workers, each unit whose seconds exceed half a worker's share of the sweep
+    (``sum / (2 * workers)``) and that scores several documents becomes one unit per document (its
+    perplexity cells that score it; the seconds of its plans) and one of the rest (retrieval and
+    cells without documents) when there is any; longest first again. One worker: ``units`` as they
+    are (one process writes the same files, in the same order, as before units existed)."""
+    if workers <= 1 or not units:
+        return units
+    share = sum(u.seconds for u in units) / (2 * workers)
+    out: list[Unit] = []
+    for unit in units:
+        groups = work[unit.id].groups
+        docs = list(dict.fromkeys(doc for _, plans in groups for doc in plans))
+        if unit.seconds <= share or len(docs) < 2:
+            out.append(unit)
+            continue
+        per_doc = {key: set(c_docs) for key, c_docs in ((c.key, c.docs) for cells, _ in groups for c in cells)}
+        for doc in docs:
+            seconds = sum(
+                plan_seconds(cells[0].config, plans[doc][1], NOMINAL_RATES) for cells, plans in groups if doc in plans
+            )
+            keys = [key for key in unit.cells if doc in per_doc.get(key, ())]
+            out.append(Unit(unit.model, unit.parts, keys, seconds, [doc]))
+        if rest := [key for key in unit.cells if not per_doc.get(key)]:
+            out.append(Unit(unit.model, unit.parts, rest, unit.seconds - sum(u.seconds for u in out[-len(docs) :]), []))
+    return sorted(out, key=lambda u: -u.seconds)
+
+
+def _restrict(work: ModelWork, unit: Unit) -> ModelWork:
+    """A unit's part of its group's work: its cells, with its documents' plans (``unit.docs``); the
+    trials only in the unit of the rest (``docs`` empty) or the whole (``docs`` None)."""
+    if unit.docs is None:
+        return work
+    keys = set(unit.cells)
+    groups = [([c for c in cells if c.key in keys], plans) for cells, plans in work.groups]
+    groups = [(cells, {d: plan for d, plan in plans.items() if d in unit.docs}) for cells, plans in groups if cells]
+    return dataclasses.replace(work, groups=groups, trials=[] if unit.docs else work.trials)
+
+
+def longest_first(units: list[Unit], work: dict[str, ModelWork]) -> list[Unit]:
+    """``units`` with their seconds (the cost model's, of all their ``work``, at nominal rates:
+    ``cost.NOMINAL_RATES``, so the order is the same on every machine and in every run of the spec),
+    longest first; ties in spec order."""
+    for unit in units:
+        unit.seconds = 0.0
+        for group, plans in work[unit.id].groups:
+            unit.seconds += sum(plan_seconds(group[0].config, plan, NOMINAL_RATES) for _, plan in plans.values())
+        for trials in work[unit.id].trials:
+            for c in trials.cells:
+                one = pass_seconds(c.config, trial_tokens(c.length), NOMINAL_RATES, head_rows=TRIAL_ANSWER_TOKENS)
+                unit.seconds += one * len(trials.todo[c.key])
+    return sorted(units, key=lambda u: -u.seconds)  # stable
+
+
+def stored_state(store: StoredResults, unit: Unit) -> tuple[int, int, int]:
+    """How much of a unit ``store`` holds: cells done, documents and trials scored."""
+    keys = set(unit.cells)
+    return (
+        sum(store.done(key) for key in keys),
+        sum(1 for cell, _ in store.docs if cell in keys),
+        sum(1 for cell, _ in store.trials if cell in keys),
+    )
+
+
+def unit_work(spec, corpus, unit: Unit, by_key: dict[str, Cell], store: StoredResults, inputs: dict) -> ModelWork:
+    """The work of a unit's cells that ``store`` does not hold (an empty ModelWork when none)."""
+    pending = [by_key[key] for key in unit.cells if not store.done(key)]
+    work = plan_work(spec, corpus, pending, store, inputs)
+    return _restrict(work[0], unit) if work else ModelWork(unit.model, None, {}, [])
