@@ -74,4 +74,6 @@ class Registry(Generic[Record]):
                     raise ValueError(f"expected a {self.kind.__name__} named {point.name!r}, got {record!r}")
                 self.register(record)
             except Exception as err:  # a plugin's own import error is its business; say which and go on
-                warnings.warn(f"{self.what} plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=3)
+                warnings.warn(
+                    f"{self.what} plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=3
+                )

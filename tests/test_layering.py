@@ -6,7 +6,8 @@ tasks/, eval/, data/, models/ (and what they stand on); report/ imports rope/
 and reads results files, never a model; lmeval/ (the lm-evaluation-harness backend) imports eval/,
 models/ and rope/. ``ropekit/cache.py`` (cache dir, atomic writes, csv records), ``ropekit/stats.py``
 (bootstrap intervals, numpy only), ``ropekit/modes.py`` (the perplexity modes as data) and
-``ropekit/lazy.py`` (lazy package roots) are the small modules all may use; the CLI and the package's
+``ropekit/lazy.py`` (lazy package roots) and ``ropekit/plugins.py`` (the registries' common part) are the
+small modules all may use; the CLI and the package's
 ``__init__`` sit on top. Every module of the package is one of these: a new layer needs its rule here.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ropekit"
-SHARED = {"cache", "stats", "modes", "lazy"}
+SHARED = {"cache", "stats", "modes", "lazy", "plugins"}
 TOP = {"cli", "__init__"}  # may import every layer
 ALLOWED = {
     "rope": set(),

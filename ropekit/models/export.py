@@ -25,12 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..rope import RopeSpec, get_rope
+from ..rope import RopeSpec, get_rope, rope_types
 from ..rope.config import rope_type_aliases
 from .config import ModelConfig, checkpoint_config, plan_config
 
-# transformers' ROPE_INIT_FUNCTIONS (and vLLM's get_rope) know these types and their keys.
-UPSTREAM_TYPES = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")
 TARGETS = ("transformers_v4", "transformers_v5", "vllm")
 
 
@@ -182,10 +180,11 @@ def _rope_problem(specs: set[RopeSpec | None], model_type: str) -> str | None:
                 f"{model_type}'s config reads rope_type {spec.rope_type!r} as {aliases[spec.rope_type]!r}, so "
                 f"no config.json of it can say {spec.rope_type}"
             )
-        if spec.rope_type not in UPSTREAM_TYPES:
+        if not get_rope(spec.rope_type).upstream:
+            upstream = [name for name, record in rope_types().items() if record.upstream]
             return (
                 f"rope_type {spec.rope_type!r} is ropekit's own position method; transformers and vLLM know "
-                f"only {', '.join(UPSTREAM_TYPES)}"
+                f"only {', '.join(upstream)}"
             )
         own = {f.name for f in dataclasses.fields(get_rope(spec.rope_type).params)}
         extra = sorted(set(spec.to_dict()) - own - {"rope_type", "rope_theta", "partial_rotary_factor"})

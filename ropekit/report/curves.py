@@ -77,13 +77,13 @@ def plot_layer_mixes(
     _require(rows, "layer_mix", reference)
     styles = series_styles(mixes, first=reference)
     models = list(dict.fromkeys(rows["model"]))
-    fig, axes = _figure(len(models) * 2, columns=2)
+    fig, axes = figure_grid(len(models) * 2, columns=2)
     for i, model in enumerate(models):
         part = rows[rows["model"] == model]
         for ax, baseline in ((axes[2 * i], None), (axes[2 * i + 1], reference)):
-            _panel(ax, part, "layer_mix", baseline, styles, differences)
+            draw_panel(ax, part, "layer_mix", baseline, styles, differences)
             ax.set_title(f"{model_label(model)}: {'perplexity' if baseline is None else 'relative to ' + reference}")
-    _finish(fig, axes, rows, title or f"Layer mixes, rope {rope}")
+    finish_figure(fig, axes, rows, title or f"Layer mixes, rope {rope}")
     return fig
 
 
@@ -100,11 +100,11 @@ def plot_bits_per_byte(frame: pd.DataFrame, *, title: str | None = None) -> Figu
     frame = frame.drop(columns=["trained_context"], errors="ignore").assign(line=labels)
     ropes = list(dict.fromkeys(frame["rope"]))
     styles = series_styles(frame["line"])
-    fig, axes = _figure(len(ropes), sharey=True)
+    fig, axes = figure_grid(len(ropes), sharey=True)
     for ax, rope in zip(axes, ropes, strict=False):
-        _panel(ax, frame[frame["rope"] == rope], "line", None, styles, value="bits_per_byte")
+        draw_panel(ax, frame[frame["rope"] == rope], "line", None, styles, value="bits_per_byte")
         ax.set_title(f"rope {rope}")
-    _finish(fig, axes, frame, title or "Bits per byte vs context length (comparable across tokenizers)")
+    finish_figure(fig, axes, frame, title or "Bits per byte vs context length (comparable across tokenizers)")
     return fig
 
 
@@ -150,15 +150,15 @@ def _curves(
     differences: pd.DataFrame | None = None,
 ) -> Figure:
     panels = list(frame.groupby(["model", "layer_mix"], sort=False))
-    fig, axes = _figure(len(panels), sharey=True)  # one scale, so panels compare at a glance
+    fig, axes = figure_grid(len(panels), sharey=True)  # one scale, so panels compare at a glance
     for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
-        _panel(ax, rows, series, baseline, styles, differences)
+        draw_panel(ax, rows, series, baseline, styles, differences)
         ax.set_title(f"{model_label(model)}, layer mix {mix}")
-    _finish(fig, axes, frame, title)
+    finish_figure(fig, axes, frame, title)
     return fig
 
 
-def _figure(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, list[Axes]]:
+def figure_grid(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, list[Axes]]:
     from matplotlib.figure import Figure
 
     cols = min(n, columns)
@@ -170,7 +170,7 @@ def _figure(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, lis
     return fig, axes[:n]
 
 
-def _panel(
+def draw_panel(
     ax: Axes,
     rows: pd.DataFrame,
     series: str,
@@ -204,7 +204,7 @@ def _panel(
             label=name,
         )
         lo, hi, excludes = _interval(ok, series, name, baseline, differences, value)
-        _band(ax, x[keep], y[keep], lo[keep], hi[keep], color)
+        draw_band(ax, x[keep], y[keep], lo[keep], hi[keep], color)
         ring = keep & excludes
         if ring.any():
             ax.plot(
@@ -222,7 +222,7 @@ def _panel(
             _mark_failure(ax, int(cell["length"]), str(cell["status"]), color, failed_at)
     _length_axis(ax, rows["length"])
     trained = rows["trained_context"].dropna() if "trained_context" in rows else ()
-    _mark_trained(ax, int(trained.iloc[0]) if len(trained) else None, max(rows["length"]))
+    mark_trained(ax, int(trained.iloc[0]) if len(trained) else None, max(rows["length"]))
     if not drawn:
         ax.text(0.5, 0.5, "no number yet", transform=ax.transAxes, ha="center", color="0.45", gid="empty")
     if baseline is None and value != "ppl":
@@ -269,7 +269,7 @@ def _interval(ok, series: str, name: str, baseline: str | None, differences, val
     return found["ratio_lo"].to_numpy(float), found["ratio_hi"].to_numpy(float), excludes
 
 
-def _band(ax: Axes, x, y, lo, hi, color: str) -> None:
+def draw_band(ax: Axes, x, y, lo, hi, color: str) -> None:
     """A shaded band between ``lo`` and ``hi`` where neighbouring lengths both have one, an error bar
     at a length whose neighbours have none (one length alone draws no band)."""
     import numpy as np
@@ -294,14 +294,14 @@ def _band(ax: Axes, x, y, lo, hi, color: str) -> None:
             artist.set_gid("interval")
 
 
-def _mark_trained(ax: Axes, trained: int | None, right: float) -> None:
+def mark_trained(ax: Axes, trained: int | None, right: float) -> None:
     """The model's trained context (None: unknown, nothing drawn) as a dotted line, labelled on the
     inner side of the line (``right``: the largest x drawn)."""
     if trained is None:
         return
     if trained > right:  # past the lengths drawn: said at the right edge, not drawn outside the panel
         ax.annotate(
-            f"trained {_tokens(trained)} →",
+            f"trained {tokens_label(trained)} →",
             (1, 0),
             xycoords="axes fraction",
             xytext=(-3, 3),
@@ -315,7 +315,7 @@ def _mark_trained(ax: Axes, trained: int | None, right: float) -> None:
     ax.axvline(trained, color="0.45", linestyle=":", linewidth=1.2, gid="trained")
     at_right_edge = trained >= right
     ax.annotate(
-        f"trained {_tokens(trained)}",
+        f"trained {tokens_label(trained)}",
         (trained, 0),
         xycoords=("data", "axes fraction"),
         xytext=(-3 if at_right_edge else 3, 3),
@@ -342,17 +342,17 @@ def _length_axis(ax: Axes, lengths: Sequence[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tokens(x)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: tokens_label(x)))
     ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
     ax.set_xlabel("context length (tokens, log2 scale)")
 
 
-def _tokens(n: float) -> str:
+def tokens_label(n: float) -> str:
     n = int(round(n))
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}"
 
 
-def _finish(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str) -> None:
+def finish_figure(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .. import stats
-from .curves import _band, _figure, _finish, _mark_trained, _tokens, model_label
+from .curves import draw_band, figure_grid, finish_figure, mark_trained, model_label, tokens_label
 from .intervals import BLOCK
 from .style import rope_colors
 
@@ -112,24 +112,24 @@ def plot_loss_by_position(
     found = loss_by_position(documents[lengths == length], block=block, n=n, level=level)
     colors = colors or rope_colors(documents["rope"])
     panels = list(found.groupby(["model", "layer_mix"], sort=False))
-    fig, axes = _figure(max(len(panels), 1), sharey=True)
+    fig, axes = figure_grid(max(len(panels), 1), sharey=True)
     for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
         for rope, part in rows.groupby("rope", sort=False):
             color, linestyle = colors[rope]
             x, y = part["last"].to_numpy(), part["nll"].to_numpy(float)
             ax.plot(x, y, color=color, linestyle=linestyle, marker="o", markersize=3, label=rope)
-            _band(ax, x, y, part["nll_lo"].to_numpy(float), part["nll_hi"].to_numpy(float), color)
+            draw_band(ax, x, y, part["nll_lo"].to_numpy(float), part["nll_hi"].to_numpy(float), color)
         ticks = sorted(set(rows["last"]))
         _position_axis(ax, ticks)
         trained = trained_context.get(model) if isinstance(trained_context, Mapping) else trained_context
-        _mark_trained(ax, trained, ticks[-1])
+        mark_trained(ax, trained, ticks[-1])
         ax.set_ylabel("mean NLL per token (nats)")
         ax.set_title(f"{model_label(model)}, layer mix {mix}")
         ax.grid(True, which="major", alpha=0.3)
     if not panels:
         axes[0].text(0.5, 0.5, "no blocks to bucket", transform=axes[0].transAxes, ha="center", gid="empty")
     title = title or f"Loss by position at {length:,} tokens"
-    _finish(fig, axes, found.assign(status="ok"), title)  # every line drawn is a scored cell
+    finish_figure(fig, axes, found.assign(status="ok"), title)  # every line drawn is a scored cell
     return fig
 
 
@@ -139,6 +139,6 @@ def _position_axis(ax, ticks: list[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _tokens(x)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: tokens_label(x)))
     ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
     ax.set_xlabel("position of the prediction (last of each bucket, log2 scale)")

@@ -26,7 +26,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .. import stats
-from .curves import _figure, _finish, _panel, _tokens, model_label
+from .curves import draw_panel, figure_grid, finish_figure, model_label, tokens_label
 from .results import PENDING
 from .style import rope_colors
 
@@ -146,16 +146,16 @@ def _pooled_figure(frame, pooled, value: str, colors, title: str) -> Figure:
     _require_rows(frame)
     colors = colors or rope_colors(frame["rope"])
     panels = list(pooled.groupby(["model", "layer_mix", "task"], sort=False))
-    fig, axes = _figure(len(panels), sharey=True)
+    fig, axes = figure_grid(len(panels), sharey=True)
     for ax, ((model, mix, task), rows) in zip(axes, panels, strict=False):
-        _panel(ax, rows, "rope", None, colors, value=value)
+        draw_panel(ax, rows, "rope", None, colors, value=value)
         ax.set_title(f"{model_label(model)}, layer mix {mix}: {task}")
         if value == "accuracy":
             ax.set_ylim(-0.04, 1.04)
             ax.set_ylabel("accuracy (exact, pooled over depths)")
         else:
             ax.set_ylabel("answer log-probability (nats)")
-    _finish(fig, axes, frame, title)
+    finish_figure(fig, axes, frame, title)
     return fig
 
 
@@ -169,7 +169,7 @@ def plot_depth_heatmap(frame: pd.DataFrame, *, title: str | None = None, cmap: s
     _require_rows(frame)
     palette = colormaps[cmap].with_extremes(bad="0.88")
     panels = list(frame.groupby(["model", "layer_mix", "task", "rope"], sort=False))
-    fig, axes = _figure(len(panels))
+    fig, axes = figure_grid(len(panels))
     image = None
     for ax, ((model, mix, task, rope), rows) in zip(axes, panels, strict=False):
         image = _heatmap(ax, rows, palette)
@@ -200,7 +200,7 @@ def _heatmap(ax: Axes, rows: pd.DataFrame, palette):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.6", linewidth=0))
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color, gid=gid)
     image = ax.imshow(np.ma.masked_invalid(values), cmap=palette, vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(lengths)), [_tokens(n) for n in lengths])
+    ax.set_xticks(range(len(lengths)), [tokens_label(n) for n in lengths])
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth (% of haystack)")
@@ -209,7 +209,7 @@ def _heatmap(ax: Axes, rows: pd.DataFrame, palette):
     if 0 < within < len(lengths):  # between the last length trained on and the first past it
         ax.axvline(within - 0.5, color="0.3", linestyle=":", linewidth=1.5, gid="trained")
         ax.annotate(
-            f"trained {_tokens(trained.iloc[0])}",
+            f"trained {tokens_label(trained.iloc[0])}",
             (within - 0.5, 0),
             xycoords=("data", "axes fraction"),
             xytext=(3, 3),

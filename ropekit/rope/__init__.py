@@ -7,7 +7,6 @@ and the query scalings (log-n, Llama 4's NoPE temperature), give their positions
 ``resolve.py``.
 """
 
-from . import builtin  # noqa: F401  (registers the built-in types)
 from .config import (
     LAYER_TYPES,
     Default,

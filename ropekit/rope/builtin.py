@@ -11,13 +11,18 @@ from __future__ import annotations
 from . import config, frequencies, methods, positions, presets
 from .registry import RopeType, register_rope
 
+UPSTREAM = {"upstream": True}  # transformers' six (ROPE_INIT_FUNCTIONS)
 BUILTIN = (
-    RopeType("default", config.Default, frequencies.default, presets.default_preset),
-    RopeType("linear", config.Linear, frequencies.linear, presets.linear_preset),
-    RopeType("dynamic", config.Dynamic, frequencies.dynamic, presets.dynamic_preset, config.check_theta_exponent),
-    RopeType("yarn", config.Yarn, frequencies.yarn, presets.yarn_preset),
-    RopeType("longrope", config.LongRope, frequencies.longrope, presets.longrope_preset, config.check_longrope),
-    RopeType("llama3", config.Llama3, frequencies.llama3, presets.llama3_preset),
+    RopeType("default", config.Default, frequencies.default, presets.default_preset, **UPSTREAM),
+    RopeType("linear", config.Linear, frequencies.linear, presets.linear_preset, **UPSTREAM),
+    RopeType(
+        "dynamic", config.Dynamic, frequencies.dynamic, presets.dynamic_preset, config.check_theta_exponent, **UPSTREAM
+    ),
+    RopeType("yarn", config.Yarn, frequencies.yarn, presets.yarn_preset, **UPSTREAM),
+    RopeType(
+        "longrope", config.LongRope, frequencies.longrope, presets.longrope_preset, config.check_longrope, **UPSTREAM
+    ),
+    RopeType("llama3", config.Llama3, frequencies.llama3, presets.llama3_preset, **UPSTREAM),
 )
 METHODS = (
     RopeType("ntk", methods.Ntk, methods.ntk, methods.ntk_preset, config.check_theta_exponent),

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .checks import RopeConfigError, check_fields, integer, is_count, number, numbers, set_field
 from .registry import RopeType, get_rope, rope_types
-
-
-class RopeConfigError(ValueError):
-    """A rope configuration that ropekit refuses; the message names the key and the fix."""
 
 
 def _record(rope_type: str) -> RopeType:
@@ -36,52 +32,6 @@ def _record(rope_type: str) -> RopeType:
 
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
-
-
-# --- value checks ---------------------------------------------------------------------------
-
-
-def _number(key: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> float:
-    """A finite real number > minimum (or >= minimum when ``strict`` is False)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value > minimum if strict else value >= minimum):
-        return float(value)
-    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-    raise RopeConfigError(f"{key}={value!r} is not allowed; expected a finite number {bound}")
-
-
-def is_count(value: Any, minimum: int = 1) -> bool:
-    """An integer (not a bool) >= minimum: the one check behind every length, size and count."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _integer(key: str, value: Any) -> int:
-    """A positive integer; an integral float (``8192.0`` from some JSON writers) is accepted."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if is_count(value):
-        return value
-    raise RopeConfigError(f"{key}={value!r} is not allowed; expected a positive integer")
-
-
-def _numbers(key: str, value: Any) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise RopeConfigError(f"{key}={value!r} is not allowed; expected a non-empty list of numbers")
-    return tuple(_number(f"{key}[{i}]", v) for i, v in enumerate(value))
-
-
-def _set(obj: Any, key: str, value: Any) -> None:
-    """Store a coerced value on a frozen dataclass (the dataclasses idiom for __post_init__)."""
-    object.__setattr__(obj, key, value)
-
-
-def _check(obj: Any, check: Any, *keys: str, optional: bool = False, **options: Any) -> None:
-    """Validate and coerce the fields ``keys`` of a frozen dataclass with ``check``; with
-    ``optional``, a field left at None is skipped."""
-    for key in keys:
-        value = getattr(obj, key)
-        if not (optional and value is None):
-            _set(obj, key, check(key, value, **options))
 
 
 # --- one dataclass per rope type: its keys, their kinds and defaults --------------------------
@@ -106,7 +56,7 @@ class Linear:
     factor: float
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor")
+        check_fields(self, number, "factor")
 
 
 @dataclass(frozen=True)
@@ -117,7 +67,7 @@ class Dynamic:
     factor: float
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor")
+        check_fields(self, number, "factor")
 
 
 @dataclass(frozen=True)
@@ -137,12 +87,12 @@ class Yarn:
     truncate: bool = True
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor")
-        _check(self, _integer, "original_max_position_embeddings", optional=True)
-        _check(self, _number, "beta_fast", "beta_slow")
+        check_fields(self, number, "factor")
+        check_fields(self, integer, "original_max_position_embeddings", optional=True)
+        check_fields(self, number, "beta_fast", "beta_slow")
         # 0 switches the DeepSeek form off, as upstream
-        _check(self, _number, "mscale", "mscale_all_dim", optional=True, strict=False)
-        _check(self, _number, "attention_factor", optional=True)
+        check_fields(self, number, "mscale", "mscale_all_dim", optional=True, strict=False)
+        check_fields(self, number, "attention_factor", optional=True)
         if not isinstance(self.truncate, bool):
             raise RopeConfigError(f"truncate={self.truncate!r} is not allowed; expected true or false")
         # transformers silently ignores these combinations; refuse them instead of dropping a value.
@@ -177,9 +127,9 @@ class LongRope:
     attention_factor: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self, _numbers, "short_factor", "long_factor")
-        _check(self, _integer, "original_max_position_embeddings", optional=True)
-        _check(self, _number, "factor", "attention_factor", optional=True)
+        check_fields(self, numbers, "short_factor", "long_factor")
+        check_fields(self, integer, "original_max_position_embeddings", optional=True)
+        check_fields(self, number, "factor", "attention_factor", optional=True)
 
 
 @dataclass(frozen=True)
@@ -193,8 +143,8 @@ class Llama3:
     original_max_position_embeddings: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor", "low_freq_factor", "high_freq_factor")
-        _check(self, _integer, "original_max_position_embeddings", optional=True)
+        check_fields(self, number, "factor", "low_freq_factor", "high_freq_factor")
+        check_fields(self, integer, "original_max_position_embeddings", optional=True)
         if self.high_freq_factor <= self.low_freq_factor:
             raise RopeConfigError(
                 f"high_freq_factor={self.high_freq_factor:g} must be greater than "
@@ -287,24 +237,24 @@ class RopeSpec:
     rotary_dim: int = field(init=False)
 
     def __post_init__(self) -> None:
-        _check(self, _number, "rope_theta")
-        _check(self, _integer, "head_dim", "max_position_embeddings")
-        prf = _number("partial_rotary_factor", self.partial_rotary_factor)
+        check_fields(self, number, "rope_theta")
+        check_fields(self, integer, "head_dim", "max_position_embeddings")
+        prf = number("partial_rotary_factor", self.partial_rotary_factor)
         if prf > 1.0:
             raise RopeConfigError(f"partial_rotary_factor={prf!r} is not allowed; expected 0 < value <= 1")
-        _set(self, "partial_rotary_factor", prf)
+        set_field(self, "partial_rotary_factor", prf)
         rotary_dim = int(self.head_dim * prf)  # transformers' rounding
         if rotary_dim < 2 or rotary_dim % 2:  # rotated in pairs
             raise RopeConfigError(
                 f"head_dim={self.head_dim} x partial_rotary_factor={prf:g} gives rotary dim "
                 f"{rotary_dim}; expected an even number >= 2"
             )
-        _set(self, "rotary_dim", rotary_dim)
+        set_field(self, "rotary_dim", rotary_dim)
         record = _record(self.scaling.rope_type)
         if record.check is not None:
             record.check(self)
-        _set(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
-        _set(self, "log_n", self._log_n(self.log_n))
+        set_field(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
+        set_field(self, "log_n", self._log_n(self.log_n))
 
     def _log_n(self, value: Any) -> int | None:
         """log_n as the length its factor divides by (true: the trained length), or None."""

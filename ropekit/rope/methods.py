@@ -26,18 +26,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from .config import (
-    Default,
-    RopeConfigError,
-    RopeSpec,
-    Yarn,
-    _check,
-    _integer,
-    _number,
-    _set,
-    is_rope_params,
-    parse_params,
-)
+from .checks import check_fields, integer, number, set_field
+from .config import Default, RopeConfigError, RopeSpec, Yarn, is_rope_params, parse_params
 from .frequencies import _base_inv_freq, correction_range, linear_ramp, spec_frequencies, yarn
 from .presets import parse_preset
 from .registry import get_rope
@@ -45,7 +35,7 @@ from .registry import get_rope
 
 def _weight(key: str, value: Any) -> float:
     """A blend weight in [0, 1] (0 switches the blend off, 1 is the source's default)."""
-    weight = _number(key, value, strict=False)
+    weight = number(key, value, strict=False)
     if weight > 1:
         raise RopeConfigError(f"{key}={value!r} is not allowed; expected a blend weight between 0 and 1")
     return weight
@@ -66,7 +56,7 @@ class Ntk:
     alpha: float
 
     def __post_init__(self) -> None:
-        _check(self, _number, "alpha")
+        check_fields(self, number, "alpha")
 
 
 def ntk(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
@@ -104,14 +94,14 @@ class DynamicYarn:
     beta_slow: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor")
+        check_fields(self, number, "factor")
         if self.factor < 1:
             raise RopeConfigError(
                 f"factor={self.factor!r} is not allowed; expected a finite number >= 1 (the YaRN scale held up to "
                 "factor x original_max_position_embeddings; 1 = the training-free form)"
             )
-        _check(self, _integer, "original_max_position_embeddings", optional=True)
-        _check(self, _number, "beta_fast", "beta_slow")
+        check_fields(self, integer, "original_max_position_embeddings", optional=True)
+        check_fields(self, number, "beta_fast", "beta_slow")
         if self.beta_fast < self.beta_slow:
             raise RopeConfigError(
                 f"beta_fast={self.beta_fast:g} must be >= beta_slow={self.beta_slow:g} "
@@ -184,9 +174,9 @@ class NtkByParts:
     extrapolation_factor: float = 1.0  # weight of the unscaled frequency on the fast side of the gamma ramp
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor")
-        _check(self, _integer, "original_max_position_embeddings", optional=True)
-        _check(self, _weight, "ntk_factor", "extrapolation_factor")
+        check_fields(self, number, "factor")
+        check_fields(self, integer, "original_max_position_embeddings", optional=True)
+        check_fields(self, _weight, "ntk_factor", "extrapolation_factor")
 
 
 def ntk_by_parts(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
@@ -238,7 +228,7 @@ class NtkMixed:
     exponent: float = 0.75  # the source's b: the shape of the schedule across pairs
 
     def __post_init__(self) -> None:
-        _check(self, _number, "factor", "exponent")
+        check_fields(self, number, "factor", "exponent")
 
 
 def ntk_mixed(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
@@ -296,7 +286,7 @@ class Resonance:
             )
         if inner.rope_type == "resonance":
             raise RopeConfigError("rope: resonance of resonance is refused; its wavelengths are whole already")
-        _set(self, "rope", inner)
+        set_field(self, "rope", inner)
 
     @property
     def original_max_position_embeddings(self) -> int | None:

@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 import torch
 
 from . import frequencies
-from .config import RopeConfigError, RopeSpec, _check, _integer, _number
+from .checks import check_fields, integer, number
+from .config import RopeConfigError, RopeSpec
 from .registry import RopeType, get_rope
 
 
@@ -55,7 +56,7 @@ class ReRope:
     window: int
 
     def __post_init__(self) -> None:
-        _check(self, _integer, "window")
+        check_fields(self, integer, "window")
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,9 @@ class LeakyReRope:
     scaling_factor: float
 
     def __post_init__(self) -> None:
-        _check(self, _integer, "window")
+        check_fields(self, integer, "window")
         # 1 is the plain rope; below 1 positions past the window would grow faster than the distance.
-        _check(self, _number, "scaling_factor", minimum=1.0, strict=False)
+        check_fields(self, number, "scaling_factor", minimum=1.0, strict=False)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class SelfExtend:
     neighbor_window: int
 
     def __post_init__(self) -> None:
-        _check(self, _integer, "group_size", "neighbor_window")
+        check_fields(self, integer, "group_size", "neighbor_window")
 
 
 def check_window(spec: RopeSpec) -> None:
@@ -147,7 +148,7 @@ class NopeTemperature:
     attn_scale: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self, _number, "floor_scale", "attn_scale")
+        check_fields(self, number, "floor_scale", "attn_scale")
 
     def scale(self, length: int) -> torch.Tensor:
         """float32 ``[length]``: Llama4TextAttention's ``attn_scales``, operation for operation."""

@@ -13,12 +13,11 @@ through the ``ropekit.ropes`` entry-point group (each entry point names a :class
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..cache import Notice
+from ..plugins import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -47,6 +46,7 @@ class RopeType:
     rotate. ``attention(spec, length)``, for a type that acts in attention, gives its far region at a
     length (:class:`ropekit.rope.positions.FarPositions`: a window, and the positions queries and keys
     are rotated at when they are at least that far apart); None for a frequency-only type.
+    ``upstream``: transformers has the type too, so ``ropekit export`` may write it into a config.
     """
 
     name: str
@@ -56,12 +56,15 @@ class RopeType:
     check: Callable[[RopeSpec], None] | None = None
     arguments: ArgumentsFn | None = None
     attention: AttentionFn | None = None
+    upstream: bool = False  # transformers' ROPE_INIT_FUNCTIONS has it: configs outside ropekit may carry it
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"rope type name {self.name!r} is not allowed; expected an identifier such as 'my_rope'")
         if not (dataclasses.is_dataclass(self.params) and isinstance(self.params, type)):
             raise ValueError(f"rope type {self.name!r}: params must be a dataclass whose fields are its keys")
+        if not hasattr(self.params, "rope_type"):  # specs of it know their type
+            self.params.rope_type = self.name
         if getattr(self.params, "rope_type", self.name) != self.name:
             raise ValueError(
                 f"rope type {self.name!r}: its params class says rope_type={self.params.rope_type!r}; make them agree"
@@ -72,8 +75,7 @@ class RopeType:
             raise ValueError(f"rope type {self.name!r}: attention must be a function (spec, length)")
 
 
-_ROPES: dict[str, RopeType] = {}
-_plugins_loaded = False
+ROPES: Registry[RopeType] = Registry("rope type", RopeType, ENTRY_POINTS, ["ropekit.rope.builtin"])
 
 
 def register_rope(
@@ -95,43 +97,14 @@ def register_rope(
     record = (
         name if isinstance(name, RopeType) else RopeType(name, params, frequencies, preset, check, arguments, attention)
     )
-    if record.name in _ROPES and not replace and _ROPES[record.name] != record:
-        raise ValueError(f"rope type {record.name!r} is already registered; pass replace=True to replace it")
-    if not hasattr(record.params, "rope_type"):
-        record.params.rope_type = record.name
-    _ROPES[record.name] = record
-    return record
-
-
-def _load_plugins() -> None:
-    """Register the rope types of installed packages (entry-point group ``ropekit.ropes``), once.
-    A plugin that fails to load is reported and skipped: one broken package must not stop ropekit."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINTS):
-        if point.name in _ROPES:
-            continue
-        try:
-            record = point.load()
-            if not isinstance(record, RopeType) or record.name != point.name:
-                raise ValueError(f"expected a RopeType named {point.name!r}, got {record!r}")
-            register_rope(record)
-        except Exception as err:  # a plugin's own import error is its business; say which and go on
-            warnings.warn(f"rope plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=2)
+    return ROPES.register(record, replace=replace)
 
 
 def rope_types() -> dict[str, RopeType]:
     """Every registered rope type, installed plugins included, by name (ropekit's six first)."""
-    _load_plugins()
-    return dict(_ROPES)
+    return ROPES.all()
 
 
 def get_rope(name: str) -> RopeType | None:
     """The record of a rope type, looking in installed plugins when it is not registered yet."""
-    if name not in _ROPES:
-        _load_plugins()
-    return _ROPES.get(name)
+    return ROPES.get(name)

@@ -22,12 +22,11 @@ are shared across lengths and ropes, which no trial task's are.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..cache import Notice
+from ..plugins import Registry
 from ..rope.config import is_count
 
 if TYPE_CHECKING:
@@ -125,64 +124,22 @@ class TrialTask:
             raise TaskSettingsError(f"{self.name}: {err}") from None
 
 
-_TASKS: dict[str, TrialTask] = {}
-_plugins_loaded = False
-_builtins_loaded = False
+TASKS: Registry[TrialTask] = Registry(
+    "task", TrialTask, ENTRY_POINTS, ["ropekit.tasks.passkey", "ropekit.tasks.needle"]
+)
 
 
 def register_task(record: TrialTask, *, replace: bool = False) -> TrialTask:
-    """Add a trial task to the registry and return it. A name already registered is refused unless
+    """Add a trial task to the registry and return it; a name already registered is refused unless
     ``replace=True``."""
-    _load_builtins()
-    if record.name in _TASKS and not replace and _TASKS[record.name] != record:
-        raise ValueError(f"task {record.name!r} is already registered; pass replace=True to replace it")
-    _TASKS[record.name] = record
-    return record
-
-
-def _load_builtins() -> None:
-    """ropekit's own records, in order (each module registers its record when imported), once."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True  # before the imports: their own register calls come back here
-    import importlib
-
-    for name in ("passkey", "needle"):
-        importlib.import_module(f".{name}", __package__)
-
-
-def _load_plugins() -> None:
-    """Register the tasks of installed packages (entry-point group ``ropekit.tasks``), once. A plugin
-    that fails to load is reported and skipped: one broken package must not stop ropekit."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINTS):
-        if point.name in _TASKS:
-            continue
-        try:
-            record = point.load()
-            if not isinstance(record, TrialTask) or record.name != point.name:
-                raise ValueError(f"expected a TrialTask named {point.name!r}, got {record!r}")
-            register_task(record)
-        except Exception as err:  # a plugin's own import error is its business; say which and go on
-            warnings.warn(f"task plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=2)
+    return TASKS.register(record, replace=replace)
 
 
 def trial_tasks() -> dict[str, TrialTask]:
     """Every registered trial task, installed plugins included, by name (ropekit's own first)."""
-    _load_builtins()
-    _load_plugins()
-    return dict(_TASKS)
+    return TASKS.all()
 
 
 def get_task(name: str) -> TrialTask | None:
     """The record of a trial task, looking in installed plugins when it is not registered yet."""
-    _load_builtins()
-    if name not in _TASKS:
-        _load_plugins()
-    return _TASKS.get(name)
+    return TASKS.get(name)

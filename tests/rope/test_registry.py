@@ -18,6 +18,7 @@ import ropekit
 from ropekit.data import load_corpus, tokenize
 from ropekit.rope import RopeConfigError, RopeType, get_rope, parse_rope, preset, registry, rope_types, spec_frequencies
 from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+from tests.plugins import install_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,8 @@ GEO = {"head_dim": 16, "rope_theta": 10000.0, "max_position_embeddings": 128}
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made by a test are dropped after it."""
-    monkeypatch.setattr(registry, "_ROPES", dict(registry._ROPES))
+    rope_types()  # ropekit's own first
+    monkeypatch.setattr(registry.ROPES, "records", dict(registry.ROPES.records))
 
 
 def test_ropekits_six_types_are_records():
@@ -89,18 +91,9 @@ def test_bad_records_are_refused(scratch_registry):
     assert get_rope("never_registered") is None
 
 
-def _install_plugin(site: Path) -> None:
-    """A minimal installed distribution: the module and its dist-info with the entry point."""
-    info = site / "ropekit_ntk_plugin-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "ropekit_ntk_plugin.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ropekit-ntk-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[ropekit.ropes]\nntk_plugin = ropekit_ntk_plugin:RECORD\n")
-
-
 def test_an_installed_plugin_is_found_by_inspect_and_sweep(tmp_path):
     site = tmp_path / "site"
-    _install_plugin(site)
+    install_plugin(site, "ropekit_ntk_plugin", PLUGIN, "ropekit.ropes", "ntk_plugin")
     make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
     add_tokenizer(tmp_path / "tiny")
     write_corpus(tmp_path / "corpus", (300, 280))

@@ -18,6 +18,7 @@ import ropekit
 from ropekit.sweep import SpecError, spec_from_dict
 from ropekit.tasks import DEPTHS, TaskSettingsError, TrialSettings, TrialTask, get_task, registry, trial_tasks
 from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+from tests.plugins import install_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ PLUGIN = textwrap.dedent(
 def scratch_registry(monkeypatch):
     """Registrations made by a test are dropped after it."""
     trial_tasks()  # ropekit's own first
-    monkeypatch.setattr(registry, "_TASKS", dict(registry._TASKS))
+    monkeypatch.setattr(registry.TASKS, "records", dict(registry.TASKS.records))
 
 
 def test_ropekits_tasks_are_records():
@@ -99,18 +100,9 @@ def test_bad_records_are_refused():
     assert get_task("never_registered") is None
 
 
-def _install_plugin(site: Path) -> None:
-    """A minimal installed distribution: the module and its dist-info with the entry point."""
-    info = site / "ropekit_echo_task-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "ropekit_echo_task.py").write_text(PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ropekit-echo-task\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[ropekit.tasks]\necho = ropekit_echo_task:RECORD\n")
-
-
 def test_an_installed_task_runs_through_sweep_status_report_and_the_dry_run(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    _install_plugin(site)
+    install_plugin(site, "ropekit_echo_task", PLUGIN, "ropekit.tasks", "echo")
     make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
     add_tokenizer(tmp_path / "tiny")
     write_corpus(tmp_path / "corpus", (300, 280))

@@ -16,13 +16,12 @@ without torch.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...cache import Notice
+from ...plugins import Registry
 
 if TYPE_CHECKING:
     from ..run import SweepSummary
@@ -104,7 +103,7 @@ class Started:
 def start_workers(spec: SweepSpec, out: Path, launch: Launch) -> Started:
     """What every executor of several workers does first: refuse ``force`` (one process rewrites DIR),
     plan the spec's cells (a bad spec stops here, before any worker starts) and count those DIR holds."""
-    from ..run import sweep_cells
+    from ..cells import sweep_cells
     from ..spec import SpecError
     from ..store import StoredResults
 
@@ -125,62 +124,24 @@ def finish_workers(spec: SweepSpec, out: Path, begun: Started, problems: list[st
     return workers_summary(spec, out, begun.cells, begun.reused, problems, begun.started)
 
 
-_EXECUTORS: dict[str, Executor] = {}
-_plugins_loaded = False
-_builtins_loaded = False
+EXECUTORS: Registry[Executor] = Registry(
+    "executor",
+    Executor,
+    ENTRY_POINTS,
+    ["ropekit.sweep.executors.inline", "ropekit.sweep.executors.local", "ropekit.sweep.executors.slurm"],
+)
 
 
 def register_executor(record: Executor, *, replace: bool = False) -> Executor:
     """Add an executor to the registry and return it; a name already registered is refused unless
     ``replace=True``."""
-    _load_builtins()
-    if record.name in _EXECUTORS and not replace and _EXECUTORS[record.name] != record:
-        raise ValueError(f"executor {record.name!r} is already registered; pass replace=True to replace it")
-    _EXECUTORS[record.name] = record
-    return record
-
-
-def _load_builtins() -> None:
-    """ropekit's own records, in order (each module registers its record when imported), once."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True  # before the imports: their own register calls come back here
-    import importlib
-
-    for name in ("inline", "local", "slurm"):
-        importlib.import_module(f".{name}", __package__)
-
-
-def _load_plugins() -> None:
-    """Register the executors of installed packages (entry-point group ``ropekit.executors``), once."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    from importlib.metadata import entry_points
-
-    for point in entry_points(group=ENTRY_POINTS):
-        if point.name in _EXECUTORS:
-            continue
-        try:
-            record = point.load()
-            if not isinstance(record, Executor) or record.name != point.name:
-                raise ValueError(f"expected an Executor named {point.name!r}, got {record!r}")
-            register_executor(record)
-        except Exception as err:  # a plugin's own import error is its business; say which and go on
-            warnings.warn(f"executor plugin {point.name!r} ({point.value}) was not loaded: {err}", Notice, stacklevel=2)
+    return EXECUTORS.register(record, replace=replace)
 
 
 def executors() -> dict[str, Executor]:
     """Every registered executor, installed plugins included, by name (ropekit's own first)."""
-    _load_builtins()
-    _load_plugins()
-    return dict(_EXECUTORS)
+    return EXECUTORS.all()
 
 
 def get_executor(name: str) -> Executor | None:
-    _load_builtins()
-    if name not in _EXECUTORS:
-        _load_plugins()
-    return _EXECUTORS.get(name)
+    return EXECUTORS.get(name)
