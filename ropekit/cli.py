@@ -12,15 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .rope import (
-    RopeConfigError,
-    RopeSpec,
-    describe_positions,
-    frequency_table,
-    named_ropes,
-    rope_argument,
-    spec_frequencies,
-)
+from .rope.config import RopeConfigError, RopeSpec  # the model code (torch) loads where a command needs it
 from .sweep.spec import (
     EXECUTOR_KEYS,
     MODES,
@@ -96,6 +88,8 @@ def inspect_geometry(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from .rope import describe_positions, frequency_table, named_ropes, spec_frequencies
+
     geometry = inspect_geometry(args)
     if args.seq_len is not None and args.seq_len < 1:
         raise RopeConfigError(f"--seq-len {args.seq_len} is not allowed; expected a positive integer")
@@ -341,6 +335,8 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
         given["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
     _task_flags(args, data, given)
     if "ropes" in given:
+        from .rope import rope_argument
+
         ropes: dict[str, Any] = {}
         for text in given["ropes"]:
             rope_name, rope = rope_argument(text)
@@ -620,6 +616,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .cache import atomic_write
     from .models import checkpoint_config, plan_config, read_model_config
     from .models.export import ExportError, export_plan
+    from .rope import rope_argument
 
     if args.dir is not None and args.spec is not None:
         raise SpecError("give a sweep directory or --spec, not both")
@@ -696,7 +693,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .cache import Notice
 
-    errors = cli_errors()
     with warnings.catch_warnings():
         _print_notices(f"ropekit {args.command}", Notice)
         try:
@@ -707,7 +703,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print(f"ropekit {args.command}: interrupted", file=sys.stderr)
             return 130
-        except errors as err:
+        except Exception as err:
+            if not isinstance(err, cli_errors()):  # its modules load only now: status and report need no torch
+                raise
             print(f"ropekit {args.command}: error: {err}", file=sys.stderr)
             return 2
 

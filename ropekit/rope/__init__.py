@@ -5,30 +5,11 @@ the six, the frequency-only methods beyond them in ``methods.py``); those that a
 and the query scalings (log-n, Llama 4's NoPE temperature), give their positions in
 ``positions.py``; a rope argument (preset, dict, config path) is resolved against a model in
 ``resolve.py``.
+
+Names load on first use (``ropekit/lazy.py``): parsing a spec needs no torch, computing frequencies does.
 """
 
-from .config import (
-    LAYER_TYPES,
-    Default,
-    Dynamic,
-    Linear,
-    Llama3,
-    LongRope,
-    RopeConfigError,
-    RopeSpec,
-    Yarn,
-    load_config_dict,
-    parse_rope,
-    rope_from_config,
-)
-from .frequencies import rope_frequencies, spec_frequencies, yarn_mscale, yarn_ramp_bounds
-from .methods import DynamicYarn, Ntk, NtkByParts, NtkMixed, Resonance
-from .positions import FarPositions, NopeTemperature, describe_positions, position_key, query_scale
-from .presets import preset
-from .registry import RopeType, get_rope, register_rope, rope_types
-from .resolve import NATIVE, config_rope_settings, model_ropes, named_ropes, rope_argument, rope_name
-from .rotary import LAYOUTS, FarTables, apply_rotary, far_tables, interleaved_to_half, position_table, rope_table
-from .table import frequency_table
+from ..lazy import exports
 
 __all__ = [
     "LAYER_TYPES",
@@ -77,3 +58,68 @@ __all__ = [
     "yarn_mscale",
     "yarn_ramp_bounds",
 ]
+
+__getattr__, __dir__ = exports(
+    __name__,
+    {
+        ".config": (
+            "LAYER_TYPES",
+            "Default",
+            "Dynamic",
+            "Linear",
+            "Llama3",
+            "LongRope",
+            "RopeConfigError",
+            "RopeSpec",
+            "Yarn",
+            "load_config_dict",
+            "parse_rope",
+            "rope_from_config",
+        ),
+        ".frequencies": (
+            "rope_frequencies",
+            "spec_frequencies",
+            "yarn_mscale",
+            "yarn_ramp_bounds",
+        ),
+        ".methods": (
+            "DynamicYarn",
+            "Ntk",
+            "NtkByParts",
+            "NtkMixed",
+            "Resonance",
+        ),
+        ".positions": (
+            "FarPositions",
+            "NopeTemperature",
+            "describe_positions",
+            "position_key",
+            "query_scale",
+        ),
+        ".presets": ("preset",),
+        ".registry": (
+            "RopeType",
+            "get_rope",
+            "register_rope",
+            "rope_types",
+        ),
+        ".resolve": (
+            "NATIVE",
+            "config_rope_settings",
+            "model_ropes",
+            "named_ropes",
+            "rope_argument",
+            "rope_name",
+        ),
+        ".rotary": (
+            "LAYOUTS",
+            "FarTables",
+            "apply_rotary",
+            "far_tables",
+            "interleaved_to_half",
+            "position_table",
+            "rope_table",
+        ),
+        ".table": ("frequency_table",),
+    },
+)

@@ -407,19 +407,3 @@ def pass_memory(
         block = max(64, min(window, 1024))  # ropekit.models.sliding_attention's query block
         workspace += block * (block + window - 1)
     return Memory(matrices * b + norms * 4, activations, logits, workspace)
-
-
-def duration(seconds: float) -> str:
-    """Seconds as people read them: ``0.04 s``, ``4.2 s``, ``42 s``, ``3m05s``, ``2h07m``."""
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds) // 60
-    if minutes < 60:
-        return f"{minutes}m{round(seconds) % 60:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"

@@ -28,9 +28,10 @@ import torch
 from ..data import load_corpus
 from ..models import Precision, resolve_dtype
 from .cells import plan_cells
-from .cost import Memory, Rates, duration, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
+from .cost import Memory, Rates, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
 from .meta import check_dtype, check_snapshots
 from .spec import SweepSpec
+from .status import duration
 from .store import StoredResults
 from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
 from .units import sweep_units

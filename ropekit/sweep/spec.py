@@ -49,7 +49,6 @@ from typing import Any
 
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
 from ..modes import MODES
-from ..rope import rope_argument, rope_name
 from ..rope.config import is_count
 from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
 from .executors import executors, get_executor
@@ -294,6 +293,8 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         raise SpecError(f"lengths = {lengths!r} is not allowed; expected a list of integers")
     ropes = data["ropes"]
     if isinstance(ropes, list):  # a list names itself, by the naming rule of --rope
+        from ..rope import rope_name
+
         named = [(rope_name(r) if isinstance(r, (str, dict)) else str(r), r) for r in ropes]
         for i, (name, _) in enumerate(named):
             if name in dict(named[:i]):
@@ -346,6 +347,8 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     describes again: every key of its spec as a flag, into ``out`` (default ``runs/NAME``). The spec
     it builds has the same hash and runs its cells in the same order. Raises ValueError for a rope
     name that ``--rope NAME=ROPE`` cannot carry (the ropes of a TOML table may have any name)."""
+    from ..rope import rope_argument
+
     spec = spec_from_dict(meta["spec"])
     args = ["ropekit", "sweep"]
     for model in spec.models:

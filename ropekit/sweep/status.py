@@ -12,14 +12,13 @@ the rate is that of all the workers together.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..models.precision import resolve_dtype
 from .claims import Claims, Unit
-from .cost import duration
 from .spec import SpecError, SweepSpec, spec_from_dict
 from .store import StoredResults
 
@@ -143,6 +142,7 @@ def _scored(stored: StoredResults, key: str, docs: list[str] | None) -> bool:
 def _planned_units(spec: SweepSpec, meta: dict[str, Any]) -> list[Unit]:
     """The units of a DIR without units.json, planned from its spec as a sweep would (configs only, no
     weights), in the dtype its numbers were computed in; their seconds are unknown (0)."""
+    from ..models.precision import resolve_dtype
     from .cells import plan_cells  # the planner (it imports the model code) only for such DIRs
     from .units import plan_units
 
@@ -151,3 +151,19 @@ def _planned_units(spec: SweepSpec, meta: dict[str, Any]) -> list[Unit]:
     precision = resolve_dtype(resolved or spec.dtype, spec.device)
     cells, _ = plan_cells(spec, meta["corpus"]["sha256"], precision)
     return plan_units(cells, spec)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read them: ``0.04 s``, ``4.2 s``, ``42 s``, ``3m05s``, ``2h07m``."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes}m{round(seconds) % 60:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
