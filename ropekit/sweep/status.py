@@ -115,15 +115,16 @@ def sweep_status(out: Path) -> SweepStatus:
     except FileNotFoundError:  # written by a ropekit before workers: its units planned now, without their cost
         units = _planned_units(spec, meta)
     stored = StoredResults.read(out, spec, force=True)
-    claims = Claims(out, worker="status", lease=spec.executor.lease)
+    # No claims folder: no worker ever claimed a unit here (nothing runs), and status writes nothing.
+    claims = Claims(out, worker="status", lease=spec.executor.lease) if (out / "claims").is_dir() else None
     status = SweepStatus(out, finished="finished" in meta, costed=any(u.seconds for u in units))
-    now = claims.now()
+    now = claims.now() if claims else 0.0
     for unit in units:
         for key in unit.cells:
             status.states[key] = "done" if stored.done(key) else "failed" if key in stored.rows else "pending"
         done = {key for key in unit.cells if stored.done(key) or _scored(stored, key, unit.docs)}
         finished, failed = len(done), sum(1 for key in unit.cells if key in stored.rows and key not in done)
-        status.units.append(UnitStatus(unit, finished, failed, claims.holder(unit, now)))
+        status.units.append(UnitStatus(unit, finished, failed, claims.holder(unit, now) if claims else None))
     if status.finished:
         status.elapsed = float(meta.get("total_wall_seconds", 0.0))
     else:  # this run so far (a run before it may have stopped without saying how long it ran)
