@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..rope import FarTables, RopeSpec, apply_rotary, far_tables, query_scale, rope_table
+from ..rope import (
+    FarTables,
+    RopeSpec,
+    apply_rotary,
+    far_tables,
+    position_table,
+    query_scale,
+    rope_table,
+    spec_frequencies,
+)
 from .config import LayerSpec, ModelConfig, ModelConfigError
 from .precision import Precision
 
@@ -148,30 +157,82 @@ def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: Laye
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
-@dataclass(eq=False)
 class LayerCache:
-    """One layer's rotated keys and values ``(B, H_kv, S, D)`` of the tokens read so far; a sliding layer keeps
-    only its ``window - 1`` latest, all that the next query can see."""
+    """One layer's rotated keys and values of the tokens read so far, in buffers ``(B, H_kv, size, D)`` allocated
+    once and written in place (gpt-fast's ``KVCache.update``): ``keys`` and ``values`` are views of what the next
+    query can see, every token on a full layer, the ``window - 1`` latest on a sliding one. A full layer's buffer
+    holds ``capacity`` tokens (doubled when a forward goes past it, or none was given); a sliding layer's holds
+    ``2 * window - 1`` and moves its kept keys to the front when the end is reached: a copy of ``window - 1`` keys
+    every ``window`` tokens, in position order, so attention reads them as it read ``torch.cat``'s."""
 
-    keys: torch.Tensor | None = None
-    values: torch.Tensor | None = None
+    def __init__(self, capacity: int | None = None):
+        self.capacity = capacity
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self._start = self._end = 0  # the kept keys and values are [start, end) of the buffers
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return None if self._keys is None else self._keys[:, :, self._start : self._end]
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return None if self._values is None else self._values[:, :, self._start : self._end]
 
     def extend(self, k: torch.Tensor, v: torch.Tensor, window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cached keys and values followed by ``k`` and ``v``; keeps what the next query can see."""
-        if self.keys is not None:
+        """The cached keys and values followed by ``k`` and ``v`` ``(B, H_kv, T, D)``; keeps what the next query
+        can see."""
+        T, held = k.shape[2], self._end - self._start
+        keep = held + T if window is None else min(held + T, window - 1)
+        if self._keys is None or self._keys.shape[2] < keep:
+            self._allocate(k, keep, window)
+        size = self._keys.shape[2]
+        if self._end + T > size and held + T <= size:
+            self._move_to_front()
+        if self._end + T <= size:
+            end = self._end + T
+            self._keys[:, :, self._end : end], self._values[:, :, self._end : end] = k, v
+            k, v = self._keys[:, :, self._start : end], self._values[:, :, self._start : end]
+        else:  # a sliding layer reads a piece longer than its buffer (a prompt): attend to a copy, keep its tail
             k, v = torch.cat((self.keys, k), 2), torch.cat((self.values, v), 2)
-        keep = k.shape[2] if window is None else min(k.shape[2], window - 1)
-        self.keys, self.values = k[:, :, k.shape[2] - keep :], v[:, :, k.shape[2] - keep :]
+            end, tail = keep, k.shape[2] - keep
+            self._keys[:, :, :keep], self._values[:, :, :keep] = k[:, :, tail:], v[:, :, tail:]
+        self._start, self._end = end - keep, end
         return k, v
+
+    def _allocate(self, k: torch.Tensor, keep: int, window: int | None) -> None:
+        """Buffers of at least ``keep`` tokens (the planned size, or twice the old one), the kept keys copied in."""
+        if window is None:
+            planned = self.capacity or 0
+        else:
+            planned = min(self.capacity or 2 * window - 1, 2 * window - 1)
+        size = max(keep, planned, 0 if self._keys is None else 2 * self._keys.shape[2])
+        B, H_kv, _, D = k.shape
+        keys, values = k.new_empty(B, H_kv, size, D), k.new_empty(B, H_kv, size, D)
+        if self._keys is not None:
+            held = self._end - self._start
+            keys[:, :, :held], values[:, :, :held] = self.keys, self.values
+            self._start, self._end = 0, held
+        self._keys, self._values = keys, values
+
+    def _move_to_front(self) -> None:
+        held = self._end - self._start
+        self._keys[:, :, :held] = self.keys.clone()
+        self._values[:, :, :held] = self.values.clone()
+        self._start, self._end = 0, held
 
 
 class KVCache:
     """What incremental decoding keeps between forwards (:meth:`Decoder.forward` with ``cache=``): a
-    :class:`LayerCache` per layer and ``length``, the tokens read so far (the next token's position)."""
+    :class:`LayerCache` per layer, ``length``, the tokens read so far (the next token's position), and ``tables``,
+    each layer's rope tables of the positions to come (:meth:`Decoder.decoding_tables`). ``capacity``, the most
+    tokens the sequence will hold (prompt and generation), lets both be built once."""
 
-    def __init__(self, n_layers: int):
+    def __init__(self, n_layers: int, capacity: int | None = None):
         self.length = 0
-        self.layers = [LayerCache() for _ in range(n_layers)]
+        self.capacity = capacity
+        self.layers = [LayerCache(capacity) for _ in range(n_layers)]
+        self.tables: dict[LayerSpec, HeldTables] = {}
 
 
 class Attention(nn.Module):
@@ -347,13 +408,43 @@ class Decoder(nn.Module):
                 continue
             if spec not in far:
                 far[spec] = far_tables(spec, length, **geometry)
-            # a sliding window no longer than the method's has no far region
-            reaches = far[spec] is not None and (layer.window is None or layer.window > far[spec].window)
             tables[layer] = LayerTables(
                 *rope_table(spec, length, **geometry),
                 _column(query_scale(spec, length), self.device),
-                far[spec] if reaches else None,
+                _reached(layer, far[spec]),
             )
+        return tables
+
+    def decoding_tables(self, cache: KVCache, end: int) -> dict[LayerSpec, LayerTables]:
+        """The tables of positions ``cache.length .. end - 1`` evaluated at ``end``, sliced from those ``cache``
+        holds (gpt-fast's ``freqs_cis[input_pos]``). A layer's are built for the positions up to ``cache.capacity``
+        and rebuilt only when its rope's frequencies at ``end`` differ from those they rotate by (``dynamic`` past
+        its trained length, ``longrope`` past its original one): the frequencies themselves are compared, not
+        type names. A rebuild starts at ``cache.length`` (no earlier position is rotated again), so it costs the
+        tokens still to come, not the context."""
+        start, last = cache.length, max(end, cache.capacity or 0)
+        geometry = {"dtype": self.dtype, "device": self.device}
+        tables: dict[LayerSpec, LayerTables] = {}
+        for layer in self.config.layers:
+            if layer in tables:
+                continue
+            spec = layer.rope
+            if spec is not None and _reached(layer, far_tables(spec, end, **geometry)) is not None:
+                raise ModelConfigError("a KV cache cannot serve attention-level methods (ReRoPE, Self-Extend)")
+            frequencies = None if spec is None else spec_frequencies(spec, end)
+            held = cache.tables.get(layer)
+            if held is None or not held.serves(start, end, frequencies):
+                if spec is None:
+                    cos = sin = None
+                    scale = None if layer.temperature is None else layer.temperature.scale(last)[start:]
+                else:
+                    positions = torch.arange(start, last, dtype=torch.float32)
+                    cos, sin = position_table(spec, positions, seq_len=end, **geometry)
+                    scale = query_scale(spec, last)
+                    scale = None if scale is None else scale[start:]
+                held = HeldTables(start, last, frequencies, LayerTables(cos, sin, _column(scale, self.device), None))
+                cache.tables[layer] = held
+            tables[layer] = held.tables.rows(start - held.first, end - held.first)
         return tables
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -365,12 +456,10 @@ class Decoder(nn.Module):
         if self.embed_scale is not None:
             # Gemma scales in the activations' dtype (transformers' Gemma3TextScaledWordEmbedding).
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
-        start = 0 if cache is None else cache.length
-        tables = self.rope_tables(start + input_ids.shape[-1])
-        if cache is not None:
-            if any(t.far is not None for t in tables.values()):
-                raise ModelConfigError("a KV cache cannot serve attention-level methods (ReRoPE, Self-Extend)")
-            tables = {layer: t.after(start) for layer, t in tables.items()}
+        if cache is None:
+            tables = self.rope_tables(input_ids.shape[-1])
+        else:
+            tables = self.decoding_tables(cache, cache.length + input_ids.shape[-1])
         caches = [None] * len(self.layers) if cache is None else cache.layers
         for block, layer, layer_cache in zip(self.layers, self.config.layers, caches, strict=True):
             x = block(x, layer, tables, layer_cache)
@@ -390,10 +479,34 @@ class LayerTables:
     query_scale: torch.Tensor | None
     far: FarTables | None
 
-    def after(self, start: int) -> LayerTables:
-        """The rows of positions ``start ..``: what tokens after ``start`` cached ones rotate by."""
-        cut = lambda t: None if t is None else t[start:]  # noqa: E731
+    def rows(self, first: int, end: int) -> LayerTables:
+        """Rows ``first .. end - 1``: what the tokens at those positions rotate and scale by."""
+        cut = lambda t: None if t is None else t[first:end]  # noqa: E731
         return LayerTables(cut(self.cos), cut(self.sin), cut(self.query_scale), self.far)
+
+
+@dataclass(frozen=True, eq=False)
+class HeldTables:
+    """A layer's tables of positions ``first .. last - 1`` in a :class:`KVCache`, and the frequencies
+    ``(inv_freq, attention_scale)`` they rotate by (None on a NoPE layer)."""
+
+    first: int
+    last: int
+    frequencies: tuple[torch.Tensor, float] | None
+    tables: LayerTables
+
+    def serves(self, start: int, end: int, frequencies: tuple[torch.Tensor, float] | None) -> bool:
+        """Whether these are the tables of positions ``start .. end - 1`` under ``frequencies``."""
+        if not self.first <= start <= end <= self.last:
+            return False
+        if frequencies is None or self.frequencies is None:
+            return frequencies is self.frequencies
+        return frequencies[1] == self.frequencies[1] and torch.equal(frequencies[0], self.frequencies[0])
+
+
+def _reached(layer: LayerSpec, far: FarTables | None) -> FarTables | None:
+    """``far`` where the layer sees it: a sliding window no longer than the method's has no far region."""
+    return far if far is not None and (layer.window is None or layer.window > far.window) else None
 
 
 def _column(scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

@@ -8,7 +8,9 @@ import torch
 
 import ropekit
 from ropekit.eval.generate import greedy_generate
-from ropekit.models.decoder import KVCache
+from ropekit.models import decoder
+from ropekit.models.decoder import KVCache, LayerCache
+from ropekit.rope import spec_frequencies
 from ropekit.rope.presets import preset
 
 from ..models.tiny import FAMILY_CONFIGS, make_checkpoint
@@ -76,6 +78,61 @@ def test_cached_forward_equals_one_forward(tmp_path):
     torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
     windows = {layer.window for layer in model.config.layers}
     assert {c.keys.shape[2] for c in cache.layers} == {90 if w is None else w - 1 for w in windows}
+
+
+def spy(monkeypatch, owner, name: str) -> list:
+    """Record each call of ``owner.name`` (its arguments), calling through."""
+    calls, original = [], getattr(owner, name)
+
+    def recorded(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return calls
+
+
+def test_decoding_builds_tables_once_and_writes_keys_in_place(tmp_path, monkeypatch):
+    """O(1) rope and cache work a token, counted rather than timed: over 60 tokens, Gemma 3's two static ropes
+    are built once each (for the prompt and the generation at once), and every layer keeps one key buffer,
+    sliding layers included (their 79-token buffer, for a 40-token window, moves its keys to the front once)."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma3"])
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    builds = spy(monkeypatch, decoder, "position_table")
+    buffers: dict[int, set[int]] = {}
+    extend = LayerCache.extend
+
+    def extend_and_record(self, k, v, window):
+        out = extend(self, k, v, window)
+        buffers.setdefault(id(self), set()).add(self.keys.untyped_storage().data_ptr())
+        return out
+
+    monkeypatch.setattr(LayerCache, "extend", extend_and_record)
+    assert len(greedy_generate(model, prompt_ids(model.config.vocab_size), max_new_tokens=60)) == 60
+    assert [args[0] for args, _ in builds] == [model.config.layers[0].rope, model.config.layers[3].rope]
+    assert [len(args[1]) for args, _ in builds] == [PROMPT + 60] * 2  # positions 0 .. prompt + 60 - 1
+    assert len(buffers) == len(model.config.layers)
+    assert all(len(pointers) == 1 for pointers in buffers.values())
+
+
+@pytest.mark.parametrize("rope_type", ["dynamic", "longrope"])
+def test_decoding_rebuilds_tables_only_when_the_frequencies_change(rope_type, tmp_path, monkeypatch):
+    """Across the trained length (128), dynamic's frequencies change at every length past it and longrope's
+    once, from short to long factors: the tables are rebuilt exactly then, for the positions still to come."""
+    geometry = {"head_dim": 16, "rope_theta": 10000.0, "max_position_embeddings": TRAINED}
+    rope = {**preset(rope_type, 4.0, **geometry), "rope_theta": 10000.0}
+    make_checkpoint(tmp_path, {"model_type": "llama", "max_position_embeddings": TRAINED, "rope_parameters": rope})
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    spec = model.config.layers[0].rope
+    builds = spy(monkeypatch, decoder, "position_table")
+    prompt = prompt_ids(model.config.vocab_size, n=120)
+    greedy_generate(model, prompt, max_new_tokens=20)
+    frequencies = {n: spec_frequencies(spec, n)[0] for n in range(120, 140)}  # the prompt's, then each fed token's
+    changed = [n for n in range(121, 140) if not torch.equal(frequencies[n], frequencies[n - 1])]
+    assert len(changed) == {"dynamic": 11, "longrope": 1}[rope_type]  # 129 .. 139; 129 alone
+    # (evaluated at, first position, last position): the rest of the sequence, from the token being read
+    built = [(kwargs["seq_len"], int(positions[0]), int(positions[-1])) for (_, positions), kwargs in builds]
+    assert built == [(120, 0, 139)] + [(n, n - 1, 139) for n in changed]
 
 
 def test_generation_ends_at_eos_or_when_stop_says(tmp_path):
