@@ -358,9 +358,9 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             flags["depths"] = [float(x) if "." in x else int(x) for x in flags["depths"].split(",") if x.strip()]
         except ValueError:
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
-    tasks = given.get("tasks", data.get("tasks", ["perplexity"]))
+    tasks = [(t, get_task(t)) for t in given.get("tasks", data.get("tasks", ["perplexity"])) if t != "perplexity"]
     for key, value in flags.items():
-        having = [t for t in tasks if t != "perplexity" and get_task(t) and key in get_task(t).settings.table_keys()]
+        having = [name for name, task in tasks if task is not None and key in task.settings.table_keys()]
         if not having:
             names = [name for name, task in _trial_tasks().items() if key in task.settings.table_keys()]
             raise SpecError(f"--{key} sets a key of the {' or '.join(names)} task; add --tasks {names[0]}")

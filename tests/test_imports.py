@@ -13,13 +13,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def importtime(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """A fresh interpreter run with ``args`` under ``-X importtime``, and the modules it imported."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, cwd=ROOT)
+    # lines: "import time: self [us] | cumulative | imported package", the package indented by depth
+    lines = done.stderr.splitlines()
+    return done, {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+
+
 def imported(statement: str) -> set[str]:
     """The modules a fresh interpreter imports to run ``statement``."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    # lines: "import time: self [us] | cumulative | imported package", the package indented by depth
-    return {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    done, modules = importtime("-c", statement)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return modules
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,8 @@ import torch
 
 from .. import stats
 from ..cache import file_sha256
-from ..eval.perplexity import (
-    BLOCK,
-)
-from ..models import (
-    Checkpoint,
-    Precision,
-)
+from ..eval.perplexity import BLOCK
+from ..models import Checkpoint, Precision
 from ..tasks import get_task
 from .spec import SpecError, SweepSpec, reproduce_command
 

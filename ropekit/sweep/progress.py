@@ -5,25 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..eval.perplexity import (
-    Plan,
-)
-from ..models import (
-    ModelConfig,
-    Precision,
-)
+from ..eval.perplexity import Plan
+from ..models import ModelConfig, Precision
 from .cost import machine_rates, measurable, pass_seconds, plan_seconds
 from .spec import SweepSpec
-from .trials import (
-    TRIAL_ANSWER_TOKENS,
-    trial_tokens,
-)
+from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
 
 if TYPE_CHECKING:
     from .work import ModelWork
 
 
-def estimate(spec: SweepSpec, precision: Precision, quiet: bool) -> Callable[[ModelConfig, Plan], float] | None:
+def seconds_estimator(
+    spec: SweepSpec, precision: Precision, quiet: bool
+) -> Callable[[ModelConfig, Plan], float] | None:
     """Predicted seconds of a plan or a retrieval trial's pass (``ropekit.sweep.cost``, with this
     machine's rates, measured once and cached), for the progress bar; None (the bar counts tokens)
     when the bar is off or this machine lacks the spec's device (loading the model says so next)."""

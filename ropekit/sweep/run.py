@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_corpus
-from ..models import (
-    load_model,
-    resolve_dtype,
-)
+from ..models import load_model, resolve_dtype
 from .cells import Cell, plan_cells, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
 from .meta import check_dtype, check_snapshots, sweep_meta
-from .progress import Progress, estimate
+from .progress import Progress, seconds_estimator
 from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, merge_if_free
@@ -85,7 +82,7 @@ def run_sweep(
         meta |= {"run_started": now, "earlier_wall_seconds": earlier, "cells_done_at_start": reused}
         meta["nominal_done_at_start"] = at_start
         store.write_meta(meta)
-        progress = Progress(len(cells), reused, estimate(spec, precision, quiet), quiet=quiet)
+        progress = Progress(len(cells), reused, seconds_estimator(spec, precision, quiet), quiet=quiet)
         try:
             for work in planned.values():
                 progress.add(work)

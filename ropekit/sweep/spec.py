@@ -49,7 +49,7 @@ from typing import Any
 
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
 from ..modes import MODES
-from ..rope.config import is_count
+from ..rope.checks import is_count
 from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
 from .executors import executors, get_executor
 
@@ -382,7 +382,7 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
             raise ValueError(f"the tasks' {key} differ, which one --{key} cannot say; use a spec file")
         value = next((t[key] for t in tables if key in t), None)
         if value is not None:
-            args += _flag(key, ",".join(f"{d:g}" for d in value) if key == "depths" else value)
+            args += _flag(key.replace("_", "-"), ",".join(f"{d:g}" for d in value) if key == "depths" else value)
     for key, value in spec.executor.to_dict().items():
         for one in value if isinstance(value, list) else [value]:  # a list's flag repeats
             args += _flag(key.replace("_", "-"), one)

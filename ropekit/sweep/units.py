@@ -10,19 +10,14 @@ import os
 from pathlib import Path
 
 from ..cache import atomic_write
-from ..eval.perplexity import (
-    frequency_signature,
-)
+from ..eval.perplexity import frequency_signature
 from ..modes import SHARED
 from .cells import Cell
 from .claims import Unit
 from .cost import NOMINAL_RATES, pass_seconds, plan_seconds
 from .spec import SweepSpec
 from .store import StoredResults
-from .trials import (
-    TRIAL_ANSWER_TOKENS,
-    trial_tokens,
-)
+from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
 from .work import ModelWork, plan_work
 
 

@@ -41,31 +41,15 @@ import torch
 
 from ..cache import Notice
 from ..data import tokenize
-from ..eval.perplexity import (
-    Plan,
-    Score,
-    encoding,
-    memo_lengths,
-    plan_document,
-    score_plan,
-    text_counts,
-)
-from ..models import (
-    load_tokenizer,
-)
+from ..eval.perplexity import Plan, Score, encoding, memo_lengths, plan_document, score_plan, text_counts
+from ..models import load_tokenizer
 from ..modes import WHOLE_DOCUMENTS
 from ..tasks import get_task
 from .cells import Cell
 from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, format_blocks
-from .trials import (
-    TrialGroup,
-    check_lengths,
-    failure_status,
-    run_trials,
-    trial_groups,
-)
+from .trials import TrialGroup, check_lengths, failure_status, run_trials, trial_groups
 
 if TYPE_CHECKING:
     from .progress import Progress

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..eval.retrieval import PASSKEY, filler_ids, needle_trial
+from ..rope.checks import is_count
 from .registry import TaskSettingsError, TrialSettings, TrialTask, register_task
 
 
@@ -19,9 +20,10 @@ class DigitSettings(TrialSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        digits = self.digits
-        if digits is not None and not (isinstance(digits, int) and not isinstance(digits, bool) and 1 <= digits <= 18):
-            raise TaskSettingsError(f"{self.task}.digits = {digits!r} is not allowed; expected an integer from 1 to 18")
+        if self.digits is not None and not (is_count(self.digits) and self.digits <= 18):
+            raise TaskSettingsError(
+                f"{self.task}.digits = {self.digits!r} is not allowed; expected an integer from 1 to 18"
+            )
 
     @property
     def answer_digits(self) -> int:

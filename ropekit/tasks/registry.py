@@ -15,7 +15,7 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
 ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
 :func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
 point names a :class:`TrialTask`), so ``ropekit sweep --tasks NAME``, ``status``, ``report`` and the dry
-run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/run.py``): its passes
+run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/work.py``): its passes
 are shared across lengths and ropes, which no trial task's are.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..plugins import Registry
-from ..rope.config import is_count
+from ..rope.checks import is_count
 
 if TYPE_CHECKING:
     from ..eval.retrieval import Trial

@@ -127,14 +127,11 @@ def test_a_sweep_reads_each_checkpoints_config_once(setup, tmp_path, monkeypatch
 
 def test_status_of_a_sweep_loads_no_torch(setup, tmp_path):
     """``ropekit status`` reads DIR alone (its units.json, meta.json and rows): the model code never loads."""
-    import subprocess
-    import sys
+    from tests.test_imports import importtime
 
     run_sweep(spec(setup, lengths=[64], layer_mixes=["native"]), tmp_path, quiet=True)
-    cli = [sys.executable, "-X", "importtime", "-m", "ropekit.cli", "status", str(tmp_path)]
-    done = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
+    done, imported = importtime("-m", "ropekit.cli", "status", str(tmp_path))
     assert done.returncode == 0 and "3 of 3 cells done" in done.stdout, done.stdout + done.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "ropekit.sweep.status" in imported and "torch" not in imported
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...plugins import Registry
+from ...rope.checks import is_count
 
 if TYPE_CHECKING:
     from ..run import SweepSummary
@@ -43,7 +44,7 @@ class Option:
     def check(self, key: str, value: Any) -> Any:
         """``value`` as this key takes it; raises ValueError naming the key and what is allowed."""
         if self.kind == "count":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_count(value):
                 raise ValueError(f"{key} = {value!r} is not allowed; expected a positive integer")
         elif self.kind == "text":
             if not isinstance(value, str):
@@ -84,10 +85,6 @@ class Executor:
         for key, option in self.options.items():
             if key in ("executor", "workers", "lease") or option.kind not in KINDS:
                 raise ValueError(f"executor {self.name!r}: option {key!r} must be a new key of kind {KINDS}")
-
-    def option(self, key: str) -> Any:
-        """An option's default (the spec's own value is in ``ExecutorSpec.options``)."""
-        return self.options[key].default
 
 
 @dataclass

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class SlurmWorker:
         return DelayedSubmission(self, spec, out)
 
 
-def sbatch_options(options: tuple[str, ...]) -> dict[str, Any]:
+def sbatch_options(options: Sequence[str]) -> dict[str, Any]:
     """``--key=value`` and ``--flag`` options as submitit's additional sbatch parameters."""
     parameters: dict[str, Any] = {}
     for option in options:
