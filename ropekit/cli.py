@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .rope.config import RopeConfigError, RopeSpec  # the model code (torch) loads where a command needs it
 from .sweep.spec import (
@@ -598,18 +598,19 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_export)
 
 
-def _one(kind: str, given: str | None, names: list[str]) -> str:
-    """The sweep's ``kind`` named ``given``, or its only one when none is given."""
+def _one(flag: str, what: str, given: str | None, names: list[str]) -> str:
+    """The sweep's ``what`` (a plural) named ``given`` (its ``--flag``), or its only one when none is given."""
     if given is None:
         if len(names) == 1:
             return names[0]
-        raise SpecError(f"the sweep has {len(names)} {kind}s ({', '.join(names)}); say which with --{kind}")
+        raise SpecError(f"the sweep has {len(names)} {what} ({', '.join(names)}); say which with --{flag}")
     if given not in names:
-        raise SpecError(f"{kind} {given!r} is not in the sweep; its {kind}s are: {', '.join(names)}")
+        raise SpecError(f"{flag} {given!r} is not in the sweep; its {what} are: {', '.join(names)}")
     return given
 
 
 def run_export(args: argparse.Namespace) -> int:
+    import hashlib
     import json
     import re
 
@@ -627,9 +628,9 @@ def run_export(args: argparse.Namespace) -> int:
             spec = spec_from_dict(json.loads((args.dir / "meta.json").read_text())["spec"])
         else:
             raise SpecError(f"{args.dir} holds no sweep (no meta.json); give a sweep directory, or --spec")
-        model = _one("model", args.model, list(spec.models))
-        rope_name = _one("rope", args.rope, list(spec.ropes))
-        rope, mix = spec.ropes[rope_name], _one("layer-mix", args.layer_mix, list(spec.layer_mixes))
+        model = _one("model", "models", args.model, list(spec.models))
+        rope_name = _one("rope", "ropes", args.rope, list(spec.ropes))
+        rope, mix = spec.ropes[rope_name], _one("layer-mix", "layer mixes", args.layer_mix, list(spec.layer_mixes))
     else:
         if args.model is None or args.rope is None:
             raise SpecError("give a sweep directory (or --spec), or --model and --rope")
@@ -644,6 +645,8 @@ def run_export(args: argparse.Namespace) -> int:
         reason = next(iter(export.refused.values()))
         raise ExportError(f"{model}, layer mix {mix}, rope {rope_name} cannot run outside ropekit: {reason}")
     name = re.sub(r"[^\w.+@-]+", "-", f"{Path(str(model).split('@')[0]).name}_{mix}_{rope_name}")
+    if len(name.encode()) > 200:  # a file name holds 255 bytes: a long model folder's name is cut, told apart by a hash
+        name = f"{name.encode()[:180].decode(errors='ignore')}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
     out = args.out or (args.dir or Path(".")) / "export" / name
     out.mkdir(parents=True, exist_ok=True)
     print(f"{model}, layer mix {mix}, rope {rope_name}: {plan.describe()}")
@@ -662,8 +665,15 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' too), a mistyped argument answered in one line, not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; {self.prog} --help lists the arguments\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ropekit", description="Long-context RoPE scaling toolkit.")
+    parser = _Parser(prog="ropekit", description="Long-context RoPE scaling toolkit.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('ropekit').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _sweep_parser(sub)
@@ -689,8 +699,11 @@ def cli_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # the registries' entry points are read here
+    except KeyboardInterrupt:
+        print("ropekit: interrupted", file=sys.stderr)
+        return 130
     from .cache import Notice
 
     with warnings.catch_warnings():

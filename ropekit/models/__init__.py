@@ -23,6 +23,7 @@ __all__ = [
     "Precision",
     "checkpoint_config",
     "cpu_flags",
+    "check_weights",
     "cpu_model",
     "dtype_device",
     "embedded_path",
@@ -72,6 +73,7 @@ __getattr__, __dir__ = exports(
             "hub_settings",
         ),
         ".load": (
+            "check_weights",
             "dtype_device",
             "load_model",
             "load_tokenizer",

@@ -107,12 +107,22 @@ class GGUFSource:
             self.read[name] = values
         return self.read[name]
 
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """A tensor's shape as transformers stores it, from the file's tensor table alone."""
+        tensor = self._tensor(name)
+        return None if tensor is None else tuple(int(d) for d in reversed(tensor.shape))
+
+    def _tensor(self, name: str) -> Any:
+        """The GGUF tensor record of a transformers name, or None."""
+        base, _, suffix = name.rpartition(".")
+        gguf_base = self.names.get_name(base)
+        return self.tensors.get(f"{gguf_base}.{suffix}") if gguf_base else None
+
     def _dequantise(self, name: str) -> torch.Tensor | None:
         import gguf
 
-        base, _, suffix = name.rpartition(".")
-        gguf_base = self.names.get_name(base)
-        tensor = self.tensors.get(f"{gguf_base}.{suffix}") if gguf_base else None
+        base = name.rpartition(".")[0]
+        tensor = self._tensor(name)
         if tensor is None:
             return None
         try:

@@ -147,14 +147,7 @@ def _build(
         model = Decoder(config, tokenizer=tokenizer, source=source, precision=precision)
     norms, state = norm_weights(config), {}
     for name, param in model.state_dict().items():
-        tensor = _read(name, config, get)
-        if tensor is None:
-            raise CheckpointError(f"{source}: weight {checkpoint_name(name, config)} is missing from the checkpoint")
-        if tuple(tensor.shape) != tuple(param.shape):
-            raise CheckpointError(
-                f"{source}: weight {checkpoint_name(name, config)} has shape {tuple(tensor.shape)}, but the config "
-                f"implies {tuple(param.shape)}; config.json and the weights disagree"
-            )
+        tensor = _checked(name, param, config, get, source)
         if name in norms:  # float32, and w -> 1 + w where the family says so (Gemma)
             state[name] = (tensor.float() + config.family.norm_offset).to(device)
         else:
@@ -164,6 +157,39 @@ def _build(
             raise CheckpointError(f"{source}: weight {checkpoint_name(name, config)} holds NaN or inf (corrupted?)")
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)
+
+
+def check_weights(checkpoint: Checkpoint, config: ModelConfig) -> None:
+    """Refuse a checkpoint that :func:`load_model` would refuse for a weight missing or of another shape
+    than ``config`` implies, or for files it cannot parse, from the files' headers alone (no tensor is
+    read): how a sweep checks its models before it writes anything."""
+    kind, path = checkpoint.kind, checkpoint.path
+    cached = dequantised(path) if kind == "gguf" else None
+    if kind == "folder" or cached is not None:
+        shape = SafetensorsSource(cached or path).shape
+    else:
+        shape = GGUFSource(path, read_gguf(path), config).shape
+
+    def get(name: str) -> torch.Tensor | None:  # a tensor of the stored shape, with no data
+        return None if (size := shape(name)) is None else torch.empty(size, device="meta")
+
+    with torch.device("meta"):
+        model = Decoder(config)
+    for name, param in model.state_dict().items():
+        _checked(name, param, config, get, str(path))
+
+
+def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable, source: str) -> torch.Tensor:
+    """The checkpoint's tensor of the decoder's parameter ``name``, refused when missing or of another shape."""
+    tensor = _read(name, config, get)
+    if tensor is None:
+        raise CheckpointError(f"{source}: weight {checkpoint_name(name, config)} is missing from the checkpoint")
+    if tuple(tensor.shape) != tuple(param.shape):
+        raise CheckpointError(
+            f"{source}: weight {checkpoint_name(name, config)} has shape {tuple(tensor.shape)}, but the config "
+            f"implies {tuple(param.shape)}; config.json and the weights disagree"
+        )
+    return tensor
 
 
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:

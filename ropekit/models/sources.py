@@ -69,6 +69,11 @@ class SafetensorsSource:
             self.handles[name] = handle
             self.where.update(dict.fromkeys(keys, name))
 
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """A tensor's shape, from its file's header alone."""
+        file = self.where.get(name)
+        return None if file is None else tuple(self.handles[file].get_slice(name).get_shape())
+
     def get(self, name: str) -> torch.Tensor | None:
         from safetensors import SafetensorError
 
@@ -97,6 +102,15 @@ def folder_tokenizer(path: Path) -> Callable[[], Any]:
 
         if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
             raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json or tokenizer.model)")
-        return AutoTokenizer.from_pretrained(str(path))
+        try:
+            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        except (ValueError, OSError) as err:
+            if "trust_remote_code" in str(err):
+                raise CheckpointError(
+                    f"{path}: its tokenizer is code of its own (auto_map in tokenizer_config.json), and ropekit never "
+                    "runs code from a checkpoint: give it a tokenizer.json, or use a model with a tokenizer.json"
+                ) from None
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(f"{path}: its tokenizer cannot be loaded: {first}") from None
 
     return load

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..names import ROPE_NAME_HELP, ROPE_NAME_LENGTH, rope_name_problem
 from .config import (
     RopeConfigError,
     RopeSpec,
@@ -37,15 +38,18 @@ from .presets import parse_preset, preset_from_text
 from .registry import get_rope
 
 NATIVE = "native"
-_NAME = re.compile(r"^[\w.:+-]+$")
 
 
 def rope_argument(text: str) -> tuple[str, str | dict]:
     """A command-line rope ``[NAME=]ROPE`` as (name, rope): the name given, else the naming rule
-    :func:`rope_name`; the rope is the parsed object when it is JSON, else the stripped text."""
+    :func:`rope_name`; the rope is the parsed object when it is JSON, else the stripped text. A
+    ``NAME`` that cannot name a rope (``ropekit/names.py``) is refused, unless the whole text is a
+    JSON object or a file that exists."""
     name, sep, value = text.partition("=")
-    if not sep or not _NAME.match(name):
+    if not sep or name.lstrip().startswith("{") or _exists(text):
         name, value = "", text
+    elif problem := rope_name_problem(name):
+        raise RopeConfigError(f"rope {text!r}: {name!r} cannot name a rope ({problem}); a name is {ROPE_NAME_HELP}")
     value = value.strip()
     if value.startswith("{"):
         try:
@@ -71,11 +75,25 @@ def rope_name(rope: str | Mapping[str, Any]) -> str:
         suffix = (
             "" if not factor else f":{factor:g}" if isinstance(factor, int | float) else f":{factor}"
         )  # checked later
-        return rope_type + suffix
+        return _fit(rope_type + suffix)
     if _is_config_path(rope):
         path = Path(rope)
-        return (path if path.is_dir() else path.parent if path.name == "config.json" else path.with_suffix("")).name
-    return str(rope)
+        folder = path if path.is_dir() else path.parent if path.name == "config.json" else path.with_suffix("")
+        return _fit(folder.name)
+    return _fit(str(rope))
+
+
+def _fit(name: str) -> str:
+    """A name made from a rope, as a rope's name must read (``ropekit/names.py``): each run of other
+    characters one ``-``, at most its length. A rope that does not parse is refused later, as a rope."""
+    return re.sub(r"[^\w.:+-]+", "-", name)[:ROPE_NAME_LENGTH] or "-"
+
+
+def _exists(text: str) -> bool:
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):  # a NUL, a name too long for the file system
+        return False
 
 
 def _is_config_path(text: str) -> bool:

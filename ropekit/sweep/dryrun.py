@@ -29,7 +29,7 @@ from ..data import load_corpus
 from ..models import Precision, resolve_dtype
 from .cells import plan_cells
 from .cost import Memory, Rates, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
-from .meta import check_dtype, check_snapshots
+from .meta import check_dtype, check_inputs, check_snapshots
 from .spec import SweepSpec
 from .status import duration
 from .store import StoredResults
@@ -250,6 +250,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
     if not force:
         check_dtype(stored.meta, precision, out)
         check_snapshots(stored.meta, checkpoints, out)
+        check_inputs(stored, corpus, checkpoints, cells, out)
     pending = [c for c in cells if not stored.done(c.key)]
     work = plan_work(spec, corpus, pending, stored)
     threads, rates_file = torch.get_num_threads(), None
@@ -306,7 +307,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         costs.append(CellCost(*cost))
     unit_seconds: dict[str, float] = defaultdict(float)
     owner = {}  # (model, part, document or None for a trial) -> the unit that runs it
-    units_planned = sweep_units(spec, corpus, cells, {})[0]  # sets every cell's documents
+    units_planned = sweep_units(spec, corpus, cells, {}).units  # sets every cell's documents
     scored = {d for c in cells for d in c.docs}
     for u in units_planned:
         for part in u.parts:

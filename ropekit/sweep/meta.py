@@ -1,5 +1,5 @@
 """DIR/meta.json: what it takes to reproduce a sweep, and the refusals of a DIR computed otherwise
-(another dtype, another snapshot of a hub model).
+(another dtype, another snapshot of a hub model, a corpus or a model's files changed since).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from ..cache import file_sha256
 from ..eval.perplexity import BLOCK
 from ..models import Checkpoint, Precision
 from ..tasks import get_task
+from .cells import Cell
 from .spec import SpecError, SweepSpec, reproduce_command
+from .store import StoredResults
 
 
 def check_dtype(meta: dict[str, Any], precision: Precision, out: Path) -> None:
@@ -46,6 +48,66 @@ def check_snapshots(meta: dict[str, Any], checkpoints: dict[str, Checkpoint], ou
             )
 
 
+def changed_models(meta: dict[str, Any], checkpoints: dict[str, Checkpoint]) -> dict[str, str]:
+    """The models whose files are not those DIR's cells were computed from (meta.json's SHA-256 of the
+    weights and config), each with what changed. A local model's cells are keyed by its plan, not its
+    bytes, so this is what tells that its numbers are stale; a hub model's snapshot is ``check_snapshots``'s."""
+    changed = {}
+    for model, checkpoint in checkpoints.items():
+        stored = meta.get("models", {}).get(model, {}).get("sha256")
+        if stored and not checkpoint.hub and stored != (now := file_sha256(checkpoint.path)):
+            changed[model] = f"the files of model {model!r} have changed (sha256 {stored[:12]}, now {now[:12]})"
+    return changed
+
+
+def corpus_change(meta: dict[str, Any], corpus) -> str | None:
+    """What has changed in the corpus since DIR's cells read it (documents changed, added and removed,
+    by meta.json's per-document SHA-256), or None when it is the same."""
+    stored = meta.get("corpus", {})
+    if not stored.get("sha256") or stored["sha256"] == corpus.sha256:
+        return None
+    before, now = stored.get("document_sha256"), _document_hashes(corpus)
+    if before is None:  # a meta.json of a ropekit before per-document hashes
+        return f"corpus {stored.get('source')!r} has changed (sha256 {stored['sha256'][:12]}, now {corpus.sha256[:12]})"
+    parts = []
+    for what, names in (
+        ("changed", [d for d in now if d in before and before[d] != now[d]]),
+        ("added", [d for d in now if d not in before]),
+        ("removed", [d for d in before if d not in now]),
+    ):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            parts.append(f"{what} {', '.join(map(repr, names[:3]))}{more}")
+    if not parts:
+        parts.append("the same documents in another order")
+    return f"corpus {stored.get('source')!r} has changed since (documents {'; '.join(parts)})"
+
+
+def check_inputs(
+    stored: StoredResults, corpus, checkpoints: dict[str, Checkpoint], cells: list[Cell], out: Path
+) -> None:
+    """Refuse to resume a DIR whose cells read other inputs than these: a corpus changed since (its
+    cells are keyed by the corpus's hash, so the old rows would stand beside the new ones), or a local
+    model's files. Only what DIR holds a row of counts: a corpus no stored cell read may change."""
+    keys = {c.key for c in cells}
+    held = set(stored.rows) | {cell for cell, _ in stored.docs} | {cell for cell, _ in stored.trials}
+    problems = []
+    if held - keys and (change := corpus_change(stored.meta, corpus)):
+        problems.append(change)
+    models = {c.model for c in cells if c.key in held}
+    problems += [change for model, change in changed_models(stored.meta, checkpoints).items() if model in models]
+    if problems:
+        raise SpecError(
+            f"{out} holds cells computed from other inputs: {'; '.join(problems)}; use another --out, or --force to "
+            "compute those cells again from the inputs as they are now"
+        )
+
+
+def _document_hashes(corpus) -> dict[str, str]:
+    """Each document's SHA-256 (its first 16 hex digits: enough to tell a change), by name, in corpus order."""
+    return {doc.name: doc.sha256[:16] for doc in corpus.documents}
+
+
 def sweep_meta(
     spec: SweepSpec, corpus, checkpoints: dict[str, Checkpoint], out: Path, precision: Precision, *, started: str | None
 ) -> dict[str, Any]:
@@ -63,6 +125,7 @@ def sweep_meta(
             "name": corpus.name,
             "documents": len(corpus.documents),
             "sha256": corpus.sha256,
+            "document_sha256": _document_hashes(corpus),
         },
         "models": {m: {**c.record(), "sha256": file_sha256(c.path)} for m, c in checkpoints.items()},
         "versions": {
@@ -102,6 +165,6 @@ def sweep_meta(
         }
     try:
         meta["command"] = reproduce_command(meta, out)
-    except ValueError:  # a rope name no flag can carry: the spec above still reruns it
+    except ValueError:  # a rope no flag carries as it is: the spec above still reruns it
         meta["command"] = None
     return {**meta, "started": started or datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_corpus
-from ..models import load_model, resolve_dtype
+from ..models import check_weights, dtype_device, load_model
 from .cells import Cell, plan_cells, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
-from .meta import check_dtype, check_snapshots, sweep_meta
+from .meta import changed_models, check_dtype, check_inputs, check_snapshots, sweep_meta
 from .progress import Progress, seconds_estimator
 from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, merge_if_free
-from .units import stored_state, sweep_units, unit_work
+from .units import shared_units, stored_state, sweep_units, unit_work
 from .work import ModelWork, run_unit
 
 
@@ -52,26 +52,32 @@ def run_sweep(
     workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards."""
     started = time.perf_counter()
     corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
-    precision = resolve_dtype(spec.dtype, spec.device)
+    precision = dtype_device(spec.dtype, spec.device)[0]  # a device torch does not see is refused here
     cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
+    for model, checkpoint in checkpoints.items():  # what loading would refuse, refused before DIR is written
+        check_weights(checkpoint, next(c.config for c in cells if c.model == model))
+    inputs: dict[str, tuple] = {}  # per model: tokenizer and token ids, for every unit's plan
+    planned_units = sweep_units(spec, corpus, cells, inputs)  # the tokenizers' refusals too
     worker = worker or worker_id()
     with ResultStore(out, spec, force=force, worker=worker) as store:  # holds DIR, or this worker's shard
         if store.primary and store.merge():  # what workers before this one left in their shards
             store.refresh()
-        if force:
-            store.keep_only({c.key for c in cells})
+        if force:  # a model whose files changed is computed again: its cells' keys are those of its plan
+            changed = changed_models(store.meta, checkpoints)
+            store.keep_only({c.key for c in cells if c.model not in changed})
         else:
             check_dtype(store.meta, precision, out)
             check_snapshots(store.meta, checkpoints, out)
+            check_inputs(store, corpus, checkpoints, cells, out)
         claims = Claims(out, worker, lease)
         meta = sweep_meta(spec, corpus, checkpoints, out, precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         store.write_plans(plan_records(cells))
         reused = sum(store.done(c.key) for c in cells)
-        inputs: dict[str, tuple] = {}  # per model: tokenizer and token ids, for every unit's plan
         by_key = {c.key: c for c in cells}
-        units, whole = sweep_units(spec, corpus, cells, inputs, out=out, force=force)
+        planned_units = shared_units(out, planned_units, force)
+        units, whole = planned_units.units, planned_units.work()
         stored = {u.id: stored_state(store, u) for u in units}  # what they are planned against
         planned = {  # a unit DIR holds nothing of runs as a whole
             u.id: whole[u.id] if stored[u.id] == (0, 0, 0) else unit_work(spec, corpus, u, by_key, store, inputs)
@@ -172,7 +178,8 @@ class _Worker:
             self.planned[unit.id] = unit_work(spec, self.corpus, unit, self.by_key, store, self.inputs)
             self.progress.add(self.planned[unit.id])
         work = self.planned[unit.id]
-        if self.loaded is None or self.loaded[0] != unit.model:
+        weights = work.trials or any(plans for _, plans in work.groups)  # else only rows of cells with no document
+        if weights and (self.loaded is None or self.loaded[0] != unit.model):
             self.loaded = None  # the old weights go before the new ones load
             first = self.by_key[unit.cells[0]]  # the snapshot planned, not what a name means now, and its plan:
             model = load_model(first.checkpoint, device=spec.device, dtype=spec.dtype, config=first.config)
@@ -180,7 +187,8 @@ class _Worker:
         before = {key: store.rows.get(key) for key in unit.cells}
         with self.claims.heartbeat(unit):
             stop = self.claims.stop(unit)
-            self.failed += run_unit(self.loaded[1], work, self.corpus, spec, store, self.progress, stop)
+            model = self.loaded[1] if weights else None
+            self.failed += run_unit(model, work, self.corpus, spec, store, self.progress, stop)
         self.planned.pop(unit.id, None)
         self.tried.add(unit.id)
         self.computed += sum(store.rows.get(key) is not row for key, row in before.items())  # rows it wrote

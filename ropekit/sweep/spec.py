@@ -49,6 +49,7 @@ from typing import Any
 
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
 from ..modes import MODES
+from ..names import FOLDER_HELP, ROPE_NAME_HELP, folder_name_problem, rope_name_problem, unprintable
 from ..rope.checks import is_count
 from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
 from .executors import executors, get_executor
@@ -201,7 +202,15 @@ class SweepSpec:
             raise SpecError(f"device={self.device!r} is not allowed; expected 'cpu' or 'cuda'")
         if self.dtype is not None and self.dtype not in ("auto", *DTYPES):
             raise SpecError(f"dtype={self.dtype!r} is not allowed; expected auto or one of {', '.join(DTYPES)}")
+        if problem := folder_name_problem(self.name):
+            raise SpecError(f"name = {self.name!r} cannot name the sweep's folder runs/NAME ({problem}); {FOLDER_HELP}")
+        for axis in ("models", "layer_mixes"):
+            for value in getattr(self, axis):
+                if bad := unprintable(value):
+                    raise SpecError(f"{axis}: {value!r} holds {bad}; a name is printable text, one line")
         for name, rope in self.ropes.items():
+            if problem := rope_name_problem(name):
+                raise SpecError(f"ropes: {name!r} cannot name a rope ({problem}); a rope's name is {ROPE_NAME_HELP}")
             if not isinstance(rope, (str, dict)):
                 raise SpecError(
                     f'ropes.{name} = {rope!r} is not allowed; expected "TYPE[:FACTOR]", "native", a config.json '
@@ -296,9 +305,9 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         from ..rope import rope_name
 
         named = [(rope_name(r) if isinstance(r, (str, dict)) else str(r), r) for r in ropes]
-        for i, (name, _) in enumerate(named):
-            if name in dict(named[:i]):
-                raise SpecError(f"ropes: two entries are named {name!r}; use a table to name them apart")
+        for i, (rope, _) in enumerate(named):
+            if rope in dict(named[:i]):
+                raise SpecError(f"ropes: two entries are named {rope!r}; use a table to name them apart")
         ropes = dict(named)
     if not isinstance(ropes, dict):
         raise SpecError(f"ropes = {ropes!r} is not allowed; expected a table of name = rope")
@@ -346,7 +355,7 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     """The ``ropekit sweep`` command line, shell-quoted (``shlex``), that runs the sweep a meta.json
     describes again: every key of its spec as a flag, into ``out`` (default ``runs/NAME``). The spec
     it builds has the same hash and runs its cells in the same order. Raises ValueError for a rope
-    name that ``--rope NAME=ROPE`` cannot carry (the ropes of a TOML table may have any name)."""
+    rope ``--rope NAME=ROPE`` cannot carry as the spec has it (a string with spaces around it)."""
     from ..rope import rope_argument
 
     spec = spec_from_dict(meta["spec"])

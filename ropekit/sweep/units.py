@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import atomic_write
@@ -51,25 +52,38 @@ def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
     return [Unit(root[0], parts, keys) for root, (parts, keys) in joined.items()]
 
 
-def sweep_units(
-    spec: SweepSpec, corpus, cells: list[Cell], inputs: dict, *, out: Path | None = None, force: bool = False
-) -> tuple[list[Unit], dict[str, ModelWork]]:
-    """The sweep's units, longest first, and each one's whole work (planned as if nothing were stored).
+@dataclass
+class PlannedUnits:
+    """The sweep's units, longest first, and the whole work of each (model, layer mix, rope) group they
+    are parts of, planned as if nothing were stored."""
 
-    The units are planned once, by the first worker, and written to ``out/units.json``; a worker that
-    finds that file for these cells takes its units (so workers started with other settings, by hand
-    or by another executor, share one plan). Planned here: :func:`plan_units`, priced and ordered by
-    :func:`longest_first`, and, with several workers, each unit larger than half a worker's share
-    split into one unit per document (:func:`split_large`)."""
+    units: list[Unit]
+    whole: dict[str, ModelWork]  # per group's unit id
+    group: dict[str, str]  # cell key -> its group's unit id
+
+    def work(self) -> dict[str, ModelWork]:
+        """Each unit's part of its group's work."""
+        return {u.id: _restrict(self.whole[self.group[u.cells[0]]], u) for u in self.units}
+
+
+def sweep_units(spec: SweepSpec, corpus, cells: list[Cell], inputs: dict) -> PlannedUnits:
+    """The sweep's units, longest first, with their work, read from the spec, corpus and tokenizers alone
+    (nothing is written: a sweep plans them before it opens DIR). Planned here: :func:`plan_units`,
+    priced and ordered by :func:`longest_first`, and, with several workers, each unit larger than half a
+    worker's share split into one unit per document (:func:`split_large`)."""
     by_key = {c.key: c for c in cells}
     nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
     groups = plan_units(cells, spec)
     whole = {u.id: unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}  # sets each cell's docs
     units = split_large(longest_first(groups, whole), whole, spec.executor.workers)
-    if out is not None:
-        units = _units_of(out, units, force)
-    of_group = {key: u.id for u in groups for key in u.cells}
-    return units, {u.id: _restrict(whole[of_group[u.cells[0]]], u) for u in units}
+    return PlannedUnits(units, whole, {key: u.id for u in groups for key in u.cells})
+
+
+def shared_units(out: Path, planned: PlannedUnits, force: bool) -> PlannedUnits:
+    """The units every worker of DIR takes: planned once, by the first worker, and written to
+    ``out/units.json``; a worker that finds that file for these cells takes its units (so workers
+    started with other settings, by hand or by another executor, share one plan)."""
+    return dataclasses.replace(planned, units=_units_of(out, planned.units, force))
 
 
 def _units_of(out: Path, units: list[Unit], force: bool) -> list[Unit]:

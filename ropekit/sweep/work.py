@@ -108,20 +108,40 @@ def choose_documents(tokens: dict[str, np.ndarray], lengths, mode: str, n_docs: 
     least the longest length's ids, as the YaRN paper's truncations of long documents; strided and
     rolling (whole documents) the first ``n_docs`` with at least 2 ids. Where fewer than ``n_docs``
     documents are that long, each length takes the first ``n_docs`` with at least its own length,
-    and a note says that lengths then read different text."""
+    and a note says so (that lengths then read different text; that a length no document reaches has
+    nothing to score)."""
     if mode in WHOLE_DOCUMENTS:
         whole = [doc for doc, ids in tokens.items() if len(ids) >= 2][:n_docs]
         return {length: whole for length in lengths}
     longest = [doc for doc, ids in tokens.items() if len(ids) >= max(lengths)][:n_docs]
     if len(longest) == n_docs:
         return {length: longest for length in lengths}
-    warnings.warn(
-        f"only {len(longest)} of the {n_docs} documents asked for have {max(lengths)} ids, the longest length: "
-        "each length takes the first documents with at least its own length, so lengths read different text",
-        Notice,
-        stacklevel=2,
-    )
-    return {length: [doc for doc, ids in tokens.items() if len(ids) >= length][:n_docs] for length in lengths}
+    chosen = {length: [doc for doc, ids in tokens.items() if len(ids) >= length][:n_docs] for length in lengths}
+    if empty := [length for length in lengths if not chosen[length]]:
+        most = max((len(ids) for ids in tokens.values()), default=0)
+        lengths_text = ", ".join(map(str, empty))
+        warnings.warn(
+            f"no document has {min(empty)} ids (the longest has {most}): cells of length {lengths_text} have "
+            "nothing to score",
+            Notice,
+            stacklevel=2,
+        )
+    read = [length for length in lengths if chosen[length]]
+    if len({tuple(chosen[length]) for length in read}) > 1:
+        warnings.warn(
+            f"only {len(chosen[max(read)])} of the {n_docs} documents asked for have {max(read)} ids: each length "
+            "takes the first documents with at least its own length, so lengths read different text",
+            Notice,
+            stacklevel=2,
+        )
+    elif read and len(chosen[read[0]]) < n_docs:
+        warnings.warn(
+            f"only {len(chosen[read[0]])} of the {n_docs} documents asked for have {max(read)} ids: the cells score "
+            "those",
+            Notice,
+            stacklevel=2,
+        )
+    return chosen
 
 
 def ids_key(ids: np.ndarray) -> str:
@@ -203,7 +223,7 @@ def run_unit(base, work: ModelWork, corpus, spec: SweepSpec, store: ResultStore,
     memos: dict[str, dict] = {}  # per document's ids (a digest: other ids never share a pass): passes by signature
     failed = []
     for group, plans in work.groups:
-        model = base.with_config(group[0].config)
+        model = base.with_config(group[0].config) if plans else None  # cells without documents need no weights
         failed += _run_group(model, group, plans, work.tokens, texts, spec, store, progress, memos, stop)
     for trials in work.trials:
         model = base.with_config(trials.cells[0].config)

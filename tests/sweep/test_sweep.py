@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -216,12 +217,24 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
     assert retry.ok and retry.computed == 2 and retry.reused == 10
 
 
-def test_lengths_no_document_reaches_are_reported(setup, tmp_path):
+def test_lengths_no_document_reaches_are_reported(setup, tmp_path, monkeypatch):
     built = spec(setup, lengths=[64, 4096], ropes={"default": "default"}, layer_mixes=["native"])
-    with pytest.warns(Notice, match="only 0 of the 2 documents asked for have 4096 ids"):
+    with pytest.warns(Notice, match=r"no document has 4096 ids \(the longest has 1201\): cells of length 4096 have"):
         summary = run_sweep(built, tmp_path, quiet=True)
     assert [(r["length"], r["status"]) for r in summary.failed] == [(4096, "no_docs")]
     assert {(r["length"], r["n_docs"]) for r in rows(tmp_path / "results.csv")} == {("64", "2"), ("4096", "0")}
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights loaded for cells with nothing to score")
+
+    monkeypatch.setattr("ropekit.sweep.run.load_model", no_weights)  # one length no document reaches: no load
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_sweep(replace(built, lengths=(4096,)), tmp_path / "long", quiet=True)
+    assert [(r["length"], r["status"]) for r in summary.failed] == [(4096, "no_docs")]
+    assert [str(w.message) for w in caught if w.category is Notice] == [
+        "no document has 4096 ids (the longest has 1201): cells of length 4096 have nothing to score"
+    ]
 
 
 def test_every_length_reads_the_same_documents(setup, tmp_path):
@@ -233,7 +246,7 @@ def test_every_length_reads_the_same_documents(setup, tmp_path):
     docs = {(d["length"], d["doc"]) for d in rows(tmp_path / "same" / "documents.csv")}
     assert docs == {(n, doc) for n in ("64", "512") for doc in ("doc1", "doc3")}
     few = spec(setup, lengths=[64, 512], n_docs=4, ropes={"d": "default"}, layer_mixes=["native"])
-    with pytest.warns(Notice, match="only 3 of the 4 documents asked for have 512 ids, the longest length"):
+    with pytest.warns(Notice, match="only 3 of the 4 documents asked for have 512 ids: each length takes"):
         assert run_sweep(few, tmp_path / "few", quiet=True).ok
     docs = rows(tmp_path / "few" / "documents.csv")
     assert {d["doc"] for d in docs if d["length"] == "512"} == {"doc1", "doc3", "doc5"}
@@ -359,10 +372,9 @@ def test_the_same_spec_twice_gives_the_same_files_to_the_byte(setup, tmp_path, m
 
 def test_meta_holds_what_reruns_the_sweep(setup, tmp_path):
     ropes = {"default": "default", "y 4": {"rope_type": "yarn", "factor": 4.0}, "dyn": "dynamic:2"}
-    built = spec(setup, ropes=ropes, lengths=[128, 64], mode="strided", stride=32, name="my sweep")
+    with pytest.raises(SpecError, match=r"ropes: 'y 4' cannot name a rope \(it holds ' '\); a rope's name is letters"):
+        spec(setup, ropes=ropes, lengths=[128, 64])  # a name the files, the report and --rope NAME=ROPE all carry
     out = tmp_path / "first run"
-    with pytest.raises(ValueError, match="rope 'y 4' cannot be given as --rope NAME=ROPE"):  # a spec file can
-        reproduce_command({"spec": built.to_dict()})
     built = spec(setup, ropes={"default": "default", "y4": ropes["y 4"], "dyn": "dynamic:2"}, lengths=[128, 64])
     assert run_sweep(built, out, quiet=True).ok
     meta = json.loads((out / "meta.json").read_text())
