@@ -354,7 +354,7 @@ def _flag(name: str, value: Any) -> list[str]:
 def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> str:
     """The ``ropekit sweep`` command line, shell-quoted (``shlex``), that runs the sweep a meta.json
     describes again: every key of its spec as a flag, into ``out`` (default ``runs/NAME``). The spec
-    it builds has the same hash and runs its cells in the same order. Raises ValueError for a rope
+    it builds has the same hash and runs its cells in the same order. Raises ValueError for a
     rope ``--rope NAME=ROPE`` cannot carry as the spec has it (a string with spaces around it)."""
     from ..rope import rope_argument
 
