@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ lm_eval = pytest.importorskip(
 )
 
 import ropekit  # noqa: E402
-from ropekit.lmeval import RopekitLM  # noqa: E402
+from ropekit.lmeval import ModelArgsError, RopekitLM  # noqa: E402
 
 from .models.tiny import FAMILY_CONFIGS, WORDS, add_tokenizer, make_checkpoint  # noqa: E402
 
@@ -199,6 +200,113 @@ def test_an_unknown_model_arg_is_one_clear_error(setup):
     checkpoint, _ = setup
     with pytest.raises(ValueError, match=r"unknown key 'rope'; the keys are pretrained, .*rope_scaling, layer_mix"):
         ropekit_lm(checkpoint, rope="yarn:2")
+
+
+# Each bad model_arg of the fault trials (issue 28, item 8), with what its one line must name.
+BAD_MODEL_ARGS = {
+    "unknown key": ("{ok},bogus=1", "unknown key 'bogus'; the keys are pretrained, revision, rope_scaling"),
+    "rope type": ("{ok},rope_scaling=foo:2", "rope_scaling: rope 'foo:2' is not understood; expected TYPE[:FACTOR]"),
+    "missing path": ("pretrained={missing}", "pretrained: model '{missing}' is not found: expected an embedded name"),
+    "max_length text": ("{ok},max_length=abc", "max_length='abc' is not allowed; expected a positive integer"),
+    "max_length 0": ("{ok},max_length=0", "max_length=0 is not allowed; expected a positive integer"),
+    "max_length -5": ("{ok},max_length=-5", "max_length=-5 is not allowed; expected a positive integer"),
+    "dtype": ("{ok},dtype=float13", "dtype='float13' is not supported; expected auto or one of float32"),
+    "layer_mix": ("{ok},layer_mix=XYZ", "layer_mix: layer mix 'XYZ' is not understood; expected native"),
+    "pickle weights": ("pretrained={pickle}", "pretrained: no *.safetensors weights in {pickle} (found pytorch_model"),
+    "negative factor": ("{ok},rope_scaling=yarn:-4", "(rope_type 'yarn'): factor=-4.0 is not allowed; expected"),
+    "no pretrained": ("dtype=float32,max_length=64", "pretrained= is required (an embedded name, a .gguf file"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_paths(setup, tmp_path_factory):
+    """The tiny checkpoint, a path that does not exist, and a folder of pickle weights only."""
+    checkpoint, tasks = setup
+    pickle = tmp_path_factory.mktemp("pickle") / "model"
+    pickle.mkdir()
+    shutil.copy(checkpoint / "config.json", pickle / "config.json")
+    (pickle / "pytorch_model.bin").write_bytes(b"not unpickled")
+    return {"ok": f"pretrained={checkpoint}", "missing": str(checkpoint.parent / "absent"), "pickle": str(pickle)}
+
+
+def cli_args(model_args: str, tasks) -> list[str]:
+    return ["--model", "ropekit", "--model_args", model_args, "--tasks", "rk_rolling", "--include_path", str(tasks)]
+
+
+def assert_one_error_line(stderr: str, expected: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ropekit model_args: "), stderr[-3000:]
+    assert expected in lines[0] and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("case", BAD_MODEL_ARGS, ids=list(BAD_MODEL_ARGS))
+def test_a_bad_model_arg_is_one_line_on_the_command_line(setup, bad_paths, case, monkeypatch, capsys):
+    """``python -m ropekit.lmeval``'s main, in process: one ``error:`` line naming the key and what it takes,
+    exit status 2, before lm-eval loads a task (its logging setup left out: it would bind pytest's stderr)."""
+    from ropekit.lmeval import __main__ as cli
+
+    _, tasks = setup
+    model_args, expected = (text.format(**bad_paths) for text in BAD_MODEL_ARGS[case])
+    monkeypatch.setattr(sys, "argv", ["ropekit.lmeval", *cli_args(model_args, tasks)])
+    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    assert cli.main() == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_error_line(err, expected)
+
+
+def test_a_bad_model_arg_from_a_config_file_is_one_line(setup, tmp_path, monkeypatch, capsys):
+    """lm-eval's ``--config`` YAML may name the model and its model_args: they are checked the same way."""
+    from ropekit.lmeval import __main__ as cli
+
+    checkpoint, tasks = setup
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({"model": "ropekit", "model_args": f"pretrained={checkpoint},max_length=0"}))
+    monkeypatch.setattr(sys, "argv", ["ropekit.lmeval", "run", "--config", str(config), "--tasks", "rk_rolling"])
+    monkeypatch.setattr(cli, "setup_logging", lambda: None)
+    assert cli.main() == 2
+    assert_one_error_line(capsys.readouterr().err, "max_length=0 is not allowed")
+
+
+def test_the_command_line_prints_no_traceback(setup, bad_paths):
+    """The real process: its whole stderr is the one line, exit status 2."""
+    _, tasks = setup
+    command = [sys.executable, "-m", "ropekit.lmeval", *cli_args(f"{bad_paths['ok']},max_length=-5", tasks)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert_one_error_line(run.stderr, "max_length=-5 is not allowed; expected a positive integer")
+
+
+def test_a_python_caller_gets_the_line_as_a_value_error(setup):
+    """``simple_evaluate`` raises the same line as a :class:`ModelArgsError` (a ``ValueError``), not a SystemExit."""
+    checkpoint, _ = setup
+    with pytest.raises(ModelArgsError, match=r"^ropekit model_args: max_length=0 is not allowed") as caught:
+        lm_eval.simple_evaluate(model="ropekit", model_args=f"pretrained={checkpoint},max_length=0", tasks=["x"])
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(ModelArgsError, match="dtype='float13' is not supported"):
+        model_args = {"pretrained": str(checkpoint), "dtype": "float13"}
+        lm_eval.simple_evaluate(model="ropekit", model_args=model_args, tasks=["x"])
+
+
+def test_weights_that_fail_to_load_are_one_line_too(setup, tmp_path):
+    """A truncated safetensors file passes the up-front checks (its header is read only as the weights load),
+    and is refused as a bad ``pretrained`` in one line."""
+    checkpoint, _ = setup
+    shutil.copytree(checkpoint, tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelArgsError, match=r"^ropekit model_args: pretrained: .*model.safetensors is truncated"):
+        RopekitLM(pretrained=str(tmp_path / "model"), dtype="float32")
+
+
+def test_max_length_as_model_args_give_it():
+    from ropekit.lmeval import positive_length
+
+    assert positive_length(None) is None
+    assert positive_length(4096) == positive_length("4096") == positive_length(4096.0) == 4096
+    for bad in (0, -5, "abc", 1.5, True, "0"):
+        with pytest.raises(ModelArgsError, match="expected a positive integer"):
+            positive_length(bad)
 
 
 def test_the_documented_command_line(setup):

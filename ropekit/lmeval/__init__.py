@@ -24,12 +24,19 @@ What each request runs through, and why the numbers equal lm-eval's ``HFLM`` on 
 
 Requests run one sequence at a time (``batch_size`` is accepted and ignored): memory is that of one
 sequence at ``max_length``, which is what ropekit's decoder keeps small.
+
+Bad model_args are refused by :func:`check_model_args` before any weights load, as a
+:class:`ModelArgsError` (a ``ValueError``) whose message is one line naming the key and what it takes;
+``python -m ropekit.lmeval`` checks them before lm-eval starts and prints that line (``error: ...``, exit
+status 2) instead of a traceback (``__main__.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,7 +55,18 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from ..eval import score_answer, token_nll
 from ..eval.generate import greedy_generate
-from ..models import load_model
+from ..models import (
+    Checkpoint,
+    CheckpointError,
+    ModelConfig,
+    load_model,
+    model_config,
+    parse_layer_mix,
+    read_model_config,
+    resolve_dtype,
+)
+from ..models.sources import safetensors_files
+from ..rope import RopeConfigError
 
 # model_args this backend reads; lm-eval itself adds batch_size, max_batch_size and device (and
 # trust_remote_code); RULER's data builders read tokenizer (a name AutoTokenizer loads) from model_args.
@@ -56,6 +74,106 @@ MODEL_ARGS = ("pretrained", "revision", "rope_scaling", "layer_mix", "dtype", "d
 HARNESS_ARGS = ("batch_size", "max_batch_size", "trust_remote_code")
 
 logger = logging.getLogger(__name__)
+
+
+class ModelArgsError(ValueError):
+    """A model_arg the backend cannot use; the message is one line naming the key and what it takes (what
+    ``python -m ropekit.lmeval`` prints, without a traceback)."""
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """model_args checked: the checkpoint and its resolved plan (``config``; ``None`` for an already loaded
+    model, which is ``pretrained``), what ``load_model`` takes besides, and ``max_length`` (``None``: the
+    trained length)."""
+
+    pretrained: Checkpoint | torch.nn.Module
+    config: ModelConfig | None
+    dtype: Any
+    device: Any
+    max_length: int | None
+    settings: dict[str, Any]
+
+
+def refuse(key: str, error: Exception | str) -> ModelArgsError:
+    """The one line of a bad model_arg: ropekit's own message, after the key where it does not start with it."""
+    message = str(error)
+    return ModelArgsError(f"ropekit model_args: {message if message.startswith(key) else f'{key}: {message}'}")
+
+
+def positive_length(value: Any) -> int | None:
+    """``max_length`` as model_args gives it (an int, or its digits as text), ``None`` when not given."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise refuse(
+            "max_length",
+            f"max_length={value!r} is not allowed; expected a positive integer (tokens), or leave it out for the "
+            "checkpoint's trained length",
+        )
+    return value
+
+
+def check_model_args(args: Mapping[str, Any]) -> ModelArgs:
+    """Every model_arg checked, before any weights load: the keys, ``max_length``, ``dtype``, ``layer_mix``,
+    the checkpoint ``pretrained`` names (found, its config readable, safetensors weights or a GGUF) and the rope
+    and layer mix resolved against it, as ``load_model`` will resolve them. Raises :class:`ModelArgsError`."""
+    unknown = sorted(set(args) - set(MODEL_ARGS) - set(HARNESS_ARGS))
+    if unknown:
+        raise ModelArgsError(f"ropekit model_args: unknown key {unknown[0]!r}; the keys are {', '.join(MODEL_ARGS)}")
+    pretrained = args.get("pretrained")
+    if pretrained is None or pretrained == "":
+        raise ModelArgsError(
+            "ropekit model_args: pretrained= is required (an embedded name, a .gguf file, a folder with config.json "
+            "and *.safetensors, or a hub id org/name)"
+        )
+    max_length = positive_length(args.get("max_length"))
+    dtype = args.get("dtype")
+    try:
+        resolve_dtype(dtype)
+    except ValueError as error:
+        raise refuse("dtype", error) from None
+    if (device := args.get("device")) is not None:
+        try:
+            torch.device(str(device))
+        except RuntimeError as error:
+            raise refuse("device", f"device={device!r} is not a torch device: {error}") from None
+    settings = {k: args[k] for k in ("rope_scaling", "layer_mix", "dtype") if k in args}
+    if isinstance(pretrained, torch.nn.Module):  # an already loaded ropekit model
+        given = sorted(k for k in ("revision", "rope_scaling", "layer_mix", "dtype") if args.get(k) is not None)
+        if given:
+            raise ModelArgsError(f"ropekit model_args: {given[0]}= needs pretrained= by name; this model is loaded")
+        return ModelArgs(pretrained, None, None, device, max_length, settings)
+    layer_mix = args.get("layer_mix")
+    if layer_mix is not None:
+        layer_mix = str(layer_mix)
+        try:
+            parse_layer_mix(layer_mix)
+        except ValueError as error:
+            raise refuse("layer_mix", error) from None
+    try:
+        rope = rope_argument(args.get("rope_scaling"))
+    except ValueError as error:
+        raise refuse("rope_scaling", error) from None
+    try:
+        name = pretrained if isinstance(pretrained, Checkpoint) else str(pretrained)
+        checkpoint, raw = read_model_config(name, revision=args.get("revision"))
+        model_config(raw)  # the checkpoint's own plan: a family ropekit runs
+        if checkpoint.kind == "folder":
+            safetensors_files(checkpoint.path)
+    except ValueError as error:
+        raise refuse("pretrained", error) from None
+    try:
+        config = model_config(raw, rope_scaling=rope, layer_mix=layer_mix)
+    except RopeConfigError as error:
+        raise refuse("rope_scaling", error) from None
+    except ValueError as error:  # the layer mix on this model's layers
+        raise refuse("layer_mix" if layer_mix is not None else "rope_scaling", error) from None
+    return ModelArgs(checkpoint, config, dtype, device, max_length, settings)
 
 
 def rope_argument(value: Any) -> Any:
@@ -91,31 +209,21 @@ class RopekitLM(TemplateLM):
     windows, truncation of long contexts), by default the checkpoint's trained length."""
 
     def __init__(self, pretrained: Any = None, **kwargs: Any):
-        unknown = sorted(set(kwargs) - set(MODEL_ARGS) - set(HARNESS_ARGS))
-        if unknown:
-            raise ValueError(f"ropekit model_args: unknown key {unknown[0]!r}; the keys are {', '.join(MODEL_ARGS)}")
-        if pretrained is None:
-            raise ValueError("ropekit model_args: pretrained= is required (an embedded name, a GGUF file, a folder)")
+        args = check_model_args({"pretrained": pretrained, **kwargs})
         super().__init__()
-        if isinstance(pretrained, torch.nn.Module):  # an already loaded ropekit model
-            given = sorted(k for k in ("revision", "rope_scaling", "layer_mix", "dtype") if kwargs.get(k) is not None)
-            if given:
-                raise ValueError(f"ropekit model_args: {given[0]}= needs pretrained= by name; this model is loaded")
-            self.model = pretrained
+        if args.config is None:
+            self.model = args.pretrained
         else:
-            self.model = load_model(
-                pretrained,
-                revision=kwargs.get("revision"),
-                rope_scaling=rope_argument(kwargs.get("rope_scaling")),
-                layer_mix=kwargs.get("layer_mix"),
-                dtype=kwargs.get("dtype"),
-                device=harness_device(kwargs.get("device")),
-            )
+            try:
+                self.model = load_model(
+                    args.pretrained, config=args.config, dtype=args.dtype, device=harness_device(args.device)
+                )
+            except CheckpointError as error:  # weights that disagree with their config, truncated files
+                raise refuse("pretrained", error) from None
         self.tokenizer = self.model.tokenizer
-        max_length = kwargs.get("max_length")
-        self._max_length = int(max_length) if max_length else self.model.config.max_position_embeddings
-        self._pretrained = str(pretrained) if not isinstance(pretrained, torch.nn.Module) else self.model.source
-        self._settings = {k: kwargs[k] for k in ("rope_scaling", "layer_mix", "dtype") if k in kwargs}
+        self._max_length = args.max_length or self.model.config.max_position_embeddings
+        self._pretrained = str(pretrained) if args.config is not None else self.model.source
+        self._settings = args.settings
 
     # What lm-eval's TemplateLM and HFLM read, with HFLM's choices for a causal model.
     @property

@@ -33,34 +33,36 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     return f"model.{internal}"
 
 
+def safetensors_files(folder: Path) -> list[Path]:
+    """The safetensors files of a transformers folder (``model.safetensors``, or the shards its index
+    lists, each present), read without opening them: a folder of pickle weights only is refused naming them."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {err}") from None
+        names = sorted(set(weight_map.values()))
+        if missing := [name for name in names if not (folder / name).exists()]:
+            raise CheckpointError(f"shard {missing[0]} listed in the index is missing from {folder}")
+        return [folder / name for name in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        bins = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+        hint = f" (found {bins[0]}: ropekit never unpickles a checkpoint; convert it to safetensors)" if bins else ""
+        raise CheckpointError(f"no *.safetensors weights in {folder}{hint}")
+    return files
+
+
 class SafetensorsSource:
     """Tensors of a transformers folder: ``model.safetensors`` or shards with their index."""
 
     def __init__(self, folder: Path):
         from safetensors import SafetensorError, safe_open
 
-        index = folder / "model.safetensors.index.json"
-        if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError) as err:
-                raise CheckpointError(f"{index} is not a valid safetensors index: {err}") from None
-            files = sorted(set(weight_map.values()))
-        else:
-            files = sorted(p.name for p in folder.glob("*.safetensors"))
-            if not files:
-                bins = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
-                hint = (
-                    f" (found {bins[0]}: ropekit never unpickles a checkpoint; convert it to safetensors)"
-                    if bins
-                    else ""
-                )
-                raise CheckpointError(f"no *.safetensors weights in {folder}{hint}")
         self.handles, self.where = {}, {}
-        for name in files:
-            path = folder / name
-            if not path.exists():
-                raise CheckpointError(f"shard {name} listed in the index is missing from {folder}")
+        for path in safetensors_files(folder):
+            name = path.relative_to(folder).as_posix()
             try:
                 handle = safe_open(str(path), framework="pt")
                 keys = list(handle.keys())
