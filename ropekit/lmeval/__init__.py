@@ -59,13 +59,13 @@ from ..models import (
     Checkpoint,
     CheckpointError,
     ModelConfig,
+    check_weights,
     load_model,
     model_config,
     parse_layer_mix,
     read_model_config,
     resolve_dtype,
 )
-from ..models.sources import safetensors_files
 from ..rope import RopeConfigError
 
 # model_args this backend reads; lm-eval itself adds batch_size, max_batch_size and device (and
@@ -120,7 +120,8 @@ def positive_length(value: Any) -> int | None:
 
 def check_model_args(args: Mapping[str, Any]) -> ModelArgs:
     """Every model_arg checked, before any weights load: the keys, ``max_length``, ``dtype``, ``layer_mix``,
-    the checkpoint ``pretrained`` names (found, its config readable, safetensors weights or a GGUF) and the rope
+    the checkpoint ``pretrained`` names (found, its config readable, every weight there in the shape it implies, read
+    from the files' headers: ``check_weights``) and the rope
     and layer mix resolved against it, as ``load_model`` will resolve them. Raises :class:`ModelArgsError`."""
     unknown = sorted(set(args) - set(MODEL_ARGS) - set(HARNESS_ARGS))
     if unknown:
@@ -162,9 +163,7 @@ def check_model_args(args: Mapping[str, Any]) -> ModelArgs:
     try:
         name = pretrained if isinstance(pretrained, Checkpoint) else str(pretrained)
         checkpoint, raw = read_model_config(name, revision=args.get("revision"))
-        model_config(raw)  # the checkpoint's own plan: a family ropekit runs
-        if checkpoint.kind == "folder":
-            safetensors_files(checkpoint.path)
+        check_weights(checkpoint, model_config(raw))  # a family ropekit runs; every weight there, from the headers
     except ValueError as error:
         raise refuse("pretrained", error) from None
     try:

@@ -134,7 +134,8 @@ def test_a_newline_in_a_spec_files_rope_name_or_a_document_name_is_refused(setup
         f'models = ["{model}"]\ncorpus = "{corpus}"\nlengths = [64]\n[ropes]\n"a/b\\nc" = "yarn:2"\n'
     )
     assert main(["sweep", str(tmp_path / "nl.toml"), "--quiet", "--out", str(tmp_path / "run")]) == 2
-    assert error_line(capsys).startswith("ropekit sweep: error: ropes: 'a/b\\nc' cannot name a rope (it holds a newline)")
+    refusal = "ropekit sweep: error: ropes: 'a/b\\nc' cannot name a rope (it holds a newline)"
+    assert error_line(capsys).startswith(refusal)
     lines = [json.dumps({"id": "one", "text": "x " * 300}), json.dumps({"id": "two\nlines", "text": "y " * 300})]
     (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
     args = ["sweep", "--model", str(model), "--corpus", str(tmp_path / "docs.jsonl"), "--lengths", "64"]
@@ -171,7 +172,7 @@ def test_weights_that_would_not_load_are_refused_before_anything_is_written(setu
         "missing": ({k: v for k, v in tensors.items() if k != "model.layers.0.mlp.down_proj.weight"}, "is missing"),
         "shape": ({**tensors, "model.norm.weight": torch.ones(3)}, "has shape (3,), but the config implies"),
     }
-    for name, (weights, problem) in broken.items():
+    for name, (weights, _) in broken.items():
         shutil.copytree(model, tmp_path / name)
         save_file(weights, tmp_path / name / "model.safetensors", metadata={"format": "pt"})
     shutil.copytree(model, tmp_path / "corrupt")
