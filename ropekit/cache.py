@@ -7,12 +7,19 @@ Append-only CSV record files (a sweep's results) are read here too, a torn last 
 as data, so the sweep that writes them and the report that reads them share one reader. What
 ropekit says about such files without stopping (a cache rebuilt, a torn line dropped) is a
 :class:`Notice`. This module imports nothing of ropekit, so every subpackage may use it (ARCHITECTURE.md, layers).
+
+Nothing ropekit reads or writes in a results directory DIR goes through a symbolic link inside it
+(issue 28: a link at ``DIR/.lock`` had the lock's truncate and write land on the file it pointed
+to): :func:`no_links` refuses one at each entry point, before anything is written, and
+:func:`open_here` opens a file of DIR without following one (``O_NOFOLLOW``), in case one appears
+later. DIR itself may be a link: the user named it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import functools
 import hashlib
 import io
@@ -20,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import warnings
@@ -31,6 +39,58 @@ from typing import Any
 class Notice(UserWarning):
     """Something ropekit tells the user and goes on (a warning category: the CLI prints it as one
     line, ``warnings.filterwarnings("ignore", category=Notice)`` silences it)."""
+
+
+class LinkError(RuntimeError):
+    """A symbolic link inside a results directory where ropekit would read or write (:func:`no_links`)."""
+
+
+def _link_error(path: Path, folder: Path, instead: str = "") -> LinkError:
+    try:
+        target = os.readlink(path)
+    except OSError:  # removed meanwhile, or not a link after all: say so without a target
+        target = "?"
+    return LinkError(
+        f"{path} is a symbolic link (to {target}); ropekit reads and writes nothing through links in {folder}: "
+        f"remove it{f', or {instead}' if instead else ''}"
+    )
+
+
+def no_links(folder: Path, *names: str, instead: str = "") -> None:
+    """Refuse (:class:`LinkError`, naming it and where it points, ``instead`` the way out besides removing it)
+    a symbolic link at any of ``names`` in ``folder`` (what ropekit reads or writes there), or anywhere
+    inside those of them that are folders (ropekit's own: every entry is its). What does not exist is
+    no link; ``folder`` itself may be one (the user named it)."""
+    folder = Path(folder)
+
+    def check(path: Path) -> None:
+        try:
+            mode = path.lstat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(mode):
+            raise _link_error(path, folder, instead)
+        if stat.S_ISDIR(mode):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # removed meanwhile (a merged shard)
+                for entry in os.scandir(path):
+                    if entry.is_symlink():
+                        raise _link_error(Path(entry.path), folder, instead)
+                    if entry.is_dir(follow_symlinks=False):
+                        check(Path(entry.path))
+
+    for name in names:
+        check(folder / name)
+
+
+def open_here(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` of a file in a results directory that refuses to follow a link at ``path`` (``O_NOFOLLOW``;
+    :class:`LinkError`): what :func:`no_links` checked may have changed since."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP and os.path.islink(path):
+            raise _link_error(Path(path), Path(path).parent) from None
+        raise
 
 
 def cache_dir() -> Path:

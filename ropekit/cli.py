@@ -401,8 +401,14 @@ def _toml_value(text: str) -> Any:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
 
+    from .cache import no_links
+    from .report.document import WRITTEN
+    from .sweep.store import NAMES
+
     spec = sweep_spec_from_args(args)
     out = args.out or Path("runs") / spec.name
+    # a link in DIR is refused now, not after the model loads (the store) or the sweep ends (the report)
+    no_links(out, *NAMES, *(() if args.no_report else WRITTEN), instead="use another --out")
     if args.dry_run:
         from .sweep import dry_run
 
@@ -554,8 +560,9 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     from .sweep.status import sweep_status
-    from .sweep.store import merge_if_free
+    from .sweep.store import check_links, merge_if_free
 
+    check_links(args.dir)  # a link at meta.json is named as one, not as a sweep missing
     if not (args.dir / "meta.json").is_file():
         raise SpecError(f"{args.dir} holds no sweep (no meta.json); start one with ropekit sweep --out {args.dir}")
     merge_if_free(args.dir)  # shards of workers that finished while nobody held DIR
@@ -565,9 +572,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .report.document import check_links
     from .sweep.store import merge_if_free
 
     if args.dir.is_dir():
+        check_links(args.dir)  # before the merge writes to DIR, not after
         merge_if_free(args.dir)  # rows of workers that finished while nobody held DIR
 
     report = write_report(args.dir, formats=tuple(args.format), baseline=args.baseline, mix_rope=args.mix_rope)
@@ -614,13 +623,15 @@ def run_export(args: argparse.Namespace) -> int:
     import json
     import re
 
-    from .cache import atomic_write
+    from .cache import atomic_write, no_links
     from .models import checkpoint_config, plan_config, read_model_config
     from .models.export import ExportError, export_plan
     from .rope import rope_argument
 
     if args.dir is not None and args.spec is not None:
         raise SpecError("give a sweep directory or --spec, not both")
+    if args.dir is not None:
+        no_links(args.dir, "meta.json", *(() if args.out else ("export",)))
     if args.dir is not None or args.spec is not None:
         if args.spec is not None:
             spec = load_spec(args.spec)
@@ -687,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_errors() -> tuple[type[Exception], ...]:
     """The errors a command reports in one line: bad input and unusable folders."""
+    from .cache import LinkError
     from .data import CorpusError
     from .models import CheckpointError, ModelConfigError
     from .models.export import ExportError
@@ -695,7 +707,7 @@ def cli_errors() -> tuple[type[Exception], ...]:
     from .sweep.store import StoreError
 
     bad_input = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, ExportError)
-    return (*bad_input, StoreError, ClaimError, OSError)
+    return (*bad_input, StoreError, ClaimError, LinkError, OSError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,8 @@ does to the frequencies; the numbers with their intervals; failed and pending ce
 (the command that re-runs the sweep, bootstrap settings, spec, versions, device, hashes, dates, wall
 time). A figure with nothing to draw (no cell scored yet, no two numbers to compare) is left out
 with a sentence why; a directory written before intervals renders with them said to be unavailable.
+A symbolic link at one of these (``WRITTEN``, the figures folder's files included) is refused before
+anything is written: a file written through it would land outside DIR (``ropekit.cache.no_links``).
 
 A sweep whose documents.csv holds blocks has a Loss by position section (modes first and yarn: mean NLL per
 token in power-of-two position buckets at the longest length, the curve that shows whether distant
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import stats
-from ..cache import atomic_write
+from ..cache import atomic_write, no_links
 from ..modes import SHARED
 from .curves import (
     has_comparison,
@@ -54,7 +56,7 @@ from .intervals import (
     with_bits_per_byte_intervals,
 )
 from .positions import loss_by_position, plot_loss_by_position
-from .results import PENDING, ReportError, Sweep, load_sweep, retrieval_plan
+from .results import PENDING, READ, ReportError, Sweep, load_sweep, retrieval_plan
 from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table
 from .style import rope_colors
 from .tables import DISTINGUISHABLE, bits_per_byte_table, perplexity_table
@@ -63,7 +65,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMATS = ("png", "svg", "pdf")
+WRITTEN = ("report.html", "report.md", "figures")  # what a report writes in DIR
 DPI = 110
+
+
+def check_links(folder: Path) -> None:
+    """Refuse a symbolic link at what a report of ``folder`` reads or writes (module docstring)."""
+    no_links(folder, *READ, *WRITTEN)
 
 
 @dataclass
@@ -101,6 +109,7 @@ def write_report(
     if bad:
         raise ReportError(f"format {', '.join(bad)} is not supported; expected some of {', '.join(FORMATS)}")
     sweep = load_sweep(path)
+    check_links(sweep.path)
     ropes = list(dict.fromkeys([*sweep.results["rope"], *sweep.retrieval["rope"]]))
     for name, value in (("baseline", baseline), ("mix rope", mix_rope)):
         if value is not None and value not in ropes:

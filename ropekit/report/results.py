@@ -10,7 +10,8 @@ directory written before ropekit stored intervals (no ``ppl_lo``, ``ppl_hi``, ``
 DIR/documents.csv (a row per cell and document: NLL sum, tokens, bytes, words and ``blocks``, the
 NLL sums of its consecutive 64-prediction blocks) is read into ``Sweep.documents`` for paired
 comparisons. Nothing here loads a model or reads a checkpoint: reports depend on the results files
-and ropekit.rope only.
+and ropekit.rope only. A symbolic link at one of the files read (``READ``) is refused, naming it: what
+it points to is no file of the sweep (``ropekit.cache.no_links``).
 
 A sweep with retrieval tasks (meta.json's spec lists ``tasks``) has a ``task`` column: its
 ``perplexity`` rows are ``Sweep.results`` as above, its ``passkey`` and ``needle`` rows (one per
@@ -27,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cache import no_links
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..rope import RopeSpec
 
 PENDING = "pending"
+READ = ("results.csv", "documents.csv", "trials.csv", "meta.json", "plans.json")  # what a report reads of DIR
 REQUIRED = ("model", "rope", "layer_mix", "length", "n_docs", "nll", "ppl", "status")  # of results.csv
 NUMBERS = ("ppl_lo", "ppl_hi", "bits_per_byte", "word_ppl")  # empty where a directory predates them
 DOCUMENTS = ("cell", "doc", "n_tokens", "nll_sum")  # what documents.csv needs for a paired comparison
@@ -94,6 +98,7 @@ def load_sweep(path: str | Path) -> Sweep:
     results_path = path if path.suffix == ".csv" else folder / "results.csv"
     if not folder.is_dir():
         raise ReportError(f"{folder} is not a directory; expected a sweep directory (ropekit sweep --out DIR)")
+    no_links(folder, *READ)
     meta = _read_meta(folder / "meta.json")
     if not results_path.exists() and not meta:
         raise ReportError(f"{folder} holds neither results.csv nor meta.json; is it a sweep directory?")

@@ -15,6 +15,9 @@ continuing from what the dead worker had stored. A worker whose claim was taken 
 for a lease) stops that unit at its next document. A requeued Slurm task has the id it had
 before and takes its own claims back at once, and a claim whose process on this same host is gone
 (killed) is taken over at once too.
+
+A symbolic link in ``DIR/claims`` (or the folder one) is refused when a worker starts looking
+(``no_links``); the lock, the clock and a claim being written are opened without following one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..cache import running
+from ..cache import no_links, open_here, running
 
 LEASE_SECONDS = 120.0  # how long a claim lasts without a heartbeat
 
@@ -106,6 +109,7 @@ class Claims:
         if not lease > 0:
             raise ClaimError(f"lease = {lease!r}: a claim's lease must be a positive number of seconds")
         self.folder, self.worker, self.lease = out / "claims", worker, lease
+        no_links(out, "claims")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lost: set[str] = set()  # units whose claim another worker took over
         _check_exclusive_create(self.folder)
@@ -115,7 +119,7 @@ class Claims:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_here(self.folder / ".lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -124,10 +128,12 @@ class Claims:
 
     def now(self) -> float:
         """The filesystem's clock: the modification time it gives a file touched now."""
-        clock = self.folder / ".clock"
-        clock.touch()
-        os.utime(clock)
-        return clock.stat().st_mtime
+        fd = open_here(self.folder / ".clock", os.O_WRONLY | os.O_CREAT)
+        try:
+            os.utime(fd)
+            return os.fstat(fd).st_mtime
+        finally:
+            os.close(fd)
 
     def holder(self, unit: Unit, now: float | None = None) -> dict[str, Any] | None:
         """The live claim on ``unit`` (its record, with ``age``: seconds since its last heartbeat, at
@@ -173,7 +179,9 @@ class Claims:
         path.unlink(missing_ok=True)  # a stale claim, or this worker's own (requeued): ours from now on
         temporary = path.with_suffix(f".{self.worker}.tmp")
         try:
-            temporary.write_text(json.dumps(record) + "\n")
+            fd = open_here(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            with open(fd, "w") as f:
+                f.write(json.dumps(record) + "\n")
         except OSError as err:  # a full disk: say which file
             temporary.unlink(missing_ok=True)
             raise OSError(err.errno, err.strerror, str(path)) from None
@@ -225,7 +233,7 @@ class Claims:
                     if json.loads(path.read_text())["worker"] != self.worker:
                         self.lost.add(unit.id)
                         return
-                    os.utime(path)
+                    os.utime(path, follow_symlinks=False)  # a link put there: not what it points to
                 except (FileNotFoundError, ValueError, KeyError):
                     self.lost.add(unit.id)
                     return

@@ -20,7 +20,7 @@ from typing import Any
 
 from .claims import Claims, Unit
 from .spec import SpecError, SweepSpec, spec_from_dict
-from .store import StoredResults
+from .store import StoredResults, check_links
 
 
 @dataclass
@@ -102,7 +102,9 @@ class SweepStatus:
 
 
 def sweep_status(out: Path) -> SweepStatus:
-    """The status of the sweep in ``out`` (refused, naming what is missing, where it holds no sweep)."""
+    """The status of the sweep in ``out`` (refused, naming what is missing, where it holds no sweep, or
+    naming the link, where it holds one: ``check_links``)."""
+    check_links(out)
     try:
         meta = json.loads((out / "meta.json").read_text())
         spec = spec_from_dict(meta["spec"])

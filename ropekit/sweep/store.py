@@ -39,6 +39,11 @@ appended, so merging is idempotent and a torn last line of a killed worker is ne
 shard whose worker has gone (its lock is free) is removed once merged. Without ``worker=`` a
 second process is refused instead. A write that fails (a full disk) names its file; what was
 stored before it stays, and the same sweep resumes from it.
+
+A symbolic link at any of DIR's names (``NAMES``: these files, ``.lock``, ``shards/`` and ``claims/``
+with everything in them) is refused before anything is read or written (:func:`check_links`, issue
+28): a lock opened, a line appended or cut through it would land outside DIR. The files are opened
+without following a link (``open_here``) in case one appears while the sweep runs.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..cache import Notice, atomic_write, clean_temporaries, csv_text, read_csv
+from ..cache import Notice, atomic_write, clean_temporaries, csv_text, no_links, open_here, read_csv
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -166,12 +171,19 @@ class StoreError(RuntimeError):
 
 
 SCORES = ("results.csv", "documents.csv", "trials.csv")  # what decides which work is done
+# what a sweep reads and writes in DIR (units.json: sweep/units.py; claims/: sweep/claims.py)
+NAMES = (".lock", *FILES, "meta.json", "plans.json", "units.json", "shards", "claims")
+
+
+def check_links(out: Path, *, instead: str = "") -> None:
+    """Refuse a DIR with a symbolic link at one of ``NAMES`` or inside its folders (module docstring)."""
+    no_links(out, *NAMES, instead=instead)
 
 
 def shards(out: Path) -> list[Path]:
-    """The workers' shard folders of DIR, by name."""
+    """The workers' shard folders of DIR, by name (a link is none: merging would read and remove through it)."""
     folder = out / "shards"
-    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()) if folder.is_dir() else []
 
 
 def _whole_rows(path: Path) -> list[dict[str, str]]:
@@ -205,7 +217,7 @@ class Tails:
             if folder in self.skipped:
                 continue
             try:
-                with path.open("rb") as f:
+                with open(open_here(path, os.O_RDONLY), "rb") as f:
                     stat = os.fstat(f.fileno())
                     inode, size = stat.st_ino, stat.st_size
                     known, offset, header = self.read.get(path, (inode, 0, []))
@@ -270,7 +282,7 @@ class Merger:
                 _append(path, columns, *new)
                 appended[name] = new
         for folder in folders:
-            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_here(folder / ".lock", os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -338,9 +350,12 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
 
 def _cut(path: Path, whole: int) -> None:
     """Cut a torn last line off a store file: keep its first ``whole`` bytes, on disk before returning."""
-    with path.open("r+b") as f:
-        f.truncate(whole)
-        os.fsync(f.fileno())
+    fd = open_here(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, whole)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _append(path: Path, columns: list[str], *rows: dict[str, Any]) -> None:
@@ -348,7 +363,7 @@ def _append(path: Path, columns: list[str], *rows: dict[str, Any]) -> None:
     full disk) leaves a torn line, which the next open cuts off."""
     data = csv_text(columns, list(rows), header=False).encode("utf-8")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        fd = open_here(path, os.O_WRONLY | os.O_APPEND)
         try:
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "the line was written only in part")
@@ -363,7 +378,7 @@ def _lock(out: Path, *, wait: bool = False) -> int:
     """Hold DIR/.lock exclusively for as long as the returned descriptor is open; who holds it is
     written in it, so a refused process can say. Held by another process: StoreError, or with
     ``wait`` the lock once it is free."""
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_here(out / ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -431,7 +446,8 @@ class StoredResults:
     @classmethod
     def read(cls, out: Path, spec: SweepSpec, *, force: bool = False) -> StoredResults:
         """DIR as it is (nothing when it does not exist), refused as a sweep would refuse it: written by
-        an older ropekit, or (unless ``force``) by another spec."""
+        an older ropekit, or (unless ``force``) by another spec, or holding a link (:func:`check_links`)."""
+        check_links(out)
         for name, columns in FILES.items():
             _check_header(out / name, columns)
         meta = _read_meta(out / "meta.json", spec, force)
@@ -461,7 +477,8 @@ class ResultStore(StoredResults):
 
     def __init__(self, out: Path, spec: SweepSpec, *, force: bool = False, worker: str | None = None):
         self.out = out
-        for name, columns in FILES.items():  # first of all: an older ropekit's directory is left untouched
+        check_links(out, instead="use another --out")  # first of all: nothing read or written through a link
+        for name, columns in FILES.items():  # an older ropekit's directory is left untouched
             _check_header(out / name, columns)
         out.mkdir(parents=True, exist_ok=True)
         self._lock = self._shard_lock = -1
@@ -585,6 +602,7 @@ def merge_if_free(out: Path, *, wait: float = 0.0) -> int | None:
     DIR's files at its end (waiting a little: a holder that merged while this worker still held its
     shard is about to let go, and the shard would be left behind), and how readers of DIR catch up.
     Without shards nothing is touched (0)."""
+    check_links(out)
     if not shards(out):
         return 0
     deadline = time.monotonic() + wait

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import atomic_write
+from ..cache import atomic_write, open_here
 from ..eval.perplexity import frequency_signature
 from ..modes import SHARED
 from .cells import Cell
@@ -109,7 +109,8 @@ def _units_of(out: Path, units: list[Unit], force: bool) -> list[Unit]:
             atomic_write(path, text)  # the plan of other cells (an older ropekit's keys): replaced
             return units
         tmp = path.with_name(f".units.{os.getpid()}.json")
-        tmp.write_text(text)
+        with open(open_here(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as f:  # a name others can guess
+            f.write(text)
         try:
             os.link(tmp, path)  # exclusive: fails when another worker wrote its plan first
             return units

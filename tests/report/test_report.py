@@ -281,6 +281,35 @@ def test_report_cli_and_its_errors(sweep_dir, tmp_path, capsys):
     assert "lacks the column(s) model, rope" in capsys.readouterr().err
 
 
+LINKS = ["results.csv", "documents.csv", "trials.csv", "meta.json", "plans.json", "report.md", "report.html"]
+LINKS += ["figures", "figures/perplexity.png", ".lock", "shards/w/results.csv"]
+
+
+@pytest.mark.parametrize("name", LINKS)
+def test_report_reads_and_writes_nothing_through_a_link_in_dir(sweep_dir, tmp_path, capsys, name):
+    """A link in DIR to a file (a folder, for figures/) outside it (issue 28): one line naming it, exit 2,
+    DIR and what the link points to as they were (a shard to merge, so the report would take DIR/.lock)."""
+    victim, victims = tmp_path / "victim", tmp_path / "victims"
+    victim.write_bytes(b"not ropekit's\n")
+    victims.mkdir()
+    (victims / "keep.png").write_bytes(b"not ropekit's either\n")
+    folder = tmp_path / "c"
+    shutil.copytree(sweep_dir, folder)
+    shutil.copytree(folder, folder / "shards" / "w", ignore=lambda d, names: [n for n in names if n != "results.csv"])
+    path, target = folder / name, victims if name == "figures" else victim
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+    before = sorted((p, p.is_symlink() or p.is_dir() or p.read_bytes()) for p in folder.rglob("*"))
+    assert main(["report", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"ropekit report: error: {path} is a symbolic link (to {target}); ropekit reads and writes nothing through "
+        f"links in {folder}: remove it\n"
+    )
+    assert sorted((p, p.is_symlink() or p.is_dir() or p.read_bytes()) for p in folder.rglob("*")) == before
+    assert victim.read_bytes() == b"not ropekit's\n" and [p.name for p in victims.iterdir()] == ["keep.png"]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -60,6 +60,7 @@ def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None
     the CLI's (0 done, 1 cells failed, 2 an error)."""
     import torch
 
+    from ...cache import LinkError
     from ...data import CorpusError
     from ...models import CheckpointError, ModelConfigError
     from ..claims import ClaimError
@@ -68,7 +69,7 @@ def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None
     from ..store import StoreError
 
     # what stops a worker with one line (as the CLI says them): bad input, an unusable directory or disk
-    errors = (SpecError, StoreError, ClaimError, CorpusError, CheckpointError, ModelConfigError, OSError)
+    errors = (SpecError, StoreError, ClaimError, LinkError, CorpusError, CheckpointError, ModelConfigError, OSError)
 
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)

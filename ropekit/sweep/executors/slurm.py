@@ -6,7 +6,8 @@ A task that Slurm preempts or that reaches its time limit is requeued by submiti
 (the worker's ``checkpoint`` resubmits the same call), and the requeued task, having the same worker
 id, takes its own claim back at once and resumes its unit from what it stored. The submitting
 command returns once the array is queued, printing its id and DIR, or with ``wait`` waits for it and
-returns the summary. ``scancel`` of the array and the same command again resumes the sweep.
+returns the summary. ``scancel`` of the array and the same command again resumes the sweep. Its
+logs and ``jobs.json`` go to DIR/slurm/, refused where a symbolic link is there or in it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...cache import no_links
 from ..spec import SpecError
 from .registry import Executor, Launch, Option, finish_workers, register_executor, start_workers
 
@@ -95,6 +97,7 @@ def executor(spec, out: Path):
 def submit(spec, out: Path, launch: Launch):
     """Queue ``spec.executor.workers`` array tasks on ``out``; with ``launch.wait``, wait for them and
     return what they computed together (else print the array's id and return None)."""
+    no_links(out, "slurm", instead="use another --out")  # named as the user gave DIR
     out = out.resolve()
     begun = start_workers(spec, out, launch)  # a bad spec stops here, before anything is queued
     slurm = executor(spec, out)
