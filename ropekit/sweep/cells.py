@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..data import load_corpus
 from ..models import (
     Checkpoint,
     ModelConfig,
@@ -112,10 +111,3 @@ def plan_records(cells: list[Cell]) -> list[dict[str, Any]]:
             {"model": c.model, "layer_mix": c.layer_mix, "rope": c.rope, **c.config.plan_record()},
         )
     return list(seen.values())
-
-
-def sweep_cells(spec: SweepSpec) -> list[Cell]:
-    """The spec's cells (its corpus read, no weights): how a process that starts workers checks the
-    spec before any of them runs, and counts their cells after."""
-    corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
-    return plan_cells(spec, corpus.sha256, resolve_dtype(spec.dtype, spec.device))[0]

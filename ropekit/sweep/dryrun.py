@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..data import load_corpus
-from ..models import Precision, resolve_dtype
+from ..models import Precision, check_weights, resolve_dtype
 from .cells import plan_cells
 from .cost import Memory, Rates, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
 from .meta import check_dtype, check_inputs, check_snapshots
@@ -246,6 +246,8 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
     corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
     precision = resolve_dtype(spec.dtype, spec.device)
     cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
+    for model, checkpoint in checkpoints.items():  # weights the sweep would refuse (a device it may lack is priced)
+        check_weights(checkpoint, next(c.config for c in cells if c.model == model))
     stored = StoredResults.read(out, spec, force=force)
     if not force:
         check_dtype(stored.meta, precision, out)

@@ -20,6 +20,7 @@ from ..tasks import get_task
 from .cells import Cell
 from .spec import SpecError, SweepSpec, reproduce_command
 from .store import StoredResults
+from .units import SweepPlan
 
 
 def check_dtype(meta: dict[str, Any], precision: Precision, out: Path) -> None:
@@ -101,6 +102,14 @@ def check_inputs(
             f"{out} holds cells computed from other inputs: {'; '.join(problems)}; use another --out, or --force to "
             "compute those cells again from the inputs as they are now"
         )
+
+
+def check_resumable(stored: StoredResults, plan: SweepPlan, out: Path) -> None:
+    """Refuse to add to a DIR computed otherwise (without ``--force``): in another dtype, from another
+    snapshot of a hub model, or from a corpus or model files changed since."""
+    check_dtype(stored.meta, plan.precision, out)
+    check_snapshots(stored.meta, plan.checkpoints, out)
+    check_inputs(stored, plan.corpus, plan.checkpoints, plan.cells, out)
 
 
 def _document_hashes(corpus) -> dict[str, str]:

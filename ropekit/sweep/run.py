@@ -9,16 +9,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..data import load_corpus
-from ..models import check_weights, dtype_device, load_model
-from .cells import Cell, plan_cells, plan_records
+from ..models import load_model
+from .cells import Cell, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
-from .meta import changed_models, check_dtype, check_inputs, check_snapshots, sweep_meta
+from .meta import changed_models, check_resumable, sweep_meta
 from .progress import Progress, seconds_estimator
 from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, merge_if_free
-from .units import shared_units, stored_state, sweep_units, unit_work
+from .units import plan_sweep, shared_units, stored_state, unit_work
 from .work import ModelWork, run_unit
 
 
@@ -51,32 +50,25 @@ def run_sweep(
     returns what this worker computed, what was stored before, and what failed. Any number of
     workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards."""
     started = time.perf_counter()
-    corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
-    precision = dtype_device(spec.dtype, spec.device)[0]  # a device torch does not see is refused here
-    cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
-    for model, checkpoint in checkpoints.items():  # what loading would refuse, refused before DIR is written
-        check_weights(checkpoint, next(c.config for c in cells if c.model == model))
-    inputs: dict[str, tuple] = {}  # per model: tokenizer and token ids, for every unit's plan
-    planned_units = sweep_units(spec, corpus, cells, inputs)  # the tokenizers' refusals too
+    plan = plan_sweep(spec)  # bad input is refused here, before DIR is written
+    corpus, cells, inputs = plan.corpus, plan.cells, plan.inputs
     worker = worker or worker_id()
     with ResultStore(out, spec, force=force, worker=worker) as store:  # holds DIR, or this worker's shard
         if store.primary and store.merge():  # what workers before this one left in their shards
             store.refresh()
         if force:  # a model whose files changed is computed again: its cells' keys are those of its plan
-            changed = changed_models(store.meta, checkpoints)
+            changed = changed_models(store.meta, plan.checkpoints)
             store.keep_only({c.key for c in cells if c.model not in changed})
         else:
-            check_dtype(store.meta, precision, out)
-            check_snapshots(store.meta, checkpoints, out)
-            check_inputs(store, corpus, checkpoints, cells, out)
+            check_resumable(store, plan, out)
         claims = Claims(out, worker, lease)
-        meta = sweep_meta(spec, corpus, checkpoints, out, precision, started=store.meta.get("started"))
+        meta = sweep_meta(spec, corpus, plan.checkpoints, out, plan.precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         store.write_plans(plan_records(cells))
         reused = sum(store.done(c.key) for c in cells)
         by_key = {c.key: c for c in cells}
-        planned_units = shared_units(out, planned_units, force)
+        planned_units = shared_units(out, plan.units, force)
         units, whole = planned_units.units, planned_units.work()
         stored = {u.id: stored_state(store, u) for u in units}  # what they are planned against
         planned = {  # a unit DIR holds nothing of runs as a whole
@@ -88,7 +80,7 @@ def run_sweep(
         meta |= {"run_started": now, "earlier_wall_seconds": earlier, "cells_done_at_start": reused}
         meta["nominal_done_at_start"] = at_start
         store.write_meta(meta)
-        progress = Progress(len(cells), reused, seconds_estimator(spec, precision, quiet), quiet=quiet)
+        progress = Progress(len(cells), reused, seconds_estimator(spec, plan.precision, quiet), quiet=quiet)
         try:
             for work in planned.values():
                 progress.add(work)

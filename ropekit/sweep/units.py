@@ -9,11 +9,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..cache import atomic_write, open_here
+from ..data import load_corpus
 from ..eval.perplexity import frequency_signature
+from ..models import Checkpoint, Precision, check_weights, dtype_device
 from ..modes import SHARED
-from .cells import Cell
+from .cells import Cell, plan_cells
 from .claims import Unit
 from .cost import NOMINAL_RATES, pass_seconds, plan_seconds
 from .spec import SweepSpec
@@ -64,6 +67,32 @@ class PlannedUnits:
     def work(self) -> dict[str, ModelWork]:
         """Each unit's part of its group's work."""
         return {u.id: _restrict(self.whole[self.group[u.cells[0]]], u) for u in self.units}
+
+
+@dataclass
+class SweepPlan:
+    """All a sweep reads before it writes anything, so that bad input is refused before DIR is touched:
+    the corpus, the dtype as this device resolves it (a device torch does not see is refused), the cells
+    and each model's checkpoint (every weight there in its shape, from the files' headers), each model's
+    tokenizer and ids (``inputs``) and the units."""
+
+    corpus: Any
+    precision: Precision
+    cells: list[Cell]
+    checkpoints: dict[str, Checkpoint]
+    inputs: dict[str, tuple]
+    units: PlannedUnits
+
+
+def plan_sweep(spec: SweepSpec) -> SweepPlan:
+    """The :class:`SweepPlan` of ``spec``: what every worker, and the process that starts them, reads first."""
+    corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
+    precision = dtype_device(spec.dtype, spec.device)[0]
+    cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
+    for model, checkpoint in checkpoints.items():
+        check_weights(checkpoint, next(c.config for c in cells if c.model == model))
+    inputs: dict[str, tuple] = {}
+    return SweepPlan(corpus, precision, cells, checkpoints, inputs, sweep_units(spec, corpus, cells, inputs))
 
 
 def sweep_units(spec: SweepSpec, corpus, cells: list[Cell], inputs: dict) -> PlannedUnits:

@@ -44,7 +44,7 @@ def error_line(capsys) -> str:
     return err.strip()
 
 
-def test_a_changed_corpus_is_refused_and_force_computes_the_cells_again(setup, tmp_path):
+def test_a_changed_corpus_is_refused_and_force_computes_the_cells_again(setup, tmp_path, capsys):
     model, corpus = inputs(setup, tmp_path)
     out, built = tmp_path / "run", one_cell(model, corpus)
     assert run_sweep(built, out, quiet=True).ok
@@ -59,6 +59,9 @@ def test_a_changed_corpus_is_refused_and_force_computes_the_cells_again(setup, t
     for attempt in (lambda: run_sweep(built, out, quiet=True), lambda: dry_run(built, out)):
         with pytest.raises(SpecError, match="^" + refusal.replace("(", r"\(").replace(")", r"\)")):
             attempt()
+    args = ["sweep", "--model", str(model), "--corpus", str(corpus), "--lengths", "64", "--n-docs", "2"]
+    assert main([*args, "--workers", "2", "--quiet", "--out", str(out)]) == 2  # before any worker starts
+    assert error_line(capsys).startswith(f"ropekit sweep: error: {out} holds cells computed from other inputs")
     assert (out / "results.csv").read_bytes() == before  # the old row is not joined by a new one
     assert run_sweep(built, out, force=True, quiet=True).ok
     rows = results(out)
@@ -179,9 +182,10 @@ def test_weights_that_would_not_load_are_refused_before_anything_is_written(setu
     (tmp_path / "corrupt" / "model.safetensors").write_bytes(b"not a safetensors file")
     for name, problem in [*((n, p) for n, (_, p) in broken.items()), ("corrupt", "is truncated or corrupted")]:
         args = ["sweep", "--model", str(tmp_path / name), "--corpus", str(corpus), "--lengths", "64"]
-        assert main([*args, "--quiet", "--out", str(tmp_path / "run")]) == 2
-        assert problem in error_line(capsys)
-        assert not (tmp_path / "run").exists()
+        for workers in ("1", "2"):  # two: refused before any worker starts
+            assert main([*args, "--workers", workers, "--quiet", "--out", str(tmp_path / "run")]) == 2
+            assert problem in error_line(capsys)
+            assert not (tmp_path / "run").exists()
 
 
 def test_a_tokenizer_that_is_code_is_refused_and_never_runs(setup, tmp_path, capsys):

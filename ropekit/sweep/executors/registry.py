@@ -99,10 +99,12 @@ class Started:
 
 def start_workers(spec: SweepSpec, out: Path, launch: Launch) -> Started:
     """What every executor of several workers does first: refuse ``force`` (one process rewrites DIR),
-    plan the spec's cells (a bad spec stops here, before any worker starts) and count those DIR holds."""
-    from ..cells import sweep_cells
+    plan the sweep as each worker will (bad input, or a DIR computed from other inputs, stops here,
+    before any worker starts: ``plan_sweep``, ``check_resumable``) and count the cells DIR holds."""
+    from ..meta import check_resumable
     from ..spec import SpecError
     from ..store import StoredResults
+    from ..units import plan_sweep
 
     if launch.force:
         raise SpecError(
@@ -110,8 +112,9 @@ def start_workers(spec: SweepSpec, out: Path, launch: Launch) -> Started:
             "--executor local --workers 1, then as many workers as you like"
         )
     started = time.perf_counter()
-    cells = sweep_cells(spec)
-    return Started(cells, sum(StoredResults.read(out, spec).done(c.key) for c in cells), started)
+    plan, stored = plan_sweep(spec), StoredResults.read(out, spec)
+    check_resumable(stored, plan, out)
+    return Started(plan.cells, sum(stored.done(c.key) for c in plan.cells), started)
 
 
 def finish_workers(spec: SweepSpec, out: Path, begun: Started, problems: list[str]) -> SweepSummary:
