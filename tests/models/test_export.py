@@ -149,3 +149,15 @@ def test_export_from_a_sweep_directory_by_its_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("ropekit export: error: ") and "rope_type 'ntk' is ropekit's own position method" in err
     assert len(err.splitlines()) == 1
+
+
+def test_export_names_its_folder_within_a_file_names_length(tmp_path, capsys, monkeypatch):
+    folder, _ = checkpoint(tmp_path, "qwen3")
+    long = folder.rename(tmp_path / ("m" * 240))  # a model folder's name near the 255 bytes a file name holds
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--model", str(long), "--rope", "y" * 64 + "=yarn:2", "--layer-mix", "LLLG@32"]) == 0
+    (written,) = (tmp_path / "export").iterdir()
+    assert len(written.name.encode()) <= 200 and written.name.startswith("m" * 180 + "-")
+    assert (written / "config.v5.json").is_file() and "Traceback" not in capsys.readouterr().err
+    assert main(["export", "--layer-mix", "LLLG@32", "--model", str(long), "--rope", "y" * 65 + "=yarn:2"]) == 2
+    assert "cannot name a rope (it has 65 characters)" in capsys.readouterr().err

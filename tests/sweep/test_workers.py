@@ -23,7 +23,7 @@ from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.claims import ClaimError, Claims, Unit, UnitLost
 from ropekit.sweep.spec import SpecError, executor_spec
 from ropekit.sweep.status import sweep_status
-from ropekit.sweep.units import sweep_units
+from ropekit.sweep.units import shared_units, sweep_units
 from tests.sweep import test_faults
 from tests.sweep.test_faults import INJECT, argv, assert_same_files, cli_spec
 
@@ -186,7 +186,7 @@ def test_rows_of_cells_whose_documents_were_stored_by_two_units_are_written_at_t
     spec = dataclasses.replace(spec, executor=dataclasses.replace(spec.executor, workers=2))
     corpus = load_corpus(spec.corpus.path)
     cells = plan_cells(spec, corpus.sha256)[0]
-    split, _ = sweep_units(spec, corpus, cells, {}, out=out)
+    split = shared_units(out, sweep_units(spec, corpus, cells, {}), force=False).units
     assert [len(u.docs) for u in split] == [1, 1, 1, 1]
     kept = [line for line in (reference / "results.csv").read_text().splitlines(keepends=True) if "yarn" not in line]
     (out / "results.csv").write_text("".join(kept))  # the yarn cells' rows never written
