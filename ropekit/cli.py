@@ -449,6 +449,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             f"  FAILED {row['model']} {row['rope']} {row['layer_mix']} {row['length']}: {row['status']} "
             f"{row.get('detail', '')}"
         )
+    for note in summary.notes:
+        print(f"  note: {note}")
     if not args.no_report:
         from .report import write_report
 
@@ -550,9 +552,9 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
         help="where a sweep stands: cells done, running (which worker), pending, failed, time left",
-        description="Read a sweep directory (also while workers run; nothing is written to it but a merge of the "
-        "shards of workers that have finished, when no sweep holds it) and print cells done, running (which worker, "
-        "since when, its last heartbeat), pending and failed, the rate so far and the time left.",
+        description="Read a sweep directory (also while workers run, also a read-only one: nothing is written, "
+        "anywhere) and print cells done, running (which worker, since when, its last heartbeat), pending and failed, "
+        "the rate of the cells this run computed and the time left.",
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="the sweep's results directory")
     p.set_defaults(run=run_status)
@@ -560,13 +562,12 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     from .sweep.status import sweep_status
-    from .sweep.store import check_links, merge_if_free
+    from .sweep.store import check_links
 
     check_links(args.dir)  # a link at meta.json is named as one, not as a sweep missing
     if not (args.dir / "meta.json").is_file():
         raise SpecError(f"{args.dir} holds no sweep (no meta.json); start one with ropekit sweep --out {args.dir}")
-    merge_if_free(args.dir)  # shards of workers that finished while nobody held DIR
-    print(sweep_status(args.dir).text())
+    print(sweep_status(args.dir).text())  # it reads the shards' rows beside DIR's, so it needs no merge
     return 0
 
 

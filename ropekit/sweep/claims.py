@@ -18,6 +18,12 @@ before and takes its own claims back at once, and a claim whose process on this 
 
 A symbolic link in ``DIR/claims`` (or the folder one) is refused when a worker starts looking
 (``no_links``); the lock, the clock and a claim being written are opened without following one.
+
+A worker killed after its unit's last row but before it released the claim leaves the claim on a
+unit that needs no more work, which no worker would take over: the next claim pass of any worker
+removes it (once its owner is judged gone as above), and so does the end of a run of several
+workers (``drop_dead``). ``ropekit status`` reads claims through :class:`ClaimView`, which writes
+nothing: a claim it judges dead it does not count as running.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,21 +108,48 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class Claims:
+class ClaimView:
+    """``DIR/claims`` read, never written: who holds which unit (:meth:`holder`). Ages are read on this
+    host's clock (asking the filesystem's, as :class:`Claims` does, means touching a file), so a host
+    whose clock is off the filesystem's by seconds sees heartbeats that many seconds older or newer."""
+
+    def __init__(self, out: Path, lease: float = LEASE_SECONDS):
+        if not lease > 0:
+            raise ClaimError(f"lease = {lease!r}: a claim's lease must be a positive number of seconds")
+        self.folder, self.lease = out / "claims", lease
+
+    def _path(self, unit: Unit) -> Path:
+        return self.folder / f"{unit.id}.json"
+
+    def now(self) -> float:
+        return time.time()
+
+    def holder(self, unit: Unit, now: float | None = None) -> dict[str, Any] | None:
+        """The live claim on ``unit`` (its record, with ``age``: seconds since its last heartbeat, at
+        ``now`` on :meth:`now`'s clock, read when not given), or None when there is none, it is older
+        than the lease, or its process on this host is gone."""
+        path = self._path(unit)
+        try:
+            record, mtime = json.loads(path.read_text()), path.stat().st_mtime
+        except (FileNotFoundError, ValueError):  # none, or one being written (it is created whole, then renamed)
+            return None
+        if record.get("host") == socket.gethostname() and not running(record.get("pid", -1)):
+            return None  # its process on this host is gone: no need to wait for the lease
+        age = (self.now() if now is None else now) - mtime
+        return {**record, "age": age} if age <= self.lease else None
+
+
+class Claims(ClaimView):
     """This worker's view of ``DIR/claims``: :meth:`claim` the next unit, :meth:`release` it when
     done; :meth:`heartbeat` (a context manager) keeps a claim alive while its unit runs."""
 
     def __init__(self, out: Path, worker: str, lease: float = LEASE_SECONDS):
-        if not lease > 0:
-            raise ClaimError(f"lease = {lease!r}: a claim's lease must be a positive number of seconds")
-        self.folder, self.worker, self.lease = out / "claims", worker, lease
+        super().__init__(out, lease)
+        self.worker = worker
         no_links(out, "claims")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lost: set[str] = set()  # units whose claim another worker took over
         _check_exclusive_create(self.folder)
-
-    def _path(self, unit: Unit) -> Path:
-        return self.folder / f"{unit.id}.json"
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -135,27 +169,15 @@ class Claims:
         finally:
             os.close(fd)
 
-    def holder(self, unit: Unit, now: float | None = None) -> dict[str, Any] | None:
-        """The live claim on ``unit`` (its record, with ``age``: seconds since its last heartbeat, at
-        ``now`` on the filesystem's clock, read when not given), or None when there is none or it is
-        older than the lease."""
-        path = self._path(unit)
-        try:
-            record, mtime = json.loads(path.read_text()), path.stat().st_mtime
-        except (FileNotFoundError, ValueError):  # none, or one being written (it is created whole, then renamed)
-            return None
-        if record.get("host") == socket.gethostname() and not running(record.get("pid", -1)):
-            return None  # its process on this host is gone: no need to wait for the lease
-        age = (self.now() if now is None else now) - mtime
-        return {**record, "age": age} if age <= self.lease else None
-
     def claim(self, units: list[Unit], finished: Callable[[Unit], bool]) -> Unit | None:
         """The first unit (in the given order) that is not finished and has no live claim of another
-        worker, now claimed by this one; None when there is none."""
+        worker, now claimed by this one; None when there is none. Claims that stopped workers left on
+        finished units are removed on the way (:meth:`_drop_dead`)."""
         with self._locked():
             now = self.now()
             for unit in units:
                 if finished(unit):
+                    self._drop_dead(unit, now)
                     continue
                 held = self.holder(unit, now)
                 if held is not None and held["worker"] != self.worker:
@@ -194,6 +216,24 @@ class Claims:
             ) from None
         finally:
             temporary.unlink(missing_ok=True)
+
+    def _drop_dead(self, unit: Unit, now: float) -> None:
+        """Remove the claim on a unit that needs no more work if its worker has gone (the caller holds
+        the claims lock): killed between the unit's last row and its release, it left the claim to
+        nobody, since nobody takes over a finished unit. A claim naming this worker is such a leftover
+        too (a requeued Slurm task's earlier life): this worker holds none between its units."""
+        held = self.holder(unit, now)
+        if held is None or held["worker"] == self.worker:
+            self._path(unit).unlink(missing_ok=True)
+
+    def drop_dead(self, units: list[Unit], finished: Callable[[Unit], bool]) -> None:
+        """Remove the claims stopped workers left on finished units (:meth:`_drop_dead`): the end of a
+        run of several workers, where a worker killed after the others ended left its claim behind."""
+        with self._locked():
+            now = self.now()
+            for unit in units:
+                if finished(unit):
+                    self._drop_dead(unit, now)
 
     def release(self, unit: Unit) -> None:
         """Drop this worker's claim on ``unit`` (its cells are stored)."""

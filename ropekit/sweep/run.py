@@ -3,6 +3,7 @@ write rows as cells finish; any number of workers share one directory (``ropekit
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from .progress import Progress, seconds_estimator
 from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, merge_if_free
-from .units import plan_sweep, shared_units, stored_state, unit_work
+from .units import plan_sweep, shared_units, stored_state, unit_complete, unit_work
 from .work import ModelWork, run_unit
 
 
@@ -30,6 +31,7 @@ class SweepSummary:
     failed: list[dict[str, Any]]
     seconds: float
     merged: bool = True  # DIR's files hold this worker's rows (else its shard does, till the holder merges)
+    notes: list[str] = field(default_factory=list)  # what failed nothing: a worker killed, its units done by others
 
     @property
     def ok(self) -> bool:
@@ -124,14 +126,8 @@ class _Worker:
     loaded: tuple[str, Any] | None = None  # the model whose weights are in memory
 
     def finished(self, unit: Unit) -> bool:
-        """Whether ``unit`` needs no more work in this run: tried here, every cell done, or (a unit of
-        documents) every cell's document stored."""
-        store = self.store
-        if unit.id in self.tried or all(store.done(key) for key in unit.cells):
-            return True
-        return bool(unit.docs) and all(
-            store.done(key) or all((key, doc) in store.docs for doc in unit.docs) for key in unit.cells
-        )
+        """Whether ``unit`` needs no more work in this run: tried here, or all its work stored."""
+        return unit.id in self.tried or unit_complete(self.store, unit)
 
     def loop(self, units: list[Unit], lease: float) -> None:
         """Claim units (longest first) until none is left, then wait while others hold live claims
@@ -204,14 +200,38 @@ class _Worker:
 def workers_summary(
     spec: SweepSpec, out: Path, cells: list[Cell], reused: int, problems: list[str], started: float
 ) -> SweepSummary:
-    """What workers that have stopped computed together (their shards merged when DIR is free), with a
-    failed row per worker ``problems`` names (it stopped with an error; its units go to the rerun)."""
+    """What workers that have stopped computed together (their shards merged when DIR is free). A worker
+    ``problems`` names (killed, or stopped by an error) failed the sweep only if cells are left without
+    a row (the rerun computes them): then it is a failed row; when the others finished its units, a
+    note. Claims that killed workers left on finished units are removed (``Claims.drop_dead``)."""
     merge_if_free(out)
     after = StoredResults.read(out, spec)
     failed = [after.rows[c.key] for c in cells if c.key in after.rows and not after.done(c.key)]
-    failed += [
-        {"model": "-", "rope": "-", "layer_mix": "-", "length": "-", "status": "worker", "detail": problem}
-        for problem in problems
-    ]
+    undone = sum(c.key not in after.rows for c in cells)
+    if undone:
+        failed += [
+            {
+                "model": "-",
+                "rope": "-",
+                "layer_mix": "-",
+                "length": "-",
+                "status": "worker",
+                "detail": f"{problem}; {undone} cells are left undone: the same command computes them",
+            }
+            for problem in problems
+        ]
+    notes = [] if undone else [f"{problem}; its units were finished by the others" for problem in problems]
+    _drop_dead_claims(out, after, spec.executor.lease)
     done = sum(after.done(c.key) for c in cells)
-    return SweepSummary(out, len(cells), done - reused, reused, failed, time.perf_counter() - started)
+    return SweepSummary(out, len(cells), done - reused, reused, failed, time.perf_counter() - started, notes=notes)
+
+
+def _drop_dead_claims(out: Path, stored: StoredResults, lease: float) -> None:
+    """The end of a run of several workers: a worker killed after its unit's last row, once the others
+    had ended, left its claim to nobody (``Claims.drop_dead``)."""
+    try:
+        units = [Unit.from_record(record) for record in json.loads((out / "units.json").read_text())]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # no plan (no worker got so far): no claim
+        return
+    if (out / "claims").is_dir():
+        Claims(out, worker_id(), lease).drop_dead(units, lambda unit: unit_complete(stored, unit))

@@ -57,6 +57,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import time
@@ -65,7 +66,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..cache import Notice, atomic_write, clean_temporaries, csv_text, no_links, open_here, read_csv
+from ..cache import Notice, atomic_write, clean_temporaries, csv_text, no_links, open_here, read_csv, running
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -392,6 +393,23 @@ def _lock(out: Path, *, wait: bool = False) -> int:
     since = datetime.now(timezone.utc).isoformat(timespec="seconds")
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
     return fd
+
+
+def lock_holders(out: Path) -> list[str]:
+    """Who may be writing DIR: the holders of DIR/.lock and of each shard's lock as each wrote itself in
+    (``_lock``), read without taking the locks (a sweep starting while a reader held one would be
+    refused). The file keeps its last holder after the lock is let go, so one whose process on this
+    host has gone is left out; one on another host is kept (this host cannot tell)."""
+    found = []
+    for folder in [out, *shards(out)]:
+        try:
+            text = (folder / ".lock").read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            continue
+        recorded = re.fullmatch(r"pid (\d+) on (\S+) since \S+", text)
+        if text and not (recorded and recorded[2] == socket.gethostname() and not running(int(recorded[1]))):
+            found.append(text)
+    return found
 
 
 def cell_key(definition: dict[str, Any]) -> str:

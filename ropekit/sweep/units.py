@@ -214,6 +214,16 @@ def stored_state(store: StoredResults, unit: Unit) -> tuple[int, int, int]:
     )
 
 
+def unit_complete(store: StoredResults, unit: Unit) -> bool:
+    """Whether ``store`` holds all of ``unit``'s work: every cell done, or (a unit of documents) every
+    cell done or its documents of the unit stored."""
+    if all(store.done(key) for key in unit.cells):
+        return True
+    return bool(unit.docs) and all(
+        store.done(key) or all((key, doc) in store.docs for doc in unit.docs) for key in unit.cells
+    )
+
+
 def unit_work(spec, corpus, unit: Unit, by_key: dict[str, Cell], store: StoredResults, inputs: dict) -> ModelWork:
     """The work of a unit's cells that ``store`` does not hold (an empty ModelWork when none)."""
     pending = [by_key[key] for key in unit.cells if not store.done(key)]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,12 +24,13 @@ from ropekit.sweep import ResultStore
 from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.claims import ClaimError, Claims, Unit, UnitLost
 from ropekit.sweep.spec import SpecError, executor_spec
-from ropekit.sweep.status import sweep_status
+from ropekit.sweep.status import duration, sweep_status
 from ropekit.sweep.units import shared_units, sweep_units
 from tests.sweep import test_faults
-from tests.sweep.test_faults import INJECT, argv, assert_same_files, cli_spec
+from tests.sweep.test_faults import INJECT, ROOT, argv, assert_same_files, cli_spec
 
 reference = test_faults.reference  # the uninterrupted single-process run (a module fixture)
+small_disk = test_faults.small_disk  # a tmpfs of this test's own, where root may mount one
 
 
 def command(setup: Path, out: Path, *extra: str) -> list[str]:
@@ -96,6 +99,17 @@ def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     path = tmp_path / "claims" / f"{x.id}.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "pid": int(dead.stdout)}))
     assert Claims(tmp_path, "here", lease=3600).claim([x], lambda u: False) is not None
+
+
+def test_a_dead_workers_claim_on_a_finished_unit_is_removed_by_the_next_claim_pass(tmp_path):
+    x, y = unit("x"), unit("y")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    Claims(tmp_path, "dead", lease=3600).claim([x], lambda u: False)
+    Claims(tmp_path, "live", lease=3600).claim([y], lambda u: False)  # this process: alive
+    path = tmp_path / "claims" / f"{x.id}.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "pid": int(dead.stdout)}))
+    assert Claims(tmp_path, "here", lease=3600).claim([x, y], lambda u: True) is None  # both finished
+    assert [p.stem for p in (tmp_path / "claims").glob("*.json")] == [y.id]  # the live worker's is its own to drop
 
 
 def test_a_filesystem_without_exclusive_create_is_refused(tmp_path, monkeypatch):
@@ -197,6 +211,50 @@ def test_rows_of_cells_whose_documents_were_stored_by_two_units_are_written_at_t
     assert (out / "timings.csv").read_text() == timings  # no unit ran: the rows came from the stored documents
 
 
+def test_a_worker_killed_under_local_workers_fails_nothing_when_the_others_finish_its_units(setup, reference, tmp_path):
+    """Issue 28, 6: of ``--workers 2``, the first to claim a unit is killed there (SIGKILL); the other
+    takes its unit over. Every cell is done: exit 0, one line says what happened, no semaphore leaks."""
+    out = tmp_path / "out"
+    scenario = {"where": "claim", "n": 1, "signal": "SIGKILL", "once": str(tmp_path / "killed")}
+    scenario |= {"argv": [*argv(setup, out), "--workers", "2", "--lease", "30"], "stderr": str(tmp_path / "err")}
+    (tmp_path / "kill.json").write_text(json.dumps([scenario]))
+    run = subprocess.run(
+        [sys.executable, str(INJECT), str(tmp_path / "kill.json")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "killed").exists()  # a worker took the signal
+    err = (tmp_path / "err").read_text()
+    assert json.loads(run.stdout.splitlines()[-1]) == [0], err  # exit 0
+    assert "leaked semaphore" not in err and "Traceback" not in err, err
+    notes = [line for line in run.stdout.splitlines() if "note:" in line or "FAILED" in line]
+    assert len(notes) == 1 and "8 cells in" in run.stdout and " 0 failed" in run.stdout
+    assert re.fullmatch(
+        r"  note: worker [01] stopped \(killed by SIGKILL\); its units were finished by the others", notes[0]
+    )
+    assert_merged(out, reference)
+    assert (
+        sweep_status(out).text().splitlines()[0]
+        == f"{out}: 8 of 8 cells done, 0 running, 0 pending, 0 failed (finished)"
+    )
+
+
+def test_a_claim_left_by_a_worker_killed_before_its_release_is_removed_by_the_next_run(setup, reference, tmp_path):
+    """Issue 28, 7: killed after its unit's last row, before it let go of the claim: the claim names a
+    finished unit, which no worker takes over; status does not count it, and the next run removes it."""
+    out = tmp_path / "out"
+    scenario = {"where": "release", "n": 1, "signal": "SIGKILL", "argv": argv(setup, out)}
+    scenario["stderr"] = str(tmp_path / "err")
+    (tmp_path / "kill.json").write_text(json.dumps([scenario]))
+    run = subprocess.run([sys.executable, str(INJECT), str(tmp_path / "kill.json")], cwd=ROOT, capture_output=True)
+    assert run.returncode == 0, run.stderr
+    (left,) = (out / "claims").glob("*.json")
+    (done,) = [u for u in json.loads((out / "units.json").read_text()) if u["id"] == left.stem]
+    head, n = sweep_status(out).text().splitlines()[0], len(done["cells"])
+    assert head == f"{out}: {n} of 8 cells done, 0 running, {8 - n} pending, 0 failed (stopped)"
+    assert main(argv(setup, out)) == 0
+    assert_merged(out, reference)  # no claim left
+
+
 def test_force_with_several_workers_is_refused_before_anything_runs(setup, reference, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
@@ -240,6 +298,130 @@ def test_status_says_what_is_done_running_and_pending_while_a_worker_runs(setup,
     text = capsys.readouterr().out
     assert text.splitlines()[0] == f"{out}: 4 of 8 cells done, 4 running, 0 pending, 0 failed"
     assert "time left: not estimated (a DIR from a ropekit before units.json holds no unit costs)" in text
+
+
+def dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+
+
+def unit_of(record: dict) -> Unit:
+    return Unit(record["model"], [(p["layer_mix"], p["rope"]) for p in record["parts"]], record["cells"])
+
+
+def without_rows(out: Path, cells: list[str]) -> None:
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(line for line in lines if line.rstrip().rsplit(",", 1)[-1] not in cells))
+
+
+def killed_holder(out: Path, minutes: float) -> None:
+    """``out``'s meta.json and lock as a run that started ``minutes`` ago, with nothing done before it, and
+    whose holder of DIR was killed: no "finished", no wall time, and the process named in DIR/.lock gone."""
+    meta = json.loads((out / "meta.json").read_text())
+    for key in ("finished", "wall_seconds", "total_wall_seconds"):
+        meta.pop(key)
+    started = datetime.now(timezone.utc) - timedelta(minutes=minutes)
+    meta |= {"run_started": started.isoformat(), "cells_done_at_start": 0, "nominal_done_at_start": 0.0}
+    (out / "meta.json").write_text(json.dumps(meta))
+    (out / ".lock").write_text(f"pid {dead_pid()} on {socket.gethostname()} since {started.isoformat()}\n")
+
+
+def test_status_of_a_sweep_whose_holder_was_killed_says_finished_or_stopped_and_no_rate(setup, reference, tmp_path):
+    """Issue 28, 5a: the holder of DIR (the worker that writes "finished") killed; the others finished the
+    cells, or none runs. A rate over the time since the run started would only fall, a time left only grow."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    killed_holder(out, minutes=10)
+    text = sweep_status(out).text()
+    assert text.splitlines() == [f"{out}: 8 of 8 cells done, 0 running, 0 pending, 0 failed (finished)"]
+    first = json.loads((out / "units.json").read_text())[0]
+    without_rows(out, first["cells"])
+    text = sweep_status(out).text()  # none runs: the holder has gone and nothing is claimed
+    assert text.splitlines() == [
+        f"{out}: 4 of 8 cells done, 0 running, 4 pending, 0 failed (stopped)",
+        "nothing runs (no unit is claimed; every sweep that held DIR or a shard has gone): the same command resumes",
+    ]
+    Claims(out, "worker-7", lease=60).claim([unit_of(first)], lambda u: False)  # another worker runs it
+    text = sweep_status(out).text()
+    assert text.splitlines()[:2] == [
+        f"{out}: 4 of 8 cells done, 4 running, 0 pending, 0 failed",
+        "rate: 24.0 cells/hour in this run (10m00s so far)",
+    ]
+
+
+def test_the_rate_of_a_resumed_sweep_counts_the_cells_it_computed(setup, reference, tmp_path):
+    """Issue 28, 5b: a run killed with 4 of 8 cells done (it never wrote its wall time), then resumed: the
+    rate is the 4 cells the resumed run computed over its own seconds, not all 8 over them."""
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    killed_holder(out, minutes=10)
+    cells = json.loads((out / "units.json").read_text())[0]["cells"]
+    without_rows(out, cells)
+    documents = (out / "documents.csv").read_text().splitlines(keepends=True)
+    (out / "documents.csv").write_text("".join(line for line in documents if line.split(",")[0] not in cells))
+    assert main(argv(setup, out)) == 0  # scores 4 cells' documents: long enough for meta.json's tenths of seconds
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["cells_done_at_start"] == 4 and meta["total_wall_seconds"] == meta["wall_seconds"]
+    seconds = meta["wall_seconds"]
+    assert seconds > 0
+    assert sweep_status(out).text().splitlines() == [
+        f"{out}: 8 of 8 cells done, 0 running, 0 pending, 0 failed (finished)",
+        f"rate: {4 / seconds * 3600:.1f} cells/hour in the last run (4 cells over {duration(seconds)})",
+    ]
+
+
+def status_scene(reference: Path, out: Path) -> str:
+    """``out`` while a worker runs a unit (its claim by this process), another worker's rows still in its
+    shard (it has gone), and the holder of DIR killed; returns the first line status must print."""
+    shutil.copytree(reference, out)
+    killed_holder(out, minutes=10)
+    units = json.loads((out / "units.json").read_text())
+    without_rows(out, units[0]["cells"])
+    Claims(out, "worker-7", lease=60).claim([unit_of(units[0])], lambda u: False)
+    shard = out / "shards" / "slurm-1_1"
+    shard.mkdir(parents=True)
+    header, *rows = (out / "results.csv").read_text().splitlines(keepends=True)
+    moved = [row for row in rows if row.rstrip().rsplit(",", 1)[-1] in units[1]["cells"]]
+    (shard / "results.csv").write_text(header + "".join(moved))  # merging it would write DIR's results.csv
+    without_rows(out, units[1]["cells"])
+    (shard / ".lock").write_text(f"pid {dead_pid()} on {socket.gethostname()} since 2025-01-01T00:00:00+00:00\n")
+    return f"{out}: 4 of 8 cells done, 4 running, 0 pending, 0 failed"
+
+
+AUDITED_STATUS = """
+import os, sys
+sys.dont_write_bytecode = True  # Python's caches of compiled modules are not status's writes
+WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.utime", "os.link", "os.symlink", "os.truncate",
+           "os.chmod", "os.chown", "shutil.rmtree", "fcntl.flock"}
+def audit(event, args):
+    if event == "open" and args[2] & WRITES or event in CHANGES:
+        os.write(2, f"status wrote: {event} {args}".encode())
+        os._exit(3)
+sys.addaudithook(audit)
+from ropekit.cli import main
+sys.exit(main(["status", sys.argv[1]]))
+"""
+
+
+def test_status_writes_nothing_anywhere(reference, tmp_path):
+    """Issue 28, 5c: every open for writing, every file created, renamed, removed, touched or locked, in
+    any folder, stops the status process (an audit hook, PEP 578)."""
+    out = tmp_path / "out"
+    first = status_scene(reference, out)
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    run = subprocess.run([sys.executable, "-c", AUDITED_STATUS, str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == first
+    assert "worker worker-7 (pid" in run.stdout
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
+def test_status_reads_a_read_only_dir(reference, small_disk, capsys):
+    out = small_disk / "out"
+    first = status_scene(reference, out)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(["status", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == first
 
 
 def test_status_of_a_folder_without_a_sweep_is_one_line(tmp_path, capsys):

@@ -6,14 +6,18 @@ Each worker is a fresh process (multiprocessing's spawn: no state shared with th
 initialised in the child). On CUDA worker i sees only GPU i mod the GPUs (``CUDA_VISIBLE_DEVICES``);
 on the CPU each takes its share of the cores (torch's threads). This process only starts them, waits,
 and merges their shards into DIR's files at the end; a worker that fails says so in one line and the
-others go on (its unit is taken over).
+others go on (its unit is taken over). A worker killed, or stopped by an error, fails the sweep only
+where cells are left undone; when the others finished its units, the summary says so in a note.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+from multiprocessing.connection import wait
 
 from .registry import Executor, Launch, finish_workers, register_executor, start_workers
 
@@ -44,21 +48,36 @@ def run(spec, out, launch: Launch):
     if not quiet:
         pids = ", ".join(str(p.pid) for p in processes)
         print(f"{workers} workers on {out} (pids {pids}); `ropekit status {out}` shows their progress", flush=True)
-    try:
-        for process in processes:
-            process.join()
+    try:  # each reaped as it ends: a killed worker left a zombie would look alive to claims till its lease ran out
+        ending = {process.sentinel: process for process in processes}
+        while ending:
+            for sentinel in wait(list(ending)):
+                ending.pop(sentinel).join()
     except BaseException:  # Ctrl-C reaches the workers too (one process group): they release their claims
         for process in processes:
             process.join(timeout=30)
         raise
-    problems = [f"worker {i} exited with {p.exitcode}" for i, p in enumerate(processes) if p.exitcode not in (0, 1)]
+    problems = [_stopped(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (0, 1)]
     return finish_workers(spec, out, begun, problems)
+
+
+def _stopped(index: int, code: int) -> str:
+    """What stopped a worker, as its exit code says (multiprocessing's: minus the signal that killed it)."""
+    if code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = "its error is above" if code == ERROR_EXIT else f"exit status {code}"
+    return f"worker {index} stopped ({how})"
 
 
 def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None:
     """One worker process: its device or cores, then ``run_sweep``; errors as one line, exit codes as
     the CLI's (0 done, 1 cells failed, 2 an error)."""
     import torch
+    from tqdm import tqdm
 
     from ...cache import LinkError
     from ...data import CorpusError
@@ -75,6 +94,9 @@ def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None
         os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
     else:
         torch.set_num_threads(threads)
+    # A worker draws no bar, and tqdm's default lock is a semaphore of multiprocessing's: one that a killed
+    # worker never unlinks, of which resource_tracker warns ("leaked semaphore objects") at the sweep's end.
+    tqdm.set_lock(threading.RLock())
     try:
         summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease)
     except KeyboardInterrupt:

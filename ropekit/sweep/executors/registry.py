@@ -118,7 +118,8 @@ def start_workers(spec: SweepSpec, out: Path, launch: Launch) -> Started:
 
 
 def finish_workers(spec: SweepSpec, out: Path, begun: Started, problems: list[str]) -> SweepSummary:
-    """What the workers computed together, a failed row for each that stopped with an error."""
+    """What the workers computed together; each worker in ``problems`` (killed, or stopped by an error) a
+    failed row where cells are left undone, else a note (``ropekit.sweep.run.workers_summary``)."""
     from ..run import workers_summary
 
     return workers_summary(spec, out, begun.cells, begun.reused, problems, begun.started)
