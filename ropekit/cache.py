@@ -58,28 +58,29 @@ def _link_error(path: Path, folder: Path, instead: str = "") -> LinkError:
 
 def no_links(folder: Path, *names: str, instead: str = "") -> None:
     """Refuse (:class:`LinkError`, naming it and where it points, ``instead`` the way out besides removing it)
-    a symbolic link at any of ``names`` in ``folder`` (what ropekit reads or writes there), or anywhere
-    inside those of them that are folders (ropekit's own: every entry is its). What does not exist is
-    no link; ``folder`` itself may be one (the user named it)."""
+    a symbolic link at any of ``names`` in ``folder`` (what ropekit reads or writes there), or one inside
+    those of them that are folders (ropekit's own: every entry is its) that leads out of ``folder`` (the
+    links submitit makes in ``DIR/slurm`` lead to its own files there). What does not exist is no link;
+    ``folder`` itself may be one (the user named it)."""
     folder = Path(folder)
+    home = Path(os.path.realpath(folder))
 
-    def check(path: Path) -> None:
+    def check(path: Path, top: bool) -> None:
         try:
             mode = path.lstat().st_mode
         except (FileNotFoundError, NotADirectoryError):
             return
         if stat.S_ISLNK(mode):
-            raise _link_error(path, folder, instead)
+            if top or not Path(os.path.realpath(path)).is_relative_to(home):
+                raise _link_error(path, folder, instead)
+            return  # within DIR: nothing is reached through it that is not checked or written there anyway
         if stat.S_ISDIR(mode):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # removed meanwhile (a merged shard)
                 for entry in os.scandir(path):
-                    if entry.is_symlink():
-                        raise _link_error(Path(entry.path), folder, instead)
-                    if entry.is_dir(follow_symlinks=False):
-                        check(Path(entry.path))
+                    check(Path(entry.path), False)
 
     for name in names:
-        check(folder / name)
+        check(folder / name, True)
 
 
 def open_here(path: Path, flags: int, mode: int = 0o644) -> int:

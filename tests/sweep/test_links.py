@@ -208,3 +208,19 @@ def test_a_link_that_appears_later_is_not_followed(setup, tmp_path, victims):
     assert store_module.shards(out) == [] and store_module.Merger(out).merge() == {}
     assert shard.is_symlink() and os.listdir(victims[1]) == ["keep.txt"]
     assert [tree(v) for v in victims] == [{".": VICTIM}, {".": None, "keep.txt": VICTIM}]
+
+
+def test_a_link_inside_a_folder_of_dir_that_stays_in_dir_is_no_refusal(tmp_path, victims):
+    """submitit links its files to one another inside ``DIR/slurm`` (a resumed Slurm sweep reads that folder
+    again); a link there that leads out of DIR is refused, as anywhere."""
+    from ropekit.cache import no_links
+
+    out = tmp_path / "out"
+    (out / "slurm" / "1_0").mkdir(parents=True)
+    (out / "slurm" / "1_0" / "1_0_log.out").write_text("log")
+    (out / "slurm" / "1_log.out").symlink_to(out / "slurm" / "1_0" / "1_0_log.out")
+    no_links(out, "slurm")
+    escape = out / "slurm" / "1_0" / "escape"
+    escape.symlink_to(victims[0])
+    with pytest.raises(LinkError, match=f"^{escape} is a symbolic link \\(to {victims[0]}\\)"):
+        no_links(out, "slurm")
