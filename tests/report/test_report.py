@@ -9,6 +9,7 @@ import io
 import json
 import math
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -156,7 +157,7 @@ def test_a_rope_keeps_its_colour_across_figures(frame):
     bands = plot_frequencies(frequency_table(specs), colors=colors).axes[0]
     for ax in (curves, bands):
         seen = {line.get_label().split(" ")[0]: line.get_color() for line in ax.get_lines()}
-        assert {name: seen[name] for name in colors} == {name: c for name, (c, _) in colors.items()}
+        assert {name: seen[name] for name in colors} == {name: style.color for name, style in colors.items()}
 
 
 @pytest.fixture(scope="module")
@@ -710,8 +711,10 @@ def test_the_report_states_the_convention_the_command_and_the_intervals(contract
     assert md.count("Intervals are 95 % percentile bootstraps (2000 resamples)") == 1
     assert "64-token blocks of each of its documents" in md and "seeded by the cell key" in md
     assert "unavailable" not in md
-    command = sweep.meta["command"]
-    assert f"```sh\n{command}\n```" in md and html.escape(command) in page
+    command = sweep.meta["command"]  # wrapped into lines that fit a page, and still the same command
+    shown = re.search(r"```sh\n(.*?)\n```", md, re.S).group(1)
+    assert shlex.split(shown.replace("\\\n", " ")) == shlex.split(command)
+    assert all(len(line) <= 88 for line in shown.splitlines()) and html.escape(shown) in page
     assert "n 2000, level 0.95, block 64" in md  # the bootstrap settings in the provenance
     cell = sweep.results.dropna(subset=["ppl_lo"]).iloc[0]
     assert f"{cell['ppl']:.2f} [{cell['ppl_lo']:.2f}, {cell['ppl_hi']:.2f}]" in md
@@ -732,7 +735,7 @@ def test_old_sweep_directories_render_with_intervals_unavailable(name, tmp_path)
     sweep = load_sweep(folder)
     assert "seconds" in sweep.results and sweep.results["ppl_lo"].isna().all() and not sweep.has_intervals
     differences = paired_differences(sweep, "native" if name == "gemma3-layer-mix" else "default")
-    assert set(differences["verdict"]) <= {"no interval"}
+    assert set(differences["verdict"]) <= {"no interval", "identical"}  # dynamic below 8k: default's numbers
     report = write_report(folder)
     md, page = report.markdown.read_text(), report.html.read_text()
     assert md.count("unavailable") == 1 and "intervals are unavailable throughout this report" in md
