@@ -499,14 +499,17 @@ def results_table(path: Path, width: int | None = None) -> str:
         table = perplexity_table(frame, text=True, intervals=True)
         docs = frame.groupby(["model", "layer_mix", "length"], sort=False)["n_docs"].max()
         baseline = preferred(frame["rope"], "default")
-        verdicts = distinguishable(paired_differences(sweep, baseline)) if frame["rope"].nunique() > 1 else None
+        verdicts = {}
+        if frame["rope"].nunique() > 1:
+            found = distinguishable(paired_differences(sweep, baseline))
+            verdicts = {key: part.droplevel([0, 1]) for key, part in found.groupby(level=[0, 1], sort=False)}
         for (model, mix), block in table.groupby(level=["model", "layer_mix"], sort=False):
             block = block.droplevel(["model", "layer_mix"])
             block.insert(0, "docs", docs.loc[model, mix].reindex(block.index).astype("Int64"))
             text = f"{model}, layer mix {mix}: perplexity [95 % interval] (docs = documents per length)\n"
-            text += block.to_string(line_width=width)
-            if verdicts is not None and (model, mix) in verdicts.droplevel("length").index:
-                text += "\n\n" + _verdict_lines(verdicts.loc[(model, mix)], baseline)
+            text += block.to_string(line_width=width - 1)  # pandas adds its continuation mark past it
+            if (model, mix) in verdicts:
+                text += "\n\n" + _verdict_lines(verdicts[model, mix], baseline)
             blocks.append(text)
     if sweep.has_retrieval:
         blocks += _retrieval_blocks(sweep.retrieval)

@@ -62,6 +62,7 @@ from .results import PENDING, READ, ReportError, Sweep, load_sweep, retrieval_pl
 from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table
 from .style import rope_colors
 from .tables import DISTINGUISHABLE, bits_per_byte_table, perplexity_table
+from .zoom import NEAR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -228,7 +229,7 @@ def _curve_sections(
             title,
             "Perplexity of the first L tokens of each document (lower is better), one line per rope config"
             f"{', shaded over its interval' if banded else ''}. The dotted line is the model's trained context; "
-            "a cross on the top edge is a cell that failed, labelled with why.",
+            "a cross on the top edge is a cell that failed, labelled with why." + _zoom_text(figures["perplexity"]),
             ["perplexity"],
         )
     ]
@@ -246,7 +247,8 @@ def _curve_sections(
                     "interval excludes 1."
                     if paired
                     else ""
-                ),
+                )
+                + _zoom_text(figures["relative"], baseline),
                 ["relative"],
                 [(f"perplexity / perplexity of {baseline} [interval]", table)],
             )
@@ -287,6 +289,23 @@ def _curve_sections(
             )
             sections.append(Section(title, text))
     return sections
+
+
+def _zoom_text(fig, baseline: str | None = None) -> str:
+    """What the zoom panel beside a figure shows, when it has one (``ropekit.report.zoom``)."""
+    if not any(ax.get_gid() == "zoom" for ax in fig.axes):
+        return ""
+    if baseline:
+        return (
+            f" Right: the same, zoomed on the ratios within {NEAR * 100:g} % of 1, where the ropes differ by a few per "
+            "cent; a triangle at an edge marks a ratio beyond the zoom, with its value."
+        )
+    return (
+        f" Right: zoomed on the points within {NEAR * 100:g} % of the best at their length, each cell's interval an "
+        "error bar, cut at the panel's edge where it runs past (one cell's interval spans how the text varies, "
+        "which the paired comparison in the next section cancels); a triangle at an edge marks a point beyond the "
+        "zoom, with its value."
+    )
 
 
 def _distinguishable_section(differences, baseline: str) -> Section:

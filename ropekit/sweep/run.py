@@ -53,7 +53,7 @@ def run_sweep(
     returns what this worker computed, what was stored before, and what failed. Any number of
     workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards."""
     started = time.perf_counter()
-    if not quiet:  # seconds before the bar can show anything: say what they are spent on
+    if not quiet and sys.stderr.isatty():  # seconds before the bar can show anything: what they are spent on
         print(
             "sweep: planning: reading each model's config and tokenizer, tokenizing the corpus, pricing the passes",
             file=sys.stderr,
