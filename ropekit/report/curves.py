@@ -10,7 +10,10 @@ interval excludes 1). A line without interval columns is drawn alone. Lengths
 are on a log2 axis; a failed cell is a cross at the top of its panel labelled with its status
 (``oom``, ``nan``, ``no_docs``), never a silently missing point; pending cells are counted in the
 title; a panel with no number to draw (every cell failed or pending) says so. When the frame has a
-``trained_context`` column its value is marked as a dotted line.
+``trained_context`` column its value is marked as a dotted line. Perplexity and its ratio to a
+baseline get a zoom panel beside each whole one where some rope lies far from the rest
+(``ropekit.report.zoom``), and the legend names ropes with identical numbers. Every figure is
+``WIDTH`` inches wide, the report's column at its DPI.
 """
 
 from __future__ import annotations

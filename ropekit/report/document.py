@@ -4,15 +4,17 @@
     DIR/report.md            links DIR/figures/*.png
     DIR/figures/NAME.{png,svg,pdf}
 
-Sections: a summary that states the interval convention once; perplexity vs length per (model,
-layer mix) with intervals; relative to the baseline rope with paired intervals, and which ropes are
-distinguishable from it at each length; layer mixes for one rope (when there are several); bits per
-byte (when there are several models: token perplexity depends on the tokenizer); what each rope
-does to the frequencies; the numbers with their intervals; failed and pending cells; provenance
-(the command that re-runs the sweep, bootstrap settings, spec, versions, device, hashes, dates, wall
-time). A figure with nothing to draw (no cell scored yet, no two numbers to compare) is left out
-with a sentence why; a directory written before intervals renders with them said to be unavailable.
-A symbolic link at one of these (``WRITTEN``, the figures folder's files included) is refused before
+Sections: a summary that states the interval convention once and names each model's checkpoint in
+words; perplexity vs length per (model, layer mix) with intervals, and a zoom where ropes differ by
+a few per cent; relative to the baseline rope with paired intervals (a rope with the baseline's
+numbers shown as identical, not as 1.000 [1.000, 1.000]), and which ropes are distinguishable from
+it at each length; layer mixes for one rope (when there are several); bits per byte (when there are
+several models: token perplexity depends on the tokenizer); what each rope does to the frequencies;
+the numbers with their intervals; failed and pending cells; provenance (the command that re-runs the
+sweep, wrapped to fit a page, bootstrap settings, spec, versions, device, hashes, dates, wall time).
+A figure with nothing to draw (no cell scored yet, no two numbers to compare) is left out with a
+sentence why; a directory written before intervals renders with them said to be unavailable. A
+symbolic link at one of these (``WRITTEN``, the figures folder's files included) is refused before
 anything is written: a file written through it would land outside DIR (``ropekit.cache.no_links``).
 
 A sweep whose documents.csv holds blocks has a Loss by position section (modes first and yarn: mean NLL per
