@@ -480,24 +480,54 @@ def _kept(out: Path, spec: SweepSpec) -> str:
     return f"{done} of {total} cells are kept in {out}; the same command resumes"
 
 
-def results_table(path: Path) -> str:
-    """Perplexity per length (rows) and rope (columns), one block per (model, layer mix); a failed
-    or pending cell shows its status instead of a number. Retrieval: exact answers over trials, all
-    depths together, one block per (model, layer mix, task)."""
-    from .report import load_sweep, perplexity_table
+def results_table(path: Path, width: int | None = None) -> str:
+    """Perplexity with its interval per length (rows) and rope (columns, in the spec's order), one
+    block per (model, layer mix), then a line per length saying which ropes the paired intervals tell
+    apart from the baseline rope, as the report does; a failed or pending cell shows its status
+    instead of a number. Columns that do not fit ``width`` (the terminal's) continue below, as pandas
+    wraps them. Retrieval: exact answers over trials, all depths together, one block per (model,
+    layer mix, task)."""
+    import shutil
 
+    from .report import distinguishable, load_sweep, paired_differences, perplexity_table
+    from .report.curves import preferred
+
+    width = width or shutil.get_terminal_size().columns
     sweep = load_sweep(path)
     frame, blocks = sweep.results, []
     if not frame.empty:
-        table = perplexity_table(frame, text=True)
+        table = perplexity_table(frame, text=True, intervals=True)
         docs = frame.groupby(["model", "layer_mix", "length"], sort=False)["n_docs"].max()
+        baseline = preferred(frame["rope"], "default")
+        verdicts = {}
+        if frame["rope"].nunique() > 1:
+            found = distinguishable(paired_differences(sweep, baseline))
+            verdicts = {key: part.droplevel([0, 1]) for key, part in found.groupby(level=[0, 1], sort=False)}
         for (model, mix), block in table.groupby(level=["model", "layer_mix"], sort=False):
             block = block.droplevel(["model", "layer_mix"])
             block.insert(0, "docs", docs.loc[model, mix].reindex(block.index).astype("Int64"))
-            blocks.append(f"{model}, layer mix {mix}: perplexity (docs = documents per length)\n{block.to_string()}")
+            text = f"{model}, layer mix {mix}: perplexity [95 % interval] (docs = documents per length)\n"
+            text += block.to_string(line_width=width - 1)  # pandas adds its continuation mark past it
+            if (model, mix) in verdicts:
+                text += "\n\n" + _verdict_lines(verdicts[model, mix], baseline)
+            blocks.append(text)
     if sweep.has_retrieval:
         blocks += _retrieval_blocks(sweep.retrieval)
     return "\n\n".join(blocks)
+
+
+def _verdict_lines(table, baseline: str) -> str:
+    """One line per length of ``distinguishable``'s table: the ropes in each of its columns (those
+    that have some) and the resolution; one sentence instead when no difference has an interval."""
+    listed = [c for c in table.columns if c != "resolution"]
+    measured = [c for c in listed if c != "no interval" and not c.startswith("identical")]
+    if (table[measured] == "–").all(axis=None):
+        return f"No rope has a paired interval against {baseline}: nothing here tells them apart."
+    lines = [f"Which ropes differ from {baseline} (paired 95 % intervals on the same documents):"]
+    for length, row in table.iterrows():
+        groups = [f"{column}: {row[column]}" for column in listed if row[column] != "–"]
+        lines.append(f"  {length:>6}: {'; '.join(groups)}; resolution {row['resolution']}")
+    return "\n".join(lines)
 
 
 def _retrieval_blocks(frame) -> list[str]:

@@ -10,7 +10,10 @@ interval excludes 1). A line without interval columns is drawn alone. Lengths
 are on a log2 axis; a failed cell is a cross at the top of its panel labelled with its status
 (``oom``, ``nan``, ``no_docs``), never a silently missing point; pending cells are counted in the
 title; a panel with no number to draw (every cell failed or pending) says so. When the frame has a
-``trained_context`` column its value is marked as a dotted line.
+``trained_context`` column its value is marked as a dotted line. Perplexity and its ratio to a
+baseline get a zoom panel beside each whole one where some rope lies far from the rest
+(``ropekit.report.zoom``), and the legend names ropes with identical numbers. Every figure is
+``WIDTH`` inches wide, the report's column at its DPI.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .results import PENDING
-from .style import plain_log_ticks, rope_colors, series_styles
+from .style import Style, plain_log_ticks, rope_colors, series_styles, tokens_label
+from .zoom import NEAR, identical, label_outside, mark_outside, ratio_ticks, window
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-Styles = Mapping[str, tuple[str, str]]
-MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h")
+Styles = Mapping[str, Style]
+WIDTH = 12.0  # inches: every figure as wide as the report's column (report.document: CSS, DPI)
+PANEL_HEIGHT = 3.9
 
 
 def plot_perplexity(frame: pd.DataFrame, *, colors: Styles | None = None, title: str | None = None) -> Figure:
@@ -149,13 +154,54 @@ def _curves(
     title: str,
     differences: pd.DataFrame | None = None,
 ) -> Figure:
+    """One row per (model, layer mix): the whole panel, and beside it the zoom where its lines differ by
+    a few per cent (``ropekit.report.zoom``) when some point lies far from the rest. Each column shares
+    its y scale, so the rows compare at a glance."""
     panels = list(frame.groupby(["model", "layer_mix"], sort=False))
-    fig, axes = figure_grid(len(panels), sharey=True)  # one scale, so panels compare at a glance
-    for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
-        draw_panel(ax, rows, series, baseline, styles, differences)
-        ax.set_title(f"{model_label(model)}, layer mix {mix}")
-    finish_figure(fig, axes, frame, title)
+    windows = [window(_points(rows, series, baseline, differences), baseline is not None) for _, rows in panels]
+    zoomed = [w for w in windows if w is not None]
+    fig, grid = figure_rows(len(panels), 2 if zoomed else 1)
+    notes: list[str] = []
+    for axes, ((model, mix), rows) in zip(grid, panels, strict=True):
+        draw_panel(axes[0], rows, series, baseline, styles, differences)
+        axes[0].set_title(f"{model_label(model)}, layer mix {mix}")
+        notes += [n for n in identical(rows, series, "ppl") if n not in notes]
+        if zoomed:
+            limits = (min(w[0] for w in zoomed), max(w[1] for w in zoomed))
+            draw_panel(axes[1], rows, series, baseline, styles, differences, zoom=limits)
+            near = "1" if baseline else "the best at each length"
+            axes[1].set_title(f"zoom: within {round(NEAR * 100)} % of {near}", fontsize=10)
+            axes[1].set_gid("zoom")
+    if baseline is not None and grid[0][0].get_yscale() == "log":
+        ratio_ticks(grid[0][0])  # the column shares one axis: once its limits are final
+    finish_figure(fig, [ax for axes in grid for ax in axes], frame, title, notes)
     return fig
+
+
+def _points(rows: pd.DataFrame, series: str, baseline: str | None, differences) -> pd.DataFrame:
+    """The panel's points as ``zoom.window`` reads them: series, length, y (a ratio to ``baseline``
+    when given) and its interval's bounds."""
+    import pandas as pd
+
+    parts = []
+    base = rows[rows[series] == baseline].set_index("length")["ppl"] if baseline else None
+    for name, part in rows.groupby(series, sort=False):
+        ok = part[part["status"] == "ok"].sort_values("length")
+        y = ok["ppl"].to_numpy(float)
+        if base is not None:
+            y = y / base.reindex(ok["length"]).to_numpy(float)
+        lo, hi, _ = _interval(ok, series, name, baseline, differences, "ppl")
+        parts.append(pd.DataFrame({"series": name, "length": ok["length"].to_numpy(), "y": y, "lo": lo, "hi": hi}))
+    return pd.concat(parts) if parts else pd.DataFrame(columns=["series", "length", "y", "lo", "hi"], dtype=float)
+
+
+def figure_rows(n: int, columns: int) -> tuple[Figure, list[list[Axes]]]:
+    """``n`` rows of ``columns`` panels, the figure as wide as the report, each column sharing its y axis."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH, PANEL_HEIGHT * n + 0.6), layout="constrained")
+    axes = fig.subplots(n, columns, squeeze=False, sharey="col")
+    return fig, [list(row) for row in axes]
 
 
 def figure_grid(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure, list[Axes]]:
@@ -163,7 +209,7 @@ def figure_grid(n: int, columns: int = 3, sharey: bool = False) -> tuple[Figure,
 
     cols = min(n, columns)
     rows = -(-n // cols)
-    fig = Figure(figsize=(4.6 * cols + 2.0, 3.7 * rows), layout="constrained")
+    fig = Figure(figsize=(WIDTH, PANEL_HEIGHT * rows + 0.6), layout="constrained")
     axes = list(fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel())
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -178,40 +224,49 @@ def draw_panel(
     styles: Styles,
     differences: pd.DataFrame | None = None,
     value: str = "ppl",
+    zoom: tuple[float, float] | None = None,
 ) -> None:
     """One panel: a line per value of ``series`` (rope, layer mix or model), divided by the ``baseline``
-    series when given, each with its interval band; failed cells as labelled crosses along the top edge."""
+    series when given, each with its interval band; failed cells as labelled crosses along the top edge.
+    With ``zoom`` (a y range) only the points inside it are drawn, on a linear axis, each point outside
+    a triangle at the edge with its value; a perplexity's interval there is an error bar per point,
+    nudged sideways per line (bands of several lines would cover the panel as one)."""
     import numpy as np
 
     base = rows[rows[series] == baseline].set_index("length")[value] if baseline else None
     failed_at: dict[int, int] = {}
+    outside: list[tuple] = []
     drawn = False
+    names = list(dict.fromkeys(rows[series]))
     for k, (name, part) in enumerate(rows.groupby(series, sort=False)):
-        color, linestyle = styles[name]
+        color, linestyle, marker = styles[name]
         ok = part[part["status"] == "ok"].sort_values("length")
         x, y = ok["length"].to_numpy(), ok[value].to_numpy(float)
         if base is not None:
             y = y / base.reindex(ok["length"]).to_numpy(float)
         keep = np.isfinite(y)
-        drawn = drawn or keep.any()
-        ax.plot(
-            x[keep],
-            y[keep],
-            color=color,
-            linestyle=linestyle,
-            marker=MARKERS[k % len(MARKERS)] if series != "rope" else "o",
-            markersize=4,
-            label=name,
-        )
         lo, hi, excludes = _interval(ok, series, name, baseline, differences, value)
-        draw_band(ax, x[keep], y[keep], lo[keep], hi[keep], color)
+        nudge = 2 ** (0.05 * (k - (len(names) - 1) / 2))  # on the log2 length axis
+        if zoom is not None:
+            outside += mark_outside(ax, x[keep], y[keep], color, nudge, zoom)
+            keep &= (y >= zoom[0]) & (y <= zoom[1])
+        drawn = drawn or keep.any()
+        if zoom is None:
+            ax.plot(x[keep], y[keep], color=color, linestyle=linestyle, marker=marker, markersize=5, label=name)
+        else:  # a gap where a point lies outside the zoom
+            shown = np.where(keep, y, np.nan)
+            ax.plot(x, shown, color=color, linestyle=linestyle, marker=marker, markersize=5, label=name)
+        if zoom is not None and baseline is None:
+            draw_bars(ax, x[keep] * nudge, y[keep], lo[keep], hi[keep], color)
+        else:
+            draw_band(ax, x[keep], y[keep], lo[keep], hi[keep], color)
         ring = keep & excludes
         if ring.any():
             ax.plot(
                 x[ring],
                 y[ring],
                 marker="o",
-                markersize=10,
+                markersize=11,
                 markerfacecolor="none",
                 markeredgewidth=1.2,
                 color=color,
@@ -225,19 +280,23 @@ def draw_panel(
     mark_trained(ax, int(trained.iloc[0]) if len(trained) else None, max(rows["length"]))
     if not drawn:
         ax.text(0.5, 0.5, "no number yet", transform=ax.transAxes, ha="center", color="0.45", gid="empty")
+    if zoom is not None:
+        ax.set_ylim(*zoom)
+        label_outside(ax, outside, "{:.2f}" if baseline else "{:.3g}")
+    if baseline is not None:
+        ax.axhline(1.0, color="0.6", linewidth=0.8)
     if baseline is None and value != "ppl":
         ax.set_ylabel(value.replace("_", " "))
     elif baseline is None:
-        if drawn:  # matplotlib cannot draw a log axis with no data ("Data cannot be log-scaled")
+        if drawn and zoom is None:  # matplotlib cannot draw a log axis with no data ("Data cannot be log-scaled")
             ax.set_yscale("log")
             plain_log_ticks(ax)
-        ax.set_ylabel("perplexity (log scale)")
+        ax.set_ylabel("perplexity" + (" (log scale)" if zoom is None else ""))
     else:
-        ax.axhline(1.0, color="0.6", linewidth=0.8)
         low, high = ax.dataLim.y0, ax.dataLim.y1
-        if low > 0 and high / low > 4:  # ratios spanning decades read best on a log axis
+        if zoom is None and low > 0 and high / low > 4:  # ratios spanning decades read best on a log axis
             ax.set_yscale("log")
-            plain_log_ticks(ax)
+            ratio_ticks(ax)
         ax.set_ylabel(f"perplexity / perplexity of {baseline}")
     ax.grid(True, which="major", alpha=0.3)
 
@@ -294,6 +353,27 @@ def draw_band(ax: Axes, x, y, lo, hi, color: str) -> None:
             artist.set_gid("interval")
 
 
+def draw_bars(ax: Axes, x, y, lo, hi, color: str) -> None:
+    """An error bar per point with an interval (a zoom panel's, cut at its edges where it runs past)."""
+    import numpy as np
+
+    has = np.isfinite(lo) & np.isfinite(hi)
+    if not has.any():
+        return
+    bars = ax.errorbar(
+        x[has],
+        y[has],
+        yerr=[y[has] - lo[has], hi[has] - y[has]],
+        fmt="none",
+        ecolor=color,
+        elinewidth=1.1,
+        capsize=2.5,
+        alpha=0.7,
+    )
+    for artist in bars.lines[2]:
+        artist.set_gid("interval")
+
+
 def mark_trained(ax: Axes, trained: int | None, right: float) -> None:
     """The model's trained context (None: unknown, nothing drawn) as a dotted line, labelled on the
     inner side of the line (``right``: the largest x drawn)."""
@@ -347,12 +427,10 @@ def _length_axis(ax: Axes, lengths: Sequence[int]) -> None:
     ax.set_xlabel("context length (tokens, log2 scale)")
 
 
-def tokens_label(n: float) -> str:
-    n = int(round(n))
-    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else f"{n:,}"
-
-
-def finish_figure(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str) -> None:
+def finish_figure(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str, notes: Sequence[str] = ()) -> None:
+    """The legend (each line once, then what the bands, rings, crosses and edge triangles mean, then
+    ``notes``: lines drawn over one another, ``zoom.identical``) and the title with the pending count."""
+    from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -364,13 +442,20 @@ def finish_figure(fig: Figure, axes: list[Axes], frame: pd.DataFrame, title: str
                 labels.append(label)
     if any(c.get_gid() == "interval" for ax in axes for c in ax.collections):
         handles.append(Patch(color="0.2", alpha=0.18, linewidth=0))
-        labels.append("band: interval")
+        bars = any(c.get_gid() == "interval" and isinstance(c, LineCollection) for ax in axes for c in ax.collections)
+        labels.append("band, bar: interval" if bars else "band: interval")
     if any(line.get_gid() == "excludes" for ax in axes for line in ax.get_lines()):
         handles.append(Line2D([], [], marker="o", markersize=10, markerfacecolor="none", color="0.2", linestyle="none"))
         labels.append("ring: interval excludes 1")
+    if any(line.get_gid() == "outside" for ax in axes for line in ax.get_lines()):
+        handles.append(Line2D([], [], marker="^", markersize=6, color="0.2", linestyle="none"))
+        labels.append("beyond the zoom (its value)")
     if (~frame["status"].isin(["ok", PENDING])).any():
         handles.append(Line2D([], [], marker="X", color="0.2", linestyle="none", markersize=8))
         labels.append("failed cell (status)")
+    for note in notes:  # no mark of its own: the sentence is the entry
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append(f"{note}\n(identical: drawn over it)")
     fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=9)
     pending = int((frame["status"] == PENDING).sum())
     if pending:

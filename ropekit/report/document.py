@@ -4,15 +4,17 @@
     DIR/report.md            links DIR/figures/*.png
     DIR/figures/NAME.{png,svg,pdf}
 
-Sections: a summary that states the interval convention once; perplexity vs length per (model,
-layer mix) with intervals; relative to the baseline rope with paired intervals, and which ropes are
-distinguishable from it at each length; layer mixes for one rope (when there are several); bits per
-byte (when there are several models: token perplexity depends on the tokenizer); what each rope
-does to the frequencies; the numbers with their intervals; failed and pending cells; provenance
-(the command that re-runs the sweep, bootstrap settings, spec, versions, device, hashes, dates, wall
-time). A figure with nothing to draw (no cell scored yet, no two numbers to compare) is left out
-with a sentence why; a directory written before intervals renders with them said to be unavailable.
-A symbolic link at one of these (``WRITTEN``, the figures folder's files included) is refused before
+Sections: a summary that states the interval convention once and names each model's checkpoint in
+words; perplexity vs length per (model, layer mix) with intervals, and a zoom where ropes differ by
+a few per cent; relative to the baseline rope with paired intervals (a rope with the baseline's
+numbers shown as identical, not as 1.000 [1.000, 1.000]), and which ropes are distinguishable from
+it at each length; layer mixes for one rope (when there are several); bits per byte (when there are
+several models: token perplexity depends on the tokenizer); what each rope does to the frequencies;
+the numbers with their intervals; failed and pending cells; provenance (the command that re-runs the
+sweep, wrapped to fit a page, bootstrap settings, spec, versions, device, hashes, dates, wall time).
+A figure with nothing to draw (no cell scored yet, no two numbers to compare) is left out with a
+sentence why; a directory written before intervals renders with them said to be unavailable. A
+symbolic link at one of these (``WRITTEN``, the figures folder's files included) is refused before
 anything is written: a file written through it would land outside DIR (``ropekit.cache.no_links``).
 
 A sweep whose documents.csv holds blocks has a Loss by position section (modes first and yarn: mean NLL per
@@ -28,6 +30,7 @@ import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +51,8 @@ from .curves import (
 )
 from .frequencies import plot_frequencies
 from .intervals import (
-    NONE,
+    IDENTICAL,
+    MEASURED,
     bootstrap_settings,
     convention,
     distinguishable,
@@ -60,6 +64,7 @@ from .results import PENDING, READ, ReportError, Sweep, load_sweep, retrieval_pl
 from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table
 from .style import rope_colors
 from .tables import DISTINGUISHABLE, bits_per_byte_table, perplexity_table
+from .zoom import NEAR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -161,9 +166,11 @@ def _sections(
     corpus = meta.get("corpus", {})
     models = list(dict.fromkeys(frame["model"]))
     differences = paired_differences(sweep, baseline)
+    described = meta.get("models", {})
+    named = [f"{m} ({checkpoint_words(described[m])})" if m in described else m for m in models]
     summary = (
         f"{len(frame)} cells: {_tally(frame)}. "
-        f"Models: {', '.join(models)}; corpus: {corpus.get('name', '?')} "
+        f"Models: {', '.join(named)}; corpus: {corpus.get('name', '?')} "
         f"({spec.get('n_docs', '?')} document(s) per length, mode {spec.get('mode', '?')}); "
         f"ropes: {', '.join(dict.fromkeys(frame['rope']))}; "
         f"layer mixes: {', '.join(dict.fromkeys(frame['layer_mix']))}."
@@ -214,7 +221,7 @@ def _curve_sections(
     frame = sweep.results
     title = "Perplexity vs context length"
     banded = bool(np.isfinite(frame["ppl_lo"].to_numpy(float)).any())
-    paired = bool((differences["verdict"] != NONE).any())
+    paired = bool(differences["verdict"].isin(MEASURED).any())
     if scored(frame).empty:
         tally = f"{len(frame)} cells, {_tally(frame)}"
         return [Section(title, f"No cell has a perplexity yet, so there is nothing to plot: {tally}.")]
@@ -224,7 +231,7 @@ def _curve_sections(
             title,
             "Perplexity of the first L tokens of each document (lower is better), one line per rope config"
             f"{', shaded over its interval' if banded else ''}. The dotted line is the model's trained context; "
-            "a cross on the top edge is a cell that failed, labelled with why.",
+            "a cross on the top edge is a cell that failed, labelled with why." + _zoom_text(figures["perplexity"]),
             ["perplexity"],
         )
     ]
@@ -242,7 +249,8 @@ def _curve_sections(
                     "interval excludes 1."
                     if paired
                     else ""
-                ),
+                )
+                + _zoom_text(figures["relative"], baseline),
                 ["relative"],
                 [(f"perplexity / perplexity of {baseline} [interval]", table)],
             )
@@ -270,7 +278,7 @@ def _curve_sections(
                 f"The same weights under each sliding/global layer plan. Right: relative to {reference}, so the cost "
                 "(above 1) or gain of a plan reads directly."
             )
-            if banded or (mix_differences["verdict"] != NONE).any():
+            if banded or mix_differences["verdict"].isin(MEASURED).any():
                 text += (
                     " Bands: each perplexity's interval (left) and the paired interval of each ratio on the same "
                     "documents (right, a ring where it excludes 1)."
@@ -285,11 +293,28 @@ def _curve_sections(
     return sections
 
 
+def _zoom_text(fig, baseline: str | None = None) -> str:
+    """What the zoom panel beside a figure shows, when it has one (``ropekit.report.zoom``)."""
+    if not any(ax.get_gid() == "zoom" for ax in fig.axes):
+        return ""
+    if baseline:
+        return (
+            f" Right: the same, zoomed on the ratios within {NEAR * 100:g} % of 1, where the ropes differ by a few per "
+            "cent; a triangle at an edge marks a ratio beyond the zoom, with its value."
+        )
+    return (
+        f" Right: zoomed on the points within {NEAR * 100:g} % of the best at their length, each cell's interval an "
+        "error bar, cut at the panel's edge where it runs past (one cell's interval spans how the text varies, "
+        "which the paired comparison in the next section cancels); a triangle at an edge marks a point beyond the "
+        "zoom, with its value."
+    )
+
+
 def _distinguishable_section(differences, baseline: str) -> Section:
     """Per length, which ropes' paired intervals exclude 0 (better or worse than the baseline) and
     which do not, as a sentence and a table."""
     title = f"Which ropes differ from {baseline}"
-    with_interval = differences[differences["verdict"] != NONE]
+    with_interval = differences[differences["verdict"].isin(MEASURED)]
     apart = with_interval[with_interval["verdict"] != "not distinguishable"]
     lengths = ", ".join(f"{n:,}" for n in sorted(set(apart["length"])))
     text = (
@@ -304,6 +329,15 @@ def _distinguishable_section(differences, baseline: str) -> Section:
         "intervals at that length; a rope whose perplexity is closer than that to the baseline's is, here, "
         "indistinguishable from it, which says as much about the amount of text as about the rope."
     )
+    same = differences[differences["verdict"] == IDENTICAL]
+    if len(same):
+        ropes = ", ".join(dict.fromkeys(same["rope"]))
+        text += (
+            f" {ropes} has the same numbers as {baseline} on every document at some lengths (a rope that runs "
+            f"{baseline}'s frequencies there, such as dynamic below its trained length): identical to it by "
+            f"construction, a ratio of exactly 1 (shown as = {baseline}), not a measurement, and left out of "
+            "the resolution."
+        )
     table = distinguishable(differences).astype(str)
     return Section(title, text, [], [("", table)], table_class="text")
 
@@ -497,6 +531,23 @@ def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:
     return Section("What each rope does to the frequencies", " ".join([text, *notes]), stems)
 
 
+# A GGUF file's name ends in its weights' type (llama.cpp's naming: Model-Name.Q4_1.gguf, model-q4_k_m.gguf).
+GGUF_TYPE = re.compile(r"^(?P<name>.+?)[.-](?P<kind>I?Q\d\w*|BF16|F16|F32)$", re.IGNORECASE)
+
+
+def checkpoint_words(record: dict[str, Any]) -> str:
+    """Which checkpoint a model of meta.json is, in words, as ``ropekit models`` names the embedded
+    ones: ``SmolLM2-135M-Instruct, Q4_1 GGUF`` from its file's name; a hub id with its revision; a
+    folder by its name (safetensors)."""
+    if "hub_id" in record:
+        return f"{record['hub_id']}@{record.get('revision', 'main')}, safetensors"
+    path = Path(str(record.get("path", "?")))
+    if path.suffix.lower() != ".gguf":
+        return f"{path.name}, safetensors folder"
+    match = GGUF_TYPE.match(path.stem)
+    return f"{match['name']}, {match['kind'].upper()} GGUF" if match else f"{path.stem}, GGUF"
+
+
 def _hub(model: dict[str, Any]) -> str:
     """A hub model's snapshot, as meta.json records it."""
     return f"{model['hub_id']}@{model['revision']} = commit {model['commit']}, " if "commit" in model else ""
@@ -514,7 +565,7 @@ def _provenance(sweep: Sweep) -> Section:
             f"{corpus.get('name', '?')} ({corpus.get('documents', '?')} documents), sha256 {corpus.get('sha256', '?')}",
         ),
         *[
-            (f"model {m}", f"{_hub(v)}{v.get('path', '?')}, sha256 {v.get('sha256', '?')}")
+            (f"model {m}", f"{checkpoint_words(v)}: {_hub(v)}{v.get('path', '?')}, sha256 {v.get('sha256', '?')}")
             for m, v in meta.get("models", {}).items()
         ],
         ("device", f"{meta.get('device', '?')} ({meta.get('machine', '?')}, {meta.get('threads', '?')} threads)"),
@@ -535,11 +586,30 @@ def _provenance(sweep: Sweep) -> Section:
         if command
         else "This directory does not record the command that ran it (written before ropekit stored it)."
     )
-    if isinstance(command, list):
-        import shlex
-
-        command = shlex.join(command)
+    if command:
+        command = wrap_command(command)
     return Section("Provenance", text, [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text", command)
+
+
+def wrap_command(command: str | list[str], width: int = 88) -> str:
+    """The command as a shell reads it, broken into lines of at most ``width`` characters with ``\\``
+    continuations (a flag kept with its value), so that it wraps on any screen and on paper and still
+    runs when pasted."""
+    import shlex
+
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    groups: list[str] = []
+    for word in map(shlex.quote, words):
+        if groups and not word.startswith("-") and groups[-1].startswith("-") and " " not in groups[-1]:
+            groups[-1] += f" {word}"  # a flag's value on its line
+        else:
+            groups.append(word)
+    lines = [""]
+    for group in groups:
+        if lines[-1] and len(lines[-1]) + 1 + len(group) > width - 2:
+            lines.append("  ")
+        lines[-1] += ("" if not lines[-1].strip() else " ") + group
+    return " \\\n".join(lines)
 
 
 def _dtype(meta: dict[str, Any]) -> str:
@@ -589,17 +659,23 @@ def _flat(table):
     return table.reset_index() if any(table.index.names) else table
 
 
+# Figures fill the column (drawn curves.WIDTH inches wide at DPI, a little wider than the column, so
+# never blown up); long lines wrap rather than scroll, on screen and in print: the command, the spec,
+# hashes and paths in the text tables. A numbers table wider than a narrow window scrolls in its own box.
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1200px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; }
 h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.8em; }
-img { max-width: 100%; height: auto; display: block; margin: .8em 0; }
+img { width: 100%; height: auto; display: block; margin: .8em 0; }
+.table { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; font-size: .85em; margin: .6em 0 1.2em; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
 th { background: #f3f3f3; } table.numbers td { text-align: right; } table.numbers td:first-child { text-align: left; }
+table.text td { overflow-wrap: anywhere; }
 details { margin: 1em 0; } summary { cursor: pointer; }
-pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .8em; }
+pre { background: #f6f6f6; padding: .8em; font-size: .8em; white-space: pre-wrap; overflow-wrap: anywhere; }
+@media print { body { max-width: none; margin: 0; } img { break-inside: avoid; } .table { overflow: visible; } }
 """
 
 
@@ -608,6 +684,7 @@ def _html(title: str, sections: list[Section], png: dict[str, str]) -> str:
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
@@ -622,7 +699,8 @@ def _html(title: str, sections: list[Section], png: dict[str, str]) -> str:
         for caption, table in s.tables or []:
             if caption:
                 out.append(f"<p><em>{e(caption)}</em></p>")
-            out.append(_flat(table).to_html(index=False, na_rep="", border=0, classes=s.table_class))
+            rendered = _flat(table).to_html(index=False, na_rep="", border=0, classes=s.table_class)
+            out.append(f'<div class="table">{rendered}</div>')
         if s.code:
             out.append(f"<details><summary>Spec (as the sweep resolved it)</summary><pre>{e(s.code)}</pre></details>")
     out.append("</body></html>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .curves import WIDTH
 from .style import plain_log_ticks, rope_colors
 
 if TYPE_CHECKING:
@@ -27,11 +28,11 @@ def plot_frequencies(
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 4.2), layout="constrained")
     ax_wave, ax_scale = fig.subplots(1, 2)
     styles = colors or rope_colors(table["rope"])
     for name, rows in table.groupby("rope", sort=False):
-        color, linestyle = styles[name]
+        color, linestyle, _ = styles[name]
         label = f"{name} (attn x{rows['attention_scale'].iloc[0]:.3g})"
         ax_wave.plot(rows["dim"], rows["wavelength"], color=color, linestyle=linestyle, marker=".", label=label)
         ax_scale.plot(rows["dim"], rows["scale"], color=color, linestyle=linestyle, marker=".", label=label)

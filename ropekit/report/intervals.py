@@ -8,6 +8,9 @@ at least ``stats.MIN_UNITS``, else over each document's 64-prediction blocks, se
 ``stats.seed_of("<cell key> <baseline cell key>")``. Its exp is the perplexity ratio the relative
 figure draws. Directories written before documents.csv held blocks, or before results.csv held
 intervals, give NaN bounds and the verdict ``no interval``: shown as unavailable, never guessed.
+Two cells with the same numbers on every document and block (``dynamic`` below its trained length runs
+the ``default`` rope's frequencies, so the sweep reads one pass for both) are ``identical``: their
+ratio is 1 by construction, not a measurement whose interval happens to be [1, 1].
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 
 METHOD = re.compile(r"bootstrap-(?:docs|blocks(\d+))-(\d+)$")
 BETTER, WORSE, SAME, NONE = "better", "worse", "not distinguishable", "no interval"
+IDENTICAL = "identical"
+MEASURED = (BETTER, WORSE, SAME)  # the verdicts of a difference with an interval
 RESOLUTION = "resolution"
 
 
@@ -116,7 +121,8 @@ def paired_differences(sweep: Sweep, baseline: str, series: str = "rope") -> pd.
 
     Columns: model, layer_mix, rope, length, baseline, cell, baseline_cell, ratio (perplexity over the
     baseline's), estimate, lo, hi (NLL per token; NaN bounds when unavailable), ratio_lo, ratio_hi
-    (their exp), method, verdict (``better``, ``worse``, ``not distinguishable``, ``no interval``)."""
+    (their exp), method, verdict (``better``, ``worse``, ``not distinguishable``, ``no interval``, or
+    ``identical``: the same numbers on every document, see the module's docstring)."""
     import numpy as np
     import pandas as pd
 
@@ -133,9 +139,11 @@ def paired_differences(sweep: Sweep, baseline: str, series: str = "rope") -> pd.
         if ref is None:
             continue
         key, ref_key = str(cell.get("cell", "")), str(ref.get("cell", ""))
-        diff = _paired(scores.get(key), scores.get(ref_key), f"{key} {ref_key}", settings, weighting)
+        mine, theirs = scores.get(key), scores.get(ref_key)
+        diff = _paired(mine, theirs, f"{key} {ref_key}", settings, weighting)
         ratio = cell["ppl"] / ref["ppl"]
         lo, hi = (diff.lo, diff.hi) if diff else (math.nan, math.nan)
+        same = mine is not None and mine == theirs
         rows.append(
             {
                 **{c: cell[c] for c in ("model", "layer_mix", "rope", "length")},
@@ -149,7 +157,7 @@ def paired_differences(sweep: Sweep, baseline: str, series: str = "rope") -> pd.
                 "ratio_lo": math.exp(lo),
                 "ratio_hi": math.exp(hi),
                 "method": diff.method if diff else "",
-                "verdict": _verdict(lo, hi),
+                "verdict": IDENTICAL if same else _verdict(lo, hi),
             }
         )
     columns = ["model", "layer_mix", "rope", "length", "baseline", "cell", "baseline_cell", "ratio", "estimate"]
@@ -165,16 +173,19 @@ def _verdict(lo: float, hi: float) -> str:
 
 def distinguishable(differences: pd.DataFrame) -> pd.DataFrame:
     """Per (model, layer mix, length): the ropes whose paired interval excludes 0 (better or worse
-    than the baseline), those whose interval includes it, those without an interval, and the
-    resolution: the median half-width of the ratios' intervals, in percent, the smallest difference
-    in perplexity these documents tell apart there (``–`` without intervals)."""
+    than the baseline), those whose interval includes it, those without an interval, those identical
+    to the baseline (a column only where there are some), and the resolution: the median half-width of
+    the ratios' intervals (identical ropes' aside), in percent, the smallest difference in perplexity
+    these documents tell apart there (``–`` without intervals)."""
     import numpy as np
     import pandas as pd
 
+    verdicts = (BETTER, WORSE, SAME, NONE, IDENTICAL)
     rows = []
     for (model, mix, length), part in differences.groupby(["model", "layer_mix", "length"], sort=False):
-        by = {v: ", ".join(part.loc[part["verdict"] == v, "rope"]) or "–" for v in (BETTER, WORSE, SAME, NONE)}
-        half = ((part["ratio_hi"] - part["ratio_lo"]) / 2 * 100).dropna()
+        by = {v: ", ".join(part.loc[part["verdict"] == v, "rope"]) or "–" for v in verdicts}
+        measured = part[part["verdict"] != IDENTICAL]
+        half = ((measured["ratio_hi"] - measured["ratio_lo"]) / 2 * 100).dropna()
         resolution = f"±{np.median(half):.1f} %" if len(half) else "–"
         rows.append({"model": model, "layer_mix": mix, "length": length, **by, RESOLUTION: resolution})
     baseline = differences["baseline"].iloc[0] if len(differences) else "the baseline"
@@ -183,10 +194,12 @@ def distinguishable(differences: pd.DataFrame) -> pd.DataFrame:
         WORSE: f"worse than {baseline}",
         SAME: "not distinguishable",
         NONE: "no interval",
+        IDENTICAL: f"identical to {baseline}",
     }
     table = pd.DataFrame(rows, columns=["model", "layer_mix", "length", *columns, RESOLUTION]).rename(columns=columns)
-    if not (differences["verdict"] == NONE).any():
-        table = table.drop(columns=columns[NONE])
+    for verdict in (NONE, IDENTICAL):
+        if not (differences["verdict"] == verdict).any():
+            table = table.drop(columns=columns[verdict])
     return table.set_index(["model", "layer_mix", "length"])
 
 
@@ -241,7 +254,7 @@ def convention(sweep: Sweep, differences: pd.DataFrame | None = None) -> str:
 
     s = bootstrap_settings(sweep)
     own = bool(np.isfinite(sweep.results["ppl_lo"].to_numpy(float)).any())
-    paired = differences is not None and bool((differences["verdict"] != NONE).any())
+    paired = differences is not None and bool(differences["verdict"].isin(MEASURED).any())
     too_few = (
         f"No cell has an interval of its own: each has fewer than {stats.MIN_UNITS} units (documents, or "
         f"{s.block}-token blocks of its documents; the interval column says how many)"

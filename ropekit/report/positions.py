@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .. import stats
-from .curves import draw_band, figure_grid, finish_figure, mark_trained, model_label, tokens_label
+from .curves import draw_band, figure_grid, finish_figure, mark_trained, model_label
 from .intervals import BLOCK
 from .style import rope_colors
 
@@ -115,9 +115,9 @@ def plot_loss_by_position(
     fig, axes = figure_grid(max(len(panels), 1), sharey=True)
     for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
         for rope, part in rows.groupby("rope", sort=False):
-            color, linestyle = colors[rope]
+            color, linestyle, marker = colors[rope]
             x, y = part["last"].to_numpy(), part["nll"].to_numpy(float)
-            ax.plot(x, y, color=color, linestyle=linestyle, marker="o", markersize=3, label=rope)
+            ax.plot(x, y, color=color, linestyle=linestyle, marker=marker, markersize=4, label=rope)
             draw_band(ax, x, y, part["nll_lo"].to_numpy(float), part["nll_hi"].to_numpy(float), color)
         ticks = sorted(set(rows["last"]))
         _position_axis(ax, ticks)
@@ -139,6 +139,8 @@ def _position_axis(ax, ticks: list[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: tokens_label(x)))
+    # every tick a plain count: a bucket ends at 8,192 but the last at 16,383 (L - 1 predictions), which
+    # "k" labels would write as "8k, 16,383"
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(round(x)):,}"))
     ax.set_xlim(ticks[0] / 1.25, ticks[-1] * 1.25)
     ax.set_xlabel("position of the prediction (last of each bucket, log2 scale)")

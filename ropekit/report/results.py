@@ -84,7 +84,7 @@ class Sweep:
 
 def load_results(path: str | Path) -> pd.DataFrame:
     """``DIR/results.csv`` (or a results.csv path) as a DataFrame, planned cells without a row
-    added as ``pending``, ropes and layer mixes in the order they ran, and each model's trained
+    added as ``pending``, models, ropes and layer mixes in the spec's order, and each model's trained
     context (read from its config, no weights; NA when the checkpoint is gone)."""
     return load_sweep(path).results
 
@@ -167,7 +167,7 @@ def _parse(path: Path, text: str) -> pd.DataFrame:
 
 def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """Add a ``pending`` row for every cell the spec plans that has no row, and order the axes as
-    the sweep ran them (meta.json's spec has its keys sorted)."""
+    the spec lists them."""
     import pandas as pd
 
     models = list(spec.get("models", []))
@@ -195,17 +195,20 @@ def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     )
     frame["status"] = frame["status"].fillna("error").astype(str)
     frame.loc[frame["status"] != "ok", ["ppl", "nll", *NUMBERS]] = float("nan")
-    return _in_run_order(frame, spec, ["length"])
+    return _in_spec_order(frame, spec, ["length"])
 
 
-def _in_run_order(frame: pd.DataFrame, spec: dict[str, Any], then: list[str], tasks: list[str] = ()) -> pd.DataFrame:
-    """Rows by model, layer mix, (task), rope in the order the sweep ran them, then by ``then``."""
+def _in_spec_order(frame: pd.DataFrame, spec: dict[str, Any], then: list[str], tasks: list[str] = ()) -> pd.DataFrame:
+    """Rows by model, layer mix, (task), rope in the spec's order (meta.json keeps it), then by ``then``:
+    the order the spec, ``--dry-run`` and the README list them in, whatever order the units ran in
+    (units of shared passes run together, several workers at once). Values the spec does not list
+    (a directory without meta.json) follow in results.csv's order."""
     order = {}
     axes = [("model", spec.get("models", [])), ("layer_mix", spec.get("layer_mixes", []))]
     axes += [("task", tasks)] if tasks else []
     axes += [("rope", list(spec.get("ropes", {})))]
     for column, planned in axes:
-        order[column] = list(dict.fromkeys([*frame[column], *planned]))  # results.csv is in run order
+        order[column] = list(dict.fromkeys([*planned, *frame[column]]))
         frame[column + "_order"] = frame[column].map({v: i for i, v in enumerate(order[column])})
     frame = frame.sort_values([c + "_order" for c in order] + then, kind="stable")
     return frame.drop(columns=[c + "_order" for c in order]).reset_index(drop=True)
@@ -228,7 +231,7 @@ def _depth(value: Any) -> float:
 
 def _retrieval_with_pending(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """The retrieval rows, numbers parsed, with a ``pending`` row for each planned (model, layer mix,
-    rope, task, length, depth) without one, in run order."""
+    rope, task, length, depth) without one, in the spec's order."""
     import pandas as pd
 
     columns = ["model", "rope", "layer_mix", "task", "length", "depth", "n_tokens", *RETRIEVAL[1:]]
@@ -256,7 +259,7 @@ def _retrieval_with_pending(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.Data
     frame["status"] = frame["status"].fillna("error").astype(str)
     frame["detail"] = frame["detail"].fillna("").astype(str)
     frame.loc[frame["status"] != "ok", list(RETRIEVAL[2:])] = float("nan")
-    return _in_run_order(frame, spec, ["length", "depth"], tasks=list(plan))
+    return _in_spec_order(frame, spec, ["length", "depth"], tasks=list(plan))
 
 
 def _read_trials(path: Path) -> pd.DataFrame | None:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+from .intervals import IDENTICAL
+
 DISTINGUISHABLE = "†"  # after a ratio whose paired interval excludes 1
 
 
@@ -24,7 +26,9 @@ def perplexity_table(
     decimals. With ``text=True``, ``intervals=True`` adds each perplexity's interval
     (``30.31 [29.80, 30.85]``) from ``ppl_lo``/``ppl_hi``, and ``differences``
     (:func:`ropekit.report.paired_differences` against ``baseline``) each ratio's paired interval
-    (``1.031 [1.012, 1.050] †``, † where it excludes 1); a number without one is shown alone."""
+    (``1.031 [1.012, 1.050] †``, † where it excludes 1), or ``= default`` where the two cells have the
+    same numbers on every document (a ratio of 1 by construction, ``ropekit.report.intervals``); a
+    number without an interval is shown alone."""
     import numpy as np
 
     values = frame.assign(value=frame["ppl"].where(frame["status"] == "ok"))
@@ -39,6 +43,7 @@ def perplexity_table(
         return table
     digits = 3 if baseline else 2
     lo = hi = mark = None
+    same: list[tuple] = []
     if baseline is None and intervals and {"ppl_lo", "ppl_hi"} <= set(frame.columns):
         lo, hi = (_wide(frame, c).reindex(index=table.index, columns=table.columns) for c in ("ppl_lo", "ppl_hi"))
     elif baseline is not None and differences is not None and len(differences):
@@ -46,7 +51,11 @@ def perplexity_table(
         lo, hi = (_wide(part, c).reindex(index=table.index, columns=table.columns) for c in ("ratio_lo", "ratio_hi"))
         excludes = part.assign(mark=np.where(part["verdict"].isin(["better", "worse"]), DISTINGUISHABLE, ""))
         mark = _wide(excludes, "mark", aggfunc="first").reindex(index=table.index, columns=table.columns)
+        same = list(part.loc[part["verdict"] == IDENTICAL, ["model", "layer_mix", "length", "rope"]].itertuples(False))
     shown = _format(table, lo, hi, mark, digits)
+    for model, mix, length, rope in same:
+        if (model, mix, length) in shown.index and rope in shown.columns:
+            shown.at[(model, mix, length), rope] = f"= {baseline}"
     status = _wide(frame, "status", aggfunc="first").reindex(index=table.index, columns=table.columns)
     return shown.where(table.notna(), status.fillna("–").apply(lambda col: col.map(_status_text)))
 

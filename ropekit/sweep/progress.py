@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..eval.perplexity import Plan
@@ -54,7 +55,8 @@ class Progress:
         self.estimate = estimate or (lambda config, work: float(work if isinstance(work, int) else work.tokens))
         self.tokens = self.tokens_done = 0
         self.predicted_done = self.took = 0.0  # of the passes that finished
-        self.last = ""
+        self.shown = 0.0  # of the plan running now: what the bar moved by as its layers finished
+        self.last = self.doing = ""
         self.bar = Bar(total=0, disable=quiet, dynamic_ncols=True, desc="sweep", bar_format="{l_bar}{bar}| {status}")
         self._status()
 
@@ -69,7 +71,8 @@ class Progress:
         tokens = f"{_count(self.tokens_done)}/{_count(self.tokens)} tok"
         elapsed = bar.format_interval(bar.format_dict["elapsed"])
         last = f" {self.last}" if self.last else ""
-        bar.status = f"{tokens} [{elapsed}<{left}], cells {self.finished}/{self.cells}{last}"
+        doing = f"; {self.doing}" if self.doing else ""
+        bar.status = f"{tokens} [{elapsed}<{left}], cells {self.finished}/{self.cells}{last}{doing}"
         bar.refresh()
 
     def add(self, work: ModelWork) -> None:
@@ -120,12 +123,53 @@ class Progress:
         self._status()
 
     def done(self, config: ModelConfig, plan: Plan, seconds: float) -> None:
-        """A plan that ran, in ``seconds``."""
+        """A plan that ran, in ``seconds`` (the bar already moved by what ``running`` showed of it)."""
         predicted = self.estimate(config, plan)
         self.predicted_done += predicted
         self.took += seconds
         self.tokens_done += plan.tokens
-        self.bar.n += predicted  # then one refresh, with the status that goes with it
+        self.bar.n += predicted - self.shown  # then one refresh, with the status that goes with it
+        self.shown, self.doing = 0.0, ""
+        self._status()
+
+    @contextmanager
+    def running(self, model, plan: Plan) -> Iterator[None]:
+        """While ``plan`` runs on ``model``: the bar moves as each decoder layer of each pass finishes,
+        by that pass's predicted share over the layers, never past the plan's prediction (a pass retried
+        on its own after an out-of-memory error runs the layers again), and says which pass runs. A pass
+        of 16k tokens takes minutes on a CPU: without this the bar and its clock stand still meanwhile."""
+        config, layers = model.config, list(model.layers)
+        shares = [
+            self.estimate(config, Plan(plan.n_tokens, plan.lengths, (p,))) / len(layers)
+            for p in plan.passes
+            if not p.cached
+        ]
+        total, calls = self.estimate(config, plan), [0]
+        running = [p for p in plan.passes if not p.cached]
+
+        def advance(module, inputs, output) -> None:
+            k = calls[0]
+            calls[0] += 1
+            if self.bar.disable or k >= len(shares) * len(layers):
+                return
+            step = min(shares[k // len(layers)], total - self.shown)
+            self.shown += step
+            self.bar.n += step
+            p = running[k // len(layers)]
+            self.doing = f"pass {k // len(layers) + 1}/{len(running)} ({_count(p.end - p.begin)} tok) layer "
+            self.doing += f"{k % len(layers) + 1}/{len(layers)}"
+            self._status()
+
+        hooks = [layer.register_forward_hook(advance) for layer in layers] if shares and layers else []
+        try:
+            yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def planning(self, what: str) -> None:
+        """Say what the sweep is doing before its next pass (loading a model's weights)."""
+        self.doing = what
         self._status()
 
     def cell_done(self, row: dict[str, Any]) -> None:

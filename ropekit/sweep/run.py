@@ -4,6 +4,7 @@ write rows as cells finish; any number of workers share one directory (``ropekit
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -52,6 +53,12 @@ def run_sweep(
     returns what this worker computed, what was stored before, and what failed. Any number of
     workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards."""
     started = time.perf_counter()
+    if not quiet and sys.stderr.isatty():  # seconds before the bar can show anything: what they are spent on
+        print(
+            "sweep: planning: reading each model's config and tokenizer, tokenizing the corpus, pricing the passes",
+            file=sys.stderr,
+            flush=True,
+        )
     plan = plan_sweep(spec)  # bad input is refused here, before DIR is written
     corpus, cells, inputs = plan.corpus, plan.cells, plan.inputs
     worker = worker or worker_id()
@@ -170,7 +177,9 @@ class _Worker:
         if weights and (self.loaded is None or self.loaded[0] != unit.model):
             self.loaded = None  # the old weights go before the new ones load
             first = self.by_key[unit.cells[0]]  # the snapshot planned, not what a name means now, and its plan:
+            self.progress.planning(f"loading the weights of {unit.model}")
             model = load_model(first.checkpoint, device=spec.device, dtype=spec.dtype, config=first.config)
+            self.progress.planning("")
             self.loaded = (unit.model, model)  # the checkpoint's config is read once per process, when planned
         before = {key: store.rows.get(key) for key in unit.cells}
         with self.claims.heartbeat(unit):

@@ -282,7 +282,8 @@ def _run_group(
             plan = _plan(model, [c.length for c in todo], plan.n_tokens, spec, memo_lengths(memo))
             progress.add_plan(model.config, plan)
         begun = time.perf_counter()
-        scores, failures = _score_doc(model, torch.as_tensor(tokens[doc], dtype=torch.long), plan, spec, memo)
+        with progress.running(model, plan):
+            scores, failures = _score_doc(model, torch.as_tensor(tokens[doc], dtype=torch.long), plan, spec, memo)
         progress.done(model.config, plan, time.perf_counter() - begun)
         for c in todo:
             if c.length in failures:

