@@ -166,9 +166,9 @@ class Bf16Probe:
     def text(self) -> str:
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
         return (
-            f"bf16 measured at {self.speedup:.2f}x fp32 here (GFLOP/s bf16 against fp32: matmul "
+            f"bf16 measured at {self.speedup:.2f}x fp32 here, in GFLOP/s bf16 against fp32: matmul "
             f"{self.matmul_bf16 / 1e9:.0f} against {self.matmul_fp32 / 1e9:.0f}, attention "
-            f"{self.attention_bf16 / 1e9:.0f} against {self.attention_fp32 / 1e9:.0f}; {threads})"
+            f"{self.attention_bf16 / 1e9:.0f} against {self.attention_fp32 / 1e9:.0f}, {threads}"
         )
 
 
@@ -280,7 +280,7 @@ def choose(probe: Bf16Probe) -> Precision:
     busy = f"; timed while others kept {probe.busy:.1f} cores busy, not cached" if probe.busy else ""
     if probe.speedup >= BF16_SPEEDUP:
         return Precision(torch.bfloat16, f"{probe.text()}{busy}")
-    return Precision(torch.float32, f"{probe.text()}, under {BF16_SPEEDUP}x{busy}")
+    return Precision(torch.float32, f"{probe.text()}; under {BF16_SPEEDUP}x{busy}")
 
 
 @functools.cache

@@ -213,9 +213,14 @@ class DryRun:
             source, slow, fast = "Rates given", r, r
         else:
             settled = "agreeing" if m.stable else "not settling"
+            cached = (
+                f"cached in {self.rates_file}; delete it to measure again"
+                if self.rates_file
+                else "not cached: other processes kept the cores busy"
+            )
             source = (
                 f"Rates measured here (median of {len(m.rounds)} rounds {settled} within {STABLE_SPREAD:.0%}, their "
-                f"range in brackets; cached in {self.rates_file}; delete it to measure again)"
+                f"range in brackets; {cached})"
             )
             slow, fast = m.slow, m.fast
 
@@ -291,6 +296,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
     if rates is None and measurable(spec.device):
         measured = machine_rates(precision.dtype, spec.device, threads)
         rates, rates_file = measured.rates, rates_path(rates_key(precision.dtype, spec.device, threads))
+        rates_file = rates_file if rates_file.exists() else None  # measured on a busy machine: not cached
     spread = [0.0, 0.0]  # the total at the fastest and at the slowest round
 
     def price(config, tokens: int, head_rows: int | None = None) -> float:

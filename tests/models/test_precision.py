@@ -92,15 +92,15 @@ def measured(tmp_path, monkeypatch):
             "avx512_bf16 amx_tile",
             FAST_BF16,
             torch.bfloat16,
-            "bf16 measured at 4.00x fp32 here (GFLOP/s bf16 against fp32: matmul 800 against 200, attention 400 "
-            "against 100; 2 threads)",
+            "bf16 measured at 4.00x fp32 here, in GFLOP/s bf16 against fp32: matmul 800 against 200, attention 400 "
+            "against 100, 2 threads",
         ),
         (
             "amx_bf16 amx_tile",
             SLOW_BF16,
             torch.float32,
-            "bf16 measured at 0.69x fp32 here (GFLOP/s bf16 against fp32: matmul 95 against 165, attention 90 "
-            "against 100; 2 threads), under 1.2x",
+            "bf16 measured at 0.69x fp32 here, in GFLOP/s bf16 against fp32: matmul 95 against 165, attention 90 "
+            "against 100, 2 threads; under 1.2x",
         ),
         ("avx512_fp16", FAST_BF16, torch.float32, "cpu lacks avx512_bf16 and amx_bf16"),
     ],
