@@ -81,7 +81,7 @@ def main() -> None:
         "--fit", nargs="+", choices=NAMES, default=list(NAMES[:2]), help="the constants to fit (the rest: cost.py's)"
     )
     args = parser.parse_args()
-    rates = cost.machine_rates(getattr(torch, args.dtype), "cpu", args.threads)
+    rates = cost.machine_rates(getattr(torch, args.dtype), "cpu", args.threads).rates
     rows = passes(args.results, args.dtype)
     fitted = fit(rows, rates, tuple(args.fit))
     print(json.dumps({k: round(v, 4) for k, v in fitted.items()}))

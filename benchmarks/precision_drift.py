@@ -1,7 +1,7 @@
 """How far bf16 moves a sweep's numbers: the mean NLL per token of the default sweep's own documents
 (its first n_docs with the longest length's ids, first-L tokens) in float32 and in bfloat16, per rope and
-length, with the paired difference. The default sweep runs ``dtype = "auto"`` (bf16 on a CPU with
-native bf16) only because this drift is far inside the intervals that sweep reports.
+length, with the paired difference. The default sweep runs ``dtype = "auto"`` (bf16 where this
+machine runs it clearly faster) only because this drift is far inside the intervals that sweep reports.
 
     .venv/bin/python benchmarks/precision_drift.py --ropes yarn:2 --lengths 4096 16384
 

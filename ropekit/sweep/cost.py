@@ -13,7 +13,7 @@ what runs as matrix products and what runs in the attention kernels:
   (ropekit.models.sliding_attention).
 
 Seconds of a pass (``pass_seconds``), from ``Rates`` measured here once per (machine, threads, dtype,
-torch) and cached (``machine_rates``)::
+torch) and cached (``machine_rates``: rounds of the kernels until they agree, their median and spread)::
 
     T * (matmul / (rate_matmul * MATMUL_EFFICIENCY)
          + causal / (rate_causal * CAUSAL_EFFICIENCY) + band / (rate_band * BAND_EFFICIENCY)
@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,8 @@ import torch.nn.functional as F
 from ..cache import Notice, atomic_write, cache_dir
 from ..eval.nll import LOGIT_BUDGET
 from ..eval.perplexity import Plan
-from ..models import ModelConfig, cpu_flags, cpu_model, sliding_attention
+from ..models import ModelConfig, cpu_model, sliding_attention
+from ..models.precision import BUSY_CORES, cpu_flags_digest, cpu_sample, others_busy
 
 # --- calibration: priors, to be fitted against measured sweeps (timings.csv) ---------------------
 # A model's matmuls (skinny projections, elementwise work in between) against a square matmul's
@@ -76,9 +76,13 @@ MLP_COPIES = 3
 FLASH_Q_BLOCK, FLASH_KV_BLOCK = 256, 512
 
 # --- measuring --------------------------------------------------------------------------------
-MEASURE_SECONDS = 0.15  # per rate: repeats of the kernel for about this long, the best one counts
+MEASURE_SECONDS = 0.1  # per rate and round: repeats of the kernel for about this long, the best one counts
 HEADS, HEAD_DIM, WINDOW = 8, 64, 512  # attention measured on (1, HEADS, T, HEAD_DIM), T up to 2048
-RATES_VERSION = "1"  # part of the cache key: a change to what is measured invalidates old files
+# Rounds of all the kernels until the last STABLE_ROUNDS agree within STABLE_SPREAD on every rate, at
+# most MAX_ROUNDS: one round on a machine whose speed wanders misleads (six single rounds in a row,
+# none busy, read a matmul at 82-167 GFLOP/s on one machine, issue 33).
+STABLE_ROUNDS, STABLE_SPREAD, MAX_ROUNDS = 3, 0.10, 8
+RATES_VERSION = "2"  # part of the cache key: a change to what is measured invalidates old files
 
 
 # --- FLOPs ----------------------------------------------------------------------------------------
@@ -153,6 +157,31 @@ class Rates:
 NOMINAL_RATES = Rates(matmul=207e9, causal=149e9, band=74e9, logits=4.08e9)
 
 
+@dataclass(frozen=True)
+class MeasuredRates:
+    """Rounds of ``measure_rates`` (``stable_rates``): ``rates``, each kernel's median round, what
+    predictions use; ``fast`` and ``slow``, each kernel's fastest and slowest round, their spread;
+    ``stable``, whether the rounds kept agreed within ``STABLE_SPREAD`` (else all of them are kept)."""
+
+    rounds: tuple[Rates, ...]
+    stable: bool
+
+    def _each(self, pick: Callable[[list[float]], float]) -> Rates:
+        return Rates(*(pick(list(kernel)) for kernel in zip(*map(astuple, self.rounds), strict=True)))
+
+    @property
+    def rates(self) -> Rates:
+        return self._each(statistics.median)
+
+    @property
+    def fast(self) -> Rates:
+        return self._each(max)
+
+    @property
+    def slow(self) -> Rates:
+        return self._each(min)
+
+
 def _timed(run: Callable[[], Any], device: torch.device) -> float:
     start = time.perf_counter()
     run()
@@ -180,8 +209,8 @@ def _rate(make: Callable[[int], tuple[Callable[[], Any], float]], sizes: list[in
 
 
 def measure_rates(dtype: torch.dtype, device: str | torch.device = "cpu", threads: int | None = None) -> Rates:
-    """This machine's ``Rates`` in ``dtype`` on ``device`` with ``threads`` CPU threads (default: torch's
-    current number), in about a second: see ``machine_rates`` for the cached figures."""
+    """One round of this machine's ``Rates`` in ``dtype`` on ``device`` with ``threads`` CPU threads
+    (default: torch's current number), in under a second: see ``machine_rates`` for the cached rounds."""
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
     before = torch.get_num_threads()
@@ -238,12 +267,11 @@ def rates_key(dtype: torch.dtype, device: str | torch.device = "cpu", threads: i
     """What decides the rates: the processor (CPU model name and a digest of its flags; the GPU's name
     on CUDA), threads, dtype and torch version."""
     device = torch.device(device)
-    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
     return {
         "version": RATES_VERSION,
         "device": device.type,
         "processor": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        "cpu_flags_sha256": flags,
+        "cpu_flags_sha256": cpu_flags_digest(),
         "threads": threads or torch.get_num_threads(),
         "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
@@ -256,32 +284,20 @@ def rates_path(key: dict[str, Any]) -> Path:
     return cache_dir() / "rates" / f"{digest}.json"
 
 
-# Rates measured while other processes used more than this many cores on average are not cached: a
-# machine busy once (a test suite, another sweep) would otherwise mispredict every later run.
-BUSY_CORES = 0.25
-
-
-def cpu_sample() -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds all processes spent busy, CPU seconds this process spent), from
-    /proc/stat and this process's own accounting; NaNs where there is no /proc/stat."""
-    own = time.process_time()
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ticks = [int(x) for x in fields]
-        busy = sum(ticks[i] for i in (0, 1, 2, 5, 6)) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
-    except (OSError, ValueError, IndexError):
-        busy = math.nan
-    return time.perf_counter(), busy, own
-
-
-def others_busy(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
-    """Cores other processes kept busy on average between two ``cpu_sample``s (0 for a window too short
-    to tell, or without /proc/stat)."""
-    wall = after[0] - before[0]
-    others = (after[1] - before[1]) - (after[2] - before[2])
-    if wall < 0.05 or not math.isfinite(others):
-        return 0.0
-    return max(0.0, others / wall)
+def stable_rates(
+    measure: Callable[..., Rates], dtype: torch.dtype, device: str | torch.device, threads: int
+) -> MeasuredRates:
+    """Rounds of ``measure(dtype, device, threads)`` until the last ``STABLE_ROUNDS`` agree within
+    ``STABLE_SPREAD`` on every rate (those rounds), or ``MAX_ROUNDS`` did not (all of them)."""
+    rounds: list[Rates] = []
+    while len(rounds) < MAX_ROUNDS:
+        rounds.append(measure(dtype, device, threads))
+        last = MeasuredRates(tuple(rounds[-STABLE_ROUNDS:]), True)
+        if len(last.rounds) == STABLE_ROUNDS and all(
+            f <= s * (1 + STABLE_SPREAD) for f, s in zip(astuple(last.fast), astuple(last.slow), strict=True)
+        ):
+            return last
+    return MeasuredRates(tuple(rounds), False)
 
 
 def machine_rates(
@@ -290,20 +306,29 @@ def machine_rates(
     threads: int | None = None,
     *,
     measure: Callable[..., Rates] | None = None,
-) -> Rates:
-    """This machine's rates (``rates_key``), measured once and cached as JSON (``rates_path``); a file
-    that does not parse or whose key differs is measured again. ``measure`` (default
-    ``measure_rates``) is called as ``measure(dtype, device, threads)``."""
+) -> MeasuredRates:
+    """This machine's rates (``rates_key``), measured once in rounds until stable (``stable_rates``) and
+    cached as JSON (``rates_path``); a file that does not parse or whose key differs is measured again.
+    ``measure`` (default ``measure_rates``) is called as ``measure(dtype, device, threads)``. Rates
+    measured while other processes kept more than ``BUSY_CORES`` busy are used once, not cached."""
     key = rates_key(dtype, device, threads)
     path = rates_path(key)
     try:
         stored = json.loads(path.read_text())
         if stored["key"] == key:
-            return Rates(**stored["rates"])
+            return MeasuredRates(tuple(Rates(**r) for r in stored["rounds"]), stored["stable"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     before = cpu_sample()
-    rates = (measure or measure_rates)(dtype, device, key["threads"])
+    measured = stable_rates(measure or measure_rates, dtype, device, key["threads"])
+    if not measured.stable:
+        matmul = f"{measured.slow.matmul / 1e9:.0f}-{measured.fast.matmul / 1e9:.0f}"
+        warnings.warn(
+            f"this machine's rates did not settle in {MAX_ROUNDS} rounds (matmul {matmul} GFLOP/s): predictions "
+            "use their median and give their spread",
+            Notice,
+            stacklevel=2,
+        )
     if (busy := others_busy(before, cpu_sample())) > BUSY_CORES:
         warnings.warn(
             f"other processes kept {busy:.1f} cores busy while this machine's rates were measured: they are "
@@ -311,13 +336,18 @@ def machine_rates(
             Notice,
             stacklevel=2,
         )
-        return rates
-    record = {"key": key, "rates": asdict(rates), "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return measured
+    record = {
+        "key": key,
+        "rounds": [asdict(r) for r in measured.rounds],
+        "stable": measured.stable,
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     try:
         atomic_write(path, json.dumps(record, indent=1) + "\n")
     except OSError as err:  # a cache, not a result: the rates are in hand
         warnings.warn(f"could not cache this machine's rates ({err}); going on without", Notice, stacklevel=2)
-    return rates
+    return measured
 
 
 def pass_seconds(config: ModelConfig, tokens: int, rates: Rates, *, head_rows: int | None = None) -> float:

@@ -4,9 +4,11 @@ read and nothing is written to DIR.
 The dry run plans with the sweep's own code (``plan_cells``, then ``plan_work``: each model's config
 and tokenizer, the corpus tokenized in the mode's encoding, the documents each length scores, every
 document's passes) against what DIR already holds (read without its lock, ``StoredResults.read``), so
-its passes and tokens are the ones ``run_sweep`` would run. Each pass is priced by
-``ropekit.sweep.cost``: predicted seconds from this machine's measured rates, peak memory from the
-model's sizes.
+its passes and tokens are the ones ``run_sweep`` would run, in the dtype the sweep would run
+(``dtype = "auto"`` resolved as the sweep resolves it, ``ropekit.models.precision``). Each pass is
+priced by ``ropekit.sweep.cost``: predicted seconds from this machine's measured rates in that dtype
+(and the total again at the fastest and the slowest round of the measurement: its spread), peak
+memory from the model's sizes.
 
 A cell's predicted seconds are its share of the passes: each pass's seconds are divided equally
 among the lengths it serves whose cells still score that document; a pass that serves none of them
@@ -28,7 +30,18 @@ import torch
 from ..data import load_corpus
 from ..models import Precision, check_weights, resolve_dtype
 from .cells import plan_cells
-from .cost import Memory, Rates, machine_rates, measurable, pass_memory, pass_seconds, rates_key, rates_path
+from .cost import (
+    STABLE_SPREAD,
+    MeasuredRates,
+    Memory,
+    Rates,
+    machine_rates,
+    measurable,
+    pass_memory,
+    pass_seconds,
+    rates_key,
+    rates_path,
+)
 from .meta import check_dtype, check_inputs, check_snapshots
 from .spec import SweepSpec
 from .status import duration
@@ -82,7 +95,9 @@ class CellCost:
 @dataclass(frozen=True)
 class DryRun:
     """What ``run_sweep(spec, out)`` would run: every pass and every cell, priced. ``rates`` is None
-    where this machine lacks the spec's device (no seconds predicted)."""
+    where this machine lacks the spec's device (no seconds predicted); ``measured``, the rounds they
+    come from (None where they were given), and ``spread`` the total seconds at their fastest and
+    slowest round."""
 
     spec: SweepSpec
     out: Path
@@ -93,6 +108,8 @@ class DryRun:
     passes: tuple[PassCost, ...]
     cells: tuple[CellCost, ...]
     units: tuple[tuple[str, float], ...] = ()  # each work unit's name and predicted seconds, longest first
+    measured: MeasuredRates | None = None
+    spread: tuple[float, float] | None = None
 
     def workers(self) -> list[tuple[float, list[str]]]:
         """The units as ``spec.executor.workers`` workers would take them (longest first, each to the
@@ -154,7 +171,8 @@ class DryRun:
         """The dry run as ``ropekit sweep --dry-run`` prints it."""
         lines = [f"Dry run of sweep {self.spec.name!r} into {self.out}: nothing is loaded, run or written."]
         threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
-        lines.append(f"{self.precision.name} on {self.spec.device}, {threads}. " + self._rates_text())
+        dtype = f"{self.precision.name} ({self.precision.reason})" if self.spec.dtype == "auto" else self.precision.name
+        lines.append(f"{dtype} on {self.spec.device}, {threads}. " + self._rates_text())
         status = [c.status for c in self.cells]
         counts = ", ".join(f"{status.count(s)} {s}" for s in ("done", "to run", "no documents") if s in status)
         lines.append(f"{len(self.cells)} cells: {counts}.")
@@ -190,22 +208,41 @@ class DryRun:
     def _rates_text(self) -> str:
         if self.rates is None:
             return f"No {self.spec.device} here to measure: seconds are not predicted."
-        r = self.rates
-        if self.rates_file is None:
-            source = "Rates given"
+        r, m = self.rates, self.measured
+        if m is None:
+            source, slow, fast = "Rates given", r, r
         else:
-            source = f"Rates measured here (cached in {self.rates_file}; delete it to measure again)"
+            settled = "agreeing" if m.stable else "not settling"
+            cached = (
+                f"cached in {self.rates_file}; delete it to measure again"
+                if self.rates_file
+                else "not cached: other processes kept the cores busy"
+            )
+            source = (
+                f"Rates measured here (median of {len(m.rounds)} rounds {settled} within {STABLE_SPREAD:.0%}, their "
+                f"range in brackets; {cached})"
+            )
+            slow, fast = m.slow, m.fast
+
+        def shown(field: str, digits: int = 0) -> str:
+            values = [getattr(rates, field) / 1e9 for rates in (r, slow, fast)]
+            text = f"{values[0]:.{digits}f}"
+            return text if m is None else f"{text} ({values[1]:.{digits}f}-{values[2]:.{digits}f})"
+
         return (
-            f"{source}: matmul {r.matmul / 1e9:.0f} GFLOP/s, causal attention {r.causal / 1e9:.0f} GFLOP/s, sliding "
-            f"attention {r.band / 1e9:.0f} GFLOP/s, log-softmax {r.logits / 1e9:.2f} G values/s."
+            f"{source}: matmul {shown('matmul')} GFLOP/s, causal attention {shown('causal')} GFLOP/s, sliding "
+            f"attention {shown('band')} GFLOP/s, log-softmax {shown('logits', 2)} G values/s."
         )
 
     def _total_text(self) -> str:
         ran = sum(not p.cached for p in self.passes)
         text = (
             f"Total: {ran} passes of {self.tokens:,} tokens, predicted {duration(self.seconds)} "
-            "(the passes alone: not loading weights or tokenizing)"
+            "(the passes alone: not loading weights or tokenizing"
         )
+        if self.spread is not None:
+            text += f"; {duration(self.spread[0])} to {duration(self.spread[1])} at the fastest and slowest round"
+        text += ")"
         if (peak := self.peak) is not None:
             m = peak.memory
             text += (
@@ -255,10 +292,21 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         check_inputs(stored, corpus, checkpoints, cells, out)
     pending = [c for c in cells if not stored.done(c.key)]
     work = plan_work(spec, corpus, pending, stored)
-    threads, rates_file = torch.get_num_threads(), None
+    threads, rates_file, measured = torch.get_num_threads(), None, None
     if rates is None and measurable(spec.device):
-        rates = machine_rates(precision.dtype, spec.device, threads)
-        rates_file = rates_path(rates_key(precision.dtype, spec.device, threads))
+        measured = machine_rates(precision.dtype, spec.device, threads)
+        rates, rates_file = measured.rates, rates_path(rates_key(precision.dtype, spec.device, threads))
+        rates_file = rates_file if rates_file.exists() else None  # measured on a busy machine: not cached
+    spread = [0.0, 0.0]  # the total at the fastest and at the slowest round
+
+    def price(config, tokens: int, head_rows: int | None = None) -> float:
+        if rates is None:
+            return math.nan
+        if measured is not None:
+            spread[0] += pass_seconds(config, tokens, measured.fast, head_rows=head_rows)
+            spread[1] += pass_seconds(config, tokens, measured.slow, head_rows=head_rows)
+        return pass_seconds(config, tokens, rates, head_rows=head_rows)
+
     passes, shares, to_score = [], defaultdict(float), defaultdict(int)
     for model_work in work:
         for group, plans in model_work.groups:
@@ -272,7 +320,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                     if p.cached:
                         seconds, memory = 0.0, None
                     else:
-                        seconds = math.nan if rates is None else pass_seconds(config, tokens, rates)
+                        seconds = price(config, tokens)
                         memory = pass_memory(config, tokens, precision.dtype, threads)
                     where = (first.model, first.layer_mix, first.rope, doc, p.begin, p.end)
                     passes.append(PassCost(*where, served, p.cached, seconds, memory))
@@ -285,11 +333,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                 tokens = trial_tokens(c.length)
                 to_score[c.key] = len(group.todo[c.key])
                 for t in group.todo[c.key]:
-                    seconds = (
-                        math.nan
-                        if rates is None
-                        else pass_seconds(config, tokens, rates, head_rows=TRIAL_ANSWER_TOKENS)
-                    )
+                    seconds = price(config, tokens, TRIAL_ANSWER_TOKENS)
                     memory = pass_memory(config, tokens, precision.dtype, threads, head_rows=TRIAL_ANSWER_TOKENS)
                     where = (c.model, c.layer_mix, c.rope, f"{c.task} {c.depth:g}% trial {t}", 0, c.length)
                     passes.append(PassCost(*where, (c.length,), False, seconds, memory))
@@ -321,7 +365,8 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         unit_seconds[owner[p.model, (p.layer_mix, p.rope), doc].id] += 0.0 if p.cached else p.seconds
     named = {u.id: u.name() for u in owner.values()}
     units = sorted(((named[uid], seconds) for uid, seconds in unit_seconds.items()), key=_longest)
-    return DryRun(spec, out, precision, threads, rates, rates_file, tuple(passes), tuple(costs), tuple(units))
+    priced = (tuple(passes), tuple(costs), tuple(units), measured, tuple(spread) if measured else None)
+    return DryRun(spec, out, precision, threads, rates, rates_file, *priced)
 
 
 def _longest(unit: tuple[str, float]) -> float:

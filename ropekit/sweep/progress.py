@@ -24,7 +24,7 @@ def seconds_estimator(
     when the bar is off or this machine lacks the spec's device (loading the model says so next)."""
     if quiet or not measurable(spec.device):
         return None
-    rates = machine_rates(precision.dtype, spec.device)
+    rates = machine_rates(precision.dtype, spec.device).rates
 
     def estimate(config: ModelConfig, work: Plan | int) -> float:
         if isinstance(work, int):  # a trial's prompt length: the LM head runs on its answer only

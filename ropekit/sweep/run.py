@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..models import load_model
+from ..models import Precision, load_model
 from .cells import Cell, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
 from .meta import changed_models, check_resumable, sweep_meta
@@ -47,11 +47,13 @@ def run_sweep(
     quiet: bool = False,
     worker: str | None = None,
     lease: float = LEASE_SECONDS,
+    precision: Precision | None = None,
 ) -> SweepSummary:
     """Run (or resume) ``spec`` into ``out`` as one worker: claim units (``ropekit.sweep.claims``) until
     none is left, then wait for other workers' units to finish or go stale (taking those over);
     returns what this worker computed, what was stored before, and what failed. Any number of
-    workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards."""
+    workers may run this on one ``out`` at once; the first holds DIR and merges the others' shards.
+    ``precision``: the dtype the process that started this worker resolved (``plan_sweep``)."""
     started = time.perf_counter()
     if not quiet and sys.stderr.isatty():  # seconds before the bar can show anything: what they are spent on
         print(
@@ -59,7 +61,7 @@ def run_sweep(
             file=sys.stderr,
             flush=True,
         )
-    plan = plan_sweep(spec)  # bad input is refused here, before DIR is written
+    plan = plan_sweep(spec, precision)  # bad input is refused here, before DIR is written
     corpus, cells, inputs = plan.corpus, plan.cells, plan.inputs
     worker = worker or worker_id()
     with ResultStore(out, spec, force=force, worker=worker) as store:  # holds DIR, or this worker's shard
@@ -93,7 +95,7 @@ def run_sweep(
         try:
             for work in planned.values():
                 progress.add(work)
-            run = _Worker(spec, corpus, by_key, store, claims, progress, planned, stored, inputs)
+            run = _Worker(spec, plan.precision, corpus, by_key, store, claims, progress, planned, stored, inputs)
             run.loop(units, lease)
             run.finish_cells(cells)
         finally:
@@ -119,6 +121,7 @@ class _Worker:
     """One worker's claim loop over the sweep's units (``run_sweep``): what it needs, and what it did."""
 
     spec: SweepSpec
+    precision: Precision  # resolved once, when planned: loading a model does not resolve "auto" again
     corpus: Any
     by_key: dict[str, Cell]
     store: ResultStore
@@ -178,7 +181,7 @@ class _Worker:
             self.loaded = None  # the old weights go before the new ones load
             first = self.by_key[unit.cells[0]]  # the snapshot planned, not what a name means now, and its plan:
             self.progress.planning(f"loading the weights of {unit.model}")
-            model = load_model(first.checkpoint, device=spec.device, dtype=spec.dtype, config=first.config)
+            model = load_model(first.checkpoint, device=spec.device, dtype=self.precision, config=first.config)
             self.progress.planning("")
             self.loaded = (unit.model, model)  # the checkpoint's config is read once per process, when planned
         before = {key: store.rows.get(key) for key in unit.cells}

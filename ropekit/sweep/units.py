@@ -84,10 +84,12 @@ class SweepPlan:
     units: PlannedUnits
 
 
-def plan_sweep(spec: SweepSpec) -> SweepPlan:
-    """The :class:`SweepPlan` of ``spec``: what every worker, and the process that starts them, reads first."""
+def plan_sweep(spec: SweepSpec, precision: Precision | None = None) -> SweepPlan:
+    """The :class:`SweepPlan` of ``spec``: what every worker, and the process that starts them, reads first.
+    ``precision``: the spec's dtype as the process that started this worker resolved it (its workers
+    must not resolve ``"auto"`` otherwise), else resolved here."""
     corpus = load_corpus(spec.corpus.path, format=spec.corpus.format, field=spec.corpus.field)
-    precision = dtype_device(spec.dtype, spec.device)[0]
+    precision = dtype_device(precision or spec.dtype, spec.device)[0]
     cells, checkpoints = plan_cells(spec, corpus.sha256, precision)
     for model, checkpoint in checkpoints.items():
         check_weights(checkpoint, next(c.config for c in cells if c.model == model))

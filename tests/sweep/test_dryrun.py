@@ -27,7 +27,10 @@ from ropekit.sweep import progress as progress_module
 from ropekit.sweep import run as run_module
 from ropekit.sweep import work as work_module
 from ropekit.sweep.spec import executor_spec
+from ropekit.sweep.status import duration
 from ropekit.sweep.store import StoredResults
+from tests.conftest import FAST_BF16
+from tests.models.test_precision import SLOW_BF16
 from tests.models.tiny import FAMILY_CONFIGS, SMALL
 from tests.sweep.conftest import oom_at
 from tests.sweep.test_sweep import spec
@@ -195,7 +198,9 @@ def test_cli_dry_run_prints_the_plan_and_exits_0(setup, tmp_path, monkeypatch, c
     assert printed.startswith(f"Dry run of sweep 'cli' into {out}") and "4 cells: 4 to run." in printed
     assert "Passes per model, layer mix and rope" in printed and "64,128" in printed
     assert f"{setup / 'tiny'}, layer mix native" in printed and "Total: 4 passes of 512 tokens" in printed
-    assert "matmul 100 GFLOP/s" in printed and len(measured) == 1
+    assert "matmul 100 (100-100) GFLOP/s" in printed and "median of 3 rounds agreeing within 10%" in printed
+    assert len(measured) == cost.STABLE_ROUNDS  # one measurement, in rounds that agreed at once
+    assert "at the fastest and slowest round" in printed
 
 
 # --- the cost model ---------------------------------------------------------------------------
@@ -289,25 +294,86 @@ def test_rates_are_measured_once_and_read_back(tmp_path, monkeypatch):
         return RATES
 
     monkeypatch.setattr(cost, "measure_rates", counting)
-    assert cost.machine_rates(torch.float32, threads=2) == RATES and len(calls) == 1
-    assert cost.machine_rates(torch.float32, threads=2) == RATES and len(calls) == 1  # read back
+    once = cost.STABLE_ROUNDS  # rounds of one measurement that agree at once
+    assert cost.machine_rates(torch.float32, threads=2).rates == RATES and len(calls) == once
+    assert cost.machine_rates(torch.float32, threads=2).rates == RATES and len(calls) == once  # read back
     path = cost.rates_path(cost.rates_key(torch.float32, threads=2))
     stored = json.loads(path.read_text())
-    assert path.parent == tmp_path / "cache" / "rates" and stored["rates"]["matmul"] == 1e11
+    assert path.parent == tmp_path / "cache" / "rates" and stored["rounds"][0]["matmul"] == 1e11 and stored["stable"]
     assert stored["key"]["threads"] == 2 and stored["key"]["dtype"] == "float32"
     assert stored["key"]["torch"] == torch.__version__
     cost.machine_rates(torch.bfloat16, threads=2)  # another dtype, other threads: their own measurement
     cost.machine_rates(torch.float32, threads=1)
-    assert len(calls) == 3
+    assert len(calls) == 3 * once
     other, here = tmp_path / "cpuinfo", precision_module.CPUINFO
     other.write_text("processor\t: 0\nmodel name\t: Another CPU\nflags\t\t: fpu sse2\n")
     monkeypatch.setattr(precision_module, "CPUINFO", other)  # another machine: measured again
     cost.machine_rates(torch.float32, threads=2)
-    assert len(calls) == 4 and cost.rates_key(torch.float32, threads=2)["processor"] == "Another CPU"
+    assert len(calls) == 4 * once and cost.rates_key(torch.float32, threads=2)["processor"] == "Another CPU"
     monkeypatch.setattr(precision_module, "CPUINFO", here)
     path.write_text("{not json")  # a damaged file is measured again, not trusted
     cost.machine_rates(torch.float32, threads=2)
-    assert len(calls) == 5 and json.loads(path.read_text())["rates"]["causal"] == 5e10
+    assert len(calls) == 5 * once and json.loads(path.read_text())["rounds"][0]["causal"] == 5e10
+
+
+def rounds_of(*matmuls: float):
+    """A measurement whose rounds read these matmul rates (the other rates steady)."""
+    values = iter(matmuls)
+    return lambda dtype, device, threads: replace(RATES, matmul=next(values))
+
+
+def test_rates_are_measured_until_they_settle(monkeypatch):
+    monkeypatch.setattr(cost, "measure_rates", rounds_of(1e11, 1.5e11, 1.01e11, 1.03e11, 1.02e11))
+    measured = cost.machine_rates(torch.float32, threads=2)
+    assert measured.stable and len(measured.rounds) == 3  # the first two did not agree with what followed
+    assert (measured.rates.matmul, measured.slow.matmul, measured.fast.matmul) == (1.02e11, 1.01e11, 1.03e11)
+    assert measured.rates.causal == RATES.causal
+    assert cost.machine_rates(torch.float32, threads=2) == measured  # cached, rounds and all
+
+
+def test_rates_that_do_not_settle_give_their_spread(setup, tmp_path, monkeypatch):
+    """As on the machine of issue 33 (a matmul read at 82-167 GFLOP/s): the median, and the spread."""
+    monkeypatch.setattr(cost, "measure_rates", rounds_of(*[0.82e11, 1.67e11] * 4))
+    with pytest.warns(Notice, match="did not settle in 8 rounds \\(matmul 82-167 GFLOP/s\\)"):
+        dry = dry_run(spec(setup, layer_mixes=["native"]), tmp_path / "out")
+    assert not dry.measured.stable and len(dry.measured.rounds) == cost.MAX_ROUNDS
+    assert dry.rates.matmul == pytest.approx(1.245e11)
+    fastest, slowest = dry.spread
+    assert fastest < dry.seconds < slowest
+    assert fastest == pytest.approx(
+        sum(
+            p.seconds
+            for p in dry_run(spec(setup, layer_mixes=["native"]), tmp_path / "out", rates=dry.measured.fast).passes
+        )
+    )
+    text = dry.text()
+    assert "median of 8 rounds not settling within 10%" in text and "matmul 124 (82-167) GFLOP/s" in text
+    assert f"{duration(fastest)} to {duration(slowest)} at the fastest and slowest round" in text
+
+
+def test_the_dry_run_and_the_bar_price_the_dtype_auto_chooses(setup, tmp_path, monkeypatch):
+    """On a CPU with native bf16, "auto" is what the probe found: priced in that dtype, the reason shown."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: sse2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(precision_module, "CPUINFO", cpuinfo)
+    priced, bar = [], []  # the dtypes the dry run's and the progress bar's rates were measured in
+
+    def fake(dtype, device, threads):
+        priced.append(dtype)
+        return RATES
+
+    real = progress_module.machine_rates
+    monkeypatch.setattr(cost, "measure_rates", fake)
+    monkeypatch.setattr(progress_module, "machine_rates", lambda d, *a, **kw: bar.append(d) or real(d, *a, **kw))
+    auto = spec(setup, dtype="auto", layer_mixes=["native"], lengths=[64, 128])
+    for found, dtype in ((SLOW_BF16, torch.float32), (FAST_BF16, torch.bfloat16)):
+        monkeypatch.setattr(precision_module, "machine_bf16", lambda found=found, **kw: found)
+        precision_module.auto_cpu.cache_clear()  # another machine, another process
+        priced.clear()
+        dry = dry_run(auto, tmp_path / "out")
+        assert dry.precision.dtype == dtype and set(priced) == {dtype}
+        assert f"{dry.precision.name} ({found.text()}" in dry.text()
+        assert run_sweep(auto, tmp_path / dry.precision.name, quiet=False).ok and bar[-1] == dtype
 
 
 def test_the_measurement_gives_every_rate(monkeypatch):
@@ -347,7 +413,7 @@ def test_the_bar_totals_the_dry_runs_seconds(setup, tmp_path, monkeypatch):
         totals.append((self.bar.total, self.tokens))
         real_close(self)
 
-    monkeypatch.setattr(progress_module, "machine_rates", lambda *a, **kw: RATES)
+    monkeypatch.setattr(progress_module, "machine_rates", lambda *a, **kw: cost.MeasuredRates((RATES,), True))
     monkeypatch.setattr(progress_module.Progress, "close", close)
     assert run_sweep(sweep, tmp_path / "out", quiet=False).ok
     assert totals[0][0] == pytest.approx(dry.seconds) and totals[0][1] == dry.tokens
@@ -370,7 +436,7 @@ def test_rates_measured_on_a_busy_machine_are_used_but_not_cached(tmp_path, monk
     monkeypatch.setattr(cost, "cpu_sample", lambda: next(samples))
     monkeypatch.setattr(cost, "measure_rates", lambda dtype, device, threads: RATES)
     with pytest.warns(Notice, match="other processes kept 1.5 cores busy .* not cached"):
-        assert cost.machine_rates(torch.float32, threads=2) == RATES
+        assert cost.machine_rates(torch.float32, threads=2).rates == RATES
     assert not cost.rates_path(cost.rates_key(torch.float32, threads=2)).exists()
     assert cost.others_busy((0.0, 10.0, 1.0), (2.0, 10.6, 1.0)) == pytest.approx(0.3)
     assert cost.others_busy((0.0, 10.0, 1.0), (0.01, 11.0, 1.0)) == 0.0  # too short a window to tell

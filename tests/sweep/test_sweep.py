@@ -44,6 +44,7 @@ from ropekit.sweep import work as work_module
 from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.spec import reproduce_command
 from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS, StoreError, parse_blocks
+from tests.conftest import FAST_BF16
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -496,13 +497,13 @@ def test_auto_dtype_is_recorded_and_its_cells_keyed_by_what_it_resolved_to(setup
     bf16_keys, plain_keys = keys(auto), keys(plain)
     assert run_sweep(auto, out, quiet=True).computed == 2
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["dtype"] == {"asked": "auto", "resolved": "bfloat16", "reason": "cpu has avx512_bf16"}
+    assert meta["dtype"] == {"asked": "auto", "resolved": "bfloat16", "reason": FAST_BF16.text()}
     assert meta["spec"]["dtype"] == "auto"
     bf16 = {r["length"]: r for r in rows(out / "results.csv")}
 
     monkeypatch.setattr(precision, "CPUINFO", slow)
     assert keys(auto).isdisjoint(bf16_keys) and keys(plain) == plain_keys  # only "auto" follows the machine
-    with pytest.raises(SpecError, match=re.escape("holds numbers computed in bfloat16 (cpu has avx512_bf16); here")):
+    with pytest.raises(SpecError, match=re.escape(f"holds numbers computed in bfloat16 ({FAST_BF16.text()}); here")):
         run_sweep(auto, out, quiet=True)
     forced = run_sweep(auto, out, quiet=True, force=True)
     assert forced.computed == 2 and forced.reused == 0
@@ -514,6 +515,29 @@ def test_auto_dtype_is_recorded_and_its_cells_keyed_by_what_it_resolved_to(setup
         ppl, ppl_bf16 = float(r["ppl"]), float(bf16[r["length"]]["ppl"])
         assert r["cell"] != bf16[r["length"]]["cell"]
         assert ppl == pytest.approx(ppl_bf16, rel=0.01) and ppl != ppl_bf16
+
+
+def test_a_worker_runs_in_the_dtype_it_is_handed(setup, tmp_path, monkeypatch):
+    """The local executor's workers take the dtype the process that started them resolved: they never
+    time bf16 themselves (at once, each would see the others busy), nor resolve "auto" on loading."""
+    from ropekit.models import Precision
+    from ropekit.sweep.executors.registry import Launch, start_workers
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: sse2 avx2 avx512f avx512_bf16\n")
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    auto = spec(setup, dtype="auto", lengths=[64], layer_mixes=["native"], ropes={"default": "default"})
+    assert start_workers(auto, tmp_path / "out", Launch()).precision.dtype == torch.bfloat16  # as the stub found
+
+    def refuse(**kw):
+        raise AssertionError("a worker timed bf16")
+
+    monkeypatch.setattr(precision, "machine_bf16", refuse)
+    precision.auto_cpu.cache_clear()
+    handed = Precision(torch.float32, "the parent's")
+    assert run_sweep(auto, tmp_path / "out", quiet=True, precision=handed).computed == 1
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["dtype"] == {"asked": "auto", "resolved": "float32", "reason": "the parent's"}
 
 
 def test_default_dtype_is_recorded_as_the_default(setup, tmp_path):

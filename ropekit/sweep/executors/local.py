@@ -4,10 +4,12 @@ runs inline, in this process.
 
 Each worker is a fresh process (multiprocessing's spawn: no state shared with this one, CUDA
 initialised in the child). On CUDA worker i sees only GPU i mod the GPUs (``CUDA_VISIBLE_DEVICES``);
-on the CPU each takes its share of the cores (torch's threads). This process only starts them, waits,
-and merges their shards into DIR's files at the end; a worker that fails says so in one line and the
-others go on (its unit is taken over). A worker killed, or stopped by an error, fails the sweep only
-where cells are left undone; when the others finished its units, the summary says so in a note.
+on the CPU each takes its share of the cores (torch's threads). Every worker takes the dtype this
+process resolved (``dtype = "auto"``: workers timing bf16 at once would each see the others busy, and
+could differ). This process only starts them, waits, and merges their shards into DIR's files at the
+end; a worker that fails says so in one line and the others go on (its unit is taken over). A worker
+killed, or stopped by an error, fails the sweep only where cells are left undone; when the others
+finished its units, the summary says so in a note.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def run(spec, out, launch: Launch):
     context = multiprocessing.get_context("spawn")
     quiet = launch.quiet
     processes = [
-        context.Process(target=_worker, args=(spec, out, i, gpus, threads, quiet), name=f"ropekit-worker-{i}")
+        context.Process(
+            target=_worker, args=(spec, out, i, gpus, threads, quiet, begun.precision), name=f"ropekit-worker-{i}"
+        )
         for i in range(workers)
     ]
     for process in processes:
@@ -73,7 +77,7 @@ def _stopped(index: int, code: int) -> str:
     return f"worker {index} stopped ({how})"
 
 
-def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None:
+def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool, precision=None) -> None:
     """One worker process: its device or cores, then ``run_sweep``; errors as one line, exit codes as
     the CLI's (0 done, 1 cells failed, 2 an error)."""
     import torch
@@ -98,7 +102,7 @@ def _worker(spec, out, index: int, gpus: int, threads: int, quiet: bool) -> None
     # worker never unlinks, of which resource_tracker warns ("leaked semaphore objects") at the sweep's end.
     tqdm.set_lock(threading.RLock())
     try:
-        summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease)
+        summary = run_sweep(spec, out, quiet=True, lease=spec.executor.lease, precision=precision)
     except KeyboardInterrupt:
         sys.exit(130)
     except errors as err:

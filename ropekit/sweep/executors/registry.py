@@ -90,11 +90,13 @@ class Executor:
 @dataclass
 class Started:
     """The start of a run of several workers: the cells the spec plans (checked before any worker
-    starts) and how many DIR held already."""
+    starts), how many DIR held already, and the dtype the spec resolved to here (``precision``: a
+    worker on this machine takes it rather than resolve ``"auto"`` again)."""
 
     cells: list
     reused: int
     started: float
+    precision: Any = None
 
 
 def start_workers(spec: SweepSpec, out: Path, launch: Launch) -> Started:
@@ -114,7 +116,7 @@ def start_workers(spec: SweepSpec, out: Path, launch: Launch) -> Started:
     started = time.perf_counter()
     plan, stored = plan_sweep(spec), StoredResults.read(out, spec)
     check_resumable(stored, plan, out)
-    return Started(plan.cells, sum(stored.done(c.key) for c in plan.cells), started)
+    return Started(plan.cells, sum(stored.done(c.key) for c in plan.cells), started, plan.precision)
 
 
 def finish_workers(spec: SweepSpec, out: Path, begun: Started, problems: list[str]) -> SweepSummary:
