@@ -33,7 +33,7 @@ from .meta import check_dtype, check_inputs, check_snapshots
 from .spec import SweepSpec
 from .status import duration
 from .store import StoredResults
-from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
+from .trials import TRIAL_ANSWER_TOKENS, trial_seconds, trial_tokens
 from .units import sweep_units
 from .work import plan_work
 
@@ -285,13 +285,10 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                 tokens = trial_tokens(c.length)
                 to_score[c.key] = len(group.todo[c.key])
                 for t in group.todo[c.key]:
-                    seconds = (
-                        math.nan
-                        if rates is None
-                        else pass_seconds(config, tokens, rates, head_rows=TRIAL_ANSWER_TOKENS)
-                    )
+                    seconds = math.nan if rates is None else trial_seconds(config, c, rates)
                     memory = pass_memory(config, tokens, precision.dtype, threads, head_rows=TRIAL_ANSWER_TOKENS)
-                    where = (c.model, c.layer_mix, c.rope, f"{c.task} {c.depth:g}% trial {t}", 0, c.length)
+                    at = "" if c.depth is None else f" {c.depth:g}%"
+                    where = (c.model, c.layer_mix, c.rope, f"{c.task}{at} trial {t}", 0, c.length)
                     passes.append(PassCost(*where, (c.length,), False, seconds, memory))
                     shares[c.key] += seconds
     costs = []
