@@ -532,7 +532,7 @@ def _verdict_lines(table, baseline: str) -> str:
 
 def _retrieval_blocks(frame) -> list[str]:
     """Per (model, layer mix, task): exact answers of trials (all depths) per length and rope, or the
-    status of a cell that has none."""
+    status of a cell that has none; a task scored on partial credit (RULER's), its mean score."""
     ok = frame["status"] == "ok"
     frame = frame.assign(exact=(frame["accuracy"] * frame["n_trials"]).round().where(ok, 0), ran=frame["n_trials"])
     frame["ran"] = frame["ran"].where(ok, 0)
@@ -545,9 +545,14 @@ def _retrieval_blocks(frame) -> list[str]:
             f"{int(c.exact)}/{int(c.ran)}" + (f" ({', '.join(c.status)})" if c.status else "")
             for c in cells.itertuples()
         ]
+        what = "exact answers of trials (all depths)"
+        if block["depth"].isna().all():  # RULER's: the share of the values found, which needs no pooling
+            shown = [f"{a:.2f}" if s == "ok" else s for a, s in zip(block["accuracy"], block["status"], strict=True)]
+            cells = block.set_index(["length", "rope"])
+            what = "score (RULER's string_match_all, mean over trials)"
         grid = cells.assign(shown=shown)["shown"].unstack("rope")[list(dict.fromkeys(block["rope"]))]
         grid.columns.name = None
-        blocks.append(f"{model}, layer mix {mix}: {task}, exact answers of trials (all depths)\n{grid.to_string()}")
+        blocks.append(f"{model}, layer mix {mix}: {task}, {what}\n{grid.to_string()}")
     return blocks
 
 

@@ -223,3 +223,16 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     # exactly 0 (1) at 0 (n) successes, where centre - half (+ half) is that up to rounding
     return (0.0 if successes == 0 else centre - half), (1.0 if successes == n else centre + half)
+
+
+def score_interval(scores: Sequence[float], seed: int, level: float = LEVEL) -> tuple[float, float]:
+    """An interval for the mean of per-trial ``scores`` in [0, 1]: the Wilson interval where every score is
+    0 or 1 (a proportion), else the percentile bootstrap of the mean over trials (``N`` resamples, seeded),
+    a trial's partial credit (RULER's share of the values found) kept as it is."""
+    values = np.asarray(scores, dtype=float)
+    if values.size < 1:
+        raise ValueError("an interval needs at least one score")
+    if np.all((values == 0) | (values == 1)):
+        return wilson(int(values.sum()), int(values.size), level)
+    draws = np.random.RandomState(seed).randint(0, values.size, size=(N, values.size))
+    return _percentiles(values[draws].mean(-1), level)

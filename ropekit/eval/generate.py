@@ -37,3 +37,20 @@ def greedy_generate(
         if token in eos_ids or (stop is not None and stop(out)):
             break
     return out
+
+
+def stop_ids(model) -> set[int]:
+    """The tokens generation ends on: the tokenizer's EOS and the checkpoint config's ``eos_token_id`` (one
+    or a list), as ``generate`` stops on both."""
+    ids = {model.tokenizer.eos_token_id} - {None}
+    config = model.config.checkpoint.get("eos_token_id")
+    ids.update(config if isinstance(config, list) else [config] if config is not None else [])
+    return ids
+
+
+def generate_text(model, prompt_ids, max_new_tokens: int) -> str:
+    """What greedy decoding writes after ``prompt_ids``: at most ``max_new_tokens`` tokens, ending at an EOS
+    (``stop_ids``), decoded without special tokens; lm-evaluation-harness's ``generate_until`` with no stop
+    sequence, as ropekit's backend runs it (``ropekit/lmeval/__init__.py``)."""
+    tokens = greedy_generate(model, prompt_ids, max_new_tokens=max_new_tokens, eos_ids=stop_ids(model))
+    return model.tokenizer.decode(tokens, skip_special_tokens=True)

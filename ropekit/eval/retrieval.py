@@ -91,13 +91,16 @@ RULER_NEEDLE = Needle(NEEDLE_INTRO, NEEDLE, NEEDLE_QUESTION)
 
 @dataclass(frozen=True)
 class Trial:
-    """One retrieval prompt: ``prompt_ids`` (exactly ``length`` tokens), ``answer_ids`` (the value as a
-    continuation of the prompt), the key and value, and where the needle sits: ``position``, the
-    index of its first token in the prompt, after ``before`` of the ``haystack`` tokens."""
+    """One retrieval prompt: ``prompt_ids`` (exactly ``length`` tokens; a task that generates its answer:
+    at most ``length - max_new_tokens``), ``answer_ids`` (the value as a continuation of the prompt),
+    the key and value, and where the needle sits: ``position``, the index of its first token in the
+    prompt, after ``before`` of the ``haystack`` tokens (-1, 0, 0 where several needles sit at random).
+    A task scored on what the model writes gives the strings its output must hold (``references``) and
+    how many tokens greedy decoding may write (``max_new_tokens``)."""
 
     task: str
     length: int
-    depth: float
+    depth: float | None
     trial: int
     key: str
     value: str
@@ -106,6 +109,8 @@ class Trial:
     position: int
     before: int
     haystack: int
+    references: tuple[str, ...] = ()
+    max_new_tokens: int = 0
 
 
 def trial_rng(seed: int, task: str, length: int, depth: float, trial: int) -> np.random.Generator:

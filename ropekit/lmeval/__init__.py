@@ -54,7 +54,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 from ..eval import score_answer, token_nll
-from ..eval.generate import greedy_generate
+from ..eval.generate import greedy_generate, stop_ids
 from ..models import (
     Checkpoint,
     CheckpointError,
@@ -299,11 +299,7 @@ class RopekitLM(TemplateLM):
         at most ``max_gen_toks`` new ones, ending at EOS or once a stop sequence shows in the decoded tail
         (lm-eval's own ``MultiTokenEOSCriteria``), the text cut at the first stop sequence. Sampling is refused."""
         eos = self.tokenizer.decode(self.eot_token_id, skip_special_tokens=False)
-        eos_ids = {self.eot_token_id}
-        checkpoint_eos = self.model.config.checkpoint.get("eos_token_id")  # generate stops on the config's too
-        eos_ids.update(
-            checkpoint_eos if isinstance(checkpoint_eos, list) else [checkpoint_eos] * (checkpoint_eos is not None)
-        )
+        eos_ids = stop_ids(self.model)  # the tokenizer's EOS and the config's: generate stops on both
         out = []
         for request in requests:
             context, gen_kwargs = request.args

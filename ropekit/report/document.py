@@ -369,10 +369,12 @@ EXACT = (
 
 def _retrieval_summary(sweep: Sweep) -> str:
     frame = sweep.retrieval
-    plan = retrieval_plan(sweep.spec)
+    plan = retrieval_plan(sweep.spec, sweep.meta)
     tasks = list(dict.fromkeys([*plan, *frame["task"]]))
     per = "; ".join(
-        f"{task}: {plan[task]['trials']} trials at each of {len(plan[task]['depths'])} depths" for task in plan
+        f"{task}: {plan[task]['trials']} trials"
+        + (f" at each of {len(plan[task]['depths'])} depths" if plan[task]["depths"] != [None] else " per length")
+        for task in plan
     )
     return (
         f"Retrieval ({', '.join(tasks)}): {len(frame)} cells (model, layer mix, rope, task, length, depth), "
@@ -394,7 +396,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
     pooled = pool_depths(frame, trials, n=s.n, level=s.level)
     methods = set(pooled.loc[pooled["status"] == "ok", "interval"])
     described = sweep.meta.get("retrieval", {}).get("tasks") or DESCRIBED_BEFORE
-    tasks = "; ".join(f"{task}: {text}" for task, text in described.items())
+    unplaced = set(frame.loc[frame["depth"].isna(), "task"])  # RULER's: needles at random depths
+    tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task not in unplaced)
     text = [
         "Each prompt hides a key at a depth, the percent of the haystack before the needle (0: at its start, "
         f"100: at its end), in a prompt of exactly the cell's length ({tasks}).",
@@ -407,6 +410,15 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
         f"{stats.MIN_UNITS} trials (ropekit.stats' unit rule): a log-probability is bounded by 0 and spreads over "
         "orders of magnitude where a rope breaks, so a t interval's normal mean is not assumed.",
     ]
+    if unplaced:
+        text.append(
+            f"RULER's tasks ({', '.join(t for t in described if t in unplaced) or ', '.join(sorted(unplaced))}) "
+            "hide their needles at random depths, in a prompt of at most the cell's length "
+            "less the tokens left to generate, and are scored on the text greedy decoding writes: the share of the "
+            "reference values it contains (RULER's string_match_all), averaged over trials, with the Wilson "
+            f"{s.percent} interval where every trial scores 0 or 1, else a percentile bootstrap over trials; their "
+            "log-probability is of the values joined by commas, teacher-forced."
+        )
     if any(m.startswith("none: ") and "fewer than" in m for m in methods):
         text.append(
             f"Here some lengths pool fewer than {stats.MIN_UNITS} trials: their log-probability has no interval "
@@ -419,9 +431,11 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
     stems = []
     if (frame["status"] == "ok").any():
         figures["accuracy"] = plot_accuracy(frame, colors=colors, level=s.level)
-        figures["depth_heatmap"] = plot_depth_heatmap(frame)
+        placed = frame[frame["depth"].notna()]  # RULER's tasks place their needles at random: no depth
+        if (placed["status"] == "ok").any():
+            figures["depth_heatmap"] = plot_depth_heatmap(placed)
         figures["logprob"] = plot_logprob(frame, trials, colors=colors, n=s.n, level=s.level)
-        stems = ["accuracy", "depth_heatmap", "logprob"]
+        stems = [stem for stem in ("accuracy", "depth_heatmap", "logprob") if stem in figures]
         text.append(
             "The dotted line is the model's trained context; a cross on the top edge is a length at which no "
             "depth has a number, labelled with why; grey heatmap cells have no number (failed, labelled, or "
@@ -434,7 +448,7 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
     failed = frame[~frame["status"].isin(["ok", PENDING])]
     if len(failed):
         columns = ["model", "rope", "layer_mix", "task", "length", "depth", "status", "detail"]
-        failed = failed.assign(depth=[f"{d:g}" for d in failed["depth"]])
+        failed = failed.assign(depth=["" if d != d else f"{d:g}" for d in failed["depth"]])  # NaN: no depth
         tables.append(("failed cells", failed[columns].astype(str).reset_index(drop=True)))
     return Section("Retrieval", " ".join(text), stems, tables)
 

@@ -24,6 +24,7 @@ without a ``task`` column holds perplexity only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,7 +107,7 @@ def load_sweep(path: str | Path) -> Sweep:
     has_intervals = {"ppl_lo", "ppl_hi"} <= set(rows.columns)
     spec = meta.get("spec", {})
     frame = _with_pending(rows, spec)
-    retrieval = _retrieval_with_pending(retrieval_rows, spec)
+    retrieval = _retrieval_with_pending(retrieval_rows, spec, meta)
     if frame.empty and retrieval.empty:
         raise ReportError(f"{folder} has no results and its meta.json plans no cells")
     plans = _read_plans(folder / "plans.json")
@@ -214,22 +215,30 @@ def _in_spec_order(frame: pd.DataFrame, spec: dict[str, Any], then: list[str], t
     return frame.drop(columns=[c + "_order" for c in order]).reset_index(drop=True)
 
 
-def retrieval_plan(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def retrieval_plan(spec: dict[str, Any], meta: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Each retrieval task the spec runs with its ``trials`` and ``depths`` (the sweep's defaults where
-    its table omits them); {} for a spec without ``tasks`` (perplexity only)."""
+    its table omits them; ``[None]`` for a task that places no needle, as meta.json's ``retrieval.depths``
+    says); {} for a spec without ``tasks`` (perplexity only)."""
     tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task != "perplexity"}
+    written = (meta or {}).get("retrieval", {}).get("depths", {})
     return {
-        task: {"trials": table.get("trials", TRIALS_PER_DEPTH), "depths": list(table.get("depths", DEPTHS))}
+        task: {
+            "trials": table.get("trials", TRIALS_PER_DEPTH),
+            "depths": (written[task] or [None]) if task in written else list(table.get("depths", DEPTHS)),
+        }
         for task, table in tables.items()
     }
 
 
-def _depth(value: Any) -> float:
-    """A depth as results.csv writes it (``f"{depth:g}"``) read back, so 33.3333 planned matches 33.3 run."""
+def _depth(value: Any) -> float | None:
+    """A depth as results.csv writes it (``f"{depth:g}"``) read back, so 33.3333 planned matches 33.3 run;
+    None for a cell of a task that places no needle (written empty)."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
     return float(f"{float(value):g}")
 
 
-def _retrieval_with_pending(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+def _retrieval_with_pending(rows: pd.DataFrame, spec: dict[str, Any], meta: dict[str, Any]) -> pd.DataFrame:
     """The retrieval rows, numbers parsed, with a ``pending`` row for each planned (model, layer mix,
     rope, task, length, depth) without one, in the spec's order."""
     import pandas as pd
@@ -237,10 +246,12 @@ def _retrieval_with_pending(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.Data
     columns = ["model", "rope", "layer_mix", "task", "length", "depth", "n_tokens", *RETRIEVAL[1:]]
     columns += ["status", "detail", "cell"]
     frame = rows.reindex(columns=columns).copy()
-    frame["depth"] = [_depth(d) for d in frame["depth"]]
-    plan = retrieval_plan(spec)
-    key = ["model", "rope", "layer_mix", "task", "length", "depth"]
-    have = set(frame[key].itertuples(index=False, name=None))
+    depths = [_depth(d) for d in frame["depth"]]  # None (no depth) stays None here, NaN in the frame
+    frame["depth"] = depths
+    plan = retrieval_plan(spec, meta)
+    key = ["model", "rope", "layer_mix", "task", "length"]
+    rows_named = frame[key].itertuples(index=False, name=None)
+    have = {(*named, depth) for named, depth in zip(rows_named, depths, strict=True)}
     pending = [
         {"model": m, "rope": r, "layer_mix": x, "task": t, "length": n, "depth": _depth(d), "status": PENDING}
         for m in spec.get("models", [])

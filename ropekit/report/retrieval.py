@@ -8,7 +8,9 @@ argmax given the prompt and the answer tokens before it. A row of results.csv is
 mix, rope, task, length, depth) cell of ``n_trials`` trials; ``depth`` is the percent of the haystack
 before the needle (0: at its start, 100: at its end).
 
-Pooled over depths (:func:`pool_depths`), a length's accuracy is the sum of exact answers over the
+A task that places no needle at a depth (RULER's, scored on the text greedy decoding writes) has one
+cell per length, whose accuracy and interval are its row's (``ropekit/sweep/trials.py``). Pooled over
+depths (:func:`pool_depths`), a length's accuracy is the sum of exact answers over the
 sum of trials of its scored depths (exact answers recovered as round(accuracy * n_trials)), with the
 Wilson score interval of that proportion (Wilson 1927; it stays inside [0, 1] and is not degenerate at
 0 or all correct, where the normal interval is), the trials taken as independent. The mean answer
@@ -63,6 +65,9 @@ def pool_depths(
         failed = part.loc[~part["status"].isin(["ok", PENDING]), "status"]
         n_trials = int(ok["n_trials"].sum())
         n_exact = int(np.round(ok["accuracy"] * ok["n_trials"]).sum())
+        accuracy = (n_exact / n_trials, *wilson(n_exact, n_trials, level)) if n_trials else (math.nan,) * 3
+        if len(ok) == 1 and ok["depth"].isna().all():  # a task of no depth (RULER's): its cell's score as it is
+            accuracy = tuple(float(ok[column].iloc[0]) for column in ("accuracy", "accuracy_lo", "accuracy_hi"))
         lo, hi, method = _logprob_interval(ok, trials, n_trials, n, level)
         trained = part["trained_context"].dropna() if "trained_context" in part else ()
         rows.append(
@@ -72,8 +77,7 @@ def pool_depths(
                 "planned": len(part),
                 "n_trials": n_trials,
                 "n_exact": n_exact,
-                "accuracy": n_exact / n_trials if n_trials else math.nan,
-                **dict(zip(("accuracy_lo", "accuracy_hi"), wilson(n_exact, n_trials, level), strict=True)),
+                **dict(zip(("accuracy", "accuracy_lo", "accuracy_hi"), accuracy, strict=True)),
                 "mean_logprob": float((ok["mean_logprob"] * ok["n_trials"]).sum() / n_trials) if n_trials else math.nan,
                 "mean_logprob_lo": lo,
                 "mean_logprob_hi": hi,

@@ -29,7 +29,7 @@ class Cell:
     config: ModelConfig  # the resolved plan this cell runs
     docs: list[str] = field(default_factory=list)  # the documents this cell scores, in order
     task: str = "perplexity"
-    depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack
+    depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack (None: placed at random)
     settings: TrialSettings | None = None  # a trial task's cell: its task's settings
     checkpoint: Checkpoint | None = None  # where the model's files are, resolved once when planned
 
@@ -94,7 +94,7 @@ def trial_cells(
     for task, settings in spec.retrieval_tasks.items():
         reads_corpus = get_task(task).reads_corpus
         for length in spec.lengths:
-            for depth in settings.depths:
+            for depth in settings.cell_depths:
                 definition = {**where, "task": task, "length": length, "depth": depth, **settings.definition()}
                 definition |= {"corpus": corpus if reads_corpus else None, "dtype": dtype, "device": spec.device}
                 fields = where["model"], where["rope"], where["layer_mix"], length, cell_key(definition), config

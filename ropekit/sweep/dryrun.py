@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from .meta import check_dtype, check_inputs, check_snapshots
 from .spec import SweepSpec
 from .status import duration
 from .store import StoredResults
-from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
+from .trials import TRIAL_ANSWER_TOKENS, trial_seconds, trial_tokens
 from .units import sweep_units
 from .work import plan_work
 
@@ -299,13 +301,14 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         rates_file = rates_file if rates_file.exists() else None  # measured on a busy machine: not cached
     spread = [0.0, 0.0]  # the total at the fastest and at the slowest round
 
-    def price(config, tokens: int, head_rows: int | None = None) -> float:
+    def price(seconds: Callable[[Rates], float]) -> float:
+        """``seconds`` at the rates (NaN without), the total at the fastest and slowest round kept beside."""
         if rates is None:
             return math.nan
         if measured is not None:
-            spread[0] += pass_seconds(config, tokens, measured.fast, head_rows=head_rows)
-            spread[1] += pass_seconds(config, tokens, measured.slow, head_rows=head_rows)
-        return pass_seconds(config, tokens, rates, head_rows=head_rows)
+            spread[0] += seconds(measured.fast)
+            spread[1] += seconds(measured.slow)
+        return seconds(rates)
 
     passes, shares, to_score = [], defaultdict(float), defaultdict(int)
     for model_work in work:
@@ -320,7 +323,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                     if p.cached:
                         seconds, memory = 0.0, None
                     else:
-                        seconds = price(config, tokens)
+                        seconds = price(partial(pass_seconds, config, tokens))
                         memory = pass_memory(config, tokens, precision.dtype, threads)
                     where = (first.model, first.layer_mix, first.rope, doc, p.begin, p.end)
                     passes.append(PassCost(*where, served, p.cached, seconds, memory))
@@ -333,9 +336,10 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                 tokens = trial_tokens(c.length)
                 to_score[c.key] = len(group.todo[c.key])
                 for t in group.todo[c.key]:
-                    seconds = price(config, tokens, TRIAL_ANSWER_TOKENS)
+                    seconds = price(partial(trial_seconds, config, c))
                     memory = pass_memory(config, tokens, precision.dtype, threads, head_rows=TRIAL_ANSWER_TOKENS)
-                    where = (c.model, c.layer_mix, c.rope, f"{c.task} {c.depth:g}% trial {t}", 0, c.length)
+                    at = "" if c.depth is None else f" {c.depth:g}%"
+                    where = (c.model, c.layer_mix, c.rope, f"{c.task}{at} trial {t}", 0, c.length)
                     passes.append(PassCost(*where, (c.length,), False, seconds, memory))
                     shares[c.key] += seconds
     costs = []

@@ -171,7 +171,17 @@ def sweep_meta(
             "split of context and continuation)",
             "prompts": "each trial from numpy default_rng([seed, crc32(task), length, round(depth * 1e6), trial])",
             "tasks": {task: get_task(task).description for task in spec.retrieval_tasks},
+            # the depths each task's cells are at; [] for a task that places its needles at random (RULER's)
+            "depths": {task: [d for d in s.cell_depths if d is not None] for task, s in spec.retrieval_tasks.items()},
         }
+        if any(get_task(task).match for task in spec.retrieval_tasks):
+            meta["retrieval"]["generated"] = (
+                "RULER's tasks: greedy decoding writes up to tokens_to_generate tokens after the prompt, stopping at "
+                "EOS; the output's score is RULER's string_match_all (the share of the reference values in it, "
+                "case-insensitive); accuracy is the trials' mean, its interval Wilson's where every score is 0 or 1, "
+                "else a percentile bootstrap over trials; samples as lm-evaluation-harness's port of RULER draws "
+                "them, Python's and numpy's generators seeded with the task's seed"
+            )
     try:
         meta["command"] = reproduce_command(meta, out)
     except ValueError:  # a rope no flag carries as it is: the spec above still reruns it

@@ -8,17 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, Precision
-from .cost import machine_rates, measurable, pass_seconds, plan_seconds
+from .cost import machine_rates, measurable, plan_seconds
 from .spec import SweepSpec
-from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
+from .trials import trial_seconds
 
 if TYPE_CHECKING:
     from .work import ModelWork
 
 
-def seconds_estimator(
-    spec: SweepSpec, precision: Precision, quiet: bool
-) -> Callable[[ModelConfig, Plan], float] | None:
+def seconds_estimator(spec: SweepSpec, precision: Precision, quiet: bool) -> Callable[[ModelConfig, Any], float] | None:
     """Predicted seconds of a plan or a retrieval trial's pass (``ropekit.sweep.cost``, with this
     machine's rates, measured once and cached), for the progress bar; None (the bar counts tokens)
     when the bar is off or this machine lacks the spec's device (loading the model says so next)."""
@@ -26,10 +24,10 @@ def seconds_estimator(
         return None
     rates = machine_rates(precision.dtype, spec.device).rates
 
-    def estimate(config: ModelConfig, work: Plan | int) -> float:
-        if isinstance(work, int):  # a trial's prompt length: the LM head runs on its answer only
-            return pass_seconds(config, trial_tokens(work), rates, head_rows=TRIAL_ANSWER_TOKENS)
-        return plan_seconds(config, work, rates)
+    def estimate(config: ModelConfig, work: Any) -> float:  # a Plan, or a retrieval cell (one trial)
+        if isinstance(work, Plan):
+            return plan_seconds(config, work, rates)
+        return trial_seconds(config, work, rates)  # a retrieval cell's trial
 
     return estimate
 
@@ -40,7 +38,7 @@ class Progress:
     passes have finished, by the seconds they took over the seconds predicted for them. Tokens done of
     the total and cells done are beside it; silent with quiet=True."""
 
-    def __init__(self, cells: int, reused: int, estimate: Callable[[ModelConfig, Plan], float] | None, *, quiet: bool):
+    def __init__(self, cells: int, reused: int, estimate: Callable[[ModelConfig, Any], float] | None, *, quiet: bool):
         from tqdm.auto import tqdm
 
         class Bar(tqdm):  # tqdm's documented way to a field of one's own in bar_format
@@ -52,7 +50,7 @@ class Progress:
 
         self.cells, self.finished = cells, reused
         self.predicts = estimate is not None
-        self.estimate = estimate or (lambda config, work: float(work if isinstance(work, int) else work.tokens))
+        self.estimate = estimate or (lambda config, work: float(work.tokens if isinstance(work, Plan) else work.length))
         self.tokens = self.tokens_done = 0
         self.predicted_done = self.took = 0.0  # of the passes that finished
         self.shown = 0.0  # of the plan running now: what the bar moved by as its layers finished
@@ -82,7 +80,7 @@ class Progress:
                 self.add_plan(group[0].config, plan, refresh=False)
         for trials in work.trials:
             for c in trials.cells:
-                self.bar.total += self.estimate(c.config, c.length) * len(trials.todo[c.key])
+                self.bar.total += self.estimate(c.config, c) * len(trials.todo[c.key])
                 self.tokens += c.length * len(trials.todo[c.key])
         self._status()
 
@@ -97,16 +95,16 @@ class Progress:
                 self.tokens -= plan.tokens
         for trials in work.trials:
             for c in trials.cells:
-                self.bar.total -= self.estimate(c.config, c.length) * len(trials.todo[c.key])
+                self.bar.total -= self.estimate(c.config, c) * len(trials.todo[c.key])
                 self.tokens -= c.length * len(trials.todo[c.key])
         self._status()
 
-    def trial_done(self, config: ModelConfig, length: int, seconds: float) -> None:
-        """A retrieval trial of a prompt of ``length`` tokens that ran in ``seconds``."""
-        predicted = self.estimate(config, length)
+    def trial_done(self, config: ModelConfig, cell, seconds: float) -> None:
+        """A trial of the retrieval cell ``cell`` that ran in ``seconds``."""
+        predicted = self.estimate(config, cell)
         self.predicted_done += predicted
         self.took += seconds
-        self.tokens_done += length
+        self.tokens_done += cell.length
         self.bar.n += predicted
         self._status()
 
@@ -179,7 +177,8 @@ class Progress:
         elif row.get("task", "perplexity") == "perplexity":
             outcome = f"ppl {row['ppl']}"
         else:
-            outcome = f"{row['task']} at {row['depth']}% {float(row['accuracy']):.0%}"
+            at = f" at {row['depth']}%" if row["depth"] != "" else ""  # RULER's place theirs at random
+            outcome = f"{row['task']}{at} {float(row['accuracy']):.0%}"
         self.last = f"{row['rope']}@{row['length']}: {outcome}"
         self._status()
 

@@ -14,6 +14,11 @@ from .cells import Cell
 from .store import ResultStore, parse_blocks
 
 
+def depth_text(depth: float | None) -> str:
+    """A depth as the CSV files write it: ``f"{depth:g}"``, empty for a cell of a task that places no needle."""
+    return "" if depth is None else f"{depth:g}"
+
+
 def named(c: Cell) -> dict[str, Any]:
     """The columns that name a cell, first in its row: model, rope, layer mix, length, task."""
     return {"model": c.model, "rope": c.rope, "layer_mix": c.layer_mix, "length": c.length, "task": c.task}

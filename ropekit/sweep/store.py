@@ -16,10 +16,11 @@ happened to compute things in, and floats are written as ``repr`` (exact) or wit
 of digits, so one spec run twice on one machine writes the same two files to the byte.
 
 A directory written by an older ropekit (other columns) is refused before anything in it is
-touched: its numbers were made by other rules and do not mix with new rows. The one exception is
-a results.csv from before retrieval tasks (``PERPLEXITY_ONLY_COLUMNS``): its rows are all
-perplexity cells with the same keys and numbers, so opening it for writing rewrites it (atomically)
-with the task columns filled in.
+touched: its numbers were made by other rules and do not mix with new rows. The exceptions
+(``UPGRADES``) are a results.csv from before retrieval tasks (``PERPLEXITY_ONLY_COLUMNS``: its rows
+are all perplexity cells with the same keys and numbers) and a trials.csv from before generated
+answers (no ``match``, ``output``): opening one for writing rewrites it (atomically) with those
+columns filled in.
 
 The CSV files only grow: each record is one line appended with a single write, then fsync'd, so
 storing N documents costs N lines, not N rewrites. A cell retried after a failure gets another
@@ -125,6 +126,8 @@ TRIAL_COLUMNS = [
     "n_correct",
     "exact",
     "logprob",
+    "match",  # a task scored on what the model writes (RULER's): the output's score in [0, 1]
+    "output",  # and the output, a JSON string (one line whatever it holds)
     "status",
     "detail",
 ]
@@ -134,6 +137,12 @@ FILES = {
     "documents.csv": DOC_COLUMNS,
     "trials.csv": TRIAL_COLUMNS,
     "timings.csv": TIMING_COLUMNS,
+}
+# Store files an older ropekit wrote whose rows read the same once the columns they lack are filled in:
+# their header, and those columns' values. Opening one for writing rewrites it (atomically) so.
+UPGRADES = {
+    "results.csv": (PERPLEXITY_ONLY_COLUMNS, {"task": "perplexity"}),  # before retrieval tasks
+    "trials.csv": ([c for c in TRIAL_COLUMNS if c not in ("match", "output")], {"match": "", "output": ""}),
 }
 
 
@@ -315,8 +324,8 @@ def _header(path: Path) -> list[str]:
 def _check_header(path: Path, columns: list[str]) -> None:
     """Refuse a store file with other columns (written by an older ropekit), before anything is written."""
     header = _header(path)
-    if columns is RESULT_COLUMNS and header == PERPLEXITY_ONLY_COLUMNS:
-        return  # read with its cells as perplexity cells, rewritten so when opened for writing
+    if path.name in UPGRADES and header == UPGRADES[path.name][0]:
+        return  # read as it is, rewritten with the new columns when opened for writing
     if header and header != columns:
         raise StoreError(
             f"{path} was written by another version of ropekit (columns {','.join(header)}; this one writes "
@@ -330,8 +339,8 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     line whose numbers do not parse (edited by hand, damaged) is left out with a notice: its cell
     or document is computed again."""
     header, rows, whole = read_csv(path)
-    if columns is RESULT_COLUMNS and header == PERPLEXITY_ONLY_COLUMNS:
-        rows = [{**r, "task": "perplexity"} for r in rows]
+    if path.name in UPGRADES and header == UPGRADES[path.name][0]:
+        rows = [{**r, **UPGRADES[path.name][1]} for r in rows]
         atomic_write(path, csv_text(columns, rows))  # whole lines only: a torn last one is left out
         header, whole = columns, path.stat().st_size
     if bad := [r for r in rows if not _readable(r)]:

@@ -6,6 +6,9 @@ stopped sweep resumes at the next trial.
 A cell's row (results.csv): ``accuracy`` the fraction of trials whose answer is ``exact`` (what greedy
 decoding produces), with its Wilson 95 % interval (``ropekit.stats.wilson``: trials are independent
 draws, and it stays inside [0, 1] and honest at 0 or n of n, where the normal interval collapses);
+for a task scored on what the model writes (its record's ``match``: RULER's), the mean of the trials'
+``match`` scores of the text greedy decoding generated (stored in ``output``, as JSON), with
+``stats.score_interval`` (Wilson where every score is 0 or 1, else a bootstrap over trials);
 ``mean_logprob`` the mean over trials of the answer's total log-probability (nats); ``n_tokens``
 the tokens read. A trial that runs out of memory or scores a non-finite log-probability is stored as
 failed; the cell's row then records the failure and the sweep goes on with the next cell.
@@ -16,6 +19,7 @@ the model's plan, so every rope and layer mix of a model reads the same prompts 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -25,8 +29,10 @@ import torch
 
 from .. import stats
 from ..eval import score_answer
+from ..eval.generate import generate_text
 from ..tasks import get_task
-from .rows import named
+from .cost import pass_seconds
+from .rows import depth_text, named
 from .spec import SpecError, SweepSpec
 
 
@@ -48,6 +54,18 @@ def trial_tokens(length: int) -> int:
     return length + TRIAL_ANSWER_TOKENS - 1
 
 
+def trial_seconds(config, cell, rates) -> float:
+    """Predicted seconds of one trial of ``cell`` (``ropekit.sweep.cost``): the teacher-forced forward of its
+    prompt and answer, the LM head on the answer only; for a task that writes its answer (its record's
+    ``generates`` tokens), also a forward of the prompt and a one-token pass per token written (a lower
+    bound: a token's attention over the cached context is left out)."""
+    seconds = pass_seconds(config, trial_tokens(cell.length), rates, head_rows=TRIAL_ANSWER_TOKENS)
+    if generates := get_task(cell.task).generates:
+        seconds += pass_seconds(config, cell.length, rates, head_rows=1)
+        seconds += generates * pass_seconds(config, 1, rates, head_rows=1)
+    return seconds
+
+
 def trial_groups(cells: list, store) -> list[TrialGroup]:
     """The pending retrieval cells by (layer mix, rope), each with the trials DIR does not hold."""
     groups: dict[tuple, TrialGroup] = {}
@@ -63,12 +81,12 @@ def check_lengths(spec: SweepSpec, tokenizer, documents) -> None:
     for task, settings in spec.retrieval_tasks.items():
         for length in spec.lengths:
             try:
-                _trial(tokenizer, task, settings, length, settings.depths[0], 0, documents)
+                _trial(tokenizer, task, settings, length, settings.cell_depths[0], 0, documents)
             except ValueError as err:
                 raise SpecError(f"lengths: {err}") from None
 
 
-def _trial(tokenizer, task: str, settings, length: int, depth: float, trial: int, documents):
+def _trial(tokenizer, task: str, settings, length: int, depth: float | None, trial: int, documents):
     """One trial of ``task`` as its record builds it (``ropekit/tasks/``)."""
     return get_task(task).build(tokenizer, settings, length, depth, trial, documents)
 
@@ -80,7 +98,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
     failed = []
     started = time.perf_counter()
     for c in group.cells:
-        failure = None
+        failure, match = None, get_task(c.task).match
         for t in group.todo[c.key]:
             if stop is not None:
                 stop()
@@ -93,7 +111,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
                 "layer_mix": c.layer_mix,
                 "task": c.task,
                 "length": c.length,
-                "depth": f"{c.depth:g}",
+                "depth": depth_text(c.depth),
                 "trial": t,
                 "key": trial.key,
                 "value": trial.value,
@@ -102,6 +120,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
             }
             try:
                 score = score_answer(model, trial.prompt_ids, trial.answer_ids)
+                output = generate_text(model, trial.prompt_ids, trial.max_new_tokens) if match else None
             except (RuntimeError, MemoryError) as err:
                 if (status := failure_status(err)) is None:
                     raise
@@ -118,11 +137,13 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
                     "n_correct": score.n_correct,
                     "exact": int(score.exact),
                     "logprob": repr(score.logprob),
+                    "match": "" if output is None else repr(float(match(output, trial.references))),
+                    "output": "" if output is None else json.dumps(output),  # one line, whatever was written
                     "status": "ok",
                     "detail": "",
                 }
             )
-            progress.trial_done(model.config, c.length, time.perf_counter() - begun)
+            progress.trial_done(model.config, c, time.perf_counter() - begun)
         cell_row = retrieval_row(c, store, failure)
         store.add_cell(cell_row)
         store.add_timing(c.key, time.perf_counter() - started)
@@ -134,17 +155,20 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
 def retrieval_row(c, store, failure: tuple[str, str] | None = None) -> dict[str, Any]:
     """A retrieval cell's results.csv row from its trials as stored in trials.csv (so a resumed sweep
     writes the row an uninterrupted one would)."""
-    row = {**named(c), "depth": f"{c.depth:g}", "n_trials": c.settings.trials, "cell": c.key}
+    row = {**named(c), "depth": depth_text(c.depth), "n_trials": c.settings.trials, "cell": c.key}
     if failure is not None:
         return {**row, "status": failure[0], "detail": failure[1]}
     trials = [store.trials[c.key, t] for t in range(c.settings.trials)]
-    exact = sum(int(r["exact"]) for r in trials)
-    lo, hi = stats.wilson(exact, len(trials))
+    if get_task(c.task).match is not None:  # scored on what the model wrote
+        scores = [float(r["match"]) for r in trials]
+    else:
+        scores = [float(r["exact"]) for r in trials]
+    lo, hi = stats.score_interval(scores, stats.seed_of(c.key))
     logprobs = [float(r["logprob"]) for r in trials]
     return {
         **row,
         "n_tokens": sum(c.length + int(r["n_answer"]) - 1 for r in trials),
-        "accuracy": f"{exact / len(trials):.4f}",
+        "accuracy": f"{math.fsum(scores) / len(scores):.4f}",
         "accuracy_lo": f"{lo:.4f}",
         "accuracy_hi": f"{hi:.4f}",
         "mean_logprob": f"{math.fsum(logprobs) / len(logprobs):.6f}",

@@ -18,10 +18,10 @@ from ..models import Checkpoint, Precision, check_weights, dtype_device
 from ..modes import SHARED
 from .cells import Cell, plan_cells
 from .claims import Unit
-from .cost import NOMINAL_RATES, pass_seconds, plan_seconds
+from .cost import NOMINAL_RATES, plan_seconds
 from .spec import SweepSpec
 from .store import StoredResults
-from .trials import TRIAL_ANSWER_TOKENS, trial_tokens
+from .trials import trial_seconds
 from .work import ModelWork, plan_work
 
 
@@ -201,8 +201,7 @@ def longest_first(units: list[Unit], work: dict[str, ModelWork]) -> list[Unit]:
             unit.seconds += sum(plan_seconds(group[0].config, plan, NOMINAL_RATES) for _, plan in plans.values())
         for trials in work[unit.id].trials:
             for c in trials.cells:
-                one = pass_seconds(c.config, trial_tokens(c.length), NOMINAL_RATES, head_rows=TRIAL_ANSWER_TOKENS)
-                unit.seconds += one * len(trials.todo[c.key])
+                unit.seconds += trial_seconds(c.config, c, NOMINAL_RATES) * len(trials.todo[c.key])
     return sorted(units, key=lambda u: -u.seconds)  # stable
 
 

@@ -87,8 +87,8 @@ def plan_work(
             prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
             inputs[name] = tokenizer, tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
         tokenizer, tokens = inputs[name]
-        chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs)
         perplexity = [c for c in cells if c.task == "perplexity"]
+        chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs) if perplexity else {}
         for cell in perplexity:
             cell.docs = chosen[cell.length]
         groups = _groups(perplexity)

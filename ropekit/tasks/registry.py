@@ -10,7 +10,12 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
 * ``build(tokenizer, settings, length, depth, trial, documents)``: one trial's prompt and answer, a
   function of those values only (every rope and layer mix of a model reads the same prompts);
   ``documents`` are the corpus's token ids (without special tokens) for a task with ``reads_corpus``,
-  whose cells are then keyed by the corpus too.
+  whose cells are then keyed by the corpus too. A task whose settings say it places no needle at a
+  depth (``placed = False``: RULER's, which place theirs at random) has one cell per length, depth None.
+* ``match(output, references)``: for a task scored on what the model writes (RULER's), the score in
+  [0, 1] of the answer greedy decoding generates (up to the trial's ``max_new_tokens``) against the
+  trial's ``references``; the cell's accuracy is their mean. Without it a trial is scored on its
+  answer's tokens alone, teacher-forced (``exact``), and every task's trials also get that log-probability.
 
 ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
 :func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
@@ -51,6 +56,8 @@ class TrialSettings:
     depths: tuple[float, ...] = DEPTHS
     seed: int = 0
 
+    placed = True  # its prompts put the needle at a depth of the haystack: a cell per depth (else one, depth None)
+
     def __post_init__(self) -> None:
         where = self.task
         if not is_count(self.trials):
@@ -71,8 +78,13 @@ class TrialSettings:
 
     @classmethod
     def table_keys(cls) -> tuple[str, ...]:
-        """The keys its spec table takes: its fields but ``task``."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "task")
+        """The keys its spec table takes: its fields but ``task`` (and ``depths`` where it places nothing)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "task" and (cls.placed or f.name != "depths"))
+
+    @property
+    def cell_depths(self) -> tuple[float | None, ...]:
+        """The depths its cells are at: ``depths``, or one cell (depth None) for a task that places nothing."""
+        return self.depths if self.placed else (None,)
 
     def to_dict(self) -> dict[str, Any]:
         """The keys given or defaulted, as a spec table (None: left to the task)."""
@@ -90,9 +102,11 @@ class TrialTask:
 
     name: str
     settings: type[TrialSettings]
-    build: Callable[[Any, TrialSettings, int, float, int, Sequence[Sequence[int]] | None], Trial]
+    build: Callable[[Any, TrialSettings, int, float | None, int, Sequence[Sequence[int]] | None], Trial]
     reads_corpus: bool = False
     description: str = ""
+    match: Callable[[str, Sequence[str]], float] | None = None  # a generated answer's score against the trial's
+    generates: int = 0  # with ``match``: the tokens greedy decoding may write per trial (what the cost model prices)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":
@@ -101,6 +115,8 @@ class TrialTask:
             raise ValueError(f"task {self.name!r}: settings must be a TrialSettings dataclass of its table's keys")
         if not callable(self.build):
             raise ValueError(f"task {self.name!r}: build must be a function (tokenizer, settings, length, ...)")
+        if (self.match is None) != (self.generates == 0) or not is_count(self.generates, 0):
+            raise ValueError(f"task {self.name!r}: a task scored on what it generates gives match and generates > 0")
 
     def table(self, table: Any) -> TrialSettings:
         """Its spec table (a dict; None: every key defaulted) as its settings, checked key by key."""
@@ -125,7 +141,7 @@ class TrialTask:
 
 
 TASKS: Registry[TrialTask] = Registry(
-    "task", TrialTask, ENTRY_POINTS, ["ropekit.tasks.passkey", "ropekit.tasks.needle"]
+    "task", TrialTask, ENTRY_POINTS, ["ropekit.tasks.passkey", "ropekit.tasks.needle", "ropekit.tasks.ruler"]
 )
 
 

@@ -219,3 +219,17 @@ def test_the_command_prints_exact_answers_per_length_and_rope(setup, tmp_path, c
     assert "--tasks perplexity,passkey --trials 2 --depths 0,100 --seed 4" in meta["command"]
     again = sweep_spec_from_args(build_parser().parse_args(shlex.split(meta["command"])[1:]))
     assert again.sha256 == meta["spec_sha256"]  # the recorded command reruns this very spec
+
+
+def test_a_trials_file_from_before_generated_answers_is_upgraded_in_place(setup, tmp_path):
+    """trials.csv gained ``match`` and ``output`` (RULER's tasks, scored on what the model writes): one of
+    an earlier ropekit is read as it is and rewritten with them empty, its trials reused."""
+    built = spec(setup, tasks=["passkey"], needle=None)
+    first = run_sweep(built, tmp_path, quiet=True)
+    header, rows, _ = read_csv(tmp_path / "trials.csv")
+    assert header == TRIAL_COLUMNS and {r["match"] for r in rows} == {r["output"] for r in rows} == {""}
+    before = [c for c in TRIAL_COLUMNS if c not in ("match", "output")]
+    (tmp_path / "trials.csv").write_text(csv_text(before, rows))  # as a ropekit before them wrote it
+    again = run_sweep(built, tmp_path, quiet=True)
+    assert again.computed == 0 and again.reused == first.cells
+    assert read_csv(tmp_path / "trials.csv")[:2] == (TRIAL_COLUMNS, rows)
