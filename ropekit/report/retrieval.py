@@ -151,12 +151,13 @@ def _pooled_figure(frame, pooled, value: str, colors, title: str) -> Figure:
     colors = colors or rope_colors(frame["rope"])
     panels = list(pooled.groupby(["model", "layer_mix", "task"], sort=False))
     fig, axes = figure_grid(len(panels), sharey=True)
+    unplaced = set(frame.loc[frame["depth"].isna(), "task"])  # RULER's: scored on what the model writes
     for ax, ((model, mix, task), rows) in zip(axes, panels, strict=False):
         draw_panel(ax, rows, "rope", None, colors, value=value)
         ax.set_title(f"{model_label(model)}, layer mix {mix}: {task}")
         if value == "accuracy":
             ax.set_ylim(-0.04, 1.04)
-            ax.set_ylabel("accuracy (exact, pooled over depths)")
+            ax.set_ylabel("score (string_match_all)" if task in unplaced else "accuracy (exact, pooled over depths)")
         else:
             ax.set_ylabel("answer log-probability (nats)")
     finish_figure(fig, axes, frame, title)
