@@ -579,6 +579,13 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
         help="figure files to write besides PNG (svg, pdf for papers)",
     )
     p.add_argument("--baseline", metavar="ROPE", help="rope the relative figure divides by (default: default)")
+    p.add_argument(
+        "--ruler-threshold",
+        type=float,
+        default=85.6,
+        metavar="PERCENT",
+        help="the RULER average an effective length must exceed (default: RULER's 85.6)",
+    )
     p.add_argument("--mix-rope", metavar="ROPE", help="rope whose layer mixes are compared (default: default)")
     p.set_defaults(run=run_report)
 
@@ -615,7 +622,13 @@ def run_report(args: argparse.Namespace) -> int:
         check_links(args.dir)  # before the merge writes to DIR, not after
         merge_if_free(args.dir)  # rows of workers that finished while nobody held DIR
 
-    report = write_report(args.dir, formats=tuple(args.format), baseline=args.baseline, mix_rope=args.mix_rope)
+    report = write_report(
+        args.dir,
+        formats=tuple(args.format),
+        baseline=args.baseline,
+        mix_rope=args.mix_rope,
+        ruler_threshold=args.ruler_threshold,
+    )
     print(f"wrote {report.html}\nwrote {report.markdown} (figures in {report.markdown.parent / 'figures'})")
     return 0
 

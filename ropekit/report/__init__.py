@@ -11,6 +11,7 @@ perplexity_table(frame, baseline="default", text=True, differences=diffs)
 write_report("experiments/default")              # report.html, report.md, figures/
 plot_accuracy(sweep.retrieval); plot_depth_heatmap(sweep.retrieval)   # passkey / needle at length
 plot_logprob(sweep.retrieval, sweep.trials); retrieval_table(sweep.retrieval, sweep.trials)
+ruler_summary(sweep.retrieval, sweep.trials)        # RULER's average per length, effective length
 plot_loss_by_position(sweep.documents)            # modes first and yarn: does distant context help?
 """
 
@@ -21,6 +22,7 @@ from .intervals import Bootstrap, bootstrap_settings, distinguishable, paired_di
 from .positions import loss_by_position, plot_loss_by_position
 from .results import PENDING, ReportError, Sweep, load_results, load_sweep
 from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table, wilson
+from .ruler import ruler_summary
 from .style import rope_colors, series_styles
 from .tables import bits_per_byte_table, perplexity_table
 
@@ -50,6 +52,7 @@ __all__ = [
     "plot_relative",
     "pool_depths",
     "retrieval_table",
+    "ruler_summary",
     "rope_colors",
     "series_styles",
     "wilson",

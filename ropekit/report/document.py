@@ -62,6 +62,7 @@ from .intervals import (
 from .positions import loss_by_position, plot_loss_by_position
 from .results import PENDING, READ, ReportError, Sweep, load_sweep, retrieval_plan
 from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table
+from .ruler import THRESHOLD, ruler_summary
 from .style import rope_colors
 from .tables import DISTINGUISHABLE, bits_per_byte_table, perplexity_table
 from .zoom import NEAR
@@ -104,12 +105,14 @@ def write_report(
     baseline: str | None = None,
     mix_rope: str | None = None,
     positions: bool | None = None,
+    ruler_threshold: float = THRESHOLD,
 ) -> Report:
     """Write DIR/report.html, DIR/report.md and DIR/figures/ for a sweep directory, complete or not.
 
     ``baseline``: the rope the relative figure divides by (default ``default`` if swept, else the
     first); ``mix_rope``: the rope whose layer mixes are compared (same default); ``positions``:
-    whether to add the Loss by position section (default: when documents.csv holds blocks to split)."""
+    whether to add the Loss by position section (default: when documents.csv holds blocks to split);
+    ``ruler_threshold``: the RULER average (percent) an effective length must exceed (RULER's 85.6)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ReportError(f"format {', '.join(bad)} is not supported; expected some of {', '.join(FORMATS)}")
@@ -125,7 +128,7 @@ def write_report(
     if positions is None:  # perplexity cells whose documents.csv holds their blocks
         docs = sweep.documents
         positions = docs is not None and "blocks" in docs and bool(docs["blocks"].map(len).any())
-    sections = _sections(sweep, baseline, mix_rope, colors, figures, positions)
+    sections = _sections(sweep, baseline, mix_rope, colors, figures, positions, ruler_threshold)
 
     folder = sweep.path / "figures"
     folder.mkdir(exist_ok=True)
@@ -151,12 +154,12 @@ def _figure_metadata(fmt: str) -> dict[str, Any]:
 
 
 def _sections(
-    sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures: dict, positions: bool
+    sweep: Sweep, baseline: str, mix_rope: str | None, colors, figures: dict, positions: bool, threshold: float
 ) -> list[Section]:
     frame, meta = sweep.results, sweep.meta
     spec = sweep.spec
     if frame.empty:  # retrieval only
-        retrieval = _retrieval_section(sweep, colors, figures)
+        retrieval = _retrieval_section(sweep, colors, figures, threshold)
         axes = ", ".join(
             f"{name}: {', '.join(dict.fromkeys(sweep.retrieval[column]))}"
             for name, column in (("models", "model"), ("ropes", "rope"), ("layer mixes", "layer_mix"))
@@ -187,7 +190,7 @@ def _sections(
     if positions:
         sections.append(_position_section(sweep, colors, figures))
     if sweep.has_retrieval:
-        sections.append(_retrieval_section(sweep, colors, figures))
+        sections.append(_retrieval_section(sweep, colors, figures, threshold))
     if len(models) > 1:
         sections.append(_bits_per_byte_section(sweep, figures))
     sections.append(_frequency_section(sweep, colors, figures))
@@ -389,7 +392,7 @@ DESCRIBED_BEFORE = {
 }
 
 
-def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
+def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = THRESHOLD) -> Section:
     """Accuracy and log-probability vs length, the depth heatmap, the numbers pooled over depths, the
     failed cells, and what each number means."""
     frame, trials, s = sweep.retrieval, sweep.trials, bootstrap_settings(sweep)
@@ -445,6 +448,15 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict) -> Section:
         text.append(f"No retrieval cell has a number yet, so there is nothing to plot: {_tally(frame)}.")
     table = retrieval_table(frame, trials, n=s.n, level=s.level)
     tables = [(f"pooled over depths [{s.percent} interval]", table)]
+    if unplaced:
+        summary = ruler_summary(frame, trials, threshold=threshold, n=s.n, level=s.level)
+        tables.append((f"RULER average, percent [{s.percent} interval], and effective length", summary))
+        text.append(
+            "The RULER average at a length is the mean over the sweep's RULER tasks of each task's score, in "
+            f"percent, with a {s.percent} percentile bootstrap resampling each task's trials within it; the "
+            f"effective length is the longest length at which it exceeds {threshold:g} there and at every shorter "
+            "length (RULER's 85.6 by default: Llama-2-7B's average at 4k)."
+        )
     failed = frame[~frame["status"].isin(["ok", PENDING])]
     if len(failed):
         columns = ["model", "rope", "layer_mix", "task", "length", "depth", "status", "detail"]

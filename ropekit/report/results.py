@@ -285,7 +285,7 @@ def _read_trials(path: Path) -> pd.DataFrame | None:
         return None
     rows = list({(r["cell"], r["trial"]): r for r in rows}.values())  # a retried trial: the last row counts
     frame = pd.DataFrame(rows, columns=header)
-    for column in ("length", "depth", "trial", "position", "n_answer", "n_correct", "exact", "logprob"):
+    for column in ("length", "depth", "trial", "position", "n_answer", "n_correct", "exact", "logprob", "match"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if "depth" in frame:

@@ -408,3 +408,39 @@ def test_a_trained_context_past_the_lengths_is_said_at_the_edge_not_drawn_outsid
     assert not [line for line in ax.get_lines() if line.get_gid() == "trained"]
     assert [t.get_text() for t in ax.texts if t.get_gid() == "trained"] == ["trained 4k →"]
     assert fig.get_tightbbox().width <= fig.get_size_inches()[0] * 1.05
+
+
+def test_the_ruler_summary_averages_the_tasks_and_finds_the_effective_length():
+    """RULER's table: per (model, layer mix, rope) and length the mean over the RULER tasks (cells without
+    a depth) of their scores, in percent, and the longest length whose average, and every shorter
+    length's, exceeds the threshold; a length a task has no score at has no average."""
+    import numpy as np
+    import pandas as pd
+
+    from ropekit.report import ruler_summary
+
+    scores = {  # (rope, length) -> each task's trial scores
+        ("a", 1024): ([1, 1, 1, 1], [1, 1, 0.75, 1]),
+        ("a", 2048): ([1, 1, 1, 0], [1, 1, 1, 1]),
+        ("a", 4096): ([1, 1, 1, 1], [1, 1, 1, 1]),
+        ("b", 1024): ([1, 1, 1, 1], [1, 1, 1, 1]),
+    }
+    rows, trials = [], []
+    for (rope, length), per_task in scores.items():
+        for task, values in zip(("niah_single_1", "niah_multikey_3"), per_task, strict=True):
+            cell = f"{rope}-{length}-{task}"
+            rows.append({"model": "m", "layer_mix": "native", "rope": rope, "task": task, "length": length})
+            rows[-1] |= {"depth": np.nan, "status": "ok", "accuracy": np.mean(values), "n_trials": 4, "cell": cell}
+            trials += [{"cell": cell, "trial": t, "match": float(v)} for t, v in enumerate(values)]
+    rows.append({**rows[-1], "length": 2048, "status": "pending", "accuracy": np.nan, "cell": "b-2048"})
+    frame, trial_frame = pd.DataFrame(rows), pd.DataFrame(trials)
+    table = ruler_summary(frame, trial_frame).set_index("rope")
+    assert table.loc["a", "1024"].startswith("96.9 [") and table.loc["a", "2048"].startswith("87.5 [")
+    assert table.loc["a", "4096"] == "100.0 [100.0, 100.0]"  # every trial scores 1: nothing to resample
+    lo, hi = (float(x) for x in table.loc["a", "2048"].split("[")[1].rstrip("]").split(", "))
+    assert 62.5 <= lo < 87.5 <= hi <= 100  # a resample of task one's trials averages 0.25 to 1; task two's is 1
+    assert table.loc["a", "effective length (> 85.6)"] == "4,096"
+    assert table.loc["b", "2048"] == "0 of 2 tasks (pending)" and table.loc["b", "effective length (> 85.6)"] == "1,024"
+    stricter = ruler_summary(frame, trial_frame, threshold=90).set_index("rope")
+    assert stricter.loc["a", "effective length (> 90)"] == "1,024"  # 87.5 at 2048 falls short of 90
+    assert ruler_summary(frame.assign(depth=50.0), trial_frame).empty  # no RULER task: no summary

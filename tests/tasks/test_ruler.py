@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ropekit.cli import results_table
+from ropekit.cli import main, results_table
 from ropekit.report import write_report
 from ropekit.sweep import SpecError, dry_run, run_sweep, spec_from_dict
 from ropekit.sweep.cells import plan_cells
@@ -119,6 +119,9 @@ def test_a_ruler_sweep_writes_and_scores_as_lm_eval_through_ropekits_backend(tin
     figures = tmp_path / "figures"
     assert (figures / "accuracy.png").is_file() and not (figures / "depth_heatmap.png").exists()
     assert "0 pending" in report and "niah_multikey_3: 3 trials per length" in report
+    assert "*RULER average, percent [95 % interval], and effective length*" in report
+    assert main(["report", str(tmp_path), "--ruler-threshold", "0"]) == 0  # the tiny model scores 0: reaches none
+    assert "effective length (> 0)" in (tmp_path / "report.md").read_text()
     table = results_table(tmp_path)
     assert "niah_multikey_3, score (RULER's string_match_all, mean over trials)" in table and "pending" not in table
     # the dry run prices a trial's generation too, and names it without a depth
