@@ -142,6 +142,36 @@ def others_busy(before: tuple[float, float, float], after: tuple[float, float, f
     return max(0.0, others / wall)
 
 
+def cached_measurement(path: Path, key: dict[str, Any], measure, *, load, dump, what: str) -> tuple[Any, float]:
+    """A measurement of this machine kept as JSON at ``path`` under ``key``: read back (``load(record)``)
+    where the file parses and its key matches, else ``measure()`` and written (``dump(value)``: the record's
+    fields) unless other processes kept more than ``BUSY_CORES`` busy meanwhile: then it is used once, not
+    cached, with a note saying so (``what``: what was measured). Returns it and the cores others kept busy
+    (0 when read back, or measured quietly). The bf16 probe and the cost model's rates are kept so."""
+    try:
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:
+            return load(stored), 0.0
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    before = cpu_sample()
+    value = measure()
+    if (busy := others_busy(before, cpu_sample())) > BUSY_CORES:
+        warnings.warn(
+            f"other processes kept {busy:.1f} cores busy while {what}: used for this run and not cached, so the "
+            "next run measures again",
+            Notice,
+            stacklevel=3,
+        )
+        return value, busy
+    record = {"key": key, **dump(value), "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        atomic_write(path, json.dumps(record, indent=1) + "\n")
+    except OSError as err:  # a cache, not a result: the measurement is in hand
+        warnings.warn(f"could not cache what was measured ({what}: {err}); going on without", Notice, stacklevel=3)
+    return value, 0.0
+
+
 # --- is bf16 faster here? -------------------------------------------------------------------------
 
 
@@ -243,33 +273,19 @@ def bf16_path(key: dict[str, Any]) -> Path:
 
 
 def machine_bf16(*, measure: Callable[[], Bf16Probe] | None = None) -> Bf16Probe:
-    """This machine's probe (``bf16_key``), measured once and cached as JSON (``bf16_path``); a file
-    that does not parse or whose key differs is measured again, and one measured while other processes
-    kept the cores busy is used, not cached. ``measure``: ``measure_bf16`` by default."""
+    """This machine's probe (``bf16_key``), measured once and cached as JSON (``bf16_path``) by
+    ``cached_measurement``: measured again for another machine, and not cached when timed while other
+    processes kept the cores busy (then its ``busy`` says so). ``measure``: ``measure_bf16`` by default."""
     key = bf16_key()
-    path = bf16_path(key)
-    try:
-        stored = json.loads(path.read_text())
-        if stored["key"] == key:
-            return Bf16Probe(**stored["probe"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    before = cpu_sample()
-    probe = (measure or measure_bf16)()
-    if (busy := others_busy(before, cpu_sample())) > BUSY_CORES:
-        warnings.warn(
-            f"other processes kept {busy:.1f} cores busy while bf16 was timed against fp32: the result decides "
-            "this run's dtype = 'auto' and is not cached, so the next run times it again",
-            Notice,
-            stacklevel=2,
-        )
-        return dataclasses.replace(probe, busy=round(busy, 2))
-    record = {"key": key, "probe": asdict(probe), "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    try:
-        atomic_write(path, json.dumps(record, indent=1) + "\n")
-    except OSError as err:  # a cache, not a result: the probe is in hand
-        warnings.warn(f"could not cache the bf16 probe ({err}); going on without", Notice, stacklevel=2)
-    return probe
+    probe, busy = cached_measurement(
+        bf16_path(key),
+        key,
+        measure or measure_bf16,
+        load=lambda stored: Bf16Probe(**stored["probe"]),
+        dump=lambda probe: {"probe": asdict(probe)},
+        what="bf16 was timed against fp32",
+    )
+    return dataclasses.replace(probe, busy=round(busy, 2)) if busy else probe
 
 
 def choose(probe: Bf16Probe) -> Precision:

@@ -33,18 +33,17 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, astuple, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..cache import Notice, atomic_write, cache_dir
+from ..cache import Notice, cache_dir
 from ..eval.nll import LOGIT_BUDGET
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, cpu_model, sliding_attention
-from ..models.precision import BUSY_CORES, cpu_flags_digest, cpu_sample, others_busy
+from ..models.precision import cached_measurement, cpu_flags_digest
 
 # --- calibration: priors, to be fitted against measured sweeps (timings.csv) ---------------------
 # A model's matmuls (skinny projections, elementwise work in between) against a square matmul's
@@ -310,44 +309,29 @@ def machine_rates(
     """This machine's rates (``rates_key``), measured once in rounds until stable (``stable_rates``) and
     cached as JSON (``rates_path``); a file that does not parse or whose key differs is measured again.
     ``measure`` (default ``measure_rates``) is called as ``measure(dtype, device, threads)``. Rates
-    measured while other processes kept more than ``BUSY_CORES`` busy are used once, not cached."""
+    measured while other processes kept the cores busy are used once, not cached (``cached_measurement``)."""
     key = rates_key(dtype, device, threads)
-    path = rates_path(key)
-    try:
-        stored = json.loads(path.read_text())
-        if stored["key"] == key:
-            return MeasuredRates(tuple(Rates(**r) for r in stored["rounds"]), stored["stable"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    before = cpu_sample()
-    measured = stable_rates(measure or measure_rates, dtype, device, key["threads"])
-    if not measured.stable:
-        matmul = f"{measured.slow.matmul / 1e9:.0f}-{measured.fast.matmul / 1e9:.0f}"
-        warnings.warn(
-            f"this machine's rates did not settle in {MAX_ROUNDS} rounds (matmul {matmul} GFLOP/s): predictions "
-            "use their median and give their spread",
-            Notice,
-            stacklevel=2,
-        )
-    if (busy := others_busy(before, cpu_sample())) > BUSY_CORES:
-        warnings.warn(
-            f"other processes kept {busy:.1f} cores busy while this machine's rates were measured: they are "
-            "used for this run's estimates and not cached, so the next run measures again",
-            Notice,
-            stacklevel=2,
-        )
-        return measured
-    record = {
-        "key": key,
-        "rounds": [asdict(r) for r in measured.rounds],
-        "stable": measured.stable,
-        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        atomic_write(path, json.dumps(record, indent=1) + "\n")
-    except OSError as err:  # a cache, not a result: the rates are in hand
-        warnings.warn(f"could not cache this machine's rates ({err}); going on without", Notice, stacklevel=2)
-    return measured
+
+    def measured() -> MeasuredRates:
+        rates = stable_rates(measure or measure_rates, dtype, device, key["threads"])
+        if not rates.stable:
+            matmul = f"{rates.slow.matmul / 1e9:.0f}-{rates.fast.matmul / 1e9:.0f}"
+            warnings.warn(
+                f"this machine's rates did not settle in {MAX_ROUNDS} rounds (matmul {matmul} GFLOP/s): "
+                "predictions use their median and give their spread",
+                Notice,
+                stacklevel=4,
+            )
+        return rates
+
+    return cached_measurement(
+        rates_path(key),
+        key,
+        measured,
+        load=lambda stored: MeasuredRates(tuple(Rates(**r) for r in stored["rounds"]), stored["stable"]),
+        dump=lambda rates: {"rounds": [asdict(r) for r in rates.rounds], "stable": rates.stable},
+        what="this machine's rates were measured",
+    )[0]
 
 
 def pass_seconds(config: ModelConfig, tokens: int, rates: Rates, *, head_rows: int | None = None) -> float:

@@ -431,15 +431,15 @@ def test_pass_counts_by_what_they_serve(setup, tmp_path):
 
 def test_rates_measured_on_a_busy_machine_are_used_but_not_cached(tmp_path, monkeypatch):
     """Another process's load makes every kernel look slower: such rates would mispredict every later run."""
-    real = cost.cpu_sample
+    real = precision_module.cpu_sample
     samples = iter([(0.0, 10.0, 1.0), (2.0, 14.0, 2.0)])  # 2 s: 4 busy CPU seconds, 1 of them this process's
-    monkeypatch.setattr(cost, "cpu_sample", lambda: next(samples))
+    monkeypatch.setattr(precision_module, "cpu_sample", lambda: next(samples))  # cached_measurement's sampler
     monkeypatch.setattr(cost, "measure_rates", lambda dtype, device, threads: RATES)
     with pytest.warns(Notice, match="other processes kept 1.5 cores busy .* not cached"):
         assert cost.machine_rates(torch.float32, threads=2).rates == RATES
     assert not cost.rates_path(cost.rates_key(torch.float32, threads=2)).exists()
-    assert cost.others_busy((0.0, 10.0, 1.0), (2.0, 10.6, 1.0)) == pytest.approx(0.3)
-    assert cost.others_busy((0.0, 10.0, 1.0), (0.01, 11.0, 1.0)) == 0.0  # too short a window to tell
+    assert precision_module.others_busy((0.0, 10.0, 1.0), (2.0, 10.6, 1.0)) == pytest.approx(0.3)
+    assert precision_module.others_busy((0.0, 10.0, 1.0), (0.01, 11.0, 1.0)) == 0.0  # too short a window to tell
     a = real()
     assert len(a) == 3 and a[0] > 0 and a[1] > 0 and a[2] > 0
 
