@@ -61,7 +61,7 @@ from .intervals import (
 )
 from .positions import loss_by_position, plot_loss_by_position
 from .results import PENDING, READ, ReportError, Sweep, load_sweep, retrieval_plan
-from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table
+from .retrieval import plot_accuracy, plot_depth_heatmap, plot_logprob, pool_depths, retrieval_table, unplaced
 from .ruler import THRESHOLD, ruler_summary
 from .style import rope_colors
 from .tables import DISTINGUISHABLE, bits_per_byte_table, perplexity_table
@@ -399,8 +399,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     pooled = pool_depths(frame, trials, n=s.n, level=s.level)
     methods = set(pooled.loc[pooled["status"] == "ok", "interval"])
     described = sweep.meta.get("retrieval", {}).get("tasks") or DESCRIBED_BEFORE
-    unplaced = set(frame.loc[frame["depth"].isna(), "task"])  # RULER's: needles at random depths
-    tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task not in unplaced)
+    ruler = unplaced(frame)  # RULER's: needles at random depths, scored on what the model writes
+    tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task not in ruler)
     text = [
         "Each prompt hides a key at a depth, the percent of the haystack before the needle (0: at its start, "
         f"100: at its end), in a prompt of exactly the cell's length ({tasks}).",
@@ -413,9 +413,9 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
         f"{stats.MIN_UNITS} trials (ropekit.stats' unit rule): a log-probability is bounded by 0 and spreads over "
         "orders of magnitude where a rope breaks, so a t interval's normal mean is not assumed.",
     ]
-    if unplaced:
+    if ruler:
         text.append(
-            f"RULER's tasks ({', '.join(t for t in described if t in unplaced) or ', '.join(sorted(unplaced))}) "
+            f"RULER's tasks ({', '.join(t for t in described if t in ruler) or ', '.join(sorted(ruler))}) "
             "hide their needles at random depths, in a prompt of at most the cell's length "
             "less the tokens left to generate, and are scored on the text greedy decoding writes: the share of the "
             "reference values it contains (RULER's string_match_all), averaged over trials, with the Wilson "
@@ -448,7 +448,7 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
         text.append(f"No retrieval cell has a number yet, so there is nothing to plot: {_tally(frame)}.")
     table = retrieval_table(frame, trials, n=s.n, level=s.level)
     tables = [(f"pooled over depths [{s.percent} interval]", table)]
-    if unplaced:
+    if ruler:
         summary = ruler_summary(frame, trials, threshold=threshold, n=s.n, level=s.level)
         tables.append((f"RULER average, percent [{s.percent} interval], and effective length", summary))
         text.append(

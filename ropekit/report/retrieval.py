@@ -44,6 +44,12 @@ POOLED = [*GROUP, "depths", "planned", "n_trials", "n_exact", "accuracy", "accur
 POOLED += ["mean_logprob", "mean_logprob_lo", "mean_logprob_hi", "interval", "status", "trained_context"]
 
 
+def unplaced(frame: pd.DataFrame) -> set[str]:
+    """The tasks whose cells have no depth: RULER's, which place their needles at random and are scored on
+    what the model writes (``ropekit/tasks/ruler.py``)."""
+    return set(frame.loc[frame["depth"].isna(), "task"])
+
+
 def wilson(k: int, n: int, level: float = stats.LEVEL) -> tuple[float, float]:
     """``stats.wilson`` (the sweep's rows use it), NaN for no trials."""
     return (math.nan, math.nan) if n == 0 else stats.wilson(k, n, level)
@@ -151,13 +157,13 @@ def _pooled_figure(frame, pooled, value: str, colors, title: str) -> Figure:
     colors = colors or rope_colors(frame["rope"])
     panels = list(pooled.groupby(["model", "layer_mix", "task"], sort=False))
     fig, axes = figure_grid(len(panels), sharey=True)
-    unplaced = set(frame.loc[frame["depth"].isna(), "task"])  # RULER's: scored on what the model writes
+    ruler = unplaced(frame)
     for ax, ((model, mix, task), rows) in zip(axes, panels, strict=False):
         draw_panel(ax, rows, "rope", None, colors, value=value)
         ax.set_title(f"{model_label(model)}, layer mix {mix}: {task}")
         if value == "accuracy":
             ax.set_ylim(-0.04, 1.04)
-            ax.set_ylabel("score (string_match_all)" if task in unplaced else "accuracy (exact, pooled over depths)")
+            ax.set_ylabel("score (string_match_all)" if task in ruler else "accuracy (exact, pooled over depths)")
         else:
             ax.set_ylabel("answer log-probability (nats)")
     finish_figure(fig, axes, frame, title)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import stats
 from .results import PENDING
+from .retrieval import unplaced
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,7 +38,7 @@ def ruler_summary(
     or what is missing, and ``effective length (> threshold)``; an empty frame for a sweep without RULER tasks."""
     import pandas as pd
 
-    ruler = frame[frame["depth"].isna()]
+    ruler = frame[frame["task"].isin(unplaced(frame))]
     tasks = list(dict.fromkeys(ruler["task"]))
     lengths = sorted(set(ruler["length"]))
     rows = []
