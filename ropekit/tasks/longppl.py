@@ -22,7 +22,11 @@ tokens: the evaluator, which adds the tokenizer's BOS, then reads L tokens. On t
 The evaluator is by default the cell's own model (the source's self-evaluation:
 ``compute_longppl(text, model, evaluator_model=model)``), so each rope picks its own key tokens; with
 ``evaluator_rope`` it is the same weights under that rope and the checkpoint's own layer mix, one
-evaluator for every rope and layer mix of the sweep, so they are all scored on the same key tokens.
+evaluator for every rope and layer mix of the sweep, so they are all scored on the same key tokens; with
+``evaluator`` it is another model (any a sweep can load; under ``evaluator_rope`` when given), with its
+own tokenizer, loaded once per worker in the evaluated model's dtype and device, as the source's
+``--evaluator-model`` (Llama 3.1 8B, Qwen2 72B). Its name, not its bytes, is part of the cells' keys, and
+the dry run prices its passes at the evaluated model's size.
 
 ``trunc_len`` defaults to ``min(4096, trained // 4)``, ``trained`` the evaluator's trained context: the
 source's 4096 for the models it was made for (Llama 3.1 8B, 128k; Qwen2: 32k), and a quarter of the
@@ -65,8 +69,11 @@ class LongPPLSettings(TrialSettings):
     )
     alpha: float = field(default=2.0, metadata={"help": "nats the long context must gain on a key token"})
     beta: float = field(default=-2.0, metadata={"help": "log-probability a key token must exceed in long context"})
+    evaluator: str | None = field(
+        default=None, metadata={"help": "the model that picks key tokens: a name or path (default: each cell's)"}
+    )
     evaluator_rope: str | None = field(
-        default=None, metadata={"help": "rope of the evaluator, the same weights (default: each cell's own)"}
+        default=None, metadata={"help": "the evaluator's rope, 'native' or TYPE[:FACTOR] (default: each cell's)"}
     )
 
     placed = False
@@ -89,6 +96,19 @@ class LongPPLSettings(TrialSettings):
                 raise TaskSettingsError(
                     f"longppl.evaluator_rope = {self.evaluator_rope!r} is not allowed; expected 'native' or "
                     "TYPE[:FACTOR] (e.g. 'yarn:2')"
+                ) from None
+
+        if self.evaluator is not None:
+            from ..models import read_model_config
+
+            try:
+                if not isinstance(self.evaluator, str) or not self.evaluator:
+                    raise ValueError("expected a model name or path")
+                read_model_config(self.evaluator)
+            except (ValueError, OSError) as err:
+                raise TaskSettingsError(
+                    f"longppl.evaluator = {self.evaluator!r} cannot be read ({str(err).splitlines()[0]}); expected a "
+                    "model a sweep can load: a local folder or GGUF file, an embedded name or a hub id"
                 ) from None
 
     def definition(self) -> dict[str, Any]:
@@ -115,11 +135,26 @@ def build(tokenizer, settings: LongPPLSettings, length: int, depth, trial: int, 
     return Trial("longppl", length, None, trial, str(long[trial]), "", ids, (), 0, 0, 0)
 
 
+_LOADED: dict[tuple, Any] = {}  # the evaluator model a worker loaded, by (name, rope, dtype, device): one at a time
+
+
 def evaluator_of(model, settings: LongPPLSettings):
-    """The model that picks the key tokens: ``model`` itself, or its weights under ``evaluator_rope``."""
-    if settings.evaluator_rope is None:
-        return model
-    return model.with_config(model.config.with_plan(rope_scaling=settings.evaluator_rope))
+    """The model that picks the key tokens: ``model`` itself, its weights under ``evaluator_rope``, or the
+    ``evaluator`` model (under ``evaluator_rope``, else its own), loaded once per process in ``model``'s
+    dtype and device."""
+    if settings.evaluator is None:
+        if settings.evaluator_rope is None:
+            return model
+        return model.with_config(model.config.with_plan(rope_scaling=settings.evaluator_rope))
+    weight = model.output_weight
+    key = (settings.evaluator, settings.evaluator_rope, weight.dtype, str(weight.device))
+    if key not in _LOADED:
+        from ..models import load_model
+
+        _LOADED.clear()  # the last one's weights go first
+        rope = settings.evaluator_rope if settings.evaluator_rope != "native" else None
+        _LOADED[key] = load_model(settings.evaluator, rope_scaling=rope, dtype=weight.dtype, device=weight.device)
+    return _LOADED[key]
 
 
 def trained_context(model) -> int:
@@ -203,7 +238,7 @@ def score(model, tokenizer, settings: LongPPLSettings, trial) -> dict[str, Any]:
     text = tokenizer.decode(list(trial.prompt_ids))
     evaluator = evaluator_of(model, settings)
     trunc, stride = settings.windows(trained_context(evaluator))
-    eval_ids, eval_offsets = encode(tokenizer, text, special=True)
+    eval_ids, eval_offsets = encode(evaluator.tokenizer if settings.evaluator else tokenizer, text, special=True)
     found = key_positions(evaluator, eval_ids, trunc, stride, settings.alpha, settings.beta)
     slices = merged([eval_offsets[p] for p in found])
     ids, offsets = encode(tokenizer, text, special=False)

@@ -125,16 +125,24 @@ def tiny(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     hf = make_checkpoint(base / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
     add_tokenizer(base / "tiny")
     write_corpus(base / "corpus", (420, 300, 380))
+    make_checkpoint(
+        base / "judge", {"model_type": "llama", "max_position_embeddings": 256, "rope_theta": 500.0}, seed=1
+    )
+    add_tokenizer(base / "judge")
     return base, hf
 
 
-def assert_like_source(model, hf, tokenizer, documents, length, settings, trial=0):
-    """ropekit's numbers for one document equal the source's on transformers' model."""
+def assert_like_source(model, hf, tokenizer, documents, length, settings, trial=0, judge=None):
+    """ropekit's numbers for one document equal the source's on transformers' model (``judge``: the
+    evaluator's transformers model and ropekit's, when it is another model)."""
     built = longppl.build(tokenizer, settings, length, None, trial, documents)
     ours = longppl.score(model, tokenizer, settings, built)
     text = tokenizer.decode(list(built.prompt_ids))
-    trunc, stride = settings.windows(model.config.plan_record()["trained_context"])
-    theirs = source_compute_longppl(text, hf, hf, tokenizer, tokenizer, trunc, stride, settings.alpha, settings.beta)
+    evaluator, ropekit_evaluator = judge or (hf, model)
+    trunc, stride = settings.windows(ropekit_evaluator.config.plan_record()["trained_context"])
+    theirs = source_compute_longppl(
+        text, hf, evaluator, tokenizer, ropekit_evaluator.tokenizer, trunc, stride, settings.alpha, settings.beta
+    )
     assert ours["n_tokens"] == theirs["n_token"] - 1 == length - 2  # L - 1 tokens read, L - 2 predicted
     assert math.exp(ours["nll_sum"] / ours["n_tokens"]) == pytest.approx(float(theirs["ppl"]), rel=1e-5)
     assert ours["n_key"] == (theirs["n_key_token"] or 0)
@@ -164,6 +172,23 @@ def test_tiny_model_numbers_equal_the_sources(tiny, length, trunc, stride, keys)
     assert sum(b[1] for b in ours["key_blocks"]) == ours["n_key"] and len(ours["blocks"]) == -(
         -ours["n_tokens"] // BLOCK
     )
+
+
+def test_another_evaluator_model_as_the_sources_evaluator_model(tiny):
+    """evaluator = another checkpoint (of another seed and theta, trained on 256: truncation 64, sliding by 16):
+    its key tokens, found by the source's find_key_token with transformers' copy of it as evaluator_model."""
+    from transformers import AutoModelForCausalLM
+
+    base, hf = tiny
+    model = ropekit.load_model(base / "tiny", dtype=torch.float32)
+    tokenizer = model.tokenizer
+    documents = [tokenizer.encode(p.read_text(), add_special_tokens=False) for p in sorted((base / "corpus").iterdir())]
+    settings = get_task("longppl").table({"trials": 1, "alpha": 0.5, "beta": -10.0, "evaluator": str(base / "judge")})
+    judge = AutoModelForCausalLM.from_pretrained(base / "judge", dtype=torch.float32, attn_implementation="eager")
+    ours = assert_like_source(
+        model, hf, tokenizer, documents, 250, settings, judge=(judge.eval(), longppl.evaluator_of(model, settings))
+    )
+    assert ours["trunc_len"] == 64 and ours["n_key"] > 10
 
 
 @pytest.mark.slow
