@@ -486,10 +486,10 @@ def results_table(path: Path, width: int | None = None) -> str:
     apart from the baseline rope, as the report does; a failed or pending cell shows its status
     instead of a number. Columns that do not fit ``width`` (the terminal's) continue below, as pandas
     wraps them. Retrieval: exact answers over trials, all depths together, one block per (model,
-    layer mix, task)."""
+    layer mix, task). LongPPL: its figure, key tokens and plain perplexity per length and rope."""
     import shutil
 
-    from .report import distinguishable, load_sweep, paired_differences, perplexity_table
+    from .report import distinguishable, load_sweep, longppl, paired_differences, perplexity_table
     from .report.curves import preferred
 
     width = width or shutil.get_terminal_size().columns
@@ -513,6 +513,8 @@ def results_table(path: Path, width: int | None = None) -> str:
             blocks.append(text)
     if sweep.has_retrieval:
         blocks += _retrieval_blocks(sweep.retrieval)
+    if sweep.longppl is not None and len(sweep.longppl):
+        blocks += longppl.printed(sweep.longppl, width)
     return "\n\n".join(blocks)
 
 

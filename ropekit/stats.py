@@ -182,6 +182,27 @@ def ppl_interval(
     return lo, hi, found.method(n)
 
 
+def subset_interval(
+    doc_blocks: Sequence[Sequence[Sequence[float]]], *, block: int, seed: int, n: int = N, level: float = LEVEL
+) -> tuple[float, float, str]:
+    """The interval of a perplexity over a subset of a cell's predictions (LongPPL's key tokens), by the
+    unit rule above: ``doc_blocks`` holds, per document, per block of ``block`` predictions, the subset's
+    ``(NLL sum, count)`` there; documents are resampled when there are ``MIN_UNITS`` of them, else each
+    one's blocks. A resample that holds no prediction of the subset is left out. ``(lo, hi, method)``."""
+    sums = tuple(np.asarray([b[0] for b in blocks], float) for blocks in doc_blocks)
+    counts = tuple(np.asarray([b[1] for b in blocks], float) for blocks in doc_blocks)
+    if len(doc_blocks) >= MIN_UNITS:
+        found = Units("docs", (np.asarray([s.sum() for s in sums]),), (np.asarray([c.sum() for c in counts]),))
+    else:
+        found = Units(f"blocks{block}", sums, counts)
+    if found.too_few:
+        return math.nan, math.nan, found.method(n)
+    nll, tokens = found.resampled(found.nll, found.draws(seed, n))
+    nll, tokens = nll.sum(1), tokens.sum(1)
+    lo, hi = _percentiles(np.exp(nll[tokens > 0] / tokens[tokens > 0]), level)
+    return lo, hi, found.method(n)
+
+
 def difference_interval(
     rope: tuple[Sequence[float], Sequence[Sequence[float]]],
     baseline: tuple[Sequence[float], Sequence[Sequence[float]]],

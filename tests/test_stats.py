@@ -190,3 +190,31 @@ def test_wilson_interval():
         assert 0.92 <= np.mean(hits) <= 0.99
     with pytest.raises(ValueError, match="not a proportion"):
         stats.wilson(3, 2)
+
+
+@pytest.mark.parametrize("n_docs", [3, 20])
+def test_a_subset_holding_every_prediction_has_perplexitys_interval(n_docs):
+    """subset_interval (LongPPL's key tokens) resamples the units ppl_interval does: with every prediction in
+    the subset it is ppl_interval to the bit, over blocks (3 documents) and over documents (20)."""
+    rng = np.random.default_rng(1)
+    tokens = [int(t) for t in rng.integers(600, 1000, n_docs)]  # 10-16 blocks each
+    blocks = [tuple(rng.uniform(2, 4) * n for n in stats.block_tokens(t, 64)) for t in tokens]
+    sums = [math.fsum(b) for b in blocks]
+    subset = [
+        [(b, n) for b, n in zip(doc, stats.block_tokens(t, 64), strict=True)]
+        for doc, t in zip(blocks, tokens, strict=True)
+    ]
+    expected = stats.ppl_interval(sums, tokens, blocks, block=64, seed=7)
+    lo, hi, method = stats.subset_interval(subset, block=64, seed=7)
+    assert (lo, hi) == pytest.approx(expected[:2], rel=1e-12) and method == expected[2]
+
+
+def test_a_subset_interval_leaves_out_resamples_without_the_subset():
+    """Blocks without a key token weigh nothing; a resample of only such blocks is left out, not a NaN."""
+    doc = [(10.0, 4), (0.0, 0), (0.0, 0), (3.0, 2)] * 5  # 20 blocks of one document
+    lo, hi, method = stats.subset_interval([doc], block=64, seed=3)
+    assert method == "bootstrap-blocks64-2000" and math.isfinite(lo) and lo <= math.exp(13 / 6) <= hi
+    assert (
+        stats.subset_interval([[(1.0, 1)] * 3], block=64, seed=3)[2]
+        == "none: 3 blocks of 64 predictions, fewer than 16"
+    )

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .. import stats
 from ..cache import atomic_write, no_links
 from ..modes import SHARED
+from . import longppl
 from .curves import (
     has_comparison,
     model_label,
@@ -118,7 +119,7 @@ def write_report(
         raise ReportError(f"format {', '.join(bad)} is not supported; expected some of {', '.join(FORMATS)}")
     sweep = load_sweep(path)
     check_links(sweep.path)
-    ropes = list(dict.fromkeys([*sweep.results["rope"], *sweep.retrieval["rope"]]))
+    ropes = list(dict.fromkeys([*sweep.results["rope"], *sweep.retrieval["rope"], *sweep.longppl["rope"]]))
     for name, value in (("baseline", baseline), ("mix rope", mix_rope)):
         if value is not None and value not in ropes:
             raise ReportError(f"{name} {value!r} is not a rope of this sweep; expected one of {', '.join(ropes)}")
@@ -158,14 +159,19 @@ def _sections(
 ) -> list[Section]:
     frame, meta = sweep.results, sweep.meta
     spec = sweep.spec
-    if frame.empty:  # retrieval only
-        retrieval = _retrieval_section(sweep, colors, figures, threshold)
+    own = [_longppl_section(sweep, colors, figures)] if sweep.longppl is not None and len(sweep.longppl) else []
+    if frame.empty:  # other tasks only
+        import pandas as pd
+
+        retrieval = [_retrieval_section(sweep, colors, figures, threshold)] if sweep.has_retrieval else []
+        cells = pd.concat([f for f in (sweep.retrieval, sweep.longppl) if f is not None and len(f)])
         axes = ", ".join(
-            f"{name}: {', '.join(dict.fromkeys(sweep.retrieval[column]))}"
+            f"{name}: {', '.join(dict.fromkeys(cells[column]))}"
             for name, column in (("models", "model"), ("ropes", "rope"), ("layer mixes", "layer_mix"))
         )
-        summary = Section("Summary", f"No perplexity task; {axes}. {_retrieval_summary(sweep)}")
-        return [summary, retrieval, _frequency_section(sweep, colors, figures), _provenance(sweep)]
+        said = f" {_retrieval_summary(sweep)}" if sweep.has_retrieval else ""
+        summary = Section("Summary", f"No perplexity task; {axes}.{said}")
+        return [summary, *retrieval, *own, _frequency_section(sweep, colors, figures), _provenance(sweep)]
     corpus = meta.get("corpus", {})
     models = list(dict.fromkeys(frame["model"]))
     differences = paired_differences(sweep, baseline)
@@ -191,6 +197,7 @@ def _sections(
         sections.append(_position_section(sweep, colors, figures))
     if sweep.has_retrieval:
         sections.append(_retrieval_section(sweep, colors, figures, threshold))
+    sections += own
     if len(models) > 1:
         sections.append(_bits_per_byte_section(sweep, figures))
     sections.append(_frequency_section(sweep, colors, figures))
@@ -343,6 +350,16 @@ def _distinguishable_section(differences, baseline: str) -> Section:
         )
     table = distinguishable(differences).astype(str)
     return Section(title, text, [], [("", table)], table_class="text")
+
+
+def _longppl_section(sweep: Sweep, colors, figures: dict) -> Section:
+    """LongPPL against perplexity per rope and length (``report/longppl.py``)."""
+    frame = sweep.longppl
+    stems = []
+    if (frame["status"] == "ok").any():
+        figures["longppl"] = longppl.plot(frame, colors=colors)
+        stems = ["longppl"]
+    return Section("LongPPL", longppl.TEXT, stems, [("LongPPL and perplexity [95 % interval]", longppl.table(frame))])
 
 
 def _bits_per_byte_section(sweep: Sweep, figures: dict) -> Section:

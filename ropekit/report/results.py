@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache import no_links
+from . import longppl
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +74,7 @@ class Sweep:
     has_intervals: bool = False  # results.csv has the ppl_lo/ppl_hi columns
     retrieval: pd.DataFrame | None = None  # passkey/needle rows with pending ones; empty (load_sweep) when none
     trials: pd.DataFrame | None = None  # trials.csv; None when absent
+    longppl: pd.DataFrame | None = None  # the longppl task's rows with pending ones (report/longppl.py)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -103,12 +105,13 @@ def load_sweep(path: str | Path) -> Sweep:
     meta = _read_meta(folder / "meta.json")
     if not results_path.exists() and not meta:
         raise ReportError(f"{folder} holds neither results.csv nor meta.json; is it a sweep directory?")
-    rows, retrieval_rows = _read_rows(results_path)
+    rows, retrieval_rows, longppl_rows = _read_rows(results_path)
     has_intervals = {"ppl_lo", "ppl_hi"} <= set(rows.columns)
     spec = meta.get("spec", {})
     frame = _with_pending(rows, spec)
     retrieval = _retrieval_with_pending(retrieval_rows, spec, meta)
-    if frame.empty and retrieval.empty:
+    longppl_frame = longppl.frame_of(longppl_rows, spec)
+    if frame.empty and retrieval.empty and longppl_frame.empty:
         raise ReportError(f"{folder} has no results and its meta.json plans no cells")
     plans = _read_plans(folder / "plans.json")
     infos = {m: _model_ropes(m, plans) for m in dict.fromkeys([*frame["model"], *retrieval["model"]])}
@@ -116,7 +119,8 @@ def load_sweep(path: str | Path) -> Sweep:
     for table in (frame, retrieval):
         table["trained_context"] = pd.array([trained.get(m) for m in table["model"]], dtype="Int64")
     documents = _read_documents(folder / "documents.csv")
-    return Sweep(folder, frame, meta, infos, documents, has_intervals, retrieval, _read_trials(folder / "trials.csv"))
+    trials = _read_trials(folder / "trials.csv")
+    return Sweep(folder, frame, meta, infos, documents, has_intervals, retrieval, trials, longppl_frame)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -128,26 +132,28 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path} is not valid JSON ({err})") from None
 
 
-def _read_rows(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_rows(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, str]]]:
     """results.csv's perplexity rows (without the retrieval columns) and its retrieval rows, each
-    parsed on its own so that one's empty fields do not turn the other's integers into floats."""
+    parsed on its own so that one's empty fields do not turn the other's integers into floats, and the
+    rows of LongPPL (``report/longppl.py`` reads them)."""
     import pandas as pd
 
     from ..cache import csv_text, read_csv
 
     if not path.exists():
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED})
-        return empty, empty.copy()
+        return empty, empty.copy(), []
     header, rows, _ = read_csv(path)
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}; is it a ropekit results.csv?")
     if "cell" in header:
         rows = list({r["cell"]: r for r in rows}.values())  # a cell run again: its last row, where it first ran
+    rows, own = longppl.split(rows)
     perplexity = [r for r in rows if r.get("task", "perplexity") in ("perplexity", "")]
     retrieval = [r for r in rows if r.get("task", "perplexity") not in ("perplexity", "")]
     columns = [c for c in header if c not in ("task", *RETRIEVAL)]
-    return _parse(path, csv_text(columns, perplexity)), _parse(path, csv_text(header, retrieval))
+    return _parse(path, csv_text(columns, perplexity)), _parse(path, csv_text(header, retrieval)), own
 
 
 def _parse(path: Path, text: str) -> pd.DataFrame:
@@ -219,7 +225,7 @@ def retrieval_plan(spec: dict[str, Any], meta: dict[str, Any] | None = None) -> 
     """Each retrieval task the spec runs with its ``trials`` and ``depths`` (the sweep's defaults where
     its table omits them; ``[None]`` for a task that places no needle, as meta.json's ``retrieval.depths``
     says); {} for a spec without ``tasks`` (perplexity only)."""
-    tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task != "perplexity"}
+    tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task not in ("perplexity", longppl.TASK)}
     written = (meta or {}).get("retrieval", {}).get("depths", {})
     return {
         task: {

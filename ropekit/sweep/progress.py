@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, Precision
+from ..tasks import get_task
 from .cost import machine_rates, measurable, plan_seconds
 from .spec import SweepSpec
 from .trials import trial_seconds
@@ -176,6 +177,8 @@ class Progress:
             outcome = row["status"]
         elif row.get("task", "perplexity") == "perplexity":
             outcome = f"ppl {row['ppl']}"
+        elif columns := get_task(row["task"]).columns:  # a task's own figures: its first one
+            outcome = f"{columns[0]} {row[columns[0]] or '-'}"
         else:
             at = f" at {row['depth']}%" if row["depth"] != "" else ""  # RULER's place theirs at random
             outcome = f"{row['task']}{at} {float(row['accuracy']):.0%}"

@@ -18,9 +18,9 @@ of digits, so one spec run twice on one machine writes the same two files to the
 A directory written by an older ropekit (other columns) is refused before anything in it is
 touched: its numbers were made by other rules and do not mix with new rows. The exceptions
 (``UPGRADES``) are a results.csv from before retrieval tasks (``PERPLEXITY_ONLY_COLUMNS``: its rows
-are all perplexity cells with the same keys and numbers) and a trials.csv from before generated
-answers (no ``match``, ``output``): opening one for writing rewrites it (atomically) with those
-columns filled in.
+are all perplexity cells with the same keys and numbers), one from before LongPPL's columns, and a
+trials.csv from before generated answers (no ``match``, ``output``) or tasks' own numbers (no
+``scores``): opening one for writing rewrites it (atomically) with those columns filled in, empty.
 
 The CSV files only grow: each record is one line appended with a single write, then fsync'd, so
 storing N documents costs N lines, not N rewrites. A cell retried after a failure gets another
@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import Notice, atomic_write, clean_temporaries, csv_text, no_links, open_here, read_csv, running
+from ..tasks.longppl import COLUMNS as LONGPPL_COLUMNS
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -91,12 +92,14 @@ RESULT_COLUMNS = [
     "accuracy_lo",
     "accuracy_hi",
     "mean_logprob",
+    *LONGPPL_COLUMNS,  # a task that fills its own columns (ropekit/tasks/longppl.py)
     "status",
     "detail",
     "cell",
 ]
 RETRIEVAL_ONLY = ("task", "depth", "n_trials", "accuracy", "accuracy_lo", "accuracy_hi", "mean_logprob")
-PERPLEXITY_ONLY_COLUMNS = [c for c in RESULT_COLUMNS if c not in RETRIEVAL_ONLY]  # results.csv before tasks
+BEFORE_LONGPPL = [c for c in RESULT_COLUMNS if c not in LONGPPL_COLUMNS]  # results.csv before LongPPL
+PERPLEXITY_ONLY_COLUMNS = [c for c in BEFORE_LONGPPL if c not in RETRIEVAL_ONLY]  # results.csv before tasks
 DOC_COLUMNS = [
     "cell",
     "model",
@@ -128,6 +131,7 @@ TRIAL_COLUMNS = [
     "logprob",
     "match",  # a task scored on what the model writes (RULER's): the output's score in [0, 1]
     "output",  # and the output, a JSON string (one line whatever it holds)
+    "scores",  # a task that scores a trial its own way (LongPPL's): its numbers, a JSON object
     "status",
     "detail",
 ]
@@ -141,9 +145,23 @@ FILES = {
 # Store files an older ropekit wrote whose rows read the same once the columns they lack are filled in:
 # their header, and those columns' values. Opening one for writing rewrites it (atomically) so.
 UPGRADES = {
-    "results.csv": (PERPLEXITY_ONLY_COLUMNS, {"task": "perplexity"}),  # before retrieval tasks
-    "trials.csv": ([c for c in TRIAL_COLUMNS if c not in ("match", "output")], {"match": "", "output": ""}),
+    "results.csv": [
+        (PERPLEXITY_ONLY_COLUMNS, {"task": "perplexity", **dict.fromkeys(LONGPPL_COLUMNS, "")}),  # before tasks
+        (BEFORE_LONGPPL, dict.fromkeys(LONGPPL_COLUMNS, "")),
+    ],
+    "trials.csv": [
+        (
+            [c for c in TRIAL_COLUMNS if c not in ("match", "output", "scores")],
+            dict.fromkeys(("match", "output", "scores"), ""),
+        ),
+        ([c for c in TRIAL_COLUMNS if c != "scores"], {"scores": ""}),
+    ],
 }
+
+
+def _upgrade(name: str, header: list[str]) -> dict[str, str] | None:
+    """The values an older file's rows lack, when ``header`` is one ``UPGRADES`` reads; else None."""
+    return next((fill for old, fill in UPGRADES.get(name, ()) if header == old), None)
 
 
 def parse_blocks(text: str) -> tuple[float, ...]:
@@ -167,9 +185,12 @@ def _readable(row: dict[str, str]) -> bool:
         return True
     retrieval = (row.get("task") or "perplexity") != "perplexity" and "trial" not in row  # a retrieval cell's row
     numbers = RETRIEVAL_NUMBERS if retrieval else NUMBERS
+    own = retrieval or bool(row.get("scores"))  # a task that scores its own way fills its own columns
     try:
+        if row.get("scores") and not isinstance(json.loads(row["scores"]), dict):
+            return False
         for column, kind in numbers.items():
-            if column in row:
+            if column in row and (row[column] != "" or not own):
                 kind(row[column])
     except ValueError:
         return False
@@ -324,7 +345,7 @@ def _header(path: Path) -> list[str]:
 def _check_header(path: Path, columns: list[str]) -> None:
     """Refuse a store file with other columns (written by an older ropekit), before anything is written."""
     header = _header(path)
-    if path.name in UPGRADES and header == UPGRADES[path.name][0]:
+    if _upgrade(path.name, header) is not None:
         return  # read as it is, rewritten with the new columns when opened for writing
     if header and header != columns:
         raise StoreError(
@@ -339,8 +360,8 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     line whose numbers do not parse (edited by hand, damaged) is left out with a notice: its cell
     or document is computed again."""
     header, rows, whole = read_csv(path)
-    if path.name in UPGRADES and header == UPGRADES[path.name][0]:
-        rows = [{**r, **UPGRADES[path.name][1]} for r in rows]
+    if (fill := _upgrade(path.name, header)) is not None:
+        rows = [{**r, **fill} for r in rows]
         atomic_write(path, csv_text(columns, rows))  # whole lines only: a torn last one is left out
         header, whole = columns, path.stat().st_size
     if bad := [r for r in rows if not _readable(r)]:

@@ -59,8 +59,11 @@ def trial_seconds(config, cell, rates) -> float:
     prompt and answer, the LM head on the answer only; for a task that writes its answer (its record's
     ``generates`` tokens), also a forward of the prompt and a one-token pass per token written (a lower
     bound: a token's attention over the cached context is left out)."""
+    task = get_task(cell.task)
+    if task.passes is not None:  # a task that scores its own way: the forwards it says a trial runs
+        return sum(pass_seconds(config, n, rates) for n in task.passes(config, cell.settings, cell.length))
     seconds = pass_seconds(config, trial_tokens(cell.length), rates, head_rows=TRIAL_ANSWER_TOKENS)
-    if generates := get_task(cell.task).generates:
+    if generates := task.generates:
         seconds += pass_seconds(config, cell.length, rates, head_rows=1)
         seconds += generates * pass_seconds(config, 1, rates, head_rows=1)
     return seconds
@@ -98,7 +101,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
     failed = []
     started = time.perf_counter()
     for c in group.cells:
-        failure, match = None, get_task(c.task).match
+        failure, match, own = None, get_task(c.task).match, get_task(c.task).score
         for t in group.todo[c.key]:
             if stop is not None:
                 stop()
@@ -119,30 +122,38 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
                 "n_answer": len(trial.answer_ids),
             }
             try:
-                score = score_answer(model, trial.prompt_ids, trial.answer_ids)
-                output = generate_text(model, trial.prompt_ids, trial.max_new_tokens) if match else None
+                if own is not None:
+                    numbers = own(model, tokenizer, c.settings, trial)
+                else:
+                    score = score_answer(model, trial.prompt_ids, trial.answer_ids)
+                    output = generate_text(model, trial.prompt_ids, trial.max_new_tokens) if match else None
             except (RuntimeError, MemoryError) as err:
                 if (status := failure_status(err)) is None:
                     raise
                 failure = (status, f"trial {t}: {str(err).splitlines()[0][:200]}")
             else:
-                if not math.isfinite(score.logprob):
+                if own is not None and not all(map(math.isfinite, _floats(numbers))):
+                    failure = ("nan", f"trial {t}: a non-finite score")
+                if own is None and not math.isfinite(score.logprob):
                     failure = ("nan", f"trial {t}: non-finite log-probability")
             if failure is not None:
                 store.add_trial({**row, "status": failure[0], "detail": failure[1]})
                 break
-            store.add_trial(
-                {
-                    **row,
-                    "n_correct": score.n_correct,
-                    "exact": int(score.exact),
-                    "logprob": repr(score.logprob),
-                    "match": "" if output is None else repr(float(match(output, trial.references))),
-                    "output": "" if output is None else json.dumps(output),  # one line, whatever was written
-                    "status": "ok",
-                    "detail": "",
-                }
-            )
+            if own is not None:
+                store.add_trial({**row, "scores": json.dumps(numbers), "status": "ok", "detail": ""})
+            else:
+                store.add_trial(
+                    {
+                        **row,
+                        "n_correct": score.n_correct,
+                        "exact": int(score.exact),
+                        "logprob": repr(score.logprob),
+                        "match": "" if output is None else repr(float(match(output, trial.references))),
+                        "output": "" if output is None else json.dumps(output),  # one line, whatever was written
+                        "status": "ok",
+                        "detail": "",
+                    }
+                )
             progress.trial_done(model.config, c, time.perf_counter() - begun)
         cell_row = retrieval_row(c, store, failure)
         store.add_cell(cell_row)
@@ -159,6 +170,9 @@ def retrieval_row(c, store, failure: tuple[str, str] | None = None) -> dict[str,
     if failure is not None:
         return {**row, "status": failure[0], "detail": failure[1]}
     trials = [store.trials[c.key, t] for t in range(c.settings.trials)]
+    if (summarize := get_task(c.task).summarize) is not None:  # a task's own columns from its own numbers
+        row = {**row, **summarize([json.loads(r["scores"]) for r in trials], stats.seed_of(c.key))}
+        return {**row, "status": "ok", "detail": ""}
     if get_task(c.task).match is not None:  # scored on what the model wrote
         scores = [float(r["match"]) for r in trials]
     else:
@@ -175,6 +189,15 @@ def retrieval_row(c, store, failure: tuple[str, str] | None = None) -> dict[str,
         "status": "ok",
         "detail": "",
     }
+
+
+def _floats(numbers) -> list[float]:
+    """Every number in a task's trial numbers (nested lists included)."""
+    if isinstance(numbers, dict):
+        return [x for v in numbers.values() for x in _floats(v)]
+    if isinstance(numbers, (list, tuple)):
+        return [x for v in numbers for x in _floats(v)]
+    return [float(numbers)] if isinstance(numbers, (int, float)) else []
 
 
 def failure_status(err: BaseException) -> str | None:

@@ -16,6 +16,11 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
   [0, 1] of the answer greedy decoding generates (up to the trial's ``max_new_tokens``) against the
   trial's ``references``; the cell's accuracy is their mean. Without it a trial is scored on its
   answer's tokens alone, teacher-forced (``exact``), and every task's trials also get that log-probability.
+* ``score(model, tokenizer, settings, trial)`` and ``summarize(trials, seed)``: for a task that scores a
+  trial its own way (LongPPL's documents): a trial's numbers (a dict, stored as JSON in trials.csv's
+  ``scores``), and its cell's results.csv columns from its trials' numbers (the ``columns`` it fills,
+  each a results.csv column); ``passes(config, settings, length)`` the forward lengths one trial runs,
+  which the cost model prices.
 
 ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
 :func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
@@ -107,6 +112,10 @@ class TrialTask:
     description: str = ""
     match: Callable[[str, Sequence[str]], float] | None = None  # a generated answer's score against the trial's
     generates: int = 0  # with ``match``: the tokens greedy decoding may write per trial (what the cost model prices)
+    score: Callable[[Any, Any, TrialSettings, Trial], dict[str, Any]] | None = None  # its own numbers per trial
+    summarize: Callable[[list[dict[str, Any]], int], dict[str, str]] | None = None  # a cell's columns from them
+    columns: tuple[str, ...] = ()  # the results.csv columns ``summarize`` fills
+    passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``score``: one trial's forwards
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":
@@ -117,6 +126,8 @@ class TrialTask:
             raise ValueError(f"task {self.name!r}: build must be a function (tokenizer, settings, length, ...)")
         if (self.match is None) != (self.generates == 0) or not is_count(self.generates, 0):
             raise ValueError(f"task {self.name!r}: a task scored on what it generates gives match and generates > 0")
+        if len({self.score is None, self.summarize is None, self.passes is None}) > 1 or (self.score and self.match):
+            raise ValueError(f"task {self.name!r}: a task that scores its own way gives score, summarize and passes")
 
     def table(self, table: Any) -> TrialSettings:
         """Its spec table (a dict; None: every key defaulted) as its settings, checked key by key."""
@@ -141,7 +152,10 @@ class TrialTask:
 
 
 TASKS: Registry[TrialTask] = Registry(
-    "task", TrialTask, ENTRY_POINTS, ["ropekit.tasks.passkey", "ropekit.tasks.needle", "ropekit.tasks.ruler"]
+    "task",
+    TrialTask,
+    ENTRY_POINTS,
+    ["ropekit.tasks.passkey", "ropekit.tasks.needle", "ropekit.tasks.ruler", "ropekit.tasks.longppl"],
 )
 
 

@@ -17,7 +17,7 @@ from ropekit import stats
 from ropekit.cache import csv_text, read_csv
 from ropekit.sweep import SpecError, dry_run, run_sweep, spec_from_dict
 from ropekit.sweep import trials as trials_module
-from ropekit.sweep.store import PERPLEXITY_ONLY_COLUMNS, RESULT_COLUMNS, TRIAL_COLUMNS
+from ropekit.sweep.store import BEFORE_LONGPPL, PERPLEXITY_ONLY_COLUMNS, RESULT_COLUMNS, TRIAL_COLUMNS
 from ropekit.tasks import build_trial
 from tests.sweep.test_dryrun import RATES
 
@@ -174,12 +174,14 @@ def test_the_dry_run_prices_the_trials(setup, tmp_path):
     assert "passkey" in dry.text() and "needle" in dry.text()
 
 
-def test_a_results_file_from_before_tasks_is_upgraded_in_place(setup, tmp_path):
+@pytest.mark.parametrize("older", [PERPLEXITY_ONLY_COLUMNS, BEFORE_LONGPPL])
+def test_a_results_file_from_before_tasks_is_upgraded_in_place(setup, tmp_path, older):
+    """results.csv before tasks (no task columns) and before LongPPL's columns: read, and rewritten."""
     only = spec(setup, tasks=["perplexity"], passkey=None, needle=None)
     run_sweep(only, tmp_path, quiet=True)
     header, new_rows, _ = read_csv(tmp_path / "results.csv")
     assert header == RESULT_COLUMNS
-    old = csv_text(PERPLEXITY_ONLY_COLUMNS, new_rows)  # as a ropekit before tasks wrote it
+    old = csv_text(older, new_rows)  # as an earlier ropekit wrote it
     (tmp_path / "results.csv").write_text(old)
     summary = run_sweep(only, tmp_path, quiet=True)
     assert summary.computed == 0 and summary.reused == len(new_rows)
@@ -221,14 +223,16 @@ def test_the_command_prints_exact_answers_per_length_and_rope(setup, tmp_path, c
     assert again.sha256 == meta["spec_sha256"]  # the recorded command reruns this very spec
 
 
-def test_a_trials_file_from_before_generated_answers_is_upgraded_in_place(setup, tmp_path):
-    """trials.csv gained ``match`` and ``output`` (RULER's tasks, scored on what the model writes): one of
-    an earlier ropekit is read as it is and rewritten with them empty, its trials reused."""
+@pytest.mark.parametrize("added", [("match", "output", "scores"), ("scores",)])
+def test_a_trials_file_from_before_generated_answers_is_upgraded_in_place(setup, tmp_path, added):
+    """trials.csv gained ``match`` and ``output`` (RULER's tasks, scored on what the model writes), then
+    ``scores`` (LongPPL's, scored its own way): one of an earlier ropekit is read as it is and rewritten
+    with them empty, its trials reused."""
     built = spec(setup, tasks=["passkey"], needle=None)
     first = run_sweep(built, tmp_path, quiet=True)
     header, rows, _ = read_csv(tmp_path / "trials.csv")
     assert header == TRIAL_COLUMNS and {r["match"] for r in rows} == {r["output"] for r in rows} == {""}
-    before = [c for c in TRIAL_COLUMNS if c not in ("match", "output")]
+    before = [c for c in TRIAL_COLUMNS if c not in added]
     (tmp_path / "trials.csv").write_text(csv_text(before, rows))  # as a ropekit before them wrote it
     again = run_sweep(built, tmp_path, quiet=True)
     assert again.computed == 0 and again.reused == first.cells
