@@ -1,0 +1,1 @@
+"""LongRoPE's evolutionary factor search (ARCHITECTURE.md)."""
