@@ -624,6 +624,11 @@ def run_report(args: argparse.Namespace) -> int:
     from .report.document import check_links
     from .sweep.store import merge_if_free
 
+    if (args.dir / "search.json").is_file() and not (args.dir / "meta.json").exists():
+        from .search.report import write_search_report
+
+        print(f"wrote {write_search_report(args.dir)}")
+        return 0
     if args.dir.is_dir():
         check_links(args.dir)  # before the merge writes to DIR, not after
         merge_if_free(args.dir)  # rows of workers that finished while nobody held DIR

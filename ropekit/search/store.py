@@ -6,7 +6,8 @@
                                 and its factors (space-separated ``repr``)
     DIR/claims/                 which worker scores which candidate now (``ropekit/sweep/claims.py``)
     DIR/result.json             the search's end: the best factors, their rope dicts, each generation
-    DIR/rope.json, DIR/rope_parameters.json, DIR/config.json   the found rope (``result.py``)
+    DIR/rope.json, DIR/rope_parameters.json                   the found rope (``result.py``)
+    DIR/search-report.md, DIR/figures/                        ``ropekit report DIR`` (``report.py``)
 
 Each process (a second ``ropekit search`` on DIR, a Slurm array task) appends only to its own file,
 named by its worker id (``ropekit.sweep.claims.worker_id``: a requeued array task has its old one), one
@@ -31,7 +32,7 @@ from ..sweep.spec import SpecError
 from .spec import SearchSpec
 
 COLUMNS = ["key", "generation", "origin", "score", "factors"]
-NAMES = ("search.json", "candidates", "claims", "result.json", "rope.json", "rope_parameters.json", "config.json")
+NAMES = ("search.json", "candidates", "claims", "result.json", "rope.json", "rope_parameters.json")
 
 
 class SearchStoreError(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ropekit.cli import main
@@ -72,6 +73,16 @@ def test_search_then_status_then_the_rope_in_a_sweep(tiny, tmp_path, capsys):
     assert f"({record['scored']} already scored here)" in capsys.readouterr().out
     plan = plan_search(load_search_spec(spec_path))
     assert record["best"]["score"] <= record["start"]["score"] and plan.length == record["scored_length"]
+    assert main(["report", str(out)]) == 0
+    assert f"wrote {out / 'search-report.md'}" in capsys.readouterr().out
+    report = (out / "search-report.md").read_text()
+    assert "![factors](figures/search-factors.png)" in report and f"| 3 | {record['best']['score']:.6g} |" in report
+    assert (out / "figures" / "search-progress.png").stat().st_size > 0
+    assert (out / "figures" / "search-factors.png").stat().st_size > 0
+    from ropekit.search.report import preset_factors
+
+    start = preset_factors("longrope", 2.0, json.loads((out / "search.json").read_text())["plan"])
+    assert np.allclose(start, plan.start, rtol=0, atol=1e-6)  # the longrope preset is the search's start
     rope = (out / "rope.json").read_text().strip()
     assert main(["inspect", f"found={rope}", "--head-dim", "16", "--max-position-embeddings", "128"]) == 0
     assert "longrope" in capsys.readouterr().out
