@@ -63,6 +63,7 @@ def write_search_report(out: Path) -> Path:
         index, best, population = zip(*generations, strict=True)
         ax.plot(index, best, marker="o", label="best")
         ax.plot(index, population, marker=".", linestyle="--", label="population (survivors' mean)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("generation")
     ax.set_ylabel(f"{record['spec']['objective']} at {plan['length']} tokens")
     ax.legend()

@@ -127,13 +127,20 @@ def run_search(
     _write_plan(out, plan)
     claims = Claims(Path(out), worker, lease)
 
+    def scored(unit: Unit) -> bool:
+        """Whether a unit's candidate is stored, read afresh under the claims lock: a worker appends its
+        score before it releases its claim, so a released claim's score is always seen (none twice)."""
+        if store.score(unit.cells[0]) is None:
+            store.refresh()
+        return store.score(unit.cells[0]) is not None
+
     def score_batch(generation: int, batch: list[Candidate]) -> list[float]:
         first: dict[str, Candidate] = {}
         for c in batch:
             first.setdefault(c.key, c)  # each key scored once, as its first proposal
         while todo := [c for c in first.values() if store.score(c.key) is None]:
             units = [Unit(plan.spec.name, [("candidate", c.origin)], [c.key]) for c in todo]
-            unit = claims.claim(units, finished=lambda u: store.score(u.cells[0]) is not None)
+            unit = claims.claim(units, finished=scored)
             if unit is None:  # the rest is being scored by other workers
                 time.sleep(poll)
                 store.refresh()

@@ -23,7 +23,7 @@ list_step = 0.01
 evo_scale = 1.0
 beta_fast = 32                # the YaRN ramp the search starts from (LongRoPE: 32, 1; Mistral 128, 2)
 beta_slow = 1
-dtype = "float32"             # as a sweep's
+dtype = "float32"             # as a sweep's ("auto": bf16 where this machine runs it fast)
 device = "cpu"
 
 A spec's key (``SearchSpec.key``) hashes what decides its candidates and their scores; a results
@@ -190,8 +190,8 @@ def search_from_dict(table: Any, *, name: str = "search") -> SearchSpec:
     if beta_fast < beta_slow:
         raise SpecError(f"search.beta_fast = {beta_fast:g} must be >= beta_slow = {beta_slow:g}")
     dtype = table.get("dtype")
-    if dtype is not None and dtype not in DTYPES:
-        raise SpecError(f"search.dtype = {dtype!r} is not allowed; expected one of {', '.join(DTYPES)}")
+    if dtype is not None and dtype != "auto" and dtype not in DTYPES:
+        raise SpecError(f"search.dtype = {dtype!r} is not allowed; expected auto or one of {', '.join(DTYPES)}")
     device = table.get("device", "cpu")
     if not isinstance(device, str):
         raise SpecError(f"search.device = {device!r} is not allowed; expected cpu, cuda or cuda:N")
