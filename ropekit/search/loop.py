@@ -46,6 +46,11 @@ class Hyper:
             if not ok or (whole and value != int(value)):
                 expected = "a positive integer" if whole else "a positive number"
                 raise ValueError(f"{f.name} = {value!r} is not allowed; expected {expected}")
+        for name in ("population_size", "parents_size", "max_crossover_try"):
+            if self.count(name) < 1:
+                raise ValueError(
+                    f"{name} = {getattr(self, name)!r} x evo_scale {self.evo_scale:g} is 0; expected at least 1"
+                )
         if self.count("parents_size") > self.count("population_size"):
             raise ValueError(
                 f"parents_size = {self.count('parents_size')} is larger than population_size = "

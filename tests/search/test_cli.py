@@ -96,6 +96,7 @@ def test_search_then_status_then_the_rope_in_a_sweep(tiny, tmp_path, capsys):
         ('algorithm = "dim_poly"', "search.algorithm = 'dim_poly' is not allowed; expected one of dim_mono, "),
         ("target_length = 512", "[search] takes one of factor (the length scale) or target_length; both were given"),
         ("list_step = -1", "search.list_step = -1 is not allowed; expected a positive number"),
+        ("evo_scale = 0.1", "search.population_size = 6 x evo_scale 0.1 is 0; expected at least 1"),
     ],
 )
 def test_bad_specs_are_one_line_and_write_nothing(tiny, tmp_path, capsys, extra, message):

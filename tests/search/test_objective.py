@@ -43,15 +43,17 @@ def candidates(plan):
     return [plan.start, other]
 
 
-def test_perplexity_at_the_scored_length_matches_transformers(tiny, tmp_path):
+@pytest.mark.parametrize(("factors", "length"), [("long", 256), ("short", 128)])
+def test_perplexity_at_the_scored_length_matches_transformers(tiny, tmp_path, factors, length):
     """LongRoPE's objective: the first n_docs documents with >= L tokens cut to L, token-weighted; transformers'
-    NLL with the same rope to 1e-5 relative (the score), per-token within 1e-3 (tests/models/tiny.py)."""
-    plan = plan_search(spec_of(tiny, n_docs=2))
+    NLL with the same rope to 1e-5 relative. The long factors are scored at the target length, the short ones
+    at the trained length (where transformers, too, reads short_factor)."""
+    plan = plan_search(spec_of(tiny, n_docs=2, factors=factors))
     objective = Objective(plan)
     tokenizer = objective.model.tokenizer
     texts = [(tiny / "corpus" / f"doc{i}.txt").read_text() for i in range(3)]
     chosen = [ids[: plan.length] for ids in map(tokenizer.encode, texts) if len(ids) >= plan.length][:2]
-    assert len(chosen) == 2 and plan.length == 256
+    assert len(chosen) == 2 and plan.length == length
     for i, factors in enumerate(candidates(plan)):
         hf = transformers_with(tiny, tmp_path / str(i), plan, factors)
         nll = torch.cat([hf_token_nll(hf, torch.tensor(ids)) for ids in chosen]).double()
