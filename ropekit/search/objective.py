@@ -1,10 +1,16 @@
 """What a search minimises, on one loaded model whose rope each candidate replaces (``reconfigure``:
 the same weights, no reload):
 
-* ``perplexity`` (LongRoPE, ``evolution/evaluate.py`` with ``--truncate``): perplexity at the scored
-  length, ARCHITECTURE.md's "perplexity at length L": the first ``n_docs`` documents (in corpus order)
-  with at least L tokens of ``tokenizer.encode(text)``, each cut to its first L, every one of the L-1
-  predictions counted; exp(total NLL / total predictions).
+* ``perplexity`` at the scored length L over the first ``n_docs`` documents (in corpus order) with at least
+  L ids, each cut to its first L, in one of two conventions (``mode``):
+
+  - ``first`` (ropekit's "perplexity at length L", ARCHITECTURE.md): ids ``tokenizer.encode(text)``, every
+    one of the L-1 predictions counted; exp(total NLL / total predictions);
+  - ``yarn`` (LongRoPE's own: microsoft/LongRoPE ``evaluation/perplexity.py`` ``compute_perplexity`` with
+    ``--truncate``, as its ``examples/*/search.sh`` run it): BOS + the text's ids without special tokens,
+    cut to L; each document's mean NLL, exp of their mean. Every document has L ids, so this is
+    token-weighted too; the two differ only in the ids (the BOS).
+
 * a trial task's answer loss (LongRoPE2's needle-driven perplexity, arXiv:2502.20082 section 3.2: the
   loss of the answer tokens only, with the needle far back in the context): the task's prompts at the
   scored length (``trials`` per depth of ``depths``, built as a sweep builds them, from the task's
@@ -43,7 +49,10 @@ class Objective:
         corpus = load_corpus(spec.corpus["path"], format=spec.corpus["format"], field=spec.corpus["field"])
         length = self.plan.length
         if spec.objective == "perplexity":
-            tokens = tokenize(corpus, tokenizer)
+            from ..eval.perplexity import encoding
+
+            prefix, special_tokens = encoding(tokenizer, spec.mode)
+            tokens = tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
             long_enough = [ids[:length] for ids in tokens.values() if len(ids) >= length]
             if len(long_enough) < spec.n_docs:
                 raise SpecError(
@@ -80,12 +89,10 @@ class Objective:
 
         model = reconfigure(self.model, rope_scaling=self.rope(factors))
         if self.documents:
-            total, count = 0.0, 0
-            for ids in self.documents:
-                nll = token_nll(model, torch.from_numpy(ids))
-                total += float(nll.double().sum())
-                count += nll.shape[0]
-            return math.exp(total / count)
+            nlls = [token_nll(model, torch.from_numpy(ids)).double() for ids in self.documents]
+            if self.plan.spec.mode == "yarn":  # each document's mean, then their mean
+                return math.exp(math.fsum(float(n.mean()) for n in nlls) / len(nlls))
+            return math.exp(math.fsum(float(n.sum()) for n in nlls) / sum(n.shape[0] for n in nlls))
         logprob, count = 0.0, 0
         for trial in self.trials:
             score = score_answer(model, list(trial.prompt_ids), list(trial.answer_ids))

@@ -8,6 +8,8 @@ factors = "long"              # which list is searched: "long" (scored at the ta
 algorithm = "dim_mono"        # LongRoPE's search spaces: "dim_mono" or "dim_piece_mono"
 objective = "perplexity"      # perplexity at the scoring length (LongRoPE), "needle" (LongRoPE2: the loss of the
                               # answer tokens of needle prompts), or any trial task's answer loss ("passkey", ...)
+mode = "first"                # perplexity's ids: "first" (tokenizer.encode(text)) or "yarn" (BOS + the text's
+                              # ids, LongRoPE's own); both cut each document to the scored length
 corpus = "shakespeare"        # or {path = "pg19.parquet", format = "parquet", field = "text"}
 n_docs = 2                    # perplexity: the first n_docs documents with at least the scoring length's tokens
 trials = 4                    # a task objective: prompts per depth, at these depths (% of the haystack)
@@ -52,6 +54,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FACTOR_LISTS = ("long", "short")
+PERPLEXITY_MODES = ("first", "yarn")  # the modes that cut a document to its first L ids
 HYPER_KEYS = tuple(f.name for f in fields(Hyper))
 
 
@@ -63,6 +66,7 @@ class SearchSpec:
     factors: str = "long"
     algorithm: str = "dim_mono"
     objective: str = "perplexity"
+    mode: str = "first"
     corpus: dict[str, Any] = field(default_factory=lambda: {"path": "shakespeare", "format": None, "field": "text"})
     n_docs: int = 2
     trials: int = 4
@@ -105,6 +109,7 @@ KEYS = (
     "factors",
     "algorithm",
     "objective",
+    "mode",
     "corpus",
     "n_docs",
     "trials",
@@ -202,6 +207,7 @@ def search_from_dict(table: Any, *, name: str = "search") -> SearchSpec:
         factors=_choice("factors", table.get("factors", "long"), FACTOR_LISTS),
         algorithm=_choice("algorithm", table.get("algorithm", "dim_mono"), ALGORITHMS),
         objective=objective,
+        mode=_choice("mode", table.get("mode", "first"), PERPLEXITY_MODES),
         corpus=corpus,
         n_docs=_count("n_docs", table.get("n_docs", 2)),
         trials=_count("trials", table.get("trials", 4)),

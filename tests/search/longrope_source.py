@@ -227,3 +227,35 @@ def yarn_init_factors(dim, base, scale, original_max_position_embeddings, beta_f
     ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
     mask = 1 - ramp
     return (scale * (1 - mask) + 1.0 * mask).numpy().astype(np.float64)
+
+
+def compute_perplexity(encoded_texts, model, bos_token_id, num_tokens):
+    """evaluation/perplexity.py's ``compute_perplexity`` as its search runs it (``--truncate``,
+    ``add_start_token``; CPU, no cache): each text cut to num_tokens - 1 ids after a BOS, one window,
+    transformers' mean loss per text, exp of their mean. ``encoded_texts``: utils/tokenize_dataset.py's
+    ids (``add_special_tokens=False``)."""
+    max_tokenized_len = num_tokens - 1
+    encoded_texts = [x[:max_tokenized_len] for x in encoded_texts]
+    sliding_window = max_tokenized_len
+    max_sliding_count = 10
+    nlls = []
+    for encoded_text in encoded_texts:
+        labels = torch.tensor([encoded_text])
+        seq_len = labels.size(1)
+        seq_len = min(seq_len, max_sliding_count * sliding_window)
+        prev_end_loc = 0
+        for begin_loc in range(0, seq_len, sliding_window):
+            end_loc = min(begin_loc + max_tokenized_len, seq_len)
+            trg_len = end_loc - prev_end_loc
+            input_ids = labels[:, begin_loc:end_loc]
+            bos_tokens_tensor = torch.tensor([[bos_token_id]] * input_ids.size(0))
+            input_ids = torch.cat([bos_tokens_tensor, input_ids], dim=1)
+            target_ids = input_ids.clone()
+            target_ids[:, :-trg_len] = -100
+            with torch.no_grad():
+                outputs = model(input_ids, labels=target_ids, use_cache=False)
+            nlls.append(outputs.loss)
+            prev_end_loc = end_loc
+            if end_loc == seq_len:
+                break
+    return float(torch.exp(torch.stack(nlls).mean()).float())

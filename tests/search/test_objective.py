@@ -62,6 +62,26 @@ def test_perplexity_at_the_scored_length_matches_transformers(tiny, tmp_path, fa
     assert objective(candidates(plan)[0]) != objective(candidates(plan)[1])  # the factors matter
 
 
+def test_yarn_mode_is_longropes_own_perplexity(tiny, tmp_path):
+    """mode = "yarn": microsoft/LongRoPE's compute_perplexity (rewritten in longrope_source.py) on its own
+    tokenization (no special tokens, its BOS prepended), run by transformers with the candidate's rope, to
+    1e-5 relative (it averages float32 losses, hence not tighter)."""
+    from tests.search import longrope_source as source
+
+    plan = plan_search(spec_of(tiny, n_docs=2, mode="yarn"))
+    objective = Objective(plan)
+    tokenizer = objective.model.tokenizer
+    texts = [(tiny / "corpus" / f"doc{i}.txt").read_text() for i in range(2)]
+    dataset = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    factors = candidates(plan)[1]
+    hf = transformers_with(tiny, tmp_path, plan, factors)
+    expected = source.compute_perplexity(dataset, hf, tokenizer.bos_token_id, plan.length)
+    assert objective(factors) == pytest.approx(expected, rel=1e-5)
+    first = Objective(plan_search(spec_of(tiny, n_docs=2)), model=objective.model)
+    assert first.documents[0][0] == tokenizer.bos_token_id  # this tokenizer adds BOS: the same ids
+    assert all(np.array_equal(a, b) for a, b in zip(first.documents, objective.documents, strict=True))
+
+
 def test_needle_driven_perplexity_matches_transformers(tiny, tmp_path):
     """LongRoPE2's objective: only the answer tokens of needle prompts count; transformers' NLL of those
     tokens after the prompt (teacher forced), exp(total / answer tokens), to 1e-5 relative."""
