@@ -46,7 +46,11 @@ class SearchPrice:
         lines = [
             f"search {s.name}: {s.model}, {s.factors}_factor by {s.algorithm} (LongRoPE), scale {p.scale:g} "
             f"(trained {p.trained}), {p.rotary_dim // 2} factors, "
-            f"start: YaRN's ramp (beta {s.beta_fast:g}, {s.beta_slow:g})",
+            + (
+                "start: the spec's factors"
+                if s.start
+                else f"start: YaRN's ramp (beta {s.beta_fast:g}, {s.beta_slow:g})"
+            ),
             f"objective: {what} at {p.length} tokens = {self.passes} pass(es) per candidate, {self.dtype}",
             f"population {h.count('population_size')}, {h.count('max_time_budget')} generations of "
             f"{h.count('mutation_numbers')} mutations + {h.count('crossover_size')} crossovers, "

@@ -84,7 +84,15 @@ def plan_search(spec: SearchSpec) -> SearchPlan:
             f"search.target_length = {spec.target_length} is not past the model's trained length {trained}; "
             "LongRoPE extends a context: expected a target above it"
         )
-    start = yarn_start(rope, scale, beta_fast=spec.beta_fast, beta_slow=spec.beta_slow)
+    if spec.start is None:
+        start = yarn_start(rope, scale, beta_fast=spec.beta_fast, beta_slow=spec.beta_slow)
+    else:  # LongRoPE's --init-factors: read as given (float64), its shape checked
+        start = np.array(spec.start, dtype=np.float64)
+        if start.shape != (rope.rotary_dim // 2,):
+            raise SpecError(
+                f"search.start has {start.shape[0]} factors; expected rotary_dim // 2 = {rope.rotary_dim // 2} "
+                f"for {spec.model}"
+            )
     return SearchPlan(spec, scale, trained, spec.scored_length(trained), rope.rope_theta, rope.rotary_dim, start)
 
 

@@ -25,6 +25,8 @@ list_step = 0.01
 evo_scale = 1.0
 beta_fast = 32                # the YaRN ramp the search starts from (LongRoPE: 32, 1; Mistral 128, 2)
 beta_slow = 1
+start = [1.0, 1.0, ...]       # or these factors (one per rotary pair; LongRoPE's --init-factors, e.g. an
+                              # earlier search's, as its progressive extension starts from them)
 dtype = "float32"             # as a sweep's ("auto": bf16 where this machine runs it fast)
 device = "cpu"
 
@@ -75,6 +77,7 @@ class SearchSpec:
     hyper: Hyper = field(default_factory=Hyper)
     beta_fast: float = 32.0
     beta_slow: float = 1.0
+    start: tuple[float, ...] | None = None
     dtype: str | None = None
     device: str = "cpu"
     name: str = "search"
@@ -83,6 +86,7 @@ class SearchSpec:
         data = asdict(self)
         data.update(data.pop("hyper"))
         data["depths"] = list(self.depths)
+        data["start"] = None if self.start is None else list(self.start)
         return data
 
     @property
@@ -118,6 +122,7 @@ KEYS = (
     *HYPER_KEYS,
     "beta_fast",
     "beta_slow",
+    "start",
     "dtype",
     "device",
     "name",
@@ -194,6 +199,11 @@ def search_from_dict(table: Any, *, name: str = "search") -> SearchSpec:
     beta_slow = _number("beta_slow", table.get("beta_slow", 1.0))
     if beta_fast < beta_slow:
         raise SpecError(f"search.beta_fast = {beta_fast:g} must be >= beta_slow = {beta_slow:g}")
+    start = table.get("start")
+    if start is not None:
+        if not isinstance(start, list) or not start:
+            raise SpecError(f"search.start = {start!r} is not allowed; expected a list of factors, one per rotary pair")
+        start = tuple(_number("start", x) for x in start)
     dtype = table.get("dtype")
     if dtype is not None and dtype != "auto" and dtype not in DTYPES:
         raise SpecError(f"search.dtype = {dtype!r} is not allowed; expected auto or one of {', '.join(DTYPES)}")
@@ -216,6 +226,7 @@ def search_from_dict(table: Any, *, name: str = "search") -> SearchSpec:
         hyper=hyper,
         beta_fast=beta_fast,
         beta_slow=beta_slow,
+        start=start,
         dtype=dtype,
         device=device,
         name=str(table.get("name", name)),

@@ -46,6 +46,10 @@ def test_plan_reads_the_model_and_starts_from_yarn(tiny):
     assert short.length == 128 and short.space.piece
     rope = rope_dict(short, np.full(8, 1.5))
     assert rope["short_factor"] == [1.5] * 8 and rope["long_factor"] == [float(x) for x in short.start]
+    given = plan_search(spec_of(tiny, start=[1.0, 1.0, 1.5, 2.0, 2.0, 3.0, 4.0, 4.0]))
+    assert given.start.tolist() == [1.0, 1.0, 1.5, 2.0, 2.0, 3.0, 4.0, 4.0]
+    with pytest.raises(SpecError, match="search.start has 3 factors; expected rotary_dim // 2 = 8"):
+        plan_search(spec_of(tiny, start=[1.0, 2.0, 3.0]))
     with pytest.raises(SpecError, match="not past the model's trained length 128"):
         plan_search(search_from_dict({"model": str(tiny / "tiny"), "target_length": 100}))
 
