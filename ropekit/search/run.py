@@ -36,6 +36,7 @@ class SearchPlan:
     rope_theta: float
     rotary_dim: int
     start: np.ndarray
+    other: np.ndarray  # the list not searched: short_factor all 1 (long search), long_factor YaRN's ramp (short)
 
     @property
     def space(self) -> Space:
@@ -50,13 +51,14 @@ class SearchPlan:
             "rotary_dim": self.rotary_dim,
             "start": [float(x) for x in self.start],
             "start_dtype": str(self.start.dtype),
+            "other": [float(x) for x in self.other],
         }
 
     @classmethod
     def from_record(cls, spec: SearchSpec, record: dict[str, Any]) -> SearchPlan:
         start = np.array(record["start"], dtype=record["start_dtype"])
         fields = ("scale", "trained", "length", "rope_theta", "rotary_dim")
-        return cls(spec, *(record[k] for k in fields), start)
+        return cls(spec, *(record[k] for k in fields), start, np.array(record["other"]))
 
 
 def model_rope(spec: SearchSpec):
@@ -84,8 +86,10 @@ def plan_search(spec: SearchSpec) -> SearchPlan:
             f"search.target_length = {spec.target_length} is not past the model's trained length {trained}; "
             "LongRoPE extends a context: expected a target above it"
         )
+    ramp = yarn_start(rope, scale, beta_fast=spec.beta_fast, beta_slow=spec.beta_slow)
+    other = np.ones(rope.rotary_dim // 2) if spec.factors == "long" else ramp.astype(np.float64)
     if spec.start is None:
-        start = yarn_start(rope, scale, beta_fast=spec.beta_fast, beta_slow=spec.beta_slow)
+        start = ramp
     else:  # LongRoPE's --init-factors: read as given (float64), its shape checked
         start = np.array(spec.start, dtype=np.float64)
         if start.shape != (rope.rotary_dim // 2,):
@@ -93,14 +97,14 @@ def plan_search(spec: SearchSpec) -> SearchPlan:
                 f"search.start has {start.shape[0]} factors; expected rotary_dim // 2 = {rope.rotary_dim // 2} "
                 f"for {spec.model}"
             )
-    return SearchPlan(spec, scale, trained, spec.scored_length(trained), rope.rope_theta, rope.rotary_dim, start)
+    length = spec.scored_length(trained)
+    return SearchPlan(spec, scale, trained, length, rope.rope_theta, rope.rotary_dim, start, other)
 
 
 def rope_dict(plan: SearchPlan, factors: np.ndarray) -> dict[str, Any]:
     """The ``longrope`` rope dict (v4 ``rope_scaling`` form) of a candidate: the searched list and the other
-    (long: short_factor all 1; short: long_factor the YaRN start), the factor and the trained length."""
-    searched = [float(x) for x in factors]
-    other = [1.0] * len(searched) if plan.spec.factors == "long" else [float(x) for x in plan.start]
+    (long: short_factor all 1; short: long_factor YaRN's ramp), the factor and the trained length."""
+    searched, other = [float(x) for x in factors], [float(x) for x in plan.other]
     short, long = (other, searched) if plan.spec.factors == "long" else (searched, other)
     return {
         "rope_type": "longrope",
