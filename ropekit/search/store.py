@@ -62,6 +62,8 @@ class CandidateStore:
         self.refresh()
 
     def _check_spec(self, spec: SearchSpec) -> None:
+        if (self.out / "meta.json").exists():
+            raise SearchStoreError(f"{self.out} holds a sweep (meta.json); a search needs a directory of its own")
         path = self.out / "search.json"
         record = {"key": spec.key, "spec": spec.to_dict()}
         if path.exists():

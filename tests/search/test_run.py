@@ -178,7 +178,14 @@ def test_progress_is_read_back_without_a_model(tiny, tmp_path):
     assert [g.best for g in done.generations] == [g["best"] for g in record["generations"]]
 
 
-def test_another_spec_is_refused_on_the_same_directory(tiny, tmp_path):
+def test_another_spec_or_a_sweep_is_refused_on_the_same_directory(tiny, tmp_path):
+    from ropekit.search.store import SearchStoreError
+
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "meta.json").write_text("{}")
+    with pytest.raises(SearchStoreError, match="holds a sweep \\(meta.json\\)"):
+        run_search(plan_search(spec_of(tiny)), tmp_path / "sweep", target_distance, poll=0.01)
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["meta.json"]
     run_search(plan_search(spec_of(tiny)), tmp_path / "d", target_distance, poll=0.01)
     with pytest.raises(SpecError, match="holds another search \\(its seed differ"):
         run_search(plan_search(spec_of(tiny, seed=1)), tmp_path / "d", target_distance, poll=0.01)
