@@ -595,7 +595,8 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 def _status_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
-        help="where a sweep stands: cells done, running (which worker), pending, failed, time left",
+        help="where a sweep stands: cells done, running (which worker), pending, failed, time left (a search: "
+        "its generation and best so far)",
         description="Read a sweep directory (also while workers run, also a read-only one: nothing is written, "
         "anywhere) and print cells done, running (which worker, since when, its last heartbeat), pending and failed, "
         "the rate of the cells this run computed and the time left.",
@@ -608,6 +609,11 @@ def run_status(args: argparse.Namespace) -> int:
     from .sweep.status import sweep_status
     from .sweep.store import check_links
 
+    if (args.dir / "search.json").is_file() and not (args.dir / "meta.json").exists():
+        from .search.status import search_status
+
+        print(search_status(args.dir))
+        return 0
     check_links(args.dir)  # a link at meta.json is named as one, not as a sweep missing
     if not (args.dir / "meta.json").is_file():
         raise SpecError(f"{args.dir} holds no sweep (no meta.json); start one with ropekit sweep --out {args.dir}")
@@ -620,6 +626,11 @@ def run_report(args: argparse.Namespace) -> int:
     from .report.document import check_links
     from .sweep.store import merge_if_free
 
+    if (args.dir / "search.json").is_file() and not (args.dir / "meta.json").exists():
+        from .search.report import write_search_report
+
+        print(f"wrote {write_search_report(args.dir)}")
+        return 0
     if args.dir.is_dir():
         check_links(args.dir)  # before the merge writes to DIR, not after
         merge_if_free(args.dir)  # rows of workers that finished while nobody held DIR
@@ -744,7 +755,56 @@ def build_parser() -> argparse.ArgumentParser:
     _inspect_parser(sub)
     _models_parser(sub)
     _export_parser(sub)
+    _search_parser(sub)
     return parser
+
+
+def _search_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search",
+        help="LongRoPE's evolutionary search for a model's rescale factors (a longrope rope dict)",
+        description=(
+            "Search a model's per-dimension rope rescale factors as microsoft/LongRoPE's evolution/ does "
+            "(dim_mono, dim_piece_mono; long or short factors), minimising perplexity at the target length or a "
+            "trial task's answer loss (needle: LongRoPE2's objective), from the [search] table of SPEC. Every "
+            "scored candidate is stored in DIR as it is scored: rerunning resumes, and several processes (or Slurm "
+            "array tasks) on one DIR share the work. The end: DIR/rope.json, a longrope rope dict for "
+            "ropekit sweep --rope, inspect and export."
+        ),
+        epilog="example: ropekit search experiments/search/smollm2.toml --dry-run",
+    )
+    p.add_argument("spec", metavar="SPEC.toml", type=Path, help="a TOML file with a [search] table")
+    p.add_argument("--out", metavar="DIR", type=Path, help="results directory (default: runs/NAME)")
+    p.add_argument("--dry-run", action="store_true", help="price the search here and exit; nothing is written")
+    p.set_defaults(run=run_search_command)
+
+
+def run_search_command(args: argparse.Namespace) -> int:
+    from .search.spec import load_search_spec
+
+    spec = load_search_spec(args.spec)
+    out = args.out or Path("runs") / spec.name
+    if args.dry_run:
+        from .search.price import price_search
+
+        print(price_search(spec, out).text())
+        return 0
+    from .search.objective import Objective
+    from .search.run import plan_search, run_search
+
+    plan = plan_search(spec)
+    objective = Objective(plan)  # the model and the objective's inputs, before anything is written
+
+    def shown(g) -> None:
+        print(
+            f"generation {g.index}/{spec.hyper.count('max_time_budget')}: best {g.best:.6g}, "
+            f"population {g.population:.6g}, {g.scored} scored",
+            flush=True,
+        )
+
+    result = run_search(plan, out, objective, on_generation=shown)
+    print(f"best {result.best.score:.6g} (start {result.candidates[0].score:.6g}); wrote {out / 'rope.json'}")
+    return 0
 
 
 def cli_errors() -> tuple[type[Exception], ...]:
@@ -754,11 +814,13 @@ def cli_errors() -> tuple[type[Exception], ...]:
     from .models import CheckpointError, ModelConfigError
     from .models.export import ExportError
     from .report import ReportError
+    from .search.evolution import SearchSpaceError
+    from .search.store import SearchStoreError
     from .sweep.claims import ClaimError
     from .sweep.store import StoreError
 
     bad_input = (RopeConfigError, ModelConfigError, CheckpointError, CorpusError, SpecError, ReportError, ExportError)
-    return (*bad_input, StoreError, ClaimError, LinkError, OSError)
+    return (*bad_input, StoreError, ClaimError, LinkError, OSError, SearchStoreError, SearchSpaceError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,7 @@ def imported(statement: str) -> set[str]:
         "import ropekit.sweep.status",
         "from ropekit.sweep import load_spec; load_spec('ropekit/sweep/default.toml')",  # a spec is parsed as data
         "import ropekit.tasks, ropekit.sweep.executors",
+        "import ropekit.search.status, ropekit.search.spec",  # a search's status replays it with numpy alone
     ],
 )
 def test_no_torch(statement):

@@ -4,7 +4,8 @@ rope/ imports nothing of ropekit; models/ imports rope/; eval/ imports models/ a
 stands alone; tasks/ (the trial tasks' records) imports eval/ and what it stands on; sweep/ imports
 tasks/, eval/, data/, models/ (and what they stand on); report/ imports rope/
 and reads results files, never a model; lmeval/ (the lm-evaluation-harness backend) imports eval/,
-models/ and rope/. ``ropekit/cache.py`` (cache dir, atomic writes, csv records), ``ropekit/stats.py``
+models/ and rope/; search/ (LongRoPE's factor search) stands on sweep/ (its store, claims and cost
+model) and what it imports. ``ropekit/cache.py`` (cache dir, atomic writes, csv records), ``ropekit/stats.py``
 (bootstrap intervals, numpy only), ``ropekit/modes.py`` (the perplexity modes as data) and
 ``ropekit/lazy.py`` (lazy package roots) and ``ropekit/plugins.py`` (the registries' common part) are the
 small modules all may use; the CLI and the package's
@@ -31,6 +32,7 @@ ALLOWED = {
     "sweep": {"tasks", "eval", "data", "models", "rope"},
     "report": {"rope"},
     "lmeval": {"eval", "models", "rope"},
+    "search": {"sweep", "tasks", "eval", "data", "models", "rope"},
 }
 
 
