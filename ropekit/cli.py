@@ -358,7 +358,10 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             flags["depths"] = [float(x) if "." in x else int(x) for x in flags["depths"].split(",") if x.strip()]
         except ValueError:
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
-    tasks = [(t, get_task(t)) for t in given.get("tasks", data.get("tasks", ["perplexity"])) if t != "perplexity"]
+    from .tasks.registry import expand_suites
+
+    named, _ = expand_suites(given.get("tasks", data.get("tasks", ["perplexity"])), data)  # ruler: its tasks that run
+    tasks = [(t, get_task(t)) for t in named if t != "perplexity"]
     for key, value in flags.items():
         having = [name for name, task in tasks if task is not None and key in task.settings.table_keys()]
         if not having:

@@ -155,7 +155,13 @@ TASKS: Registry[TrialTask] = Registry(
     "task",
     TrialTask,
     ENTRY_POINTS,
-    ["ropekit.tasks.passkey", "ropekit.tasks.needle", "ropekit.tasks.ruler", "ropekit.tasks.longppl"],
+    [
+        "ropekit.tasks.passkey",
+        "ropekit.tasks.needle",
+        "ropekit.tasks.ruler",
+        "ropekit.tasks.ruler_other",
+        "ropekit.tasks.longppl",
+    ],
 )
 
 
@@ -173,3 +179,38 @@ def trial_tasks() -> dict[str, TrialTask]:
 def get_task(name: str) -> TrialTask | None:
     """The record of a trial task, looking in installed plugins when it is not registered yet."""
     return TASKS.get(name)
+
+
+SUITES: dict[str, tuple[str, ...]] = {}  # a suite's name (``ruler``) -> its tasks' names
+
+
+def register_suite(name: str, members: Sequence[str]) -> tuple[str, ...]:
+    """Name a set of trial tasks that a sweep's ``tasks`` list may give as one (RULER's ``ruler``)."""
+    if not isinstance(name, str) or not name.isidentifier() or name in TASKS.records or name == "perplexity":
+        raise ValueError(f"suite name {name!r} is not allowed; expected an identifier that names no task")
+    SUITES[name] = tuple(members)
+    return SUITES[name]
+
+
+def suites() -> dict[str, tuple[str, ...]]:
+    """Every suite of trial tasks, by name."""
+    TASKS.all()  # ropekit's own modules register theirs
+    return dict(SUITES)
+
+
+def expand_suites(tasks: Sequence[str], tables: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """``tasks`` with each suite's name replaced by those of its tasks that can run here, once each, and
+    the others by name with the reason. A task whose table is given (``tables``) runs or is refused as it
+    would be named alone; one without is skipped where its defaults are refused (a missing dataset, a
+    package not installed)."""
+    known, expanded, skipped = suites(), [], {}
+    for name in tasks:
+        for task in known.get(name, (name,)):
+            if name in known and task not in tables:
+                try:
+                    get_task(task).table(None)
+                except TaskSettingsError as err:
+                    skipped[task] = str(err)
+                    continue
+            expanded.append(task)
+    return list(dict.fromkeys(expanded)), skipped
