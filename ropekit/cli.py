@@ -515,7 +515,7 @@ def results_table(path: Path, width: int | None = None) -> str:
                 text += "\n\n" + _verdict_lines(verdicts[model, mix], baseline)
             blocks.append(text)
     if sweep.has_retrieval:
-        blocks += _retrieval_blocks(sweep.retrieval)
+        blocks += _retrieval_blocks(sweep.retrieval, sweep.meta.get("retrieval", {}).get("scores") or {})
     if sweep.longppl is not None and len(sweep.longppl):
         blocks += longppl.printed(sweep.longppl, width)
     return "\n\n".join(blocks)
@@ -535,7 +535,7 @@ def _verdict_lines(table, baseline: str) -> str:
     return "\n".join(lines)
 
 
-def _retrieval_blocks(frame) -> list[str]:
+def _retrieval_blocks(frame, scores: dict[str, str]) -> list[str]:
     """Per (model, layer mix, task): exact answers of trials (all depths) per length and rope, or the
     status of a cell that has none; a task scored on partial credit (RULER's), its mean score."""
     ok = frame["status"] == "ok"
@@ -554,7 +554,7 @@ def _retrieval_blocks(frame) -> list[str]:
         if block["depth"].isna().all():  # RULER's: the share of the values found, which needs no pooling
             shown = [f"{a:.2f}" if s == "ok" else s for a, s in zip(block["accuracy"], block["status"], strict=True)]
             cells = block.set_index(["length", "rope"])
-            what = "score (RULER's string_match_all, mean over trials)"
+            what = f"score (RULER's {scores.get(task, 'string_match_all')}, mean over trials)"
         grid = cells.assign(shown=shown)["shown"].unstack("rope")[list(dict.fromkeys(block["rope"]))]
         grid.columns.name = None
         blocks.append(f"{model}, layer mix {mix}: {task}, {what}\n{grid.to_string()}")

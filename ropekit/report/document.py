@@ -402,6 +402,13 @@ def _retrieval_summary(sweep: Sweep) -> str:
     )
 
 
+def _partly(sweep, ruler) -> str:
+    """The RULER tasks scored otherwise than by string_match_all (qa's string_match_part), said in a clause."""
+    scores = sweep.meta.get("retrieval", {}).get("scores") or {}
+    part = [task for task in ruler if scores.get(task) == "string_match_part"]
+    return f" or, for {', '.join(part)}, 1 where any reference answer is in it (string_match_part)" if part else ""
+
+
 # What each trial task is, for a meta.json written before it says so (ropekit/tasks/ describes them now).
 DESCRIBED_BEFORE = {
     "passkey": "the landmark-attention format of the YaRN repository",
@@ -435,7 +442,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
             f"RULER's tasks ({', '.join(t for t in described if t in ruler) or ', '.join(sorted(ruler))}) "
             "hide their needles at random depths, in a prompt of at most the cell's length "
             "less the tokens left to generate, and are scored on the text greedy decoding writes: the share of the "
-            "reference values it contains (RULER's string_match_all), averaged over trials, with the Wilson "
+            f"reference values it contains (RULER's string_match_all){_partly(sweep, ruler)}, averaged over trials, "
+            "with the Wilson "
             f"{s.percent} interval where every trial scores 0 or 1, else a percentile bootstrap over trials; their "
             "log-probability is of the values joined by commas, teacher-forced."
         )
@@ -450,7 +458,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
         text.append("trials.csv lacks some trials of scored cells: those lengths' log-probabilities have no interval.")
     stems = []
     if (frame["status"] == "ok").any():
-        figures["accuracy"] = plot_accuracy(frame, colors=colors, level=s.level)
+        scores = sweep.meta.get("retrieval", {}).get("scores")
+        figures["accuracy"] = plot_accuracy(frame, colors=colors, level=s.level, scores=scores)
         placed = frame[frame["depth"].notna()]  # RULER's tasks place their needles at random: no depth
         if (placed["status"] == "ok").any():
             figures["depth_heatmap"] = plot_depth_heatmap(placed)

@@ -14,8 +14,9 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
   depth (``placed = False``: RULER's, which place theirs at random) has one cell per length, depth None.
 * ``match(output, references)``: for a task scored on what the model writes (RULER's), the score in
   [0, 1] of the answer greedy decoding generates (up to the trial's ``max_new_tokens``) against the
-  trial's ``references``; the cell's accuracy is their mean. Without it a trial is scored on its
-  answer's tokens alone, teacher-forced (``exact``), and every task's trials also get that log-probability.
+  trial's ``references``; the cell's accuracy is their mean, and ``metric`` names it. Without it a trial is
+  scored on its answer's tokens alone, teacher-forced (``exact``), and every task's trials also get that
+  log-probability.
 * ``score(model, tokenizer, settings, trial)`` and ``summarize(trials, seed)``: for a task that scores a
   trial its own way (LongPPL's documents): a trial's numbers (a dict, stored as JSON in trials.csv's
   ``scores``), and its cell's results.csv columns from its trials' numbers (the ``columns`` it fills,
@@ -116,6 +117,7 @@ class TrialTask:
     summarize: Callable[[list[dict[str, Any]], int], dict[str, str]] | None = None  # a cell's columns from them
     columns: tuple[str, ...] = ()  # the results.csv columns ``summarize`` fills
     passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``score``: one trial's forwards
+    metric: str = ""  # with ``match``: its score's name (RULER's string_match_all), as the report and tables say it
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":

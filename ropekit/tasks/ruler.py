@@ -258,6 +258,7 @@ TASKS = {
             description=f"RULER's {name} ({args['type_haystack']} haystack), as lm-evaluation-harness's port makes it",
             match=string_match_all,
             generates=TOKENS_TO_GENERATE,
+            metric="string_match_all",
         )
     )
     for name, args in NIAH.items()

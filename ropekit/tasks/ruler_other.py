@@ -359,6 +359,7 @@ TASKS = {
             description=f"RULER's {name}, {DESCRIPTIONS[name]}, as lm-evaluation-harness's port makes it",
             match=string_match_part if name in QA else string_match_all,
             generates=TOKENS[name],
+            metric="string_match_part" if name in QA else "string_match_all",
         )
     )
     for name in TOKENS

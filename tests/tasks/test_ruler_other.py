@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from ropekit.cache import Notice
+from ropekit.cli import results_table
+from ropekit.report import load_sweep, plot_accuracy, write_report
 from ropekit.sweep import SpecError, run_sweep, spec_from_dict
 from ropekit.tasks import TaskSettingsError, get_task
 from ropekit.tasks.ruler import NIAH, context, punkt_installed
@@ -188,6 +190,17 @@ def test_a_sweep_writes_and_scores_as_lm_eval_through_ropekits_backend(tiny, tmp
     assert [float(r["match"]) for r in trials] == scores
     (row,) = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert row["depth"] == "" and float(row["accuracy"]) == pytest.approx(sum(scores) / 3, abs=5e-5)
+
+    # meta.json, the report, its figure's axis and the printed table name the task's score
+    metric = get_task(name).metric
+    assert json.loads((tmp_path / "meta.json").read_text())["retrieval"]["scores"] == {name: metric}
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert ("for qa_squad, 1 where any reference answer is in it (string_match_part)" in report) == (name == "qa_squad")
+    sweep = load_sweep(tmp_path)
+    figure = plot_accuracy(sweep.retrieval, scores=sweep.meta["retrieval"]["scores"])
+    assert figure.axes[0].get_ylabel() == f"score ({metric}, mean over trials)"
+    assert f"{name}, score (RULER's {metric}, mean over trials)" in results_table(tmp_path)
 
 
 def test_a_sweeps_outputs_can_score(tiny, tmp_path):
