@@ -229,7 +229,8 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tasks",
         help="comma-separated: perplexity (default) and trial tasks: "
-        + "; ".join(f"{name} ({task.description})" for name, task in _trial_tasks().items()),
+        + "; ".join(f"{name} ({task.description})" for name, task in _trial_tasks().items())
+        + "".join(f"; {name} (the suite: {', '.join(members)})" for name, members in _suites().items()),
     )
     p.add_argument("--trials", type=int, help="retrieval prompts per (length, depth) (default 5)")
     p.add_argument("--depths", help="comma-separated needle depths, percent of the haystack (default 0,10,...,100)")
@@ -375,6 +376,12 @@ def _trial_tasks() -> dict:
     from .tasks import trial_tasks
 
     return trial_tasks()
+
+
+def _suites() -> dict:
+    from .tasks.registry import suites
+
+    return suites()
 
 
 def _task_key_flags(p: argparse.ArgumentParser, known: set[str]) -> None:

@@ -88,8 +88,8 @@ class OtherSettings(TrialSettings):
 
 @dataclass(frozen=True)
 class VtSettings(OtherSettings):
-    chains: int = field(default=1, metadata={"help": "vt: chains of variable assignments (RULER's 1)"})
-    hops: int = field(default=4, metadata={"help": "vt: assignments per chain after the value (RULER's 4)"})
+    chains: int = field(default=1, metadata={"help": "chains of variable assignments (RULER's 1)"})
+    hops: int = field(default=4, metadata={"help": "assignments per chain after the value (RULER's 4)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,7 +103,7 @@ class VtSettings(OtherSettings):
 
 @dataclass(frozen=True)
 class FweSettings(OtherSettings):
-    alpha: float = field(default=2.0, metadata={"help": "fwe: the Zipf exponent of the coded words (RULER's 2.0)"})
+    alpha: float = field(default=2.0, metadata={"help": "the Zipf exponent of the coded words (RULER's 2.0)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,9 +116,7 @@ class FweSettings(OtherSettings):
 
 @dataclass(frozen=True)
 class QaSettings(OtherSettings):
-    dataset: str | None = field(
-        default=None, metadata={"help": "qa_squad, qa_hotpot: the local dev-set JSON file RULER reads"}
-    )
+    dataset: str | None = field(default=None, metadata={"help": "the local dev-set JSON file RULER downloads"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
