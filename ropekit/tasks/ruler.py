@@ -127,9 +127,12 @@ def need_port(task: str) -> None:
 
 
 def punkt_installed() -> bool:
-    """Whether nltk's ``punkt_tab`` (RULER's sentence splitter for essays) is on this machine."""
+    """Whether nltk's ``punkt_tab`` (RULER's sentence splitter for essays) is on this machine. nltk is imported
+    as ``_port`` imports it, stderr redirected: its downloader keeps the stderr of its import to write to, and
+    the port's import would otherwise print there that it could not download punkt_tab."""
     try:
-        import nltk
+        with contextlib.redirect_stderr(io.StringIO()):
+            import nltk
 
         nltk.data.find("tokenizers/punkt_tab")
     except (ImportError, LookupError):

@@ -342,3 +342,14 @@ def test_the_cli_sets_a_key_in_the_suites_tasks_that_run(tiny):
         spec = sweep_spec_from_args(build_parser().parse_args(flags))
     assert spec.retrieval["vt"].hops == 3 and "qa_squad" not in spec.tasks
     assert {task: settings.trials for task, settings in spec.retrieval_tasks.items()} == dict.fromkeys(spec.tasks, 2)
+
+
+def test_the_suite_builds_its_samples_without_nltks_messages():
+    """The suite asks the essay tasks whether punkt_tab is here before the port is imported: nltk, imported
+    then, must not print the port's failed download (its downloader writes to the stderr of its import)."""
+    import subprocess
+    import sys
+
+    code = "from ropekit.tasks.ruler import _port, punkt_installed; punkt_installed(); _port()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "nltk_data" not in done.stderr + done.stdout
