@@ -425,9 +425,12 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     described = sweep.meta.get("retrieval", {}).get("tasks") or DESCRIBED_BEFORE
     ruler = unplaced(frame)  # RULER's: needles at random depths, scored on what the model writes
     tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task not in ruler)
-    text = [
+    placed = (  # only where some task places its needle at a depth (RULER's place none)
         "Each prompt hides a key at a depth, the percent of the haystack before the needle (0: at its start, "
-        f"100: at its end), in a prompt of exactly the cell's length ({tasks}).",
+        f"100: at its end), in a prompt of exactly the cell's length ({tasks})."
+    )
+    text = [
+        *([placed] if tasks else []),
         EXACT,
         "Accuracy at a length is pooled over its scored depths: exact answers (round(accuracy x n_trials) per "
         f"depth) over trials, with the Wilson score {s.percent} interval of that proportion, the trials taken "
@@ -440,8 +443,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     if ruler:
         text.append(
             f"RULER's tasks ({', '.join(t for t in described if t in ruler) or ', '.join(sorted(ruler))}) "
-            "hide their needles at random depths, in a prompt of at most the cell's length "
-            "less the tokens left to generate, and are scored on the text greedy decoding writes: the share of the "
+            "have no depth (its needle tasks hide their needles at random depths), their prompts sized to the "
+            "cell's length as RULER sizes them, and are scored on the text greedy decoding writes: the share of the "
             f"reference values it contains (RULER's string_match_all){_partly(sweep, ruler)}, averaged over trials, "
             "with the Wilson "
             f"{s.percent} interval where every trial scores 0 or 1, else a percentile bootstrap over trials; their "
