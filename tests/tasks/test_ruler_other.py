@@ -282,6 +282,13 @@ def test_tables_and_bad_input(tiny):
     with pytest.raises(TaskSettingsError, match=r"fwe.alpha = 1 is not allowed"):
         get_task("fwe").table({"alpha": 1})
     assert get_task("vt").table({"chains": 2, "hops": 3}).arguments() == {"num_chains": 2, "num_hops": 3}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny / "tiny")
+    (vt,) = samples(tokenizer, get_task("vt").table({"hops": 2, "trials": 1}), LENGTHS["vt"])
+    assert len(vt["outputs"]) == 3 and "3 variables are assgined the value" in vt["gen_prefix"]  # RULER's typo
+    fwe = [samples(tokenizer, get_task("fwe").table({"alpha": a, "trials": 1}), 512)[0]["input"] for a in (2, 3)]
+    assert fwe[0] != fwe[1]
     with pytest.raises(TaskSettingsError) as refused:
         get_task("qa_squad").table(None)
     assert str(refused.value) == (
@@ -290,9 +297,6 @@ def test_tables_and_bad_input(tiny):
     )
     with pytest.raises(TaskSettingsError, match=r"qa_hotpot.dataset = '/nowhere.json' is not allowed"):
         get_task("qa_hotpot").table({"dataset": "/nowhere.json"})
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny / "tiny")
     wrong = get_task("qa_hotpot").table({"dataset": table(tiny, "qa_squad")["dataset"]})  # SQuAD's, not HotpotQA's
     with pytest.raises(ValueError, match=r"qa_hotpot.dataset = .* is not HotpotQA's dev set"):
         samples(tokenizer, wrong, 512)
