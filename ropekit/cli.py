@@ -229,7 +229,8 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tasks",
         help="comma-separated: perplexity (default) and trial tasks: "
-        + "; ".join(f"{name} ({task.description})" for name, task in _trial_tasks().items()),
+        + "; ".join(f"{name} ({task.description})" for name, task in _trial_tasks().items())
+        + "".join(f"; {name} (the suite: {', '.join(members)})" for name, members in _suites().items()),
     )
     p.add_argument("--trials", type=int, help="retrieval prompts per (length, depth) (default 5)")
     p.add_argument("--depths", help="comma-separated needle depths, percent of the haystack (default 0,10,...,100)")
@@ -358,7 +359,10 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             flags["depths"] = [float(x) if "." in x else int(x) for x in flags["depths"].split(",") if x.strip()]
         except ValueError:
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
-    tasks = [(t, get_task(t)) for t in given.get("tasks", data.get("tasks", ["perplexity"])) if t != "perplexity"]
+    from .tasks.registry import expand_suites
+
+    named, _ = expand_suites(given.get("tasks", data.get("tasks", ["perplexity"])), data)  # ruler: its tasks that run
+    tasks = [(t, get_task(t)) for t in named if t != "perplexity"]
     for key, value in flags.items():
         having = [name for name, task in tasks if task is not None and key in task.settings.table_keys()]
         if not having:
@@ -372,6 +376,12 @@ def _trial_tasks() -> dict:
     from .tasks import trial_tasks
 
     return trial_tasks()
+
+
+def _suites() -> dict:
+    from .tasks.registry import suites
+
+    return suites()
 
 
 def _task_key_flags(p: argparse.ArgumentParser, known: set[str]) -> None:
@@ -512,7 +522,7 @@ def results_table(path: Path, width: int | None = None) -> str:
                 text += "\n\n" + _verdict_lines(verdicts[model, mix], baseline)
             blocks.append(text)
     if sweep.has_retrieval:
-        blocks += _retrieval_blocks(sweep.retrieval)
+        blocks += _retrieval_blocks(sweep.retrieval, sweep.meta.get("retrieval", {}).get("scores") or {})
     if sweep.longppl is not None and len(sweep.longppl):
         blocks += longppl.printed(sweep.longppl, width)
     return "\n\n".join(blocks)
@@ -532,7 +542,7 @@ def _verdict_lines(table, baseline: str) -> str:
     return "\n".join(lines)
 
 
-def _retrieval_blocks(frame) -> list[str]:
+def _retrieval_blocks(frame, scores: dict[str, str]) -> list[str]:
     """Per (model, layer mix, task): exact answers of trials (all depths) per length and rope, or the
     status of a cell that has none; a task scored on partial credit (RULER's), its mean score."""
     ok = frame["status"] == "ok"
@@ -551,7 +561,7 @@ def _retrieval_blocks(frame) -> list[str]:
         if block["depth"].isna().all():  # RULER's: the share of the values found, which needs no pooling
             shown = [f"{a:.2f}" if s == "ok" else s for a, s in zip(block["accuracy"], block["status"], strict=True)]
             cells = block.set_index(["length", "rope"])
-            what = "score (RULER's string_match_all, mean over trials)"
+            what = f"score (RULER's {scores.get(task, 'string_match_all')}, mean over trials)"
         grid = cells.assign(shown=shown)["shown"].unstack("rope")[list(dict.fromkeys(block["rope"]))]
         grid.columns.name = None
         blocks.append(f"{model}, layer mix {mix}: {task}, {what}\n{grid.to_string()}")

@@ -402,6 +402,13 @@ def _retrieval_summary(sweep: Sweep) -> str:
     )
 
 
+def _partly(sweep, ruler) -> str:
+    """The RULER tasks scored otherwise than by string_match_all (qa's string_match_part), said in a clause."""
+    scores = sweep.meta.get("retrieval", {}).get("scores") or {}
+    part = [task for task in ruler if scores.get(task) == "string_match_part"]
+    return f" or, for {', '.join(part)}, 1 where any reference answer is in it (string_match_part)" if part else ""
+
+
 # What each trial task is, for a meta.json written before it says so (ropekit/tasks/ describes them now).
 DESCRIBED_BEFORE = {
     "passkey": "the landmark-attention format of the YaRN repository",
@@ -418,9 +425,12 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     described = sweep.meta.get("retrieval", {}).get("tasks") or DESCRIBED_BEFORE
     ruler = unplaced(frame)  # RULER's: needles at random depths, scored on what the model writes
     tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task not in ruler)
-    text = [
+    placed = (  # only where some task places its needle at a depth (RULER's place none)
         "Each prompt hides a key at a depth, the percent of the haystack before the needle (0: at its start, "
-        f"100: at its end), in a prompt of exactly the cell's length ({tasks}).",
+        f"100: at its end), in a prompt of exactly the cell's length ({tasks})."
+    )
+    text = [
+        *([placed] if tasks else []),
         EXACT,
         "Accuracy at a length is pooled over its scored depths: exact answers (round(accuracy x n_trials) per "
         f"depth) over trials, with the Wilson score {s.percent} interval of that proportion, the trials taken "
@@ -433,9 +443,10 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     if ruler:
         text.append(
             f"RULER's tasks ({', '.join(t for t in described if t in ruler) or ', '.join(sorted(ruler))}) "
-            "hide their needles at random depths, in a prompt of at most the cell's length "
-            "less the tokens left to generate, and are scored on the text greedy decoding writes: the share of the "
-            "reference values it contains (RULER's string_match_all), averaged over trials, with the Wilson "
+            "have no depth (its needle tasks hide their needles at random depths), their prompts sized to the "
+            "cell's length as RULER sizes them, and are scored on the text greedy decoding writes: the share of the "
+            f"reference values it contains (RULER's string_match_all){_partly(sweep, ruler)}, averaged over trials, "
+            "with the Wilson "
             f"{s.percent} interval where every trial scores 0 or 1, else a percentile bootstrap over trials; their "
             "log-probability is of the values joined by commas, teacher-forced."
         )
@@ -450,7 +461,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
         text.append("trials.csv lacks some trials of scored cells: those lengths' log-probabilities have no interval.")
     stems = []
     if (frame["status"] == "ok").any():
-        figures["accuracy"] = plot_accuracy(frame, colors=colors, level=s.level)
+        scores = sweep.meta.get("retrieval", {}).get("scores")
+        figures["accuracy"] = plot_accuracy(frame, colors=colors, level=s.level, scores=scores)
         placed = frame[frame["depth"].notna()]  # RULER's tasks place their needles at random: no depth
         if (placed["status"] == "ok").any():
             figures["depth_heatmap"] = plot_depth_heatmap(placed)

@@ -121,12 +121,20 @@ def _logprob_interval(ok: pd.DataFrame, trials: pd.DataFrame | None, expected: i
 
 
 def plot_accuracy(
-    frame: pd.DataFrame, *, colors: Styles | None = None, title: str | None = None, level: float = stats.LEVEL
+    frame: pd.DataFrame,
+    *,
+    colors: Styles | None = None,
+    title: str | None = None,
+    level: float = stats.LEVEL,
+    scores: dict[str, str] | None = None,
 ) -> Figure:
     """Accuracy (exact answers, pooled over depths) vs context length, one line per rope with its
-    Wilson interval, one panel per (model, layer mix, task); the trained context dotted."""
+    Wilson interval, one panel per (model, layer mix, task); the trained context dotted. A task scored on
+    what the model writes (RULER's: no depth) plots its mean score, named by ``scores`` (meta.json's
+    ``retrieval.scores``; RULER's string_match_all where it has none)."""
     pooled = pool_depths(frame, level=level)
-    return _pooled_figure(frame, pooled, "accuracy", colors, title or "Retrieval accuracy vs context length")
+    title = title or "Retrieval accuracy vs context length"
+    return _pooled_figure(frame, pooled, "accuracy", colors, title, scores or {})
 
 
 def plot_logprob(
@@ -152,7 +160,7 @@ def _require_rows(frame: pd.DataFrame) -> None:
         )
 
 
-def _pooled_figure(frame, pooled, value: str, colors, title: str) -> Figure:
+def _pooled_figure(frame, pooled, value: str, colors, title: str, scores: dict[str, str] | None = None) -> Figure:
     _require_rows(frame)
     colors = colors or rope_colors(frame["rope"])
     panels = list(pooled.groupby(["model", "layer_mix", "task"], sort=False))
@@ -163,7 +171,10 @@ def _pooled_figure(frame, pooled, value: str, colors, title: str) -> Figure:
         ax.set_title(f"{model_label(model)}, layer mix {mix}: {task}")
         if value == "accuracy":
             ax.set_ylim(-0.04, 1.04)
-            ax.set_ylabel("score (string_match_all)" if task in ruler else "accuracy (exact, pooled over depths)")
+            score = (scores or {}).get(task, "string_match_all")
+            ax.set_ylabel(
+                f"score ({score}, mean over trials)" if task in ruler else "accuracy (exact, pooled over depths)"
+            )
         else:
             ax.set_ylabel("answer log-probability (nats)")
     finish_figure(fig, axes, frame, title)

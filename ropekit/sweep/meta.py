@@ -174,11 +174,13 @@ def sweep_meta(
             # the depths each task's cells are at; [] for a task that places its needles at random (RULER's)
             "depths": {task: [d for d in s.cell_depths if d is not None] for task, s in spec.retrieval_tasks.items()},
         }
-        if any(get_task(task).match for task in spec.retrieval_tasks):
+        if generated := [task for task in spec.retrieval_tasks if get_task(task).match]:
+            meta["retrieval"]["scores"] = {task: get_task(task).metric or "score" for task in generated}
             meta["retrieval"]["generated"] = (
                 "RULER's tasks: greedy decoding writes up to tokens_to_generate tokens after the prompt, stopping at "
-                "EOS; the output's score is RULER's string_match_all (the share of the reference values in it, "
-                "case-insensitive); accuracy is the trials' mean, its interval Wilson's where every score is 0 or 1, "
+                "EOS; the output's score is the task's in scores: RULER's string_match_all (the share of the "
+                "reference values in it) or string_match_part (1 where any reference is in it), case-insensitive; "
+                "accuracy is the trials' mean, its interval Wilson's where every score is 0 or 1, "
                 "else a percentile bootstrap over trials; samples as lm-evaluation-harness's port of RULER draws "
                 "them, Python's and numpy's generators seeded with the task's seed"
             )

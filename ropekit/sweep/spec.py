@@ -43,15 +43,18 @@ import hashlib
 import json
 import shlex
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache import Notice
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
 from ..modes import MODES
 from ..names import FOLDER_HELP, ROPE_NAME_HELP, folder_name_problem, rope_name_problem, unprintable
 from ..rope.checks import is_count
 from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
+from ..tasks.registry import expand_suites, suites
 from .executors import executors, get_executor
 
 if sys.version_info >= (3, 11):
@@ -82,8 +85,9 @@ KEYS = (
 
 
 def task_names() -> tuple[str, ...]:
-    """Every task a spec may name: perplexity, then the registered trial tasks (plugins included)."""
-    return ("perplexity", *trial_tasks())
+    """Every task a spec may name: perplexity, the registered trial tasks (plugins included), then the
+    suites (``ruler``: every RULER task that can run here)."""
+    return ("perplexity", *trial_tasks(), *suites())
 
 
 def task_keys() -> tuple[str, ...]:
@@ -321,6 +325,14 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise SpecError(f"tasks = {tasks!r} is not allowed; expected a list of: {', '.join(task_names())}")
+    if any(t in suites() for t in tasks):
+        tasks, skipped = expand_suites(tasks, data)
+        if skipped:  # one line, tasks skipped for the same reason together
+            reasons: dict[str, list[str]] = {}
+            for task, why in skipped.items():
+                reasons.setdefault(why.removeprefix(f"{task} "), []).append(task)
+            told = "; ".join(f"{', '.join(tasks)}: {why}" for why, tasks in reasons.items())
+            warnings.warn(f"tasks: skipped {len(skipped)} tasks that cannot run here: {told}", Notice, stacklevel=2)
     return SweepSpec(
         models=tuple(models),
         corpus=CorpusSpec(str(corpus["path"]), corpus.get("format"), corpus.get("field", "text")),

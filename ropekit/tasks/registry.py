@@ -14,8 +14,9 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
   depth (``placed = False``: RULER's, which place theirs at random) has one cell per length, depth None.
 * ``match(output, references)``: for a task scored on what the model writes (RULER's), the score in
   [0, 1] of the answer greedy decoding generates (up to the trial's ``max_new_tokens``) against the
-  trial's ``references``; the cell's accuracy is their mean. Without it a trial is scored on its
-  answer's tokens alone, teacher-forced (``exact``), and every task's trials also get that log-probability.
+  trial's ``references``; the cell's accuracy is their mean, and ``metric`` names it. Without it a trial is
+  scored on its answer's tokens alone, teacher-forced (``exact``), and every task's trials also get that
+  log-probability.
 * ``score(model, tokenizer, settings, trial)`` and ``summarize(trials, seed)``: for a task that scores a
   trial its own way (LongPPL's documents): a trial's numbers (a dict, stored as JSON in trials.csv's
   ``scores``), and its cell's results.csv columns from its trials' numbers (the ``columns`` it fills,
@@ -116,6 +117,7 @@ class TrialTask:
     summarize: Callable[[list[dict[str, Any]], int], dict[str, str]] | None = None  # a cell's columns from them
     columns: tuple[str, ...] = ()  # the results.csv columns ``summarize`` fills
     passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``score``: one trial's forwards
+    metric: str = ""  # with ``match``: its score's name (RULER's string_match_all), as the report and tables say it
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":
@@ -155,7 +157,13 @@ TASKS: Registry[TrialTask] = Registry(
     "task",
     TrialTask,
     ENTRY_POINTS,
-    ["ropekit.tasks.passkey", "ropekit.tasks.needle", "ropekit.tasks.ruler", "ropekit.tasks.longppl"],
+    [
+        "ropekit.tasks.passkey",
+        "ropekit.tasks.needle",
+        "ropekit.tasks.ruler",
+        "ropekit.tasks.ruler_other",
+        "ropekit.tasks.longppl",
+    ],
 )
 
 
@@ -173,3 +181,38 @@ def trial_tasks() -> dict[str, TrialTask]:
 def get_task(name: str) -> TrialTask | None:
     """The record of a trial task, looking in installed plugins when it is not registered yet."""
     return TASKS.get(name)
+
+
+SUITES: dict[str, tuple[str, ...]] = {}  # a suite's name (``ruler``) -> its tasks' names
+
+
+def register_suite(name: str, members: Sequence[str]) -> tuple[str, ...]:
+    """Name a set of trial tasks that a sweep's ``tasks`` list may give as one (RULER's ``ruler``)."""
+    if not isinstance(name, str) or not name.isidentifier() or name in TASKS.records or name == "perplexity":
+        raise ValueError(f"suite name {name!r} is not allowed; expected an identifier that names no task")
+    SUITES[name] = tuple(members)
+    return SUITES[name]
+
+
+def suites() -> dict[str, tuple[str, ...]]:
+    """Every suite of trial tasks, by name."""
+    TASKS.all()  # ropekit's own modules register theirs
+    return dict(SUITES)
+
+
+def expand_suites(tasks: Sequence[str], tables: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """``tasks`` with each suite's name replaced by those of its tasks that can run here, once each, and
+    the others by name with the reason. A task whose table is given (``tables``) runs or is refused as it
+    would be named alone; one without is skipped where its defaults are refused (a missing dataset, a
+    package not installed)."""
+    known, expanded, skipped = suites(), [], {}
+    for name in tasks:
+        for task in known.get(name, (name,)):
+            if name in known and task not in tables:
+                try:
+                    get_task(task).table(None)
+                except TaskSettingsError as err:
+                    skipped[task] = str(err)
+                    continue
+            expanded.append(task)
+    return list(dict.fromkeys(expanded)), skipped

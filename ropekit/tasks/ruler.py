@@ -80,11 +80,7 @@ class RulerSettings(TrialSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if missing := [m for m in ("lm_eval", "wonderwords", "nltk") if importlib.util.find_spec(m) is None]:
-            raise TaskSettingsError(
-                f"{self.task} is made by lm-evaluation-harness's port of RULER, which needs {', '.join(missing)}: "
-                "pip install 'ropekit[ruler]'"
-            )
+        need_port(self.task)
         for key in COUNTS:
             value = getattr(self, key)
             if value is not None and not (is_count(value) and value <= 64):
@@ -121,10 +117,22 @@ class RulerSettings(TrialSettings):
         return self.haystack == "essay"
 
 
+def need_port(task: str) -> None:
+    """Refuse ``task`` by name where lm-evaluation-harness's port of RULER cannot be imported."""
+    if missing := [m for m in ("lm_eval", "wonderwords", "nltk") if importlib.util.find_spec(m) is None]:
+        raise TaskSettingsError(
+            f"{task} is made by lm-evaluation-harness's port of RULER, which needs {', '.join(missing)}: "
+            "pip install 'ropekit[ruler]'"
+        )
+
+
 def punkt_installed() -> bool:
-    """Whether nltk's ``punkt_tab`` (RULER's sentence splitter for essays) is on this machine."""
+    """Whether nltk's ``punkt_tab`` (RULER's sentence splitter for essays) is on this machine. nltk is imported
+    as ``_port`` imports it, stderr redirected: its downloader keeps the stderr of its import to write to, and
+    the port's import would otherwise print there that it could not download punkt_tab."""
     try:
-        import nltk
+        with contextlib.redirect_stderr(io.StringIO()):
+            import nltk
 
         nltk.data.find("tokenizers/punkt_tab")
     except (ImportError, LookupError):
@@ -153,7 +161,7 @@ def _port() -> Any:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
+def seeded(seed: int):
     """Python's and numpy's global generators seeded (the port draws from them), then put back."""
     python, legacy = random.getstate(), np.random.get_state()
     random.seed(seed)
@@ -183,7 +191,7 @@ def samples(tokenizer, settings: RulerSettings, length: int) -> list[dict[str, A
 
         args = settings.arguments()
         try:
-            with _seeded(settings.seed), contextlib.redirect_stderr(io.StringIO()):
+            with seeded(settings.seed), contextlib.redirect_stderr(io.StringIO()):
                 made = port.generate_samples(
                     haystack,
                     TOKENIZER=tokenizer,
@@ -203,12 +211,13 @@ def samples(tokenizer, settings: RulerSettings, length: int) -> list[dict[str, A
     return known[settings, length]
 
 
-def context(sample: dict[str, Any]) -> str:
-    """The prompt lm-eval builds of a sample: the input, a space where neither side has one, the answer
-    prefix (``build_qa_turn`` in ``lm_eval/api/task.py``)."""
+def context(sample: dict[str, Any], delimiter: str = " ") -> str:
+    """The prompt lm-eval builds of a sample: the input, its YAML's ``target_delimiter`` (a space; cwe's
+    two newlines) where neither side has a space, the answer prefix (``build_qa_turn`` in
+    ``lm_eval/api/task.py``)."""
     from lm_eval.api.utils import maybe_delimit
 
-    return maybe_delimit(sample["input"], sample["gen_prefix"], delimiter=" ")
+    return maybe_delimit(sample["input"], sample["gen_prefix"], delimiter=delimiter)
 
 
 def build(tokenizer, settings: RulerSettings, length: int, depth: float | None, trial: int, documents=None) -> Trial:
@@ -252,6 +261,7 @@ TASKS = {
             description=f"RULER's {name} ({args['type_haystack']} haystack), as lm-evaluation-harness's port makes it",
             match=string_match_all,
             generates=TOKENS_TO_GENERATE,
+            metric="string_match_all",
         )
     )
     for name, args in NIAH.items()

@@ -115,7 +115,8 @@ def test_a_ruler_sweep_writes_and_scores_as_lm_eval_through_ropekits_backend(tin
     # the report and the printed table read a cell without a depth, with its own score and interval
     write_report(tmp_path)
     report = (tmp_path / "report.md").read_text()
-    assert "RULER's tasks (niah_multikey_3) hide their needles at random depths" in report
+    assert "RULER's tasks (niah_multikey_3) have no depth (its needle tasks hide their needles at random" in report
+    assert "Each prompt hides a key at a depth" not in report  # no task of this sweep places one
     figures = tmp_path / "figures"
     assert (figures / "accuracy.png").is_file() and not (figures / "depth_heatmap.png").exists()
     assert "0 pending" in report and "niah_multikey_3: 3 trials per length" in report
