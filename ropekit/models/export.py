@@ -125,6 +125,12 @@ def export_plan(config: ModelConfig) -> Export:
     for target in ("transformers_v4", "transformers_v5"):
         if target in changes:
             changes[target] = {**changes[target], **layer_keys}
+    if "proportional" in {spec.rope_type for spec in ropes.values()} and "transformers_v4" in changes:
+        del changes["transformers_v4"]
+        refused["transformers_v4"] = (
+            "proportional (p-RoPE) exists only in the v5 form, its partial_rotary_factor inside rope_parameters "
+            "(transformers 5): use config.v5.json"
+        )
     for target in ("transformers_v4", "transformers_v5"):  # transformers' config class is the judge
         if target in changes and (why := _read_back(config, changes[target])):
             refused[target] = why

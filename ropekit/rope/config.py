@@ -152,6 +152,28 @@ class Llama3:
             )
 
 
+@dataclass(frozen=True)
+class Proportional:
+    """p-RoPE (Barbero et al. 2024, arXiv:2410.06205; Gemma 4's global layers): the first
+    ``partial_rotary_factor`` of the head's pairs turn at the whole head's frequencies, the rest not at
+    all; ``factor`` divides every frequency (transformers' ``_compute_proportional_rope_parameters``)."""
+
+    rope_type: ClassVar[str] = "proportional"
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_fields(self, number, "factor")
+
+
+def check_proportional(spec: RopeSpec) -> None:
+    """p-RoPE turns ``int(partial_rotary_factor * head_dim // 2)`` pairs (transformers' rounding): at least one."""
+    if int(spec.partial_rotary_factor * spec.head_dim // 2) < 1:
+        raise RopeConfigError(
+            f"head_dim={spec.head_dim} x partial_rotary_factor={spec.partial_rotary_factor:g} turns no rotary pair; "
+            "proportional needs partial_rotary_factor * head_dim >= 2 (for no rope at all, use a NoPE layer)"
+        )
+
+
 def check_theta_exponent(spec: RopeSpec) -> None:
     """The NTK theta exponent dim / (dim - 2) (dynamic, ntk, ntk_by_parts) needs a rotary dim > 2."""
     if spec.rotary_dim < 4:
@@ -243,14 +265,13 @@ class RopeSpec:
         if prf > 1.0:
             raise RopeConfigError(f"partial_rotary_factor={prf!r} is not allowed; expected 0 < value <= 1")
         set_field(self, "partial_rotary_factor", prf)
-        rotary_dim = int(self.head_dim * prf)  # transformers' rounding
-        if rotary_dim < 2 or rotary_dim % 2:  # rotated in pairs
-            raise RopeConfigError(
-                f"head_dim={self.head_dim} x partial_rotary_factor={prf:g} gives rotary dim "
-                f"{rotary_dim}; expected an even number >= 2"
-            )
-        set_field(self, "rotary_dim", rotary_dim)
         record = _record(self.scaling.rope_type)
+        # p-RoPE (a whole_head type) rotates every channel, its pairs past the factor at frequency 0.
+        rotary_dim = self.head_dim if record.whole_head else int(self.head_dim * prf)  # transformers' rounding
+        if rotary_dim < 2 or rotary_dim % 2:  # rotated in pairs
+            what = "head_dim" if record.whole_head else f"head_dim={self.head_dim} x partial_rotary_factor={prf:g}"
+            raise RopeConfigError(f"{what} gives rotary dim {rotary_dim}; expected an even number >= 2")
+        set_field(self, "rotary_dim", rotary_dim)
         if record.check is not None:
             record.check(self)
         set_field(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
