@@ -1,9 +1,8 @@
-"""Model configuration: the families ropekit runs, and the explicit per-layer plan.
+"""Model configuration: a checkpoint's config resolved, through its family's record
+(ropekit/models/families.py), into the sizes and the explicit per-layer plan the decoder runs.
 
-A family is a short description of how one checkpoint format maps onto the shared decoder
-(ropekit/models/decoder.py): which norms sit where, q/k norms, embedding scale, fused
-projections. Numbers (sizes, eps, activation, windows) come from the checkpoint's config, with
-missing ones filled by transformers' config class for that model type, so defaults are upstream's.
+Numbers (sizes, eps, activation, windows) come from the checkpoint's config, with missing ones
+filled by transformers' config class for that model type, so defaults are upstream's.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from ..rope.config import (
     load_config_dict,
     rope_from_config,
 )
+from .families import FAMILIES, Family
 
 if TYPE_CHECKING:
     from ..rope.positions import NopeTemperature
@@ -32,46 +32,6 @@ class ModelConfigError(ValueError):
     """A model, checkpoint or layer-plan setting ropekit refuses; the message names it."""
 
 
-@dataclass(frozen=True)
-class Family:
-    """How a checkpoint family maps onto the shared decoder.
-
-    ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``,
-    ``mlp_out``) to the checkpoint's per-layer norm names; absent slots have no norm.
-    """
-
-    norms: Mapping[str, str]
-    norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
-    qk_norm: bool = False  # RMSNorm over head_dim on q and k before rope (Qwen3, Gemma 3, EXAONE 4)
-    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
-    qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
-    fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
-
-
-PRE_NORM = {"attn_in": "input_layernorm", "mlp_in": "post_attention_layernorm"}
-LLAMA = Family(norms=PRE_NORM)
-FAMILIES: dict[str, Family] = {
-    "llama": LLAMA,
-    "mistral": LLAMA,
-    "qwen2": dataclasses.replace(LLAMA, qkv_bias=True),
-    "qwen3": dataclasses.replace(LLAMA, qk_norm=True),
-    "phi3": dataclasses.replace(LLAMA, fused=True),
-    "gemma3_text": Family(
-        norms={
-            "attn_in": "input_layernorm",
-            "attn_out": "post_attention_layernorm",
-            "mlp_in": "pre_feedforward_layernorm",
-            "mlp_out": "post_feedforward_layernorm",
-        },
-        norm_offset=1.0,
-        qk_norm=True,
-        embed_scale=True,
-    ),
-    # EXAONE 4 normalises after attention and after the MLP, not before.
-    "exaone4": Family(
-        norms={"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm"}, qk_norm=True
-    ),
-}
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
 
 
@@ -292,7 +252,13 @@ def plan_config(
     scalar = cfg.get("query_pre_attn_scalar")
     from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
 
-    layers = layer_plan(cfg, model_ropes(cfg, rope_scaling), n_layers=sizes["num_hidden_layers"], **overrides)
+    layers = layer_plan(
+        cfg,
+        model_ropes(cfg, rope_scaling),
+        n_layers=sizes["num_hidden_layers"],
+        nope_layers=_nope_layers(cfg, family, sizes["num_hidden_layers"]),
+        **overrides,
+    )
     return ModelConfig(
         model_type=model_type,
         vocab_size=sizes["vocab_size"],
@@ -333,11 +299,26 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
     )
 
 
+def _nope_layers(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[bool, ...] | None:
+    """Which layers the checkpoint runs without rope, per its family's key (SmolLM3's ``no_rope_layers``:
+    1 for a layer with rope, 0 for one without), or None when the family has no such key."""
+    if family.nope_layers is None or cfg.get(family.nope_layers) is None:
+        return None
+    flags = cfg[family.nope_layers]
+    if not isinstance(flags, list) or len(flags) != n_layers or any(f not in (0, 1) for f in flags):
+        raise ModelConfigError(
+            f"model config: {family.nope_layers}={flags!r} is not allowed; expected {n_layers} entries, "
+            "1 for a layer with rope and 0 for one without"
+        )
+    return tuple(not f for f in flags)
+
+
 def layer_plan(
     cfg: Mapping[str, Any],
     ropes: Mapping[str, RopeSpec | None],
     *,
     n_layers: int,
+    nope_layers: Sequence[bool] | None = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
@@ -346,7 +327,8 @@ def layer_plan(
 ) -> tuple[LayerSpec, ...]:
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
     (layer types or pattern, window, NoPE on global layers, temperature tuning on the NoPE global
-    layers); ``ropes`` is the rope of each layer type."""
+    layers); ``ropes`` is the rope of each layer type, ``nope_layers`` the layers the checkpoint
+    itself runs without rope (True), whatever their type."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
     if layer_types is not None:
@@ -374,16 +356,19 @@ def layer_plan(
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
         # A model whose native plan has no local layers (EXAONE 4 1.2B) still has a rope for them.
         rope["sliding_attention"] = rope["full_attention"]
-    temperature = {t: nope_temperature if t == "full_attention" and rope[t] is None else None for t in LAYER_TYPES}
-    if nope_temperature is not None and ("full_attention" not in types or temperature["full_attention"] is None):
+    # The checkpoint's own NoPE layers (SmolLM3's every 4th) stay NoPE under any mix and rope.
+    layer_ropes = [None if nope_layers and nope_layers[i] else rope[t] for i, t in enumerate(types)]
+    tuned = [
+        nope_temperature if t == "full_attention" and r is None else None
+        for t, r in zip(types, layer_ropes, strict=True)
+    ]
+    if nope_temperature is not None and not any(tuned):
         raise ModelConfigError(
             "temperature tuning (+tt) applies to NoPE global layers and this plan has none; add +nope"
         )
     return tuple(
-        LayerSpec(
-            attention=t, window=window if t == "sliding_attention" else None, rope=rope[t], temperature=temperature[t]
-        )
-        for t in types
+        LayerSpec(attention=t, window=window if t == "sliding_attention" else None, rope=r, temperature=tt)
+        for t, r, tt in zip(types, layer_ropes, tuned, strict=True)
     )
 
 

@@ -245,18 +245,23 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, c.hidden_size, bias=c.output_bias)
-        if c.family.qk_norm:
-            self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
+        self.qk_norm = c.family.qk_norm  # over each head ("head") or all heads at once ("all", OLMo 2 and 3)
+        if self.qk_norm:
+            per_head = self.qk_norm == "head"
+            self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim if per_head else self.n_kv * self.head_dim, c.rms_norm_eps)
 
     def forward(
         self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
+        q, k = self.q_proj(x), self.k_proj(x)  # (B, T, H * D), (B, T, H_kv * D)
+        if self.qk_norm == "all":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
-        if hasattr(self, "q_norm"):
+        if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
         t = tables[layer]

@@ -5,7 +5,8 @@ and the ``--hf-overrides`` JSON of vLLM.
 A target gets the plan only where its own code, reading those keys, runs exactly that plan;
 otherwise it is refused with the reason (ropekit's own position methods, a layer mix the family's
 upstream code has no switch for, a rope per layer type where the family has one rope). What each
-family's upstream code can be told is data (``SWITCHES``), read from transformers' modeling files:
+family's upstream code can be told is data (each family record's ``export``, ropekit/models/families.py), read
+from transformers' modeling files:
 
 * ``layer_types`` with one ``sliding_window``: Qwen2/Qwen3 (with ``use_sliding_window``), Gemma 3,
   EXAONE 4; Mistral and Phi-3 apply ``sliding_window`` to every layer or none; Llama has no window.
@@ -22,37 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..rope import RopeSpec, get_rope, rope_types
 from ..rope.config import rope_type_aliases
 from .config import ModelConfig, checkpoint_config, plan_config
+from .families import Switches
 
 TARGETS = ("transformers_v4", "transformers_v5", "vllm")
 
 
-@dataclass(frozen=True)
-class Switches:
-    """What a family's upstream code reads from config.json about layers."""
-
-    layer_types: bool = False  # each layer full or sliding, from ``layer_types``
-    uniform_window: bool = False  # ``sliding_window`` on every layer, or ``null`` for none
-    rope_per_type: bool = False  # a rope per layer type
-    nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
-    with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
-
-
-QWEN = Switches(layer_types=True, with_window={"use_sliding_window": True})
-SWITCHES: dict[str, Switches] = {
-    "llama": Switches(),
-    "mistral": Switches(uniform_window=True),
-    "phi3": Switches(uniform_window=True),
-    "qwen2": QWEN,
-    "qwen3": QWEN,
-    "gemma3_text": Switches(layer_types=True, rope_per_type=True),
-    "exaone4": Switches(layer_types=True, nope_global_when_sliding=True),
-}
 # Keys that a target's form replaces: they are dropped from the checkpoint's config before the
 # export's are set, so no stale value disagrees with them.
 ROPE_KEYS = ("rope_scaling", "rope_parameters", "rope_theta", "rope_local_base_freq")
@@ -84,7 +65,7 @@ class Export:
 
 def export_plan(config: ModelConfig) -> Export:
     """What ``config``'s plan (its layers' attention, windows and ropes) is for each target."""
-    switches = SWITCHES[config.model_type]
+    switches = config.family.export
     refused: dict[str, str] = {}
     notes: list[str] = []
     layers = config.layers

@@ -400,29 +400,70 @@ def parse_rope(
 
 # --- whole model configs ----------------------------------------------------------------------
 
-# Model-type facts that decide which rope each layer type gets. Plain data, one entry a fact.
-# transformers' model types under another name (Gemma 3's multimodal config holds a gemma3_text).
-MODEL_TYPE_ALIASES = {"gemma3": "gemma3_text"}
-# Gemma 3: sliding layers use rope_local_base_freq (default 1e4), global ones rope_theta (1e6);
-# a flat (legacy) rope_scaling applies to global layers only (transformers Gemma3TextConfig).
-_LOCAL_THETA = {"gemma3_text": ("rope_local_base_freq", 10_000.0)}
-_DEFAULT_THETA = {"gemma3_text": 1_000_000.0}
-_FLAT_ROPE_LAYER_TYPES = {"gemma3_text": ("full_attention",)}
-# EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
-_NOPE_GLOBAL_WHEN_SLIDING = {"exaone4"}
-# Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
-_TYPE_ALIASES = {"phi3": {"su": "longrope", "yarn": "longrope"}}
+
+@dataclass(frozen=True)
+class ModelRope:
+    """What a model type's config.json means for its rope, as transformers' config class for that type
+    reads it: the rope part of a family's record (``ropekit/models/families.py``, where each family is one
+    record and registers this part here; ARCHITECTURE.md, "A model family"). Plain data, one field a fact.
+
+    ``default_theta``: rope_theta when the config has none. ``local_theta``: the sliding layers' theta as
+    (its config key or None, its default), None when they share rope_theta (Gemma 3: rope_local_base_freq).
+    ``flat_layer_types``: the layer types a flat (legacy) rope dict applies to (Gemma 3: global layers
+    only). ``nope_global_when_sliding``: global layers have no rope when a window is set (EXAONE 4).
+    ``type_aliases``: rope types the config reads as others (Phi-3: su and yarn are longrope).
+    ``aliases``: model types read as this one (Gemma 3's multimodal config holds a gemma3_text).
+    """
+
+    name: str
+    default_theta: float = 10_000.0
+    local_theta: tuple[str | None, float] | None = None
+    flat_layer_types: tuple[str, ...] = LAYER_TYPES
+    nope_global_when_sliding: bool = False
+    type_aliases: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+_MODEL_ROPES: dict[str, ModelRope] = {}
+_FAMILIES_MODULE = "ropekit.models.families"  # registers ropekit's families' ModelRope on import
+
+
+def register_model_rope(facts: ModelRope) -> None:
+    """Record a family's rope facts (its record in ``ropekit/models/families.py`` calls this)."""
+    _MODEL_ROPES[facts.name] = facts
+
+
+def model_rope(model_type: str | None) -> ModelRope:
+    """The rope facts of a model type (after :func:`canonical_model_type`); a type no family names
+    reads as transformers' generic config does."""
+    _load_families()
+    return _MODEL_ROPES.get(model_type) or ModelRope(str(model_type))
+
+
+def canonical_model_type(model_type: Any) -> Any:
+    """The model type a family knows ``model_type`` by (``gemma3`` is ``gemma3_text``)."""
+    _load_families()
+    return next((f.name for f in _MODEL_ROPES.values() if model_type in f.aliases), model_type)
+
+
+def _load_families() -> None:
+    """The families register their rope facts as a plugin registers a rope type: rope/ names none of
+    them, and imports their module (torch-free plain data) by name, as plugins are found."""
+    if not _MODEL_ROPES:
+        import importlib
+
+        importlib.import_module(_FAMILIES_MODULE)
 
 
 def rope_type_aliases(model_type: str | None) -> Mapping[str, str]:
     """The rope types a model type's config reads as others (Phi-3: ``yarn`` is ``longrope``)."""
-    return _TYPE_ALIASES.get(model_type, {})
+    return model_rope(model_type).type_aliases
 
 
 def flat_rope_layer_types(model_type: str | None) -> tuple[str, ...]:
     """The layer types a flat rope dict in a config.json applies to, as transformers reads it
     (``model_type`` as :func:`load_config_dict` gives it)."""
-    return _FLAT_ROPE_LAYER_TYPES.get(model_type, LAYER_TYPES)
+    return model_rope(model_type).flat_layer_types
 
 
 def split_layer_types(rope: Mapping[str, Any], where: str) -> dict[str, Any] | None:
@@ -464,8 +505,8 @@ def load_config_dict(config: Any) -> dict[str, Any]:
     text = config.get("text_config")
     if isinstance(text, Mapping):
         config = {**text, "model_type": text.get("model_type", config.get("model_type"))}
-    if config.get("model_type") in MODEL_TYPE_ALIASES:
-        config["model_type"] = MODEL_TYPE_ALIASES[config["model_type"]]
+    if "model_type" in config:
+        config["model_type"] = canonical_model_type(config["model_type"])
     return config
 
 
@@ -487,7 +528,7 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
     """The rope of each layer type (``full_attention``, ``sliding_attention``) of a model config;
     ``None`` marks a layer type without rope (NoPE)."""
     cfg = load_config_dict(config)
-    model_type = cfg.get("model_type", "")
+    facts = model_rope(cfg.get("model_type"))
     for key in ("max_position_embeddings",):
         if key not in cfg:
             raise RopeConfigError(f"model config: required key {key!r} is missing")
@@ -496,9 +537,9 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
         "head_dim": head_dim,
         "max_position_embeddings": cfg["max_position_embeddings"],
         "partial_rotary_factor": cfg.get("partial_rotary_factor") or 1.0,
-        "type_aliases": _TYPE_ALIASES.get(model_type),
+        "type_aliases": facts.type_aliases,
     }
-    theta = cfg.get("rope_theta", _DEFAULT_THETA.get(model_type, 10_000.0))
+    theta = cfg.get("rope_theta", facts.default_theta)
     params = cfg.get("rope_parameters")
     legacy = cfg.get("rope_scaling")
     if params and legacy and params != legacy:
@@ -530,15 +571,13 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
             else flat(nested.get(lt, first), f"rope_parameters[{lt!r}]", theta)
             for lt in LAYER_TYPES
         }
-    elif model_type in _LOCAL_THETA:
-        key, local_default = _LOCAL_THETA[model_type]
-        specs = {
-            "full_attention": flat(params, "rope_scaling", theta),
-            "sliding_attention": flat({}, key, cfg.get(key, local_default)),
-        }
     else:
-        spec = flat(params, "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling", theta)
-        specs = dict.fromkeys(LAYER_TYPES, spec)
-    if model_type in _NOPE_GLOBAL_WHEN_SLIDING and cfg.get("sliding_window"):
+        where = "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling"
+        specs = {lt: flat(params if lt in facts.flat_layer_types else {}, where, theta) for lt in LAYER_TYPES}
+        if facts.local_theta is not None:
+            key, local_default = facts.local_theta
+            theta = local_default if key is None else cfg.get(key, local_default)
+            specs["sliding_attention"] = flat({}, key or "sliding_attention", theta)
+    if facts.nope_global_when_sliding and cfg.get("sliding_window"):
         specs["full_attention"] = None
     return specs

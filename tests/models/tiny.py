@@ -43,6 +43,10 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "rope_theta": 1000000.0,
     },
     "exaone4": {"model_type": "exaone4", "sliding_window": 40, "layer_types": LLLG},
+    # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
+    "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
+    "olmo2": {"model_type": "olmo2"},
+    "olmo3": {"model_type": "olmo3", "sliding_window": 40, "rope_theta": 500000.0},
 }
 
 

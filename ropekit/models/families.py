@@ -1,0 +1,164 @@
+"""The model families ropekit runs: one record each, the one home of everything ropekit knows about a family.
+
+A family record says how one transformers ``model_type`` maps onto the shared decoder
+(ropekit/models/decoder.py: which norms sit where, q/k norms, embedding scale, biases, fused
+projections), what its config.json means for the rope of each layer type (a
+:class:`ropekit.rope.config.ModelRope`, registered with the rope layer, which reads configs alone),
+which layers it runs without rope, what its upstream code can be told about layers (``ropekit
+export``), and the GGUF architecture llama.cpp writes for it. Numbers (sizes, eps, activation,
+windows, soft-capping) come from the checkpoint's config, with missing ones filled by transformers'
+config class for that model type, so defaults are upstream's. A new family is one more record here
+(ARCHITECTURE.md, "A model family"), proven against transformers' forward in tests/models/.
+
+This module is plain data and imports no torch: the rope layer imports it by name to find the
+families' rope facts, as the registries find plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..rope.config import ModelRope, register_model_rope
+
+PRE_NORM = {"attn_in": "input_layernorm", "mlp_in": "post_attention_layernorm"}
+# OLMo 2 / EXAONE 4: the norms sit after attention and after the MLP, inside the residual, not before.
+POST_NORM = {"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm"}
+
+
+@dataclass(frozen=True)
+class Switches:
+    """What a family's upstream code reads from config.json about layers (``ropekit export``)."""
+
+    layer_types: bool = False  # each layer full or sliding, from ``layer_types``
+    uniform_window: bool = False  # ``sliding_window`` on every layer, or ``null`` for none
+    rope_per_type: bool = False  # a rope per layer type
+    nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
+    with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a checkpoint family maps onto the shared decoder.
+
+    ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``, ``mlp_out``)
+    to the checkpoint's per-layer norm names; absent slots have no norm. ``qk_norm``: an RMSNorm on q
+    and k before the rope, over each head (``"head"``: Qwen3, Gemma 3, EXAONE 4) or over all heads at
+    once (``"all"``: OLMo 2 and 3), or none. ``nope_layers``: the config key listing, per layer, 1 for
+    a layer with rope and 0 for one without (SmolLM3's ``no_rope_layers``).
+    """
+
+    name: str
+    norms: Mapping[str, str]
+    rope: ModelRope = None  # type: ignore[assignment]  # filled from the name when not given
+    norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
+    qk_norm: str | None = None
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
+    qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
+    fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
+    nope_layers: str | None = None
+    export: Switches = field(default_factory=Switches)
+    gguf: tuple[str, ...] = ()  # general.architecture values of llama.cpp's GGUF files of this family
+
+    def __post_init__(self) -> None:
+        if self.rope is None:
+            object.__setattr__(self, "rope", ModelRope(self.name))
+        if self.qk_norm not in (None, "head", "all"):
+            raise ValueError(f"family {self.name!r}: qk_norm={self.qk_norm!r}; expected None, 'head' or 'all'")
+
+
+def _like(family: Family, name: str, **changes: Any) -> Family:
+    """Another family that differs from ``family`` only in ``changes`` (its rope facts renamed with it)."""
+    rope = changes.pop("rope", dataclasses.replace(family.rope, name=name, aliases=()))
+    return dataclasses.replace(family, name=name, rope=rope, gguf=changes.pop("gguf", ()), **changes)
+
+
+QWEN = Switches(layer_types=True, with_window={"use_sliding_window": True})
+LLAMA = Family("llama", PRE_NORM, gguf=("llama",))
+GEMMA3 = Family(
+    "gemma3_text",
+    {
+        "attn_in": "input_layernorm",
+        "attn_out": "post_attention_layernorm",
+        "mlp_in": "pre_feedforward_layernorm",
+        "mlp_out": "post_feedforward_layernorm",
+    },
+    # sliding layers use rope_local_base_freq (1e4), global ones rope_theta (1e6); a flat (legacy)
+    # rope_scaling applies to global layers only (transformers' Gemma3TextConfig)
+    rope=ModelRope(
+        "gemma3_text",
+        default_theta=1_000_000.0,
+        local_theta=("rope_local_base_freq", 10_000.0),
+        flat_layer_types=("full_attention",),
+        aliases=("gemma3",),
+    ),
+    norm_offset=1.0,
+    qk_norm="head",
+    embed_scale=True,
+    export=Switches(layer_types=True, rope_per_type=True),
+    gguf=("gemma3",),
+)
+OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=("olmo2",))
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        LLAMA,
+        _like(LLAMA, "mistral", export=Switches(uniform_window=True)),
+        _like(LLAMA, "qwen2", qkv_bias=True, export=QWEN, gguf=("qwen2",)),
+        _like(LLAMA, "qwen3", qk_norm="head", export=QWEN, gguf=("qwen3",)),
+        # Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
+        _like(
+            LLAMA,
+            "phi3",
+            fused=True,
+            rope=ModelRope("phi3", type_aliases={"su": "longrope", "yarn": "longrope"}),
+            export=Switches(uniform_window=True),
+            gguf=("phi3",),
+        ),
+        GEMMA3,
+        # EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
+        Family(
+            "exaone4",
+            POST_NORM,
+            rope=ModelRope("exaone4", nope_global_when_sliding=True),
+            qk_norm="head",
+            export=Switches(layer_types=True, nope_global_when_sliding=True),
+        ),
+        # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
+        # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
+        _like(
+            LLAMA,
+            "smollm3",
+            rope=ModelRope("smollm3", default_theta=2_000_000.0),
+            nope_layers="no_rope_layers",
+            export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
+            gguf=("smollm3",),
+        ),
+        # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
+        OLMO2,
+        # OLMo 3: OLMo 2 with 3 sliding : 1 global layers; a flat (legacy) rope_scaling applies to the
+        # global layers, and the sliding ones keep the default rope at Olmo3Config's default theta (5e5)
+        # whatever rope_theta says (Olmo3Config.convert_rope_params_to_dict).
+        _like(
+            OLMO2,
+            "olmo3",
+            rope=ModelRope(
+                "olmo3",
+                default_theta=500_000.0,
+                local_theta=(None, 500_000.0),
+                flat_layer_types=("full_attention",),
+            ),
+            export=Switches(layer_types=True, rope_per_type=True),
+        ),
+    )
+}
+for _family in FAMILIES.values():
+    register_model_rope(_family.rope)
+
+
+def family_of_gguf(arch: str) -> str:
+    """The model type of a GGUF file's ``general.architecture`` (llama.cpp's names), or ``arch`` itself."""
+    return next((f.name for f in FAMILIES.values() if arch in f.gguf), arch)

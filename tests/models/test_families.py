@@ -1,0 +1,100 @@
+"""The families beyond the first seven (ropekit/models/families.py), each proven on a tiny random checkpoint
+written by transformers itself: per-token NLL equal to transformers' forward (float32; the mean to 1e-5
+relative, every token within 1e-4) inside and past the trained length, under each rope its config can
+hold and a layer mix its config can state, and greedy generation equal to transformers' ``generate``
+token for token. (test_parity.py runs them with the first seven at the trained length, and in bf16.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.eval.generate import greedy_generate
+from ropekit.rope import preset
+from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
+
+TRAINED = 128
+FAMILIES = ["smollm3", "olmo2", "olmo3"]
+# Layer types a family's config states (upstream runs them), where its upstream code reads them.
+MIXES = {
+    "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+    "olmo3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+}
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """The issue's tolerance: the mean NLL to 1e-5 relative, every token within 1e-4."""
+    assert ours.dtype == torch.float32 and ours.shape == theirs.shape
+    assert abs(ours.double().mean() - theirs.double().mean()) <= 1e-5 * abs(theirs.double().mean())
+    assert (ours - theirs).abs().max() <= 1e-4
+
+
+def ids(vocab: int, length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, vocab, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+def config(family: str, **changes) -> dict:
+    return {**FAMILY_CONFIGS[family], "max_position_embeddings": TRAINED, **changes}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("length", [100, 300])  # inside and past the trained 128 tokens
+def test_family_inside_and_past_its_trained_length(family, length, tmp_path):
+    hf = make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, length)
+    reference = hf_token_nll(hf, tokens)
+    assert reference.std() > 0.2  # weights large enough that the comparison is not of near-uniform guesses
+    assert_close(ropekit.token_nll(model, tokens), reference)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("rope_type", ["linear", "dynamic", "yarn", "longrope", "llama3", "proportional"])
+def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
+    """The rope as a checkpoint's config.json states it (v4 ``rope_scaling`` beside ``rope_theta``), read
+    as the family's config class reads it (OLMo 3: global layers only), past the trained length."""
+    theta = FAMILY_CONFIGS[family].get("rope_theta", 10000.0)
+    geometry = {"head_dim": 16, "rope_theta": theta, "max_position_embeddings": TRAINED}
+    rope = preset(rope_type, 4.0, **geometry)
+    hf = make_checkpoint(tmp_path, config(family, rope_scaling=rope, rope_theta=theta))
+    model = ropekit.load_model(tmp_path)
+    assert rope_type in {layer.rope.rope_type for layer in model.config.layers if layer.rope is not None}
+    tokens = ids(model.config.vocab_size, 300)
+    assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens))
+
+
+@pytest.mark.parametrize("family", sorted(MIXES))
+def test_a_layer_mix_the_family_config_states(family, tmp_path):
+    """ropekit's ``layer_mix`` against transformers running the same layer types from its config."""
+    mix, keys = MIXES[family]
+    make_checkpoint(tmp_path / "native", config(family))
+    hf = make_checkpoint(tmp_path / "mixed", config(family, sliding_window=24, **keys))
+    model = ropekit.load_model(tmp_path / "native", layer_mix=mix, rope_scaling="yarn:2")
+    hf_yarn = make_checkpoint(
+        tmp_path / "yarn",
+        config(family, sliding_window=24, **keys, rope_scaling=preset_of(model), rope_theta=theta_of(model)),
+    )
+    hf_yarn.load_state_dict(hf.state_dict())
+    assert ropekit.load_model(tmp_path / "yarn").config.layers == model.config.layers  # the same plan
+    tokens = ids(model.config.vocab_size, 300)
+    assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf_yarn, tokens))
+
+
+def preset_of(model) -> dict:
+    spec = next(layer.rope for layer in model.config.layers if layer.rope is not None)
+    return {k: v for k, v in spec.to_dict().items() if k != "rope_theta"}
+
+
+def theta_of(model) -> float:
+    return next(layer.rope for layer in model.config.layers if layer.rope is not None).rope_theta
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_generates_as_transformers(family, tmp_path):
+    """100 prompt tokens and 40 new ones, past the trained 128 and every window."""
+    hf = make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    prompt = ids(model.config.vocab_size, 100)
+    out = hf.generate(prompt[None], max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert greedy_generate(model, prompt, max_new_tokens=40) == out[0, 100:].tolist()
