@@ -83,7 +83,13 @@ class ModelConfig:
     mlp_bias: bool
     attention_scale: float  # multiplies q.k (head_dim ** -0.5, or query_pre_attn_scalar ** -0.5 for Gemma)
     final_logit_softcapping: float | None
+    attn_logit_softcapping: float | None  # Gemma 2: scores become cap * tanh(scores / cap)
     layers: tuple[LayerSpec, ...]
+    # Granite's multipliers (1 elsewhere): of the embeddings, of each block's two branches before the
+    # residual sum, and of the logits (1 / logits_scaling); its attention_multiplier is attention_scale.
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    logit_scale: float = 1.0
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -274,8 +280,12 @@ def plan_config(
         attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get("attention_bias", False)),
         output_bias=family.qkv_bias is None and bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)),
-        attention_scale=(scalar if scalar else head_dim) ** -0.5,
+        attention_scale=cfg.get("attention_multiplier") or (scalar if scalar else head_dim) ** -0.5,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),
+        attn_logit_softcapping=cfg.get("attn_logit_softcapping"),
+        embedding_multiplier=float(cfg.get("embedding_multiplier", 1.0)),
+        residual_multiplier=float(cfg.get("residual_multiplier", 1.0)),
+        logit_scale=1.0 / float(cfg.get("logits_scaling", 1.0)),
         layers=layers,
         checkpoint=cfg,
     )

@@ -78,13 +78,18 @@ def sliding_attention(
     return out
 
 
-def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float, softcap: float | None = None) -> torch.Tensor:
     """float32 scores of (B, H, n, D) queries against (B, H_kv, K, D) keys as (B, H_kv, H / H_kv, n, K):
-    query head h reads key head h // (H / H_kv), as SDPA's enable_gqa and transformers' repeat_kv."""
+    query head h reads key head h // (H / H_kv), as SDPA's enable_gqa and transformers' repeat_kv. With
+    ``softcap`` the scaled scores become ``softcap * tanh(scores / softcap)`` (Gemma 2's attention soft-capping,
+    before the mask, as its eager attention)."""
     B, H, n, D = q.shape
     H_kv = k.shape[1]
     grouped = q.reshape(B, H_kv, (H // H_kv) * n, D)
-    return torch.matmul(grouped, k.transpose(-1, -2)).float().mul_(scale).view(B, H_kv, H // H_kv, n, -1)
+    scores = torch.matmul(grouped, k.transpose(-1, -2)).float().mul_(scale)
+    if softcap is not None:
+        scores = scores.div_(softcap).tanh_().mul_(softcap)
+    return scores.view(B, H_kv, H // H_kv, n, -1)
 
 
 def two_region_attention(
@@ -97,13 +102,16 @@ def two_region_attention(
     window: int,
     layer_window: int | None,
     scale: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Causal attention with two rotations: query i and key j with ``i - j < window`` (near) score
     ``q[i] . k[j]``, farther ones ``q_far[i] . k_far[j]`` (an attention-level rope's far region,
     ropekit/rope/positions.py); ``layer_window`` (a sliding layer's) bounds both. For each block of
     queries, the scores against its near band and against its far keys take one float32 softmax over
     both (a shared row maximum and denominator: what bojone's and LongLM's ``torch.where`` of two
-    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T."""
+    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T. ``softcap``:
+    Gemma 2's soft-capping of the scores (:func:`_grouped_scores`); with ``q_far is q`` and a ``window`` of at
+    least T there is no far region, and this is plain causal attention with capped scores."""
     B, H, T, D = q.shape
     reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
     near = min(window, reach)
@@ -114,14 +122,14 @@ def two_region_attention(
         queries = torch.arange(start, end, device=q.device)[:, None]
         first = max(0, start - near + 1)  # the near band: keys first..end-1
         distance = queries - torch.arange(first, end, device=q.device)[None, :]  # (block, keys)
-        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale)  # (B, H_kv, rep, block, keys)
+        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale, softcap)  # (B, H_kv, rep, block, keys)
         scores.masked_fill_((distance < 0) | (distance >= near), -torch.inf)  # the diagonal stays: no empty row
         far_first, far_end = max(0, start - reach + 1), end - window  # the keys some query of the block sees as far
         if reach <= window or far_end <= far_first:
             mixed = _weighted(torch.softmax(scores, dim=-1), v[:, :, first:end])
         else:
             distance = queries - torch.arange(far_first, far_end, device=q.device)[None, :]
-            far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale)
+            far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale, softcap)
             far.masked_fill_((distance < window) | (distance >= reach), -torch.inf)
             top = torch.maximum(scores.amax(-1, keepdim=True), far.amax(-1, keepdim=True))
             scores, far = scores.sub_(top).exp_(), far.sub_(top).exp_()
@@ -138,14 +146,22 @@ def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.matmul(probs.to(v.dtype).flatten(2, 3), v)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:
-    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan."""
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
+) -> torch.Tensor:
+    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan; scores soft-capped
+    (Gemma 2), which no fused kernel does, block by block with their float32 softmax."""
+    if softcap is not None:
+        T = q.shape[-2]
+        return two_region_attention(q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap)
     if layer.window is None or layer.window >= q.shape[-2]:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
-def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:
+def attend_cached(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
+) -> torch.Tensor:
     """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
     the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it."""
     T, K = q.shape[-2], k.shape[-2]
@@ -154,6 +170,9 @@ def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: Laye
     allowed = k_pos <= q_pos  # (T, K)
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
+    if softcap is not None:  # (B, H_kv, rep, T, K) capped scores, their softmax in float32
+        scores = _grouped_scores(q, k, scale, softcap).masked_fill_(~allowed, -torch.inf)
+        return _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
@@ -241,6 +260,7 @@ class Attention(nn.Module):
         c, bias = config, config.attention_bias
         self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         self.scale = c.attention_scale
+        self.softcap = c.attn_logit_softcapping
         self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
@@ -275,12 +295,21 @@ class Attention(nn.Module):
         if cache is not None:  # t.far is None: Decoder.forward refuses a cache otherwise
             first = cache.keys is None
             k, v = cache.extend(k, v, layer.window)
-            out = attend(q, k, v, layer, self.scale) if first else attend_cached(q, k, v, layer, self.scale)
+            attention = attend if first else attend_cached
+            out = attention(q, k, v, layer, self.scale, self.softcap)
         elif t.far is None:
-            out = attend(q, k, v, layer, self.scale)  # (B, H, T, D)
+            out = attend(q, k, v, layer, self.scale, self.softcap)  # (B, H, T, D)
         else:
             out = two_region_attention(
-                q, k, q_far, k_far, v, window=far.window, layer_window=layer.window, scale=self.scale
+                q,
+                k,
+                q_far,
+                k_far,
+                v,
+                window=far.window,
+                layer_window=layer.window,
+                scale=self.scale,
+                softcap=self.softcap,
             )
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
@@ -313,6 +342,7 @@ class Block(nn.Module):
         self.norms = nn.ModuleDict(
             {slot: RMSNorm(config.hidden_size, config.rms_norm_eps) for slot in config.family.norms}
         )
+        self.residual_multiplier = config.residual_multiplier  # Granite's; 1 elsewhere
 
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[slot](x) if slot in self.norms else x
@@ -320,8 +350,11 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
     ) -> torch.Tensor:
-        x = x + self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache))
-        return x + self._norm("mlp_out", self.mlp(self._norm("mlp_in", x)))
+        x = x + self._scaled(self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache)))
+        return x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
+
+    def _scaled(self, branch: torch.Tensor) -> torch.Tensor:
+        return branch if self.residual_multiplier == 1.0 else branch * self.residual_multiplier
 
 
 class Decoder(nn.Module):
@@ -461,6 +494,8 @@ class Decoder(nn.Module):
         if self.embed_scale is not None:
             # Gemma scales in the activations' dtype (transformers' Gemma3TextScaledWordEmbedding).
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
+        if self.config.embedding_multiplier != 1.0:  # Granite's
+            x = x * self.config.embedding_multiplier
         if cache is None:
             tables = self.rope_tables(input_ids.shape[-1])
         else:

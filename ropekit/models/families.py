@@ -127,6 +127,18 @@ FAMILIES: dict[str, Family] = {
             qk_norm="head",
             export=Switches(layer_types=True, nope_global_when_sliding=True),
         ),
+        # Gemma 2: Gemma 3 without q/k norms, one rope for both layer types; its attention and final logits
+        # soft-capped (attn_logit_softcapping, final_logit_softcapping: read from the config by the plan).
+        _like(
+            GEMMA3,
+            "gemma2",
+            qk_norm=None,
+            rope=ModelRope("gemma2"),
+            export=Switches(layer_types=True),
+            gguf=("gemma2",),
+        ),
+        # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
+        _like(LLAMA, "granite", gguf=("granite",)),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
         _like(

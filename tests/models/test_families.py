@@ -15,10 +15,11 @@ from ropekit.rope import preset
 from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
 
 TRAINED = 128
-FAMILIES = ["smollm3", "olmo2", "olmo3"]
+FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite"]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
     "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+    "gemma2": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
     "olmo3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
 }
 
@@ -55,7 +56,8 @@ def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
     """The rope as a checkpoint's config.json states it (v4 ``rope_scaling`` beside ``rope_theta``), read
     as the family's config class reads it (OLMo 3: global layers only), past the trained length."""
     theta = FAMILY_CONFIGS[family].get("rope_theta", 10000.0)
-    geometry = {"head_dim": 16, "rope_theta": theta, "max_position_embeddings": TRAINED}
+    head_dim = FAMILY_CONFIGS[family].get("head_dim", 16)
+    geometry = {"head_dim": head_dim, "rope_theta": theta, "max_position_embeddings": TRAINED}
     rope = preset(rope_type, 4.0, **geometry)
     hf = make_checkpoint(tmp_path, config(family, rope_scaling=rope, rope_theta=theta))
     model = ropekit.load_model(tmp_path)
@@ -98,3 +100,17 @@ def test_family_generates_as_transformers(family, tmp_path):
     prompt = ids(model.config.vocab_size, 100)
     out = hf.generate(prompt[None], max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert greedy_generate(model, prompt, max_new_tokens=40) == out[0, 100:].tolist()
+
+
+def test_chunked_head_with_final_soft_capping_equals_one_shot_logits(tmp_path, monkeypatch):
+    """Gemma 2's final soft-capping inside the chunked head (ropekit/eval/nll.py): 7 tokens a chunk give the
+    NLL of one [T, vocab] projection."""
+    from ropekit.eval import nll
+
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma2"])
+    model = ropekit.load_model(tmp_path)
+    assert model.config.final_logit_softcapping is not None
+    tokens = ids(model.config.vocab_size, 300)
+    whole = ropekit.token_nll(model, tokens)
+    monkeypatch.setattr(nll, "LOGIT_BUDGET", model.config.vocab_size * 7)
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-6)

@@ -43,6 +43,21 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "rope_theta": 1000000.0,
     },
     "exaone4": {"model_type": "exaone4", "sliding_window": 40, "layer_types": LLLG},
+    "gemma2": {
+        "model_type": "gemma2",
+        "head_dim": 32,
+        "query_pre_attn_scalar": 24,
+        "sliding_window": 40,
+        "attn_logit_softcapping": 2.0,  # low enough that the cap bends these random weights' scores
+        "final_logit_softcapping": 3.0,
+    },
+    "granite": {
+        "model_type": "granite",
+        "embedding_multiplier": 2.0,
+        "attention_multiplier": 0.15,
+        "residual_multiplier": 0.5,
+        "logits_scaling": 0.5,
+    },
     # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
     "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
     "olmo2": {"model_type": "olmo2"},
