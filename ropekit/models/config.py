@@ -278,7 +278,7 @@ def plan_config(
         activation=activation,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get("attention_bias", False)),
-        output_bias=family.qkv_bias is None and bool(cfg.get("attention_bias", False)),
+        output_bias=family.qkv_bias is None and family.o_bias and bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)),
         attention_scale=cfg.get("attention_multiplier") or (scalar if scalar else head_dim) ** -0.5,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),

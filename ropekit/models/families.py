@@ -57,10 +57,14 @@ class Family:
     qk_norm: str | None = None
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
     qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
+    o_bias: bool = True  # o_proj takes the config's attention_bias too (GLM 4's never has one)
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
     export: Switches = field(default_factory=Switches)
     gguf: tuple[str, ...] = ()  # general.architecture values of llama.cpp's GGUF files of this family
+    # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
+    # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
+    rope_layout: str = "half"
 
     def __post_init__(self) -> None:
         if self.rope is None:
@@ -139,6 +143,21 @@ FAMILIES: dict[str, Family] = {
         ),
         # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
         _like(LLAMA, "granite", gguf=("granite",)),
+        # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
+        # fused, partial rotary (0.5) in the interleaved layout.
+        Family(
+            "glm4",
+            {
+                "attn_in": "input_layernorm",
+                "attn_out": "post_self_attn_layernorm",
+                "mlp_in": "post_attention_layernorm",
+                "mlp_out": "post_mlp_layernorm",
+            },
+            o_bias=False,
+            fused=True,
+            rope_layout="interleaved",
+            export=Switches(),
+        ),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
         _like(

@@ -15,7 +15,7 @@ from ropekit.rope import preset
 from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
 
 TRAINED = 128
-FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite"]
+FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite", "glm4"]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
     "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
@@ -57,7 +57,9 @@ def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
     as the family's config class reads it (OLMo 3: global layers only), past the trained length."""
     theta = FAMILY_CONFIGS[family].get("rope_theta", 10000.0)
     head_dim = FAMILY_CONFIGS[family].get("head_dim", 16)
+    prf = FAMILY_CONFIGS[family].get("partial_rotary_factor", 1.0)
     geometry = {"head_dim": head_dim, "rope_theta": theta, "max_position_embeddings": TRAINED}
+    geometry["partial_rotary_factor"] = prf
     rope = preset(rope_type, 4.0, **geometry)
     hf = make_checkpoint(tmp_path, config(family, rope_scaling=rope, rope_theta=theta))
     model = ropekit.load_model(tmp_path)

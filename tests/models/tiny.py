@@ -58,6 +58,7 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "residual_multiplier": 0.5,
         "logits_scaling": 0.5,
     },
+    "glm4": {"model_type": "glm4", "partial_rotary_factor": 0.5, "attention_bias": True},
     # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
     "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
     "olmo2": {"model_type": "olmo2"},
