@@ -22,7 +22,7 @@ from ..rope.config import (
     load_config_dict,
     rope_from_config,
 )
-from .families import FAMILIES, Family
+from .families import FAMILIES, UNSUPPORTED, Family
 
 if TYPE_CHECKING:
     from ..rope.positions import NopeTemperature
@@ -64,6 +64,19 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
+class MoeSpec:
+    """A mixture-of-experts MLP: ``experts`` of size ``intermediate_size``, ``experts_per_token`` picked per
+    token, their weights renormalised to sum to 1 or not, and per layer whether it has experts (True) or a
+    dense MLP."""
+
+    experts: int
+    experts_per_token: int
+    intermediate_size: int
+    renormalise: bool
+    layers: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the decoder needs, resolved: sizes, family, and the per-layer plan."""
 
@@ -90,6 +103,7 @@ class ModelConfig:
     embedding_multiplier: float = 1.0
     residual_multiplier: float = 1.0
     logit_scale: float = 1.0
+    moe: MoeSpec | None = None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -182,7 +196,10 @@ def checkpoint_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     cfg = load_config_dict(raw)
     model_type = cfg.get("model_type")
     if model_type not in FAMILIES:
-        raise ModelConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+        lacks = f": ropekit's decoder has no {UNSUPPORTED[model_type]}" if model_type in UNSUPPORTED else ""
+        raise ModelConfigError(
+            f"model_type {model_type!r} is not supported{lacks}; supported: {', '.join(sorted(FAMILIES))}"
+        )
     rope_from_config(cfg)  # our strict validation first, with our messages
     if isinstance(cfg.get("sliding_window_pattern"), str) and not cfg.get("layer_types"):
         # EXAONE 4's "LLLG" form, which transformers 5.24's config class cannot expand itself.
@@ -266,6 +283,7 @@ def plan_config(
         **overrides,
     )
     return ModelConfig(
+        moe=_moe(cfg, family, sizes["num_hidden_layers"]),
         model_type=model_type,
         vocab_size=sizes["vocab_size"],
         hidden_size=sizes["hidden_size"],
@@ -307,6 +325,32 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
         f"sliding_window_pattern={pattern!r} is not allowed; "
         "expected a positive int or a string of L and G such as 'LLLG'"
     )
+
+
+def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | None:
+    """A mixture-of-experts family's experts, as its config sizes them (None for a dense family)."""
+    keys = family.experts
+    if keys is None:
+        return None
+    count = next((cfg[k] for k in (keys.count, "num_local_experts", "num_experts") if cfg.get(k) is not None), None)
+    values = {"experts": count, "experts_per_token": cfg.get("num_experts_per_tok"), "size": cfg.get(keys.size)}
+    for key, value in values.items():
+        if not is_count(value):
+            raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive integer")
+    if values["experts_per_token"] > count:
+        raise ModelConfigError(
+            f"model config: num_experts_per_tok={values['experts_per_token']} exceeds the {count} experts"
+        )
+    sparse = [True] * n_layers
+    if keys.dense_layers:  # Qwen3-MoE: mlp_only_layers dense, and experts only every decoder_sparse_step-th layer
+        step, only = cfg.get("decoder_sparse_step") or 1, set(cfg.get("mlp_only_layers") or ())
+        sparse = [i not in only and (i + 1) % step == 0 for i in range(n_layers)]
+    renormalise = keys.renormalise if keys.renormalise is not None else bool(cfg.get("norm_topk_prob", False))
+    if cfg.get("clip_qkv") is not None:  # OLMoE's option, off in its published checkpoints
+        raise ModelConfigError(
+            f"model config: clip_qkv={cfg['clip_qkv']!r} is not supported; ropekit runs OLMoE with clip_qkv=null"
+        )
+    return MoeSpec(count, values["experts_per_token"], values["size"], renormalise, tuple(sparse))
 
 
 def _nope_layers(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[bool, ...] | None:

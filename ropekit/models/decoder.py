@@ -314,6 +314,12 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
+def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "silu":
+        return F.silu(gate)
+    return F.gelu(gate, approximate="tanh" if activation == "gelu_pytorch_tanh" else "none")
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -324,21 +330,60 @@ class MLP(nn.Module):
         self.activation = config.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.gate_proj(x)
-        if self.activation == "silu":
-            gate = F.silu(gate)
-        else:
-            gate = F.gelu(gate, approximate="tanh" if self.activation == "gelu_pytorch_tanh" else "none")
-        return self.down_proj(gate * self.up_proj(x))
+        return self.down_proj(activate(self.gate_proj(x), self.activation) * self.up_proj(x))
+
+
+# Token-expert pairs one MoE chunk routes at once: its gathered inputs and hidden activations are
+# (pairs, hidden) and (pairs, 2 x expert size), so a long sequence never holds them all.
+MOE_PAIRS = 1 << 14
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts MLP (Qwen3-MoE, OLMoE, Mixtral): a router picks each token's ``top_k`` experts
+    from a float32 softmax of its logits (their weights renormalised to sum to 1 where the config says),
+    and every expert's SwiGLU runs on its tokens as one grouped matmul over all experts (``F.grouped_mm``
+    on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
+    ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        moe, C = config.moe, config.hidden_size
+        self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
+        self.gate = nn.Linear(C, moe.experts, bias=False)  # the router
+        self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
+        self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, C = x.shape, x.shape[-1]
+        x = x.reshape(-1, C)  # (N, C)
+        out = torch.empty_like(x)
+        step = max(1, MOE_PAIRS // self.top_k)
+        for start in range(0, x.shape[0], step):
+            out[start : start + step] = self._routed(x[start : start + step])
+        return out.view(shape)
+
+    def _routed(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.gate(x)  # (N, E)
+        weights, experts = torch.topk(torch.softmax(logits.float(), dim=-1), self.top_k, dim=-1)  # (N, k)
+        if self.renormalise:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        pairs = experts.flatten()  # (N * k,): token n's j-th expert at n * k + j
+        order = torch.argsort(pairs, stable=True)
+        tokens = order // self.top_k
+        ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
+        gate, up = F.grouped_mm(x[tokens], self.gate_up.transpose(-2, -1), offs=ends).chunk(2, dim=-1)
+        y = F.grouped_mm(activate(gate, self.activation) * up, self.down.transpose(-2, -1), offs=ends)  # (N * k, C)
+        y = y * weights.to(logits.dtype).flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, tokens, y)
 
 
 class Block(nn.Module):
     """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, moe: bool = False):
         super().__init__()
         self.self_attn = Attention(config)
-        self.mlp = MLP(config)
+        self.mlp = MoE(config) if moe else MLP(config)
         self.norms = nn.ModuleDict(
             {slot: RMSNorm(config.hidden_size, config.rms_norm_eps) for slot in config.family.norms}
         )
@@ -376,7 +421,8 @@ class Decoder(nn.Module):
         self.source = source
         self.precision = precision
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Block(config) for _ in config.layers)
+        moe = config.moe.layers if config.moe is not None else (False,) * len(config.layers)
+        self.layers = nn.ModuleList(Block(config, sparse) for sparse in moe)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)

@@ -40,6 +40,25 @@ class Switches:
 
 
 @dataclass(frozen=True)
+class Experts:
+    """Where a mixture-of-experts family keeps its router and experts, and which config keys size them.
+
+    The router is ``model.layers.N.{block}.gate.weight``; expert e's projections are
+    ``model.layers.N.{block}.experts.{e}.{gate|up|down}.weight`` under the names ``projections`` gives them.
+    ``renormalise``: the top-k weights are renormalised to sum to 1 always (True), or as the config's
+    ``norm_topk_prob`` says (None). ``dense_layers``: the config keys of layers with a plain MLP instead
+    (Qwen3-MoE's ``mlp_only_layers`` and ``decoder_sparse_step``).
+    """
+
+    block: str = "mlp"
+    projections: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
+    count: str = "num_experts"
+    size: str = "moe_intermediate_size"
+    renormalise: bool | None = None
+    dense_layers: bool = False
+
+
+@dataclass(frozen=True)
 class Family:
     """How a checkpoint family maps onto the shared decoder.
 
@@ -65,6 +84,7 @@ class Family:
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
     rope_layout: str = "half"
+    experts: Experts | None = None  # a mixture-of-experts MLP (decoder.MoE) in place of the dense one
 
     def __post_init__(self) -> None:
         if self.rope is None:
@@ -158,6 +178,29 @@ FAMILIES: dict[str, Family] = {
             rope_layout="interleaved",
             export=Switches(),
         ),
+        # Mixture-of-experts: Qwen3-MoE (Qwen 3's attention), OLMoE (q/k norms over all heads, Llama's norms),
+        # Mixtral (Mistral's attention; its top-k weights always renormalised).
+        _like(
+            LLAMA,
+            "qwen3_moe",
+            qk_norm="head",
+            export=QWEN,
+            experts=Experts(count="num_experts", dense_layers=True),
+            gguf=("qwen3moe",),
+        ),
+        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=("olmoe",)),
+        _like(
+            LLAMA,
+            "mixtral",
+            export=Switches(uniform_window=True),
+            experts=Experts(
+                block="block_sparse_moe",
+                projections=("w1", "w3", "w2"),
+                count="num_local_experts",
+                size="intermediate_size",
+                renormalise=True,
+            ),
+        ),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
         _like(
@@ -185,6 +228,17 @@ FAMILIES: dict[str, Family] = {
             export=Switches(layer_types=True, rope_per_type=True),
         ),
     )
+}
+# Architectures transformers runs that the shared decoder cannot, and what it lacks for each: the refusal names it.
+UNSUPPORTED = {
+    "deepseek_v2": "multi-head latent attention (MLA)",
+    "deepseek_v3": "multi-head latent attention (MLA)",
+    "kimi_k2": "multi-head latent attention (MLA)",
+    "qwen3_next": "linear attention (Gated DeltaNet layers)",
+    "minimax": "linear attention (lightning attention layers)",
+    "jamba": "Mamba layers",
+    "falcon_h1": "Mamba layers",
+    "zamba2": "Mamba layers",
 }
 for _family in FAMILIES.values():
     register_model_rope(_family.rope)

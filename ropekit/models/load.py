@@ -162,6 +162,24 @@ def _build(
     return model.eval().requires_grad_(False)
 
 
+def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) -> torch.Tensor | None:
+    """A layer's experts as one tensor: ``gate_up`` ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows),
+    ``down`` ``(E, C, I)``; None when an expert's tensor is missing."""
+    experts = config.family.experts
+    gate, up, down = experts.projections
+    prefix = f"model.layers.{layer}.{experts.block}.experts"
+    tensors = []
+    for e in range(config.moe.experts):
+        names = (gate, up) if part == "gate_up" else (down,)
+        parts = [get(f"{prefix}.{e}.{n}.weight") for n in names]
+        if any(p is None for p in parts):
+            return None
+        tensors.append(torch.cat(parts) if len(parts) > 1 else parts[0])
+    if len({tuple(t.shape) for t in tensors}) > 1:
+        return None
+    return torch.stack(tensors)
+
+
 def _layout_permutation(config: ModelConfig) -> Callable[[str, torch.Tensor], torch.Tensor]:
     """``(name, tensor) -> tensor``: a family whose checkpoint rotates interleaved pairs (GLM 4, Cohere 2) gets
     its q/k projection rows (weights and biases) permuted to the decoder's half layout over the checkpoint's
@@ -213,7 +231,11 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 
 
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
-    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections."""
+    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections and stacking a
+    mixture-of-experts layer's experts into one tensor."""
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate_up|down)", name)
+    if match and config.moe is not None:
+        return _stacked_experts(config, get, match[1], match[2])
     tensor = get(checkpoint_name(name, config))
     if tensor is not None or not config.family.fused:
         return tensor

@@ -30,6 +30,12 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
     if match:
         return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
+    experts = config.family.experts
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate\.weight|gate_up|down)", internal)
+    if experts is not None and match:  # the router, or the first of the experts' tensors stacked into one
+        block = f"model.layers.{match[1]}.{experts.block}"
+        names = {"gate.weight": "gate.weight", "gate_up": f"experts.0.{experts.projections[0]}.weight"}
+        return f"{block}.{names.get(match[2], f'experts.0.{experts.projections[2]}.weight')}"
     return f"model.{internal}"
 
 

@@ -15,7 +15,7 @@ from ropekit.rope import preset
 from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
 
 TRAINED = 128
-FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite", "glm4"]
+FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite", "glm4", "qwen3_moe", "olmoe", "mixtral"]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
     "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
@@ -116,3 +116,16 @@ def test_chunked_head_with_final_soft_capping_equals_one_shot_logits(tmp_path, m
     whole = ropekit.token_nll(model, tokens)
     monkeypatch.setattr(nll, "LOGIT_BUDGET", model.config.vocab_size * 7)
     torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-6)
+
+
+def test_experts_routed_in_chunks_equal_one_pass(tmp_path, monkeypatch):
+    """The MoE's token-expert pairs in chunks of 14 (ropekit/models/decoder.py, MOE_PAIRS) give the NLL of one
+    grouped pass over all 600."""
+    from ropekit.models import decoder
+
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["qwen3_moe"])
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 300)
+    whole = ropekit.token_nll(model, tokens)
+    monkeypatch.setattr(decoder, "MOE_PAIRS", 14)
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-5)

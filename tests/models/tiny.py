@@ -59,6 +59,17 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "logits_scaling": 0.5,
     },
     "glm4": {"model_type": "glm4", "partial_rotary_factor": 0.5, "attention_bias": True},
+    # Mixtures of experts: 4 experts, 2 a token; Qwen3-MoE with a dense MLP on layer 1 (mlp_only_layers).
+    "qwen3_moe": {
+        "model_type": "qwen3_moe",
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "norm_topk_prob": True,
+        "mlp_only_layers": [1],
+    },
+    "olmoe": {"model_type": "olmoe", "num_experts": 4, "num_experts_per_tok": 2},
+    "mixtral": {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 48},
     # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
     "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
     "olmo2": {"model_type": "olmo2"},
