@@ -338,6 +338,20 @@ class MLP(nn.Module):
 MOE_PAIRS = 1 << 14
 
 
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Rows ``ends[e - 1] .. ends[e] - 1`` of ``x`` ``(P, in)`` times expert e's ``weight[e]`` ``(out, in)``
+    transposed: one grouped matmul. Where torch's grouped kernel refuses the operands (CUDA's takes bf16 only;
+    rows not 16-byte aligned), one matmul per expert's rows instead: a loop over experts, never over tokens."""
+    try:
+        return F.grouped_mm(x, weight.transpose(-2, -1), offs=ends)
+    except RuntimeError:
+        out, start = x.new_empty(x.shape[0], weight.shape[1]), 0
+        for e, end in enumerate(ends.tolist()):
+            out[start:end] = x[start:end] @ weight[e].T
+            start = end
+        return out
+
+
 class MoE(nn.Module):
     """A mixture-of-experts MLP (Qwen3-MoE, OLMoE, Mixtral): a router picks each token's ``top_k`` experts
     from a float32 softmax of its logits (their weights renormalised to sum to 1 where the config says),
@@ -371,8 +385,8 @@ class MoE(nn.Module):
         order = torch.argsort(pairs, stable=True)
         tokens = order // self.top_k
         ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
-        gate, up = F.grouped_mm(x[tokens], self.gate_up.transpose(-2, -1), offs=ends).chunk(2, dim=-1)
-        y = F.grouped_mm(activate(gate, self.activation) * up, self.down.transpose(-2, -1), offs=ends)  # (N * k, C)
+        gate, up = grouped_linear(x[tokens], self.gate_up, ends).chunk(2, dim=-1)  # (N * k, I) each
+        y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
         y = y * weights.to(logits.dtype).flatten()[order, None]
         return torch.zeros_like(x).index_add_(0, tokens, y)
 

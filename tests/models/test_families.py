@@ -129,3 +129,20 @@ def test_experts_routed_in_chunks_equal_one_pass(tmp_path, monkeypatch):
     whole = ropekit.token_nll(model, tokens)
     monkeypatch.setattr(decoder, "MOE_PAIRS", 14)
     torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-5)
+
+
+def test_experts_without_the_grouped_kernel_equal_it(tmp_path, monkeypatch):
+    """Where torch's grouped matmul refuses its operands (CUDA in fp32, unaligned rows), a matmul per expert's
+    rows gives the same NLL."""
+    import torch.nn.functional as F
+
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["olmoe"])
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 300)
+    grouped = ropekit.token_nll(model, tokens)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("grouped_mm: expected bfloat16")
+
+    monkeypatch.setattr(F, "grouped_mm", refuse)
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), grouped, rtol=0, atol=1e-5)
