@@ -99,7 +99,8 @@ class ModelConfig:
     attn_logit_softcapping: float | None  # Gemma 2: scores become cap * tanh(scores / cap)
     layers: tuple[LayerSpec, ...]
     # Granite's multipliers (1 elsewhere): of the embeddings, of each block's two branches before the
-    # residual sum, and of the logits (1 / logits_scaling); its attention_multiplier is attention_scale.
+    # residual sum, and of the logits (1 / logits_scaling; Cohere's logit_scale); its attention_multiplier
+    # is attention_scale.
     embedding_multiplier: float = 1.0
     residual_multiplier: float = 1.0
     logit_scale: float = 1.0
@@ -291,7 +292,7 @@ def plan_config(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", cfg.get("layer_norm_eps", 1e-6))),
         max_position_embeddings=sizes["max_position_embeddings"],
         activation=activation,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
@@ -303,7 +304,7 @@ def plan_config(
         attn_logit_softcapping=cfg.get("attn_logit_softcapping"),
         embedding_multiplier=float(cfg.get("embedding_multiplier", 1.0)),
         residual_multiplier=float(cfg.get("residual_multiplier", 1.0)),
-        logit_scale=1.0 / float(cfg.get("logits_scaling", 1.0)),
+        logit_scale=float(cfg.get("logit_scale", 1.0)) / float(cfg.get("logits_scaling", 1.0)),
         layers=layers,
         checkpoint=cfg,
     )

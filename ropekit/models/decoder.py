@@ -38,15 +38,18 @@ SCORE_BUDGET = 1 << 24
 
 class RMSNorm(nn.Module):
     """RMSNorm in float32 whatever the activations' dtype; the weight is the effective multiplier
-    (Gemma's stored ``w`` becomes ``1 + w`` at load time: see :func:`norm_weights`)."""
+    (Gemma's stored ``w`` becomes ``1 + w`` at load time: see :func:`norm_weights`). ``centred``: the mean
+    is taken off first, a LayerNorm without bias (Cohere's)."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, centred: bool = False):
         super().__init__()
-        self.eps = eps
+        self.eps, self.centred = eps, centred
         self.weight = nn.Parameter(torch.ones(dim, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
+        if self.centred:
+            x32 = x32 - x32.mean(-1, keepdim=True)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (x32 * self.weight).to(x.dtype)
 
@@ -398,9 +401,11 @@ class Block(nn.Module):
         super().__init__()
         self.self_attn = Attention(config)
         self.mlp = MoE(config) if moe else MLP(config)
+        centred = config.family.centred_norms
         self.norms = nn.ModuleDict(
-            {slot: RMSNorm(config.hidden_size, config.rms_norm_eps) for slot in config.family.norms}
+            {slot: RMSNorm(config.hidden_size, config.rms_norm_eps, centred) for slot in config.family.norms}
         )
+        self.parallel = config.family.parallel
         self.residual_multiplier = config.residual_multiplier  # Granite's; 1 elsewhere
 
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
@@ -409,6 +414,9 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
     ) -> torch.Tensor:
+        if self.parallel:  # Cohere: x + attention(norm(x)) + mlp(norm(x))
+            h = self._norm("attn_in", x)
+            return x + self.self_attn(h, layer, tables, cache) + self.mlp(h)
         x = x + self._scaled(self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache)))
         return x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
 
@@ -437,7 +445,7 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         moe = config.moe.layers if config.moe is not None else (False,) * len(config.layers)
         self.layers = nn.ModuleList(Block(config, sparse) for sparse in moe)
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.family.centred_norms)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.embed_scale = config.hidden_size**0.5 if config.family.embed_scale else None

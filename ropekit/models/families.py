@@ -85,6 +85,8 @@ class Family:
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
     rope_layout: str = "half"
     experts: Experts | None = None  # a mixture-of-experts MLP (decoder.MoE) in place of the dense one
+    centred_norms: bool = False  # LayerNorm without bias (x - mean over the variance), not RMSNorm (Cohere)
+    parallel: bool = False  # attention and MLP both read the same normed input, summed into one residual
 
     def __post_init__(self) -> None:
         if self.rope is None:
@@ -200,6 +202,17 @@ FAMILIES: dict[str, Family] = {
                 size="intermediate_size",
                 renormalise=True,
             ),
+        ),
+        # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
+        # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
+        Family(
+            "cohere2",
+            {"attn_in": "input_layernorm"},
+            rope=ModelRope("cohere2", nope_global=True),
+            centred_norms=True,
+            parallel=True,
+            rope_layout="interleaved",
+            export=Switches(layer_types=True, nope_global_when_sliding=True),
         ),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).

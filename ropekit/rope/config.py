@@ -410,7 +410,8 @@ class ModelRope:
     ``default_theta``: rope_theta when the config has none. ``local_theta``: the sliding layers' theta as
     (its config key or None, its default), None when they share rope_theta (Gemma 3: rope_local_base_freq).
     ``flat_layer_types``: the layer types a flat (legacy) rope dict applies to (Gemma 3: global layers
-    only). ``nope_global_when_sliding``: global layers have no rope when a window is set (EXAONE 4).
+    only). ``nope_global_when_sliding``: global layers have no rope when a window is set (EXAONE 4);
+    ``nope_global``: never (Cohere 2, whose rope turns on sliding layers only).
     ``type_aliases``: rope types the config reads as others (Phi-3: su and yarn are longrope).
     ``aliases``: model types read as this one (Gemma 3's multimodal config holds a gemma3_text).
     """
@@ -420,6 +421,7 @@ class ModelRope:
     local_theta: tuple[str | None, float] | None = None
     flat_layer_types: tuple[str, ...] = LAYER_TYPES
     nope_global_when_sliding: bool = False
+    nope_global: bool = False
     type_aliases: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
 
@@ -578,6 +580,6 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
             key, local_default = facts.local_theta
             theta = local_default if key is None else cfg.get(key, local_default)
             specs["sliding_attention"] = flat({}, key or "sliding_attention", theta)
-    if facts.nope_global_when_sliding and cfg.get("sliding_window"):
+    if facts.nope_global or (facts.nope_global_when_sliding and cfg.get("sliding_window")):
         specs["full_attention"] = None
     return specs

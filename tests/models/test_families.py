@@ -15,11 +15,12 @@ from ropekit.rope import preset
 from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
 
 TRAINED = 128
-FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite", "glm4", "qwen3_moe", "olmoe", "mixtral"]
+FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite", "glm4", "cohere2", "qwen3_moe", "olmoe", "mixtral"]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
     "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
     "gemma2": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+    "cohere2": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
     "olmo3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
 }
 

@@ -70,6 +70,7 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "olmoe": {"model_type": "olmoe", "num_experts": 4, "num_experts_per_tok": 2},
     "mixtral": {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 48},
+    "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
     # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
     "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
     "olmo2": {"model_type": "olmo2"},
