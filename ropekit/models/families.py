@@ -214,6 +214,14 @@ FAMILIES: dict[str, Family] = {
             rope_layout="interleaved",
             export=Switches(layer_types=True, nope_global_when_sliding=True),
         ),
+        # Ministral 3 (Mistral 3's text model): Mistral with a yarn rope whose dict also holds Llama 4's query
+        # scaling (llama_4_scaling_beta) and repeats max_position_embeddings; theta 1e6.
+        _like(
+            LLAMA,
+            "ministral3",
+            rope=ModelRope("ministral3", default_theta=1_000_000.0, echoed_keys=("max_position_embeddings",)),
+            export=Switches(uniform_window=True),
+        ),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
         _like(

@@ -195,8 +195,8 @@ def check_longrope(spec: RopeSpec) -> None:
 
 
 # Keys that may sit beside the type-specific ones in a model's rope dict (v5 keeps them inside);
-# log_n is ropekit's own (see RopeSpec).
-_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor", "log_n")
+# log_n is ropekit's own, llama_4_scaling_beta Ministral 3's (see RopeSpec).
+_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor", "log_n", "llama_4_scaling_beta")
 
 
 def is_rope_params(value: Any) -> bool:
@@ -248,6 +248,9 @@ class RopeSpec:
     query at position i is multiplied by ``max(1, log(i + 1) / log(log_n))``. Given as true (the
     rope's trained length, :attr:`original_length`), false, or the length L itself (an integer >= 2);
     kept as that integer or None.
+
+    ``llama_4_scaling_beta`` (Ministral 3's rope dict): the query at position i is also multiplied by
+    ``1 + beta * log(1 + floor(i / original_length))`` (transformers' ``get_llama_4_attn_scale``).
     """
 
     scaling: Any  # an instance of the rope type's parameter class (Default, Yarn, ...)
@@ -256,6 +259,7 @@ class RopeSpec:
     max_position_embeddings: int
     partial_rotary_factor: float = 1.0
     log_n: int | None = None
+    llama_4_scaling_beta: float | None = None
     rotary_dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -276,6 +280,7 @@ class RopeSpec:
             record.check(self)
         set_field(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
         set_field(self, "log_n", self._log_n(self.log_n))
+        check_fields(self, number, "llama_4_scaling_beta", optional=True, strict=False)
 
     def _log_n(self, value: Any) -> int | None:
         """log_n as the length its factor divides by (true: the trained length), or None."""
@@ -307,6 +312,8 @@ class RopeSpec:
             out["partial_rotary_factor"] = self.partial_rotary_factor
         if self.log_n is not None:
             out["log_n"] = self.log_n
+        if self.llama_4_scaling_beta is not None:
+            out["llama_4_scaling_beta"] = self.llama_4_scaling_beta
         return {**out, **params_dict(self.scaling)}
 
     def to_record(self) -> dict[str, Any]:
@@ -393,6 +400,7 @@ def parse_rope(
             max_position_embeddings=max_position_embeddings,
             partial_rotary_factor=rope.get("partial_rotary_factor", partial_rotary_factor),
             log_n=rope.get("log_n"),
+            llama_4_scaling_beta=rope.get("llama_4_scaling_beta"),
         )
     except RopeConfigError as err:
         raise RopeConfigError(f"{where} (rope_type {scaling.rope_type!r}): {err}") from None
@@ -414,6 +422,8 @@ class ModelRope:
     ``nope_global``: never (Cohere 2, whose rope turns on sliding layers only).
     ``type_aliases``: rope types the config reads as others (Phi-3: su and yarn are longrope).
     ``aliases``: model types read as this one (Gemma 3's multimodal config holds a gemma3_text).
+    ``echoed_keys``: top-level config keys the family's rope dict repeats, which transformers skips when it
+    validates (Ministral 3's ``max_position_embeddings``): accepted there only when equal to the config's.
     """
 
     name: str
@@ -424,6 +434,7 @@ class ModelRope:
     nope_global: bool = False
     type_aliases: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    echoed_keys: tuple[str, ...] = ()
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
@@ -552,6 +563,12 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
 
     def flat(rope: Mapping[str, Any] | None, where: str, rope_theta: float) -> RopeSpec:
         rope = dict(rope or {})
+        for key in facts.echoed_keys:
+            if key in rope and (value := rope.pop(key)) != cfg.get(key):
+                raise RopeConfigError(
+                    f"model config: {where} sets {key}={value!r} but the config has {key}={cfg.get(key)!r}; "
+                    "they must agree"
+                )
         # Phi-3 keeps the pretraining length at top level, and transformers gives it priority.
         if "original_max_position_embeddings" in cfg and rope.get("rope_type", rope.get("type")) in (
             "yarn",

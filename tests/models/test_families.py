@@ -15,7 +15,19 @@ from ropekit.rope import preset
 from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
 
 TRAINED = 128
-FAMILIES = ["smollm3", "olmo2", "olmo3", "gemma2", "granite", "glm4", "cohere2", "qwen3_moe", "olmoe", "mixtral"]
+FAMILIES = [
+    "smollm3",
+    "olmo2",
+    "olmo3",
+    "gemma2",
+    "granite",
+    "glm4",
+    "cohere2",
+    "ministral3",
+    "qwen3_moe",
+    "olmoe",
+    "mixtral",
+]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
     "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
@@ -51,8 +63,14 @@ def test_family_inside_and_past_its_trained_length(family, length, tmp_path):
     assert_close(ropekit.token_nll(model, tokens), reference)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("rope_type", ["linear", "dynamic", "yarn", "longrope", "llama3", "proportional"])
+ROPES = ("linear", "dynamic", "yarn", "longrope", "llama3", "proportional")
+# Ministral 3's attention reads llama_4_scaling_beta and original_max_position_embeddings from its rope dict
+# (transformers fails without them): the ropes with an original length, each given Llama 4's scaling.
+FAMILY_ROPES = {"ministral3": ("yarn", "longrope", "llama3")}
+EXTRA_ROPE_KEYS = {"ministral3": {"llama_4_scaling_beta": 0.1}}
+
+
+@pytest.mark.parametrize(("family", "rope_type"), [(f, r) for f in FAMILIES for r in FAMILY_ROPES.get(f, ROPES)])
 def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
     """The rope as a checkpoint's config.json states it (v4 ``rope_scaling`` beside ``rope_theta``), read
     as the family's config class reads it (OLMo 3: global layers only), past the trained length."""
@@ -61,8 +79,8 @@ def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
     prf = FAMILY_CONFIGS[family].get("partial_rotary_factor", 1.0)
     geometry = {"head_dim": head_dim, "rope_theta": theta, "max_position_embeddings": TRAINED}
     geometry["partial_rotary_factor"] = prf
-    rope = preset(rope_type, 4.0, **geometry)
-    hf = make_checkpoint(tmp_path, config(family, rope_scaling=rope, rope_theta=theta))
+    rope = {**preset(rope_type, 4.0, **geometry), **EXTRA_ROPE_KEYS.get(family, {})}
+    hf = make_checkpoint(tmp_path, config(family, rope_scaling=rope, rope_theta=theta, rope_parameters=None))
     model = ropekit.load_model(tmp_path)
     assert rope_type in {layer.rope.rope_type for layer in model.config.layers if layer.rope is not None}
     tokens = ids(model.config.vocab_size, 300)

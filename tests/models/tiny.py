@@ -71,6 +71,21 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "olmoe": {"model_type": "olmoe", "num_experts": 4, "num_experts_per_tok": 2},
     "mixtral": {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 48},
     "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
+    # Ministral 3's own rope (yarn with Llama 4's query scaling), trained at 64 tokens so that the scaling
+    # grows within the tests' sequences.
+    "ministral3": {
+        "model_type": "ministral3",
+        "sliding_window": 48,
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "rope_theta": 1000000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": 64,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "llama_4_scaling_beta": 0.1,
+        },
+    },
     # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
     "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
     "olmo2": {"model_type": "olmo2"},
