@@ -80,7 +80,9 @@ class Family:
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
     export: Switches = field(default_factory=Switches)
-    gguf: tuple[str, ...] = ()  # general.architecture values of llama.cpp's GGUF files of this family
+    # general.architecture of llama.cpp's GGUF files of this family, where transformers' GGUF key table and the
+    # gguf package's tensor names both have it (ropekit/models/gguf.py reads through them)
+    gguf: tuple[str, ...] = ()
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
     rope_layout: str = "half"
@@ -126,7 +128,7 @@ GEMMA3 = Family(
     export=Switches(layer_types=True, rope_per_type=True),
     gguf=("gemma3",),
 )
-OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=("olmo2",))
+OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all")
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -164,7 +166,7 @@ FAMILIES: dict[str, Family] = {
             gguf=("gemma2",),
         ),
         # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
-        _like(LLAMA, "granite", gguf=("granite",)),
+        _like(LLAMA, "granite"),
         # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
         # fused, partial rotary (0.5) in the interleaved layout.
         Family(
@@ -188,9 +190,8 @@ FAMILIES: dict[str, Family] = {
             qk_norm="head",
             export=QWEN,
             experts=Experts(count="num_experts", dense_layers=True),
-            gguf=("qwen3moe",),
         ),
-        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=("olmoe",)),
+        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size")),
         _like(
             LLAMA,
             "mixtral",
@@ -230,7 +231,6 @@ FAMILIES: dict[str, Family] = {
             rope=ModelRope("smollm3", default_theta=2_000_000.0),
             nope_layers="no_rope_layers",
             export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
-            gguf=("smollm3",),
         ),
         # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
         OLMO2,
@@ -258,6 +258,8 @@ UNSUPPORTED = {
     "qwen3_next": "linear attention (Gated DeltaNet layers)",
     "minimax": "linear attention (lightning attention layers)",
     "jamba": "Mamba layers",
+    "gemma4": "Gemma 4's per-layer input embeddings, KV sharing across layers and per-layer head sizes",
+    "gemma4_text": "Gemma 4's per-layer input embeddings, KV sharing across layers and per-layer head sizes",
     "falcon_h1": "Mamba layers",
     "zamba2": "Mamba layers",
 }

@@ -165,3 +165,27 @@ def test_experts_without_the_grouped_kernel_equal_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(F, "grouped_mm", refuse)
     torch.testing.assert_close(ropekit.token_nll(model, tokens), grouped, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix", ["model.language_model.", "language_model.model."])
+def test_a_multimodal_checkpoint_runs_its_text_model(prefix, tmp_path):
+    """A Mistral 3 checkpoint (config: ``mistral3`` with a ``ministral3`` text_config; weights under
+    language_model, as transformers 5 and 4 save them) gives the NLL of the same text model saved alone."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    make_checkpoint(tmp_path / "text", FAMILY_CONFIGS["ministral3"])
+    text = json.loads((tmp_path / "text" / "config.json").read_text())
+    wrapped = tmp_path / "mistral3"
+    wrapped.mkdir()
+    (wrapped / "config.json").write_text(json.dumps({"model_type": "mistral3", "text_config": text}))
+    weights = load_file(tmp_path / "text" / "model.safetensors")
+    renamed = {prefix + k[len("model.") :] if k.startswith("model.") else k: v for k, v in weights.items()}
+    save_file(renamed, wrapped / "model.safetensors")
+    model = ropekit.load_model(wrapped)
+    assert model.config.model_type == "ministral3"
+    tokens = ids(model.config.vocab_size, 200)
+    assert torch.equal(
+        ropekit.token_nll(model, tokens), ropekit.token_nll(ropekit.load_model(tmp_path / "text"), tokens)
+    )
