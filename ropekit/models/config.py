@@ -207,6 +207,8 @@ def checkpoint_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         cfg["layer_types"] = pattern_layer_types(cfg["sliding_window_pattern"], cfg.get("num_hidden_layers", 0))
     filled = _upstream_defaults(cfg)
     rope = {k: cfg[k] for k in ROPE_KEYS if k in cfg} or {"rope_parameters": filled.get("rope_parameters")}
+    if "partial_rotary_factor" in cfg:  # a v4 rope's; transformers 5 moves it into rope_parameters (GLM 4's class)
+        rope["partial_rotary_factor"] = cfg["partial_rotary_factor"]
     return {**{k: v for k, v in filled.items() if k not in ROPE_KEYS}, **rope, "model_type": model_type}
 
 

@@ -10,8 +10,9 @@ from transformers' modeling files:
 
 * ``layer_types`` with one ``sliding_window``: Qwen2/Qwen3 (with ``use_sliding_window``), Gemma 3,
   EXAONE 4; Mistral and Phi-3 apply ``sliding_window`` to every layer or none; Llama has no window.
-* a rope per layer type: Gemma 3 only (v5 nested ``rope_parameters``; v4 ``rope_local_base_freq``,
-  a theta and nothing else, for sliding layers).
+* a rope per layer type: Gemma 3 and OLMo 3 (v5 nested ``rope_parameters``; v4: Gemma 3's
+  ``rope_local_base_freq``, a theta and nothing else, for sliding layers; OLMo 3's sliding layers keep their
+  default rope).
 * NoPE: EXAONE 4's global layers have no rope exactly when ``sliding_window`` is set; no other
   family here can drop a layer's rope.
 
@@ -87,15 +88,17 @@ def export_plan(config: ModelConfig) -> Export:
     changes = {}
     if switches.rope_per_type:
         changes["transformers_v5"] = {"rope_parameters": {lt: spec.to_dict() for lt, spec in ropes.items()}}
+        local = config.family.rope.local_theta  # the sliding layers' theta in the v4 form: (its key, its default)
         if sliding_rope is not None and sliding_rope.rope_type != "default":
             refused["transformers_v4"] = (
                 f"the sliding layers' rope is {sliding_rope.rope_type}; in the v4 form {config.model_type} gives "
-                "sliding layers a theta (rope_local_base_freq) and nothing else: use the v5 form"
+                f"sliding layers {f'a theta ({local[0]})' if local and local[0] else 'their default rope'} and "
+                "nothing else: use the v5 form"
             )
         else:
             v4 = _v4(full_rope) if full_rope is not None else {}
-            if sliding_rope is not None:
-                v4["rope_local_base_freq"] = sliding_rope.rope_theta
+            if sliding_rope is not None and local is not None and local[0] is not None:
+                v4[local[0]] = sliding_rope.rope_theta  # Gemma 3's rope_local_base_freq; OLMo 3 has none
             changes["transformers_v4"] = v4
     else:
         changes["transformers_v5"] = {"rope_parameters": one.to_dict()}
@@ -210,8 +213,11 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
 
 def _layer_keys(config: ModelConfig, switches: Switches, window: int | None) -> dict[str, Any]:
     """``layer_types``, ``sliding_window`` and what a window also needs, as the family reads them."""
-    if switches.uniform_window:
-        return {"sliding_window": window}
+    if switches.uniform_window:  # Qwen3-MoE's window also needs use_sliding_window, set either way
+        return {
+            "sliding_window": window,
+            **{k: v if window is not None else not v for k, v in switches.with_window.items()},
+        }
     if not switches.layer_types:
         return {}
     keys: dict[str, Any] = {"layer_types": [layer.attention for layer in config.layers]}

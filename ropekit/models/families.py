@@ -188,7 +188,8 @@ FAMILIES: dict[str, Family] = {
             LLAMA,
             "qwen3_moe",
             qk_norm="head",
-            export=QWEN,
+            # one window for every layer, with use_sliding_window (Qwen3MoeConfig has no layer_types)
+            export=Switches(uniform_window=True, with_window={"use_sliding_window": True}),
             experts=Experts(count="num_experts", dense_layers=True),
         ),
         _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size")),

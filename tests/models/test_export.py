@@ -64,6 +64,14 @@ def ids(vocab: int) -> torch.Tensor:
         ("gemma3", PER_TYPE, "native", ("transformers_v5",)),
         ("exaone4", "native", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
         ("exaone4", "yarn:2", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
+        ("gemma2", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("olmo3", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("olmo3", PER_TYPE, "GGLL@24", ("transformers_v5",)),
+        ("cohere2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("granite", "yarn:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("glm4", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("qwen3_moe", "yarn:2", "99@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("mixtral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):
