@@ -189,3 +189,19 @@ def test_a_multimodal_checkpoint_runs_its_text_model(prefix, tmp_path):
     assert torch.equal(
         ropekit.token_nll(model, tokens), ropekit.token_nll(ropekit.load_model(tmp_path / "text"), tokens)
     )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path):
+    """A mix no family's config can state (window 16, NoPE global layers, yarn): the KV-cached greedy decoding
+    (each family's norms, soft-capping, multipliers, experts, interleaved layout at every step) equals the
+    argmax of a full forward over everything so far, step by step."""
+    make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path, layer_mix="LLLG@16+nope", rope_scaling="yarn:2")
+    prompt = ids(model.config.vocab_size, 30)
+    tokens = prompt.tolist()
+    with torch.inference_mode():
+        for _ in range(20):
+            hidden = model(torch.tensor([tokens]))[0, -1]
+            tokens.append(int(torch.mv(model.output_weight, hidden).argmax()))
+    assert greedy_generate(model, prompt, max_new_tokens=20) == tokens[30:]
