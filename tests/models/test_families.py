@@ -205,3 +205,56 @@ def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path
             hidden = model(torch.tensor([tokens]))[0, -1]
             tokens.append(int(torch.mv(model.output_weight, hidden).argmax()))
     assert greedy_generate(model, prompt, max_new_tokens=20) == tokens[30:]
+
+
+def write_gemma2_gguf(path, hf) -> None:
+    """A GGUF file of a transformers Gemma 2 model, as llama.cpp's convert_hf_to_gguf.py (Gemma2Model) writes
+    one: the gguf package's tensor names, float32 tensors, RMSNorm weights stored as 1 + w, no lm_head (tied)."""
+    import gguf
+
+    c = hf.config
+    writer = gguf.GGUFWriter(str(path), "gemma2")
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    writer.add_sliding_window(c.sliding_window)
+    writer.add_vocab_size(c.vocab_size)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA2, c.num_hidden_layers)
+    for name, tensor in hf.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        base, suffix = name.rsplit(".", 1)
+        tensor = tensor.float() + (1 if "norm" in name else 0)
+        writer.add_tensor(f"{names.get_name(base)}.{suffix}", tensor.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gemma2_from_gguf_matches_transformers_reading_the_same_file(tmp_path, monkeypatch):
+    """A Gemma 2 GGUF file read by ropekit (the gguf package, the 1 + w norms undone) gives transformers' NLL
+    from the same file, and the safetensors checkpoint's. transformers' GGUF keys have no soft-capping nor
+    query_pre_attn_scalar, so both read Gemma2Config's defaults (50, 30, 256): the checkpoint uses those."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("ROPEKIT_CACHE", str(tmp_path / "cache"))
+    defaults = {"query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
+    hf = make_checkpoint(tmp_path / "hf", {**FAMILY_CONFIGS["gemma2"], **defaults})
+    write_gemma2_gguf(tmp_path / "tiny-gemma2.gguf", hf)
+    model = ropekit.load_model(tmp_path / "tiny-gemma2.gguf")
+    assert model.config.model_type == "gemma2" and model.config.attn_logit_softcapping == 50.0
+    theirs = AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="tiny-gemma2.gguf", dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    tokens = ids(model.config.vocab_size, 300)
+    ours = ropekit.token_nll(model, tokens)
+    assert_close(ours, hf_token_nll(theirs, tokens))
+    assert_close(ours, hf_token_nll(hf, tokens))
