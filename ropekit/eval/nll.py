@@ -53,6 +53,8 @@ def token_nll(model, input_ids, *, next_id: int | None = None) -> torch.Tensor:
         end = min(targets.shape[0], start + chunk)
         z = torch.mm(hidden[start:end], weight.T, out=logits[: end - start])  # (chunk, V)
         z32 = z if logits32 is logits else logits32[: end - start].copy_(z)
+        if model.config.logit_scale != 1.0:  # Granite's 1 / logits_scaling
+            z32.mul_(model.config.logit_scale)
         cap = model.config.final_logit_softcapping
         out[start:end] = _cross_entropy(z32, targets[start:end], cap, scratch=logp[: end - start])
     return out
@@ -60,9 +62,11 @@ def token_nll(model, input_ids, *, next_id: int | None = None) -> torch.Tensor:
 
 def head_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """float32 logits of a few final hidden states ``(N, C)``: the projection in the model's dtype (as
-    transformers computes its logits), then Gemma 2's final soft-capping. For few rows only: ``token_nll``
-    does the same in chunks for long sequences."""
+    transformers computes its logits), times Granite's 1 / logits_scaling, then Gemma 2's final soft-capping.
+    For few rows only: ``token_nll`` does the same in chunks for long sequences."""
     logits = torch.mm(hidden, model.output_weight.T).float()
+    if model.config.logit_scale != 1.0:
+        logits.mul_(model.config.logit_scale)
     cap = model.config.final_logit_softcapping
     return logits.div_(cap).tanh_().mul_(cap) if cap else logits
 

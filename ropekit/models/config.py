@@ -1,9 +1,8 @@
-"""Model configuration: the families ropekit runs, and the explicit per-layer plan.
+"""Model configuration: a checkpoint's config resolved, through its family's record
+(ropekit/models/families.py), into the sizes and the explicit per-layer plan the decoder runs.
 
-A family is a short description of how one checkpoint format maps onto the shared decoder
-(ropekit/models/decoder.py): which norms sit where, q/k norms, embedding scale, fused
-projections. Numbers (sizes, eps, activation, windows) come from the checkpoint's config, with
-missing ones filled by transformers' config class for that model type, so defaults are upstream's.
+Numbers (sizes, eps, activation, windows) come from the checkpoint's config, with missing ones
+filled by transformers' config class for that model type, so defaults are upstream's.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from ..rope.config import (
     load_config_dict,
     rope_from_config,
 )
+from .families import FAMILIES, UNSUPPORTED, Family
 
 if TYPE_CHECKING:
     from ..rope.positions import NopeTemperature
@@ -32,46 +32,6 @@ class ModelConfigError(ValueError):
     """A model, checkpoint or layer-plan setting ropekit refuses; the message names it."""
 
 
-@dataclass(frozen=True)
-class Family:
-    """How a checkpoint family maps onto the shared decoder.
-
-    ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``,
-    ``mlp_out``) to the checkpoint's per-layer norm names; absent slots have no norm.
-    """
-
-    norms: Mapping[str, str]
-    norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
-    qk_norm: bool = False  # RMSNorm over head_dim on q and k before rope (Qwen3, Gemma 3, EXAONE 4)
-    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
-    qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
-    fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
-
-
-PRE_NORM = {"attn_in": "input_layernorm", "mlp_in": "post_attention_layernorm"}
-LLAMA = Family(norms=PRE_NORM)
-FAMILIES: dict[str, Family] = {
-    "llama": LLAMA,
-    "mistral": LLAMA,
-    "qwen2": dataclasses.replace(LLAMA, qkv_bias=True),
-    "qwen3": dataclasses.replace(LLAMA, qk_norm=True),
-    "phi3": dataclasses.replace(LLAMA, fused=True),
-    "gemma3_text": Family(
-        norms={
-            "attn_in": "input_layernorm",
-            "attn_out": "post_attention_layernorm",
-            "mlp_in": "pre_feedforward_layernorm",
-            "mlp_out": "post_feedforward_layernorm",
-        },
-        norm_offset=1.0,
-        qk_norm=True,
-        embed_scale=True,
-    ),
-    # EXAONE 4 normalises after attention and after the MLP, not before.
-    "exaone4": Family(
-        norms={"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm"}, qk_norm=True
-    ),
-}
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
 
 
@@ -104,6 +64,19 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
+class MoeSpec:
+    """A mixture-of-experts MLP: ``experts`` of size ``intermediate_size``, ``experts_per_token`` picked per
+    token, their weights renormalised to sum to 1 or not, and per layer whether it has experts (True) or a
+    dense MLP."""
+
+    experts: int
+    experts_per_token: int
+    intermediate_size: int
+    renormalise: bool
+    layers: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the decoder needs, resolved: sizes, family, and the per-layer plan."""
 
@@ -123,7 +96,15 @@ class ModelConfig:
     mlp_bias: bool
     attention_scale: float  # multiplies q.k (head_dim ** -0.5, or query_pre_attn_scalar ** -0.5 for Gemma)
     final_logit_softcapping: float | None
+    attn_logit_softcapping: float | None  # Gemma 2: scores become cap * tanh(scores / cap)
     layers: tuple[LayerSpec, ...]
+    # Granite's multipliers (1 elsewhere): of the embeddings, of each block's two branches before the
+    # residual sum, and of the logits (1 / logits_scaling; Cohere's logit_scale); its attention_multiplier
+    # is attention_scale.
+    embedding_multiplier: float = 1.0
+    residual_multiplier: float = 1.0
+    logit_scale: float = 1.0
+    moe: MoeSpec | None = None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -216,13 +197,18 @@ def checkpoint_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     cfg = load_config_dict(raw)
     model_type = cfg.get("model_type")
     if model_type not in FAMILIES:
-        raise ModelConfigError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+        lacks = f": ropekit's decoder has no {UNSUPPORTED[model_type]}" if model_type in UNSUPPORTED else ""
+        raise ModelConfigError(
+            f"model_type {model_type!r} is not supported{lacks}; supported: {', '.join(sorted(FAMILIES))}"
+        )
     rope_from_config(cfg)  # our strict validation first, with our messages
     if isinstance(cfg.get("sliding_window_pattern"), str) and not cfg.get("layer_types"):
         # EXAONE 4's "LLLG" form, which transformers 5.24's config class cannot expand itself.
         cfg["layer_types"] = pattern_layer_types(cfg["sliding_window_pattern"], cfg.get("num_hidden_layers", 0))
     filled = _upstream_defaults(cfg)
     rope = {k: cfg[k] for k in ROPE_KEYS if k in cfg} or {"rope_parameters": filled.get("rope_parameters")}
+    if "partial_rotary_factor" in cfg:  # a v4 rope's; transformers 5 moves it into rope_parameters (GLM 4's class)
+        rope["partial_rotary_factor"] = cfg["partial_rotary_factor"]
     return {**{k: v for k, v in filled.items() if k not in ROPE_KEYS}, **rope, "model_type": model_type}
 
 
@@ -292,8 +278,15 @@ def plan_config(
     scalar = cfg.get("query_pre_attn_scalar")
     from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
 
-    layers = layer_plan(cfg, model_ropes(cfg, rope_scaling), n_layers=sizes["num_hidden_layers"], **overrides)
+    layers = layer_plan(
+        cfg,
+        model_ropes(cfg, rope_scaling),
+        n_layers=sizes["num_hidden_layers"],
+        nope_layers=_nope_layers(cfg, family, sizes["num_hidden_layers"]),
+        **overrides,
+    )
     return ModelConfig(
+        moe=_moe(cfg, family, sizes["num_hidden_layers"]),
         model_type=model_type,
         vocab_size=sizes["vocab_size"],
         hidden_size=sizes["hidden_size"],
@@ -301,15 +294,19 @@ def plan_config(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rms_norm_eps=float(cfg.get("rms_norm_eps", cfg.get("layer_norm_eps", 1e-6))),
         max_position_embeddings=sizes["max_position_embeddings"],
         activation=activation,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get("attention_bias", False)),
-        output_bias=family.qkv_bias is None and bool(cfg.get("attention_bias", False)),
+        output_bias=family.qkv_bias is None and family.o_bias and bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)),
-        attention_scale=(scalar if scalar else head_dim) ** -0.5,
+        attention_scale=cfg.get("attention_multiplier") or (scalar if scalar else head_dim) ** -0.5,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),
+        attn_logit_softcapping=cfg.get("attn_logit_softcapping"),
+        embedding_multiplier=float(cfg.get("embedding_multiplier", 1.0)),
+        residual_multiplier=float(cfg.get("residual_multiplier", 1.0)),
+        logit_scale=float(cfg.get("logit_scale", 1.0)) / float(cfg.get("logits_scaling", 1.0)),
         layers=layers,
         checkpoint=cfg,
     )
@@ -333,11 +330,52 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
     )
 
 
+def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | None:
+    """A mixture-of-experts family's experts, as its config sizes them (None for a dense family)."""
+    keys = family.experts
+    if keys is None:
+        return None
+    count = next((cfg[k] for k in (keys.count, "num_local_experts", "num_experts") if cfg.get(k) is not None), None)
+    values = {"experts": count, "experts_per_token": cfg.get("num_experts_per_tok"), "size": cfg.get(keys.size)}
+    for key, value in values.items():
+        if not is_count(value):
+            raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive integer")
+    if values["experts_per_token"] > count:
+        raise ModelConfigError(
+            f"model config: num_experts_per_tok={values['experts_per_token']} exceeds the {count} experts"
+        )
+    sparse = [True] * n_layers
+    if keys.dense_layers:  # Qwen3-MoE: mlp_only_layers dense, and experts only every decoder_sparse_step-th layer
+        step, only = cfg.get("decoder_sparse_step") or 1, set(cfg.get("mlp_only_layers") or ())
+        sparse = [i not in only and (i + 1) % step == 0 for i in range(n_layers)]
+    renormalise = keys.renormalise if keys.renormalise is not None else bool(cfg.get("norm_topk_prob", False))
+    if cfg.get("clip_qkv") is not None:  # OLMoE's option, off in its published checkpoints
+        raise ModelConfigError(
+            f"model config: clip_qkv={cfg['clip_qkv']!r} is not supported; ropekit runs OLMoE with clip_qkv=null"
+        )
+    return MoeSpec(count, values["experts_per_token"], values["size"], renormalise, tuple(sparse))
+
+
+def _nope_layers(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[bool, ...] | None:
+    """Which layers the checkpoint runs without rope, per its family's key (SmolLM3's ``no_rope_layers``:
+    1 for a layer with rope, 0 for one without), or None when the family has no such key."""
+    if family.nope_layers is None or cfg.get(family.nope_layers) is None:
+        return None
+    flags = cfg[family.nope_layers]
+    if not isinstance(flags, list) or len(flags) != n_layers or any(f not in (0, 1) for f in flags):
+        raise ModelConfigError(
+            f"model config: {family.nope_layers}={flags!r} is not allowed; expected {n_layers} entries, "
+            "1 for a layer with rope and 0 for one without"
+        )
+    return tuple(not f for f in flags)
+
+
 def layer_plan(
     cfg: Mapping[str, Any],
     ropes: Mapping[str, RopeSpec | None],
     *,
     n_layers: int,
+    nope_layers: Sequence[bool] | None = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
@@ -346,7 +384,8 @@ def layer_plan(
 ) -> tuple[LayerSpec, ...]:
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
     (layer types or pattern, window, NoPE on global layers, temperature tuning on the NoPE global
-    layers); ``ropes`` is the rope of each layer type."""
+    layers); ``ropes`` is the rope of each layer type, ``nope_layers`` the layers the checkpoint
+    itself runs without rope (True), whatever their type."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
     if layer_types is not None:
@@ -374,16 +413,19 @@ def layer_plan(
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
         # A model whose native plan has no local layers (EXAONE 4 1.2B) still has a rope for them.
         rope["sliding_attention"] = rope["full_attention"]
-    temperature = {t: nope_temperature if t == "full_attention" and rope[t] is None else None for t in LAYER_TYPES}
-    if nope_temperature is not None and ("full_attention" not in types or temperature["full_attention"] is None):
+    # The checkpoint's own NoPE layers (SmolLM3's every 4th) stay NoPE under any mix and rope.
+    layer_ropes = [None if nope_layers and nope_layers[i] else rope[t] for i, t in enumerate(types)]
+    tuned = [
+        nope_temperature if t == "full_attention" and r is None else None
+        for t, r in zip(types, layer_ropes, strict=True)
+    ]
+    if nope_temperature is not None and not any(tuned):
         raise ModelConfigError(
             "temperature tuning (+tt) applies to NoPE global layers and this plan has none; add +nope"
         )
     return tuple(
-        LayerSpec(
-            attention=t, window=window if t == "sliding_attention" else None, rope=rope[t], temperature=temperature[t]
-        )
-        for t in types
+        LayerSpec(attention=t, window=window if t == "sliding_attention" else None, rope=r, temperature=tt)
+        for t, r, tt in zip(types, layer_ropes, tuned, strict=True)
     )
 
 

@@ -38,15 +38,18 @@ SCORE_BUDGET = 1 << 24
 
 class RMSNorm(nn.Module):
     """RMSNorm in float32 whatever the activations' dtype; the weight is the effective multiplier
-    (Gemma's stored ``w`` becomes ``1 + w`` at load time: see :func:`norm_weights`)."""
+    (Gemma's stored ``w`` becomes ``1 + w`` at load time: see :func:`norm_weights`). ``centred``: the mean
+    is taken off first, a LayerNorm without bias (Cohere's)."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, centred: bool = False):
         super().__init__()
-        self.eps = eps
+        self.eps, self.centred = eps, centred
         self.weight = nn.Parameter(torch.ones(dim, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
+        if self.centred:
+            x32 = x32 - x32.mean(-1, keepdim=True)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (x32 * self.weight).to(x.dtype)
 
@@ -78,13 +81,18 @@ def sliding_attention(
     return out
 
 
-def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float, softcap: float | None = None) -> torch.Tensor:
     """float32 scores of (B, H, n, D) queries against (B, H_kv, K, D) keys as (B, H_kv, H / H_kv, n, K):
-    query head h reads key head h // (H / H_kv), as SDPA's enable_gqa and transformers' repeat_kv."""
+    query head h reads key head h // (H / H_kv), as SDPA's enable_gqa and transformers' repeat_kv. With
+    ``softcap`` the scaled scores become ``softcap * tanh(scores / softcap)`` (Gemma 2's attention soft-capping,
+    before the mask, as its eager attention)."""
     B, H, n, D = q.shape
     H_kv = k.shape[1]
     grouped = q.reshape(B, H_kv, (H // H_kv) * n, D)
-    return torch.matmul(grouped, k.transpose(-1, -2)).float().mul_(scale).view(B, H_kv, H // H_kv, n, -1)
+    scores = torch.matmul(grouped, k.transpose(-1, -2)).float().mul_(scale)
+    if softcap is not None:
+        scores = scores.div_(softcap).tanh_().mul_(softcap)
+    return scores.view(B, H_kv, H // H_kv, n, -1)
 
 
 def two_region_attention(
@@ -97,13 +105,16 @@ def two_region_attention(
     window: int,
     layer_window: int | None,
     scale: float,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Causal attention with two rotations: query i and key j with ``i - j < window`` (near) score
     ``q[i] . k[j]``, farther ones ``q_far[i] . k_far[j]`` (an attention-level rope's far region,
     ropekit/rope/positions.py); ``layer_window`` (a sliding layer's) bounds both. For each block of
     queries, the scores against its near band and against its far keys take one float32 softmax over
     both (a shared row maximum and denominator: what bojone's and LongLM's ``torch.where`` of two
-    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T."""
+    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T. ``softcap``:
+    Gemma 2's soft-capping of the scores (:func:`_grouped_scores`); with ``q_far is q`` and a ``window`` of at
+    least T there is no far region, and this is plain causal attention with capped scores."""
     B, H, T, D = q.shape
     reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
     near = min(window, reach)
@@ -114,14 +125,14 @@ def two_region_attention(
         queries = torch.arange(start, end, device=q.device)[:, None]
         first = max(0, start - near + 1)  # the near band: keys first..end-1
         distance = queries - torch.arange(first, end, device=q.device)[None, :]  # (block, keys)
-        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale)  # (B, H_kv, rep, block, keys)
+        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale, softcap)  # (B, H_kv, rep, block, keys)
         scores.masked_fill_((distance < 0) | (distance >= near), -torch.inf)  # the diagonal stays: no empty row
         far_first, far_end = max(0, start - reach + 1), end - window  # the keys some query of the block sees as far
         if reach <= window or far_end <= far_first:
             mixed = _weighted(torch.softmax(scores, dim=-1), v[:, :, first:end])
         else:
             distance = queries - torch.arange(far_first, far_end, device=q.device)[None, :]
-            far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale)
+            far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale, softcap)
             far.masked_fill_((distance < window) | (distance >= reach), -torch.inf)
             top = torch.maximum(scores.amax(-1, keepdim=True), far.amax(-1, keepdim=True))
             scores, far = scores.sub_(top).exp_(), far.sub_(top).exp_()
@@ -138,14 +149,22 @@ def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.matmul(probs.to(v.dtype).flatten(2, 3), v)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:
-    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan."""
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
+) -> torch.Tensor:
+    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan; scores soft-capped
+    (Gemma 2), which no fused kernel does, block by block with their float32 softmax."""
+    if softcap is not None:
+        T = q.shape[-2]
+        return two_region_attention(q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap)
     if layer.window is None or layer.window >= q.shape[-2]:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
-def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float) -> torch.Tensor:
+def attend_cached(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
+) -> torch.Tensor:
     """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
     the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it."""
     T, K = q.shape[-2], k.shape[-2]
@@ -154,6 +173,9 @@ def attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: Laye
     allowed = k_pos <= q_pos  # (T, K)
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
+    if softcap is not None:  # (B, H_kv, rep, T, K) capped scores, their softmax in float32
+        scores = _grouped_scores(q, k, scale, softcap).masked_fill_(~allowed, -torch.inf)
+        return _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
@@ -241,22 +263,28 @@ class Attention(nn.Module):
         c, bias = config, config.attention_bias
         self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         self.scale = c.attention_scale
+        self.softcap = c.attn_logit_softcapping
         self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, c.hidden_size, bias=c.output_bias)
-        if c.family.qk_norm:
-            self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
+        self.qk_norm = c.family.qk_norm  # over each head ("head") or all heads at once ("all", OLMo 2 and 3)
+        if self.qk_norm:
+            per_head = self.qk_norm == "head"
+            self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim if per_head else self.n_kv * self.head_dim, c.rms_norm_eps)
 
     def forward(
         self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
+        q, k = self.q_proj(x), self.k_proj(x)  # (B, T, H * D), (B, T, H_kv * D)
+        if self.qk_norm == "all":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv, self.head_dim)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
-        if hasattr(self, "q_norm"):
+        if self.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
         t = tables[layer]
@@ -270,14 +298,29 @@ class Attention(nn.Module):
         if cache is not None:  # t.far is None: Decoder.forward refuses a cache otherwise
             first = cache.keys is None
             k, v = cache.extend(k, v, layer.window)
-            out = attend(q, k, v, layer, self.scale) if first else attend_cached(q, k, v, layer, self.scale)
+            attention = attend if first else attend_cached
+            out = attention(q, k, v, layer, self.scale, self.softcap)
         elif t.far is None:
-            out = attend(q, k, v, layer, self.scale)  # (B, H, T, D)
+            out = attend(q, k, v, layer, self.scale, self.softcap)  # (B, H, T, D)
         else:
             out = two_region_attention(
-                q, k, q_far, k_far, v, window=far.window, layer_window=layer.window, scale=self.scale
+                q,
+                k,
+                q_far,
+                k_far,
+                v,
+                window=far.window,
+                layer_window=layer.window,
+                scale=self.scale,
+                softcap=self.softcap,
             )
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "silu":
+        return F.silu(gate)
+    return F.gelu(gate, approximate="tanh" if activation == "gelu_pytorch_tanh" else "none")
 
 
 class MLP(nn.Module):
@@ -290,24 +333,80 @@ class MLP(nn.Module):
         self.activation = config.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.gate_proj(x)
-        if self.activation == "silu":
-            gate = F.silu(gate)
-        else:
-            gate = F.gelu(gate, approximate="tanh" if self.activation == "gelu_pytorch_tanh" else "none")
-        return self.down_proj(gate * self.up_proj(x))
+        return self.down_proj(activate(self.gate_proj(x), self.activation) * self.up_proj(x))
+
+
+# Token-expert pairs one MoE chunk routes at once: its gathered inputs and hidden activations are
+# (pairs, hidden) and (pairs, 2 x expert size), so a long sequence never holds them all.
+MOE_PAIRS = 1 << 14
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Rows ``ends[e - 1] .. ends[e] - 1`` of ``x`` ``(P, in)`` times expert e's ``weight[e]`` ``(out, in)``
+    transposed: one grouped matmul. Where torch's grouped kernel refuses the operands (CUDA's takes bf16 only;
+    rows not 16-byte aligned), one matmul per expert's rows instead: a loop over experts, never over tokens."""
+    try:
+        return F.grouped_mm(x, weight.transpose(-2, -1), offs=ends)
+    except RuntimeError:
+        out, start = x.new_empty(x.shape[0], weight.shape[1]), 0
+        for e, end in enumerate(ends.tolist()):
+            out[start:end] = x[start:end] @ weight[e].T
+            start = end
+        return out
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts MLP (Qwen3-MoE, OLMoE, Mixtral): a router picks each token's ``top_k`` experts
+    from a float32 softmax of its logits (their weights renormalised to sum to 1 where the config says),
+    and every expert's SwiGLU runs on its tokens as one grouped matmul over all experts (``F.grouped_mm``
+    on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
+    ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        moe, C = config.moe, config.hidden_size
+        self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
+        self.gate = nn.Linear(C, moe.experts, bias=False)  # the router
+        self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
+        self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, C = x.shape, x.shape[-1]
+        x = x.reshape(-1, C)  # (N, C)
+        out = torch.empty_like(x)
+        step = max(1, MOE_PAIRS // self.top_k)
+        for start in range(0, x.shape[0], step):
+            out[start : start + step] = self._routed(x[start : start + step])
+        return out.view(shape)
+
+    def _routed(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.gate(x)  # (N, E)
+        weights, experts = torch.topk(torch.softmax(logits.float(), dim=-1), self.top_k, dim=-1)  # (N, k)
+        if self.renormalise:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        pairs = experts.flatten()  # (N * k,): token n's j-th expert at n * k + j
+        order = torch.argsort(pairs, stable=True)
+        tokens = order // self.top_k
+        ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
+        gate, up = grouped_linear(x[tokens], self.gate_up, ends).chunk(2, dim=-1)  # (N * k, I) each
+        y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
+        y = y * weights.to(logits.dtype).flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, tokens, y)
 
 
 class Block(nn.Module):
     """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, moe: bool = False):
         super().__init__()
         self.self_attn = Attention(config)
-        self.mlp = MLP(config)
+        self.mlp = MoE(config) if moe else MLP(config)
+        centred = config.family.centred_norms
         self.norms = nn.ModuleDict(
-            {slot: RMSNorm(config.hidden_size, config.rms_norm_eps) for slot in config.family.norms}
+            {slot: RMSNorm(config.hidden_size, config.rms_norm_eps, centred) for slot in config.family.norms}
         )
+        self.parallel = config.family.parallel
+        self.residual_multiplier = config.residual_multiplier  # Granite's; 1 elsewhere
 
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[slot](x) if slot in self.norms else x
@@ -315,8 +414,14 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
     ) -> torch.Tensor:
-        x = x + self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache))
-        return x + self._norm("mlp_out", self.mlp(self._norm("mlp_in", x)))
+        if self.parallel:  # Cohere: x + attention(norm(x)) + mlp(norm(x))
+            h = self._norm("attn_in", x)
+            return x + self.self_attn(h, layer, tables, cache) + self.mlp(h)
+        x = x + self._scaled(self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache)))
+        return x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
+
+    def _scaled(self, branch: torch.Tensor) -> torch.Tensor:
+        return branch if self.residual_multiplier == 1.0 else branch * self.residual_multiplier
 
 
 class Decoder(nn.Module):
@@ -338,8 +443,9 @@ class Decoder(nn.Module):
         self.source = source
         self.precision = precision
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Block(config) for _ in config.layers)
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        moe = config.moe.layers if config.moe is not None else (False,) * len(config.layers)
+        self.layers = nn.ModuleList(Block(config, sparse) for sparse in moe)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.family.centred_norms)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.embed_scale = config.hidden_size**0.5 if config.family.embed_scale else None
@@ -456,6 +562,8 @@ class Decoder(nn.Module):
         if self.embed_scale is not None:
             # Gemma scales in the activations' dtype (transformers' Gemma3TextScaledWordEmbedding).
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
+        if self.config.embedding_multiplier != 1.0:  # Granite's
+            x = x * self.config.embedding_multiplier
         if cache is None:
             tables = self.rope_tables(input_ids.shape[-1])
         else:

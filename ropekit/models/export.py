@@ -5,12 +5,14 @@ and the ``--hf-overrides`` JSON of vLLM.
 A target gets the plan only where its own code, reading those keys, runs exactly that plan;
 otherwise it is refused with the reason (ropekit's own position methods, a layer mix the family's
 upstream code has no switch for, a rope per layer type where the family has one rope). What each
-family's upstream code can be told is data (``SWITCHES``), read from transformers' modeling files:
+family's upstream code can be told is data (each family record's ``export``, ropekit/models/families.py), read
+from transformers' modeling files:
 
 * ``layer_types`` with one ``sliding_window``: Qwen2/Qwen3 (with ``use_sliding_window``), Gemma 3,
   EXAONE 4; Mistral and Phi-3 apply ``sliding_window`` to every layer or none; Llama has no window.
-* a rope per layer type: Gemma 3 only (v5 nested ``rope_parameters``; v4 ``rope_local_base_freq``,
-  a theta and nothing else, for sliding layers).
+* a rope per layer type: Gemma 3 and OLMo 3 (v5 nested ``rope_parameters``; v4: Gemma 3's
+  ``rope_local_base_freq``, a theta and nothing else, for sliding layers; OLMo 3's sliding layers keep their
+  default rope).
 * NoPE: EXAONE 4's global layers have no rope exactly when ``sliding_window`` is set; no other
   family here can drop a layer's rope.
 
@@ -22,37 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..rope import RopeSpec, get_rope, rope_types
 from ..rope.config import rope_type_aliases
 from .config import ModelConfig, checkpoint_config, plan_config
+from .families import Switches
 
 TARGETS = ("transformers_v4", "transformers_v5", "vllm")
 
 
-@dataclass(frozen=True)
-class Switches:
-    """What a family's upstream code reads from config.json about layers."""
-
-    layer_types: bool = False  # each layer full or sliding, from ``layer_types``
-    uniform_window: bool = False  # ``sliding_window`` on every layer, or ``null`` for none
-    rope_per_type: bool = False  # a rope per layer type
-    nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
-    with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
-
-
-QWEN = Switches(layer_types=True, with_window={"use_sliding_window": True})
-SWITCHES: dict[str, Switches] = {
-    "llama": Switches(),
-    "mistral": Switches(uniform_window=True),
-    "phi3": Switches(uniform_window=True),
-    "qwen2": QWEN,
-    "qwen3": QWEN,
-    "gemma3_text": Switches(layer_types=True, rope_per_type=True),
-    "exaone4": Switches(layer_types=True, nope_global_when_sliding=True),
-}
 # Keys that a target's form replaces: they are dropped from the checkpoint's config before the
 # export's are set, so no stale value disagrees with them.
 ROPE_KEYS = ("rope_scaling", "rope_parameters", "rope_theta", "rope_local_base_freq")
@@ -84,7 +66,7 @@ class Export:
 
 def export_plan(config: ModelConfig) -> Export:
     """What ``config``'s plan (its layers' attention, windows and ropes) is for each target."""
-    switches = SWITCHES[config.model_type]
+    switches = config.family.export
     refused: dict[str, str] = {}
     notes: list[str] = []
     layers = config.layers
@@ -106,15 +88,17 @@ def export_plan(config: ModelConfig) -> Export:
     changes = {}
     if switches.rope_per_type:
         changes["transformers_v5"] = {"rope_parameters": {lt: spec.to_dict() for lt, spec in ropes.items()}}
+        local = config.family.rope.local_theta  # the sliding layers' theta in the v4 form: (its key, its default)
         if sliding_rope is not None and sliding_rope.rope_type != "default":
             refused["transformers_v4"] = (
                 f"the sliding layers' rope is {sliding_rope.rope_type}; in the v4 form {config.model_type} gives "
-                "sliding layers a theta (rope_local_base_freq) and nothing else: use the v5 form"
+                f"sliding layers {f'a theta ({local[0]})' if local and local[0] else 'their default rope'} and "
+                "nothing else: use the v5 form"
             )
         else:
             v4 = _v4(full_rope) if full_rope is not None else {}
-            if sliding_rope is not None:
-                v4["rope_local_base_freq"] = sliding_rope.rope_theta
+            if sliding_rope is not None and local is not None and local[0] is not None:
+                v4[local[0]] = sliding_rope.rope_theta  # Gemma 3's rope_local_base_freq; OLMo 3 has none
             changes["transformers_v4"] = v4
     else:
         changes["transformers_v5"] = {"rope_parameters": one.to_dict()}
@@ -125,6 +109,12 @@ def export_plan(config: ModelConfig) -> Export:
     for target in ("transformers_v4", "transformers_v5"):
         if target in changes:
             changes[target] = {**changes[target], **layer_keys}
+    if "proportional" in {spec.rope_type for spec in ropes.values()} and "transformers_v4" in changes:
+        del changes["transformers_v4"]
+        refused["transformers_v4"] = (
+            "proportional (p-RoPE) exists only in the v5 form, its partial_rotary_factor inside rope_parameters "
+            "(transformers 5): use config.v5.json"
+        )
     for target in ("transformers_v4", "transformers_v5"):  # transformers' config class is the judge
         if target in changes and (why := _read_back(config, changes[target])):
             refused[target] = why
@@ -223,8 +213,11 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
 
 def _layer_keys(config: ModelConfig, switches: Switches, window: int | None) -> dict[str, Any]:
     """``layer_types``, ``sliding_window`` and what a window also needs, as the family reads them."""
-    if switches.uniform_window:
-        return {"sliding_window": window}
+    if switches.uniform_window:  # Qwen3-MoE's window also needs use_sliding_window, set either way
+        return {
+            "sliding_window": window,
+            **{k: v if window is not None else not v for k, v in switches.with_window.items()},
+        }
     if not switches.layer_types:
         return {}
     keys: dict[str, Any] = {"layer_types": [layer.attention for layer in config.layers]}

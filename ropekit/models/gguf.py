@@ -23,9 +23,10 @@ import torch
 
 from ..cache import Notice, atomic_folder, cache_dir, file_sha256
 from ..rope import interleaved_to_half
-from ..rope.config import MODEL_TYPE_ALIASES
+from ..rope.config import canonical_model_type
 from .config import ModelConfig
 from .decoder import norm_weights
+from .families import family_of_gguf
 from .sources import CheckpointError, checkpoint_name
 
 CACHE_FORMAT = "gguf-fp32-v1"
@@ -59,7 +60,7 @@ def gguf_config(reader: Any) -> dict[str, Any]:
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
 
     arch = _field(reader, "general.architecture")
-    model_type = MODEL_TYPE_ALIASES.get(arch, arch)
+    model_type = canonical_model_type(family_of_gguf(arch))
     name = str(_field(reader, "general.name") or "").lower()
     if arch == "llama" and "mistral" in name:
         model_type = "mistral"

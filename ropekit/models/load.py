@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ..rope import interleaved_to_half
+from ..rope.config import rope_from_config
 from .checkpoint import Checkpoint, locate
 from .config import ModelConfig, ModelConfigError, model_config
 from .decoder import Decoder, norm_weights
@@ -146,8 +148,9 @@ def _build(
     with torch.device("meta"):
         model = Decoder(config, tokenizer=tokenizer, source=source, precision=precision)
     norms, state = norm_weights(config), {}
+    to_half = _layout_permutation(config)
     for name, param in model.state_dict().items():
-        tensor = _checked(name, param, config, get, source)
+        tensor = to_half(name, _checked(name, param, config, get, source))
         if name in norms:  # float32, and w -> 1 + w where the family says so (Gemma)
             state[name] = (tensor.float() + config.family.norm_offset).to(device)
         else:
@@ -157,6 +160,41 @@ def _build(
             raise CheckpointError(f"{source}: weight {checkpoint_name(name, config)} holds NaN or inf (corrupted?)")
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)
+
+
+def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) -> torch.Tensor | None:
+    """A layer's experts as one tensor: ``gate_up`` ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows),
+    ``down`` ``(E, C, I)``; None when an expert's tensor is missing."""
+    experts = config.family.experts
+    gate, up, down = experts.projections
+    prefix = f"model.layers.{layer}.{experts.block}.experts"
+    tensors = []
+    for e in range(config.moe.experts):
+        names = (gate, up) if part == "gate_up" else (down,)
+        parts = [get(f"{prefix}.{e}.{n}.weight") for n in names]
+        if any(p is None for p in parts):
+            return None
+        tensors.append(torch.cat(parts) if len(parts) > 1 else parts[0])
+    if len({tuple(t.shape) for t in tensors}) > 1:
+        return None
+    return torch.stack(tensors)
+
+
+def _layout_permutation(config: ModelConfig) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """``(name, tensor) -> tensor``: a family whose checkpoint rotates interleaved pairs (GLM 4, Cohere 2) gets
+    its q/k projection rows (weights and biases) permuted to the decoder's half layout over the checkpoint's
+    rotary channels, every layer alike (q.k is unchanged on a layer without rope); others pass through."""
+    if config.family.rope_layout == "half":
+        return lambda name, tensor: tensor
+    native = [spec.rotary_dim for spec in rope_from_config(config.checkpoint).values() if spec is not None]
+    rotary = native[0] if native else config.head_dim
+    heads = {"q_proj": config.num_attention_heads, "k_proj": config.num_key_value_heads}
+
+    def permuted(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        match = re.fullmatch(r"layers\.\d+\.self_attn\.([qk]_proj)\.(?:weight|bias)", name)
+        return tensor if match is None else interleaved_to_half(tensor, heads[match[1]], rotary)
+
+    return permuted
 
 
 def check_weights(checkpoint: Checkpoint, config: ModelConfig) -> None:
@@ -193,7 +231,11 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 
 
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
-    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections."""
+    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections and stacking a
+    mixture-of-experts layer's experts into one tensor."""
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate_up|down)", name)
+    if match and config.moe is not None:
+        return _stacked_experts(config, get, match[1], match[2])
     tensor = get(checkpoint_name(name, config))
     if tensor is not None or not config.family.fused:
         return tensor

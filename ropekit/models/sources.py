@@ -30,6 +30,12 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
     if match:
         return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
+    experts = config.family.experts
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate\.weight|gate_up|down)", internal)
+    if experts is not None and match:  # the router, or the first of the experts' tensors stacked into one
+        block = f"model.layers.{match[1]}.{experts.block}"
+        names = {"gate.weight": "gate.weight", "gate_up": f"experts.0.{experts.projections[0]}.weight"}
+        return f"{block}.{names.get(match[2], f'experts.0.{experts.projections[2]}.weight')}"
     return f"model.{internal}"
 
 
@@ -54,13 +60,20 @@ def safetensors_files(folder: Path) -> list[Path]:
     return files
 
 
+MULTIMODAL_PREFIXES = (
+    ("model.language_model.", "model."),
+    ("language_model.model.", "model."),
+    ("language_model.lm_head.", "lm_head."),
+)
+
+
 class SafetensorsSource:
     """Tensors of a transformers folder: ``model.safetensors`` or shards with their index."""
 
     def __init__(self, folder: Path):
         from safetensors import SafetensorError, safe_open
 
-        self.handles, self.where = {}, {}
+        self.handles, self.where, self.stored = {}, {}, {}
         for path in safetensors_files(folder):
             name = path.relative_to(folder).as_posix()
             try:
@@ -70,11 +83,18 @@ class SafetensorsSource:
                 raise CheckpointError(f"{path} is truncated or corrupted: {err}") from None
             self.handles[name] = handle
             self.where.update(dict.fromkeys(keys, name))
+        # A multimodal checkpoint (Mistral 3, Gemma 3) keeps its text model under language_model (transformers 5:
+        # model.language_model.*, lm_head.*; 4: language_model.model.*, language_model.lm_head.*): its tensors
+        # answer to the text model's names too.
+        for key in list(self.where):
+            for prefix, text in MULTIMODAL_PREFIXES:
+                if key.startswith(prefix) and (alias := text + key[len(prefix) :]) not in self.where:
+                    self.where[alias], self.stored[alias] = self.where[key], key
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """A tensor's shape, from its file's header alone."""
         file = self.where.get(name)
-        return None if file is None else tuple(self.handles[file].get_slice(name).get_shape())
+        return None if file is None else tuple(self.handles[file].get_slice(self.stored.get(name, name)).get_shape())
 
     def get(self, name: str) -> torch.Tensor | None:
         from safetensors import SafetensorError
@@ -83,7 +103,7 @@ class SafetensorsSource:
         if file is None:
             return None
         try:
-            return self.handles[file].get_tensor(name)
+            return self.handles[file].get_tensor(self.stored.get(name, name))
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"tensor {name} in {file} cannot be read (truncated or corrupted): {err}") from None
 

@@ -152,6 +152,28 @@ class Llama3:
             )
 
 
+@dataclass(frozen=True)
+class Proportional:
+    """p-RoPE (Barbero et al. 2024, arXiv:2410.06205; Gemma 4's global layers): the first
+    ``partial_rotary_factor`` of the head's pairs turn at the whole head's frequencies, the rest not at
+    all; ``factor`` divides every frequency (transformers' ``_compute_proportional_rope_parameters``)."""
+
+    rope_type: ClassVar[str] = "proportional"
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_fields(self, number, "factor")
+
+
+def check_proportional(spec: RopeSpec) -> None:
+    """p-RoPE turns ``int(partial_rotary_factor * head_dim // 2)`` pairs (transformers' rounding): at least one."""
+    if int(spec.partial_rotary_factor * spec.head_dim // 2) < 1:
+        raise RopeConfigError(
+            f"head_dim={spec.head_dim} x partial_rotary_factor={spec.partial_rotary_factor:g} turns no rotary pair; "
+            "proportional needs partial_rotary_factor * head_dim >= 2 (for no rope at all, use a NoPE layer)"
+        )
+
+
 def check_theta_exponent(spec: RopeSpec) -> None:
     """The NTK theta exponent dim / (dim - 2) (dynamic, ntk, ntk_by_parts) needs a rotary dim > 2."""
     if spec.rotary_dim < 4:
@@ -173,8 +195,8 @@ def check_longrope(spec: RopeSpec) -> None:
 
 
 # Keys that may sit beside the type-specific ones in a model's rope dict (v5 keeps them inside);
-# log_n is ropekit's own (see RopeSpec).
-_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor", "log_n")
+# log_n is ropekit's own, llama_4_scaling_beta Ministral 3's (see RopeSpec).
+_GEOMETRY_KEYS = ("rope_theta", "partial_rotary_factor", "log_n", "llama_4_scaling_beta")
 
 
 def is_rope_params(value: Any) -> bool:
@@ -226,6 +248,9 @@ class RopeSpec:
     query at position i is multiplied by ``max(1, log(i + 1) / log(log_n))``. Given as true (the
     rope's trained length, :attr:`original_length`), false, or the length L itself (an integer >= 2);
     kept as that integer or None.
+
+    ``llama_4_scaling_beta`` (Ministral 3's rope dict): the query at position i is also multiplied by
+    ``1 + beta * log(1 + floor(i / original_length))`` (transformers' ``get_llama_4_attn_scale``).
     """
 
     scaling: Any  # an instance of the rope type's parameter class (Default, Yarn, ...)
@@ -234,6 +259,7 @@ class RopeSpec:
     max_position_embeddings: int
     partial_rotary_factor: float = 1.0
     log_n: int | None = None
+    llama_4_scaling_beta: float | None = None
     rotary_dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -243,18 +269,18 @@ class RopeSpec:
         if prf > 1.0:
             raise RopeConfigError(f"partial_rotary_factor={prf!r} is not allowed; expected 0 < value <= 1")
         set_field(self, "partial_rotary_factor", prf)
-        rotary_dim = int(self.head_dim * prf)  # transformers' rounding
-        if rotary_dim < 2 or rotary_dim % 2:  # rotated in pairs
-            raise RopeConfigError(
-                f"head_dim={self.head_dim} x partial_rotary_factor={prf:g} gives rotary dim "
-                f"{rotary_dim}; expected an even number >= 2"
-            )
-        set_field(self, "rotary_dim", rotary_dim)
         record = _record(self.scaling.rope_type)
+        # p-RoPE (a whole_head type) rotates every channel, its pairs past the factor at frequency 0.
+        rotary_dim = self.head_dim if record.whole_head else int(self.head_dim * prf)  # transformers' rounding
+        if rotary_dim < 2 or rotary_dim % 2:  # rotated in pairs
+            what = "head_dim" if record.whole_head else f"head_dim={self.head_dim} x partial_rotary_factor={prf:g}"
+            raise RopeConfigError(f"{what} gives rotary dim {rotary_dim}; expected an even number >= 2")
+        set_field(self, "rotary_dim", rotary_dim)
         if record.check is not None:
             record.check(self)
         set_field(self, "scaling", _with_length(self.scaling, self.max_position_embeddings))
         set_field(self, "log_n", self._log_n(self.log_n))
+        check_fields(self, number, "llama_4_scaling_beta", optional=True, strict=False)
 
     def _log_n(self, value: Any) -> int | None:
         """log_n as the length its factor divides by (true: the trained length), or None."""
@@ -286,6 +312,8 @@ class RopeSpec:
             out["partial_rotary_factor"] = self.partial_rotary_factor
         if self.log_n is not None:
             out["log_n"] = self.log_n
+        if self.llama_4_scaling_beta is not None:
+            out["llama_4_scaling_beta"] = self.llama_4_scaling_beta
         return {**out, **params_dict(self.scaling)}
 
     def to_record(self) -> dict[str, Any]:
@@ -372,6 +400,7 @@ def parse_rope(
             max_position_embeddings=max_position_embeddings,
             partial_rotary_factor=rope.get("partial_rotary_factor", partial_rotary_factor),
             log_n=rope.get("log_n"),
+            llama_4_scaling_beta=rope.get("llama_4_scaling_beta"),
         )
     except RopeConfigError as err:
         raise RopeConfigError(f"{where} (rope_type {scaling.rope_type!r}): {err}") from None
@@ -379,29 +408,75 @@ def parse_rope(
 
 # --- whole model configs ----------------------------------------------------------------------
 
-# Model-type facts that decide which rope each layer type gets. Plain data, one entry a fact.
-# transformers' model types under another name (Gemma 3's multimodal config holds a gemma3_text).
-MODEL_TYPE_ALIASES = {"gemma3": "gemma3_text"}
-# Gemma 3: sliding layers use rope_local_base_freq (default 1e4), global ones rope_theta (1e6);
-# a flat (legacy) rope_scaling applies to global layers only (transformers Gemma3TextConfig).
-_LOCAL_THETA = {"gemma3_text": ("rope_local_base_freq", 10_000.0)}
-_DEFAULT_THETA = {"gemma3_text": 1_000_000.0}
-_FLAT_ROPE_LAYER_TYPES = {"gemma3_text": ("full_attention",)}
-# EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
-_NOPE_GLOBAL_WHEN_SLIDING = {"exaone4"}
-# Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
-_TYPE_ALIASES = {"phi3": {"su": "longrope", "yarn": "longrope"}}
+
+@dataclass(frozen=True)
+class ModelRope:
+    """What a model type's config.json means for its rope, as transformers' config class for that type
+    reads it: the rope part of a family's record (``ropekit/models/families.py``, where each family is one
+    record and registers this part here; ARCHITECTURE.md, "A model family"). Plain data, one field a fact.
+
+    ``default_theta``: rope_theta when the config has none. ``local_theta``: the sliding layers' theta as
+    (its config key or None, its default), None when they share rope_theta (Gemma 3: rope_local_base_freq).
+    ``flat_layer_types``: the layer types a flat (legacy) rope dict applies to (Gemma 3: global layers
+    only). ``nope_global_when_sliding``: global layers have no rope when a window is set (EXAONE 4);
+    ``nope_global``: never (Cohere 2, whose rope turns on sliding layers only).
+    ``type_aliases``: rope types the config reads as others (Phi-3: su and yarn are longrope).
+    ``aliases``: model types read as this one (Gemma 3's multimodal config holds a gemma3_text).
+    ``echoed_keys``: top-level config keys the family's rope dict repeats, which transformers skips when it
+    validates (Ministral 3's ``max_position_embeddings``): accepted there only when equal to the config's.
+    """
+
+    name: str
+    default_theta: float = 10_000.0
+    local_theta: tuple[str | None, float] | None = None
+    flat_layer_types: tuple[str, ...] = LAYER_TYPES
+    nope_global_when_sliding: bool = False
+    nope_global: bool = False
+    type_aliases: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    echoed_keys: tuple[str, ...] = ()
+
+
+_MODEL_ROPES: dict[str, ModelRope] = {}
+_FAMILIES_MODULE = "ropekit.models.families"  # registers ropekit's families' ModelRope on import
+
+
+def register_model_rope(facts: ModelRope) -> None:
+    """Record a family's rope facts (its record in ``ropekit/models/families.py`` calls this)."""
+    _MODEL_ROPES[facts.name] = facts
+
+
+def model_rope(model_type: str | None) -> ModelRope:
+    """The rope facts of a model type (after :func:`canonical_model_type`); a type no family names
+    reads as transformers' generic config does."""
+    _load_families()
+    return _MODEL_ROPES.get(model_type) or ModelRope(str(model_type))
+
+
+def canonical_model_type(model_type: Any) -> Any:
+    """The model type a family knows ``model_type`` by (``gemma3`` is ``gemma3_text``)."""
+    _load_families()
+    return next((f.name for f in _MODEL_ROPES.values() if model_type in f.aliases), model_type)
+
+
+def _load_families() -> None:
+    """The families register their rope facts as a plugin registers a rope type: rope/ names none of
+    them, and imports their module (torch-free plain data) by name, as plugins are found."""
+    if not _MODEL_ROPES:
+        import importlib
+
+        importlib.import_module(_FAMILIES_MODULE)
 
 
 def rope_type_aliases(model_type: str | None) -> Mapping[str, str]:
     """The rope types a model type's config reads as others (Phi-3: ``yarn`` is ``longrope``)."""
-    return _TYPE_ALIASES.get(model_type, {})
+    return model_rope(model_type).type_aliases
 
 
 def flat_rope_layer_types(model_type: str | None) -> tuple[str, ...]:
     """The layer types a flat rope dict in a config.json applies to, as transformers reads it
     (``model_type`` as :func:`load_config_dict` gives it)."""
-    return _FLAT_ROPE_LAYER_TYPES.get(model_type, LAYER_TYPES)
+    return model_rope(model_type).flat_layer_types
 
 
 def split_layer_types(rope: Mapping[str, Any], where: str) -> dict[str, Any] | None:
@@ -443,8 +518,8 @@ def load_config_dict(config: Any) -> dict[str, Any]:
     text = config.get("text_config")
     if isinstance(text, Mapping):
         config = {**text, "model_type": text.get("model_type", config.get("model_type"))}
-    if config.get("model_type") in MODEL_TYPE_ALIASES:
-        config["model_type"] = MODEL_TYPE_ALIASES[config["model_type"]]
+    if "model_type" in config:
+        config["model_type"] = canonical_model_type(config["model_type"])
     return config
 
 
@@ -466,7 +541,7 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
     """The rope of each layer type (``full_attention``, ``sliding_attention``) of a model config;
     ``None`` marks a layer type without rope (NoPE)."""
     cfg = load_config_dict(config)
-    model_type = cfg.get("model_type", "")
+    facts = model_rope(cfg.get("model_type"))
     for key in ("max_position_embeddings",):
         if key not in cfg:
             raise RopeConfigError(f"model config: required key {key!r} is missing")
@@ -475,9 +550,9 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
         "head_dim": head_dim,
         "max_position_embeddings": cfg["max_position_embeddings"],
         "partial_rotary_factor": cfg.get("partial_rotary_factor") or 1.0,
-        "type_aliases": _TYPE_ALIASES.get(model_type),
+        "type_aliases": facts.type_aliases,
     }
-    theta = cfg.get("rope_theta", _DEFAULT_THETA.get(model_type, 10_000.0))
+    theta = cfg.get("rope_theta", facts.default_theta)
     params = cfg.get("rope_parameters")
     legacy = cfg.get("rope_scaling")
     if params and legacy and params != legacy:
@@ -488,6 +563,12 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
 
     def flat(rope: Mapping[str, Any] | None, where: str, rope_theta: float) -> RopeSpec:
         rope = dict(rope or {})
+        for key in facts.echoed_keys:
+            if key in rope and (value := rope.pop(key)) != cfg.get(key):
+                raise RopeConfigError(
+                    f"model config: {where} sets {key}={value!r} but the config has {key}={cfg.get(key)!r}; "
+                    "they must agree"
+                )
         # Phi-3 keeps the pretraining length at top level, and transformers gives it priority.
         if "original_max_position_embeddings" in cfg and rope.get("rope_type", rope.get("type")) in (
             "yarn",
@@ -509,15 +590,13 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
             else flat(nested.get(lt, first), f"rope_parameters[{lt!r}]", theta)
             for lt in LAYER_TYPES
         }
-    elif model_type in _LOCAL_THETA:
-        key, local_default = _LOCAL_THETA[model_type]
-        specs = {
-            "full_attention": flat(params, "rope_scaling", theta),
-            "sliding_attention": flat({}, key, cfg.get(key, local_default)),
-        }
     else:
-        spec = flat(params, "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling", theta)
-        specs = dict.fromkeys(LAYER_TYPES, spec)
-    if model_type in _NOPE_GLOBAL_WHEN_SLIDING and cfg.get("sliding_window"):
+        where = "rope_parameters" if cfg.get("rope_parameters") else "rope_scaling"
+        specs = {lt: flat(params if lt in facts.flat_layer_types else {}, where, theta) for lt in LAYER_TYPES}
+        if facts.local_theta is not None:
+            key, local_default = facts.local_theta
+            theta = local_default if key is None else cfg.get(key, local_default)
+            specs["sliding_attention"] = flat({}, key or "sliding_attention", theta)
+    if facts.nope_global or (facts.nope_global_when_sliding and cfg.get("sliding_window")):
         specs["full_attention"] = None
     return specs

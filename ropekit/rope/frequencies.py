@@ -155,6 +155,17 @@ def llama3(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
     return torch.where(is_medium, smoothed, scaled), 1.0
 
 
+def proportional(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
+    """p-RoPE (Barbero et al. 2024, arXiv:2410.06205; Gemma 4): the first
+    ``int(partial_rotary_factor * head_dim // 2)`` pairs turn at theta ** (-2i / head_dim), the other
+    pairs of the head get frequency 0 (cos 1, sin 0: not rotated); every frequency is divided by factor."""
+    head_dim = spec.head_dim
+    turning = int(spec.partial_rotary_factor * head_dim // 2)
+    exponents = torch.arange(0, 2 * turning, 2, dtype=torch.int64).to(torch.float32) / head_dim
+    inv_freq = torch.cat((1.0 / (spec.rope_theta**exponents), torch.zeros(head_dim // 2 - turning)))
+    return inv_freq / spec.scaling.factor, 1.0
+
+
 def spec_frequencies(spec: RopeSpec, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """(inv_freq, attention_scale) of a parsed spec at the evaluated length ``seq_len``."""
     if seq_len is not None and not is_count(seq_len):

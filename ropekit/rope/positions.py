@@ -162,7 +162,12 @@ class NopeTemperature:
 def query_scale(spec: RopeSpec, length: int) -> torch.Tensor | None:
     """The factor each query of a layer with this rope is multiplied by (float32 ``[length]``), or
     None when the spec scales nothing."""
-    return None if spec.log_n is None else log_n_scale(spec.log_n, length)
+    scale = None if spec.log_n is None else log_n_scale(spec.log_n, length)
+    if spec.llama_4_scaling_beta is not None:  # Ministral 3: transformers' get_llama_4_attn_scale
+        positions = torch.arange(length)
+        beta = 1 + spec.llama_4_scaling_beta * torch.log(1 + torch.floor(positions / spec.original_length))
+        scale = beta if scale is None else scale * beta
+    return scale
 
 
 def position_key(spec: RopeSpec) -> tuple | None:
@@ -170,9 +175,9 @@ def position_key(spec: RopeSpec) -> tuple | None:
     type's parameters for an attention-level type, its log-n length): passes of two ropes are shared
     only when this is equal too (ropekit/eval/perplexity.py). None for a frequency-only spec."""
     attention = get_rope(spec.rope_type).attention is not None
-    if not attention and spec.log_n is None:
+    if not attention and spec.log_n is None and spec.llama_4_scaling_beta is None:
         return None
-    return (spec.rope_type, spec.scaling if attention else None, spec.log_n)
+    return (spec.rope_type, spec.scaling if attention else None, spec.log_n, spec.llama_4_scaling_beta)
 
 
 def describe_positions(spec: RopeSpec) -> str | None:
@@ -189,6 +194,9 @@ def describe_positions(spec: RopeSpec) -> str | None:
         parts.append(f"relative position i - j >= {w} read as (i // {g} + {w - w // g}) - j // {g}")
     if spec.log_n is not None:
         parts.append(f"query i scaled by max(1, log(i + 1) / log {spec.log_n})")
+    if spec.llama_4_scaling_beta is not None:
+        beta, length = spec.llama_4_scaling_beta, spec.original_length
+        parts.append(f"query i scaled by 1 + {beta:g} log(1 + floor(i / {length}))")
     if not parts:
         return None
     return "in attention: " + "; ".join(parts) + " (the frequencies shown are the ones it rotates by)"

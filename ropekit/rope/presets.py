@@ -69,6 +69,15 @@ def yarn_preset(spec: RopeSpec, factor: float | None) -> dict[str, Any]:
     }
 
 
+def proportional_preset(spec: RopeSpec, factor: float | None) -> dict[str, Any]:
+    """p-RoPE over the rope's pairs (its partial_rotary_factor, 1 for a full rope), every frequency divided
+    by the factor (1 when not given: p-RoPE itself stretches nothing)."""
+    rope: dict[str, Any] = {"rope_type": "proportional", "factor": 1.0 if factor is None else factor}
+    if spec.partial_rotary_factor != 1.0:
+        rope["partial_rotary_factor"] = spec.partial_rotary_factor
+    return rope
+
+
 def llama3_preset(spec: RopeSpec, factor: float | None) -> dict[str, Any]:
     """Llama 3.1's bands (low_freq_factor 1, high_freq_factor 4)."""
     return {

@@ -47,6 +47,9 @@ class RopeType:
     length (:class:`ropekit.rope.positions.FarPositions`: a window, and the positions queries and keys
     are rotated at when they are at least that far apart); None for a frequency-only type.
     ``upstream``: transformers has the type too, so ``ropekit export`` may write it into a config.
+    ``whole_head``: the type rotates the whole head and its ``partial_rotary_factor`` says which pairs
+    turn (the rest get frequency 0: Gemma 4's p-RoPE, ``proportional``), instead of which channels are
+    rotated at all (``rotary_dim = head_dim * partial_rotary_factor``, the others left as they are).
     """
 
     name: str
@@ -57,6 +60,7 @@ class RopeType:
     arguments: ArgumentsFn | None = None
     attention: AttentionFn | None = None
     upstream: bool = False  # transformers' ROPE_INIT_FUNCTIONS has it: configs outside ropekit may carry it
+    whole_head: bool = False  # partial_rotary_factor zeroes frequencies over the whole head (p-RoPE)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():

@@ -24,6 +24,7 @@ PER_TYPE = {
     "sliding_attention": {"rope_type": "linear", "factor": 2.0},
 }
 
+P_ROPE = {"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0}  # Gemma 4's global rope, stretched
 BOTH_YARN = {lt: {"rope_type": "yarn", "factor": 2.0} for lt in ("full_attention", "sliding_attention")}
 
 
@@ -53,6 +54,7 @@ def ids(vocab: int) -> torch.Tensor:
         ("llama", "yarn:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("llama", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("llama", "dynamic:2", "native", ("transformers_v4", "transformers_v5")),
+        ("llama", P_ROPE, "native", ("transformers_v5",)),
         ("qwen3", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
         ("qwen3", "llama3:4", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
         ("mistral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
@@ -62,6 +64,14 @@ def ids(vocab: int) -> torch.Tensor:
         ("gemma3", PER_TYPE, "native", ("transformers_v5",)),
         ("exaone4", "native", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
         ("exaone4", "yarn:2", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
+        ("gemma2", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("olmo3", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("olmo3", PER_TYPE, "GGLL@24", ("transformers_v5",)),
+        ("cohere2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("granite", "yarn:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("glm4", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("qwen3_moe", "yarn:2", "99@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("mixtral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):

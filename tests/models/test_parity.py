@@ -46,12 +46,20 @@ def test_family_in_bf16_matches_transformers_in_bf16(family, tmp_path):
     nats on average and at most 0.054, mean NLL within 0.02 %, and each side 0.005-0.010 nats from
     fp32. The tolerances (0.02 and 0.1 nats per token, 0.1 % on the mean, ropekit's error at most
     1.5x transformers') leave 2x headroom; a rope table computed in bf16 breaks them (0.04-0.05 nats,
-    up to 0.9). A norm or softmax in bf16 would not: test_precision checks those dtypes directly."""
+    up to 0.9). A norm or softmax in bf16 would not: test_precision checks those dtypes directly.
+    Mixtures of experts route each token to its top 2 of 4 experts: where two router probabilities
+    nearly tie, bf16 rounding on either side picks another expert, and that token's NLL moves by up to
+    0.68 nats (Mixtral; OLMoE 0.34, Qwen3-MoE 0.08), 0.007-0.021 on average; each side is 0.007-0.035
+    from fp32. Their bounds: 0.05 on average and 1.0 at worst, with the same 0.1 % on the mean and
+    1.5x of transformers' own distance from fp32, which is what says ropekit rounds no worse."""
     hf = make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
     model = ropekit.load_model(tmp_path, dtype="bfloat16")
     ids = random_ids(model.config.vocab_size)
     ours = ropekit.token_nll(model, ids)
-    assert_bf16_nll_close(ours, hf_token_nll(in_bf16(hf), ids), hf_token_nll(hf, ids), token_mean=0.02, token_max=0.1)
+    token_mean, token_max = (0.05, 1.0) if model.config.moe is not None else (0.02, 0.1)
+    assert_bf16_nll_close(
+        ours, hf_token_nll(in_bf16(hf), ids), hf_token_nll(hf, ids), token_mean=token_mean, token_max=token_max
+    )
 
 
 @pytest.mark.parametrize("rope_type", ["linear", "dynamic", "yarn", "longrope", "llama3"])

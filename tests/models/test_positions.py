@@ -325,9 +325,9 @@ def test_the_lean_attention_never_holds_t_by_t_scores(tmp_path, monkeypatch):
     shapes = []
     real = decoder._grouped_scores
 
-    def recording(q, k, scale):
+    def recording(q, k, scale, softcap=None):
         shapes.append((q.shape[-2], k.shape[-2]))
-        return real(q, k, scale)
+        return real(q, k, scale, softcap)
 
     monkeypatch.setattr(decoder, "_grouped_scores", recording)
     blocked = ropekit.token_nll(model, ids)

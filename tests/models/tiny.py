@@ -43,6 +43,53 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "rope_theta": 1000000.0,
     },
     "exaone4": {"model_type": "exaone4", "sliding_window": 40, "layer_types": LLLG},
+    "gemma2": {
+        "model_type": "gemma2",
+        "head_dim": 32,
+        "query_pre_attn_scalar": 24,
+        "sliding_window": 40,
+        "attn_logit_softcapping": 2.0,  # low enough that the cap bends these random weights' scores
+        "final_logit_softcapping": 3.0,
+    },
+    "granite": {
+        "model_type": "granite",
+        "embedding_multiplier": 2.0,
+        "attention_multiplier": 0.15,
+        "residual_multiplier": 0.5,
+        "logits_scaling": 0.5,
+    },
+    "glm4": {"model_type": "glm4", "partial_rotary_factor": 0.5, "attention_bias": True},
+    # Mixtures of experts: 4 experts, 2 a token; Qwen3-MoE with a dense MLP on layer 1 (mlp_only_layers).
+    "qwen3_moe": {
+        "model_type": "qwen3_moe",
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "norm_topk_prob": True,
+        "mlp_only_layers": [1],
+    },
+    "olmoe": {"model_type": "olmoe", "num_experts": 4, "num_experts_per_tok": 2},
+    "mixtral": {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 48},
+    "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
+    # Ministral 3's own rope (yarn with Llama 4's query scaling), trained at 64 tokens so that the scaling
+    # grows within the tests' sequences.
+    "ministral3": {
+        "model_type": "ministral3",
+        "sliding_window": 48,
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "rope_theta": 1000000.0,
+            "factor": 4.0,
+            "original_max_position_embeddings": 64,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "llama_4_scaling_beta": 0.1,
+        },
+    },
+    # NoPE on layer 3 (no_rope_layer_interval 4), a window on the NoPE layers only (use_sliding_window).
+    "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
+    "olmo2": {"model_type": "olmo2"},
+    "olmo3": {"model_type": "olmo3", "sliding_window": 40, "rope_theta": 500000.0},
 }
 
 

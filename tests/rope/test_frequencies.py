@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ropekit import rope_frequencies
+from ropekit import RopeConfigError, rope_frequencies
 from ropekit.rope import parse_rope, spec_frequencies, yarn_ramp_bounds
 from tests.oracle import hf_frequencies
 
@@ -129,6 +129,38 @@ def test_llama3_matches_transformers(geo, factor, data):
         "original_max_position_embeddings": original,
     }
     check_parity(rope, geo, data.draw(seq_lens(original)))
+
+
+@EXAMPLES
+@given(geo=geometry(), data=st.data())
+def test_proportional_matches_transformers(geo, data):
+    # p-RoPE reads partial_rotary_factor inside its dict and always returns head_dim // 2 frequencies.
+    prf = data.draw(st.sampled_from([1.0, 0.5, 0.25, 0.125]) | st.floats(4 / geo["head_dim"], 1.0))
+    rope = {"rope_type": "proportional", "partial_rotary_factor": prf}
+    if data.draw(st.booleans()):
+        rope["factor"] = data.draw(factors)
+    geo = {**geo, "partial_rotary_factor": 1.0}
+    seq_len = data.draw(seq_lens(geo["max_position_embeddings"]))
+    ours, our_scale = rope_frequencies(rope, seq_len=seq_len, **geo)
+    theirs, their_scale = hf_frequencies(rope, seq_len=seq_len, **geo)
+    assert ours.shape == (geo["head_dim"] // 2,)
+    torch.testing.assert_close(ours, theirs.float(), rtol=RTOL, atol=0)
+    assert our_scale == float(their_scale) == 1.0
+
+
+def test_proportional_turns_the_first_pairs_at_the_whole_heads_frequencies():
+    full = freqs(None)[0]
+    quarter = freqs({"rope_type": "proportional", "partial_rotary_factor": 0.25})[0]
+    torch.testing.assert_close(quarter[:8], full[:8], rtol=0, atol=0)
+    assert torch.all(quarter[8:] == 0)
+    torch.testing.assert_close(freqs({"rope_type": "proportional"})[0], full, rtol=0, atol=0)
+    halved = freqs({"rope_type": "proportional", "partial_rotary_factor": 0.25, "factor": 2.0})[0]
+    torch.testing.assert_close(halved, quarter / 2, rtol=0, atol=0)
+
+
+def test_proportional_that_turns_nothing_is_refused():
+    with pytest.raises(RopeConfigError, match="turns no rotary pair"):
+        freqs({"rope_type": "proportional", "partial_rotary_factor": 0.01})
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -260,3 +292,15 @@ def test_spec_frequencies_rejects_bad_seq_len():
     for bad in (0, -5, 2.5, True):
         with pytest.raises(ValueError, match="seq_len"):
             spec_frequencies(spec, bad)
+
+
+def test_inspect_table_of_proportional_shows_its_still_pairs():
+    """``ropekit inspect``'s table: p-RoPE's turning pairs at scale 1 against the plain rope of the whole
+    head, the others at frequency 0 with an infinite wavelength and no rotations."""
+    from ropekit.rope.table import frequency_table
+
+    spec = parse_rope({"rope_type": "proportional", "partial_rotary_factor": 0.25}, **GEO)
+    table = frequency_table({"p": spec})
+    assert len(table) == GEO["head_dim"] // 2
+    assert (table["scale"][:8] == 1.0).all() and (table["wavelength"][8:] == math.inf).all()
+    assert (table["rotations"][8:] == 0).all()

@@ -172,3 +172,12 @@ def test_a_type_reads_its_own_preset_arguments(scratch_registry):
         parse_preset("grouped_test:8")
     with pytest.raises(RopeConfigError, match=r"'x' is not understood; expected a number"):
         parse_preset("linear:x")
+
+
+def test_upstream_types_are_transformers_rope_init_functions():
+    """The records marked upstream are transformers' ROPE_INIT_FUNCTIONS (which leaves default out), so
+    export writes exactly the types transformers can read."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    upstream = {name for name, record in rope_types().items() if record.upstream}
+    assert upstream == {"default", *ROPE_INIT_FUNCTIONS}

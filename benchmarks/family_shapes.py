@@ -1,0 +1,137 @@
+"""ropekit against transformers on random-weight models of the newer families' shapes (issue 29): a
+SmolLM3-like decoder (NoPE on every 4th layer) and a Qwen3-MoE-like mixture of experts, both small.
+
+Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
+(shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
+``token_nll`` against transformers' ``forward(labels=...)`` (sdpa attention, eager experts) on the same
+random tokens, in float32 on ``--threads`` threads. Rows print as Markdown, with the mean NLL of each side.
+
+    .venv/bin/python benchmarks/family_shapes.py --lengths 2048 4096 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COMMON = {
+    "vocab_size": 49152,
+    "hidden_size": 512,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": True,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+SHAPES = {
+    # SmolLM3-3B's layout at a small size: NoPE every 4th layer (no_rope_layer_interval), theta 2e6.
+    "smollm3-small": {"model_type": "smollm3", "intermediate_size": 1536, **COMMON},
+    # Qwen3-30B-A3B's layout at a small size: 16 experts, 4 a token, q/k norms.
+    "qwen3-moe-small": {
+        "model_type": "qwen3_moe",
+        "intermediate_size": 1536,
+        "moe_intermediate_size": 256,
+        "num_experts": 16,
+        "num_experts_per_tok": 4,
+        "norm_topk_prob": True,
+        **COMMON,
+    },
+}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def write_checkpoint(folder: Path, shape: dict) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = dict(shape)
+    torch.manual_seed(0)
+    hf_config = AutoConfig.for_model(config.pop("model_type"), **config)
+    AutoModelForCausalLM.from_config(hf_config).float().save_pretrained(folder)
+
+
+def child(impl: str, folder: str, length: int, vocab: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    ids = torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(1))
+    if impl == "ropekit":
+        import ropekit
+
+        model = ropekit.load_model(folder, dtype="float32")
+        start = time.perf_counter()
+        mean = float(ropekit.token_nll(model, ids).double().mean())
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            mean = float(model(ids[None], labels=ids[None]).loss)
+    return {"seconds": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb(), "mean_nll": mean}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        impl, folder, length, vocab = args.child
+        print(json.dumps(child(impl, folder, int(length), int(vocab), args.threads)))
+        return
+    print(
+        "| shape | tokens | ropekit tok/s | transformers tok/s | speed ratio | ropekit peak RSS | "
+        "transformers peak RSS | mean NLL ropekit / transformers |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.shapes:
+            folder = Path(tmp) / name
+            write_checkpoint(folder, SHAPES[name])
+            for length in args.lengths:
+                runs: dict[str, list[dict]] = {"ropekit": [], "transformers": []}
+                for _ in range(args.repeats):
+                    for impl in runs:  # alternating, each in a fresh process
+                        cmd = [
+                            sys.executable,
+                            __file__,
+                            "--threads",
+                            str(args.threads),
+                            "--child",
+                            impl,
+                            str(folder),
+                            str(length),
+                            str(SHAPES[name]["vocab_size"]),
+                        ]
+                        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                        runs[impl].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                rate = {k: length / statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+                rss = {k: max(r["peak_rss_gb"] for r in v) for k, v in runs.items()}
+                nll = {k: v[0]["mean_nll"] for k, v in runs.items()}
+                print(
+                    f"| {name} | {length} | {rate['ropekit']:.0f} | {rate['transformers']:.0f} | "
+                    f"{rate['ropekit'] / rate['transformers']:.2f}x | {rss['ropekit']:.2f} GB | "
+                    f"{rss['transformers']:.2f} GB | {nll['ropekit']:.4f} / {nll['transformers']:.4f} |"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The model families ropekit runs: one record each, the one home of everything ropekit knows about a family.
+
+A family record says how one transformers ``model_type`` maps onto the shared decoder
+(ropekit/models/decoder.py: which norms sit where, q/k norms, embedding scale, biases, fused
+projections), what its config.json means for the rope of each layer type (a
+:class:`ropekit.rope.config.ModelRope`, registered with the rope layer, which reads configs alone),
+which layers it runs without rope, what its upstream code can be told about layers (``ropekit
+export``), and the GGUF architecture llama.cpp writes for it. Numbers (sizes, eps, activation,
+windows, soft-capping) come from the checkpoint's config, with missing ones filled by transformers'
+config class for that model type, so defaults are upstream's. A new family is one more record here
+(ARCHITECTURE.md, "A model family"), proven against transformers' forward in tests/models/.
+
+This module is plain data and imports no torch: the rope layer imports it by name to find the
+families' rope facts, as the registries find plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..rope.config import ModelRope, register_model_rope
+
+PRE_NORM = {"attn_in": "input_layernorm", "mlp_in": "post_attention_layernorm"}
+# OLMo 2 / EXAONE 4: the norms sit after attention and after the MLP, inside the residual, not before.
+POST_NORM = {"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm"}
+
+
+@dataclass(frozen=True)
+class Switches:
+    """What a family's upstream code reads from config.json about layers (``ropekit export``)."""
+
+    layer_types: bool = False  # each layer full or sliding, from ``layer_types``
+    uniform_window: bool = False  # ``sliding_window`` on every layer, or ``null`` for none
+    rope_per_type: bool = False  # a rope per layer type
+    nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
+    with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
+
+
+@dataclass(frozen=True)
+class Experts:
+    """Where a mixture-of-experts family keeps its router and experts, and which config keys size them.
+
+    The router is ``model.layers.N.{block}.gate.weight``; expert e's projections are
+    ``model.layers.N.{block}.experts.{e}.{gate|up|down}.weight`` under the names ``projections`` gives them.
+    ``renormalise``: the top-k weights are renormalised to sum to 1 always (True), or as the config's
+    ``norm_topk_prob`` says (None). ``dense_layers``: the config keys of layers with a plain MLP instead
+    (Qwen3-MoE's ``mlp_only_layers`` and ``decoder_sparse_step``).
+    """
+
+    block: str = "mlp"
+    projections: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
+    count: str = "num_experts"
+    size: str = "moe_intermediate_size"
+    renormalise: bool | None = None
+    dense_layers: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a checkpoint family maps onto the shared decoder.
+
+    ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``, ``mlp_out``)
+    to the checkpoint's per-layer norm names; absent slots have no norm. ``qk_norm``: an RMSNorm on q
+    and k before the rope, over each head (``"head"``: Qwen3, Gemma 3, EXAONE 4) or over all heads at
+    once (``"all"``: OLMo 2 and 3), or none. ``nope_layers``: the config key listing, per layer, 1 for
+    a layer with rope and 0 for one without (SmolLM3's ``no_rope_layers``).
+    """
+
+    name: str
+    norms: Mapping[str, str]
+    rope: ModelRope = None  # type: ignore[assignment]  # filled from the name when not given
+    norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
+    qk_norm: str | None = None
+    embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
+    qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
+    o_bias: bool = True  # o_proj takes the config's attention_bias too (GLM 4's never has one)
+    fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
+    nope_layers: str | None = None
+    export: Switches = field(default_factory=Switches)
+    # general.architecture of llama.cpp's GGUF files of this family, where transformers' GGUF key table and the
+    # gguf package's tensor names both have it (ropekit/models/gguf.py reads through them)
+    gguf: tuple[str, ...] = ()
+    # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
+    # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
+    rope_layout: str = "half"
+    experts: Experts | None = None  # a mixture-of-experts MLP (decoder.MoE) in place of the dense one
+    centred_norms: bool = False  # LayerNorm without bias (x - mean over the variance), not RMSNorm (Cohere)
+    parallel: bool = False  # attention and MLP both read the same normed input, summed into one residual
+
+    def __post_init__(self) -> None:
+        if self.rope is None:
+            object.__setattr__(self, "rope", ModelRope(self.name))
+        if self.qk_norm not in (None, "head", "all"):
+            raise ValueError(f"family {self.name!r}: qk_norm={self.qk_norm!r}; expected None, 'head' or 'all'")
+
+
+def _like(family: Family, name: str, **changes: Any) -> Family:
+    """Another family that differs from ``family`` only in ``changes`` (its rope facts renamed with it)."""
+    rope = changes.pop("rope", dataclasses.replace(family.rope, name=name, aliases=()))
+    return dataclasses.replace(family, name=name, rope=rope, gguf=changes.pop("gguf", ()), **changes)
+
+
+QWEN = Switches(layer_types=True, with_window={"use_sliding_window": True})
+LLAMA = Family("llama", PRE_NORM, gguf=("llama",))
+GEMMA3 = Family(
+    "gemma3_text",
+    {
+        "attn_in": "input_layernorm",
+        "attn_out": "post_attention_layernorm",
+        "mlp_in": "pre_feedforward_layernorm",
+        "mlp_out": "post_feedforward_layernorm",
+    },
+    # sliding layers use rope_local_base_freq (1e4), global ones rope_theta (1e6); a flat (legacy)
+    # rope_scaling applies to global layers only (transformers' Gemma3TextConfig)
+    rope=ModelRope(
+        "gemma3_text",
+        default_theta=1_000_000.0,
+        local_theta=("rope_local_base_freq", 10_000.0),
+        flat_layer_types=("full_attention",),
+        aliases=("gemma3",),
+    ),
+    norm_offset=1.0,
+    qk_norm="head",
+    embed_scale=True,
+    export=Switches(layer_types=True, rope_per_type=True),
+    gguf=("gemma3",),
+)
+OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all")
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        LLAMA,
+        _like(LLAMA, "mistral", export=Switches(uniform_window=True)),
+        _like(LLAMA, "qwen2", qkv_bias=True, export=QWEN, gguf=("qwen2",)),
+        _like(LLAMA, "qwen3", qk_norm="head", export=QWEN, gguf=("qwen3",)),
+        # Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
+        _like(
+            LLAMA,
+            "phi3",
+            fused=True,
+            rope=ModelRope("phi3", type_aliases={"su": "longrope", "yarn": "longrope"}),
+            export=Switches(uniform_window=True),
+            gguf=("phi3",),
+        ),
+        GEMMA3,
+        # EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
+        Family(
+            "exaone4",
+            POST_NORM,
+            rope=ModelRope("exaone4", nope_global_when_sliding=True),
+            qk_norm="head",
+            export=Switches(layer_types=True, nope_global_when_sliding=True),
+        ),
+        # Gemma 2: Gemma 3 without q/k norms, one rope for both layer types; its attention and final logits
+        # soft-capped (attn_logit_softcapping, final_logit_softcapping: read from the config by the plan).
+        _like(
+            GEMMA3,
+            "gemma2",
+            qk_norm=None,
+            rope=ModelRope("gemma2"),
+            export=Switches(layer_types=True),
+            gguf=("gemma2",),
+        ),
+        # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
+        _like(LLAMA, "granite"),
+        # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
+        # fused, partial rotary (0.5) in the interleaved layout.
+        Family(
+            "glm4",
+            {
+                "attn_in": "input_layernorm",
+                "attn_out": "post_self_attn_layernorm",
+                "mlp_in": "post_attention_layernorm",
+                "mlp_out": "post_mlp_layernorm",
+            },
+            o_bias=False,
+            fused=True,
+            rope_layout="interleaved",
+            export=Switches(),
+        ),
+        # Mixture-of-experts: Qwen3-MoE (Qwen 3's attention), OLMoE (q/k norms over all heads, Llama's norms),
+        # Mixtral (Mistral's attention; its top-k weights always renormalised).
+        _like(
+            LLAMA,
+            "qwen3_moe",
+            qk_norm="head",
+            # one window for every layer, with use_sliding_window (Qwen3MoeConfig has no layer_types)
+            export=Switches(uniform_window=True, with_window={"use_sliding_window": True}),
+            experts=Experts(count="num_experts", dense_layers=True),
+        ),
+        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size")),
+        _like(
+            LLAMA,
+            "mixtral",
+            export=Switches(uniform_window=True),
+            experts=Experts(
+                block="block_sparse_moe",
+                projections=("w1", "w3", "w2"),
+                count="num_local_experts",
+                size="intermediate_size",
+                renormalise=True,
+            ),
+        ),
+        # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
+        # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
+        Family(
+            "cohere2",
+            {"attn_in": "input_layernorm"},
+            rope=ModelRope("cohere2", nope_global=True),
+            centred_norms=True,
+            parallel=True,
+            rope_layout="interleaved",
+            export=Switches(layer_types=True, nope_global_when_sliding=True),
+        ),
+        # Ministral 3 (Mistral 3's text model): Mistral with a yarn rope whose dict also holds Llama 4's query
+        # scaling (llama_4_scaling_beta) and repeats max_position_embeddings; theta 1e6.
+        _like(
+            LLAMA,
+            "ministral3",
+            rope=ModelRope("ministral3", default_theta=1_000_000.0, echoed_keys=("max_position_embeddings",)),
+            export=Switches(uniform_window=True),
+        ),
+        # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
+        # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
+        _like(
+            LLAMA,
+            "smollm3",
+            rope=ModelRope("smollm3", default_theta=2_000_000.0),
+            nope_layers="no_rope_layers",
+            export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
+        ),
+        # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
+        OLMO2,
+        # OLMo 3: OLMo 2 with 3 sliding : 1 global layers; a flat (legacy) rope_scaling applies to the
+        # global layers, and the sliding ones keep the default rope at Olmo3Config's default theta (5e5)
+        # whatever rope_theta says (Olmo3Config.convert_rope_params_to_dict).
+        _like(
+            OLMO2,
+            "olmo3",
+            rope=ModelRope(
+                "olmo3",
+                default_theta=500_000.0,
+                local_theta=(None, 500_000.0),
+                flat_layer_types=("full_attention",),
+            ),
+            export=Switches(layer_types=True, rope_per_type=True),
+        ),
+    )
+}
+# Architectures transformers runs that the shared decoder cannot, and what it lacks for each: the refusal names it.
+UNSUPPORTED = {
+    "deepseek_v2": "multi-head latent attention (MLA)",
+    "deepseek_v3": "multi-head latent attention (MLA)",
+    "kimi_k2": "multi-head latent attention (MLA)",
+    "qwen3_next": "linear attention (Gated DeltaNet layers)",
+    "minimax": "linear attention (lightning attention layers)",
+    "jamba": "Mamba layers",
+    "gemma4": "Gemma 4's per-layer input embeddings, KV sharing across layers and per-layer head sizes",
+    "gemma4_text": "Gemma 4's per-layer input embeddings, KV sharing across layers and per-layer head sizes",
+    "falcon_h1": "Mamba layers",
+    "zamba2": "Mamba layers",
+}
+for _family in FAMILIES.values():
+    register_model_rope(_family.rope)
+
+
+def family_of_gguf(arch: str) -> str:
+    """The model type of a GGUF file's ``general.architecture`` (llama.cpp's names), or ``arch`` itself."""
+    return next((f.name for f in FAMILIES.values() if arch in f.gguf), arch)

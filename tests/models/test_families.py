@@ -1,0 +1,260 @@
+"""The families beyond the first seven (ropekit/models/families.py), each proven on a tiny random checkpoint
+written by transformers itself: per-token NLL equal to transformers' forward (float32; the mean to 1e-5
+relative, every token within 1e-4) inside and past the trained length, under each rope its config can
+hold and a layer mix its config can state, and greedy generation equal to transformers' ``generate``
+token for token. (test_parity.py runs them with the first seven at the trained length, and in bf16.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.eval.generate import greedy_generate
+from ropekit.rope import preset
+from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
+
+TRAINED = 128
+FAMILIES = [
+    "smollm3",
+    "olmo2",
+    "olmo3",
+    "gemma2",
+    "granite",
+    "glm4",
+    "cohere2",
+    "ministral3",
+    "qwen3_moe",
+    "olmoe",
+    "mixtral",
+]
+# Layer types a family's config states (upstream runs them), where its upstream code reads them.
+MIXES = {
+    "smollm3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+    "gemma2": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+    "cohere2": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+    "olmo3": ("GLLG@24", {"layer_types": ["full_attention", *["sliding_attention"] * 2, "full_attention"]}),
+}
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """The issue's tolerance: the mean NLL to 1e-5 relative, every token within 1e-4."""
+    assert ours.dtype == torch.float32 and ours.shape == theirs.shape
+    assert abs(ours.double().mean() - theirs.double().mean()) <= 1e-5 * abs(theirs.double().mean())
+    assert (ours - theirs).abs().max() <= 1e-4
+
+
+def ids(vocab: int, length: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, vocab, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+def config(family: str, **changes) -> dict:
+    return {**FAMILY_CONFIGS[family], "max_position_embeddings": TRAINED, **changes}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("length", [100, 300])  # inside and past the trained 128 tokens
+def test_family_inside_and_past_its_trained_length(family, length, tmp_path):
+    hf = make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, length)
+    reference = hf_token_nll(hf, tokens)
+    assert reference.std() > 0.2  # weights large enough that the comparison is not of near-uniform guesses
+    assert_close(ropekit.token_nll(model, tokens), reference)
+
+
+ROPES = ("linear", "dynamic", "yarn", "longrope", "llama3", "proportional")
+# Ministral 3's attention reads llama_4_scaling_beta and original_max_position_embeddings from its rope dict
+# (transformers fails without them): the ropes with an original length, each given Llama 4's scaling.
+FAMILY_ROPES = {"ministral3": ("yarn", "longrope", "llama3")}
+EXTRA_ROPE_KEYS = {"ministral3": {"llama_4_scaling_beta": 0.1}}
+
+
+@pytest.mark.parametrize(("family", "rope_type"), [(f, r) for f in FAMILIES for r in FAMILY_ROPES.get(f, ROPES)])
+def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
+    """The rope as a checkpoint's config.json states it (v4 ``rope_scaling`` beside ``rope_theta``), read
+    as the family's config class reads it (OLMo 3: global layers only), past the trained length."""
+    theta = FAMILY_CONFIGS[family].get("rope_theta", 10000.0)
+    head_dim = FAMILY_CONFIGS[family].get("head_dim", 16)
+    prf = FAMILY_CONFIGS[family].get("partial_rotary_factor", 1.0)
+    geometry = {"head_dim": head_dim, "rope_theta": theta, "max_position_embeddings": TRAINED}
+    geometry["partial_rotary_factor"] = prf
+    rope = {**preset(rope_type, 4.0, **geometry), **EXTRA_ROPE_KEYS.get(family, {})}
+    hf = make_checkpoint(tmp_path, config(family, rope_scaling=rope, rope_theta=theta, rope_parameters=None))
+    model = ropekit.load_model(tmp_path)
+    assert rope_type in {layer.rope.rope_type for layer in model.config.layers if layer.rope is not None}
+    tokens = ids(model.config.vocab_size, 300)
+    assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens))
+
+
+@pytest.mark.parametrize("family", sorted(MIXES))
+def test_a_layer_mix_the_family_config_states(family, tmp_path):
+    """ropekit's ``layer_mix`` against transformers running the same layer types from its config."""
+    mix, keys = MIXES[family]
+    make_checkpoint(tmp_path / "native", config(family))
+    hf = make_checkpoint(tmp_path / "mixed", config(family, sliding_window=24, **keys))
+    model = ropekit.load_model(tmp_path / "native", layer_mix=mix, rope_scaling="yarn:2")
+    hf_yarn = make_checkpoint(
+        tmp_path / "yarn",
+        config(family, sliding_window=24, **keys, rope_scaling=preset_of(model), rope_theta=theta_of(model)),
+    )
+    hf_yarn.load_state_dict(hf.state_dict())
+    assert ropekit.load_model(tmp_path / "yarn").config.layers == model.config.layers  # the same plan
+    tokens = ids(model.config.vocab_size, 300)
+    assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf_yarn, tokens))
+
+
+def preset_of(model) -> dict:
+    spec = next(layer.rope for layer in model.config.layers if layer.rope is not None)
+    return {k: v for k, v in spec.to_dict().items() if k != "rope_theta"}
+
+
+def theta_of(model) -> float:
+    return next(layer.rope for layer in model.config.layers if layer.rope is not None).rope_theta
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_generates_as_transformers(family, tmp_path):
+    """100 prompt tokens and 40 new ones, past the trained 128 and every window."""
+    hf = make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    prompt = ids(model.config.vocab_size, 100)
+    out = hf.generate(prompt[None], max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert greedy_generate(model, prompt, max_new_tokens=40) == out[0, 100:].tolist()
+
+
+def test_chunked_head_with_final_soft_capping_equals_one_shot_logits(tmp_path, monkeypatch):
+    """Gemma 2's final soft-capping inside the chunked head (ropekit/eval/nll.py): 7 tokens a chunk give the
+    NLL of one [T, vocab] projection."""
+    from ropekit.eval import nll
+
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma2"])
+    model = ropekit.load_model(tmp_path)
+    assert model.config.final_logit_softcapping is not None
+    tokens = ids(model.config.vocab_size, 300)
+    whole = ropekit.token_nll(model, tokens)
+    monkeypatch.setattr(nll, "LOGIT_BUDGET", model.config.vocab_size * 7)
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-6)
+
+
+def test_experts_routed_in_chunks_equal_one_pass(tmp_path, monkeypatch):
+    """The MoE's token-expert pairs in chunks of 14 (ropekit/models/decoder.py, MOE_PAIRS) give the NLL of one
+    grouped pass over all 600."""
+    from ropekit.models import decoder
+
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["qwen3_moe"])
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 300)
+    whole = ropekit.token_nll(model, tokens)
+    monkeypatch.setattr(decoder, "MOE_PAIRS", 14)
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-5)
+
+
+def test_experts_without_the_grouped_kernel_equal_it(tmp_path, monkeypatch):
+    """Where torch's grouped matmul refuses its operands (CUDA in fp32, unaligned rows), a matmul per expert's
+    rows gives the same NLL."""
+    import torch.nn.functional as F
+
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["olmoe"])
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 300)
+    grouped = ropekit.token_nll(model, tokens)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("grouped_mm: expected bfloat16")
+
+    monkeypatch.setattr(F, "grouped_mm", refuse)
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), grouped, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix", ["model.language_model.", "language_model.model."])
+def test_a_multimodal_checkpoint_runs_its_text_model(prefix, tmp_path):
+    """A Mistral 3 checkpoint (config: ``mistral3`` with a ``ministral3`` text_config; weights under
+    language_model, as transformers 5 and 4 save them) gives the NLL of the same text model saved alone."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    make_checkpoint(tmp_path / "text", FAMILY_CONFIGS["ministral3"])
+    text = json.loads((tmp_path / "text" / "config.json").read_text())
+    wrapped = tmp_path / "mistral3"
+    wrapped.mkdir()
+    (wrapped / "config.json").write_text(json.dumps({"model_type": "mistral3", "text_config": text}))
+    weights = load_file(tmp_path / "text" / "model.safetensors")
+    renamed = {prefix + k[len("model.") :] if k.startswith("model.") else k: v for k, v in weights.items()}
+    save_file(renamed, wrapped / "model.safetensors")
+    model = ropekit.load_model(wrapped)
+    assert model.config.model_type == "ministral3"
+    tokens = ids(model.config.vocab_size, 200)
+    assert torch.equal(
+        ropekit.token_nll(model, tokens), ropekit.token_nll(ropekit.load_model(tmp_path / "text"), tokens)
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path):
+    """A mix no family's config can state (window 16, NoPE global layers, yarn): the KV-cached greedy decoding
+    (each family's norms, soft-capping, multipliers, experts, interleaved layout at every step) equals the
+    argmax of a full forward over everything so far, step by step."""
+    make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path, layer_mix="LLLG@16+nope", rope_scaling="yarn:2")
+    prompt = ids(model.config.vocab_size, 30)
+    tokens = prompt.tolist()
+    with torch.inference_mode():
+        for _ in range(20):
+            hidden = model(torch.tensor([tokens]))[0, -1]
+            tokens.append(int(torch.mv(model.output_weight, hidden).argmax()))
+    assert greedy_generate(model, prompt, max_new_tokens=20) == tokens[30:]
+
+
+def write_gemma2_gguf(path, hf) -> None:
+    """A GGUF file of a transformers Gemma 2 model, as llama.cpp's convert_hf_to_gguf.py (Gemma2Model) writes
+    one: the gguf package's tensor names, float32 tensors, RMSNorm weights stored as 1 + w, no lm_head (tied)."""
+    import gguf
+
+    c = hf.config
+    writer = gguf.GGUFWriter(str(path), "gemma2")
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    writer.add_sliding_window(c.sliding_window)
+    writer.add_vocab_size(c.vocab_size)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA2, c.num_hidden_layers)
+    for name, tensor in hf.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        base, suffix = name.rsplit(".", 1)
+        tensor = tensor.float() + (1 if "norm" in name else 0)
+        writer.add_tensor(f"{names.get_name(base)}.{suffix}", tensor.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gemma2_from_gguf_matches_transformers_reading_the_same_file(tmp_path, monkeypatch):
+    """A Gemma 2 GGUF file read by ropekit (the gguf package, the 1 + w norms undone) gives transformers' NLL
+    from the same file, and the safetensors checkpoint's. transformers' GGUF keys have no soft-capping nor
+    query_pre_attn_scalar, so both read Gemma2Config's defaults (50, 30, 256): the checkpoint uses those."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("ROPEKIT_CACHE", str(tmp_path / "cache"))
+    defaults = {"query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
+    hf = make_checkpoint(tmp_path / "hf", {**FAMILY_CONFIGS["gemma2"], **defaults})
+    write_gemma2_gguf(tmp_path / "tiny-gemma2.gguf", hf)
+    model = ropekit.load_model(tmp_path / "tiny-gemma2.gguf")
+    assert model.config.model_type == "gemma2" and model.config.attn_logit_softcapping == 50.0
+    theirs = AutoModelForCausalLM.from_pretrained(
+        tmp_path, gguf_file="tiny-gemma2.gguf", dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    tokens = ids(model.config.vocab_size, 300)
+    ours = ropekit.token_nll(model, tokens)
+    assert_close(ours, hf_token_nll(theirs, tokens))
+    assert_close(ours, hf_token_nll(hf, tokens))
