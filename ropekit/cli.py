@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .modes import PERPLEXITY
 from .rope.config import RopeConfigError, RopeSpec  # the model code (torch) loads where a command needs it
 from .sweep.spec import (
     EXECUTOR_KEYS,
@@ -358,7 +359,7 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             flags["depths"] = [float(x) if "." in x else int(x) for x in flags["depths"].split(",") if x.strip()]
         except ValueError:
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
-    tasks = [(t, get_task(t)) for t in given.get("tasks", data.get("tasks", ["perplexity"])) if t != "perplexity"]
+    tasks = [(t, get_task(t)) for t in given.get("tasks", data.get("tasks", [PERPLEXITY])) if t != PERPLEXITY]
     for key, value in flags.items():
         having = [name for name, task in tasks if task is not None and key in task.settings.table_keys()]
         if not having:

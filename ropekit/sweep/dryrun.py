@@ -31,6 +31,7 @@ import torch
 
 from ..data import load_corpus
 from ..models import Precision, check_weights, resolve_dtype
+from ..modes import PERPLEXITY
 from .cells import plan_cells
 from .cost import (
     STABLE_SPREAD,
@@ -90,7 +91,7 @@ class CellCost:
     docs: int
     to_score: int
     seconds: float
-    task: str = "perplexity"
+    task: str = PERPLEXITY
     depth: float | None = None
 
 
@@ -192,7 +193,7 @@ class DryRun:
         lines += ["", "Predicted seconds per cell (a pass's seconds shared by the lengths it serves still to run)"]
         table = self.table()
         for (model, mix, task), block in table.groupby(["model", "layer_mix", "task"], sort=False):
-            if task != "perplexity":  # a retrieval cell per depth: summed over the depths
+            if task != PERPLEXITY:  # a retrieval cell per depth: summed over the depths
                 agg = {
                     "seconds": "sum",
                     "to_score": "sum",
@@ -202,7 +203,7 @@ class DryRun:
             shown = block.assign(shown=[_cell_text(c) for c in block.itertuples()])
             grid = shown.pivot(index="length", columns="rope", values="shown")[list(dict.fromkeys(block["rope"]))]
             grid.columns.name = None
-            what = "" if task == "perplexity" else f", {task} (all depths)"
+            what = "" if task == PERPLEXITY else f", {task} (all depths)"
             lines += [f"{model}, layer mix {mix}{what}", grid.to_string()]
         lines += ["", self._total_text()]
         return "\n".join(lines)
@@ -344,7 +345,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                     shares[c.key] += seconds
     costs = []
     for c in cells:
-        retrieval = c.task != "perplexity"
+        retrieval = c.task != PERPLEXITY
         if stored.done(c.key):
             status = "done"
             docs = int(stored.rows[c.key]["n_trials" if retrieval else "n_docs"])

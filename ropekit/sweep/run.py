@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..models import Precision, load_model
+from ..modes import PERPLEXITY
 from .cells import Cell, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
 from .meta import changed_models, check_resumable, sweep_meta
+from .perplexity import cell_row
 from .progress import Progress, seconds_estimator
-from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, merge_if_free
 from .units import plan_sweep, shared_units, stored_state, unit_complete, unit_work
@@ -76,7 +77,7 @@ def run_sweep(
         meta = sweep_meta(spec, corpus, plan.checkpoints, out, plan.precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        store.write_plans(plan_records(cells))
+        store.write_plans(plan_records(cells, max(spec.lengths)))
         reused = sum(store.done(c.key) for c in cells)
         by_key = {c.key: c for c in cells}
         planned_units = shared_units(out, plan.units, force)
@@ -200,7 +201,7 @@ class _Worker:
         self.store.refresh()
         for c in cells:
             store = self.store
-            if c.task != "perplexity" or store.done(c.key) or not c.docs:
+            if c.task != PERPLEXITY or store.done(c.key) or not c.docs:
                 continue
             if all((c.key, doc) in store.docs for doc in c.docs):
                 row = cell_row(c, store, self.spec.mode, None)

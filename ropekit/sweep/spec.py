@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
-from ..modes import MODES
+from ..modes import MODES, PERPLEXITY
 from ..names import FOLDER_HELP, ROPE_NAME_HELP, folder_name_problem, rope_name_problem, unprintable
 from ..rope.checks import is_count
 from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
@@ -83,7 +83,7 @@ KEYS = (
 
 def task_names() -> tuple[str, ...]:
     """Every task a spec may name: perplexity, then the registered trial tasks (plugins included)."""
-    return ("perplexity", *trial_tasks())
+    return (PERPLEXITY, *trial_tasks())
 
 
 def task_keys() -> tuple[str, ...]:
@@ -169,7 +169,7 @@ class SweepSpec:
     device: str = "cpu"
     dtype: str | None = None
     name: str = "sweep"
-    tasks: tuple[str, ...] = ("perplexity",)
+    tasks: tuple[str, ...] = (PERPLEXITY,)
     retrieval: dict[str, TrialSettings] = field(default_factory=dict)  # trial task -> its table's settings
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # how it runs (not hashed)
 
@@ -224,7 +224,7 @@ class SweepSpec:
         if not self.tasks:
             raise SpecError(f"tasks is empty; give at least one of {', '.join(task_names())}")
         for task in self.tasks:
-            if task != "perplexity" and get_task(task) is None:
+            if task != PERPLEXITY and get_task(task) is None:
                 raise SpecError(f"tasks: {task!r} is not a task; expected some of {', '.join(task_names())}")
         if repeated := sorted({t for t in self.tasks if self.tasks.count(t) > 1}):
             raise SpecError(f"tasks {list(self.tasks)} repeat {', '.join(repeated)}; give each once")
@@ -234,7 +234,7 @@ class SweepSpec:
     @property
     def retrieval_tasks(self) -> dict[str, TrialSettings]:
         """Each trial task the spec runs, in its order, with its settings (defaults where it has no table)."""
-        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if t != "perplexity"}
+        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if t != PERPLEXITY}
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data that ``spec_from_dict`` takes back to an equal spec, in the spec's
@@ -252,7 +252,7 @@ class SweepSpec:
             "device": self.device,
             "dtype": self.dtype,
         }
-        if self.tasks != ("perplexity",):  # a perplexity-only spec keeps the hash it had before tasks
+        if self.tasks != (PERPLEXITY,):  # a perplexity-only spec keeps the hash it had before tasks
             data["tasks"] = list(self.tasks)
             data |= {task: settings.to_dict() for task, settings in self.retrieval_tasks.items()}
         if executor := self.executor.to_dict():
@@ -316,7 +316,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         mixes = [mixes]
     if not isinstance(mixes, list) or not all(isinstance(m, str) for m in mixes):
         raise SpecError(f"layer_mixes = {mixes!r} is not allowed; expected a list of: {MIX_HELP}")
-    tasks = data.get("tasks", ["perplexity"])
+    tasks = data.get("tasks", [PERPLEXITY])
     if isinstance(tasks, str):
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
@@ -381,7 +381,7 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     args += _flag("device", spec.device)
     if spec.dtype is not None:
         args += _flag("dtype", spec.dtype)
-    if spec.tasks != ("perplexity",):
+    if spec.tasks != (PERPLEXITY,):
         args += _flag("tasks", ",".join(spec.tasks))
     # One flag sets a key in every table of the spec's tasks that has it: tables that differ need the spec file.
     settings = list(spec.retrieval_tasks.values())

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import Notice, atomic_write, clean_temporaries, csv_text, no_links, open_here, read_csv, running
+from ..modes import PERPLEXITY
 from ..tasks.longppl import COLUMNS as LONGPPL_COLUMNS
 from .spec import SpecError, SweepSpec
 
@@ -146,7 +147,7 @@ FILES = {
 # their header, and those columns' values. Opening one for writing rewrites it (atomically) so.
 UPGRADES = {
     "results.csv": [
-        (PERPLEXITY_ONLY_COLUMNS, {"task": "perplexity", **dict.fromkeys(LONGPPL_COLUMNS, "")}),  # before tasks
+        (PERPLEXITY_ONLY_COLUMNS, {"task": PERPLEXITY, **dict.fromkeys(LONGPPL_COLUMNS, "")}),  # before tasks
         (BEFORE_LONGPPL, dict.fromkeys(LONGPPL_COLUMNS, "")),
     ],
     "trials.csv": [
@@ -183,7 +184,7 @@ def _readable(row: dict[str, str]) -> bool:
     """Whether a record's numbers parse (a failed cell's row has none to parse)."""
     if row.get("status", "ok") != "ok":
         return True
-    retrieval = (row.get("task") or "perplexity") != "perplexity" and "trial" not in row  # a retrieval cell's row
+    retrieval = (row.get("task") or PERPLEXITY) != PERPLEXITY and "trial" not in row  # a retrieval cell's row
     numbers = RETRIEVAL_NUMBERS if retrieval else NUMBERS
     own = retrieval or bool(row.get("scores"))  # a task that scores its own way fills its own columns
     try:
@@ -484,7 +485,7 @@ class StoredResults:
         order of time)."""
         for r in rows:
             if self.rows.get(r["cell"], {}).get("status") != "ok" or r.get("status") == "ok":
-                self.rows[r["cell"]] = {"task": "perplexity", **r}
+                self.rows[r["cell"]] = {"task": PERPLEXITY, **r}
         self.docs.update(((r["cell"], r["doc"]), r) for r in docs)
         for r in trials:
             key = (r["cell"], int(r["trial"]))

@@ -25,7 +25,7 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
 ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
 :func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
 point names a :class:`TrialTask`), so ``ropekit sweep --tasks NAME``, ``status``, ``report`` and the dry
-run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/work.py``): its passes
+run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/perplexity.py``): its passes
 are shared across lengths and ropes, which no trial task's are.
 """
 
@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..modes import PERPLEXITY
 from ..plugins import Registry
 from ..rope.checks import is_count
 
@@ -118,7 +119,7 @@ class TrialTask:
     passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``score``: one trial's forwards
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == PERPLEXITY:
             raise ValueError(f"task name {self.name!r} is not allowed; expected an identifier other than perplexity")
         if not (isinstance(self.settings, type) and issubclass(self.settings, TrialSettings)):
             raise ValueError(f"task {self.name!r}: settings must be a TrialSettings dataclass of its table's keys")
