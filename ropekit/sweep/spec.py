@@ -399,15 +399,19 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     return shlex.join(args)
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A spec file's TOML as data; a file that is missing or not TOML is one :class:`SpecError` line."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"spec file {str(path)!r} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SpecError(f"spec file {path} is not valid TOML: {err}") from None
-    return spec_from_dict(data, name=path.stem)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    return spec_from_dict(read_toml(path), name=Path(path).stem)
 
 
 DEFAULT_SPEC = Path(__file__).with_name("default.toml")
