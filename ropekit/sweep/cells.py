@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..models import (
@@ -20,7 +20,7 @@ from .spec import SpecError, SweepSpec
 from .store import cell_key
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
     model: str
     rope: str
@@ -28,7 +28,6 @@ class Cell:
     length: int
     key: str
     config: ModelConfig  # the resolved plan this cell runs
-    docs: list[str] = field(default_factory=list)  # the documents this cell scores, in order
     task: str = PERPLEXITY
     depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack (None: placed at random)
     settings: TrialSettings | None = None  # a trial task's cell: its task's settings

@@ -32,7 +32,7 @@ import torch
 from ..data import load_corpus
 from ..models import Precision, check_weights, resolve_dtype
 from ..modes import PERPLEXITY
-from .cells import plan_cells
+from .cells import Cell, plan_cells
 from .cost import (
     STABLE_SPREAD,
     MeasuredRates,
@@ -343,6 +343,12 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                     where = (c.model, c.layer_mix, c.rope, f"{c.task}{at} trial {t}", 0, c.length)
                     passes.append(PassCost(*where, (c.length,), False, seconds, memory))
                     shares[c.key] += seconds
+    planned = sweep_units(spec, corpus, cells, {})  # every cell's documents, done or not
+    documents = planned.documents()
+
+    def docs_of(c: Cell) -> list[str]:
+        return documents.get(c.model, {}).get(c.length, [])
+
     costs = []
     for c in cells:
         retrieval = c.task != PERPLEXITY
@@ -352,17 +358,16 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
         elif retrieval:
             status, docs = "to run", c.settings.trials
         else:
-            status, docs = ("to run" if c.docs else "no documents"), len(c.docs)
+            status, docs = ("to run" if docs_of(c) else "no documents"), len(docs_of(c))
         seconds = shares[c.key] if status == "to run" else 0.0
         cost = (c.model, c.layer_mix, c.rope, c.length, status, docs, to_score[c.key], seconds, c.task, c.depth)
         costs.append(CellCost(*cost))
     unit_seconds: dict[str, float] = defaultdict(float)
     owner = {}  # (model, part, document or None for a trial) -> the unit that runs it
-    units_planned = sweep_units(spec, corpus, cells, {}).units  # sets every cell's documents
-    scored = {d for c in cells for d in c.docs}
-    for u in units_planned:
+    scored = {d for c in cells for d in docs_of(c)}
+    for u in planned.units:
         for part in u.parts:
-            for doc in [None, *dict.fromkeys(d for c in cells if c.key in u.cells for d in c.docs)]:
+            for doc in [None, *dict.fromkeys(d for c in cells if c.key in u.cells for d in docs_of(c))]:
                 if u.docs is None or (doc in u.docs if doc else not u.docs):
                     owner[u.model, part, doc] = u
     for p in passes:

@@ -54,7 +54,7 @@ from ..eval.perplexity import (
     score_plan,
     text_counts,
 )
-from ..modes import PERPLEXITY, WHOLE_DOCUMENTS
+from ..modes import WHOLE_DOCUMENTS
 from .cells import Cell
 from .rows import named, write_row
 from .spec import SweepSpec
@@ -64,29 +64,26 @@ from .trials import failure_status
 if TYPE_CHECKING:
     from .progress import Progress
 
-NAME = PERPLEXITY  # the task's name in a spec's ``tasks`` and results.csv's ``task``
-
 
 def plan_documents(
     spec: SweepSpec, tokens: dict[str, np.ndarray], cells: list[Cell], store: StoredResults
-) -> list[tuple[list[Cell], dict[str, tuple[list[Cell], Plan]]]]:
-    """One model's perplexity cells planned: the documents each length scores (``choose_documents``, set
-    as each cell's ``docs``) and, per (layer mix, rope), its cells and each document still to score with
-    the cells that want it and its plan (``_plans``, against what ``store`` holds)."""
+) -> tuple[list[tuple[list[Cell], dict[str, tuple[list[Cell], Plan]]]], dict[int, list[str]]]:
+    """One model's perplexity cells planned: per (layer mix, rope), its cells and each document still to
+    score with the cells that want it and its plan (``_plans``, against what ``store`` holds), and the
+    documents each length scores (``choose_documents``; {} without perplexity cells)."""
     chosen = choose_documents(tokens, spec.lengths, spec.mode, spec.n_docs) if cells else {}
-    for cell in cells:
-        cell.docs = chosen[cell.length]
     groups = _groups(cells)
-    return list(zip(groups, _plans(groups, tokens, chosen, spec, store), strict=True))
+    return list(zip(groups, _plans(groups, tokens, chosen, spec, store), strict=True)), chosen
 
 
-def run_groups(base, groups, tokens: dict, texts: Texts, spec: SweepSpec, store: ResultStore, progress, memos, stop):
-    """One unit's perplexity groups as planned, on the weights already loaded: each (layer mix, rope) a
-    plan over them (cells without documents need no weights). Returns the failed rows."""
+def run_groups(base, work, texts: Texts, spec: SweepSpec, store: ResultStore, progress, memos, stop) -> list:
+    """One unit's perplexity groups as planned (``work``: its ``ModelWork``), on the weights already loaded:
+    each (layer mix, rope) a plan over them (cells without documents need no weights). Returns the failed
+    rows."""
     failed = []
-    for group, plans in groups:
+    for group, plans in work.groups:
         model = base.with_config(group[0].config) if plans else None
-        failed += _run_group(model, group, plans, tokens, texts, spec, store, progress, memos, stop)
+        failed += _run_group(model, group, plans, work, texts, spec, store, progress, memos, stop)
     return failed
 
 
@@ -188,8 +185,8 @@ def _plans(
     plans = []
     for cells in groups:
         work = {}
-        for doc in dict.fromkeys(d for c in cells for d in c.docs):
-            if todo := [c for c in cells if doc in c.docs and store.doc_score(c.key, doc) is None]:
+        for doc in dict.fromkeys(d for c in cells for d in chosen[c.length]):
+            if todo := [c for c in cells if doc in chosen[c.length] and store.doc_score(c.key, doc) is None]:
                 held = computed.setdefault(ids_key(tokens[doc]), {})
                 lengths = [n for n in spec.lengths if doc in chosen[n]]  # done or not (``chosen``: every length's)
                 plan = _plan(cells[0].config, lengths, len(tokens[doc]), spec, held)
@@ -208,7 +205,7 @@ def _run_group(
     model,
     cells: list[Cell],
     work: dict[str, tuple[list[Cell], Plan]],
-    tokens: dict,
+    model_work,
     texts: Texts,
     spec: SweepSpec,
     store: ResultStore,
@@ -221,20 +218,22 @@ def _run_group(
     last worker writes it, ``_Worker.finish_cells``), or at its first failure (its other documents
     are then skipped), then the
     seconds from the start of the group to its row go to timings.csv. ``stop`` (called before each
-    document) ends the unit early by raising. Returns the failed rows."""
+    document) ends the unit early by raising. ``model_work``: the model's ids and the documents each length
+    scores. Returns the failed rows."""
+    tokens, chosen = model_work.tokens, model_work.documents
     left = {c.key: [doc for doc, (todo, _) in work.items() if c in todo] for c in cells}  # documents to score
     failed: list[dict[str, Any]] = []
     started = time.perf_counter()
 
     def finish(c: Cell, failure: tuple[str, str] | None = None) -> None:
         left[c.key] = []
-        failed.extend(write_row(cell_row(c, store, spec.mode, failure), store, progress, started))
+        failed.extend(write_row(cell_row(c, chosen[c.length], store, spec.mode, failure), store, progress, started))
 
     def complete(c: Cell) -> bool:  # every document stored (units of one document: by others too)
-        return not left[c.key] and all((c.key, doc) in store.docs for doc in c.docs)
+        return not left[c.key] and all((c.key, doc) in store.docs for doc in chosen[c.length])
 
     for c in cells:
-        if not c.docs:
+        if not chosen[c.length]:
             need = "a token to predict" if spec.mode in WHOLE_DOCUMENTS else f"{c.length} tokens"
             finish(c, ("no_docs", f"no document has {need}"))
         elif complete(c):  # every document was scored by an earlier run that stopped before the row
@@ -309,13 +308,13 @@ def predicted(plan: Plan, length: int) -> list[tuple[int, int]]:
     return [(first, stop) for p in plan.passes for served, first, stop in p.serves if served == length]
 
 
-def cell_row(c: Cell, store: ResultStore, mode: str, failure: tuple[str, str] | None) -> dict[str, Any]:
-    """A cell's results.csv row, computed from its documents as stored in documents.csv (so a
+def cell_row(c: Cell, docs: list[str], store: ResultStore, mode: str, failure: tuple[str, str] | None) -> dict:
+    """A cell's results.csv row, computed from its documents (``docs``) as stored in documents.csv (so a
     resumed sweep writes the row an uninterrupted one would, to the bit)."""
-    row = {**named(c), "n_docs": len(c.docs)}
+    row = {**named(c), "n_docs": len(docs)}
     if failure is not None:
         return {**row, "n_tokens": 0, "status": failure[0], "detail": failure[1], "cell": c.key}
-    docs = [store.docs[c.key, d] for d in c.docs]
+    docs = [store.docs[c.key, d] for d in docs]
     scores = [Score(float(r["nll_sum"]), int(r["n_tokens"]), parse_blocks(r["blocks"])) for r in docs]
     total = combine(scores)
     if not math.isfinite(total.nll_sum):

@@ -98,7 +98,7 @@ def run_sweep(
                 progress.add(work)
             run = _Worker(spec, plan.precision, corpus, by_key, store, claims, progress, planned, stored, inputs)
             run.loop(units, lease)
-            run.finish_cells(cells)
+            run.finish_cells(cells, planned_units.documents())
         finally:
             progress.close()
         if store.primary:
@@ -194,17 +194,17 @@ class _Worker:
         self.tried.add(unit.id)
         self.computed += sum(store.rows.get(key) is not row for key, row in before.items())  # rows it wrote
 
-    def finish_cells(self, cells: list[Cell]) -> None:
-        """Write the row of each cell whose documents are all stored but which has none: units of one
-        document that finished together, each before the other had stored its document (every worker
-        does this at its end; the same row twice is merged once)."""
+    def finish_cells(self, cells: list[Cell], documents: dict[str, dict[int, list[str]]]) -> None:
+        """Write the row of each cell whose documents (``documents``: per model, per length) are all stored
+        but which has none: units of one document that finished together, each before the other had stored
+        its document (every worker does this at its end; the same row twice is merged once)."""
         self.store.refresh()
         for c in cells:
-            store = self.store
-            if c.task != PERPLEXITY or store.done(c.key) or not c.docs:
+            store, docs = self.store, documents.get(c.model, {}).get(c.length)
+            if c.task != PERPLEXITY or store.done(c.key) or not docs:
                 continue
-            if all((c.key, doc) in store.docs for doc in c.docs):
-                row = cell_row(c, store, self.spec.mode, None)
+            if all((c.key, doc) in store.docs for doc in docs):
+                row = cell_row(c, docs, store, self.spec.mode, None)
                 store.add_cell(row)
                 self.progress.cell_done(row)
                 self.computed += 1

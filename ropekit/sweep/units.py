@@ -64,6 +64,13 @@ class PlannedUnits:
     whole: dict[str, ModelWork]  # per group's unit id
     group: dict[str, str]  # cell key -> its group's unit id
 
+    def documents(self) -> dict[str, dict[int, list[str]]]:
+        """Per model, the documents each length's perplexity cells score (as its units' work planned them)."""
+        out: dict[str, dict[int, list[str]]] = {}
+        for work in self.whole.values():
+            out.setdefault(work.model, {}).update(work.documents)
+        return out
+
     def work(self) -> dict[str, ModelWork]:
         """Each unit's part of its group's work."""
         return {u.id: _restrict(self.whole[self.group[u.cells[0]]], u) for u in self.units}
@@ -105,7 +112,7 @@ def sweep_units(spec: SweepSpec, corpus, cells: list[Cell], inputs: dict) -> Pla
     by_key = {c.key: c for c in cells}
     nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
     groups = plan_units(cells, spec)
-    whole = {u.id: unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}  # sets each cell's docs
+    whole = {u.id: unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}
     units = split_large(longest_first(groups, whole), whole, spec.executor.workers)
     return PlannedUnits(units, whole, {key: u.id for u in groups for key in u.cells})
 
@@ -168,7 +175,8 @@ def split_large(units: list[Unit], work: dict[str, ModelWork], workers: int) -> 
         if unit.seconds <= share or len(docs) < 2:
             out.append(unit)
             continue
-        per_doc = {key: set(c_docs) for key, c_docs in ((c.key, c.docs) for cells, _ in groups for c in cells)}
+        chosen = work[unit.id].documents
+        per_doc = {c.key: set(chosen[c.length]) for cells, _ in groups for c in cells}
         for doc in docs:
             seconds = sum(
                 plan_seconds(cells[0].config, plans[doc][1], NOMINAL_RATES) for cells, plans in groups if doc in plans

@@ -12,6 +12,7 @@ import numpy as np
 from ..data import tokenize
 from ..eval.perplexity import Plan, encoding
 from ..models import load_tokenizer
+from ..modes import PERPLEXITY
 from ..tasks import get_task
 from . import perplexity
 from .cells import Cell
@@ -32,6 +33,7 @@ class ModelWork:
     groups: list[tuple[list[Cell], dict[str, tuple[list[Cell], Plan]]]]
     trials: list[TrialGroup] = field(default_factory=list)  # retrieval cells per (layer mix, rope)
     haystack: list[np.ndarray] = field(default_factory=list)  # the corpus's ids without BOS, for tasks that read it
+    documents: dict[int, list[str]] = field(default_factory=dict)  # the documents each length's perplexity scores
 
 
 def plan_work(
@@ -51,9 +53,9 @@ def plan_work(
             prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
             inputs[name] = tokenizer, tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
         tokenizer, tokens = inputs[name]
-        groups = perplexity.plan_documents(spec, tokens, [c for c in cells if c.task == perplexity.NAME], store)
-        work.append(ModelWork(name, tokenizer, tokens, groups))
-        if retrieval := [c for c in cells if c.task != perplexity.NAME]:
+        groups, documents = perplexity.plan_documents(spec, tokens, [c for c in cells if c.task == PERPLEXITY], store)
+        work.append(ModelWork(name, tokenizer, tokens, groups, documents=documents))
+        if retrieval := [c for c in cells if c.task != PERPLEXITY]:
             if any(get_task(task).reads_corpus for task in spec.retrieval_tasks):
                 work[-1].haystack = list(tokenize(corpus, tokenizer, special_tokens=False).values())
             check_lengths(spec, tokenizer, work[-1].haystack)
@@ -66,7 +68,7 @@ def run_unit(base, work: ModelWork, corpus, spec: SweepSpec, store: ResultStore,
     over them. Returns the failed rows."""
     texts = perplexity.Texts(work.tokenizer, {d.name: d.text for d in corpus.documents})
     memos: dict[str, dict] = {}  # per document's ids (a digest: other ids never share a pass): passes by signature
-    failed = perplexity.run_groups(base, work.groups, work.tokens, texts, spec, store, progress, memos, stop)
+    failed = perplexity.run_groups(base, work, texts, spec, store, progress, memos, stop)
     for trials in work.trials:
         model = base.with_config(trials.cells[0].config)
         failed += run_trials(model, trials, work.tokenizer, work.haystack, store, progress, stop)
