@@ -24,7 +24,7 @@ import ropekit
 from ropekit.data import load_corpus
 from ropekit.eval.perplexity import document_ids
 from ropekit.sweep import default_spec
-from ropekit.sweep.work import choose_documents
+from ropekit.sweep.perplexity import choose_documents
 
 
 def main() -> None:

@@ -238,3 +238,20 @@ def open_records(path: Path, key: str = "cell") -> io.StringIO:
     if key in header:
         rows = list({r[key]: r for r in rows}.values())  # last row per key, where it first ran
     return io.StringIO(csv_text(header, rows))
+
+
+def append_lines(path: Path, columns: list[str], *rows: dict[str, Any]) -> None:
+    """Records as one line each, appended to the CSV file ``path`` (opened without following a link) in a
+    single write, on disk before returning. A write cut short (a full disk) leaves a torn line, which the
+    next open cuts off; a failure names the file."""
+    data = csv_text(columns, list(rows), header=False).encode("utf-8")
+    try:
+        fd = open_here(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "the line was written only in part")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .modes import PERPLEXITY
 from .rope.config import RopeConfigError, RopeSpec  # the model code (torch) loads where a command needs it
 from .sweep.spec import (
     EXECUTOR_KEYS,
@@ -361,8 +362,8 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
     from .tasks.registry import expand_suites
 
-    named, _ = expand_suites(given.get("tasks", data.get("tasks", ["perplexity"])), data)  # ruler: its tasks that run
-    tasks = [(t, get_task(t)) for t in named if t != "perplexity"]
+    named, _ = expand_suites(given.get("tasks", data.get("tasks", [PERPLEXITY])), data)  # ruler: its tasks that run
+    tasks = [(t, get_task(t)) for t in named if t != PERPLEXITY]
     for key, value in flags.items():
         having = [name for name, task in tasks if task is not None and key in task.settings.table_keys()]
         if not having:

@@ -1,4 +1,4 @@
-"""The perplexity modes, as data every layer reads: what each averages and which passes it shares.
+"""The perplexity task's name and modes, as data every layer reads: what each averages and which passes it shares.
 
 One home for what a mode means outside the code that scores it (``ropekit/eval/perplexity.py``, which
 has each mode's source): the sweep plans by it, the report weighs its paired differences by it. No
@@ -7,6 +7,7 @@ import of ropekit or torch, so the report and the spec parser may use it.
 
 from __future__ import annotations
 
+PERPLEXITY = "perplexity"  # the perplexity task's name, in a spec's ``tasks`` and results.csv's ``task``
 MODES = ("first", "strided", "yarn", "rolling")
 # How each mode's source weighs documents in a cell's figure (``ropekit.eval.perplexity.aggregate``).
 WEIGHTING = {"first": "tokens", "strided": "tokens", "yarn": "documents", "rolling": "tokens"}

@@ -34,7 +34,7 @@ def imported(statement: str) -> set[str]:
         "import ropekit",
         "import ropekit.stats",
         "import ropekit.modes",
-        "import ropekit.report",  # the report's figures import the rope code only to draw frequencies
+        "import ropekit.report",
         "import ropekit.sweep.status",
         "from ropekit.sweep import load_spec; load_spec('ropekit/sweep/default.toml')",  # a spec is parsed as data
         "import ropekit.tasks, ropekit.sweep.executors",
@@ -60,3 +60,35 @@ def test_names_load_when_read():
     assert ropekit.token_nll is token_nll
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         ropekit.nothing  # noqa: B018
+
+
+def test_a_report_reads_the_frequencies_the_sweep_kept_without_torch(tmp_path):
+    """plans.json keeps what each rope does to the frequencies at the sweep's longest length: the report's
+    table from it is the rope code's own, and ``ropekit report`` then imports no torch; a directory from
+    before (no ``frequencies``) is still drawn, by the rope code."""
+    import json
+
+    from ropekit.report import write_report
+    from ropekit.rope import RopeSpec, frequency_table
+    from ropekit.rope.table import stored_table
+    from ropekit.sweep import run_sweep, spec_from_dict
+    from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+
+    make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 64})
+    add_tokenizer(tmp_path / "tiny")
+    write_corpus(tmp_path / "corpus", (150, 150))
+    data = {"models": [str(tmp_path / "tiny")], "corpus": str(tmp_path / "corpus"), "lengths": [64, 128]}
+    out = tmp_path / "out"
+    assert run_sweep(spec_from_dict({**data, "ropes": {"default": "default", "y": "yarn:2"}}), out, quiet=True).ok
+    plans = json.loads((out / "plans.json").read_text())
+    kept = {p["rope"]: p["frequencies"][p["layers"][0]["rope"]] for p in plans}
+    ropes = {p["rope"]: RopeSpec.from_record(p["ropes"][p["layers"][0]["rope"]]) for p in plans}
+    assert {r["length"] for r in kept.values()} == {128}
+    assert stored_table(kept).equals(frequency_table(ropes, 128))
+    done, modules = importtime("-m", "ropekit", "report", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ropekit.report.document" in modules and "torch" not in modules
+    for p in plans:
+        del p["frequencies"]
+    (out / "plans.json").write_text(json.dumps(plans))
+    assert any(f.name == "frequencies.png" for f in write_report(out).figures)

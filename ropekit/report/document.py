@@ -558,7 +558,9 @@ def _tally(frame) -> str:
 
 
 def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:
-    from ..rope import frequency_table
+    """The frequency figure of each model, from what plans.json keeps of its ropes at the sweep's longest
+    length (no torch), or, for a directory from before it kept them, computed by the rope code."""
+    from ..rope.table import stored_table
 
     lengths = sweep.spec.get("lengths") or sorted(set(sweep.results["length"]))
     seq_len = max(lengths)
@@ -569,7 +571,13 @@ def _frequency_section(sweep: Sweep, colors, figures: dict) -> Section:
             continue
         if not info.ropes:
             continue
-        table = frequency_table(info.ropes, seq_len)
+        stored = info.frequencies
+        if set(stored) == set(info.ropes) and all(r["length"] == seq_len for r in stored.values()):
+            table = stored_table(stored)
+        else:
+            from ..rope import RopeSpec, frequency_table
+
+            table = frequency_table({name: RopeSpec.from_record(r) for name, r in info.ropes.items()}, seq_len)
         stem = "frequencies" if i == 0 else f"frequencies_{i}"
         figures[stem] = plot_frequencies(
             table,

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..cache import no_links
+from ..modes import PERPLEXITY
 from . import longppl
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..rope import RopeSpec
 
 PENDING = "pending"
 READ = ("results.csv", "documents.csv", "trials.csv", "meta.json", "plans.json")  # what a report reads of DIR
@@ -59,7 +59,8 @@ class ModelRopes:
     """What a report needs to know about one model of a sweep, read from DIR/plans.json."""
 
     trained_context: int
-    ropes: dict[str, RopeSpec]  # rope name -> the rope of its global (full attention) layers
+    ropes: dict[str, dict[str, Any]]  # rope name -> the rope of its global (full attention) layers, as recorded
+    frequencies: dict[str, dict[str, Any]] = field(default_factory=dict)  # rope name -> what plans.json keeps of it
 
 
 @dataclass
@@ -150,8 +151,8 @@ def _read_rows(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, s
     if "cell" in header:
         rows = list({r["cell"]: r for r in rows}.values())  # a cell run again: its last row, where it first ran
     rows, own = longppl.split(rows)
-    perplexity = [r for r in rows if r.get("task", "perplexity") in ("perplexity", "")]
-    retrieval = [r for r in rows if r.get("task", "perplexity") not in ("perplexity", "")]
+    perplexity = [r for r in rows if r.get("task", PERPLEXITY) in (PERPLEXITY, "")]
+    retrieval = [r for r in rows if r.get("task", PERPLEXITY) not in (PERPLEXITY, "")]
     columns = [c for c in header if c not in ("task", *RETRIEVAL)]
     return _parse(path, csv_text(columns, perplexity)), _parse(path, csv_text(header, retrieval)), own
 
@@ -179,7 +180,7 @@ def _with_pending(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
 
     models = list(spec.get("models", []))
     ropes, mixes, lengths = list(spec.get("ropes", {})), list(spec.get("layer_mixes", [])), spec.get("lengths", [])
-    if "perplexity" not in spec.get("tasks", ["perplexity"]):
+    if PERPLEXITY not in spec.get("tasks", [PERPLEXITY]):
         lengths = []
     have = set(zip(frame["model"], frame["rope"], frame["layer_mix"], frame["length"].astype(int), strict=True))
     pending = [
@@ -225,7 +226,7 @@ def retrieval_plan(spec: dict[str, Any], meta: dict[str, Any] | None = None) -> 
     """Each retrieval task the spec runs with its ``trials`` and ``depths`` (the sweep's defaults where
     its table omits them; ``[None]`` for a task that places no needle, as meta.json's ``retrieval.depths``
     says); {} for a spec without ``tasks`` (perplexity only)."""
-    tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task not in ("perplexity", longppl.TASK)}
+    tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task not in (PERPLEXITY, longppl.TASK)}
     written = (meta or {}).get("retrieval", {}).get("depths", {})
     return {
         task: {
@@ -337,12 +338,11 @@ def _read_plans(path: Path) -> list[dict[str, Any]]:
 def _model_ropes(model: str, plans: list[dict[str, Any]]) -> ModelRopes | None:
     """Trained context and the rope of each rope name's global layers (else its first rope) of a
     model, from the plans the sweep resolved; None when the directory holds no plan for it."""
-    from ..rope import RopeSpec
-
     records = [p for p in plans if p["model"] == model]
     if not records:
         return None
-    ropes: dict[str, RopeSpec] = {}
+    ropes: dict[str, dict[str, Any]] = {}
+    frequencies: dict[str, dict[str, Any]] = {}
     for prefer_global in (True, False):
         for record in records:
             keys = [
@@ -351,5 +351,7 @@ def _model_ropes(model: str, plans: list[dict[str, Any]]) -> ModelRopes | None:
                 if layer["rope"] and (layer["attention"] == "full_attention" or not prefer_global)
             ]
             if keys and record["rope"] not in ropes:
-                ropes[record["rope"]] = RopeSpec.from_record(record["ropes"][keys[0]])
-    return ModelRopes(records[0]["trained_context"], ropes)
+                ropes[record["rope"]] = record["ropes"][keys[0]]  # RopeSpec.to_record's dict
+                if keys[0] in record.get("frequencies", {}):  # written by the sweep since issue 27
+                    frequencies[record["rope"]] = record["frequencies"][keys[0]]
+    return ModelRopes(records[0]["trained_context"], ropes, frequencies)

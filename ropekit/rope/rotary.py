@@ -10,8 +10,10 @@ They give the same attention once the q/k projection rows are permuted (see
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import wraps
 
 import torch
 
@@ -20,9 +22,35 @@ from .frequencies import spec_frequencies
 from .registry import get_rope
 
 LAYOUTS = ("half", "interleaved")
+TABLE_CACHE_BYTES = 1 << 28  # what the kept tables may hold together: 256 MiB (one 262k-token table of 64 dims)
 
 
-@lru_cache(maxsize=64)
+def tables_cache(budget: int) -> Callable:
+    """A least-recently-used cache of a function returning tensors, bounded by the bytes they hold
+    (``budget``; the newest is always kept): a sweep's tables at every length and rope would otherwise
+    stay alive, each up to a few hundred MB at long lengths. ``cache_clear`` empties it."""
+
+    def wrap(function: Callable) -> Callable:
+        kept: OrderedDict[tuple, tuple] = OrderedDict()
+
+        @wraps(function)
+        def cached(*args, **kwargs):
+            key = (args, tuple(sorted(kwargs.items())))
+            if key in kept:
+                kept.move_to_end(key)
+                return kept[key]
+            kept[key] = value = function(*args, **kwargs)
+            while len(kept) > 1 and sum(t.nbytes for v in kept.values() for t in v) > budget:
+                kept.popitem(last=False)
+            return value
+
+        cached.cache_clear = kept.clear
+        return cached
+
+    return wrap
+
+
+@tables_cache(TABLE_CACHE_BYTES)
 def rope_table(
     spec: RopeSpec,
     length: int,
@@ -37,7 +65,8 @@ def rope_table(
     ``seq_len`` is the evaluated length the frequencies depend on (dynamic, longrope); it
     defaults to ``length``. Angles are computed in float32 and cast once; the result is cached
     per (spec, length, dtype, device, layout, seq_len), a pure function of its arguments, so all
-    layers and repeated calls share one table. Treat it as read-only.
+    layers and repeated calls share one table, the least recently used tables leaving past
+    ``TABLE_CACHE_BYTES`` (:func:`tables_cache`). Treat it as read-only.
     """
     positions = torch.arange(length, dtype=torch.float32)
     return position_table(

@@ -39,21 +39,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..models import DTYPES
 from ..rope.checks import is_count
-from ..sweep.spec import SpecError
+from ..sweep.spec import SpecError, read_toml
 from .evolution import ALGORITHMS
 from .loop import Hyper
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 FACTOR_LISTS = ("long", "short")
 PERPLEXITY_MODES = ("first", "yarn")  # the modes that cut a document to its first L ids
@@ -243,12 +237,7 @@ def spec_from_record(data: dict[str, Any]) -> SearchSpec:
 def load_search_spec(path: str | Path) -> SearchSpec:
     """A TOML file's ``[search]`` table."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"spec file {str(path)!r} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise SpecError(f"spec file {path} is not valid TOML: {err}") from None
+    data = read_toml(path)
     if "search" not in data:
         raise SpecError(f"spec file {path} has no [search] table; ropekit search reads its [search] table")
     return search_from_dict(data["search"], name=path.stem)

@@ -19,7 +19,6 @@ it and reads its score instead of computing it: nothing scored is lost or scored
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -27,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..cache import Notice, atomic_write, csv_text, no_links, open_here, read_csv
+from ..cache import Notice, append_lines, atomic_write, csv_text, no_links, open_here, read_csv
 from ..sweep.spec import SpecError
 from .spec import SearchSpec
 
@@ -127,17 +126,7 @@ class CandidateStore:
             "score": repr(float(score)),
             "factors": " ".join(repr(float(x)) for x in factors),
         }
-        data = csv_text(COLUMNS, [row], header=False).encode("utf-8")
-        try:
-            fd = open_here(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.ENOSPC, "the line was written only in part")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as err:
-            raise OSError(err.errno, err.strerror, str(self.path)) from None
+        append_lines(self.path, COLUMNS, row)
         self.scores.setdefault(key, float(score))
         self.rows.setdefault(key, {k: str(v) for k, v in row.items()})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..models import (
@@ -14,12 +14,13 @@ from ..models import (
     read_model_config,
     resolve_dtype,
 )
+from ..modes import PERPLEXITY
 from ..tasks import TrialSettings, get_task
 from .spec import SpecError, SweepSpec
 from .store import cell_key
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
     model: str
     rope: str
@@ -27,8 +28,7 @@ class Cell:
     length: int
     key: str
     config: ModelConfig  # the resolved plan this cell runs
-    docs: list[str] = field(default_factory=list)  # the documents this cell scores, in order
-    task: str = "perplexity"
+    task: str = PERPLEXITY
     depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack (None: placed at random)
     settings: TrialSettings | None = None  # a trial task's cell: its task's settings
     checkpoint: Checkpoint | None = None  # where the model's files are, resolved once when planned
@@ -65,7 +65,7 @@ def plan_cells(
                 record = config.plan_record()  # what decides the numbers, whatever the spec called it
                 where = {"model": model, "rope": rope_name, "plan": record, "layer_mix": mix, **snapshot}
                 cells += trial_cells(spec, where, config, corpus_sha, dtype, located)
-                for length in spec.lengths if "perplexity" in spec.tasks else ():
+                for length in spec.lengths if PERPLEXITY in spec.tasks else ():
                     definition = {
                         "model": model,
                         "rope": rope_name,
@@ -102,12 +102,22 @@ def trial_cells(
     return cells
 
 
-def plan_records(cells: list[Cell]) -> list[dict[str, Any]]:
-    """One record per (model, layer mix, rope): the resolved plan each of its cells ran."""
+def plan_records(cells: list[Cell], length: int | None = None) -> list[dict[str, Any]]:
+    """One record per (model, layer mix, rope): the resolved plan each of its cells ran, and, at ``length``
+    (the sweep's longest), what each of its ropes does to the frequencies (``frequencies``, by the key
+    of ``ropes``: ``ropekit.rope.table.frequency_record``), so that a report draws them without torch."""
+    from ..rope.table import frequency_record
+
     seen: dict[tuple, dict[str, Any]] = {}
     for c in cells:
-        seen.setdefault(
-            (c.model, c.layer_mix, c.rope),
-            {"model": c.model, "layer_mix": c.layer_mix, "rope": c.rope, **c.config.plan_record()},
-        )
+        if (c.model, c.layer_mix, c.rope) in seen:
+            continue
+        record = {"model": c.model, "layer_mix": c.layer_mix, "rope": c.rope, **c.config.plan_record()}
+        if length is not None:
+            ropes = {
+                key: next(layer.rope for layer in c.config.layers if layer.rope and layer.rope.to_record() == value)
+                for key, value in record["ropes"].items()
+            }
+            record["frequencies"] = {key: frequency_record(rope, length) for key, rope in ropes.items()}
+        seen[c.model, c.layer_mix, c.rope] = record
     return list(seen.values())

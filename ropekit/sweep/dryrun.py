@@ -31,7 +31,8 @@ import torch
 
 from ..data import load_corpus
 from ..models import Precision, check_weights, resolve_dtype
-from .cells import plan_cells
+from ..modes import PERPLEXITY
+from .cells import Cell, plan_cells
 from .cost import (
     STABLE_SPREAD,
     MeasuredRates,
@@ -90,7 +91,7 @@ class CellCost:
     docs: int
     to_score: int
     seconds: float
-    task: str = "perplexity"
+    task: str = PERPLEXITY
     depth: float | None = None
 
 
@@ -192,7 +193,7 @@ class DryRun:
         lines += ["", "Predicted seconds per cell (a pass's seconds shared by the lengths it serves still to run)"]
         table = self.table()
         for (model, mix, task), block in table.groupby(["model", "layer_mix", "task"], sort=False):
-            if task != "perplexity":  # a retrieval cell per depth: summed over the depths
+            if task != PERPLEXITY:  # a retrieval cell per depth: summed over the depths
                 agg = {
                     "seconds": "sum",
                     "to_score": "sum",
@@ -202,7 +203,7 @@ class DryRun:
             shown = block.assign(shown=[_cell_text(c) for c in block.itertuples()])
             grid = shown.pivot(index="length", columns="rope", values="shown")[list(dict.fromkeys(block["rope"]))]
             grid.columns.name = None
-            what = "" if task == "perplexity" else f", {task} (all depths)"
+            what = "" if task == PERPLEXITY else f", {task} (all depths)"
             lines += [f"{model}, layer mix {mix}{what}", grid.to_string()]
         lines += ["", self._total_text()]
         return "\n".join(lines)
@@ -342,26 +343,31 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                     where = (c.model, c.layer_mix, c.rope, f"{c.task}{at} trial {t}", 0, c.length)
                     passes.append(PassCost(*where, (c.length,), False, seconds, memory))
                     shares[c.key] += seconds
+    planned = sweep_units(spec, corpus, cells, {})  # every cell's documents, done or not
+    documents = planned.documents()
+
+    def docs_of(c: Cell) -> list[str]:
+        return documents.get(c.model, {}).get(c.length, [])
+
     costs = []
     for c in cells:
-        retrieval = c.task != "perplexity"
+        retrieval = c.task != PERPLEXITY
         if stored.done(c.key):
             status = "done"
             docs = int(stored.rows[c.key]["n_trials" if retrieval else "n_docs"])
         elif retrieval:
             status, docs = "to run", c.settings.trials
         else:
-            status, docs = ("to run" if c.docs else "no documents"), len(c.docs)
+            status, docs = ("to run" if docs_of(c) else "no documents"), len(docs_of(c))
         seconds = shares[c.key] if status == "to run" else 0.0
         cost = (c.model, c.layer_mix, c.rope, c.length, status, docs, to_score[c.key], seconds, c.task, c.depth)
         costs.append(CellCost(*cost))
     unit_seconds: dict[str, float] = defaultdict(float)
     owner = {}  # (model, part, document or None for a trial) -> the unit that runs it
-    units_planned = sweep_units(spec, corpus, cells, {}).units  # sets every cell's documents
-    scored = {d for c in cells for d in c.docs}
-    for u in units_planned:
+    scored = {d for c in cells for d in docs_of(c)}
+    for u in planned.units:
         for part in u.parts:
-            for doc in [None, *dict.fromkeys(d for c in cells if c.key in u.cells for d in c.docs)]:
+            for doc in [None, *dict.fromkeys(d for c in cells if c.key in u.cells for d in docs_of(c))]:
                 if u.docs is None or (doc in u.docs if doc else not u.docs):
                     owner[u.model, part, doc] = u
     for p in passes:

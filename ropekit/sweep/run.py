@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..models import Precision, load_model
+from ..modes import PERPLEXITY
 from .cells import Cell, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
 from .meta import changed_models, check_resumable, sweep_meta
+from .perplexity import cell_row
 from .progress import Progress, seconds_estimator
-from .rows import cell_row
 from .spec import SweepSpec
 from .store import ResultStore, StoredResults, merge_if_free
 from .units import plan_sweep, shared_units, stored_state, unit_complete, unit_work
@@ -76,7 +77,7 @@ def run_sweep(
         meta = sweep_meta(spec, corpus, plan.checkpoints, out, plan.precision, started=store.meta.get("started"))
         earlier = float(store.meta.get("total_wall_seconds", store.meta.get("wall_seconds", 0.0)))  # resumed runs
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        store.write_plans(plan_records(cells))
+        store.write_plans(plan_records(cells, max(spec.lengths)))
         reused = sum(store.done(c.key) for c in cells)
         by_key = {c.key: c for c in cells}
         planned_units = shared_units(out, plan.units, force)
@@ -97,7 +98,7 @@ def run_sweep(
                 progress.add(work)
             run = _Worker(spec, plan.precision, corpus, by_key, store, claims, progress, planned, stored, inputs)
             run.loop(units, lease)
-            run.finish_cells(cells)
+            run.finish_cells(cells, planned_units.documents())
         finally:
             progress.close()
         if store.primary:
@@ -193,17 +194,17 @@ class _Worker:
         self.tried.add(unit.id)
         self.computed += sum(store.rows.get(key) is not row for key, row in before.items())  # rows it wrote
 
-    def finish_cells(self, cells: list[Cell]) -> None:
-        """Write the row of each cell whose documents are all stored but which has none: units of one
-        document that finished together, each before the other had stored its document (every worker
-        does this at its end; the same row twice is merged once)."""
+    def finish_cells(self, cells: list[Cell], documents: dict[str, dict[int, list[str]]]) -> None:
+        """Write the row of each cell whose documents (``documents``: per model, per length) are all stored
+        but which has none: units of one document that finished together, each before the other had stored
+        its document (every worker does this at its end; the same row twice is merged once)."""
         self.store.refresh()
         for c in cells:
-            store = self.store
-            if c.task != "perplexity" or store.done(c.key) or not c.docs:
+            store, docs = self.store, documents.get(c.model, {}).get(c.length)
+            if c.task != PERPLEXITY or store.done(c.key) or not docs:
                 continue
-            if all((c.key, doc) in store.docs for doc in c.docs):
-                row = cell_row(c, store, self.spec.mode, None)
+            if all((c.key, doc) in store.docs for doc in docs):
+                row = cell_row(c, docs, store, self.spec.mode, None)
                 store.add_cell(row)
                 self.progress.cell_done(row)
                 self.computed += 1

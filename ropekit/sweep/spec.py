@@ -50,7 +50,7 @@ from typing import Any
 
 from ..cache import Notice
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
-from ..modes import MODES
+from ..modes import MODES, PERPLEXITY
 from ..names import FOLDER_HELP, ROPE_NAME_HELP, folder_name_problem, rope_name_problem, unprintable
 from ..rope.checks import is_count
 from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
@@ -87,7 +87,7 @@ KEYS = (
 def task_names() -> tuple[str, ...]:
     """Every task a spec may name: perplexity, the registered trial tasks (plugins included), then the
     suites (``ruler``: every RULER task that can run here)."""
-    return ("perplexity", *trial_tasks(), *suites())
+    return (PERPLEXITY, *trial_tasks(), *suites())
 
 
 def task_keys() -> tuple[str, ...]:
@@ -173,7 +173,7 @@ class SweepSpec:
     device: str = "cpu"
     dtype: str | None = None
     name: str = "sweep"
-    tasks: tuple[str, ...] = ("perplexity",)
+    tasks: tuple[str, ...] = (PERPLEXITY,)
     retrieval: dict[str, TrialSettings] = field(default_factory=dict)  # trial task -> its table's settings
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # how it runs (not hashed)
 
@@ -228,7 +228,7 @@ class SweepSpec:
         if not self.tasks:
             raise SpecError(f"tasks is empty; give at least one of {', '.join(task_names())}")
         for task in self.tasks:
-            if task != "perplexity" and get_task(task) is None:
+            if task != PERPLEXITY and get_task(task) is None:
                 raise SpecError(f"tasks: {task!r} is not a task; expected some of {', '.join(task_names())}")
         if repeated := sorted({t for t in self.tasks if self.tasks.count(t) > 1}):
             raise SpecError(f"tasks {list(self.tasks)} repeat {', '.join(repeated)}; give each once")
@@ -238,7 +238,7 @@ class SweepSpec:
     @property
     def retrieval_tasks(self) -> dict[str, TrialSettings]:
         """Each trial task the spec runs, in its order, with its settings (defaults where it has no table)."""
-        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if t != "perplexity"}
+        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if t != PERPLEXITY}
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data that ``spec_from_dict`` takes back to an equal spec, in the spec's
@@ -256,7 +256,7 @@ class SweepSpec:
             "device": self.device,
             "dtype": self.dtype,
         }
-        if self.tasks != ("perplexity",):  # a perplexity-only spec keeps the hash it had before tasks
+        if self.tasks != (PERPLEXITY,):  # a perplexity-only spec keeps the hash it had before tasks
             data["tasks"] = list(self.tasks)
             data |= {task: settings.to_dict() for task, settings in self.retrieval_tasks.items()}
         if executor := self.executor.to_dict():
@@ -320,7 +320,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         mixes = [mixes]
     if not isinstance(mixes, list) or not all(isinstance(m, str) for m in mixes):
         raise SpecError(f"layer_mixes = {mixes!r} is not allowed; expected a list of: {MIX_HELP}")
-    tasks = data.get("tasks", ["perplexity"])
+    tasks = data.get("tasks", [PERPLEXITY])
     if isinstance(tasks, str):
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
@@ -393,7 +393,7 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     args += _flag("device", spec.device)
     if spec.dtype is not None:
         args += _flag("dtype", spec.dtype)
-    if spec.tasks != ("perplexity",):
+    if spec.tasks != (PERPLEXITY,):
         args += _flag("tasks", ",".join(spec.tasks))
     # One flag sets a key in every table of the spec's tasks that has it: tables that differ need the spec file.
     settings = list(spec.retrieval_tasks.values())
@@ -411,15 +411,19 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     return shlex.join(args)
 
 
-def load_spec(path: str | Path) -> SweepSpec:
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A spec file's TOML as data; a file that is missing or not TOML is one :class:`SpecError` line."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SpecError(f"spec file {str(path)!r} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise SpecError(f"spec file {path} is not valid TOML: {err}") from None
-    return spec_from_dict(data, name=path.stem)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    return spec_from_dict(read_toml(path), name=Path(path).stem)
 
 
 DEFAULT_SPEC = Path(__file__).with_name("default.toml")

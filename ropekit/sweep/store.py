@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import fcntl
 import hashlib
 import io
@@ -67,7 +66,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..cache import Notice, atomic_write, clean_temporaries, csv_text, no_links, open_here, read_csv, running
+from ..cache import (
+    Notice,
+    append_lines,
+    atomic_write,
+    clean_temporaries,
+    csv_text,
+    no_links,
+    open_here,
+    read_csv,
+    running,
+)
+from ..modes import PERPLEXITY
 from ..tasks.longppl import COLUMNS as LONGPPL_COLUMNS
 from .spec import SpecError, SweepSpec
 
@@ -146,7 +156,7 @@ FILES = {
 # their header, and those columns' values. Opening one for writing rewrites it (atomically) so.
 UPGRADES = {
     "results.csv": [
-        (PERPLEXITY_ONLY_COLUMNS, {"task": "perplexity", **dict.fromkeys(LONGPPL_COLUMNS, "")}),  # before tasks
+        (PERPLEXITY_ONLY_COLUMNS, {"task": PERPLEXITY, **dict.fromkeys(LONGPPL_COLUMNS, "")}),  # before tasks
         (BEFORE_LONGPPL, dict.fromkeys(LONGPPL_COLUMNS, "")),
     ],
     "trials.csv": [
@@ -183,7 +193,7 @@ def _readable(row: dict[str, str]) -> bool:
     """Whether a record's numbers parse (a failed cell's row has none to parse)."""
     if row.get("status", "ok") != "ok":
         return True
-    retrieval = (row.get("task") or "perplexity") != "perplexity" and "trial" not in row  # a retrieval cell's row
+    retrieval = (row.get("task") or PERPLEXITY) != PERPLEXITY and "trial" not in row  # a retrieval cell's row
     numbers = RETRIEVAL_NUMBERS if retrieval else NUMBERS
     own = retrieval or bool(row.get("scores"))  # a task that scores its own way fills its own columns
     try:
@@ -310,7 +320,7 @@ class Merger:
                     self.have[name].add(digest)
                     new.append(row)
             if new:
-                _append(path, columns, *new)
+                append_lines(path, columns, *new)
                 appended[name] = new
         for folder in folders:
             fd = open_here(folder / ".lock", os.O_RDWR | os.O_CREAT)
@@ -387,22 +397,6 @@ def _cut(path: Path, whole: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _append(path: Path, columns: list[str], *rows: dict[str, Any]) -> None:
-    """Records as one line each, in a single write, on disk before returning. A write cut short (a
-    full disk) leaves a torn line, which the next open cuts off."""
-    data = csv_text(columns, list(rows), header=False).encode("utf-8")
-    try:
-        fd = open_here(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, "the line was written only in part")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def _lock(out: Path, *, wait: bool = False) -> int:
@@ -484,7 +478,7 @@ class StoredResults:
         order of time)."""
         for r in rows:
             if self.rows.get(r["cell"], {}).get("status") != "ok" or r.get("status") == "ok":
-                self.rows[r["cell"]] = {"task": "perplexity", **r}
+                self.rows[r["cell"]] = {"task": PERPLEXITY, **r}
         self.docs.update(((r["cell"], r["doc"]), r) for r in docs)
         for r in trials:
             key = (r["cell"], int(r["trial"]))
@@ -618,7 +612,7 @@ class ResultStore(StoredResults):
         self._write(self.timings_path, TIMING_COLUMNS, {"cell": cell, "seconds": f"{seconds:.2f}"})
 
     def _write(self, path: Path, columns: list[str], row: dict[str, Any]) -> None:
-        _append(path, columns, row)
+        append_lines(path, columns, row)
         if self._merger is not None:  # the holder's own line: a shard's copy of it is not merged again
             self._merger.saw(path.name, row)
 

@@ -32,7 +32,7 @@ from ..eval import score_answer
 from ..eval.generate import generate_text
 from ..tasks import get_task
 from .cost import pass_seconds
-from .rows import depth_text, named
+from .rows import depth_text, named, write_row
 from .spec import SpecError, SweepSpec
 
 
@@ -155,11 +155,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
                     }
                 )
             progress.trial_done(model.config, c, time.perf_counter() - begun)
-        cell_row = retrieval_row(c, store, failure)
-        store.add_cell(cell_row)
-        store.add_timing(c.key, time.perf_counter() - started)
-        progress.cell_done(cell_row)
-        failed.extend([cell_row] if cell_row["status"] != "ok" else [])
+        failed += write_row(retrieval_row(c, store, failure), store, progress, started)
     return failed
 
 

@@ -15,7 +15,7 @@ from ..cache import atomic_write, open_here
 from ..data import load_corpus
 from ..eval.perplexity import frequency_signature
 from ..models import Checkpoint, Precision, check_weights, dtype_device
-from ..modes import SHARED
+from ..modes import PERPLEXITY, SHARED
 from .cells import Cell, plan_cells
 from .claims import Unit
 from .cost import NOMINAL_RATES, plan_seconds
@@ -41,7 +41,7 @@ def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
             g = parent[g]
         return g
 
-    if spec.mode in SHARED and "perplexity" in spec.tasks:
+    if spec.mode in SHARED and PERPLEXITY in spec.tasks:
         first: dict[tuple, tuple] = {}  # (model, signature) -> the first group with it
         for g, group in groups.items():
             for length in spec.lengths:
@@ -63,6 +63,13 @@ class PlannedUnits:
     units: list[Unit]
     whole: dict[str, ModelWork]  # per group's unit id
     group: dict[str, str]  # cell key -> its group's unit id
+
+    def documents(self) -> dict[str, dict[int, list[str]]]:
+        """Per model, the documents each length's perplexity cells score (as its units' work planned them)."""
+        out: dict[str, dict[int, list[str]]] = {}
+        for work in self.whole.values():
+            out.setdefault(work.model, {}).update(work.documents)
+        return out
 
     def work(self) -> dict[str, ModelWork]:
         """Each unit's part of its group's work."""
@@ -105,7 +112,7 @@ def sweep_units(spec: SweepSpec, corpus, cells: list[Cell], inputs: dict) -> Pla
     by_key = {c.key: c for c in cells}
     nothing = StoredResults({}, [], [], [])  # units are ordered by all their work: a resumed run keeps the order
     groups = plan_units(cells, spec)
-    whole = {u.id: unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}  # sets each cell's docs
+    whole = {u.id: unit_work(spec, corpus, u, by_key, nothing, inputs) for u in groups}
     units = split_large(longest_first(groups, whole), whole, spec.executor.workers)
     return PlannedUnits(units, whole, {key: u.id for u in groups for key in u.cells})
 
@@ -168,7 +175,8 @@ def split_large(units: list[Unit], work: dict[str, ModelWork], workers: int) -> 
         if unit.seconds <= share or len(docs) < 2:
             out.append(unit)
             continue
-        per_doc = {key: set(c_docs) for key, c_docs in ((c.key, c.docs) for cells, _ in groups for c in cells)}
+        chosen = work[unit.id].documents
+        per_doc = {c.key: set(chosen[c.length]) for cells, _ in groups for c in cells}
         for doc in docs:
             seconds = sum(
                 plan_seconds(cells[0].config, plans[doc][1], NOMINAL_RATES) for cells, plans in groups if doc in plans

@@ -26,7 +26,7 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
 ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
 :func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
 point names a :class:`TrialTask`), so ``ropekit sweep --tasks NAME``, ``status``, ``report`` and the dry
-run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/work.py``): its passes
+run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/perplexity.py``): its passes
 are shared across lengths and ropes, which no trial task's are.
 """
 
@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..modes import PERPLEXITY
 from ..plugins import Registry
 from ..rope.checks import is_count
 
@@ -120,7 +121,7 @@ class TrialTask:
     metric: str = ""  # with ``match``: its score's name (RULER's string_match_all), as the report and tables say it
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "perplexity":
+        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == PERPLEXITY:
             raise ValueError(f"task name {self.name!r} is not allowed; expected an identifier other than perplexity")
         if not (isinstance(self.settings, type) and issubclass(self.settings, TrialSettings)):
             raise ValueError(f"task {self.name!r}: settings must be a TrialSettings dataclass of its table's keys")
@@ -188,7 +189,7 @@ SUITES: dict[str, tuple[str, ...]] = {}  # a suite's name (``ruler``) -> its tas
 
 def register_suite(name: str, members: Sequence[str]) -> tuple[str, ...]:
     """Name a set of trial tasks that a sweep's ``tasks`` list may give as one (RULER's ``ruler``)."""
-    if not isinstance(name, str) or not name.isidentifier() or name in TASKS.records or name == "perplexity":
+    if not isinstance(name, str) or not name.isidentifier() or name in TASKS.records or name == PERPLEXITY:
         raise ValueError(f"suite name {name!r} is not allowed; expected an identifier that names no task")
     SUITES[name] = tuple(members)
     return SUITES[name]

@@ -436,7 +436,7 @@ def test_resonance_spec_is_frozen_hashable_and_round_trips():
     assert spec.scaling.rope.short_factor == (1.0,) * 32  # tuples inside: hashable
     assert spec.original_length == 8192  # the rounded rope's, filled from the model
     assert {spec: 1}[parse_rope(rope, **GEO)] == 1
-    assert rope_table(spec, 16) is rope_table(parse_rope(rope, **GEO), 16)  # an lru_cache key
+    assert rope_table(spec, 16) is rope_table(parse_rope(rope, **GEO), 16)  # a cache key: equal specs hash alike
     with pytest.raises(AttributeError):
         spec.scaling.rope = None
     data = spec.to_dict()

@@ -136,3 +136,33 @@ def test_dynamic_table_follows_the_evaluated_length():
     long, _ = rope_table(spec, 100, seq_len=8192)
     assert not torch.equal(short, long)
     torch.testing.assert_close(short, rope_table(spec_of("default"), 100)[0], rtol=0, atol=0)
+
+
+def test_the_tables_cache_is_bounded_by_the_bytes_it_holds():
+    """rope_table's cache keeps tables while they fit its byte budget, least recently used out first, and
+    always the newest (a sweep's tables at every length used to stay alive, 64 of them)."""
+    from ropekit.rope.rotary import TABLE_CACHE_BYTES, tables_cache
+
+    made = []
+
+    @tables_cache(3 * 400)
+    def table(n: int, *, scale: float = 1.0):
+        made.append(n)
+        return torch.full((n,), scale), torch.zeros(n)  # 8 n bytes (float32 and float32)
+
+    first = table(50)  # 400 bytes
+    assert table(50) is first and made == [50]
+    table(50, scale=2.0), table(25)  # 400 + 200: 1000 in all
+    assert table(50) is first and made == [50, 50, 25]  # read: the most recent now
+    table(60)  # 480 more: the least recently used (scale 2.0) leaves
+    table(25), table(50)
+    assert made == [50, 50, 25, 60]
+    table(30)  # 240 more: 60, now the least recently used, leaves
+    table(60)
+    assert made == [50, 50, 25, 60, 30, 60]
+    big = table(500)  # over the budget alone: kept, the only one
+    assert table(500) is big and table(25) and made[-2:] == [500, 25]
+    table.cache_clear()
+    table(25)
+    assert made[-1] == 25
+    assert TABLE_CACHE_BYTES >= 2 * 262144 * 64 * 4  # one 262k-token table of 64 dims, cos and sin, float32

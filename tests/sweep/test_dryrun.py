@@ -23,9 +23,9 @@ from ropekit.models import precision as precision_module
 from ropekit.models.decoder import norm_weights
 from ropekit.sweep import SpecError, cost, dry_run, run_sweep
 from ropekit.sweep import cells as cells_module
+from ropekit.sweep import perplexity as perplexity_module
 from ropekit.sweep import progress as progress_module
 from ropekit.sweep import run as run_module
-from ropekit.sweep import work as work_module
 from ropekit.sweep.spec import executor_spec
 from ropekit.sweep.status import duration
 from ropekit.sweep.store import StoredResults
@@ -69,10 +69,10 @@ def run_counting(sweep, out: Path, monkeypatch) -> tuple[list[int], list[int]]:
         return perplexity.token_nll(model, ids, **kw)
 
     monkeypatch.setattr(progress_module.Progress, "add_plan", add_plan)
-    monkeypatch.setattr(work_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
+    monkeypatch.setattr(perplexity_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
     summary = run_sweep(sweep, out, quiet=True)
     monkeypatch.setattr(progress_module.Progress, "add_plan", real_add)
-    monkeypatch.setattr(work_module, "score_plan", real_score)
+    monkeypatch.setattr(perplexity_module, "score_plan", real_score)
     assert summary.ok
     return planned, pushed
 
@@ -144,9 +144,9 @@ def test_done_cells_of_a_dir_are_shown_done_and_the_rest_planned_as_the_rerun_ru
     sweep = spec(setup)
     out = tmp_path / "out"
     real = perplexity.score_plan
-    monkeypatch.setattr(work_module, "score_plan", oom_at(512))
+    monkeypatch.setattr(perplexity_module, "score_plan", oom_at(512))
     failed = run_sweep(sweep, out, quiet=True).failed
-    monkeypatch.setattr(work_module, "score_plan", real)
+    monkeypatch.setattr(perplexity_module, "score_plan", real)
     assert {r["length"] for r in failed} == {512}
     before = snapshot(out)
     dry = dry_run(sweep, out, rates=RATES)

@@ -12,8 +12,8 @@ import pytest
 from ropekit.cache import open_records
 from ropekit.eval import perplexity
 from ropekit.sweep import ResultStore, run_sweep
+from ropekit.sweep import perplexity as perplexity_module
 from ropekit.sweep import progress as progress_module
-from ropekit.sweep import work as work_module
 from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS
 from tests.sweep.conftest import oom_at
 from tests.sweep.test_sweep import rows, spec
@@ -129,9 +129,9 @@ def test_a_torn_results_line_is_dropped_and_its_cell_written_again(setup, refere
 
 def test_a_retried_cell_reads_back_as_its_last_row(setup, tmp_path, monkeypatch):
     real = perplexity.score_plan
-    monkeypatch.setattr(work_module, "score_plan", oom_at(512))
+    monkeypatch.setattr(perplexity_module, "score_plan", oom_at(512))
     assert [r["length"] for r in run_sweep(one_rope(setup), tmp_path, quiet=True).failed] == [512]
-    monkeypatch.setattr(work_module, "score_plan", real)
+    monkeypatch.setattr(perplexity_module, "score_plan", real)
     assert run_sweep(one_rope(setup), tmp_path, quiet=True).ok
     assert len(rows(tmp_path / "results.csv")) == 5  # the failure, then the success
     back = read_back(tmp_path / "results.csv")
@@ -140,7 +140,7 @@ def test_a_retried_cell_reads_back_as_its_last_row(setup, tmp_path, monkeypatch)
 
 def test_the_estimate_is_the_tokens_that_run(setup, tmp_path, monkeypatch):
     expected, pushed = [], []
-    real_add, real_score = progress_module.Progress.add_plan, work_module.score_plan
+    real_add, real_score = progress_module.Progress.add_plan, perplexity_module.score_plan
 
     def counting(model, ids):
         pushed.append(len(ids))
@@ -151,7 +151,7 @@ def test_the_estimate_is_the_tokens_that_run(setup, tmp_path, monkeypatch):
         real_add(self, config, plan, **kw)
 
     monkeypatch.setattr(progress_module.Progress, "add_plan", add_plan)
-    monkeypatch.setattr(work_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
+    monkeypatch.setattr(perplexity_module, "score_plan", lambda *a, **kw: real_score(*a, **kw, nll_fn=counting))
     assert run_sweep(spec(setup), tmp_path, quiet=True).ok  # dynamic shares the default rope's passes
     assert sum(expected) == sum(pushed) > 0
 

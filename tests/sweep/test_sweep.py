@@ -40,7 +40,7 @@ from ropekit.eval.perplexity import (
 )
 from ropekit.models import precision
 from ropekit.sweep import SpecError, default_spec, load_spec, run_sweep, spec_from_dict
-from ropekit.sweep import work as work_module
+from ropekit.sweep import perplexity as perplexity_module
 from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.spec import reproduce_command
 from ropekit.sweep.store import DOC_COLUMNS, RESULT_COLUMNS, StoreError, parse_blocks
@@ -203,7 +203,7 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
             scores[256] = perplexity.Score(float("nan"), scores[256].n_tokens)
         return scores
 
-    monkeypatch.setattr(work_module, "score_plan", flaky)
+    monkeypatch.setattr(perplexity_module, "score_plan", flaky)
     summary = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     status = {(r["rope"], r["length"]): r["status"] for r in rows(tmp_path / "results.csv")}
     assert len(status) == 12 and not summary.ok
@@ -213,7 +213,7 @@ def test_failed_cells_are_recorded_and_the_sweep_goes_on(setup, tmp_path, monkey
         ("yarn", 512, "oom"),
     ]
     assert sum(s == "ok" for s in status.values()) == 10
-    monkeypatch.setattr(work_module, "score_plan", real)
+    monkeypatch.setattr(perplexity_module, "score_plan", real)
     retry = run_sweep(spec(setup, layer_mixes=["native"]), tmp_path, quiet=True)
     assert retry.ok and retry.computed == 2 and retry.reused == 10
 
