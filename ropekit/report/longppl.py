@@ -30,8 +30,8 @@ def split(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[s
 
 
 def frame_of(rows: list[dict[str, str]], spec: dict[str, Any]) -> pd.DataFrame:
-    """LongPPL's rows with their numbers parsed, a pending row for every cell the spec plans without one,
-    in the spec's order."""
+    """LongPPL's rows with their numbers parsed, and a pending row for every cell the spec plans without one
+    (``load_sweep`` puts them in the spec's order)."""
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=["model", "rope", "layer_mix", "length", "status", "detail", *NUMBERS])
@@ -50,12 +50,7 @@ def frame_of(rows: list[dict[str, str]], spec: dict[str, Any]) -> pd.DataFrame:
     for column in NUMBERS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame.loc[frame["status"] != "ok", list(NUMBERS)] = float("nan")
-    ropes = {r: i for i, r in enumerate(dict.fromkeys([*spec.get("ropes", {}), *frame["rope"]]))}
-    return (
-        frame.assign(order=frame["rope"].map(ropes))
-        .sort_values(["model", "layer_mix", "order", "length"], kind="stable")
-        .drop(columns="order")
-    )
+    return frame
 
 
 def table(frame: pd.DataFrame) -> pd.DataFrame:

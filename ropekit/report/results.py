@@ -111,7 +111,7 @@ def load_sweep(path: str | Path) -> Sweep:
     spec = meta.get("spec", {})
     frame = _with_pending(rows, spec)
     retrieval = _retrieval_with_pending(retrieval_rows, spec, meta)
-    longppl_frame = longppl.frame_of(longppl_rows, spec)
+    longppl_frame = _in_spec_order(longppl.frame_of(longppl_rows, spec), spec, ["length"])
     if frame.empty and retrieval.empty and longppl_frame.empty:
         raise ReportError(f"{folder} has no results and its meta.json plans no cells")
     plans = _read_plans(folder / "plans.json")

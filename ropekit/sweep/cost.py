@@ -118,12 +118,30 @@ class Flops:
         return self.matmul + self.attention
 
 
+def mlp_sizes(config: ModelConfig) -> list[tuple[int, int]]:
+    """Per layer, (the MLP width a token runs through, the MLP's weights): a dense MLP's
+    ``intermediate_size`` and 3*H*I; a mixture of experts' top-k experts (k*I) and every expert's 3*H*I
+    plus the router's H*E."""
+    c, moe = config, config.moe
+    dense = (c.intermediate_size, 3 * c.hidden_size * c.intermediate_size)
+    if moe is None:
+        return [dense] * c.num_hidden_layers
+    sparse = (
+        moe.experts_per_token * moe.intermediate_size,
+        moe.experts * (3 * c.hidden_size * moe.intermediate_size + c.hidden_size),
+    )
+    return [sparse if experts else dense for experts in moe.layers]
+
+
 def token_flops(config: ModelConfig, length: int) -> Flops:
-    """FLOPs per token of a pass of ``length`` tokens (the module docstring has the formula)."""
+    """FLOPs per token of a pass of ``length`` tokens (the module docstring has the formula; a mixture of
+    experts counts the top-k experts a token runs through and its router, ``mlp_sizes``)."""
     c = config
     H, nh, nkv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
-    per_layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * c.intermediate_size
-    matmul = c.num_hidden_layers * per_layer + H * c.vocab_size
+    attention = 2 * H * nh * hd + 2 * H * nkv * hd
+    routers = c.moe.experts * H * sum(c.moe.layers) if c.moe is not None else 0
+    matmul = c.num_hidden_layers * attention + sum(3 * H * width for width, _ in mlp_sizes(c)) + routers
+    matmul += H * c.vocab_size
     windows = layer_windows(c)
     causal = sum(mean_keys(length, w) for w in windows if w is None or w >= length)
     band = sum(mean_keys(length, w) for w in windows if w is not None and w < length)
@@ -365,10 +383,12 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
     family per layer, hd each for q and k norms, H for the final norm."""
     c = config
     H, nh, nkv, hd, inter = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size
-    layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * inter
+    layer = 2 * H * nh * hd + 2 * H * nkv * hd
     layer += c.attention_bias * (nh + 2 * nkv) * hd + c.output_bias * H + c.mlp_bias * (2 * inter + H)
-    matrices = c.num_hidden_layers * layer + c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
-    norms = c.num_hidden_layers * (len(c.family.norms) * H + 2 * hd * c.family.qk_norm) + H
+    matrices = c.num_hidden_layers * layer + sum(weights for _, weights in mlp_sizes(c))
+    matrices += c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
+    qk = {None: 0, "head": 2 * hd, "all": (nh + nkv) * hd}[c.family.qk_norm]  # per head, or over all heads
+    norms = c.num_hidden_layers * (len(c.family.norms) * H + qk) + H
     return matrices, norms
 
 
@@ -409,7 +429,7 @@ def pass_memory(
     matrices, norms = parameters(c)
     hd, nh, nkv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
     attention = tokens * hd * (Q_COPIES * nh + KV_COPIES * nkv) * b
-    mlp = tokens * c.intermediate_size * MLP_COPIES * b
+    mlp = tokens * max(width for width, _ in mlp_sizes(c)) * MLP_COPIES * b
     activations = tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
     chunk = min(tokens if head_rows is None else head_rows, max(1, LOGIT_BUDGET // c.vocab_size))
     logits = chunk * c.vocab_size * (b + (4 if b != 4 else 0) + 4)

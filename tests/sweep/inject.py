@@ -46,7 +46,7 @@ def inject(where: str, n: int, how: str, once: str | None = None) -> None:
             return False
         return True
 
-    real_append, real_replace = store._append, os.replace
+    real_append, real_replace = store.append_lines, os.replace
 
     def append(path, columns, row):
         if hit():
@@ -75,7 +75,7 @@ def inject(where: str, n: int, how: str, once: str | None = None) -> None:
         real_release(self, unit)
 
     if where == "append":
-        store._append = append
+        store.append_lines = append
     elif where == "replace":
         cache.os.replace = replace
     elif where == "claim":

@@ -459,3 +459,17 @@ def test_with_workers_the_dry_run_packs_the_units_longest_first(setup, tmp_path)
     assert sorted(n for _, units in loads for n in units) == sorted(names)
     assert max(s for s, _ in loads) == pytest.approx(max(seconds[0], seconds[1] + seconds[2]))
     assert "With 2 workers (local), units longest first" in dry.text()
+
+
+def test_a_mixture_of_experts_is_priced_by_the_experts_a_token_runs_through():
+    """Qwen3-MoE (layer 1 dense, the others 4 experts of 32, top 2): a token's MLP FLOPs are those of a dense
+    MLP of 2 * 32 on each sparse layer, plus its router; the weights count every expert."""
+    from tests.models.tiny import FAMILY_CONFIGS, SMALL
+
+    moe = model_config({**SMALL, **FAMILY_CONFIGS["qwen3_moe"]})
+    H, layers = moe.hidden_size, moe.moe.layers
+    assert layers[1] is False and sum(layers) == len(layers) - 1
+    dense = model_config({**SMALL, **FAMILY_CONFIGS["qwen3_moe"], "model_type": "qwen3", "intermediate_size": 64})
+    extra = 3 * H * (moe.intermediate_size - 64) + 4 * H * sum(layers)  # layer 1's own MLP, the routers
+    assert cost.token_flops(moe, 10).matmul == pytest.approx(cost.token_flops(dense, 10).matmul + 2 * extra)
+    assert cost.parameters(moe)[0] > cost.parameters(dense)[0]

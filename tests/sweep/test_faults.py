@@ -234,7 +234,7 @@ def fill(disk: Path) -> Path:
 
 def test_a_disk_that_fills_mid_sweep(setup, reference, small_disk, capsys, monkeypatch):
     out = small_disk / "out"
-    real, filled = store_module._append, []
+    real, filled = store_module.append_lines, []
 
     def append(path, columns, *rows):  # another process fills the disk after each score
         real(path, columns, *rows)
@@ -245,14 +245,14 @@ def test_a_disk_that_fills_mid_sweep(setup, reference, small_disk, capsys, monke
         fill(small_disk)
 
     real_release = Claims.release
-    monkeypatch.setattr(store_module, "_append", append)
+    monkeypatch.setattr(store_module, "append_lines", append)
     monkeypatch.setattr(Claims, "release", release)
     assert main(argv(setup, out)) == 2
     (line,) = one_line_each(capsys.readouterr().err)
     assert "No space left on device" in line and f"{out}/" in line and "the same command resumes" in line
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     filled[0].unlink()
-    monkeypatch.setattr(store_module, "_append", real)
+    monkeypatch.setattr(store_module, "append_lines", real)
     monkeypatch.setattr(Claims, "release", real_release)
     resume(setup, out, capsys)
     assert_same_files(out, reference)
