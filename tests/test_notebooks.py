@@ -15,8 +15,14 @@ def errors(nb) -> list[str]:
     return [f"{o.ename}: {o.evalue}" for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
 
 
-def test_the_four_notebooks_exist():
-    assert [p.stem for p in NOTEBOOKS] == ["01_rope_scalings", "02_perplexity_sweep", "03_layer_mixes", "04_retrieval"]
+def test_the_five_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == [
+        "01_rope_scalings",
+        "02_perplexity_sweep",
+        "03_layer_mixes",
+        "04_retrieval",
+        "05_ruler_longppl",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -80,27 +80,33 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def plot(frame: pd.DataFrame, *, colors: dict) -> Figure:
-    """LongPPL (solid, with its interval as error bars) and perplexity (dashed) against length, a panel
-    per (model, layer mix), a colour per rope."""
+def plot(frame: pd.DataFrame, *, colors: dict | None = None) -> Figure:
+    """LongPPL (solid, with its interval as error bars) and perplexity (dashed) against length, a panel per
+    model, a line per rope (its colour from ``colors``, the report's) and layer mix (when there are several)."""
     from .curves import figure_grid
+    from .style import series_styles
 
-    panels = list(frame.groupby(["model", "layer_mix"], sort=False))
+    several = frame["layer_mix"].nunique() > 1
+    frame = frame.assign(
+        line=[f"{r}, {m}" if several else r for r, m in zip(frame["rope"], frame["layer_mix"], strict=True)]
+    )
+    styles = series_styles(frame["line"])
+    panels = list(frame.groupby("model", sort=False))
     fig, axes = figure_grid(len(panels), sharey=False)
-    for ax, ((model, mix), rows) in zip(axes, panels, strict=False):
-        for rope, cells in rows[rows["status"] == "ok"].groupby("rope", sort=False):
-            style = colors.get(rope)
-            color = style.color if style is not None else None
+    for ax, (model, rows) in zip(axes, panels, strict=False):
+        for line, cells in rows[rows["status"] == "ok"].groupby("line", sort=False):
+            rope = cells["rope"].iloc[0]
+            style = (colors or {}).get(rope) if not several else None
+            color = (style or styles[line]).color
             x, y = cells["length"].to_numpy(), cells["longppl"].to_numpy(float)
             lo, hi = cells["longppl_lo"].to_numpy(float), cells["longppl_hi"].to_numpy(float)
-            err = [y - lo, hi - y]
-            ax.errorbar(x, y, yerr=err, color=color, marker="o", capsize=3, label=f"{rope} LongPPL")
-            ax.plot(x, cells["ppl"].to_numpy(float), color=color, linestyle="--", alpha=0.7, label=f"{rope} ppl")
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], color=color, marker="o", capsize=3, label=f"{line}: LongPPL")
+            ax.plot(x, cells["ppl"].to_numpy(float), color=color, linestyle="--", alpha=0.7, label=f"{line}: ppl")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("LongPPL (solid), perplexity (dashed)")
-        ax.set_title(f"{model.rstrip('/').rsplit('/', 1)[-1]}, {mix}", fontsize=9)
+        ax.set_title(model.rstrip("/").rsplit("/", 1)[-1], fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle("LongPPL and perplexity vs context length")
     return fig
