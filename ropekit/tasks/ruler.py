@@ -226,12 +226,19 @@ def build(tokenizer, settings: RulerSettings, length: int, depth: float | None, 
     references = tuple(sample["outputs"])
     answer = " " + ", ".join(references)
     query = re.search(r" for (.*) mentioned in the provided text", sample["gen_prefix"])
+    return sample_trial(tokenizer, settings.task, length, trial, text, references, answer, query, TOKENS_TO_GENERATE)
+
+
+def sample_trial(tokenizer, task: str, length: int, trial: int, text: str, references, answer: str, key, new: int):
+    """A RULER sample as a :class:`Trial`: its prompt ``text`` (the port's context and answer prefix) as
+    ids, ``answer`` as the prompt's continuation, its ``references``, the ``key`` asked for (a regex match
+    of it, or None) and the ``new`` tokens greedy decoding may write; its needles sit at random (no depth)."""
     return Trial(
-        task=settings.task,
+        task=task,
         length=length,
         depth=None,
         trial=trial,
-        key=query[1] if query else "",
+        key=key[1] if key else "",
         value=answer.strip(),
         prompt_ids=tuple(tokenizer.encode(text)),
         answer_ids=tuple(continuation_ids(tokenizer, text, answer)),
@@ -239,7 +246,7 @@ def build(tokenizer, settings: RulerSettings, length: int, depth: float | None, 
         before=0,
         haystack=0,
         references=references,
-        max_new_tokens=TOKENS_TO_GENERATE,
+        max_new_tokens=new,
     )
 
 

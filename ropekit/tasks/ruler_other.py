@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..eval.retrieval import Trial, continuation_ids
+from ..eval.retrieval import Trial
 from ..rope.checks import is_count
 from .registry import TaskSettingsError, TrialSettings, TrialTask, register_suite, register_task
-from .ruler import NIAH, context, need_port, seeded, string_match_all
+from .ruler import NIAH, context, need_port, sample_trial, seeded, string_match_all
 
 # Each task's tokens_to_generate in RULER's synthetic.yaml, lm-eval's max_gen_toks in its YAML.
 TOKENS = {"vt": 30, "cwe": 120, "fwe": 50, "qa_squad": 32, "qa_hotpot": 32}
@@ -311,21 +311,7 @@ def build(tokenizer, settings: OtherSettings, length: int, depth: float | None, 
         asked = re.search(r"the value (\S+), they are", sample["gen_prefix"])
     else:
         asked = re.search(r"Question: ([^\n]*)$", sample["input"]) if qa else None
-    return Trial(
-        task=settings.task,
-        length=length,
-        depth=None,
-        trial=trial,
-        key=asked[1] if asked else "",
-        value=answer.strip(),
-        prompt_ids=tuple(tokenizer.encode(text)),
-        answer_ids=tuple(continuation_ids(tokenizer, text, answer)),
-        position=-1,
-        before=0,
-        haystack=0,
-        references=references,
-        max_new_tokens=TOKENS[settings.task],
-    )
+    return sample_trial(tokenizer, settings.task, length, trial, text, references, answer, asked, TOKENS[settings.task])
 
 
 def string_match_part(output: str, references) -> float:
