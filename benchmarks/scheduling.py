@@ -124,7 +124,8 @@ def bench_merge(cells: int, n_shards: int) -> dict:
     DIR (``StoredResults.read``) and its refresh after the 1 % (``Tails``)."""
     import fcntl
 
-    from ropekit.sweep.store import FILES, Merger, Tails, _append
+    from ropekit.cache import append_lines
+    from ropekit.sweep.store import FILES, Merger, Tails
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
@@ -148,8 +149,8 @@ def bench_merge(cells: int, n_shards: int) -> dict:
         more = max(1, cells // n_shards // 100)
         for s in range(n_shards):
             results, docs = rows(more, 500 + s)
-            _append(out / "shards" / f"worker{s}" / "results.csv", RESULT_COLUMNS, *results)
-            _append(out / "shards" / f"worker{s}" / "documents.csv", DOC_COLUMNS, *docs)
+            append_lines(out / "shards" / f"worker{s}" / "results.csv", RESULT_COLUMNS, *results)
+            append_lines(out / "shards" / f"worker{s}" / "documents.csv", DOC_COLUMNS, *docs)
         began = time.perf_counter()
         added = lines(holder.merge())
         timings["merge_next_1pct_s"] = time.perf_counter() - began
