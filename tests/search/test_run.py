@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -128,29 +127,30 @@ def test_a_search_killed_mid_way_resumes_to_the_same_end(tiny, tmp_path, kill_at
 
 
 def test_workers_share_one_search(tiny, tmp_path):
-    """Three workers on one directory: each candidate scored by exactly one, all end on the same result."""
+    """Three worker processes on one directory (claims are between processes, as workers and Slurm array
+    tasks run): each candidate scored by exactly one, all end on the same result."""
+    import multiprocessing
+
     plan = plan_search(spec_of(tiny))
     whole = tmp_path / "whole"
     reference = run_search(plan, whole, target_distance, poll=0.01)
     out = tmp_path / "shared"
     CandidateStore(out, plan.spec, worker="w0")  # search.json written before the workers start
-    results, errors = {}, []
+    context = multiprocessing.get_context("fork")
+    bests = context.Queue()
 
     def work(name):
-        try:
-            results[name] = run_search(plan, out, target_distance, worker=name, poll=0.01)
-        except Exception as err:  # noqa: BLE001 - reported below
-            errors.append(err)
+        bests.put(run_search(plan, out, target_distance, worker=name, poll=0.01).best.key)
 
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    workers = [context.Process(target=work, args=(f"w{i}",)) for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert [w.exitcode for w in workers] == [0, 0, 0]
     rows = scored_lines(out)
     assert len(rows) == len({r["key"] for r in rows}) == len(scored_lines(whole))
-    assert {r.best.key for r in results.values()} == {reference.best.key}
+    assert {bests.get(timeout=10) for _ in workers} == {reference.best.key}
     assert (out / "result.json").read_bytes() == (whole / "result.json").read_bytes()
 
 
