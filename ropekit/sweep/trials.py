@@ -132,7 +132,7 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
                     raise
                 failure = (status, f"trial {t}: {str(err).splitlines()[0][:200]}")
             else:
-                if own is not None and not all(map(math.isfinite, _floats(numbers))):
+                if own is not None and not _finite(numbers):
                     failure = ("nan", f"trial {t}: a non-finite score")
                 if own is None and not math.isfinite(score.logprob):
                     failure = ("nan", f"trial {t}: non-finite log-probability")
@@ -187,13 +187,13 @@ def retrieval_row(c, store, failure: tuple[str, str] | None = None) -> dict[str,
     }
 
 
-def _floats(numbers) -> list[float]:
-    """Every number in a task's trial numbers (nested lists included)."""
-    if isinstance(numbers, dict):
-        return [x for v in numbers.values() for x in _floats(v)]
-    if isinstance(numbers, (list, tuple)):
-        return [x for v in numbers for x in _floats(v)]
-    return [float(numbers)] if isinstance(numbers, (int, float)) else []
+def _finite(numbers) -> bool:
+    """Whether a task's trial numbers are all finite: JSON, which trials.csv stores them as, has no NaN."""
+    try:
+        json.dumps(numbers, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def failure_status(err: BaseException) -> str | None:

@@ -194,17 +194,17 @@ def test_another_evaluator_model_as_the_sources_evaluator_model(tiny):
 @pytest.mark.slow
 def test_smollm2_numbers_equal_the_sources():
     """The embedded SmolLM2, the source's alpha 2 and beta -2, a 128-token truncation sliding by 64 over 768
-    tokens of Hamlet's first 384 twice (the second copy is what a long context helps: Hamlet itself, cut at
-    256 tokens, has no token that gains 2 nats here): a real model's key tokens, LongPPL and perplexity as
-    the source's."""
+    tokens: the first 384 of the corpus's first text (A Lover's Complaint) twice. The second copy is what a
+    long context helps; the text itself, cut at 1024 tokens with a 256-token truncation, had no token that
+    gains 2 nats. A real model's key tokens, LongPPL and perplexity as the source's."""
     from ropekit.data import shakespeare
     from tests.models.test_embedded import hf_model
 
     model = ropekit.load_model("smollm2-135m", dtype=torch.float32)
     tokenizer = model.tokenizer
-    hamlet = tokenizer.encode(shakespeare().documents[0].text, add_special_tokens=False)[:384]
+    text = tokenizer.encode(shakespeare().documents[0].text, add_special_tokens=False)[:384]
     settings = get_task("longppl").table({"trials": 1, "trunc_len": 128, "trunc_stride": 64})
-    ours = assert_like_source(model, hf_model("smollm2-135m"), tokenizer, [hamlet * 2], 768, settings)
+    ours = assert_like_source(model, hf_model("smollm2-135m"), tokenizer, [text * 2], 768, settings)
     assert 50 <= ours["n_key"] < 384
 
 
