@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .modes import PERPLEXITY
 from .rope.config import RopeConfigError, RopeSpec  # the model code (torch) loads where a command needs it
 from .sweep.spec import (
     EXECUTOR_KEYS,
@@ -352,7 +351,7 @@ def _spec_from_args(args: argparse.Namespace) -> SweepSpec:
 def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str, Any]) -> None:
     """A task key's flag (--trials, --digits, --depths, --seed, --intro, --needle, --question, and the
     keys of plugin tasks) sets that key in every table of the spec's tasks that has it."""
-    from .tasks import get_task
+    from .tasks import default_tasks, get_task, is_trial
 
     flags = {key: getattr(args, key) for key in task_keys() if getattr(args, key, None) is not None}
     if "depths" in flags:
@@ -362,8 +361,9 @@ def _task_flags(args: argparse.Namespace, data: dict[str, Any], given: dict[str,
             raise SpecError(f"--depths {args.depths!r} is not a comma-separated list of numbers") from None
     from .tasks.registry import expand_suites
 
-    named, _ = expand_suites(given.get("tasks", data.get("tasks", [PERPLEXITY])), data)  # ruler: its tasks that run
-    tasks = [(t, get_task(t)) for t in named if t != PERPLEXITY]
+    named = given.get("tasks", data.get("tasks", list(default_tasks())))
+    named, _ = expand_suites(named, data)  # ruler: its tasks that run
+    tasks = [(t, get_task(t)) for t in named if is_trial(t)]
     for key, value in flags.items():
         having = [name for name, task in tasks if task is not None and key in task.settings.table_keys()]
         if not having:

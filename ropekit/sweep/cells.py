@@ -14,7 +14,6 @@ from ..models import (
     read_model_config,
     resolve_dtype,
 )
-from ..modes import PERPLEXITY
 from ..tasks import TrialSettings, get_task
 from .spec import SpecError, SweepSpec
 from .store import cell_key
@@ -28,7 +27,7 @@ class Cell:
     length: int
     key: str
     config: ModelConfig  # the resolved plan this cell runs
-    task: str = PERPLEXITY
+    task: str
     depth: float | None = None  # a retrieval cell's needle depth, percent of the haystack (None: placed at random)
     settings: TrialSettings | None = None  # a trial task's cell: its task's settings
     checkpoint: Checkpoint | None = None  # where the model's files are, resolved once when planned
@@ -65,24 +64,23 @@ def plan_cells(
                 record = config.plan_record()  # what decides the numbers, whatever the spec called it
                 where = {"model": model, "rope": rope_name, "plan": record, "layer_mix": mix, **snapshot}
                 cells += trial_cells(spec, where, config, corpus_sha, dtype, located)
-                for length in spec.lengths if PERPLEXITY in spec.tasks else ():
-                    definition = {
-                        "model": model,
-                        "rope": rope_name,
-                        "plan": record,
-                        "layer_mix": mix,
-                        "length": length,
-                        "mode": spec.mode,
-                        "stride": spec.stride,
-                        "n_docs": spec.n_docs,
-                        "corpus": corpus_sha,
-                        "dtype": dtype,
-                        "device": spec.device,
-                        **snapshot,
-                    }
-                    key = cell_key(definition)
-                    cells.append(Cell(model, rope_name, mix, length, key, config, checkpoint=located))
+                if spec.document_task:
+                    cells += document_cells(spec, where, config, corpus_sha, dtype, located)
     return cells, checkpoints
+
+
+def document_cells(
+    spec: SweepSpec, where: dict[str, Any], config: ModelConfig, corpus: str, dtype, checkpoint: Checkpoint
+) -> list[Cell]:
+    """One (model, layer mix, rope)'s cells of the task that scores documents (perplexity), one per length;
+    a cell's key holds what decides its documents and numbers (mode, stride, n_docs, the corpus) and its plan."""
+    cells = []
+    for length in spec.lengths:
+        definition = {**where, "length": length, "mode": spec.mode, "stride": spec.stride, "n_docs": spec.n_docs}
+        definition |= {"corpus": corpus, "dtype": dtype, "device": spec.device}
+        fields = where["model"], where["rope"], where["layer_mix"], length, cell_key(definition), config
+        cells.append(Cell(*fields, task=spec.document_task, checkpoint=checkpoint))
+    return cells
 
 
 def trial_cells(

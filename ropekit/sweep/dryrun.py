@@ -31,7 +31,7 @@ import torch
 
 from ..data import load_corpus
 from ..models import Precision, check_weights, resolve_dtype
-from ..modes import PERPLEXITY
+from ..tasks import is_trial
 from .cells import Cell, plan_cells
 from .cost import (
     STABLE_SPREAD,
@@ -91,7 +91,7 @@ class CellCost:
     docs: int
     to_score: int
     seconds: float
-    task: str = PERPLEXITY
+    task: str
     depth: float | None = None
 
 
@@ -193,7 +193,7 @@ class DryRun:
         lines += ["", "Predicted seconds per cell (a pass's seconds shared by the lengths it serves still to run)"]
         table = self.table()
         for (model, mix, task), block in table.groupby(["model", "layer_mix", "task"], sort=False):
-            if task != PERPLEXITY:  # a retrieval cell per depth: summed over the depths
+            if is_trial(task):  # a retrieval cell per depth: summed over the depths
                 agg = {
                     "seconds": "sum",
                     "to_score": "sum",
@@ -203,7 +203,7 @@ class DryRun:
             shown = block.assign(shown=[_cell_text(c) for c in block.itertuples()])
             grid = shown.pivot(index="length", columns="rope", values="shown")[list(dict.fromkeys(block["rope"]))]
             grid.columns.name = None
-            what = "" if task == PERPLEXITY else f", {task} (all depths)"
+            what = f", {task} (all depths)" if is_trial(task) else ""
             lines += [f"{model}, layer mix {mix}{what}", grid.to_string()]
         lines += ["", self._total_text()]
         return "\n".join(lines)
@@ -351,7 +351,7 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
 
     costs = []
     for c in cells:
-        retrieval = c.task != PERPLEXITY
+        retrieval = is_trial(c.task)
         if stored.done(c.key):
             status = "done"
             docs = int(stored.rows[c.key]["n_trials" if retrieval else "n_docs"])

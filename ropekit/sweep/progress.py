@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, Precision
-from ..modes import PERPLEXITY
-from ..tasks import get_task
+from ..tasks import DocumentTask, get_task
 from .cost import machine_rates, measurable, plan_seconds
 from .spec import SweepSpec
 from .trials import trial_seconds
@@ -176,9 +175,9 @@ class Progress:
         self.finished += 1
         if row["status"] != "ok":
             outcome = row["status"]
-        elif row.get("task", PERPLEXITY) == PERPLEXITY:
-            outcome = f"ppl {row['ppl']}"
-        elif columns := get_task(row["task"]).columns:  # a task's own figures: its first one
+        elif isinstance(task := get_task(row["task"]), DocumentTask):  # perplexity: its figure
+            outcome = f"{task.progress} {row[task.progress]}"
+        elif columns := task.columns:  # a task's own figures: its first one
             outcome = f"{columns[0]} {row[columns[0]] or '-'}"
         else:
             at = f" at {row['depth']}%" if row["depth"] != "" else ""  # RULER's place theirs at random

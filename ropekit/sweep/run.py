@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import Precision, load_model
-from ..modes import PERPLEXITY
+from ..tasks import is_trial
 from .cells import Cell, plan_records
 from .claims import LEASE_SECONDS, Claims, Unit, UnitLost, worker_id
 from .meta import changed_models, check_resumable, sweep_meta
@@ -201,7 +201,7 @@ class _Worker:
         self.store.refresh()
         for c in cells:
             store, docs = self.store, documents.get(c.model, {}).get(c.length)
-            if c.task != PERPLEXITY or store.done(c.key) or not docs:
+            if is_trial(c.task) or store.done(c.key) or not docs:
                 continue
             if all((c.key, doc) in store.docs for doc in docs):
                 row = cell_row(c, docs, store, self.spec.mode, None)

@@ -50,10 +50,11 @@ from typing import Any
 
 from ..cache import Notice
 from ..models import DTYPES, MIX_HELP, ModelConfigError, parse_layer_mix
-from ..modes import MODES, PERPLEXITY
+from ..modes import MODES
 from ..names import FOLDER_HELP, ROPE_NAME_HELP, folder_name_problem, rope_name_problem, unprintable
 from ..rope.checks import is_count
-from ..tasks import TaskSettingsError, TrialSettings, get_task, trial_tasks
+from ..tasks import TaskSettingsError, TrialSettings, default_tasks, get_task, is_trial, trial_tasks
+from ..tasks import tasks as registered_tasks
 from ..tasks.registry import expand_suites, suites
 from .executors import executors, get_executor
 
@@ -85,9 +86,9 @@ KEYS = (
 
 
 def task_names() -> tuple[str, ...]:
-    """Every task a spec may name: perplexity, the registered trial tasks (plugins included), then the
-    suites (``ruler``: every RULER task that can run here)."""
-    return (PERPLEXITY, *trial_tasks(), *suites())
+    """Every task a spec may name: the registered tasks (perplexity, the trial tasks, plugins included), then
+    the suites (``ruler``: every RULER task that can run here)."""
+    return (*registered_tasks(), *suites())
 
 
 def task_keys() -> tuple[str, ...]:
@@ -173,7 +174,7 @@ class SweepSpec:
     device: str = "cpu"
     dtype: str | None = None
     name: str = "sweep"
-    tasks: tuple[str, ...] = (PERPLEXITY,)
+    tasks: tuple[str, ...] = field(default_factory=default_tasks)
     retrieval: dict[str, TrialSettings] = field(default_factory=dict)  # trial task -> its table's settings
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)  # how it runs (not hashed)
 
@@ -228,7 +229,7 @@ class SweepSpec:
         if not self.tasks:
             raise SpecError(f"tasks is empty; give at least one of {', '.join(task_names())}")
         for task in self.tasks:
-            if task != PERPLEXITY and get_task(task) is None:
+            if get_task(task) is None:
                 raise SpecError(f"tasks: {task!r} is not a task; expected some of {', '.join(task_names())}")
         if repeated := sorted({t for t in self.tasks if self.tasks.count(t) > 1}):
             raise SpecError(f"tasks {list(self.tasks)} repeat {', '.join(repeated)}; give each once")
@@ -238,7 +239,12 @@ class SweepSpec:
     @property
     def retrieval_tasks(self) -> dict[str, TrialSettings]:
         """Each trial task the spec runs, in its order, with its settings (defaults where it has no table)."""
-        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if t != PERPLEXITY}
+        return {t: self.retrieval.get(t) or get_task(t).table(None) for t in self.tasks if is_trial(t)}
+
+    @property
+    def document_task(self) -> str | None:
+        """The task the spec runs that scores the corpus's documents (perplexity, a ``DocumentTask``), or None."""
+        return next((t for t in self.tasks if not is_trial(t)), None)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data that ``spec_from_dict`` takes back to an equal spec, in the spec's
@@ -256,7 +262,7 @@ class SweepSpec:
             "device": self.device,
             "dtype": self.dtype,
         }
-        if self.tasks != (PERPLEXITY,):  # a perplexity-only spec keeps the hash it had before tasks
+        if self.tasks != default_tasks():  # a perplexity-only spec keeps the hash it had before tasks
             data["tasks"] = list(self.tasks)
             data |= {task: settings.to_dict() for task, settings in self.retrieval_tasks.items()}
         if executor := self.executor.to_dict():
@@ -320,7 +326,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str = "sweep") -> SweepSpec:
         mixes = [mixes]
     if not isinstance(mixes, list) or not all(isinstance(m, str) for m in mixes):
         raise SpecError(f"layer_mixes = {mixes!r} is not allowed; expected a list of: {MIX_HELP}")
-    tasks = data.get("tasks", [PERPLEXITY])
+    tasks = data.get("tasks", list(default_tasks()))
     if isinstance(tasks, str):
         tasks = [tasks]
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
@@ -393,7 +399,7 @@ def reproduce_command(meta: dict[str, Any], out: str | Path | None = None) -> st
     args += _flag("device", spec.device)
     if spec.dtype is not None:
         args += _flag("dtype", spec.dtype)
-    if spec.tasks != (PERPLEXITY,):
+    if spec.tasks != default_tasks():
         args += _flag("tasks", ",".join(spec.tasks))
     # One flag sets a key in every table of the spec's tasks that has it: tables that differ need the spec file.
     settings = list(spec.retrieval_tasks.values())

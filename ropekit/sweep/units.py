@@ -15,7 +15,7 @@ from ..cache import atomic_write, open_here
 from ..data import load_corpus
 from ..eval.perplexity import frequency_signature
 from ..models import Checkpoint, Precision, check_weights, dtype_device
-from ..modes import PERPLEXITY, SHARED
+from ..modes import SHARED
 from .cells import Cell, plan_cells
 from .claims import Unit
 from .cost import NOMINAL_RATES, plan_seconds
@@ -41,7 +41,7 @@ def plan_units(cells: list[Cell], spec: SweepSpec) -> list[Unit]:
             g = parent[g]
         return g
 
-    if spec.mode in SHARED and PERPLEXITY in spec.tasks:
+    if spec.mode in SHARED and spec.document_task:
         first: dict[tuple, tuple] = {}  # (model, signature) -> the first group with it
         for g, group in groups.items():
             for length in spec.lengths:

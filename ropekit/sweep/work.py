@@ -12,8 +12,7 @@ import numpy as np
 from ..data import tokenize
 from ..eval.perplexity import Plan, encoding
 from ..models import load_tokenizer
-from ..modes import PERPLEXITY
-from ..tasks import get_task
+from ..tasks import get_task, is_trial
 from . import perplexity
 from .cells import Cell
 from .spec import SweepSpec
@@ -53,9 +52,9 @@ def plan_work(
             prefix, special_tokens = encoding(tokenizer, spec.mode)  # document_ids of the mode, cached
             inputs[name] = tokenizer, tokenize(corpus, tokenizer, prefix=prefix, special_tokens=special_tokens)
         tokenizer, tokens = inputs[name]
-        groups, documents = perplexity.plan_documents(spec, tokens, [c for c in cells if c.task == PERPLEXITY], store)
+        groups, documents = perplexity.plan_documents(spec, tokens, [c for c in cells if not is_trial(c.task)], store)
         work.append(ModelWork(name, tokenizer, tokens, groups, documents=documents))
-        if retrieval := [c for c in cells if c.task != PERPLEXITY]:
+        if retrieval := [c for c in cells if is_trial(c.task)]:
             if any(get_task(task).reads_corpus for task in spec.retrieval_tasks):
                 work[-1].haystack = list(tokenize(corpus, tokenizer, special_tokens=False).values())
             check_lengths(spec, tokenizer, work[-1].haystack)

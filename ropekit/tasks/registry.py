@@ -1,6 +1,10 @@
-"""The trial tasks of a sweep: one record each, in one registry that code outside ropekit adds to.
+"""The tasks of a sweep: one record each, in one registry that code outside ropekit adds to.
 
-A trial task asks a question at a length: each trial is a prompt of exactly that many tokens with the
+A task is of one of two kinds, and the sweep runs each kind its own way. A :class:`DocumentTask` scores
+the corpus's documents at each length, its passes shared across lengths and ropes where the mode lets
+them (``ropekit/sweep/perplexity.py`` plans, runs and writes them; its settings are the spec's ``mode``,
+``stride`` and ``n_docs``): ropekit's perplexity, ``perplexity.py`` beside this file. A :class:`TrialTask`
+asks a question at a length: each trial is a prompt of exactly that many tokens with the
 answer's tokens after it (a :class:`ropekit.eval.retrieval.Trial`), scored by ``score_answer`` in one
 forward pass. Its record holds everything the sweep needs to know of it, so no other module names it:
 
@@ -23,11 +27,11 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
   each a results.csv column); ``passes(config, settings, length)`` the forward lengths one trial runs,
   which the cost model prices.
 
-ropekit's own are ``passkey.py`` and ``needle.py`` beside this file; a notebook adds one with
-:func:`register_task`, an installed package through the ``ropekit.tasks`` entry-point group (each entry
-point names a :class:`TrialTask`), so ``ropekit sweep --tasks NAME``, ``status``, ``report`` and the dry
-run find it without an import. Perplexity is the sweep's own task (``ropekit/sweep/perplexity.py``): its passes
-are shared across lengths and ropes, which no trial task's are.
+ropekit's own trial tasks are ``passkey.py``, ``needle.py``, RULER's (``ruler.py``, ``ruler_other.py``) and
+``longppl.py`` beside this file; a notebook adds one with :func:`register_task`, an installed package through
+the ``ropekit.tasks`` entry-point group (each entry point names a :class:`TrialTask`), so ``ropekit sweep
+--tasks NAME``, ``status``, ``report`` and the dry run find it without an import. A task with ``default``
+set is what a spec that names no ``tasks`` runs (perplexity).
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..modes import PERPLEXITY
 from ..plugins import Registry
 from ..rope.checks import is_count
 
@@ -104,10 +107,32 @@ class TrialSettings:
 
 
 @dataclass(frozen=True)
-class TrialTask:
-    """One trial task (module docstring)."""
+class Task:
+    """What every task record has: its name, as a spec's ``tasks`` list and results.csv's ``task`` say it."""
 
     name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"task name {self.name!r} is not allowed; expected an identifier")
+
+
+@dataclass(frozen=True)
+class DocumentTask(Task):
+    """A task that scores the corpus's documents at each length (module docstring): ``columns`` the results.csv
+    columns its rows fill, ``progress`` the column the progress bar shows of a finished cell. The sweep's
+    document passes compute perplexity's numbers, so this kind is ropekit's own: plugins add trial tasks."""
+
+    description: str = ""
+    columns: tuple[str, ...] = ()
+    progress: str = ""
+    default: bool = False  # what a spec that names no tasks runs
+
+
+@dataclass(frozen=True)
+class TrialTask(Task):
+    """One trial task (module docstring)."""
+
     settings: type[TrialSettings]
     build: Callable[[Any, TrialSettings, int, float | None, int, Sequence[Sequence[int]] | None], Trial]
     reads_corpus: bool = False
@@ -121,8 +146,7 @@ class TrialTask:
     metric: str = ""  # with ``match``: its score's name (RULER's string_match_all), as the report and tables say it
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == PERPLEXITY:
-            raise ValueError(f"task name {self.name!r} is not allowed; expected an identifier other than perplexity")
+        super().__post_init__()
         if not (isinstance(self.settings, type) and issubclass(self.settings, TrialSettings)):
             raise ValueError(f"task {self.name!r}: settings must be a TrialSettings dataclass of its table's keys")
         if not callable(self.build):
@@ -154,11 +178,12 @@ class TrialTask:
             raise TaskSettingsError(f"{self.name}: {err}") from None
 
 
-TASKS: Registry[TrialTask] = Registry(
+TASKS: Registry[Task] = Registry(
     "task",
-    TrialTask,
+    Task,
     ENTRY_POINTS,
     [
+        "ropekit.tasks.perplexity",
         "ropekit.tasks.passkey",
         "ropekit.tasks.needle",
         "ropekit.tasks.ruler",
@@ -168,20 +193,37 @@ TASKS: Registry[TrialTask] = Registry(
 )
 
 
-def register_task(record: TrialTask, *, replace: bool = False) -> TrialTask:
-    """Add a trial task to the registry and return it; a name already registered is refused unless
+def register_task(record: Task, *, replace: bool = False) -> Task:
+    """Add a task to the registry and return it; a name already registered is refused unless
     ``replace=True``."""
+    if not isinstance(record, TrialTask):  # the sweep's document passes compute perplexity's numbers only
+        raise ValueError(f"{record!r} is not a trial task; expected a TrialTask")
     return TASKS.register(record, replace=replace)
+
+
+def tasks() -> dict[str, Task]:
+    """Every registered task of either kind, installed plugins included, by name (ropekit's own first)."""
+    return TASKS.all()
 
 
 def trial_tasks() -> dict[str, TrialTask]:
     """Every registered trial task, installed plugins included, by name (ropekit's own first)."""
-    return TASKS.all()
+    return {name: task for name, task in TASKS.all().items() if isinstance(task, TrialTask)}
 
 
-def get_task(name: str) -> TrialTask | None:
-    """The record of a trial task, looking in installed plugins when it is not registered yet."""
+def default_tasks() -> tuple[str, ...]:
+    """What a spec that names no ``tasks`` runs: the tasks registered as ``default`` (perplexity)."""
+    return tuple(name for name, task in TASKS.all().items() if getattr(task, "default", False))
+
+
+def get_task(name: str) -> Task | None:
+    """The record of a task, looking in installed plugins when it is not registered yet."""
     return TASKS.get(name)
+
+
+def is_trial(name: str) -> bool:
+    """Whether the task named ``name`` is a trial task (else it scores documents, or is not a task)."""
+    return isinstance(TASKS.get(name), TrialTask)
 
 
 SUITES: dict[str, tuple[str, ...]] = {}  # a suite's name (``ruler``) -> its tasks' names
@@ -189,7 +231,7 @@ SUITES: dict[str, tuple[str, ...]] = {}  # a suite's name (``ruler``) -> its tas
 
 def register_suite(name: str, members: Sequence[str]) -> tuple[str, ...]:
     """Name a set of trial tasks that a sweep's ``tasks`` list may give as one (RULER's ``ruler``)."""
-    if not isinstance(name, str) or not name.isidentifier() or name in TASKS.records or name == PERPLEXITY:
+    if not isinstance(name, str) or not name.isidentifier() or name in TASKS.records:
         raise ValueError(f"suite name {name!r} is not allowed; expected an identifier that names no task")
     SUITES[name] = tuple(members)
     return SUITES[name]

@@ -35,6 +35,7 @@ import io
 import random
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,8 @@ _SAMPLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -
 def samples(tokenizer, settings: RulerSettings, length: int) -> list[dict[str, Any]]:
     """The cell's ``trials`` samples, as the port writes them (``input``, ``outputs``, ``gen_prefix``, ...),
     made once per (tokenizer, settings, length) in a process."""
-    known = _SAMPLES.setdefault(tokenizer, {})
-    if (settings, length) not in known:
+
+    def make() -> list[dict[str, Any]]:
         port = _port()
         from lm_eval.tasks.ruler.niah_utils import TEMPLATE
 
@@ -188,24 +189,35 @@ def samples(tokenizer, settings: RulerSettings, length: int) -> list[dict[str, A
             haystack = re.sub(r"\s+", " ", essay_text(settings)).split(" ")
         else:
             haystack = port.get_haystack(settings.haystack)
+        with seeded(settings.seed), contextlib.redirect_stderr(io.StringIO()):
+            return port.generate_samples(
+                haystack,
+                TOKENIZER=tokenizer,
+                max_seq_length=length,
+                template=TEMPLATE,
+                num_samples=settings.trials,
+                **settings.arguments(),
+            )
 
-        args = settings.arguments()
+    return cached_samples(tokenizer, settings, length, make, TOKENS_TO_GENERATE)
+
+
+def cached_samples(tokenizer, settings, length: int, make: Callable[[], list], generates: int) -> list[dict[str, Any]]:
+    """``make()``'s samples for a RULER task's cell, made once per (tokenizer, settings, length) in a process;
+    refused with the length where the port cannot make ``trials`` of them (its "could not generate any
+    sample": the template and ``generates`` tokens leave no room)."""
+    known = _SAMPLES.setdefault(tokenizer, {})
+    if (settings, length) not in known:
         try:
-            with seeded(settings.seed), contextlib.redirect_stderr(io.StringIO()):
-                made = port.generate_samples(
-                    haystack,
-                    TOKENIZER=tokenizer,
-                    max_seq_length=length,
-                    template=TEMPLATE,
-                    num_samples=settings.trials,
-                    **args,
-                )
-        except ValueError as err:  # the port's "could not generate any sample": the length is too short
+            made = make()
+        except ValueError as err:
+            if str(err).startswith((f"length={length}", f"{settings.task}.")):  # ropekit's own refusal
+                raise
             raise ValueError(f"length={length} cannot hold a {settings.task} sample: {err}") from None
         if len(made) < settings.trials:
             raise ValueError(
                 f"length={length} holds only {len(made)} of {settings.task}'s {settings.trials} samples with "
-                f"{TOKENS_TO_GENERATE} tokens left to generate; use a longer length"
+                f"{generates} tokens left to generate; use a longer length"
             )
         known[settings, length] = made
     return known[settings, length]

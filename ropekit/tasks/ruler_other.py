@@ -44,7 +44,6 @@ import io
 import json
 import random
 import re
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from typing import Any
 from ..eval.retrieval import Trial
 from ..rope.checks import is_count
 from .registry import TaskSettingsError, TrialSettings, TrialTask, register_suite, register_task
-from .ruler import NIAH, context, need_port, sample_trial, seeded, string_match_all
+from .ruler import NIAH, cached_samples, context, need_port, sample_trial, seeded, string_match_all
 
 # Each task's tokens_to_generate in RULER's synthetic.yaml, lm-eval's max_gen_toks in its YAML.
 TOKENS = {"vt": 30, "cwe": 120, "fwe": 50, "qa_squad": 32, "qa_hotpot": 32}
@@ -279,26 +278,12 @@ def _read_hotpot(data: list) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 SAMPLERS = {"vt": vt_samples, "cwe": cwe_samples, "fwe": fwe_samples, "qa_squad": qa_samples, "qa_hotpot": qa_samples}
-_SAMPLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {(settings, length): samples}
 
 
 def samples(tokenizer, settings: OtherSettings, length: int) -> list[dict[str, Any]]:
     """The cell's ``trials`` samples as the port writes them, made once per (tokenizer, settings, length)."""
-    known = _SAMPLES.setdefault(tokenizer, {})
-    if (settings, length) not in known:
-        try:
-            made = SAMPLERS[settings.task](tokenizer, settings, length)
-        except ValueError as err:
-            if str(err).startswith((f"length={length}", f"{settings.task}.")):
-                raise
-            raise ValueError(f"length={length} cannot hold a {settings.task} sample: {err}") from None
-        if len(made) < settings.trials:
-            raise ValueError(
-                f"length={length} holds only {len(made)} of {settings.task}'s {settings.trials} samples with "
-                f"{TOKENS[settings.task]} tokens left to generate; use a longer length"
-            )
-        known[settings, length] = made
-    return known[settings, length]
+    make = functools.partial(SAMPLERS[settings.task], tokenizer, settings, length)
+    return cached_samples(tokenizer, settings, length, make, TOKENS[settings.task])
 
 
 def build(tokenizer, settings: OtherSettings, length: int, depth: float | None, trial: int, documents=None) -> Trial:

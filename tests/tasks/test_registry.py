@@ -16,7 +16,7 @@ import pytest
 
 import ropekit
 from ropekit.sweep import SpecError, spec_from_dict
-from ropekit.tasks import DEPTHS, TaskSettingsError, TrialSettings, TrialTask, get_task, registry, trial_tasks
+from ropekit.tasks import DEPTHS, DocumentTask, TaskSettingsError, TrialSettings, TrialTask, get_task, registry, trial_tasks
 from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
 from tests.plugins import install_plugin
 
@@ -91,8 +91,10 @@ def test_register_from_a_notebook_runs_in_a_spec(scratch_registry):
 def test_bad_records_are_refused():
     with pytest.raises(ValueError, match="identifier"):
         TrialTask("no spaces", TrialSettings, lambda *a: None)
-    with pytest.raises(ValueError, match="other than perplexity"):
-        TrialTask("perplexity", TrialSettings, lambda *a: None)
+    with pytest.raises(ValueError, match="task 'perplexity' is already registered"):  # the document task's name
+        ropekit.tasks.register_task(TrialTask("perplexity", TrialSettings, lambda *a: None))
+    with pytest.raises(ValueError, match="expected a TrialTask"):  # the document kind is ropekit's own
+        ropekit.tasks.register_task(DocumentTask("mine"))
     with pytest.raises(ValueError, match="TrialSettings"):
         TrialTask("plain", dict, lambda *a: None)
     with pytest.raises(TaskSettingsError, match="passkey.trials = 0"):
@@ -146,3 +148,24 @@ def test_an_installed_task_runs_through_sweep_status_report_and_the_dry_run(tmp_
         assert (row["value"], int(row["position"])) == (trial.value, trial.position)
         assert (int(row["exact"]), int(row["n_correct"])) == (int(score.exact), score.n_correct)
         assert float(row["logprob"]) == pytest.approx(score.logprob, rel=1e-5, abs=1e-5)
+
+
+def test_perplexity_is_the_registered_document_task_a_spec_runs_by_default():
+    """Perplexity is a record like the trial tasks, of the kind that scores the corpus's documents; a spec that
+    names no tasks runs it, and no module outside its own compares a task's name with it (the sweep asks
+    the record's kind)."""
+    record = get_task("perplexity")
+    assert isinstance(record, DocumentTask) and record.default and record.progress in record.columns
+    assert ropekit.tasks.default_tasks() == ("perplexity",) and "perplexity" not in trial_tasks()
+    base = {"models": ["m"], "corpus": "c", "lengths": [96], "ropes": {"default": "default"}}
+    assert spec_from_dict(base).tasks == ("perplexity",)
+    assert spec_from_dict({**base, "tasks": ["passkey"]}).document_task is None
+    package = Path(ropekit.__file__).parent
+    naming = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "PERPLEXITY" in path.read_text().replace("PERPLEXITY_", "")
+    }
+    # its record, the results.csv convention (modes.py: the value of the task column) and the two readers
+    # of results.csv that run without the registry (the store's upgrade of files from before tasks, the report)
+    assert naming == {"tasks/perplexity.py", "modes.py", "sweep/store.py", "report/results.py"}
