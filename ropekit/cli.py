@@ -497,10 +497,10 @@ def results_table(path: Path, width: int | None = None) -> str:
     apart from the baseline rope, as the report does; a failed or pending cell shows its status
     instead of a number. Columns that do not fit ``width`` (the terminal's) continue below, as pandas
     wraps them. Retrieval: exact answers over trials, all depths together, one block per (model,
-    layer mix, task). LongPPL: its figure, key tokens and plain perplexity per length and rope."""
+    layer mix, task). A task with columns of its own (LongPPL): its figure and its other columns per length and rope."""
     import shutil
 
-    from .report import distinguishable, load_sweep, longppl, paired_differences, perplexity_table
+    from .report import distinguishable, load_sweep, own, paired_differences, perplexity_table
     from .report.curves import preferred
 
     width = width or shutil.get_terminal_size().columns
@@ -524,8 +524,9 @@ def results_table(path: Path, width: int | None = None) -> str:
             blocks.append(text)
     if sweep.has_retrieval:
         blocks += _retrieval_blocks(sweep.retrieval, sweep.meta.get("retrieval", {}).get("scores") or {})
-    if sweep.longppl is not None and len(sweep.longppl):
-        blocks += longppl.printed(sweep.longppl, width)
+    for task, rows in sweep.own.items():  # each task with columns of its own, as it shows them
+        if len(rows):
+            blocks += own.printed(rows, sweep.shown[task], width)
     return "\n\n".join(blocks)
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .. import stats
 from ..cache import atomic_write, no_links
 from ..modes import SHARED
-from . import longppl
+from . import own
 from .curves import (
     has_comparison,
     model_label,
@@ -119,7 +119,8 @@ def write_report(
         raise ReportError(f"format {', '.join(bad)} is not supported; expected some of {', '.join(FORMATS)}")
     sweep = load_sweep(path)
     check_links(sweep.path)
-    ropes = list(dict.fromkeys([*sweep.results["rope"], *sweep.retrieval["rope"], *sweep.longppl["rope"]]))
+    owned = [rope for frame in sweep.own.values() for rope in frame["rope"]]
+    ropes = list(dict.fromkeys([*sweep.results["rope"], *sweep.retrieval["rope"], *owned]))
     for name, value in (("baseline", baseline), ("mix rope", mix_rope)):
         if value is not None and value not in ropes:
             raise ReportError(f"{name} {value!r} is not a rope of this sweep; expected one of {', '.join(ropes)}")
@@ -159,19 +160,19 @@ def _sections(
 ) -> list[Section]:
     frame, meta = sweep.results, sweep.meta
     spec = sweep.spec
-    own = [_longppl_section(sweep, colors, figures)] if sweep.longppl is not None and len(sweep.longppl) else []
+    owned = [_own_section(sweep, task, colors, figures) for task, rows in sweep.own.items() if len(rows)]
     if frame.empty:  # other tasks only
         import pandas as pd
 
         retrieval = [_retrieval_section(sweep, colors, figures, threshold)] if sweep.has_retrieval else []
-        cells = pd.concat([f for f in (sweep.retrieval, sweep.longppl) if f is not None and len(f)])
+        cells = pd.concat([f for f in (sweep.retrieval, *sweep.own.values()) if f is not None and len(f)])
         axes = ", ".join(
             f"{name}: {', '.join(dict.fromkeys(cells[column]))}"
             for name, column in (("models", "model"), ("ropes", "rope"), ("layer mixes", "layer_mix"))
         )
         said = f" {_retrieval_summary(sweep)}" if sweep.has_retrieval else ""
         summary = Section("Summary", f"No perplexity task; {axes}.{said}")
-        return [summary, *retrieval, *own, _frequency_section(sweep, colors, figures), _provenance(sweep)]
+        return [summary, *retrieval, *owned, _frequency_section(sweep, colors, figures), _provenance(sweep)]
     corpus = meta.get("corpus", {})
     models = list(dict.fromkeys(frame["model"]))
     differences = paired_differences(sweep, baseline)
@@ -197,7 +198,7 @@ def _sections(
         sections.append(_position_section(sweep, colors, figures))
     if sweep.has_retrieval:
         sections.append(_retrieval_section(sweep, colors, figures, threshold))
-    sections += own
+    sections += owned
     if len(models) > 1:
         sections.append(_bits_per_byte_section(sweep, figures))
     sections.append(_frequency_section(sweep, colors, figures))
@@ -352,14 +353,15 @@ def _distinguishable_section(differences, baseline: str) -> Section:
     return Section(title, text, [], [("", table)], table_class="text")
 
 
-def _longppl_section(sweep: Sweep, colors, figures: dict) -> Section:
-    """LongPPL against perplexity per rope and length (``report/longppl.py``)."""
-    frame = sweep.longppl
+def _own_section(sweep: Sweep, task: str, colors, figures: dict) -> Section:
+    """A task's own columns per rope and length, as it shows them (``report/own.py``)."""
+    frame, shown = sweep.own[task], sweep.shown[task]
     stems = []
     if (frame["status"] == "ok").any():
-        figures["longppl"] = longppl.plot(frame, colors=colors)
-        stems = ["longppl"]
-    return Section("LongPPL", longppl.TEXT, stems, [("LongPPL and perplexity [95 % interval]", longppl.table(frame))])
+        figures[task] = own.plot(frame, shown, colors=colors)
+        stems = [task]
+    name = shown["label"] + (f" and {shown['beside_label']}" if shown.get("beside") else "")
+    return Section(shown["title"], shown.get("text", ""), stems, [(name, own.table(frame, shown))])
 
 
 def _bits_per_byte_section(sweep: Sweep, figures: dict) -> Section:

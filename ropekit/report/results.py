@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import no_links
 from ..modes import PERPLEXITY
-from . import longppl
+from . import own
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,11 +75,16 @@ class Sweep:
     has_intervals: bool = False  # results.csv has the ppl_lo/ppl_hi columns
     retrieval: pd.DataFrame | None = None  # passkey/needle rows with pending ones; empty (load_sweep) when none
     trials: pd.DataFrame | None = None  # trials.csv; None when absent
-    longppl: pd.DataFrame | None = None  # the longppl task's rows with pending ones (report/longppl.py)
+    own: dict[str, pd.DataFrame] = field(default_factory=dict)  # per task with columns of its own: its rows (own.py)
 
     @property
     def spec(self) -> dict[str, Any]:
         return self.meta.get("spec", {})
+
+    @property
+    def shown(self) -> dict[str, dict[str, Any]]:
+        """How each task with columns of its own shows them (report/own.py), as meta.json says."""
+        return own.shown_tasks(self.meta)
 
     @property
     def has_retrieval(self) -> bool:
@@ -106,13 +111,17 @@ def load_sweep(path: str | Path) -> Sweep:
     meta = _read_meta(folder / "meta.json")
     if not results_path.exists() and not meta:
         raise ReportError(f"{folder} holds neither results.csv nor meta.json; is it a sweep directory?")
-    rows, retrieval_rows, longppl_rows = _read_rows(results_path)
+    shown = own.shown_tasks(meta)
+    rows, retrieval_rows, own_rows = _read_rows(results_path, shown)
     has_intervals = {"ppl_lo", "ppl_hi"} <= set(rows.columns)
     spec = meta.get("spec", {})
     frame = _with_pending(rows, spec)
     retrieval = _retrieval_with_pending(retrieval_rows, spec, meta)
-    longppl_frame = _in_spec_order(longppl.frame_of(longppl_rows, spec), spec, ["length"])
-    if frame.empty and retrieval.empty and longppl_frame.empty:
+    owns = {
+        task: _in_spec_order(own.frame_of(task, own_rows.get(task, []), spec, shown[task]), spec, ["length"])
+        for task in shown
+    }
+    if frame.empty and retrieval.empty and not any(len(f) for f in owns.values()):
         raise ReportError(f"{folder} has no results and its meta.json plans no cells")
     plans = _read_plans(folder / "plans.json")
     infos = {m: _model_ropes(m, plans) for m in dict.fromkeys([*frame["model"], *retrieval["model"]])}
@@ -121,7 +130,7 @@ def load_sweep(path: str | Path) -> Sweep:
         table["trained_context"] = pd.array([trained.get(m) for m in table["model"]], dtype="Int64")
     documents = _read_documents(folder / "documents.csv")
     trials = _read_trials(folder / "trials.csv")
-    return Sweep(folder, frame, meta, infos, documents, has_intervals, retrieval, trials, longppl_frame)
+    return Sweep(folder, frame, meta, infos, documents, has_intervals, retrieval, trials, owns)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -133,28 +142,29 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path} is not valid JSON ({err})") from None
 
 
-def _read_rows(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, str]]]:
+def _read_rows(path: Path, shown: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[dict[str, str]]]]:
     """results.csv's perplexity rows (without the retrieval columns) and its retrieval rows, each
     parsed on its own so that one's empty fields do not turn the other's integers into floats, and the
-    rows of LongPPL (``report/longppl.py`` reads them)."""
+    rows of each task with columns of its own that ``shown`` names (``report/own.py`` reads them)."""
     import pandas as pd
 
     from ..cache import csv_text, read_csv
 
     if not path.exists():
         empty = pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED})
-        return empty, empty.copy(), []
+        return empty, empty.copy(), {}
     header, rows, _ = read_csv(path)
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}; is it a ropekit results.csv?")
     if "cell" in header:
         rows = list({r["cell"]: r for r in rows}.values())  # a cell run again: its last row, where it first ran
-    rows, own = longppl.split(rows)
+    owned = {task: [r for r in rows if r.get("task") == task] for task in shown}  # tasks with columns of their own
+    rows = [r for r in rows if r.get("task") not in shown]
     perplexity = [r for r in rows if r.get("task", PERPLEXITY) in (PERPLEXITY, "")]
     retrieval = [r for r in rows if r.get("task", PERPLEXITY) not in (PERPLEXITY, "")]
     columns = [c for c in header if c not in ("task", *RETRIEVAL)]
-    return _parse(path, csv_text(columns, perplexity)), _parse(path, csv_text(header, retrieval)), own
+    return _parse(path, csv_text(columns, perplexity)), _parse(path, csv_text(header, retrieval)), owned
 
 
 def _parse(path: Path, text: str) -> pd.DataFrame:
@@ -226,7 +236,8 @@ def retrieval_plan(spec: dict[str, Any], meta: dict[str, Any] | None = None) -> 
     """Each retrieval task the spec runs with its ``trials`` and ``depths`` (the sweep's defaults where
     its table omits them; ``[None]`` for a task that places no needle, as meta.json's ``retrieval.depths``
     says); {} for a spec without ``tasks`` (perplexity only)."""
-    tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task not in (PERPLEXITY, longppl.TASK)}
+    shown = own.shown_tasks(meta or {})
+    tables = {task: spec.get(task) or {} for task in spec.get("tasks", []) if task not in (PERPLEXITY, *shown)}
     written = (meta or {}).get("retrieval", {}).get("depths", {})
     return {
         task: {

@@ -174,6 +174,11 @@ def sweep_meta(
             # the depths each task's cells are at; [] for a task that places its needles at random (RULER's)
             "depths": {task: [d for d in s.cell_depths if d is not None] for task, s in spec.retrieval_tasks.items()},
         }
+        if own := {task: get_task(task).own_columns() for task in spec.retrieval_tasks if get_task(task).columns}:
+            # the columns each task that scores its own way fills, and how a report shows them (OwnColumns)
+            meta["retrieval"]["own"] = {
+                task: {"columns": list(get_task(task).columns), **shown.to_dict()} for task, shown in own.items()
+            }
         if generated := [task for task in spec.retrieval_tasks if get_task(task).match]:
             meta["retrieval"]["scores"] = {task: get_task(task).metric or "score" for task in generated}
             meta["retrieval"]["generated"] = (

@@ -78,6 +78,7 @@ from ..cache import (
     running,
 )
 from ..modes import PERPLEXITY
+from ..tasks import get_task
 from ..tasks.longppl import COLUMNS as LONGPPL_COLUMNS
 from .spec import SpecError, SweepSpec
 
@@ -169,9 +170,29 @@ UPGRADES = {
 }
 
 
-def _upgrade(name: str, header: list[str]) -> dict[str, str] | None:
-    """The values an older file's rows lack, when ``header`` is one ``UPGRADES`` reads; else None."""
+def _upgrade(name: str, header: list[str], columns: list[str] | None = None) -> dict[str, str] | None:
+    """The values an older file's rows lack, when ``header`` is one ``UPGRADES`` reads, or (``columns``: the
+    header this sweep writes) a results.csv that lacks only task columns this sweep's tasks add; else None."""
+    own = name == "results.csv" and header and _own_columns(header) is not None
+    if own and columns and header != columns and header == columns[: len(header)]:
+        return dict.fromkeys(columns[len(header) :], "")
     return next((fill for old, fill in UPGRADES.get(name, ()) if header == old), None)
+
+
+def _own_columns(header: list[str]) -> list[str] | None:
+    """The task columns a results.csv header has after ``RESULT_COLUMNS`` (a plugin task's own: a task that
+    scores its own way fills them), or None when it is no header of this ropekit's."""
+    if header[: len(RESULT_COLUMNS)] != RESULT_COLUMNS or not all(c.isidentifier() for c in header):
+        return None
+    return header[len(RESULT_COLUMNS) :]
+
+
+def result_columns(path: Path, spec: SweepSpec) -> list[str]:
+    """The columns of results.csv at ``path`` as this sweep writes it: ``RESULT_COLUMNS``, then the columns that
+    tasks filling their own add beyond them (``TrialTask.columns``: a plugin's), those the file has first."""
+    held = _own_columns(_header(path)) or []
+    wanted = [c for task in spec.retrieval_tasks for c in get_task(task).columns if c not in RESULT_COLUMNS]
+    return [*RESULT_COLUMNS, *dict.fromkeys([*held, *wanted])]
 
 
 def parse_blocks(text: str) -> tuple[float, ...]:
@@ -291,13 +312,15 @@ class Merger:
 
     def __init__(self, out: Path):
         self.out, self.tails, self.have = out, Tails(out), {}
+        self.columns = dict(FILES)  # results.csv's: DIR's own header, read with the file (task columns after)
         self.tails.skip(out)
 
     def saw(self, name: str, row: dict[str, Any]) -> None:
         """A record the holder appended to DIR's ``name`` itself."""
         if name in self.have:  # as the line reads back
-            fields = next(csv.reader([csv_text(FILES[name], [row], header=False)]))
-            self.have[name].add(_digest(dict(zip(FILES[name], fields, strict=True)), FILES[name]))
+            columns = self.columns[name]
+            fields = next(csv.reader([csv_text(columns, [row], header=False)]))
+            self.have[name].add(_digest(dict(zip(columns, fields, strict=True)), columns))
 
     def merge(self) -> dict[str, list[dict[str, str]]]:
         """Merge what the shards hold now; returns the rows appended, per file name."""
@@ -310,10 +333,13 @@ class Merger:
             if name not in self.have:
                 if not path.exists():
                     atomic_write(path, csv_text(columns, []))
-                _, rows, whole = read_csv(path)
+                header, rows, whole = read_csv(path)
                 if whole < path.stat().st_size:  # its writer died mid-line (the caller holds DIR)
                     _cut(path, whole)
-                self.have[name] = {_digest(r, columns) for r in rows}
+                if name == "results.csv" and _own_columns(header) is not None:
+                    self.columns[name] = header
+                self.have[name] = {_digest(r, self.columns[name]) for r in rows}
+            columns = self.columns[name]
             new = []
             for row in self.tails.new_rows(name):
                 if (digest := _digest(row, columns)) not in self.have[name]:
@@ -352,10 +378,15 @@ def _header(path: Path) -> list[str]:
     return next(csv.reader([first])) if first.endswith("\n") else []  # a header cut short is rewritten
 
 
+def _files(folder: Path, spec: SweepSpec) -> dict[str, list[str]]:
+    """The columns of each store file in ``folder`` as this sweep writes them (results.csv: :func:`result_columns`)."""
+    return {**FILES, "results.csv": result_columns(folder / "results.csv", spec)}
+
+
 def _check_header(path: Path, columns: list[str]) -> None:
     """Refuse a store file with other columns (written by an older ropekit), before anything is written."""
     header = _header(path)
-    if _upgrade(path.name, header) is not None:
+    if _upgrade(path.name, header, columns) is not None:
         return  # read as it is, rewritten with the new columns when opened for writing
     if header and header != columns:
         raise StoreError(
@@ -370,7 +401,7 @@ def _open_appendable(path: Path, columns: list[str]) -> list[dict[str, str]]:
     line whose numbers do not parse (edited by hand, damaged) is left out with a notice: its cell
     or document is computed again."""
     header, rows, whole = read_csv(path)
-    if (fill := _upgrade(path.name, header)) is not None:
+    if (fill := _upgrade(path.name, header, columns)) is not None:
         rows = [{**r, **fill} for r in rows]
         atomic_write(path, csv_text(columns, rows))  # whole lines only: a torn last one is left out
         header, whole = columns, path.stat().st_size
@@ -490,7 +521,7 @@ class StoredResults:
         """DIR as it is (nothing when it does not exist), refused as a sweep would refuse it: written by
         an older ropekit, or (unless ``force``) by another spec, or holding a link (:func:`check_links`)."""
         check_links(out)
-        for name, columns in FILES.items():
+        for name, columns in _files(out, spec).items():
             _check_header(out / name, columns)
         meta = _read_meta(out / "meta.json", spec, force)
         return cls(meta, *(_stored_rows(out, name) for name in SCORES))
@@ -520,7 +551,7 @@ class ResultStore(StoredResults):
     def __init__(self, out: Path, spec: SweepSpec, *, force: bool = False, worker: str | None = None):
         self.out = out
         check_links(out, instead="use another --out")  # first of all: nothing read or written through a link
-        for name, columns in FILES.items():  # an older ropekit's directory is left untouched
+        for name, columns in _files(out, spec).items():  # an older ropekit's directory is left untouched
             _check_header(out / name, columns)
         out.mkdir(parents=True, exist_ok=True)
         self._lock = self._shard_lock = -1
@@ -535,7 +566,7 @@ class ResultStore(StoredResults):
         self.files = out if self.primary else out / "shards" / worker
         try:
             if not self.primary:
-                for name, columns in FILES.items():
+                for name, columns in _files(self.files, spec).items():
                     _check_header(self.files / name, columns)
                 self.files.mkdir(parents=True, exist_ok=True)
                 self._shard_lock = _lock(self.files)
@@ -572,7 +603,8 @@ class ResultStore(StoredResults):
         )
         clean_temporaries(files)
         meta = _read_meta(self.meta_path, spec, force)
-        rows = _open_appendable(self.results_path, RESULT_COLUMNS)
+        self.result_columns = result_columns(self.results_path, spec)
+        rows = _open_appendable(self.results_path, self.result_columns)
         docs = _open_appendable(self.docs_path, DOC_COLUMNS)
         trials = _open_appendable(self.trials_path, TRIAL_COLUMNS)
         _open_appendable(self.timings_path, TIMING_COLUMNS)
@@ -606,7 +638,7 @@ class ResultStore(StoredResults):
 
     def add_cell(self, row: dict[str, Any]) -> None:
         self.rows[row["cell"]] = row
-        self._write(self.results_path, RESULT_COLUMNS, row)
+        self._write(self.results_path, self.result_columns, row)
 
     def add_timing(self, cell: str, seconds: float) -> None:
         self._write(self.timings_path, TIMING_COLUMNS, {"cell": cell, "seconds": f"{seconds:.2f}"})
@@ -622,7 +654,7 @@ class ResultStore(StoredResults):
         self.rows = {k: r for k, r in self.rows.items() if k in cells}
         self.docs = {k: r for k, r in self.docs.items() if k[0] in cells}
         self.trials = {k: r for k, r in self.trials.items() if k[0] in cells}
-        atomic_write(self.results_path, csv_text(RESULT_COLUMNS, list(self.rows.values())))
+        atomic_write(self.results_path, csv_text(self.result_columns, list(self.rows.values())))
         atomic_write(self.docs_path, csv_text(DOC_COLUMNS, list(self.docs.values())))
         atomic_write(self.trials_path, csv_text(TRIAL_COLUMNS, list(self.trials.values())))
 

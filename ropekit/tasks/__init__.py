@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from .registry import (
     DEPTHS,
     DocumentTask,
+    OwnColumns,
     Task,
     TaskSettingsError,
     TrialSettings,
@@ -24,6 +25,7 @@ from .registry import (
 __all__ = [
     "DEPTHS",
     "DocumentTask",
+    "OwnColumns",
     "Task",
     "TaskSettingsError",
     "TrialSettings",

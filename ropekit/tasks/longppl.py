@@ -50,9 +50,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..rope.checks import is_count
-from .registry import TaskSettingsError, TrialSettings, TrialTask, register_task
+from .registry import OwnColumns, TaskSettingsError, TrialSettings, TrialTask, register_task
 
 COLUMNS = ("longppl", "longppl_lo", "longppl_hi", "longce", "n_key_tokens")
+REPORT_TEXT = (  # what the report's LongPPL section states
+    "LongPPL (Fang et al., ICLR 2025; PKU-ML/LongPPL) is the perplexity of the key tokens only: those that an "
+    "evaluator predicts more than alpha nats better from the whole context than from a truncated one and, with "
+    "the whole context, with log-probability above beta (the source's alpha 2, beta -2 by default; the truncated "
+    "context min(4096, a quarter of the evaluator's trained context), sliding by a quarter of it). The evaluator "
+    "is each cell's own model and rope unless the spec's evaluator_rope names one for them all. A cell scores "
+    "its documents' first L - 1 tokens (the evaluator, with BOS, reads L): LongPPL = exp(LongCE), LongCE the mean "
+    "NLL over the key tokens of all its documents; beside it, dashed, the perplexity of every token of the same "
+    "text. Intervals: the 95 % percentile bootstrap of ropekit.stats' unit rule (documents from 16 on, else each "
+    "document's 64-prediction blocks, a block's key tokens with it); none from fewer than 16 units."
+)
 BLOCK = 64  # predictions per block: perplexity's (ropekit/eval/perplexity.py BLOCK; a test holds them equal)
 
 
@@ -319,5 +330,14 @@ TASK = register_task(
         summarize=summarize,
         columns=COLUMNS,
         passes=passes,
+        shown=OwnColumns(
+            "LongPPL",
+            "longppl",
+            "LongPPL",
+            beside="ppl",
+            beside_label="ppl",
+            more=(("longce", "LongCE"), ("n_key_tokens", "key tokens")),
+            text=REPORT_TEXT,
+        ),
     )
 )

@@ -25,7 +25,7 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
   trial its own way (LongPPL's documents): a trial's numbers (a dict, stored as JSON in trials.csv's
   ``scores``), and its cell's results.csv columns from its trials' numbers (the ``columns`` it fills,
   each a results.csv column); ``passes(config, settings, length)`` the forward lengths one trial runs,
-  which the cost model prices.
+  which the cost model prices; ``shown`` (:class:`OwnColumns`) how the report shows those columns.
 
 ropekit's own trial tasks are ``passkey.py``, ``needle.py``, RULER's (``ruler.py``, ``ruler_other.py``) and
 ``longppl.py`` beside this file; a notebook adds one with :func:`register_task`, an installed package through
@@ -107,6 +107,30 @@ class TrialSettings:
 
 
 @dataclass(frozen=True)
+class OwnColumns:
+    """How the report shows a task's own results.csv columns (a task that scores its own way). The sweep
+    writes it to meta.json (``retrieval.own``), so the report, which reads no registry, shows any task's:
+    a section titled ``title`` stating ``text``, a table of ``figure`` [its interval], the ``beside`` column
+    [its interval] and ``more``, and a figure of ``figure`` (solid, its interval as error bars) and
+    ``beside`` (dashed) against length. A column's interval is its ``_lo`` and ``_hi`` columns, where the
+    task fills them."""
+
+    title: str
+    figure: str  # the column drawn against length
+    label: str = ""  # its name in tables and on the axis (default: the column's)
+    beside: str = ""  # a results.csv column drawn dashed beside it (LongPPL: ppl, of the same text)
+    beside_label: str = ""
+    more: tuple[tuple[str, str], ...] = ()  # further columns of its table: (column, its name there)
+    text: str = ""  # the conventions the section states: what the figure is, its interval
+    log: bool = True  # a log y axis
+
+    def to_dict(self) -> dict[str, Any]:
+        """As meta.json keeps it (every label filled in)."""
+        data = dataclasses.asdict(self)
+        return {**data, "label": self.label or self.figure, "beside_label": self.beside_label or self.beside}
+
+
+@dataclass(frozen=True)
 class Task:
     """What every task record has: its name, as a spec's ``tasks`` list and results.csv's ``task`` say it."""
 
@@ -144,6 +168,7 @@ class TrialTask(Task):
     columns: tuple[str, ...] = ()  # the results.csv columns ``summarize`` fills
     passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``score``: one trial's forwards
     metric: str = ""  # with ``match``: its score's name (RULER's string_match_all), as the report and tables say it
+    shown: OwnColumns | None = None  # with ``columns``: how the report shows them (default: a table of them)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,6 +180,20 @@ class TrialTask(Task):
             raise ValueError(f"task {self.name!r}: a task scored on what it generates gives match and generates > 0")
         if len({self.score is None, self.summarize is None, self.passes is None}) > 1 or (self.score and self.match):
             raise ValueError(f"task {self.name!r}: a task that scores its own way gives score, summarize and passes")
+        if bool(self.columns) != bool(self.summarize) or (self.shown is not None and not self.columns):
+            raise ValueError(f"task {self.name!r}: the columns summarize fills are given with it (and shown with them)")
+        for column in self.columns:
+            if not isinstance(column, str) or not column.isidentifier():
+                raise ValueError(f"task {self.name!r}: column {column!r} cannot name a results.csv column")
+
+    def own_columns(self) -> OwnColumns | None:
+        """How the report shows the columns it fills (``shown``, else a table of them); None: it fills none."""
+        if not self.columns:
+            return None
+        if self.shown is not None:
+            return self.shown
+        first, rest = self.columns[0], self.columns[1:]
+        return OwnColumns(self.name, first, more=tuple((c, c) for c in rest if c not in (first + "_lo", first + "_hi")))
 
     def table(self, table: Any) -> TrialSettings:
         """Its spec table (a dict; None: every key defaulted) as its settings, checked key by key."""

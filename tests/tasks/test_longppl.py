@@ -268,7 +268,8 @@ def test_a_longppl_sweep_rows_resume_dry_run_and_report(tiny, tmp_path, capsys):
     expected = pass_seconds(config, 199, RATES) + pass_seconds(config, 200, RATES) + sum(windows)
     assert any(p.seconds == pytest.approx(expected, rel=1e-9) for p in priced)
     printed = results_table(out, width=200)
-    assert "LongPPL [95 % interval]" in printed and "keys; ppl" in printed
+    # (9 blocks of 64 predictions: fewer than 16 units, so no interval, and no [95 %] in the heads)
+    assert "LongPPL (ppl; LongCE; key tokens)" in printed and "; key tokens " in printed
     write_report(out)
     text = (out / "report.md").read_text()
     assert "## LongPPL" in text and "## Retrieval" not in text and (out / "figures" / "longppl.png").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,17 @@ import pytest
 
 import ropekit
 from ropekit.sweep import SpecError, spec_from_dict
-from ropekit.tasks import DEPTHS, DocumentTask, TaskSettingsError, TrialSettings, TrialTask, get_task, registry, trial_tasks
+from ropekit.sweep.store import StoreError
+from ropekit.tasks import (
+    DEPTHS,
+    DocumentTask,
+    TaskSettingsError,
+    TrialSettings,
+    TrialTask,
+    get_task,
+    registry,
+    trial_tasks,
+)
 from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
 from tests.plugins import install_plugin
 
@@ -169,3 +180,98 @@ def test_perplexity_is_the_registered_document_task_a_spec_runs_by_default():
     # its record, the results.csv convention (modes.py: the value of the task column) and the two readers
     # of results.csv that run without the registry (the store's upgrade of files from before tasks, the report)
     assert naming == {"tasks/perplexity.py", "modes.py", "sweep/store.py", "report/results.py"}
+
+
+# A plugin task that scores each trial its own way and fills results.csv columns of its own: the mean NLL of
+# the prompt's tokens, its figure without an interval, and the tokens it read.
+OWN_PLUGIN = PLUGIN.replace('RECORD = TrialTask("echo"', 'ECHO_RECORD = TrialTask("echo"') + textwrap.dedent(
+    """
+    def score(model, tokenizer, settings, trial):
+        from ropekit.eval import token_nll
+
+        nll = token_nll(model, list(trial.prompt_ids))
+        return {"nll_sum": float(nll.double().sum()), "n": int(nll.numel())}
+
+
+    def summarize(trials, seed):
+        n = sum(t["n"] for t in trials)
+        return {"prompt_nll": f"{sum(t['nll_sum'] for t in trials) / n:.6f}", "prompt_tokens": n}
+
+
+    RECORD = TrialTask(
+        "tally", EchoSettings, build, description="the prompt's own NLL", score=score, summarize=summarize,
+        passes=lambda config, settings, length: [length], columns=("prompt_nll", "prompt_tokens"),
+    )
+    """
+)
+
+
+def test_a_plugin_tasks_own_columns_reach_results_csv_status_and_the_report(tmp_path):
+    """results.csv gains the columns a plugin task fills (after ropekit's own), the report shows them as the
+    task says (meta.json's retrieval.own: here the default, a table and a figure of its first column), and a
+    rerun reads every line back."""
+    site = tmp_path / "site"
+    install_plugin(site, "ropekit_tally_task", OWN_PLUGIN, "ropekit.tasks", "tally")
+    make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
+    add_tokenizer(tmp_path / "tiny")
+    write_corpus(tmp_path / "corpus", (300, 280))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ropekit.cli", *args], env=env, capture_output=True, text=True)
+
+    out = tmp_path / "out"
+    args = ["--model", str(tmp_path / "tiny"), "--corpus", str(tmp_path / "corpus"), "--lengths", "96,128"]
+    args += ["--rope", "default", "--rope", "yarn:2", "--tasks", "tally", "--trials", "2", "--depths", "50"]
+    sweep = cli("sweep", *args, "--out", str(out))
+    assert sweep.returncode == 0, sweep.stderr
+    with (out / "results.csv").open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[-2:] == ["prompt_nll", "prompt_tokens"] and len(rows) == 4
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["retrieval"]["own"]["tally"]["figure"] == "prompt_nll"
+    with (out / "trials.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    for row in rows:  # the oracle: the stored trials' own numbers, summed as the plugin's summarize says
+        numbers = [json.loads(t["scores"]) for t in trials if t["cell"] == row["cell"]]
+        n = sum(x["n"] for x in numbers)
+        assert int(row["prompt_tokens"]) == n == 2 * (int(row["length"]) - 1)
+        assert float(row["prompt_nll"]) == pytest.approx(sum(x["nll_sum"] for x in numbers) / n, abs=1e-6)
+    # the printed table: its first column (no interval: the task fills none), then the rest
+    assert "prompt_nll (prompt_tokens)" in sweep.stdout and "prompt_nll [95 %]" not in sweep.stdout
+    text = (out / "report.md").read_text()
+    assert "## tally" in text and "prompt_tokens" in text and (out / "figures" / "tally.png").is_file()
+    status = cli("status", str(out))
+    assert status.returncode == 0 and "4 of 4 cells done" in status.stdout, status.stdout + status.stderr
+    again = cli("sweep", *args, "--out", str(out), "--dry-run")
+    assert "4 cells: 4 done." in again.stdout, again.stdout + again.stderr
+
+
+def test_a_results_csv_without_a_tasks_columns_gains_them_in_place(tmp_path, scratch_registry):
+    """A directory whose results.csv predates a task's own columns is upgraded in place (its rows kept, the
+    new columns empty); a header of another ropekit is refused as before."""
+    from ropekit.sweep.store import RESULT_COLUMNS, ResultStore
+
+    namespace: dict = {}
+    exec(OWN_PLUGIN, namespace)
+    ropekit.tasks.register_task(namespace["RECORD"])
+    base = {"models": ["m"], "corpus": "c", "lengths": [96], "ropes": {"default": "default"}}
+    spec = spec_from_dict({**base, "tasks": ["passkey", "tally"]})
+    out = tmp_path / "out"
+    out.mkdir()
+    row = dict.fromkeys(RESULT_COLUMNS, "") | {"model": "m", "rope": "default", "layer_mix": "native", "length": 96}
+    from ropekit.cache import csv_text
+
+    (out / "results.csv").write_text(csv_text(RESULT_COLUMNS, [{**row, "task": "passkey", "cell": "k1"}]))
+    with ResultStore(out, spec) as store:
+        assert store.result_columns == [*RESULT_COLUMNS, "prompt_nll", "prompt_tokens"]
+        store.add_cell({**row, "task": "tally", "cell": "k2", "prompt_nll": "1.5", "prompt_tokens": 10})
+    with (out / "results.csv").open() as f:
+        reader = csv.DictReader(f)
+        kept = list(reader)
+    assert reader.fieldnames[-2:] == ["prompt_nll", "prompt_tokens"]
+    assert [(r["cell"], r["prompt_nll"]) for r in kept] == [("k1", ""), ("k2", "1.5")]
+    (out / "results.csv").write_text("model,rope,other\n")
+    with pytest.raises(StoreError, match="written by another version of ropekit"):
+        ResultStore(out, spec)
