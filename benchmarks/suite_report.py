@@ -37,7 +37,7 @@ def steps(out: Path) -> list[dict]:
 def device() -> str:
     import torch
 
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or '?'})"
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.machine()})"
 
 
 def main(argv: list[str] | None = None) -> None:
