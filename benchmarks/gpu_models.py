@@ -3,9 +3,13 @@
 Both sides read the same random checkpoint, written by transformers itself, and score the same
 random tokens: ropekit with ``token_nll``, transformers with ``forward(labels=...)`` (sdpa). Each
 implementation is loaded, measured at every length, and freed before the other is loaded; the
-order alternates across repeats. Meant for one H100/H200 in bf16; tiny shapes run on a CPU.
+order alternates across repeats. With ``--ropes``, ropekit alone runs once under each rope (the
+attention-level methods against the plain rope). Meant for one H100/H200 in bf16; tiny shapes run on
+a CPU. The JSON is rewritten after every measurement, so a run cut short keeps what it measured.
 
     python benchmarks/gpu_models.py --shape llama-3.2-1b --out benchmarks/results/llama_h100.json
+    python benchmarks/gpu_models.py --shape llama-3.2-1b --lengths 32768 131072 --warmup each \
+        --ropes default rerope:2048 leaky_rerope:2048,16 self_extend:8,2048
     python benchmarks/gpu_models.py --shape tiny-gemma --lengths 64 128 --repeats 1   # CPU
 """
 
@@ -26,6 +30,7 @@ from typing import Any
 
 import torch
 from flops import flops_per_token
+from to_markdown import gpu_table
 
 IMPLS = ("ropekit", "transformers")
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
@@ -78,12 +83,14 @@ def write_checkpoint(shape: str, folder: Path, dtype: torch.dtype) -> Any:
     return model.config
 
 
-def load(impl: str, folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
-    """The model of one implementation on the device and its scoring function (ids -> mean NLL)."""
+def load(label: str, folder: Path, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    """The model of one implementation on the device and its scoring function (ids -> mean NLL).
+    ``label`` is an implementation, or ``ropekit ROPE``: ropekit under that rope."""
+    impl, _, rope = label.partition(" ")
     if impl == "ropekit":
         import ropekit
 
-        model = ropekit.load_model(folder, dtype=dtype, device=device)
+        model = ropekit.load_model(folder, rope_scaling=rope or None, dtype=dtype, device=device)
         return model, lambda ids: float(ropekit.token_nll(model, ids).double().mean())
     from transformers import AutoModelForCausalLM
 
@@ -150,31 +157,78 @@ def summarise(runs: list[dict], flops: float, length: int, peak_tflops: float | 
     return summary
 
 
-def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[Any, list[dict]]:
-    """Every (implementation, length, repeat), one implementation on the device at a time."""
-    lengths = sorted(args.lengths)
-    runs: dict[tuple[str, int], list[dict]] = {(i, n): [] for i in IMPLS for n in lengths}
+def checkpoint(args: argparse.Namespace, folder: Path, dtype: torch.dtype) -> Any:
+    """The shape's random checkpoint in ``folder``, written unless a run before this one wrote it there."""
+    if (folder / "config.json").exists():
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(folder)
+    partial = folder.with_name(folder.name + ".partial")  # a run killed while writing leaves no checkpoint behind
+    config = write_checkpoint(args.shape, partial, dtype)
+    partial.rename(folder)
+    return config
+
+
+def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, report: Any) -> None:
+    """Every (implementation, length, repeat), one implementation on the device at a time; ``report(config,
+    runs)`` after every measurement. Warm-up (``--warmup``): unmeasured passes at the first length, before
+    every length, or at the lengths given: torch.compile specialises a kernel to the first shape it meets and
+    makes it shape-generic at the second, so two short lengths leave the compiling out of every measurement."""
+    lengths, labels = sorted(args.lengths), labels_of(args)
+    runs: dict[tuple[str, int], list[dict]] = {(i, n): [] for i in labels for n in lengths}
     with tempfile.TemporaryDirectory() as tmp:
-        config = write_checkpoint(args.shape, Path(tmp), dtype)
+        folder = args.checkpoint or Path(tmp) / "checkpoint"
+        config = checkpoint(args, folder, dtype)
         ids = torch.randint(0, config.vocab_size, (lengths[-1],), generator=torch.Generator().manual_seed(0))
         ids = ids.to(device)
         for repeat in range(args.repeats):
-            for impl in IMPLS if repeat % 2 == 0 else IMPLS[::-1]:
-                model, score = load(impl, Path(tmp), dtype, device)
+            for label in labels if repeat % 2 == 0 else labels[::-1]:
+                model, score = load(label, folder, dtype, device)
                 oom_at = None
-                if measure(score, ids[: lengths[0]], device)["status"] == "oom":  # warm-up
-                    oom_at = lengths[0]
+                if args.warmup != "each":
+                    warm = [lengths[0]] if args.warmup == "first" else [int(n) for n in args.warmup.split(",")]
+                    if any(measure(score, ids[:n], device)["status"] == "oom" for n in warm):
+                        oom_at = max(warm)
                 for n in lengths:
                     if oom_at is not None:  # a longer sequence would run out too
-                        runs[impl, n].append({"status": "oom", "detail": f"skipped: out of memory at {oom_at}"})
+                        runs[label, n].append({"status": "oom", "detail": f"skipped: out of memory at {oom_at}"})
                         continue
+                    if args.warmup == "each":
+                        measure(score, ids[:n], device)
                     result = measure(score, ids[:n], device)
-                    runs[impl, n].append(result)
+                    runs[label, n].append(result)
                     oom_at = n if result["status"] == "oom" else None
-                    print(f"repeat {repeat} {impl:12} {n:7} {json.dumps(result)}", file=sys.stderr, flush=True)
+                    print(f"repeat {repeat} {label:12} {n:7} {json.dumps(result)}", file=sys.stderr, flush=True)
+                    report(config, runs)
                 del model, score
                 free(device)
-    return config, [{"length": n, **{i: runs[i, n] for i in IMPLS}} for n in lengths]
+
+
+def labels_of(args: argparse.Namespace) -> list[str]:
+    """What is measured: ``ropekit ROPE`` for each of ``--ropes``, else the implementations of ``--impls``."""
+    return [f"ropekit {rope}" for rope in args.ropes] if args.ropes else list(args.impls)
+
+
+def rows_of(config: Any, runs: dict, labels: list[str], peak: float | None) -> list[dict]:
+    """One row per length measured so far: each label's summary; ropekit against transformers (tokens/s and
+    memory ratios, NLL difference), or each rope against the first (``vs_first``: its tokens/s over the first's)."""
+    rows = []
+    for n in sorted({n for (_, n), found in runs.items() if found}):
+        flops = flops_per_token(config, n)
+        row = {"length": n, "flops_per_token": flops, **{i: summarise(runs[i, n], flops, n, peak) for i in labels}}
+        first = row[labels[0]]
+        for label in labels[1:]:
+            other = row[label]
+            if first["status"] != "ok" or other["status"] != "ok":
+                continue
+            if label == "transformers":
+                row["tokens_per_s_ratio"] = first["tokens_per_s_median"] / other["tokens_per_s_median"]
+                row["memory_ratio"] = first["peak_memory_gb"] / other["peak_memory_gb"]
+                row["nll_abs_diff"] = abs(first["mean_nll"] - other["mean_nll"])
+            else:
+                other["vs_first"] = other["tokens_per_s_median"] / first["tokens_per_s_median"]
+        rows.append(row)
+    return rows
 
 
 def peak_for(device: torch.device, given: float | None) -> float | None:
@@ -183,36 +237,6 @@ def peak_for(device: torch.device, given: float | None) -> float | None:
         return given
     name = torch.cuda.get_device_name(device)
     return next((tflops for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
-
-
-def markdown(shape: str, rows: list[dict]) -> str:
-    """The results as a table, with ropekit/transformers ratios of tokens/s and peak memory."""
-
-    def cell(summary: dict, key: str, spec: str) -> str:
-        if summary.get("status", "ok") != "ok":
-            return summary["status"]
-        return "-" if summary.get(key) is None else format(summary[key], spec)
-
-    lines = [
-        "| shape | tokens | ropekit tok/s | transformers tok/s | tok/s ratio | ropekit GB | transformers GB "
-        "| memory ratio | ropekit MFU | transformers MFU | abs NLL diff |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        ours, base = row["ropekit"], row["transformers"]
-        cells = [
-            cell(ours, "tokens_per_s_median", ",.0f"),
-            cell(base, "tokens_per_s_median", ",.0f"),
-            cell(row, "tokens_per_s_ratio", ".2f"),
-            cell(ours, "peak_memory_gb", ".2f"),
-            cell(base, "peak_memory_gb", ".2f"),
-            cell(row, "memory_ratio", ".2f"),
-            cell(ours, "mfu", ".1%"),
-            cell(base, "mfu", ".1%"),
-            cell(row, "nll_abs_diff", ".2e"),
-        ]
-        lines.append(f"| {shape} | {row['length']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def metadata(shape: str, device: torch.device, dtype: torch.dtype, peak: float | None) -> dict[str, Any]:
@@ -240,6 +264,12 @@ def metadata(shape: str, device: torch.device, dtype: torch.dtype, peak: float |
     }
 
 
+def warmup(text: str) -> str:
+    if text in ("first", "each") or all(n.isdigit() for n in text.split(",")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'first', 'each' or token counts (8192,16384), not {text!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -250,26 +280,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--peak-tflops", type=float, help="peak dense TFLOP/s of the device, for MFU")
     parser.add_argument("--out", type=Path, help="write the results as JSON")
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS), help="implementations to measure")
+    parser.add_argument(
+        "--ropes",
+        nargs="+",
+        help="ropekit alone, under each of these ropes (as `ropekit sweep` spells them; first: "
+        "the baseline the others are compared with)",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="the random checkpoint's folder: read if there, else written")
+    parser.add_argument(
+        "--warmup",
+        type=warmup,
+        default="first",
+        help="'first': a pass at the first length; 'each': "
+        "one before every length; N,M,...: one of N tokens, one of M, ... (two lengths compile the "
+        "kernels torch.compile makes shape-generic)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     peak = peak_for(device, args.peak_tflops)
-    config, raw = run(args, device, dtype)
-    rows = []
-    for entry in raw:
-        n, flops = entry["length"], flops_per_token(config, entry["length"])
-        row = {"length": n, "flops_per_token": flops, **{i: summarise(entry[i], flops, n, peak) for i in IMPLS}}
-        ours, base = row["ropekit"], row["transformers"]
-        if ours["status"] == base["status"] == "ok":
-            row["tokens_per_s_ratio"] = ours["tokens_per_s_median"] / base["tokens_per_s_median"]
-            row["memory_ratio"] = ours["peak_memory_gb"] / base["peak_memory_gb"]
-            row["nll_abs_diff"] = abs(ours["mean_nll"] - base["mean_nll"])
-        rows.append(row)
     meta = metadata(args.shape, device, dtype, peak)
-    print(markdown(args.shape, rows))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    labels = labels_of(args)
+    meta["labels"] = labels
+    results: dict[str, Any] = {"meta": meta, "results": []}
+
+    def report(config: Any, runs: dict) -> None:
+        results["results"] = rows_of(config, runs, labels, peak)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))
+
+    run(args, device, dtype, report)
+    print(gpu_table(results))
 
 
 if __name__ == "__main__":

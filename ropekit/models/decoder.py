@@ -4,6 +4,7 @@ Each layer reads its own entry of the plan (``config.layers``): full causal atte
 the fused SDPA kernel, or a sliding window computed band by band, with its own rope or none.
 A rope that acts in attention (ReRoPE, Self-Extend: ropekit/rope/positions.py) rotates q and k a
 second time for keys far from the query and runs both regions block by block (``two_region_attention``).
+On CUDA, sliding windows and both regions go through FlexAttention's fused kernel (ropekit/models/flex.py).
 Nothing of size ``T x T`` or ``T x vocab`` is ever materialised (see ropekit/eval/nll.py for
 the chunked head).
 """
@@ -29,6 +30,7 @@ from ..rope import (
     spec_frequencies,
 )
 from .config import LayerSpec, ModelConfig, ModelConfigError
+from .flex import flex_two_region_attention
 from .precision import Precision
 
 # Float32 scores one query block of ``two_region_attention`` may hold (all heads): 2**24 = 64 MiB,
@@ -149,16 +151,30 @@ def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.matmul(probs.to(v.dtype).flatten(2, 3), v)
 
 
+def fused(q: torch.Tensor) -> bool:
+    """Whether sliding layers, capped scores and two-region attention take FlexAttention's fused kernel: where
+    torch compiles it with its log-sum-exp (CUDA)."""
+    return q.is_cuda
+
+
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
 ) -> torch.Tensor:
-    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan; scores soft-capped
-    (Gemma 2), which no fused kernel does, block by block with their float32 softmax."""
-    if softcap is not None:
-        T = q.shape[-2]
-        return two_region_attention(q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap)
-    if layer.window is None or layer.window >= q.shape[-2]:
+    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan. Full causal layers take
+    SDPA's fused kernel; sliding layers and soft-capped scores (Gemma 2) FlexAttention's on CUDA (only the band,
+    the cap in the kernel), and on the CPU the band by SDPA and the capped scores block by block with their
+    float32 softmax (FlexAttention's compiled CPU kernel runs a sliding layer about 2x faster, but compiles for
+    7-11 s in each process and again at a second length: BENCHMARKS.md, "GPU suite")."""
+    T = q.shape[-2]
+    sliding = layer.window is not None and layer.window < T
+    if softcap is None and not sliding:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if fused(q):
+        return flex_two_region_attention(
+            q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap
+        )
+    if softcap is not None:
+        return two_region_attention(q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap)
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
@@ -302,8 +318,9 @@ class Attention(nn.Module):
             out = attention(q, k, v, layer, self.scale, self.softcap)
         elif t.far is None:
             out = attend(q, k, v, layer, self.scale, self.softcap)  # (B, H, T, D)
-        else:
-            out = two_region_attention(
+        else:  # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
+            regions = flex_two_region_attention if fused(q) else two_region_attention
+            out = regions(
                 q,
                 k,
                 q_far,

@@ -86,3 +86,55 @@ def test_tiny_shape_on_cpu(shape, tmp_path):
         assert row["flops_per_token"] == pytest.approx(brute_force_flops(spec, length), rel=1e-12)
         assert row["tokens_per_s_ratio"] > 0
     assert "| " + shape + " | 64 |" in result.stdout
+
+
+def test_ropes_against_the_first_on_cpu(tmp_path):
+    out, checkpoint = tmp_path / "ropes.json", tmp_path / "checkpoint"
+    cmd = [sys.executable, str(SCRIPT), "--shape", "tiny-llama", "--lengths", "48", "--repeats", "1", "--device", "cpu"]
+    cmd += ["--ropes", "default", "rerope:16", "--warmup", "24,32", "--checkpoint", str(checkpoint), "--out", str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (checkpoint / "config.json").exists()  # kept for the next run of the suite
+    data = json.loads(out.read_text())
+    assert data["meta"]["labels"] == ["ropekit default", "ropekit rerope:16"]
+    (row,) = data["results"]
+    default, rerope = row["ropekit default"], row["ropekit rerope:16"]
+    assert rerope["vs_first"] == pytest.approx(rerope["tokens_per_s_median"] / default["tokens_per_s_median"])
+    assert rerope["mean_nll"] != default["mean_nll"]  # the far region is rotated otherwise
+    assert "| tiny-llama | 48 | rerope:16 |" in result.stdout
+
+
+def test_bad_warmup_is_one_line(tmp_path):
+    cmd = [sys.executable, str(SCRIPT), "--shape", "tiny-llama", "--warmup", "soon"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "expected 'first', 'each' or token counts" in result.stderr
+
+
+def test_suite_report_records_each_step(tmp_path):
+    """benchmarks/suite_report.py on a made-up suite folder: a step that passed, one cut off by its time limit,
+    one that failed; the passed one's JSON rendered by to_markdown."""
+    rows = [{"length": 64, "ropekit": {"status": "ok", "tokens_per_s_median": 10.0, "peak_memory_gb": 1.0}}]
+    meta = {"shape": "tiny-llama", "command": "gpu_models.py", "device": "cpu", "dtype": "float32", "torch": "2",
+            "transformers": "5", "ropekit": "0", "labels": ["ropekit"]}  # fmt: skip
+    (tmp_path / "table.json").write_text(json.dumps({"meta": meta, "results": rows}))
+    (tmp_path / "table.log").write_text("done\n")
+    (tmp_path / "long.log").write_text("repeat 0\n")
+    (tmp_path / "tests.log").write_text("E   RuntimeError: no kernel\n1 failed in 3s\n")
+    steps = ["table\t0\t12\tpython gpu_models.py", "long\t124\t140\tpython gpu_models.py", "tests\t1\t5\tpytest"]
+    (tmp_path / "steps.tsv").write_text("\n".join(steps) + "\n")
+    report = ROOT / "benchmarks" / "suite_report.py"
+    cmd = [sys.executable, str(report), str(tmp_path), "--command", "gpu_suite.sh --cpu-smoke"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "suite.json").read_text())
+    assert record["command"] == "gpu_suite.sh --cpu-smoke" and set(record["versions"]) == {"torch", "transformers"}
+    assert [(s["name"], s["status"]) for s in record["steps"]] == [
+        ("table", "ok"),
+        ("long", "timed out"),
+        ("tests", "failed (exit 1)"),
+    ]
+    assert record["steps"][2]["last_line"] == "1 failed in 3s"
+    assert "| tiny-llama | 64 | 10 |" in (tmp_path / "suite.md").read_text()
+    missing = subprocess.run([sys.executable, str(report), str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
