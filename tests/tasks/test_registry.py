@@ -66,6 +66,23 @@ PLUGIN = textwrap.dedent(
 )
 
 
+def installed(tmp_path: Path, module: str, source: str, task: str):
+    """``source`` installed as the package ``module`` naming the task ``task`` in the ``ropekit.tasks`` group, a
+    tiny checkpoint in tmp_path/tiny and a corpus in tmp_path/corpus; returns a function running ``ropekit``
+    with that package on its path."""
+    site = tmp_path / "site"
+    install_plugin(site, module, source, "ropekit.tasks", task)
+    make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
+    add_tokenizer(tmp_path / "tiny")
+    write_corpus(tmp_path / "corpus", (300, 280))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ropekit.cli", *args], env=env, capture_output=True, text=True)
+
+    return cli
+
+
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made by a test are dropped after it."""
@@ -115,15 +132,7 @@ def test_bad_records_are_refused():
 
 def test_an_installed_task_runs_through_sweep_status_report_and_the_dry_run(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    install_plugin(site, "ropekit_echo_task", PLUGIN, "ropekit.tasks", "echo")
-    make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
-    add_tokenizer(tmp_path / "tiny")
-    write_corpus(tmp_path / "corpus", (300, 280))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ropekit.cli", *args], env=env, capture_output=True, text=True)
-
+    cli = installed(tmp_path, "ropekit_echo_task", PLUGIN, "echo")
     out = tmp_path / "out"
     args = ["--model", str(tmp_path / "tiny"), "--corpus", str(tmp_path / "corpus"), "--lengths", "96,160"]
     args += ["--rope", "default", "--rope", "yarn:2", "--tasks", "echo", "--trials", "2", "--depths", "0,50"]
@@ -210,16 +219,7 @@ def test_a_plugin_tasks_own_columns_reach_results_csv_status_and_the_report(tmp_
     """results.csv gains the columns a plugin task fills (after ropekit's own), the report shows them as the
     task says (meta.json's retrieval.own: here the default, a table and a figure of its first column), and a
     rerun reads every line back."""
-    site = tmp_path / "site"
-    install_plugin(site, "ropekit_tally_task", OWN_PLUGIN, "ropekit.tasks", "tally")
-    make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
-    add_tokenizer(tmp_path / "tiny")
-    write_corpus(tmp_path / "corpus", (300, 280))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ropekit.cli", *args], env=env, capture_output=True, text=True)
-
+    cli = installed(tmp_path, "ropekit_tally_task", OWN_PLUGIN, "tally")
     out = tmp_path / "out"
     args = ["--model", str(tmp_path / "tiny"), "--corpus", str(tmp_path / "corpus"), "--lengths", "96,128"]
     args += ["--rope", "default", "--rope", "yarn:2", "--tasks", "tally", "--trials", "2", "--depths", "50"]
