@@ -109,6 +109,11 @@ def export_plan(config: ModelConfig) -> Export:
     for target in ("transformers_v4", "transformers_v5"):
         if target in changes:
             changes[target] = {**changes[target], **layer_keys}
+    if not switches.v4 and "transformers_v4" in changes:
+        del changes["transformers_v4"]
+        refused["transformers_v4"] = (
+            f"{config.model_type}'s config class reads only rope_parameters (the v5 form): use config.v5.json"
+        )
     if "proportional" in {spec.rope_type for spec in ropes.values()} and "transformers_v4" in changes:
         del changes["transformers_v4"]
         refused["transformers_v4"] = (
@@ -193,6 +198,13 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
     if len(full) > 1 or len(sliding) > 1:
         return "the plan gives one layer type several ropes; upstream configs hold one rope per layer type"
     mixed = bool(full) and bool(sliding)
+    own = config.checkpoint.get("layer_types")
+    fixed = len(set(config.shapes)) > 1  # per-layer sizes or KV sharing, which upstream derives from layer_types
+    if fixed and own and [layer.attention for layer in config.layers] != list(own):
+        return (
+            f"the plan changes which layers are global; {family}'s upstream code derives each layer's head size and "
+            "KV sharing from layer_types, so the weights would not fit it (keep the layer types: a window, a rope)"
+        )
     if sliding and not (switches.layer_types or (switches.uniform_window and not mixed)):
         can = "every layer sliding or none" if switches.uniform_window else "no sliding window"
         return f"{family}'s upstream code has no per-layer switch (layer_types): it runs {can}"

@@ -37,6 +37,7 @@ class Switches:
     rope_per_type: bool = False  # a rope per layer type
     nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
     with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
+    v4: bool = True  # the config class reads the v4 form (rope_scaling beside rope_theta); Gemma 4's does not
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ GEMMA4 = _like(
     ),
     norm_offset=0.0,
     attention_scale=1.0,
+    export=Switches(layer_types=True, rope_per_type=True, v4=False),
     value_norm=True,
     layer_scalar=True,
     layer_inputs=LayerInputs(),
