@@ -193,11 +193,6 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
     family = config.model_type
     if any(layer.temperature is not None for layer in config.layers):
         return f"Llama 4's temperature tuning of NoPE layers is ropekit's own on {family}; its upstream code has none"
-    if len(windows) > 1:
-        return f"the plan has several windows ({windows}); upstream configs hold one sliding_window"
-    if len(full) > 1 or len(sliding) > 1:
-        return "the plan gives one layer type several ropes; upstream configs hold one rope per layer type"
-    mixed = bool(full) and bool(sliding)
     own = config.checkpoint.get("layer_types")
     fixed = len(set(config.shapes)) > 1  # per-layer sizes or KV sharing, which upstream derives from layer_types
     if fixed and own and [layer.attention for layer in config.layers] != list(own):
@@ -205,6 +200,11 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
             f"the plan changes which layers are global; {family}'s upstream code derives each layer's head size and "
             "KV sharing from layer_types, so the weights would not fit it (keep the layer types: a window, a rope)"
         )
+    if len(windows) > 1:
+        return f"the plan has several windows ({windows}); upstream configs hold one sliding_window"
+    if len(full) > 1 or len(sliding) > 1:
+        return "the plan gives one layer type several ropes; upstream configs hold one rope per layer type"
+    mixed = bool(full) and bool(sliding)
     if sliding and not (switches.layer_types or (switches.uniform_window and not mixed)):
         can = "every layer sliding or none" if switches.uniform_window else "no sliding window"
         return f"{family}'s upstream code has no per-layer switch (layer_types): it runs {can}"
