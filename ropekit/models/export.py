@@ -15,6 +15,8 @@ from transformers' modeling files:
   default rope).
 * NoPE: EXAONE 4's global layers have no rope exactly when ``sliding_window`` is set; no other
   family here can drop a layer's rope.
+* Gemma 4: a rope per layer type in the v5 form only (its config class reads no ``rope_scaling``), and its
+  own layer types only: its upstream code derives each layer's head size and KV sharing from ``layer_types``.
 
 tests/models/test_export.py loads each exported config in transformers and gets ropekit's per-token
 NLL, and reads it back in ropekit as the same plan.

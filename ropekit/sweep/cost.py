@@ -380,9 +380,12 @@ def plan_seconds(config: ModelConfig, plan: Plan, rates: Rates) -> float:
 
 def parameters(config: ModelConfig) -> tuple[int, int]:
     """(parameters in the model's dtype, float32 norm weights) of ropekit's decoder under ``config``:
-    embeddings V*H (and an untied LM head V*H); per layer q H*nh*hd, k and v H*nkv*hd each, o nh*hd*H,
-    gate and up H*I each, down I*H, with the biases the config asks for; norms: H per norm slot of the
-    family per layer, hd each for q and k norms, H for the final norm."""
+    embeddings V*H (and an untied LM head V*H); per layer, at its own sizes (``config.shapes``), q H*nh*hd,
+    k and v H*nkv*hd each (none on a KV-sharing layer, no v where values are the keys), o nh*hd*H, gate and
+    up H*I each, down I*H, with the biases the config asks for, and a layer scalar where the family has one;
+    Gemma 4's per-layer inputs: their table V'*L*P, projection H*L*P, and per layer gate and up H*P each;
+    norms: H per norm slot of the family per layer, hd each for q and k norms, H for the final norm, and the
+    per-layer inputs' P and H per layer."""
     c = config
     H, nh = c.hidden_size, c.num_attention_heads
     matrices = norms = 0
