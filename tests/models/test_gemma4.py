@@ -192,3 +192,19 @@ def test_chunked_head_and_per_layer_inputs_equal_one_shot(tmp_path, monkeypatch)
         theirs = hf.model.project_per_layer_inputs(embedded, hf.model.get_per_layer_inputs(tokens[None]))
         for i in range(model.config.num_hidden_layers):
             torch.testing.assert_close(model.layer_input(tokens[None], embedded, i), theirs[:, :, i], rtol=0, atol=1e-6)
+
+
+def test_an_attention_level_rope_reaches_the_layers_that_share_keys(tmp_path):
+    """Self-Extend with groups of one on the sliding layers (its far region runs, and is the default rope): the
+    KV-sharing sliding layer attends to the far keys of the layer it reads, and the NLL is the native one."""
+    make_checkpoint(tmp_path, gemma4())
+    native = ropekit.load_model(tmp_path)
+    ropes = {
+        "sliding_attention": {"rope_type": "self_extend", "group_size": 1, "neighbor_window": 8, "rope_theta": 1e4},
+        "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6},
+    }
+    model = ropekit.load_model(tmp_path, rope_scaling=ropes)
+    assert model.config.layers[4].rope.rope_type == "self_extend" and model.config.shapes[4].kv_from == 3
+    tokens = ids(model.config.vocab_size, 300)
+    # the blocked float32 softmax against SDPA's, on q.k unscaled (scores up to +-head_dim): the parity tolerance
+    assert_close(ropekit.token_nll(model, tokens), ropekit.token_nll(native, tokens))
