@@ -470,8 +470,7 @@ class Block(nn.Module):
             self.per_layer_input_gate = nn.Linear(config.hidden_size, width, bias=False)
             self.per_layer_projection = nn.Linear(width, config.hidden_size, bias=False)
             self.post_per_layer_input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        if config.family.layer_scalar:
-            self.layer_scalar = nn.Parameter(torch.ones(1))
+        self.layer_scalar = nn.Parameter(torch.ones(1)) if config.family.layer_scalar else None
 
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[slot](x) if slot in self.norms else x
@@ -494,7 +493,7 @@ class Block(nn.Module):
         if layer_input is not None:  # (B, T, width)
             gated = activate(self.per_layer_input_gate(x), self.activation) * layer_input
             x = x + self.post_per_layer_input_norm(self.per_layer_projection(gated))
-        return x * self.layer_scalar if hasattr(self, "layer_scalar") else x
+        return x if self.layer_scalar is None else x * self.layer_scalar
 
     def _scaled(self, branch: torch.Tensor) -> torch.Tensor:
         return branch if self.residual_multiplier == 1.0 else branch * self.residual_multiplier

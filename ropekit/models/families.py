@@ -2,7 +2,7 @@
 
 A family record says how one transformers ``model_type`` maps onto the shared decoder
 (ropekit/models/decoder.py: which norms sit where, q/k norms, embedding scale, biases, fused
-projections), what its config.json means for the rope of each layer type (a
+projections, Gemma 4's per-layer inputs and KV sharing), what its config.json means for the rope of each layer type (a
 :class:`ropekit.rope.config.ModelRope`, registered with the rope layer, which reads configs alone),
 which layers it runs without rope, what its upstream code can be told about layers (``ropekit
 export``), and the GGUF architecture llama.cpp writes for it. Numbers (sizes, eps, activation,
