@@ -77,6 +77,29 @@ class MoeSpec:
 
 
 @dataclass(frozen=True)
+class LayerShape:
+    """One layer's sizes and where its keys and values come from, fixed by its weights whatever the plan:
+    ``head_dim`` and ``kv_heads`` (Gemma 4's global layers have their own: transformers' ``per_layer_config``),
+    the MLP's ``intermediate_size``, values from the key projection (``values_from_keys``: Gemma 4's
+    ``attention_k_eq_v`` global layers), or the keys and values of an earlier layer ``kv_from`` (Gemma 4's KV
+    sharing: the layer has no k/v projections of its own)."""
+
+    head_dim: int
+    kv_heads: int
+    intermediate_size: int
+    values_from_keys: bool = False
+    kv_from: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerInputs:
+    """Per-layer input embeddings (Gemma 4's): a ``vocab`` x (layers x ``width``) table, ``width`` per layer."""
+
+    vocab: int
+    width: int
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the decoder needs, resolved: sizes, family, and the per-layer plan."""
 
@@ -105,6 +128,8 @@ class ModelConfig:
     residual_multiplier: float = 1.0
     logit_scale: float = 1.0
     moe: MoeSpec | None = None
+    shapes: tuple[LayerShape, ...] = ()  # per layer; plan_config fills it
+    layer_inputs: LayerInputs | None = None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -272,19 +297,39 @@ def plan_config(
     kv_heads = cfg.get("num_key_value_heads") or heads
     if heads % kv_heads:
         raise ModelConfigError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+    for key, (runs, lacks) in family.refused.items():
+        if cfg.get(key) not in runs:
+            raise ModelConfigError(
+                f"model config: {key}={cfg[key]!r} is not supported; ropekit's decoder has no {lacks}"
+            )
+    shapes = _layer_shapes(cfg, family, sizes["num_hidden_layers"], head_dim, kv_heads, sizes["intermediate_size"])
     activation = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
     if activation not in ACTIVATIONS:
         raise ModelConfigError(f"activation {activation!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
     scalar = cfg.get("query_pre_attn_scalar")
     from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
 
-    layers = layer_plan(
-        cfg,
-        model_ropes(cfg, rope_scaling),
-        n_layers=sizes["num_hidden_layers"],
-        nope_layers=_nope_layers(cfg, family, sizes["num_hidden_layers"]),
-        **overrides,
-    )
+    plans = {}  # a plan per head size: each layer type's rope is made for the head it turns
+    for size in sorted({shape.head_dim for shape in shapes}):
+        sized = {**cfg, "head_dim": size}
+        plans[size] = layer_plan(
+            sized,
+            model_ropes(sized, rope_scaling),
+            n_layers=sizes["num_hidden_layers"],
+            nope_layers=_nope_layers(cfg, family, sizes["num_hidden_layers"]),
+            **overrides,
+        )
+    layers = tuple(plans[shape.head_dim][i] for i, shape in enumerate(shapes))
+    for i, shape in enumerate(shapes):
+        if shape.kv_from is not None and layers[i] != layers[shape.kv_from]:
+            raise ModelConfigError(
+                f"layer {i} reads the keys and values of layer {shape.kv_from} (KV sharing), so it must attend as that "
+                f"layer does; this plan has {layers[i].describe()} and {layers[shape.kv_from].describe()}"
+            )
+    if family.attention_scale is not None:
+        attention_scale = family.attention_scale
+    else:
+        attention_scale = cfg.get("attention_multiplier") or (scalar if scalar else head_dim) ** -0.5
     return ModelConfig(
         moe=_moe(cfg, family, sizes["num_hidden_layers"]),
         model_type=model_type,
@@ -301,13 +346,15 @@ def plan_config(
         attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get("attention_bias", False)),
         output_bias=family.qkv_bias is None and family.o_bias and bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)),
-        attention_scale=cfg.get("attention_multiplier") or (scalar if scalar else head_dim) ** -0.5,
+        attention_scale=attention_scale,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),
         attn_logit_softcapping=cfg.get("attn_logit_softcapping"),
         embedding_multiplier=float(cfg.get("embedding_multiplier", 1.0)),
         residual_multiplier=float(cfg.get("residual_multiplier", 1.0)),
         logit_scale=float(cfg.get("logit_scale", 1.0)) / float(cfg.get("logits_scaling", 1.0)),
         layers=layers,
+        shapes=shapes,
+        layer_inputs=_layer_inputs(cfg, family),
         checkpoint=cfg,
     )
 
@@ -354,6 +401,88 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
             f"model config: clip_qkv={cfg['clip_qkv']!r} is not supported; ropekit runs OLMoE with clip_qkv=null"
         )
     return MoeSpec(count, values["experts_per_token"], values["size"], renormalise, tuple(sparse))
+
+
+# What transformers' per_layer_config may change per layer that the decoder builds per layer (LayerShape).
+PER_LAYER_KEYS = {"head_dim": "head_dim", "num_key_value_heads": "kv_heads", "intermediate_size": "intermediate_size"}
+
+
+def _layer_shapes(
+    cfg: Mapping[str, Any], family: Family, n_layers: int, head_dim: int, kv_heads: int, intermediate_size: int
+) -> tuple[LayerShape, ...]:
+    """Each layer's :class:`LayerShape`: the config's sizes, with transformers' ``per_layer_config`` overrides
+    (layer index -> values; Gemma 4's global layers: ``global_head_dim``, ``num_global_key_value_heads``), and
+    the family's KV sharing as Gemma4TextConfig.kv_sharing_modes derives it from the checkpoint's own layer
+    types: layer i of the last ``num_kv_shared_layers`` reads the last earlier unshared layer of its type."""
+    per_layer: dict[int, dict[str, Any]] = {}
+    for index, values in (cfg.get("per_layer_config") or {}).items():
+        i = int(index)
+        if not 0 <= i < n_layers or not isinstance(values, Mapping):
+            raise ModelConfigError(f"model config: per_layer_config[{index!r}]={values!r} is not allowed")
+        if unknown := sorted(set(values) - set(PER_LAYER_KEYS)):
+            raise ModelConfigError(
+                f"model config: per_layer_config sets {unknown[0]} on layer {i}; ropekit's decoder sizes "
+                f"{', '.join(PER_LAYER_KEYS)} per layer, nothing else"
+            )
+        per_layer[i] = dict(values)
+    sharing = family.shared_kv
+    shared = int(cfg.get(sharing.count) or 0) if sharing else 0
+    keys_as_values = bool(sharing and cfg.get(sharing.keys_as_values))
+    double_wide = bool(sharing and cfg.get(sharing.double_wide))
+    types = list(cfg.get("layer_types") or ["full_attention"] * n_layers)
+    first_shared = n_layers - shared
+    if not 0 <= shared < n_layers or len(types) != n_layers:
+        raise ModelConfigError(
+            f"model config: {sharing.count}={shared!r} is not allowed; expected 0 to {n_layers - 1} shared layers"
+        )
+    shapes = []
+    for i in range(n_layers):
+        own = {
+            **dict.fromkeys(PER_LAYER_KEYS.values()),
+            **{PER_LAYER_KEYS[k]: v for k, v in per_layer.get(i, {}).items()},
+        }
+        size = own["head_dim"] or head_dim
+        kv = own["kv_heads"] or kv_heads
+        for key, value in (("head_dim", size), ("num_key_value_heads", kv)):
+            if not is_count(value):
+                raise ModelConfigError(f"model config: layer {i}'s {key}={value!r}; expected a positive integer")
+        if cfg["num_attention_heads"] % kv:
+            raise ModelConfigError(f"layer {i}: num_attention_heads is not a multiple of its {kv} key/value heads")
+        source = None
+        if i >= first_shared:
+            source = next((j for j in reversed(range(first_shared)) if types[j] == types[i]), None)
+            if source is None:
+                raise ModelConfigError(
+                    f"model config: layer {i} ({types[i]}) shares keys and values, and no unshared layer has its type"
+                )
+        width = own["intermediate_size"] or intermediate_size
+        shapes.append(
+            LayerShape(
+                head_dim=size,
+                kv_heads=kv,
+                intermediate_size=width * (2 if double_wide and source is not None else 1),
+                values_from_keys=keys_as_values and types[i] == "full_attention",
+                kv_from=source,
+            )
+        )
+    for i, shape in enumerate(shapes):
+        source = shape.kv_from
+        if source is not None and (shape.head_dim, shape.kv_heads) != (
+            shapes[source].head_dim,
+            shapes[source].kv_heads,
+        ):
+            raise ModelConfigError(
+                f"model config: layer {i} shares the keys and values of layer {source}, of other sizes"
+            )
+    return tuple(shapes)
+
+
+def _layer_inputs(cfg: Mapping[str, Any], family: Family) -> LayerInputs | None:
+    """The per-layer input embeddings' sizes, where the family has them and the config gives them a width."""
+    keys = family.layer_inputs
+    if keys is None or not cfg.get(keys.width):
+        return None
+    return LayerInputs(vocab=_positive_int(cfg, keys.vocab), width=_positive_int(cfg, keys.width))
 
 
 def _nope_layers(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[bool, ...] | None:

@@ -274,64 +274,120 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """Layer ``index``'s attention, sized by its :class:`LayerShape`. A layer that reads an earlier layer's keys
+    and values (Gemma 4's KV sharing: ``shape.kv_from``) has no k/v projections and takes them from ``shared``,
+    where that layer left them (``keeps``: some later layer reads this one's)."""
+
+    def __init__(self, config: ModelConfig, index: int = 0):
         super().__init__()
-        c, bias = config, config.attention_bias
-        self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        c, bias, shape = config, config.attention_bias, config.shapes[index]
+        self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, shape.kv_heads, shape.head_dim
         self.scale = c.attention_scale
         self.softcap = c.attn_logit_softcapping
+        self.kv_from, self.values_from_keys = shape.kv_from, shape.values_from_keys
+        self.index, self.keeps = index, any(s.kv_from == index for s in c.shapes)
         self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
+        if self.kv_from is None:
+            self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
+            if not self.values_from_keys:
+                self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, c.hidden_size, bias=c.output_bias)
         self.qk_norm = c.family.qk_norm  # over each head ("head") or all heads at once ("all", OLMo 2 and 3)
+        self.value_norm = c.rms_norm_eps if c.family.value_norm else None
         if self.qk_norm:
             per_head = self.qk_norm == "head"
             self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
-            self.k_norm = RMSNorm(self.head_dim if per_head else self.n_kv * self.head_dim, c.rms_norm_eps)
+            if self.kv_from is None:
+                self.k_norm = RMSNorm(self.head_dim if per_head else self.n_kv * self.head_dim, c.rms_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
+        self,
+        x: torch.Tensor,
+        layer: LayerSpec,
+        tables: dict[LayerSpec, LayerTables],
+        cache: LayerCache | None = None,
+        shared: dict[int, LayerKV] | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k = self.q_proj(x), self.k_proj(x)  # (B, T, H * D), (B, T, H_kv * D)
+        q = self.q_proj(x)  # (B, T, H * D)
         if self.qk_norm == "all":
-            q, k = self.q_norm(q), self.k_norm(k)
+            q = self.q_norm(q)
         q = q.view(B, T, self.n_heads, self.head_dim)
-        k = k.view(B, T, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         if self.qk_norm == "head":
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
+            q = self.q_norm(q)
+        q = q.transpose(1, 2)  # (B, H, T, D)
         t = tables[layer]
         if t.query_scale is not None:  # log-n, or Llama 4's temperature on a NoPE layer
             q = (q * t.query_scale).to(q.dtype)
         if t.far is not None:
-            far = t.far
-            q_far, k_far = apply_rotary(q, far.query_cos, far.query_sin), apply_rotary(k, far.key_cos, far.key_sin)
+            q_far = apply_rotary(q, t.far.query_cos, t.far.query_sin)
         if layer.rope is not None:
-            q, k = apply_rotary(q, t.cos, t.sin), apply_rotary(k, t.cos, t.sin)
-        if cache is not None:  # t.far is None: Decoder.forward refuses a cache otherwise
-            first = cache.keys is None
-            k, v = cache.extend(k, v, layer.window)
-            attention = attend if first else attend_cached
-            out = attention(q, k, v, layer, self.scale, self.softcap)
+            q = apply_rotary(q, t.cos, t.sin)
+        if self.kv_from is not None:
+            kv = shared[self.kv_from]  # the plan gives this layer the same entry, so the same tables and mask
+        else:
+            kv = self._keys_values(x, layer, t, cache)
+            if self.keeps and shared is not None:
+                shared[self.index] = kv
+        if kv.cached:  # t.far is None: Decoder.forward refuses a cache otherwise
+            out = attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap)
         elif t.far is None:
-            out = attend(q, k, v, layer, self.scale, self.softcap)  # (B, H, T, D)
+            out = attend(q, kv.k, kv.v, layer, self.scale, self.softcap)  # (B, H, T, D)
         else:  # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
             regions = flex_two_region_attention if fused(q) else two_region_attention
             out = regions(
                 q,
-                k,
+                kv.k,
                 q_far,
-                k_far,
-                v,
-                window=far.window,
+                kv.k_far,
+                kv.v,
+                window=t.far.window,
                 layer_window=layer.window,
                 scale=self.scale,
                 softcap=self.softcap,
             )
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def _keys_values(self, x: torch.Tensor, layer: LayerSpec, t: LayerTables, cache: LayerCache | None) -> LayerKV:
+        """This layer's rotated keys and values (with its cache's before them), as its queries attend to them."""
+        B, T, _ = x.shape
+        k = self.k_proj(x)  # (B, T, H_kv * D)
+        if self.qk_norm == "all":
+            k = self.k_norm(k)
+        k = k.view(B, T, self.n_kv, self.head_dim)
+        # Gemma 4's attention_k_eq_v: the values are the keys' projection, before the key norm
+        v = k if self.values_from_keys else self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+        if self.value_norm is not None:
+            v = _rms(v, self.value_norm)
+        v = v.transpose(1, 2)  # (B, H_kv, T, D)
+        if self.qk_norm == "head":
+            k = self.k_norm(k)
+        k = k.transpose(1, 2)
+        k_far = None if t.far is None else apply_rotary(k, t.far.key_cos, t.far.key_sin)
+        if layer.rope is not None:
+            k = apply_rotary(k, t.cos, t.sin)
+        if cache is None:
+            return LayerKV(k, v, k_far, cached=False)
+        cached = cache.keys is not None
+        k, v = cache.extend(k, v, layer.window)
+        return LayerKV(k, v, None, cached)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerKV:
+    """What a layer's queries attend to: its rotated keys ``(B, H_kv, K, D)``, values, the keys of an
+    attention-level rope's far region (or None), and whether a cache held keys before this forward's."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    k_far: torch.Tensor | None
+    cached: bool
+
+
+def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without a weight, in float32 (Gemma 4's value norm)."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
@@ -341,12 +397,12 @@ def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, size: int | None = None):
         super().__init__()
-        bias = config.mlp_bias
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        bias, size = config.mlp_bias, size or config.intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, size, bias=bias)
+        self.down_proj = nn.Linear(size, config.hidden_size, bias=bias)
         self.activation = config.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -412,30 +468,49 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-    """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual."""
+    """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual, then (Gemma 4)
+    + its per-layer input gated by the hidden state, and times its stored scalar."""
 
-    def __init__(self, config: ModelConfig, moe: bool = False):
+    def __init__(self, config: ModelConfig, index: int = 0, moe: bool = False):
         super().__init__()
-        self.self_attn = Attention(config)
-        self.mlp = MoE(config) if moe else MLP(config)
+        self.self_attn = Attention(config, index)
+        self.mlp = MoE(config) if moe else MLP(config, config.shapes[index].intermediate_size)
         centred = config.family.centred_norms
         self.norms = nn.ModuleDict(
             {slot: RMSNorm(config.hidden_size, config.rms_norm_eps, centred) for slot in config.family.norms}
         )
         self.parallel = config.family.parallel
         self.residual_multiplier = config.residual_multiplier  # Granite's; 1 elsewhere
+        self.activation = config.activation
+        if config.layer_inputs is not None:  # Gemma4TextDecoderLayer's names
+            width = config.layer_inputs.width
+            self.per_layer_input_gate = nn.Linear(config.hidden_size, width, bias=False)
+            self.per_layer_projection = nn.Linear(width, config.hidden_size, bias=False)
+            self.post_per_layer_input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.layer_scalar = nn.Parameter(torch.ones(1)) if config.family.layer_scalar else None
 
     def _norm(self, slot: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[slot](x) if slot in self.norms else x
 
     def forward(
-        self, x: torch.Tensor, layer: LayerSpec, tables: dict[LayerSpec, LayerTables], cache: LayerCache | None = None
+        self,
+        x: torch.Tensor,
+        layer: LayerSpec,
+        tables: dict[LayerSpec, LayerTables],
+        cache: LayerCache | None = None,
+        shared: dict[int, LayerKV] | None = None,
+        layer_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.parallel:  # Cohere: x + attention(norm(x)) + mlp(norm(x))
             h = self._norm("attn_in", x)
-            return x + self.self_attn(h, layer, tables, cache) + self.mlp(h)
-        x = x + self._scaled(self._norm("attn_out", self.self_attn(self._norm("attn_in", x), layer, tables, cache)))
-        return x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
+            return x + self.self_attn(h, layer, tables, cache, shared) + self.mlp(h)
+        attention = self.self_attn(self._norm("attn_in", x), layer, tables, cache, shared)
+        x = x + self._scaled(self._norm("attn_out", attention))
+        x = x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
+        if layer_input is not None:  # (B, T, width)
+            gated = activate(self.per_layer_input_gate(x), self.activation) * layer_input
+            x = x + self.post_per_layer_input_norm(self.per_layer_projection(gated))
+        return x if self.layer_scalar is None else x * self.layer_scalar
 
     def _scaled(self, branch: torch.Tensor) -> torch.Tensor:
         return branch if self.residual_multiplier == 1.0 else branch * self.residual_multiplier
@@ -461,7 +536,12 @@ class Decoder(nn.Module):
         self.precision = precision
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         moe = config.moe.layers if config.moe is not None else (False,) * len(config.layers)
-        self.layers = nn.ModuleList(Block(config, sparse) for sparse in moe)
+        self.layers = nn.ModuleList(Block(config, i, sparse) for i, sparse in enumerate(moe))
+        if config.layer_inputs is not None:  # Gemma4TextModel's names
+            width, packed = config.layer_inputs.width, config.layer_inputs.width * len(config.layers)
+            self.embed_tokens_per_layer = nn.Embedding(config.layer_inputs.vocab, packed)
+            self.per_layer_model_projection = nn.Linear(config.hidden_size, packed, bias=False)
+            self.per_layer_projection_norm = RMSNorm(width, config.rms_norm_eps)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.family.centred_norms)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
@@ -586,11 +666,26 @@ class Decoder(nn.Module):
         else:
             tables = self.decoding_tables(cache, cache.length + input_ids.shape[-1])
         caches = [None] * len(self.layers) if cache is None else cache.layers
-        for block, layer, layer_cache in zip(self.layers, self.config.layers, caches, strict=True):
-            x = block(x, layer, tables, layer_cache)
+        shared: dict[int, LayerKV] = {}  # the keys and values later layers read (Gemma 4's KV sharing)
+        embedded = x if self.config.layer_inputs is not None else None  # kept only where layers read it
+        for i, (block, layer, layer_cache) in enumerate(zip(self.layers, self.config.layers, caches, strict=True)):
+            layer_input = None if self.config.layer_inputs is None else self.layer_input(input_ids, embedded, i)
+            x = block(x, layer, tables, layer_cache, shared, layer_input)
         if cache is not None:
             cache.length += input_ids.shape[-1]
         return self.norm(x)
+
+    def layer_input(self, input_ids: torch.Tensor, embedded: torch.Tensor, i: int) -> torch.Tensor:
+        """Layer i's per-layer input (B, T, width) (Gemma 4's, Gemma4TextModel.project_per_layer_inputs): the
+        token's row of the per-layer table times sqrt(width), plus the RMS-normed projection of its embedding times
+        hidden_size ** -0.5, the sum times 2 ** -0.5. Layer i's columns only: the (T, layers x width) whole,
+        larger than the hidden states (Gemma 4 E2B: 35 x 256 against 1536), never exists."""
+        width = self.config.layer_inputs.width
+        rows = slice(i * width, (i + 1) * width)
+        token = F.embedding(input_ids, self.embed_tokens_per_layer.weight[:, rows])
+        token = token * torch.tensor(width**0.5, dtype=token.dtype)  # as Gemma4TextScaledWordEmbedding
+        context = F.linear(embedded, self.per_layer_model_projection.weight[rows]) * self.config.hidden_size**-0.5
+        return (self.per_layer_projection_norm(context) + token) * 2**-0.5
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,8 @@ from transformers' modeling files:
   default rope).
 * NoPE: EXAONE 4's global layers have no rope exactly when ``sliding_window`` is set; no other
   family here can drop a layer's rope.
+* Gemma 4: a rope per layer type in the v5 form only (its config class reads no ``rope_scaling``), and its
+  own layer types only: its upstream code derives each layer's head size and KV sharing from ``layer_types``.
 
 tests/models/test_export.py loads each exported config in transformers and gets ropekit's per-token
 NLL, and reads it back in ropekit as the same plan.
@@ -109,6 +111,11 @@ def export_plan(config: ModelConfig) -> Export:
     for target in ("transformers_v4", "transformers_v5"):
         if target in changes:
             changes[target] = {**changes[target], **layer_keys}
+    if not switches.v4 and "transformers_v4" in changes:
+        del changes["transformers_v4"]
+        refused["transformers_v4"] = (
+            f"{config.model_type}'s config class reads only rope_parameters (the v5 form): use config.v5.json"
+        )
     if "proportional" in {spec.rope_type for spec in ropes.values()} and "transformers_v4" in changes:
         del changes["transformers_v4"]
         refused["transformers_v4"] = (
@@ -188,6 +195,13 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
     family = config.model_type
     if any(layer.temperature is not None for layer in config.layers):
         return f"Llama 4's temperature tuning of NoPE layers is ropekit's own on {family}; its upstream code has none"
+    own = config.checkpoint.get("layer_types")
+    fixed = len(set(config.shapes)) > 1  # per-layer sizes or KV sharing, which upstream derives from layer_types
+    if fixed and own and [layer.attention for layer in config.layers] != list(own):
+        return (
+            f"the plan changes which layers are global; {family}'s upstream code derives each layer's head size and "
+            "KV sharing from layer_types, so the weights would not fit it (keep the layer types: a window, a rope)"
+        )
     if len(windows) > 1:
         return f"the plan has several windows ({windows}); upstream configs hold one sliding_window"
     if len(full) > 1 or len(sliding) > 1:

@@ -2,7 +2,7 @@
 
 A family record says how one transformers ``model_type`` maps onto the shared decoder
 (ropekit/models/decoder.py: which norms sit where, q/k norms, embedding scale, biases, fused
-projections), what its config.json means for the rope of each layer type (a
+projections, Gemma 4's per-layer inputs and KV sharing), what its config.json means for the rope of each layer type (a
 :class:`ropekit.rope.config.ModelRope`, registered with the rope layer, which reads configs alone),
 which layers it runs without rope, what its upstream code can be told about layers (``ropekit
 export``), and the GGUF architecture llama.cpp writes for it. Numbers (sizes, eps, activation,
@@ -37,6 +37,7 @@ class Switches:
     rope_per_type: bool = False  # a rope per layer type
     nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
     with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
+    v4: bool = True  # the config class reads the v4 form (rope_scaling beside rope_theta); Gemma 4's does not
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,28 @@ class Experts:
     size: str = "moe_intermediate_size"
     renormalise: bool | None = None
     dense_layers: bool = False
+
+
+@dataclass(frozen=True)
+class LayerInputs:
+    """Per-layer input embeddings (Gemma 4's PLE), by the config keys that size them: a second embedding table of
+    ``vocab`` rows holds, for each token, a ``width``-wide input to every layer (all layers' side by side), summed
+    with a projection of the token's embedding; each layer gates its input by its hidden state and adds it back."""
+
+    width: str = "hidden_size_per_layer_input"
+    vocab: str = "vocab_size_per_layer_input"
+
+
+@dataclass(frozen=True)
+class SharedKV:
+    """How a family's layers share keys and values, by config keys (Gemma 4's): the last ``count`` layers have no
+    k/v projections and read those of the last earlier layer of their type; global layers take their values from
+    the key projection where ``keys_as_values`` is set; the sharing layers' MLP is twice as wide where
+    ``double_wide`` is."""
+
+    count: str = "num_kv_shared_layers"
+    keys_as_values: str = "attention_k_eq_v"
+    double_wide: str = "use_double_wide_mlp"
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,13 @@ class Family:
     experts: Experts | None = None  # a mixture-of-experts MLP (decoder.MoE) in place of the dense one
     centred_norms: bool = False  # LayerNorm without bias (x - mean over the variance), not RMSNorm (Cohere)
     parallel: bool = False  # attention and MLP both read the same normed input, summed into one residual
+    attention_scale: float | None = None  # q.k's scale whatever the head size (Gemma 4: 1, its q/k norms set it)
+    value_norm: bool = False  # an RMSNorm without weight on each head of v (Gemma 4)
+    layer_scalar: bool = False  # each layer's output times its stored ``layer_scalar`` (Gemma 4)
+    layer_inputs: LayerInputs | None = None
+    shared_kv: SharedKV | None = None
+    # config keys whose other values ropekit's decoder cannot run: key -> (the values it runs, what it lacks)
+    refused: Mapping[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rope is None:
@@ -128,6 +158,37 @@ GEMMA3 = Family(
     export=Switches(layer_types=True, rope_per_type=True),
     gguf=("gemma3",),
 )
+# Gemma 4 (dense): Gemma 3's four norms and q/k norms, stored as w (not 1 + w), an RMSNorm without weight on v,
+# q.k unscaled; p-RoPE (proportional, theta 1e6) on global layers and the default rope (1e4) on sliding ones, as
+# its rope_parameters give them; global layers with their own head_dim and KV heads (transformers' per_layer_config,
+# from global_head_dim and num_global_key_value_heads: read by ropekit/models/config.py for any family), per-layer
+# input embeddings, KV sharing and a stored scalar per layer (Gemma4TextConfig, Gemma4TextDecoderLayer).
+GEMMA4 = _like(
+    GEMMA3,
+    "gemma4_text",
+    rope=ModelRope(
+        "gemma4_text",
+        default_theta=1_000_000.0,
+        local_theta=(None, 10_000.0),
+        flat_layer_types=("full_attention",),
+        aliases=("gemma4",),
+    ),
+    norm_offset=0.0,
+    attention_scale=1.0,
+    export=Switches(layer_types=True, rope_per_type=True, v4=False),
+    value_norm=True,
+    layer_scalar=True,
+    layer_inputs=LayerInputs(),
+    shared_kv=SharedKV(),
+    refused={
+        "enable_moe_block": (
+            (None, False),
+            "Gemma 4's mixture-of-experts block (a dense MLP and routed experts summed, each with its own norms, "
+            "a router with a scale per expert)",
+        ),
+        "use_bidirectional_attention": ((None, "vision"), "bidirectional attention over text tokens"),
+    },
+)
 OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all")
 
 FAMILIES: dict[str, Family] = {
@@ -147,6 +208,7 @@ FAMILIES: dict[str, Family] = {
             gguf=("phi3",),
         ),
         GEMMA3,
+        GEMMA4,
         # EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
         Family(
             "exaone4",
@@ -259,8 +321,6 @@ UNSUPPORTED = {
     "qwen3_next": "linear attention (Gated DeltaNet layers)",
     "minimax": "linear attention (lightning attention layers)",
     "jamba": "Mamba layers",
-    "gemma4": "Gemma 4's per-layer input embeddings, KV sharing across layers and per-layer head sizes",
-    "gemma4_text": "Gemma 4's per-layer input embeddings, KV sharing across layers and per-layer head sizes",
     "falcon_h1": "Mamba layers",
     "zamba2": "Mamba layers",
 }

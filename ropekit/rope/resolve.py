@@ -151,7 +151,9 @@ def model_ropes(config: Any, rope: str | Mapping[str, Any] | None = None) -> dic
             head_dim=base.head_dim,
             rope_theta=base.rope_theta,
             max_position_embeddings=base.max_position_embeddings,
-            partial_rotary_factor=base.partial_rotary_factor,
+            # p-RoPE's partial_rotary_factor says which of the whole head's frequencies turn, not how much of the
+            # head turns (Gemma 4's global layers): a rope in its place turns the whole head unless it says so
+            partial_rotary_factor=1.0 if get_rope(base.rope_type).whole_head else base.partial_rotary_factor,
             where=where.format(layer_type),
         )
     return out

@@ -123,29 +123,31 @@ def mlp_sizes(config: ModelConfig) -> list[tuple[int, int]]:
     ``intermediate_size`` and 3*H*I; a mixture of experts' top-k experts (k*I) and every expert's 3*H*I
     plus the router's H*E."""
     c, moe = config, config.moe
-    dense = (c.intermediate_size, 3 * c.hidden_size * c.intermediate_size)
+    dense = [(s.intermediate_size, 3 * c.hidden_size * s.intermediate_size) for s in c.shapes]
     if moe is None:
-        return [dense] * c.num_hidden_layers
+        return dense
     sparse = (
         moe.experts_per_token * moe.intermediate_size,
         moe.experts * (3 * c.hidden_size * moe.intermediate_size + c.hidden_size),
     )
-    return [sparse if experts else dense for experts in moe.layers]
+    return [sparse if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
 
 
 def token_flops(config: ModelConfig, length: int) -> Flops:
     """FLOPs per token of a pass of ``length`` tokens (the module docstring has the formula; a mixture of
     experts counts the top-k experts a token runs through and its router, ``mlp_sizes``)."""
     c = config
-    H, nh, nkv, hd = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim
-    attention = 2 * H * nh * hd + 2 * H * nkv * hd
+    H, nh = c.hidden_size, c.num_attention_heads
+    # k and v only where a layer projects its own (Gemma 4's KV-sharing layers read an earlier layer's)
+    attention = sum(2 * H * nh * s.head_dim + 2 * H * s.kv_heads * s.head_dim * (s.kv_from is None) for s in c.shapes)
     routers = c.moe.experts * H * sum(c.moe.layers) if c.moe is not None else 0
-    matmul = c.num_hidden_layers * attention + sum(3 * H * width for width, _ in mlp_sizes(c)) + routers
+    matmul = attention + sum(3 * H * width for width, _ in mlp_sizes(c)) + routers
     matmul += H * c.vocab_size
     windows = layer_windows(c)
-    causal = sum(mean_keys(length, w) for w in windows if w is None or w >= length)
-    band = sum(mean_keys(length, w) for w in windows if w is not None and w < length)
-    return Flops(2 * matmul, 4 * nh * hd * causal, 4 * nh * hd * band)
+    heads = [nh * s.head_dim for s in c.shapes]
+    causal = sum(h * mean_keys(length, w) for h, w in zip(heads, windows, strict=True) if w is None or w >= length)
+    band = sum(h * mean_keys(length, w) for h, w in zip(heads, windows, strict=True) if w is not None and w < length)
+    return Flops(2 * matmul, 4 * causal, 4 * band)
 
 
 def flops_per_token(config: ModelConfig, length: int) -> float:
@@ -378,18 +380,29 @@ def plan_seconds(config: ModelConfig, plan: Plan, rates: Rates) -> float:
 
 def parameters(config: ModelConfig) -> tuple[int, int]:
     """(parameters in the model's dtype, float32 norm weights) of ropekit's decoder under ``config``:
-    embeddings V*H (and an untied LM head V*H); per layer q H*nh*hd, k and v H*nkv*hd each, o nh*hd*H,
-    gate and up H*I each, down I*H, with the biases the config asks for; norms: H per norm slot of the
-    family per layer, hd each for q and k norms, H for the final norm."""
+    embeddings V*H (and an untied LM head V*H); per layer, at its own sizes (``config.shapes``), q H*nh*hd,
+    k and v H*nkv*hd each (none on a KV-sharing layer, no v where values are the keys), o nh*hd*H, gate and
+    up H*I each, down I*H, with the biases the config asks for, and a layer scalar where the family has one;
+    Gemma 4's per-layer inputs: their table V'*L*P, projection H*L*P, and per layer gate and up H*P each;
+    norms: H per norm slot of the family per layer, hd each for q and k norms, H for the final norm, and the
+    per-layer inputs' P and H per layer."""
     c = config
-    H, nh, nkv, hd, inter = c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size
-    layer = 2 * H * nh * hd + 2 * H * nkv * hd
-    layer += c.attention_bias * (nh + 2 * nkv) * hd + c.output_bias * H + c.mlp_bias * (2 * inter + H)
-    matrices = c.num_hidden_layers * layer + sum(weights for _, weights in mlp_sizes(c))
+    H, nh = c.hidden_size, c.num_attention_heads
+    matrices = norms = 0
+    for s in c.shapes:
+        hd, own = s.head_dim, s.kv_from is None  # a layer reading another's keys and values has no k, v, k norm
+        nkv = s.kv_heads * own
+        kv = nkv * (1 if s.values_from_keys else 2)  # Gemma 4's attention_k_eq_v: no v projection
+        matrices += 2 * H * nh * hd + H * kv * hd + c.attention_bias * (nh + kv) * hd + c.output_bias * H
+        matrices += c.mlp_bias * (2 * s.intermediate_size + H) + c.family.layer_scalar
+        qk = {None: 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.family.qk_norm]  # per head, or all heads
+        norms += len(c.family.norms) * H + qk
+    matrices += sum(weights for _, weights in mlp_sizes(c))
     matrices += c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
-    qk = {None: 0, "head": 2 * hd, "all": (nh + nkv) * hd}[c.family.qk_norm]  # per head, or over all heads
-    norms = c.num_hidden_layers * (len(c.family.norms) * H + qk) + H
-    return matrices, norms
+    if (inputs := c.layer_inputs) is not None:  # Gemma 4's per-layer inputs: table, projection; per layer gate, up
+        matrices += (inputs.vocab + H) * inputs.width * c.num_hidden_layers + 2 * H * inputs.width * c.num_hidden_layers
+        norms += inputs.width + H * c.num_hidden_layers
+    return matrices, norms + H
 
 
 @dataclass(frozen=True)
@@ -427,8 +440,9 @@ def pass_memory(
     """
     c, b = config, torch.empty(0, dtype=dtype).element_size()
     matrices, norms = parameters(c)
-    hd, nh, nkv = c.head_dim, c.num_attention_heads, c.num_key_value_heads
-    attention = tokens * hd * (Q_COPIES * nh + KV_COPIES * nkv) * b
+    nh = c.num_attention_heads
+    hd = max(s.head_dim for s in c.shapes)
+    attention = tokens * max(s.head_dim * (Q_COPIES * nh + KV_COPIES * s.kv_heads) for s in c.shapes) * b
     mlp = tokens * max(width for width, _ in mlp_sizes(c)) * MLP_COPIES * b
     activations = tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
     chunk = min(tokens if head_rows is None else head_rows, max(1, LOGIT_BUDGET // c.vocab_size))

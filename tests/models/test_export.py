@@ -72,6 +72,9 @@ def ids(vocab: int) -> torch.Tensor:
         ("glm4", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("qwen3_moe", "yarn:2", "99@32", ("transformers_v4", "transformers_v5", "vllm")),
         ("mixtral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
+        # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
+        ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
+        ("gemma4", "proportional:2", "native", ("transformers_v5",)),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):
@@ -111,6 +114,7 @@ def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, for
         ("qwen3", {"rope_type": "yarn", "factor": 2.0, "log_n": True}, "native", "sets 'log_n', a ropekit option"),
         ("exaone4", "native", "LLLG@32+nope+tt", "temperature tuning of NoPE layers is ropekit's own on exaone4"),
         ("phi3", "linear:2", "native", "type field must be one of ['longrope'], got linear"),
+        ("gemma4", "yarn:2", "all-global", "derives each layer's head size and KV sharing from layer_types"),
     ],
 )
 def test_a_plan_a_family_cannot_run_is_refused_for_every_target(family, rope, mix, reason, tmp_path):

@@ -132,7 +132,8 @@ def test_bad_overrides_are_named(overrides, expected):
 
 def test_unsupported_model_type_lists_the_supported_ones():
     with pytest.raises(
-        ModelConfigError, match=r"'gpt2' is not supported; supported: cohere2, exaone4, gemma2, gemma3_text, glm4"
+        ModelConfigError,
+        match=r"'gpt2' is not supported; supported: cohere2, exaone4, gemma2, gemma3_text, gemma4_text, glm4",
     ):
         model_config({"model_type": "gpt2"})
 

@@ -90,6 +90,23 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "smollm3": {"model_type": "smollm3", "use_sliding_window": True, "sliding_window": 40},
     "olmo2": {"model_type": "olmo2"},
     "olmo3": {"model_type": "olmo3", "sliding_window": 40, "rope_theta": 500000.0},
+    # Gemma 4 (dense): 2 local : 1 global, the global layers with their own head size (32, against 16) and one KV
+    # head whose keys are also the values; the last two layers read the keys and values of layers 3 and 2 (one of
+    # each type), with MLPs twice as wide; per-layer inputs 8 wide; final logits soft-capped.
+    "gemma4": {
+        "model_type": "gemma4_text",
+        "num_hidden_layers": 6,
+        "layer_types": ["sliding_attention", "sliding_attention", "full_attention"] * 2,
+        "sliding_window": 40,
+        "global_head_dim": 32,
+        "num_global_key_value_heads": 1,
+        "attention_k_eq_v": True,
+        "num_kv_shared_layers": 2,
+        "use_double_wide_mlp": True,
+        "hidden_size_per_layer_input": 8,
+        "vocab_size_per_layer_input": 384,
+        "final_logit_softcapping": 3.0,
+    },
 }
 
 
@@ -108,6 +125,9 @@ def make_checkpoint(folder: Path, config: dict[str, Any], seed: int = 0) -> torc
                 param.add_(0.2 * torch.randn_like(param))
             elif name.endswith("bias"):
                 param.normal_(0, 0.05)
+        for name, buffer in model.named_buffers():
+            if name.endswith("layer_scalar"):  # Gemma 4's, saved with the weights; 1 at initialisation
+                buffer.uniform_(0.5, 1.5)
     model.save_pretrained(folder)
     return model
 
