@@ -104,7 +104,8 @@ class Family:
     nope_layers: str | None = None
     export: Switches = field(default_factory=Switches)
     # general.architecture of llama.cpp's GGUF files of this family, where transformers' GGUF key table and the
-    # gguf package's tensor names both have it (ropekit/models/gguf.py reads through them)
+    # gguf package's tensor names both have it (ropekit/models/gguf.py reads through them); an architecture two
+    # families share (llama: Llama and Mixtral) is told apart by whether the file has experts
     gguf: tuple[str, ...] = ()
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
@@ -180,6 +181,7 @@ GEMMA4 = _like(
     layer_scalar=True,
     layer_inputs=LayerInputs(),
     shared_kv=SharedKV(),
+    gguf=("gemma4",),  # refused: transformers' GGUF key table lacks its per-layer input and KV sharing keys
     refused={
         "enable_moe_block": (
             (None, False),
@@ -253,6 +255,7 @@ FAMILIES: dict[str, Family] = {
             # one window for every layer, with use_sliding_window (Qwen3MoeConfig has no layer_types)
             export=Switches(uniform_window=True, with_window={"use_sliding_window": True}),
             experts=Experts(count="num_experts", dense_layers=True),
+            gguf=("qwen3moe",),
         ),
         _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size")),
         _like(
@@ -266,6 +269,7 @@ FAMILIES: dict[str, Family] = {
                 size="intermediate_size",
                 renormalise=True,
             ),
+            gguf=("llama",),  # llama.cpp writes Mixtral as Llama with experts
         ),
         # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
         # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
@@ -328,6 +332,7 @@ for _family in FAMILIES.values():
     register_model_rope(_family.rope)
 
 
-def family_of_gguf(arch: str) -> str:
-    """The model type of a GGUF file's ``general.architecture`` (llama.cpp's names), or ``arch`` itself."""
-    return next((f.name for f in FAMILIES.values() if arch in f.gguf), arch)
+def family_of_gguf(arch: str, experts: bool = False) -> str:
+    """The model type of a GGUF file's ``general.architecture`` (llama.cpp's names), with experts (``expert_count``
+    in its metadata) or without, or ``arch`` itself."""
+    return next((f.name for f in FAMILIES.values() if arch in f.gguf and (f.experts is not None) == experts), arch)

@@ -96,7 +96,7 @@ def load_model(
         config = config or model_config(folder_config(cached or path), **overrides)
         return _build(config, SafetensorsSource(cached or path).get, **common)
     reader = read_gguf(path)
-    raw = gguf_config(reader)
+    raw = gguf_config(reader, path)
     config = config or model_config(raw, **overrides)
     source = GGUFSource(path, reader, config)
     model = _build(config, source.get, **common)
@@ -114,7 +114,7 @@ def read_model_config(
     if checkpoint.kind == "folder":
         return checkpoint, folder_config(path)
     cached = dequantised(path)
-    return checkpoint, folder_config(cached) if cached is not None else gguf_config(read_gguf(path))
+    return checkpoint, folder_config(cached) if cached is not None else gguf_config(read_gguf(path), path)
 
 
 def load_tokenizer(name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None) -> Any:
