@@ -1,10 +1,11 @@
-"""GGUF files of the families llama.cpp writes beyond the dense ones (ropekit/models/gguf.py): Qwen3-MoE
-(``qwen3moe``) and Mixtral (``llama`` with expert tensors), each written from a tiny random checkpoint by the
-``gguf`` package's writer as llama.cpp's convert_hf_to_gguf.py writes one (stacked 3-D expert tensors, the router as
-``ffn_gate_inp``), loaded by ropekit with per-token NLL equal to the safetensors checkpoint's (float32; the mean to
-1e-5 relative, every token within 1e-4); and the one-line refusals of GGUF files ropekit cannot read right: Gemma 4
-(transformers' GGUF keys lack its per-layer inputs and KV sharing) and the architectures transformers has no GGUF
-reader for (OLMo 2, Granite, Cohere 2, GLM 4, SmolLM3)."""
+"""GGUF files of the families llama.cpp writes beyond the dense ones (ropekit/models/gguf.py): Qwen3-MoE (``qwen3moe``)
+and Mixtral (``llama`` with expert tensors), each written from a tiny random checkpoint by the ``gguf`` package's
+writer as llama.cpp's convert_hf_to_gguf.py writes one (stacked 3-D expert tensors, the router as ``ffn_gate_inp``),
+loaded by ropekit with per-token NLL equal to the safetensors checkpoint's, and to transformers' forward of that
+checkpoint in float32 (the mean to 1e-5 relative, every token within 1e-4; transformers cannot read these files
+itself: its Qwen3-MoE keys lack the experts' size, and it reads Mixtral's as Llama's); and the one-line refusals of
+GGUF files ropekit cannot read right: Gemma 4 (transformers' GGUF keys lack its per-layer inputs and KV sharing) and
+the architectures transformers has no GGUF reader for (OLMo 2, Granite, Cohere 2, GLM 4, SmolLM3)."""
 
 from __future__ import annotations
 
@@ -149,12 +150,12 @@ def test_gemma4_gguf_is_refused_naming_the_keys_transformers_cannot_read(tmp_pat
         assert key in line
 
 
-@pytest.mark.parametrize(("family", "arch"), [("olmo2", "olmo2"), ("granite", "granite"), ("cohere2", "cohere2")])
-def test_an_architecture_transformers_cannot_read_from_gguf_is_refused(family, arch, tmp_path):
-    """OLMo 2, Granite, Cohere 2 (and GLM 4, SmolLM3: the same path) have no GGUF key table in transformers: one line
-    naming the architecture, not a config of defaults nor a traceback."""
+@pytest.mark.parametrize("arch", ["olmo2", "granite", "cohere2", "glm4", "smollm3"])
+def test_an_architecture_transformers_cannot_read_from_gguf_is_refused(arch, tmp_path):
+    """llama.cpp's names for these families are their model types, and transformers has no GGUF key table for any:
+    one line naming the architecture, not a config of its class's defaults nor a traceback."""
     folder = tmp_path / "hf"
-    hf = make_checkpoint(folder, {**FAMILY_CONFIGS[family]})
+    hf = make_checkpoint(folder, FAMILY_CONFIGS[arch])
     write_gguf(tmp_path / f"tiny-{arch}.gguf", folder, hf, arch)
     for read in (ropekit.load_model, read_model_config):
         with pytest.raises(CheckpointError) as err:
