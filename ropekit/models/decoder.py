@@ -6,7 +6,9 @@ A rope that acts in attention (ReRoPE, Self-Extend: ropekit/rope/positions.py) r
 second time for keys far from the query and runs both regions block by block (``two_region_attention``).
 On CUDA, sliding windows and both regions go through FlexAttention's fused kernel (ropekit/models/flex.py).
 Nothing of size ``T x T`` or ``T x vocab`` is ever materialised (see ropekit/eval/nll.py for
-the chunked head).
+the chunked head). A forward (inference) longer than a chunk of rows (``chunk_rows``) runs all but
+attention itself over chunks, written into the residual stream in place, so nothing ``T x intermediate``
+either: it holds the residual stream, one layer's q, k, v and attention output, and one chunk.
 """
 
 from __future__ import annotations
