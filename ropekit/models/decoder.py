@@ -459,13 +459,16 @@ class Attention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None]:
         """What ``_queries`` and ``_keys_values`` return for ``norm(x)``, ``rows`` tokens at a time into buffers."""
         B, T, _ = x.shape
-        q_shape, kv_shape = (B, self.n_heads, T, self.head_dim), (B, self.n_kv, T, self.head_dim)
-        q = x.new_empty(q_shape)
-        q_far = None if t.far is None else x.new_empty(q_shape)
+
+        def buffer(heads: int) -> torch.Tensor:  # (B, heads, T, D) laid out as (B, T, heads, D), as the projections
+            return x.new_empty(B, T, heads, self.head_dim).transpose(1, 2)
+
+        q = buffer(self.n_heads)
+        q_far = None if t.far is None else buffer(self.n_heads)
         own = None
         if self.kv_from is None:
-            k_far = None if t.far is None else x.new_empty(kv_shape)
-            own = LayerKV(x.new_empty(kv_shape), x.new_empty(kv_shape), k_far, cached=False)
+            k_far = None if t.far is None else buffer(self.n_kv)
+            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv), k_far, cached=False)
         for start in range(0, T, rows):
             end = min(T, start + rows)
             h, piece = x[:, start:end], t.rows(start, end)
