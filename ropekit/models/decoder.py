@@ -41,9 +41,11 @@ SCORE_BUDGET = 1 << 24
 # Bytes the chunks of a long forward (inference only) may hold: when a sequence is longer than this allows
 # (``row_bytes`` a token), projections, norms, MLP and residual sums run over chunks of rows (Block.forward),
 # so no (T, intermediate) MLP activation and no float32 (T, hidden) norm temporary exists. On the CPU
-# ROW_BUDGET (256 MiB); on CUDA a CUDA_FREE_SHARE of the memory free when the forward starts, at most
-# CUDA_ROW_BUDGET (chunks of ~40k tokens of a 1B model: matmuls that long gain nothing from more rows).
-ROW_BUDGET = 1 << 28
+# ROW_BUDGET (1 GiB: ~27k tokens of SmolLM2's shape in fp32, ~6k of a 1B model's; chunks of 2048 rows of SmolLM2's
+# shape ran 8192 tokens ~15 % slower than whole tensors on 2 shared cores, so chunks stay large where memory
+# allows); on CUDA a CUDA_FREE_SHARE of the memory free when the forward starts, at most CUDA_ROW_BUDGET
+# (chunks of ~40k tokens of a 1B model: matmuls that long gain nothing from more rows).
+ROW_BUDGET = 1 << 30
 CUDA_ROW_BUDGET, CUDA_FREE_SHARE = 1 << 32, 4
 # A chunk's rows are a multiple of this: the CPU's matmuls then block them as they do the whole tensors, and on the
 # tests' models the chunked forward gives the same bits as the whole one (chunks of 7 rows: 2e-5 nats off).
