@@ -104,3 +104,34 @@ def test_a_chunked_prompt_then_cached_decoding(tmp_path, monkeypatch):
     for mine, theirs in zip(chunked_cache.layers, whole_cache.layers, strict=True):
         torch.testing.assert_close(mine.keys, theirs.keys, rtol=0, atol=1e-5)
     assert greedy_generate(model, prompt, max_new_tokens=20) == expected
+
+
+@pytest.mark.parametrize(("family", "rope"), [("llama", "rerope:24"), ("gemma3", None)])
+def test_chunked_forward_through_flex_equals_the_whole_one(family, rope, tmp_path, monkeypatch):
+    """The CUDA dispatch forced on the CPU (FlexAttention eager, as tests/models/test_flex.py): the chunked path's
+    q, k and v buffers go into the fused kernel as the whole tensors do."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
+    model = ropekit.load_model(tmp_path, rope_scaling=rope, dtype="float32")
+    ids = random_ids(model.config.vocab_size)
+    monkeypatch.setattr(decoder, "fused", lambda q: True)
+    whole = ropekit.token_nll(model, ids)
+    force_rows(monkeypatch, model)
+    assert_same_nll(ropekit.token_nll(model, ids), whole)
+
+
+def test_on_cuda_a_chunk_is_a_share_of_the_free_memory(monkeypatch):
+    """On CUDA the budget is CUDA_FREE_SHARE of what the driver reports free plus what torch's allocator holds
+    unused, at most CUDA_ROW_BUDGET; rows a multiple of ROW_ALIGN (the GPU's functions stubbed: no GPU needed)."""
+    from ropekit.models import model_config
+
+    from .tiny import SMALL
+
+    config = model_config({**SMALL, "model_type": "llama"})
+    per_row = decoder.row_bytes(config, torch.bfloat16)
+    free, cached = 1000 * per_row, 200 * per_row  # 1200 rows' worth: a quarter is 300, rounded down to 296
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 10 * free))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * cached)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4 * cached)
+    assert decoder.chunk_rows(config, torch.bfloat16, torch.device("cuda")) == 296
+    monkeypatch.setattr(decoder, "CUDA_ROW_BUDGET", 100 * per_row)
+    assert decoder.chunk_rows(config, torch.bfloat16, torch.device("cuda")) == 96
