@@ -134,6 +134,15 @@ def measure(score: Any, ids: torch.Tensor, device: torch.device) -> dict[str, An
     return {"status": "ok", "seconds": seconds, "tokens_per_s": len(ids) / seconds, "peak_gb": peak, "mean_nll": nll}
 
 
+def predicted_memory(model: Any, length: int, device: torch.device) -> float:
+    """GiB the dry run's memory model predicts for a pass of ``length`` tokens of a ropekit ``model`` on ``device``
+    (``ropekit.sweep.cost.pass_memory``: weights, activations, a chunk of logits, attention workspace), its
+    chunk of rows sized from the free memory now, as the forward sizes it."""
+    from ropekit.sweep.cost import pass_memory
+
+    return pass_memory(model.config, length, model.dtype, device=device).total / 2**30
+
+
 def summarise(runs: list[dict], flops: float, length: int, peak_tflops: float | None) -> dict[str, Any]:
     """Median/min/max tokens/s over the ok runs, peak memory, achieved TFLOP/s and MFU."""
     ok = [r for r in runs if r["status"] == "ok"]
@@ -154,6 +163,9 @@ def summarise(runs: list[dict], flops: float, length: int, peak_tflops: float | 
     }
     if peak_tflops:  # omitted without a known peak (a CPU with no --peak-tflops)
         summary["mfu"] = summary["tflops"] / peak_tflops
+    if predicted := [r["predicted_gb"] for r in ok if "predicted_gb" in r]:  # ropekit's: the memory model's
+        summary["predicted_memory_gb"] = max(predicted)
+        summary["predicted_over_measured"] = max(predicted) / summary["peak_memory_gb"]
     return summary
 
 
@@ -196,6 +208,8 @@ def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, repo
                     if args.warmup == "each":
                         measure(score, ids[:n], device)
                     result = measure(score, ids[:n], device)
+                    if result["status"] == "ok" and label.startswith("ropekit"):
+                        result["predicted_gb"] = predicted_memory(model, n, device)
                     runs[label, n].append(result)
                     oom_at = n if result["status"] == "oom" else None
                     print(f"repeat {repeat} {label:12} {n:7} {json.dumps(result)}", file=sys.stderr, flush=True)

@@ -6,7 +6,9 @@ A rope that acts in attention (ReRoPE, Self-Extend: ropekit/rope/positions.py) r
 second time for keys far from the query and runs both regions block by block (``two_region_attention``).
 On CUDA, sliding windows and both regions go through FlexAttention's fused kernel (ropekit/models/flex.py).
 Nothing of size ``T x T`` or ``T x vocab`` is ever materialised (see ropekit/eval/nll.py for
-the chunked head).
+the chunked head). A forward (inference) longer than a chunk of rows (``chunk_rows``) runs all but
+attention itself over chunks, written into the residual stream in place, so nothing ``T x intermediate``
+either: it holds the residual stream, one layer's q, k, v and attention output, and one chunk.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ from .precision import Precision
 # Float32 scores one query block of ``two_region_attention`` may hold (all heads): 2**24 = 64 MiB,
 # as much again for the probabilities. The block is at least 16 queries.
 SCORE_BUDGET = 1 << 24
+# Bytes the chunks of a long forward (inference only) may hold: when a sequence is longer than this allows
+# (``row_bytes`` a token), projections, norms, MLP and residual sums run over chunks of rows (Block.forward),
+# so no (T, intermediate) MLP activation and no float32 (T, hidden) norm temporary exists. On the CPU
+# ROW_BUDGET (1 GiB: ~27k tokens of SmolLM2's shape in fp32, ~6k of a 1B model's; chunks of 2048 rows of SmolLM2's
+# shape ran 8192 tokens ~15 % slower than whole tensors on 2 shared cores, so chunks stay large where memory
+# allows); on CUDA a CUDA_FREE_SHARE of the memory free when the forward starts, at most CUDA_ROW_BUDGET
+# (chunks of ~40k tokens of a 1B model: matmuls that long gain nothing from more rows).
+ROW_BUDGET = 1 << 30
+CUDA_ROW_BUDGET, CUDA_FREE_SHARE = 1 << 32, 4
+# A chunk's rows are a multiple of this: the CPU's matmuls then block them as they do the whole tensors, and on the
+# tests' models the chunked forward gives the same bits as the whole one (chunks of 7 rows: 2e-5 nats off).
+ROW_ALIGN = 8
 
 
 class RMSNorm(nn.Module):
@@ -195,6 +209,50 @@ def attend_cached(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
 
 
+def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
+    """The most bytes one token's row holds at once in a chunk of :meth:`Block.forward`, b bytes an element, at
+    the widest layer: the larger of
+    * its projections (:meth:`Attention.heads`): the input norm's float32 copies (3 x 4 x C) and output (b x C),
+      then q and k with the rotation's four temporaries and the far region's copy, v (b x 7 x (H + H_kv) x D);
+    * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x D), hidden rows (the
+      attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
+      3 x 4 x C), the MLP's activations (a dense one's gate, up and their product, b x 3 x I; a mixture of
+      experts' k gathered inputs and outputs, gate-up, activation and product, b x (k x (2C + 4I) + C)) and
+      Gemma 4's per-layer input, gate and product (b x 3 x width)."""
+    c, b = config, torch.empty(0, dtype=dtype).element_size()
+    C, nh = c.hidden_size, c.num_attention_heads
+    norm = 3 * 4 * C
+    projections = max(b * (C + 7 * (nh + s.kv_heads) * s.head_dim) for s in c.shapes) + norm
+    mlp = max(3 * s.intermediate_size for s in c.shapes)
+    if c.moe is not None:
+        k = c.moe.experts_per_token
+        mlp = max(mlp, k * (2 * C + 4 * c.moe.intermediate_size) + C)
+    width = 0 if c.layer_inputs is None else 3 * c.layer_inputs.width
+    rest = b * (max(nh * s.head_dim for s in c.shapes) + 5 * C + mlp + width) + norm
+    return max(projections, rest)
+
+
+def chunk_rows(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> int:
+    """Tokens a chunk of :meth:`Block.forward` holds: the row budget (``ROW_BUDGET`` on the CPU; on CUDA a
+    ``CUDA_FREE_SHARE`` of the memory free now, the driver's and what torch's allocator holds unused, at most
+    ``CUDA_ROW_BUDGET``) over ``row_bytes``, rounded down to a multiple of ``ROW_ALIGN``."""
+    budget = ROW_BUDGET
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        budget = min(CUDA_ROW_BUDGET, free // CUDA_FREE_SHARE)
+    return max(ROW_ALIGN, budget // row_bytes(config, dtype) // ROW_ALIGN * ROW_ALIGN)
+
+
+def _by_rows(out: torch.Tensor, rows: int, part: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """``out`` (B, T, ...) with its rows ``r`` set to ``part(r)``, ``rows`` tokens at a time (``part`` may read
+    ``out``'s rows r: they are written after it returns)."""
+    for start in range(0, out.shape[1], rows):
+        r = slice(start, min(out.shape[1], start + rows))
+        out[:, r] = part(r)
+    return out
+
+
 class LayerCache:
     """One layer's rotated keys and values of the tokens read so far, in buffers ``(B, H_kv, size, D)`` allocated
     once and written in place (gpt-fast's ``KVCache.update``): ``keys`` and ``values`` are views of what the next
@@ -308,6 +366,61 @@ class Attention(nn.Module):
         cache: LayerCache | None = None,
         shared: dict[int, LayerKV] | None = None,
     ) -> torch.Tensor:
+        return self.output(self.heads(x, layer, tables, cache, shared))
+
+    def output(self, heads: torch.Tensor) -> torch.Tensor:
+        """``o_proj`` of the heads' outputs (B, H, T, D): (B, T, C)."""
+        B, _, T, _ = heads.shape
+        return self.o_proj(heads.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+    def heads(
+        self,
+        x: torch.Tensor,
+        layer: LayerSpec,
+        tables: dict[LayerSpec, LayerTables],
+        cache: LayerCache | None = None,
+        shared: dict[int, LayerKV] | None = None,
+        *,
+        rows: int | None = None,
+        norm: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The heads' outputs (B, H, T, D) of (B, T, C) inputs, before ``o_proj``. With ``rows`` (inference only),
+        q, k and v are projected, normed and rotated ``rows`` tokens at a time into buffers, from ``norm`` of those
+        rows of ``x`` (the block's input norm): neither the norm's (T, C) output nor the rotation's T-long
+        temporaries ever exist, only the rotated q, k and v attention needs whole."""
+        t = tables[layer]
+        if rows is None:
+            q, q_far = self._queries(x, t)
+            own = None if self.kv_from is not None else self._keys_values(x, t)
+        else:
+            q, q_far, own = self._projected_by_rows(x, t, rows, norm)
+        if self.kv_from is not None:
+            kv = shared[self.kv_from]  # the plan gives this layer the same entry, so the same tables and mask
+        else:
+            kv = _cached(own, layer, cache)
+            if self.keeps and shared is not None:
+                shared[self.index] = kv
+        if kv.cached:  # t.far is None: Decoder.forward refuses a cache otherwise
+            return attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap)
+        if t.far is None:
+            return attend(q, kv.k, kv.v, layer, self.scale, self.softcap)  # (B, H, T, D)
+        # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
+        regions = flex_two_region_attention if fused(q) else two_region_attention
+        return regions(
+            q,
+            kv.k,
+            q_far,
+            kv.k_far,
+            kv.v,
+            window=t.far.window,
+            layer_window=layer.window,
+            scale=self.scale,
+            softcap=self.softcap,
+        )
+
+    def _queries(self, x: torch.Tensor, t: LayerTables) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rotated queries (B, H, T, D) of (B, T, C) inputs at the positions of ``t``, and their far-region
+        rotation (or None)."""
         B, T, _ = x.shape
         q = self.q_proj(x)  # (B, T, H * D)
         if self.qk_norm == "all":
@@ -316,40 +429,15 @@ class Attention(nn.Module):
         if self.qk_norm == "head":
             q = self.q_norm(q)
         q = q.transpose(1, 2)  # (B, H, T, D)
-        t = tables[layer]
         if t.query_scale is not None:  # log-n, or Llama 4's temperature on a NoPE layer
             q = (q * t.query_scale).to(q.dtype)
-        if t.far is not None:
-            q_far = apply_rotary(q, t.far.query_cos, t.far.query_sin)
-        if layer.rope is not None:
+        q_far = None if t.far is None else apply_rotary(q, t.far.query_cos, t.far.query_sin)
+        if t.cos is not None:
             q = apply_rotary(q, t.cos, t.sin)
-        if self.kv_from is not None:
-            kv = shared[self.kv_from]  # the plan gives this layer the same entry, so the same tables and mask
-        else:
-            kv = self._keys_values(x, layer, t, cache)
-            if self.keeps and shared is not None:
-                shared[self.index] = kv
-        if kv.cached:  # t.far is None: Decoder.forward refuses a cache otherwise
-            out = attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap)
-        elif t.far is None:
-            out = attend(q, kv.k, kv.v, layer, self.scale, self.softcap)  # (B, H, T, D)
-        else:  # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
-            regions = flex_two_region_attention if fused(q) else two_region_attention
-            out = regions(
-                q,
-                kv.k,
-                q_far,
-                kv.k_far,
-                kv.v,
-                window=t.far.window,
-                layer_window=layer.window,
-                scale=self.scale,
-                softcap=self.softcap,
-            )
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return q, q_far
 
-    def _keys_values(self, x: torch.Tensor, layer: LayerSpec, t: LayerTables, cache: LayerCache | None) -> LayerKV:
-        """This layer's rotated keys and values (with its cache's before them), as its queries attend to them."""
+    def _keys_values(self, x: torch.Tensor, t: LayerTables) -> LayerKV:
+        """This layer's rotated keys and values (B, H_kv, T, D) of (B, T, C) inputs at the positions of ``t``."""
         B, T, _ = x.shape
         k = self.k_proj(x)  # (B, T, H_kv * D)
         if self.qk_norm == "all":
@@ -364,13 +452,48 @@ class Attention(nn.Module):
             k = self.k_norm(k)
         k = k.transpose(1, 2)
         k_far = None if t.far is None else apply_rotary(k, t.far.key_cos, t.far.key_sin)
-        if layer.rope is not None:
+        if t.cos is not None:
             k = apply_rotary(k, t.cos, t.sin)
-        if cache is None:
-            return LayerKV(k, v, k_far, cached=False)
-        cached = cache.keys is not None
-        k, v = cache.extend(k, v, layer.window)
-        return LayerKV(k, v, None, cached)
+        return LayerKV(k, v, k_far, cached=False)
+
+    def _projected_by_rows(
+        self, x: torch.Tensor, t: LayerTables, rows: int, norm: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None]:
+        """What ``_queries`` and ``_keys_values`` return for ``norm(x)``, ``rows`` tokens at a time into buffers."""
+        B, T, _ = x.shape
+
+        def buffer(heads: int) -> torch.Tensor:  # (B, heads, T, D) laid out as (B, T, heads, D), as the projections
+            return x.new_empty(B, T, heads, self.head_dim).transpose(1, 2)
+
+        q = buffer(self.n_heads)
+        q_far = None if t.far is None else buffer(self.n_heads)
+        own = None
+        if self.kv_from is None:
+            k_far = None if t.far is None else buffer(self.n_kv)
+            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv), k_far, cached=False)
+        for start in range(0, T, rows):
+            end = min(T, start + rows)
+            h, piece = x[:, start:end], t.rows(start, end)
+            h = h if norm is None else norm(h)
+            queries, far = self._queries(h, piece)
+            q[:, :, start:end] = queries
+            if far is not None:
+                q_far[:, :, start:end] = far
+            if own is not None:
+                kv = self._keys_values(h, piece)
+                own.k[:, :, start:end], own.v[:, :, start:end] = kv.k, kv.v
+                if kv.k_far is not None:
+                    own.k_far[:, :, start:end] = kv.k_far
+        return q, q_far, own
+
+
+def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
+    """A layer's keys and values as its queries attend to them: with ``cache``'s before them, which takes them."""
+    if cache is None:
+        return kv
+    cached = cache.keys is not None
+    k, v = cache.extend(kv.k, kv.v, layer.window)
+    return LayerKV(k, v, None, cached)
 
 
 @dataclass(frozen=True, eq=False)
@@ -500,14 +623,36 @@ class Block(nn.Module):
         cache: LayerCache | None = None,
         shared: dict[int, LayerKV] | None = None,
         layer_input: torch.Tensor | None = None,
+        rows: int | None = None,
     ) -> torch.Tensor:
-        if self.parallel:  # Cohere: x + attention(norm(x)) + mlp(norm(x))
+        """(B, T, C) -> the block's output. With ``rows`` (inference only), all but attention itself runs over
+        ``rows`` tokens at a time (:meth:`Attention.heads` with ``rows``, then :meth:`_after_attention`) and the
+        output is written into ``x`` in place: no (T, I) MLP activations and no (T, C) norm or branch outputs."""
+        if rows is None:
             h = self._norm("attn_in", x)
-            return x + self.self_attn(h, layer, tables, cache, shared) + self.mlp(h)
-        attention = self.self_attn(self._norm("attn_in", x), layer, tables, cache, shared)
+            attention = self.self_attn(h, layer, tables, cache, shared)
+            h = h if self.parallel else None  # only a parallel block's MLP reads it
+            return self._after_attention(x, h, attention, layer_input)
+        normed = lambda part: self._norm("attn_in", part)  # noqa: E731
+        heads = self.self_attn.heads(x, layer, tables, cache, shared, rows=rows, norm=normed)  # (B, H, T, D)
+
+        def rows_out(r: slice) -> torch.Tensor:  # a parallel block's MLP input: the norm again, before r is written
+            h = normed(x[:, r]) if self.parallel else None
+            layer_in = None if layer_input is None else layer_input[:, r]
+            return self._after_attention(x[:, r], h, self.self_attn.output(heads[:, :, r]), layer_in)
+
+        return _by_rows(x, rows, rows_out)
+
+    def _after_attention(
+        self, x: torch.Tensor, h: torch.Tensor | None, attention: torch.Tensor, layer_input: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The block's output of (B, n, C) rows ``x``, given their attention's output and (a parallel block's)
+        input ``h``, the norm of ``x``, and their per-layer inputs (B, n, width)."""
+        if self.parallel:  # Cohere: x + attention(norm(x)) + mlp(norm(x))
+            return x + attention + self.mlp(h)
         x = x + self._scaled(self._norm("attn_out", attention))
         x = x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
-        if layer_input is not None:  # (B, T, width)
+        if layer_input is not None:  # (B, n, width)
             gated = activate(self.per_layer_input_gate(x), self.activation) * layer_input
             x = x + self.post_per_layer_input_norm(self.per_layer_projection(gated))
         return x if self.layer_scalar is None else x * self.layer_scalar
@@ -661,26 +806,38 @@ class Decoder(nn.Module):
             x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
         if self.config.embedding_multiplier != 1.0:  # Granite's
             x = x * self.config.embedding_multiplier
+        T = input_ids.shape[-1]
         if cache is None:
-            tables = self.rope_tables(input_ids.shape[-1])
+            tables = self.rope_tables(T)
         else:
-            tables = self.decoding_tables(cache, cache.length + input_ids.shape[-1])
+            tables = self.decoding_tables(cache, cache.length + T)
         caches = [None] * len(self.layers) if cache is None else cache.layers
         shared: dict[int, LayerKV] = {}  # the keys and values later layers read (Gemma 4's KV sharing)
-        embedded = x if self.config.layer_inputs is not None else None  # kept only where layers read it
+        # Inference on more tokens than a chunk holds: all but attention by chunks of rows, in place in x
+        rows = None if torch.is_grad_enabled() else chunk_rows(self.config, self.dtype, x.device)
+        rows = rows if rows is not None and rows < T else None
+        embedded = None  # kept only where layers read it, apart from the x the blocks write into
+        if self.config.layer_inputs is not None:
+            embedded = x if rows is None else x.clone()
         for i, (block, layer, layer_cache) in enumerate(zip(self.layers, self.config.layers, caches, strict=True)):
-            layer_input = None if self.config.layer_inputs is None else self.layer_input(input_ids, embedded, i)
-            x = block(x, layer, tables, layer_cache, shared, layer_input)
+            layer_input = None if embedded is None else self.layer_input(input_ids, embedded, i, rows)
+            x = block(x, layer, tables, layer_cache, shared, layer_input, rows)
         if cache is not None:
-            cache.length += input_ids.shape[-1]
-        return self.norm(x)
+            cache.length += T
+        return self.norm(x) if rows is None else _by_rows(x, rows, lambda r: self.norm(x[:, r]))
 
-    def layer_input(self, input_ids: torch.Tensor, embedded: torch.Tensor, i: int) -> torch.Tensor:
+    def layer_input(
+        self, input_ids: torch.Tensor, embedded: torch.Tensor, i: int, rows: int | None = None
+    ) -> torch.Tensor:
         """Layer i's per-layer input (B, T, width) (Gemma 4's, Gemma4TextModel.project_per_layer_inputs): the
         token's row of the per-layer table times sqrt(width), plus the RMS-normed projection of its embedding times
         hidden_size ** -0.5, the sum times 2 ** -0.5. Layer i's columns only: the (T, layers x width) whole,
-        larger than the hidden states (Gemma 4 E2B: 35 x 256 against 1536), never exists."""
+        larger than the hidden states (Gemma 4 E2B: 35 x 256 against 1536), never exists; with ``rows``, computed
+        that many tokens at a time into its (B, T, width) buffer."""
         width = self.config.layer_inputs.width
+        if rows is not None:
+            out = embedded.new_empty(*input_ids.shape, width)
+            return _by_rows(out, rows, lambda r: self.layer_input(input_ids[:, r], embedded[:, r], i))
         rows = slice(i * width, (i + 1) * width)
         token = F.embedding(input_ids, self.embed_tokens_per_layer.weight[:, rows])
         token = token * torch.tensor(width**0.5, dtype=token.dtype)  # as Gemma4TextScaledWordEmbedding
@@ -700,9 +857,13 @@ class LayerTables:
     far: FarTables | None
 
     def rows(self, first: int, end: int) -> LayerTables:
-        """Rows ``first .. end - 1``: what the tokens at those positions rotate and scale by."""
+        """Rows ``first .. end - 1``: what the tokens at those positions rotate and scale by (queries and keys at
+        those positions, for the far region's tables)."""
         cut = lambda t: None if t is None else t[first:end]  # noqa: E731
-        return LayerTables(cut(self.cos), cut(self.sin), cut(self.query_scale), self.far)
+        far = self.far
+        if far is not None:
+            far = FarTables(far.window, *map(cut, (far.query_cos, far.query_sin, far.key_cos, far.key_sin)))
+        return LayerTables(cut(self.cos), cut(self.sin), cut(self.query_scale), far)
 
 
 @dataclass(frozen=True, eq=False)

@@ -43,7 +43,9 @@ from ..cache import Notice, cache_dir
 from ..eval.nll import LOGIT_BUDGET
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, cpu_model, sliding_attention
+from ..models.decoder import SCORE_BUDGET, chunk_rows, row_bytes
 from ..models.precision import cached_measurement, cpu_flags_digest
+from ..rope import RopeSpec, get_rope
 
 # --- calibration: priors, to be fitted against measured sweeps (timings.csv) ---------------------
 # A model's matmuls (skinny projections, elementwise work in between) against a square matmul's
@@ -60,7 +62,8 @@ BAND_EFFICIENCY = 1.0
 PASS_OVERHEAD_S = 0.05
 
 # --- memory: what a pass holds besides its weights (ropekit/models/decoder.py's forward) ---------
-# Hidden-sized (T, H) tensors alive at once: the residual stream, a norm's output, a sublayer's
+# A pass no longer than a chunk of rows (ropekit.models.decoder.chunk_rows) runs on whole tensors:
+# hidden-sized (T, H) tensors alive at once: the residual stream, a norm's output, a sublayer's
 # output, and the norm's float32 statistics.
 HIDDEN_COPIES = 4
 # (T, nh, hd) tensors alive during attention: q, rotated q, the output and its (T, nh*hd) copy;
@@ -420,31 +423,38 @@ class Memory:
 
 
 def pass_memory(
-    config: ModelConfig, tokens: int, dtype: torch.dtype, threads: int | None = None, *, head_rows: int | None = None
+    config: ModelConfig,
+    tokens: int,
+    dtype: torch.dtype,
+    threads: int | None = None,
+    *,
+    head_rows: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> Memory:
-    """Predicted peak memory of a pass of T = ``tokens`` tokens in ``dtype`` (b bytes), the sum of:
+    """Predicted peak memory of a pass of T = ``tokens`` tokens in ``dtype`` (b bytes) on ``device``, the sum of:
 
     * weights: parameters * b, norm weights * 4 (``parameters``; they stay float32);
-    * activations, the largest layer: T*H*HIDDEN_COPIES*b, plus the larger of attention's
-      T*hd*(Q_COPIES*nh + KV_COPIES*nkv)*b (q, the KV of the layer, the output) and the MLP's
-      T*I*MLP_COPIES*b;
+    * activations (``activation_bytes``), the largest layer: up to a chunk of rows, T*H*HIDDEN_COPIES*b plus
+      the larger of attention's T*hd*(Q_COPIES*nh + KV_COPIES*nkv)*b (q, the KV of the layer, the output) and
+      the MLP's T*I*MLP_COPIES*b; past it, the chunked forward's (``chunked_activations``);
     * logits, the LM head's chunk of C = min(T, LOGIT_BUDGET // V) rows (ropekit.eval.nll; a
       retrieval trial's ``head_rows``, its answer): C*V*b for the logits, C*V*4 for their float32
       copy (none when b is 4) and C*V*4 for the float32 log-softmax buffer;
     * workspace, SDPA's: threads * (FLASH_Q_BLOCK*FLASH_KV_BLOCK + FLASH_Q_BLOCK*(hd + 2)) * 4
       (the CPU flash kernel's per-thread blocks, at their largest), plus threads *
       FLASH_Q_BLOCK*FLASH_KV_BLOCK * b when b < 4 (its scores in the reduced dtype), plus a sliding
-      band's boolean mask B*(B + W - 1) with B = max(64, min(W, 1024)) for the largest window W < T.
+      band's boolean mask B*(B + W - 1) with B = max(64, min(W, 1024)) for the largest window W < T, plus
+      with an attention-level rope or capped scores the blockwise attention's
+      (ropekit.models.decoder.two_region_attention: float32 scores of a block of N = max(16, min(T,
+      SCORE_BUDGET // (nh*(T + 16)))) queries against its near and far keys, at most N + T, their int64
+      distances and boolean masks: N*(N + T)*(4*nh + 11), and the block's outputs 2*N*nh*hd*b).
 
     Not counted: the process itself (Python, torch, the tokenizer) and loading the checkpoint.
     """
     c, b = config, torch.empty(0, dtype=dtype).element_size()
     matrices, norms = parameters(c)
-    nh = c.num_attention_heads
     hd = max(s.head_dim for s in c.shapes)
-    attention = tokens * max(s.head_dim * (Q_COPIES * nh + KV_COPIES * s.kv_heads) for s in c.shapes) * b
-    mlp = tokens * max(width for width, _ in mlp_sizes(c)) * MLP_COPIES * b
-    activations = tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
+    activations = activation_bytes(c, tokens, dtype, device)
     chunk = min(tokens if head_rows is None else head_rows, max(1, LOGIT_BUDGET // c.vocab_size))
     logits = chunk * c.vocab_size * (b + (4 if b != 4 else 0) + 4)
     scores = FLASH_Q_BLOCK * FLASH_KV_BLOCK
@@ -454,4 +464,55 @@ def pass_memory(
         window = max(bands)
         block = max(64, min(window, 1024))  # ropekit.models.sliding_attention's query block
         workspace += block * (block + window - 1)
+    if far_ropes(c) or c.attn_logit_softcapping is not None:
+        nh = c.num_attention_heads
+        block = max(16, min(tokens, SCORE_BUDGET // (nh * (tokens + 16))))
+        workspace += block * (block + tokens) * (4 * nh + 11) + 2 * block * nh * hd * b
     return Memory(matrices * b + norms * 4, activations, logits, workspace)
+
+
+def far_ropes(config: ModelConfig) -> set[RopeSpec]:
+    """The ropes of the plan that act in attention (ReRoPE, Self-Extend: a far region besides the near one)."""
+    ropes = {layer.rope for layer in config.layers if layer.rope is not None}
+    return {spec for spec in ropes if get_rope(spec.rope_type).attention is not None}
+
+
+def activation_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype, device: str | torch.device = "cpu") -> int:
+    """``pass_memory``'s activations: the whole tensors' (module constants) up to a chunk of rows
+    (``chunk_rows`` on ``device``: on CUDA from its free memory now), past it ``chunked_activations``."""
+    c, b = config, torch.empty(0, dtype=dtype).element_size()
+    rows = chunk_rows(c, dtype, torch.device(device))
+    if tokens > rows:
+        return chunked_activations(c, tokens, dtype, rows)
+    nh = c.num_attention_heads
+    attention = tokens * max(s.head_dim * (Q_COPIES * nh + KV_COPIES * s.kv_heads) for s in c.shapes) * b
+    mlp = tokens * max(width for width, _ in mlp_sizes(c)) * MLP_COPIES * b
+    return tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
+
+
+def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, rows: int) -> int:
+    """Peak activation bytes of the forward by chunks of ``rows`` tokens (ropekit.models.decoder: ``Block.forward``
+    with ``rows``), T = ``tokens``, b bytes an element, the sum of what is T long and what is a chunk long:
+
+    * the residual stream T*H*b (written in place), and with Gemma 4's per-layer inputs the embeddings it keeps
+      T*H*b and a layer's input T*P*b;
+    * the widest layer's attention: q and its output T*nh*hd*b each, k and v T*nkv*hd*b each, and with an
+      attention-level rope (ReRoPE, Self-Extend) their far rotations, q's and k's, once more;
+    * the keys and values the KV-sharing layers keep for later ones (Gemma 4), T*nkv*hd*b each;
+    * the rope tables, cos and sin T*rotary*b for each rope of the plan (and 4 more for a far region);
+    * one chunk: rows * ``row_bytes`` (the MLP's activations, the norms' float32 copies, the rotation's
+      temporaries).
+
+    The attention's workspace is ``pass_memory``'s, its logits the LM head's."""
+    c, b = config, torch.empty(0, dtype=dtype).element_size()
+    H, nh = c.hidden_size, c.num_attention_heads
+    ropes = {layer.rope for layer in c.layers if layer.rope is not None}
+    far = far_ropes(c)
+    copies = 2 if far else 1
+    attention = max(copies * (2 * nh + 2 * s.kv_heads * (s.kv_from is None)) * s.head_dim for s in c.shapes)
+    kept = sum(2 * c.shapes[i].kv_heads * c.shapes[i].head_dim for i in {s.kv_from for s in c.shapes} - {None})
+    tables = sum((2 + 4 * (spec in far)) * spec.rotary_dim for spec in ropes)
+    per_token = H + attention + kept + tables
+    if c.layer_inputs is not None:
+        per_token += H + c.layer_inputs.width
+    return tokens * per_token * b + rows * row_bytes(c, dtype)

@@ -83,6 +83,8 @@ def test_tiny_shape_on_cpu(shape, tmp_path):
             assert cell["tokens_per_s_median"] > 0 and cell["peak_memory_gb"] > 0
             assert "mfu" not in cell  # no --peak-tflops on a CPU
         assert row["nll_abs_diff"] < 1e-4
+        # ropekit's pass as the dry run's memory model predicts it (transformers has none)
+        assert row["ropekit"]["predicted_memory_gb"] > 0 and "predicted_memory_gb" not in row["transformers"]
         assert row["flops_per_token"] == pytest.approx(brute_force_flops(spec, length), rel=1e-12)
         assert row["tokens_per_s_ratio"] > 0
     assert "| " + shape + " | 64 |" in result.stdout
