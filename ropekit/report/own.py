@@ -78,6 +78,8 @@ def _plain(value) -> str:
 def table(frame: pd.DataFrame, shown: dict[str, Any]) -> pd.DataFrame:
     """A row per cell: the figure [interval], the column beside it [interval], the other columns; else its
     status."""
+    import pandas as pd
+
     heads = {shown["figure"]: head(frame, shown["figure"], shown["label"])}
     if shown.get("beside"):
         heads[shown["beside"]] = head(frame, shown["beside"], shown["beside_label"])
@@ -92,8 +94,6 @@ def table(frame: pd.DataFrame, shown: dict[str, Any]) -> pd.DataFrame:
             continue
         cells = {head: _bounded(r, column) for column, head in heads.items()}
         out.append({**row, **cells, **{name: _plain(r[c]) for c, name in more.items()}})
-    import pandas as pd
-
     return pd.DataFrame(out, columns=["model", "layer_mix", "rope", "length", *heads.values(), *more.values()])
 
 
