@@ -193,20 +193,34 @@ def attend(
 
 
 def attend_cached(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer: LayerSpec,
+    scale: float,
+    softcap: float | None = None,
+    far: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ) -> torch.Tensor:
     """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
-    the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it."""
+    the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it.
+    ``far``: an attention-level rope's far queries, far keys and window; keys at least ``window`` before a query
+    score ``q_far . k_far`` in the same float32 softmax (:func:`two_region_attention`, row by row)."""
     T, K = q.shape[-2], k.shape[-2]
     q_pos = torch.arange(K - T, K, device=q.device)[:, None]
     k_pos = torch.arange(K, device=q.device)[None, :]
     allowed = k_pos <= q_pos  # (T, K)
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
-    if softcap is not None:  # (B, H_kv, rep, T, K) capped scores, their softmax in float32
-        scores = _grouped_scores(q, k, scale, softcap).masked_fill_(~allowed, -torch.inf)
-        return _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    if softcap is None and far is None:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
+        )
+    scores = _grouped_scores(q, k, scale, softcap)  # (B, H_kv, rep, T, K) float32, capped where the layer caps
+    if far is not None:
+        q_far, k_far, window = far
+        scores = torch.where(k_pos <= q_pos - window, _grouped_scores(q_far, k_far, scale, softcap), scores)
+    scores = scores.masked_fill_(~allowed, -torch.inf)
+    return _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
 
 
 def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
@@ -256,65 +270,74 @@ def _by_rows(out: torch.Tensor, rows: int, part: Callable[[slice], torch.Tensor]
 class LayerCache:
     """One layer's rotated keys and values of the tokens read so far, in buffers ``(B, H_kv, size, D)`` allocated
     once and written in place (gpt-fast's ``KVCache.update``): ``keys`` and ``values`` are views of what the next
-    query can see, every token on a full layer, the ``window - 1`` latest on a sliding one. A full layer's buffer
-    holds ``capacity`` tokens (doubled when a forward goes past it, or none was given); a sliding layer's holds
+    query can see, every token on a full layer, the ``window - 1`` latest on a sliding one; ``far_keys``, under an
+    attention-level rope, the same keys rotated for its far region (else None). A full layer's buffer holds
+    ``capacity`` tokens (doubled when a forward goes past it, or none was given); a sliding layer's holds
     ``2 * window - 1`` and moves its kept keys to the front when the end is reached: a copy of ``window - 1`` keys
     every ``window`` tokens, in position order, so attention reads them as it read ``torch.cat``'s."""
 
     def __init__(self, capacity: int | None = None):
         self.capacity = capacity
-        self._keys: torch.Tensor | None = None
-        self._values: torch.Tensor | None = None
-        self._start = self._end = 0  # the kept keys and values are [start, end) of the buffers
+        self._buffers: list[torch.Tensor] = []  # keys, values and, under an attention-level rope, far keys
+        self._start = self._end = 0  # the kept tokens are [start, end) of the buffers
+
+    def _kept(self, i: int) -> torch.Tensor | None:
+        return self._buffers[i][:, :, self._start : self._end] if len(self._buffers) > i else None
 
     @property
     def keys(self) -> torch.Tensor | None:
-        return None if self._keys is None else self._keys[:, :, self._start : self._end]
+        return self._kept(0)
 
     @property
     def values(self) -> torch.Tensor | None:
-        return None if self._values is None else self._values[:, :, self._start : self._end]
+        return self._kept(1)
 
-    def extend(self, k: torch.Tensor, v: torch.Tensor, window: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cached keys and values followed by ``k`` and ``v`` ``(B, H_kv, T, D)``; keeps what the next query
-        can see."""
-        T, held = k.shape[2], self._end - self._start
+    @property
+    def far_keys(self) -> torch.Tensor | None:
+        return self._kept(2)
+
+    def extend(self, window: int | None, *new: torch.Tensor) -> list[torch.Tensor]:
+        """The cached keys, values (and far keys) each followed by the ``new`` ones ``(B, H_kv, T, D)``, in that
+        order; keeps what the next query can see."""
+        T, held = new[0].shape[2], self._end - self._start
+        if self._buffers and len(new) != len(self._buffers):
+            raise ValueError(f"a layer cache of {len(self._buffers)} tensors a token is given {len(new)}")
         keep = held + T if window is None else min(held + T, window - 1)
-        if self._keys is None or self._keys.shape[2] < keep:
-            self._allocate(k, keep, window)
-        size = self._keys.shape[2]
+        if not self._buffers or self._buffers[0].shape[2] < keep:
+            self._allocate(new, keep, window)
+        size = self._buffers[0].shape[2]
         if self._end + T > size and held + T <= size:
             self._move_to_front()
         if self._end + T <= size:
             end = self._end + T
-            self._keys[:, :, self._end : end], self._values[:, :, self._end : end] = k, v
-            k, v = self._keys[:, :, self._start : end], self._values[:, :, self._start : end]
+            for buffer, x in zip(self._buffers, new, strict=True):
+                buffer[:, :, self._end : end] = x
+            out = [buffer[:, :, self._start : end] for buffer in self._buffers]
         else:  # a sliding layer reads a piece longer than its buffer (a prompt): attend to a copy, keep its tail
-            k, v = torch.cat((self.keys, k), 2), torch.cat((self.values, v), 2)
-            end, tail = keep, k.shape[2] - keep
-            self._keys[:, :, :keep], self._values[:, :, :keep] = k[:, :, tail:], v[:, :, tail:]
+            out = [torch.cat((self._kept(i), x), 2) for i, x in enumerate(new)]
+            end, tail = keep, out[0].shape[2] - keep
+            for buffer, x in zip(self._buffers, out, strict=True):
+                buffer[:, :, :keep] = x[:, :, tail:]
         self._start, self._end = end - keep, end
-        return k, v
+        return out
 
-    def _allocate(self, k: torch.Tensor, keep: int, window: int | None) -> None:
-        """Buffers of at least ``keep`` tokens (the planned size, or twice the old one), the kept keys copied in."""
+    def _allocate(self, new: tuple[torch.Tensor, ...], keep: int, window: int | None) -> None:
+        """Buffers of at least ``keep`` tokens (the planned size, or twice the old one), the kept tokens copied in."""
         if window is None:
             planned = self.capacity or 0
         else:
             planned = min(self.capacity or 2 * window - 1, 2 * window - 1)
-        size = max(keep, planned, 0 if self._keys is None else 2 * self._keys.shape[2])
-        B, H_kv, _, D = k.shape
-        keys, values = k.new_empty(B, H_kv, size, D), k.new_empty(B, H_kv, size, D)
-        if self._keys is not None:
-            held = self._end - self._start
-            keys[:, :, :held], values[:, :, :held] = self.keys, self.values
-            self._start, self._end = 0, held
-        self._keys, self._values = keys, values
+        size = max(keep, planned, 2 * self._buffers[0].shape[2] if self._buffers else 0)
+        buffers = [x.new_empty(*x.shape[:2], size, x.shape[3]) for x in new]
+        held = self._end - self._start
+        for i, buffer in enumerate(buffers[: len(self._buffers)]):
+            buffer[:, :, :held] = self._kept(i)
+        self._buffers, self._start, self._end = buffers, 0, held
 
     def _move_to_front(self) -> None:
         held = self._end - self._start
-        self._keys[:, :, :held] = self.keys.clone()
-        self._values[:, :, :held] = self.values.clone()
+        for i, buffer in enumerate(self._buffers):
+            buffer[:, :, :held] = self._kept(i).clone()
         self._start, self._end = 0, held
 
 
@@ -400,8 +423,9 @@ class Attention(nn.Module):
             kv = _cached(own, layer, cache)
             if self.keeps and shared is not None:
                 shared[self.index] = kv
-        if kv.cached:  # t.far is None: Decoder.forward refuses a cache otherwise
-            return attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap)
+        if kv.cached:
+            far = None if t.far is None else (q_far, kv.k_far, t.far.window)
+            return attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap, far)
         if t.far is None:
             return attend(q, kv.k, kv.v, layer, self.scale, self.softcap)  # (B, H, T, D)
         # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
@@ -492,8 +516,9 @@ def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
     if cache is None:
         return kv
     cached = cache.keys is not None
-    k, v = cache.extend(kv.k, kv.v, layer.window)
-    return LayerKV(k, v, None, cached)
+    new = (kv.k, kv.v) if kv.k_far is None else (kv.k, kv.v, kv.k_far)
+    k, v, *far = cache.extend(layer.window, *new)
+    return LayerKV(k, v, far[0] if far else None, cached)
 
 
 @dataclass(frozen=True, eq=False)
@@ -777,8 +802,6 @@ class Decoder(nn.Module):
             if layer in tables:
                 continue
             spec = layer.rope
-            if spec is not None and _reached(layer, far_tables(spec, end, **geometry)) is not None:
-                raise ModelConfigError("a KV cache cannot serve attention-level methods (ReRoPE, Self-Extend)")
             frequencies = None if spec is None else spec_frequencies(spec, end)
             held = cache.tables.get(layer)
             if held is None or not held.serves(start, end, frequencies):
@@ -790,7 +813,11 @@ class Decoder(nn.Module):
                     cos, sin = position_table(spec, positions, seq_len=end, **geometry)
                     scale = query_scale(spec, last)
                     scale = None if scale is None else scale[start:]
-                held = HeldTables(start, last, frequencies, LayerTables(cos, sin, _column(scale, self.device), None))
+                # an attention-level rope's far tables, whether or not a key is that far yet: the cache keeps
+                # every token's far keys from the first forward on
+                far = None if spec is None else _reached(layer, far_tables(spec, last, unreached=True, **geometry))
+                far = None if far is None else LayerTables(None, None, None, far).rows(start, last).far
+                held = HeldTables(start, last, frequencies, LayerTables(cos, sin, _column(scale, self.device), far))
                 cache.tables[layer] = held
             tables[layer] = held.tables.rows(start - held.first, end - held.first)
         return tables

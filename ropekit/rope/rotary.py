@@ -110,15 +110,21 @@ class FarTables:
 
 
 def far_tables(
-    spec: RopeSpec, length: int, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    spec: RopeSpec,
+    length: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    unreached: bool = False,
 ) -> FarTables | None:
     """The far region's tables of ``spec`` for positions 0..length-1 (half layout), or None when the
-    type has none or no key is that far at this length."""
+    type has none or (unless ``unreached``: a KV cache's, whose sequence may grow) no key is that far at
+    this length."""
     record = get_rope(spec.rope_type)
     if record.attention is None:
         return None
     far = record.attention(spec, length)
-    if far.window >= length:
+    if far.window >= length and not unreached:
         return None
     table = {"dtype": dtype, "device": device, "seq_len": length}
     return FarTables(far.window, *position_table(spec, far.query, **table), *position_table(spec, far.key, **table))

@@ -65,6 +65,46 @@ def test_a_layer_mix_generates_as_decoding_without_a_cache(tmp_path):
     assert greedy_generate(model, prompt, max_new_tokens=25) == ids[30:]
 
 
+def decoded_without_a_cache(model, prompt: torch.Tensor, n: int) -> list[int]:
+    """Greedy decoding by a full forward over everything so far at each step: what a cache must reproduce."""
+    ids = prompt.tolist()
+    with torch.inference_mode():
+        for _ in range(n):
+            hidden = model(torch.tensor([ids]))[0, -1]
+            ids.append(int(torch.mv(model.output_weight, hidden).argmax()))
+    return ids[len(prompt) :]
+
+
+# The attention-level ropes with windows shorter than the 30-token prompt, so decoding crosses into their far
+# region at once; on a sliding mix (window 20) and a full one.
+ATTENTION_LEVEL = ["rerope:12", "leaky_rerope:12,4", "self_extend:3,12"]
+
+
+@pytest.mark.parametrize("rope", ATTENTION_LEVEL)
+@pytest.mark.parametrize("mix", [None, "LG@20"])
+def test_attention_level_ropes_generate_as_decoding_without_a_cache(rope, mix, tmp_path):
+    """ReRoPE, leaky ReRoPE and Self-Extend through the cache: each cached key keeps its far-region rotation
+    beside its own, and a new query scores the keys at least the window behind it with its far rotation."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
+    model = ropekit.load_model(tmp_path, dtype="float32", layer_mix=mix, rope_scaling=rope)
+    prompt = prompt_ids(model.config.vocab_size, n=30)
+    assert greedy_generate(model, prompt, max_new_tokens=25) == decoded_without_a_cache(model, prompt, 25)
+
+
+@pytest.mark.parametrize("rope", ATTENTION_LEVEL)
+def test_attention_level_ropes_cached_in_pieces_equal_one_forward(rope, tmp_path):
+    """Pieces shorter and longer than the window, the first shorter than it (no key is far yet)."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
+    model = ropekit.load_model(tmp_path, dtype="float32", rope_scaling=rope)
+    ids = prompt_ids(model.config.vocab_size, n=60)[None]
+    cache = KVCache(len(model.config.layers))
+    with torch.inference_mode():
+        pieces = torch.cat([model(ids[:, a:b], cache=cache) for a, b in ((0, 8), (8, 9), (9, 40), (40, 60))], 1)
+        whole = model(ids)
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
+    assert all(c.far_keys.shape == c.keys.shape for c in cache.layers)
+
+
 def test_cached_forward_equals_one_forward(tmp_path):
     """Hidden states of a prompt read in three pieces through the cache equal one forward over it."""
     make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma3"])
@@ -102,8 +142,8 @@ def test_decoding_builds_tables_once_and_writes_keys_in_place(tmp_path, monkeypa
     buffers: dict[int, set[int]] = {}
     extend = LayerCache.extend
 
-    def extend_and_record(self, k, v, window):
-        out = extend(self, k, v, window)
+    def extend_and_record(self, window, *new):
+        out = extend(self, window, *new)
         buffers.setdefault(id(self), set()).add(self.keys.untyped_storage().data_ptr())
         return out
 
