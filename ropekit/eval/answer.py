@@ -39,7 +39,11 @@ def score_answer(model, prompt_ids, answer_ids) -> AnswerScore:
     answer = _as_ids(model, answer_ids, at_least=1, name="answer_ids")
     ids = torch.cat((prompt, answer[:-1]))
     hidden = model(ids[None])[0, prompt.shape[0] - 1 :]  # (A, C): the positions predicting the answer
-    logits = head_logits(model, hidden)  # (A, V) float32
+    return answer_score(head_logits(model, hidden), answer)
+
+
+def answer_score(logits: torch.Tensor, answer: torch.Tensor) -> AnswerScore:
+    """The score of ``answer`` (A,) from the float32 logits (A, V) of the positions that predict it."""
     hits = logits.argmax(-1) == answer
     logprob = torch.log_softmax(logits, -1).gather(1, answer[:, None])[:, 0]
     return AnswerScore(

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection
 import torch
 
 from ..models.decoder import KVCache
+from .answer import AnswerScore, answer_score
 from .nll import _as_ids, head_logits
 
 
@@ -27,16 +28,44 @@ def greedy_generate(
     the tokens so far) says so. Argmax ties go to the lower id, as in ``generate``."""
     prompt = _as_ids(model, prompt_ids, at_least=1, name="prompt_ids")
     cache = KVCache(len(model.config.layers), capacity=len(prompt) + max_new_tokens)
-    hidden = model(prompt[None], cache=cache)[0, -1:]  # (1, C)
+    logits = head_logits(model, model(prompt[None], cache=cache)[0, -1:])  # (1, V)
+    return _decode(model, cache, logits, max_new_tokens, eos_ids, stop)
+
+
+def _decode(model, cache: KVCache, logits: torch.Tensor, max_new_tokens: int, eos_ids, stop=None) -> list[int]:
+    """Greedy decoding on from ``cache``, ``logits`` (1, V) those of its last token."""
     out: list[int] = []
     while len(out) < max_new_tokens:
         if out:  # the last token is never read: nothing follows it
-            hidden = model(torch.tensor([out[-1:]], device=prompt.device), cache=cache)[0, -1:]
-        token = int(head_logits(model, hidden).argmax(-1))
+            hidden = model(torch.tensor([out[-1:]], device=logits.device), cache=cache)[0, -1:]
+            logits = head_logits(model, hidden)
+        token = int(logits.argmax(-1))
         out.append(token)
         if token in eos_ids or (stop is not None and stop(out)):
             break
     return out
+
+
+@torch.inference_mode()
+def score_and_generate(model, prompt_ids, answer_ids, max_new_tokens: int) -> tuple[AnswerScore, str]:
+    """A trial scored both ways from one forward over its prompt: the reference ``answer_ids`` teacher-forced
+    (:func:`ropekit.score_answer`'s score) from a fork of the prompt's cache, and what greedy decoding writes
+    after the prompt (:func:`generate_text`) from the cache itself; a trial's prompt is read once, not twice.
+
+    Through the cache the prompt is rotated as a sequence of its own length, the answer's tokens at the length
+    read with them, as ``generate`` reads them: equal to ``score_answer``'s one forward over prompt and answer
+    for every rope but ``dynamic`` (and ``longrope`` switching its factors) across its trained length, where the
+    prompt's frequencies are those of the prompt's length."""
+    prompt = _as_ids(model, prompt_ids, at_least=1, name="prompt_ids")
+    answer = _as_ids(model, answer_ids, at_least=1, name="answer_ids")
+    cache = KVCache(len(model.config.layers), capacity=len(prompt) + max(max_new_tokens, len(answer) - 1))
+    first = head_logits(model, model(prompt[None], cache=cache)[0, -1:])  # (1, V): predicts the answer's first
+    logits = first
+    if len(answer) > 1:
+        rest = model(answer[None, :-1], cache=cache.fork())[0]  # (A - 1, C)
+        logits = torch.cat((first, head_logits(model, rest)))
+    tokens = _decode(model, cache, first, max_new_tokens, stop_ids(model))
+    return answer_score(logits, answer), model.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
 def stop_ids(model) -> set[int]:

@@ -280,6 +280,16 @@ class LayerCache:
         self.capacity = capacity
         self._buffers: list[torch.Tensor] = []  # keys, values and, under an attention-level rope, far keys
         self._start = self._end = 0  # the kept tokens are [start, end) of the buffers
+        self.sliding = False
+
+    def fork(self) -> LayerCache:
+        """A cache holding what this one holds, whose writes leave this one as it is: a full layer's buffers are
+        shared (the fork writes only past this cache's end, which this cache's own next writes then replace), a
+        sliding layer's, which move their keys, copied."""
+        other = LayerCache(self.capacity)
+        other._buffers = [b.clone() for b in self._buffers] if self.sliding else list(self._buffers)
+        other._start, other._end, other.sliding = self._start, self._end, self.sliding
+        return other
 
     def _kept(self, i: int) -> torch.Tensor | None:
         return self._buffers[i][:, :, self._start : self._end] if len(self._buffers) > i else None
@@ -300,6 +310,7 @@ class LayerCache:
         """The cached keys, values (and far keys) each followed by the ``new`` ones ``(B, H_kv, T, D)``, in that
         order; keeps what the next query can see."""
         T, held = new[0].shape[2], self._end - self._start
+        self.sliding = window is not None
         if self._buffers and len(new) != len(self._buffers):
             raise ValueError(f"a layer cache of {len(self._buffers)} tensors a token is given {len(new)}")
         keep = held + T if window is None else min(held + T, window - 1)
@@ -352,6 +363,14 @@ class KVCache:
         self.capacity = capacity
         self.layers = [LayerCache(capacity) for _ in range(n_layers)]
         self.tables: dict[LayerSpec, HeldTables] = {}
+
+    def fork(self) -> KVCache:
+        """A cache that continues from what this one has read without changing it (:meth:`LayerCache.fork`): a
+        teacher-forced answer read after a prompt, before decoding goes on from the prompt alone."""
+        other = KVCache(0, self.capacity)
+        other.length, other.tables = self.length, dict(self.tables)
+        other.layers = [layer.fork() for layer in self.layers]
+        return other
 
 
 class Attention(nn.Module):

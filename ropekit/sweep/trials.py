@@ -1,7 +1,8 @@
 """The retrieval cells of a sweep: one per (model, layer mix, rope, task, length, depth), each the
 scores of its ``trials`` prompts (``ropekit.eval.retrieval``), every trial scored by ``score_answer``
-in one forward pass on the weights already loaded and stored at once in DIR/trials.csv, so a
-stopped sweep resumes at the next trial.
+in one forward pass (a task scored on what it writes: ``score_and_generate``, one forward of the prompt
+for the teacher-forced answer and the decoding) on the weights already loaded and stored at once in
+DIR/trials.csv, so a stopped sweep resumes at the next trial.
 
 A cell's row (results.csv): ``accuracy`` the fraction of trials whose answer is ``exact`` (what greedy
 decoding produces), with its Wilson 95 % interval (``ropekit.stats.wilson``: trials are independent
@@ -29,7 +30,7 @@ import torch
 
 from .. import stats
 from ..eval import score_answer
-from ..eval.generate import generate_text
+from ..eval.generate import score_and_generate
 from ..tasks import get_task
 from .cost import pass_seconds
 from .rows import depth_text, named, write_row
@@ -57,16 +58,16 @@ def trial_tokens(length: int) -> int:
 def trial_seconds(config, cell, rates) -> float:
     """Predicted seconds of one trial of ``cell`` (``ropekit.sweep.cost``): the teacher-forced forward of its
     prompt and answer, the LM head on the answer only; for a task that writes its answer (its record's
-    ``generates`` tokens), also a forward of the prompt and a one-token pass per token written (a lower
-    bound: a token's attention over the cached context is left out)."""
+    ``generates`` tokens), a forward of the prompt, its answer's tokens read after it and a one-token pass per
+    token written (a lower bound: those tokens' attention over the cached context is left out)."""
     task = get_task(cell.task)
     if task.passes is not None:  # a task that scores its own way: the forwards it says a trial runs
         return sum(pass_seconds(config, n, rates) for n in task.passes(config, cell.settings, cell.length))
-    seconds = pass_seconds(config, trial_tokens(cell.length), rates, head_rows=TRIAL_ANSWER_TOKENS)
-    if generates := task.generates:
-        seconds += pass_seconds(config, cell.length, rates, head_rows=1)
-        seconds += generates * pass_seconds(config, 1, rates, head_rows=1)
-    return seconds
+    if not (generates := task.generates):
+        return pass_seconds(config, trial_tokens(cell.length), rates, head_rows=TRIAL_ANSWER_TOKENS)
+    seconds = pass_seconds(config, cell.length, rates, head_rows=1)
+    seconds += pass_seconds(config, TRIAL_ANSWER_TOKENS - 1, rates, head_rows=TRIAL_ANSWER_TOKENS - 1)
+    return seconds + generates * pass_seconds(config, 1, rates, head_rows=1)
 
 
 def trial_groups(cells: list, store) -> list[TrialGroup]:
@@ -125,8 +126,12 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
                 if own is not None:
                     numbers = own(model, tokenizer, c.settings, trial)
                 else:
-                    score = score_answer(model, trial.prompt_ids, trial.answer_ids)
-                    output = generate_text(model, trial.prompt_ids, trial.max_new_tokens) if match else None
+                    if match is None:
+                        score, output = score_answer(model, trial.prompt_ids, trial.answer_ids), None
+                    else:  # one forward of the prompt serves the teacher-forced answer and the decoding
+                        score, output = score_and_generate(
+                            model, trial.prompt_ids, trial.answer_ids, trial.max_new_tokens
+                        )
             except (RuntimeError, MemoryError) as err:
                 if (status := failure_status(err)) is None:
                     raise

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import ropekit
-from ropekit.eval.generate import greedy_generate
+from ropekit.eval.generate import generate_text, greedy_generate, score_and_generate
 from ropekit.models import decoder
 from ropekit.models.decoder import KVCache, LayerCache
 from ropekit.rope import spec_frequencies
 from ropekit.rope.presets import preset
 
-from ..models.tiny import FAMILY_CONFIGS, make_checkpoint
+from ..models.tiny import FAMILY_CONFIGS, add_tokenizer, make_checkpoint
 
 TRAINED = 128  # max_position_embeddings of the checkpoints: prompt + generation run past it
 PROMPT, NEW = 100, 40
@@ -200,3 +200,29 @@ def test_the_embedded_models_generate_as_transformers(name):
     hamlet = next(d.text for d in shakespeare().documents if d.name == "Hamlet")
     prompt = torch.tensor(model.tokenizer.encode(hamlet)[:600])
     assert greedy_generate(model, prompt, max_new_tokens=40) == hf_greedy(hf, prompt, 40)
+
+
+@pytest.mark.parametrize(("rope", "mix"), [(None, "LG@20"), ("rerope:12", None), ("yarn:2", "LLLG@16+nope")])
+def test_one_forward_of_the_prompt_scores_the_answer_and_decodes(rope, mix, tmp_path, monkeypatch):
+    """A generating trial's two scores from one forward over its prompt: the teacher-forced answer read from a
+    fork of the prompt's cache equals ``score_answer``'s forward over prompt and answer (float32, 1e-5), and the
+    decoding after the prompt is ``generate_text``'s, token for token. The sliding layers' buffers (window 16,
+    20) are copied into the fork, which moves its keys: the decoding still reads the prompt's."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
+    add_tokenizer(tmp_path)
+    model = ropekit.load_model(tmp_path, dtype="float32", layer_mix=mix, rope_scaling=rope)
+    prompt, answer = prompt_ids(model.config.vocab_size, n=60), prompt_ids(model.config.vocab_size, n=19, seed=2)
+    expected = ropekit.score_answer(model, prompt, answer), generate_text(model, prompt, 30)
+    forward = model.forward
+    lengths = []
+
+    def counted(ids, cache=None):
+        lengths.append(ids.shape[-1])
+        return forward(ids, cache=cache)
+
+    monkeypatch.setattr(model, "forward", counted)
+    score, text = score_and_generate(model, prompt, answer, 30)
+    assert lengths.count(60) == 1 and max(lengths[1:]) == 18  # the prompt once, then the answer's 18 and tokens
+    assert text == expected[1]
+    assert (score.exact, score.n_correct, score.n_answer) == (expected[0].exact, expected[0].n_correct, 19)
+    assert score.logprob == pytest.approx(expected[0].logprob, rel=1e-5)

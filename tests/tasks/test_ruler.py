@@ -129,8 +129,10 @@ def test_a_ruler_sweep_writes_and_scores_as_lm_eval_through_ropekits_backend(tin
     dry = dry_run(spec, tmp_path / "priced", rates=RATES)
     assert [p.doc for p in dry.passes] == [f"niah_multikey_3 trial {t}" for t in range(3)]
     config = plan_cells(spec, "")[0][0].config
-    forward = pass_seconds(config, LENGTH + 5, RATES, head_rows=6)
-    assert dry.passes[0].seconds > forward + 128 * pass_seconds(config, 1, RATES, head_rows=1)
+    # one forward of the prompt, the answer's other 5 tokens after it, one pass per token written (128)
+    prompt, answer = pass_seconds(config, LENGTH, RATES, head_rows=1), pass_seconds(config, 5, RATES, head_rows=5)
+    written = 128 * pass_seconds(config, 1, RATES, head_rows=1)
+    assert dry.passes[0].seconds == pytest.approx(prompt + answer + written)
 
 
 @pytest.mark.parametrize(
