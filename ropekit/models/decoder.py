@@ -192,6 +192,11 @@ def attend(
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
+# Queries a cached forward on the CPU attends with float32 matmuls rather than SDPA: a decoded token's attention over
+# 4096 cached keys took 0.57 ms against SDPA's 2.7 ms (SmolLM2's heads, bf16, 2 threads), with SDPA's error.
+DECODE_ROWS = 16
+
+
 def attend_cached(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -211,16 +216,22 @@ def attend_cached(
     allowed = k_pos <= q_pos  # (T, K)
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
-    if softcap is None and far is None:
+    few = not q.is_cuda and T <= DECODE_ROWS  # decoding on the CPU: float32 matmuls beat SDPA's kernel
+    if softcap is None and far is None and not few:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
         )
+    dtype = q.dtype
+    if few:  # scores and weights in float32, as SDPA's CPU kernel accumulates them
+        q, k, v = q.float(), k.float(), v.float()
+        far = None if far is None else (far[0].float(), far[1].float(), far[2])
     scores = _grouped_scores(q, k, scale, softcap)  # (B, H_kv, rep, T, K) float32, capped where the layer caps
     if far is not None:
         q_far, k_far, window = far
         scores = torch.where(k_pos <= q_pos - window, _grouped_scores(q_far, k_far, scale, softcap), scores)
     scores = scores.masked_fill_(~allowed, -torch.inf)
-    return _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
+    out = _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
+    return out.to(dtype)
 
 
 def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:

@@ -208,3 +208,18 @@ def test_an_attention_level_rope_reaches_the_layers_that_share_keys(tmp_path):
     tokens = ids(model.config.vocab_size, 300)
     # the blocked float32 softmax against SDPA's, on q.k unscaled (scores up to +-head_dim): the parity tolerance
     assert_close(ropekit.token_nll(model, tokens), ropekit.token_nll(native, tokens))
+
+
+def test_longrope_on_the_global_layers_where_every_layer_has_one_head_size(tmp_path):
+    """longrope, which transformers runs on Gemma 4 only where its config has one head size (``global_head_dim``
+    equal to ``head_dim``, so nothing is read per layer): short factors inside the trained length, long past it."""
+    head = {**GLOBAL, "head_dim": 16}
+    rope = {**preset("longrope", 4.0, **head, partial_rotary_factor=1.0), "rope_theta": head["rope_theta"]}
+    hf = make_checkpoint(
+        tmp_path, gemma4(global_head_dim=16, rope_parameters={"full_attention": rope, "sliding_attention": LOCAL})
+    )
+    model = ropekit.load_model(tmp_path)
+    assert {layer.rope.rope_type for layer in model.config.layers} == {"longrope", "default"}
+    for length in (100, 300):
+        tokens = ids(model.config.vocab_size, length)
+        assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens))
