@@ -788,12 +788,21 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC.toml", type=Path, help="a TOML file with a [search] table")
     p.add_argument("--out", metavar="DIR", type=Path, help="results directory (default: runs/NAME)")
     p.add_argument("--dry-run", action="store_true", help="price the search here and exit; nothing is written")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes on this machine sharing the search, each claiming candidates to score, the cores split "
+        "among them (default 1); more searches started by hand, or Slurm array tasks, on one DIR also share it",
+    )
     p.set_defaults(run=run_search_command)
 
 
 def run_search_command(args: argparse.Namespace) -> int:
     from .search.spec import load_search_spec
 
+    if args.workers < 1:
+        raise SpecError(f"--workers {args.workers} is not allowed; expected a count of processes, 1 or more")
     spec = load_search_spec(args.spec)
     out = args.out or Path("runs") / spec.name
     if args.dry_run:
@@ -805,6 +814,8 @@ def run_search_command(args: argparse.Namespace) -> int:
     from .search.run import plan_search, run_search
 
     plan = plan_search(spec)
+    if args.workers > 1:
+        return _search_workers(args.spec, out, args.workers)
     objective = Objective(plan)  # the model and the objective's inputs, before anything is written
 
     def shown(g) -> None:
@@ -817,6 +828,26 @@ def run_search_command(args: argparse.Namespace) -> int:
     result = run_search(plan, out, objective, on_generation=shown)
     print(f"best {result.best.score:.6g} (start {result.candidates[0].score:.6g}); wrote {out / 'rope.json'}")
     return 0
+
+
+def _search_workers(spec: Path, out: Path, workers: int) -> int:
+    """``workers`` processes each running ``ropekit search SPEC --out DIR`` (as a Slurm array's tasks do), the cores
+    split among them (torch's threads, through OMP_NUM_THREADS); each prints its own lines, and the status is the
+    worst of theirs. Ctrl-C reaches them too (one process group): each stops where its candidates are stored."""
+    import os
+    import subprocess
+
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    command = [sys.executable, "-m", "ropekit.cli", "search", str(spec), "--out", str(out)]
+    print(f"{workers} workers on {out}, {threads} thread(s) each; `ropekit status {out}` shows the search", flush=True)
+    processes = [subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": threads}) for _ in range(workers)]
+    try:
+        codes = [p.wait() for p in processes]
+    except KeyboardInterrupt:
+        for p in processes:
+            p.wait(timeout=60)
+        raise
+    return max(code if code >= 0 else 2 for code in codes)  # killed by a signal: an error, as the CLI says one
 
 
 def cli_errors() -> tuple[type[Exception], ...]:

@@ -63,7 +63,7 @@ class SearchPrice:
         else:
             lines.append(
                 f"time: {self.candidate_seconds:.1f} s per candidate, at most {self.seconds / 3600:.2f} h for the "
-                f"{max(self.proposals - self.scored, 0)} left (one worker; N workers about 1/N)"
+                f"{max(self.proposals - self.scored, 0)} left (one worker; --workers N about 1/N)"
             )
         return "\n".join(lines)
 

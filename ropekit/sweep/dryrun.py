@@ -331,13 +331,16 @@ def dry_run(spec: SweepSpec, out: Path, *, force: bool = False, rates: Rates | N
                     sharing = [wanting[n] for n in served if n in wanting] or list(wanting.values())
                     for c in sharing:
                         shares[c.key] += seconds / len(sharing)
+        read = set()  # (task, settings, length, trial) whose shared passes (a shared evaluator's) are priced
         for group in model_work.trials:
             config = group.cells[0].config
             for c in group.cells:
                 tokens = trial_tokens(c.length)
                 to_score[c.key] = len(group.todo[c.key])
                 for t in group.todo[c.key]:
-                    seconds = price(partial(trial_seconds, config, c))
+                    first = (shared := (c.task, repr(c.settings), c.length, t)) not in read
+                    read.add(shared)
+                    seconds = price(partial(trial_seconds, config, c, shared=first))
                     memory = pass_memory(config, tokens, precision.dtype, threads, head_rows=TRIAL_ANSWER_TOKENS)
                     at = "" if c.depth is None else f" {c.depth:g}%"
                     where = (c.model, c.layer_mix, c.rope, f"{c.task}{at} trial {t}", 0, c.length)

@@ -55,14 +55,18 @@ def trial_tokens(length: int) -> int:
     return length + TRIAL_ANSWER_TOKENS - 1
 
 
-def trial_seconds(config, cell, rates) -> float:
+def trial_seconds(config, cell, rates, shared: bool = True) -> float:
     """Predicted seconds of one trial of ``cell`` (``ropekit.sweep.cost``): the teacher-forced forward of its
     prompt and answer, the LM head on the answer only; for a task that writes its answer (its record's
     ``generates`` tokens), a forward of the prompt, its answer's tokens read after it and a one-token pass per
-    token written (a lower bound: those tokens' attention over the cached context is left out)."""
+    token written (a lower bound: those tokens' attention over the cached context is left out). ``shared``: with
+    the forwards every rope and layer mix of the model reads alike (a task's ``shared_passes``)."""
     task = get_task(cell.task)
     if task.passes is not None:  # a task that scores its own way: the forwards it says a trial runs
-        return sum(pass_seconds(config, n, rates) for n in task.passes(config, cell.settings, cell.length))
+        lengths = task.passes(config, cell.settings, cell.length)
+        if shared and task.shared_passes is not None:
+            lengths = [*lengths, *task.shared_passes(config, cell.settings, cell.length)]
+        return sum(pass_seconds(config, n, rates) for n in lengths)
     if not (generates := task.generates):
         return pass_seconds(config, trial_tokens(cell.length), rates, head_rows=TRIAL_ANSWER_TOKENS)
     seconds = pass_seconds(config, cell.length, rates, head_rows=1)

@@ -26,7 +26,9 @@ evaluator for every rope and layer mix of the sweep, so they are all scored on t
 ``evaluator`` it is another model (any a sweep can load; under ``evaluator_rope`` when given), with its
 own tokenizer, loaded once per worker in the evaluated model's dtype and device, as the source's
 ``--evaluator-model`` (Llama 3.1 8B, Qwen2 72B). Its name, not its bytes, is part of the cells' keys, and
-the dry run prices its passes at the evaluated model's size.
+the dry run prices its passes at the evaluated model's size. A shared evaluator (either key) finds a text's
+key tokens once per worker: the model's other ropes and layer mixes read them back, and the dry run prices
+its passes once per (length, document).
 
 ``trunc_len`` defaults to ``min(4096, trained // 4)``, ``trained`` the evaluator's trained context: the
 source's 4096 for the models it was made for (Llama 3.1 8B, 128k; Qwen2: 32k), and a quarter of the
@@ -45,6 +47,7 @@ bootstrap of perplexity's unit rule (``ropekit.stats.ppl_interval``, ``subset_in
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,6 +150,15 @@ def build(tokenizer, settings: LongPPLSettings, length: int, depth, trial: int, 
 
 
 _LOADED: dict[tuple, Any] = {}  # the evaluator model a worker loaded, by (name, rope, dtype, device): one at a time
+# A shared evaluator's key tokens a worker found, by evaluator and text: the other ropes and layer mixes of the model
+# read them back (each a few hundred positions; at most FOUND_KEPT texts kept)
+_FOUND: dict[tuple, list[int]] = {}
+FOUND_KEPT = 1024
+
+
+def shared(settings: LongPPLSettings) -> bool:
+    """Whether the evaluator is the same for every rope and layer mix of a model (``evaluator``, ``evaluator_rope``)."""
+    return settings.evaluator is not None or settings.evaluator_rope is not None
 
 
 def evaluator_of(model, settings: LongPPLSettings):
@@ -250,7 +262,20 @@ def score(model, tokenizer, settings: LongPPLSettings, trial) -> dict[str, Any]:
     evaluator = evaluator_of(model, settings)
     trunc, stride = settings.windows(trained_context(evaluator))
     eval_ids, eval_offsets = encode(evaluator.tokenizer if settings.evaluator else tokenizer, text, special=True)
-    found = key_positions(evaluator, eval_ids, trunc, stride, settings.alpha, settings.beta)
+    found = None
+    if shared(settings):  # one evaluator for every rope and layer mix of the model: its key tokens, found once
+        weight = model.output_weight
+        name = settings.evaluator or (str(model.source), weight.data_ptr())  # the weights every plan of it shares
+        ids_hash = hashlib.sha256(repr(eval_ids).encode()).hexdigest()
+        memo = (name, settings.evaluator_rope, str(weight.dtype), str(weight.device), ids_hash, trunc, stride)
+        memo += (settings.alpha, settings.beta)
+        found = _FOUND.get(memo)
+    if found is None:
+        found = key_positions(evaluator, eval_ids, trunc, stride, settings.alpha, settings.beta)
+        if shared(settings):
+            if len(_FOUND) >= FOUND_KEPT:
+                _FOUND.clear()
+            _FOUND[memo] = found
     slices = merged([eval_offsets[p] for p in found])
     ids, offsets = encode(tokenizer, text, special=False)
     nll = token_nll(model, torch.as_tensor(ids, dtype=torch.long)).double()
@@ -312,11 +337,22 @@ def summarize(trials: list[dict[str, Any]], seed: int) -> dict[str, str]:
 
 
 def passes(config, settings: LongPPLSettings, length: int) -> list[int]:
-    """The forward lengths one document runs: the evaluated model's, the evaluator's whole text and its
-    windows (their count as ``find_key_token`` makes them; ``length`` tokens with BOS)."""
+    """The forward lengths one document runs: the evaluated model's, and the evaluator's where it is the cell's
+    own (:func:`evaluator_passes`; a shared evaluator's are ``shared_passes``)."""
+    return [length - 1] + ([] if shared(settings) else evaluator_passes(config, settings, length))
+
+
+def evaluator_passes(config, settings: LongPPLSettings, length: int) -> list[int]:
+    """The evaluator's forwards on one document: its whole text and its windows (their count as ``find_key_token``
+    makes them; ``length`` tokens with BOS)."""
     trunc, stride = settings.windows(int(config.plan_record()["trained_context"]))
     windows = [min(trunc + stride, length - start) for start in range(0, length - trunc, stride)]
-    return [length - 1, length, *windows]
+    return [length, *windows]
+
+
+def shared_passes(config, settings: LongPPLSettings, length: int) -> list[int]:
+    """A shared evaluator's forwards on one document: a worker runs them once for every rope and layer mix."""
+    return evaluator_passes(config, settings, length) if shared(settings) else []
 
 
 TASK = register_task(
@@ -330,6 +366,7 @@ TASK = register_task(
         summarize=summarize,
         columns=COLUMNS,
         passes=passes,
+        shared_passes=shared_passes,
         shown=OwnColumns(
             "LongPPL",
             "longppl",

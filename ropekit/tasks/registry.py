@@ -25,7 +25,9 @@ forward pass. Its record holds everything the sweep needs to know of it, so no o
   trial its own way (LongPPL's documents): a trial's numbers (a dict, stored as JSON in trials.csv's
   ``scores``), and its cell's results.csv columns from its trials' numbers (the ``columns`` it fills,
   each a results.csv column); ``passes(config, settings, length)`` the forward lengths one trial runs,
-  which the cost model prices; ``shown`` (:class:`OwnColumns`) how the report shows those columns.
+  which the cost model prices, and ``shared_passes`` those of them every rope and layer mix of the model reads
+  alike (LongPPL's shared evaluator: a process runs them once, the dry run prices them once); ``shown``
+  (:class:`OwnColumns`) how the report shows those columns.
 
 ropekit's own trial tasks are ``passkey.py``, ``needle.py``, RULER's (``ruler.py``, ``ruler_other.py``) and
 ``longppl.py`` beside this file; a notebook adds one with :func:`register_task`, an installed package through
@@ -167,6 +169,7 @@ class TrialTask(Task):
     summarize: Callable[[list[dict[str, Any]], int], dict[str, str]] | None = None  # a cell's columns from them
     columns: tuple[str, ...] = ()  # the results.csv columns ``summarize`` fills
     passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``score``: one trial's forwards
+    shared_passes: Callable[[Any, TrialSettings, int], list[int]] | None = None  # with ``passes``: read once
     metric: str = ""  # with ``match``: its score's name (RULER's string_match_all), as the report and tables say it
     shown: OwnColumns | None = None  # with ``columns``: how the report shows them (default: a table of them)
 
@@ -180,6 +183,8 @@ class TrialTask(Task):
             raise ValueError(f"task {self.name!r}: a task scored on what it generates gives match and generates > 0")
         if len({self.score is None, self.summarize is None, self.passes is None}) > 1 or (self.score and self.match):
             raise ValueError(f"task {self.name!r}: a task that scores its own way gives score, summarize and passes")
+        if self.shared_passes is not None and self.passes is None:
+            raise ValueError(f"task {self.name!r}: shared_passes are some of a task's own passes: give passes too")
         if bool(self.columns) != bool(self.summarize) or (self.shown is not None and not self.columns):
             raise ValueError(f"task {self.name!r}: the columns summarize fills are given with it (and shown with them)")
         for column in self.columns:

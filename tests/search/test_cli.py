@@ -13,6 +13,7 @@ from ropekit.search import price as price_module
 from ropekit.search.run import plan_search
 from ropekit.search.spec import load_search_spec
 from ropekit.sweep import cost
+from tests.search.test_run import assert_shared_like_alone
 
 RATES = cost.Rates(matmul=1e11, causal=5e10, band=2e10, logits=1e9)  # injected: nothing is measured
 
@@ -117,3 +118,14 @@ def test_a_spec_without_a_search_table_is_refused(tmp_path, capsys):
     path.write_text('models = ["x"]\n')
     assert main(["search", str(path)]) == 2
     assert "has no [search] table" in capsys.readouterr().err
+
+
+def test_workers_share_one_search_as_one_process_alone(tiny, tmp_path, capsys):
+    """``--workers 2``: two processes of ``ropekit search`` on one DIR, one thread each, as a Slurm array's tasks."""
+    spec = write_spec(tmp_path, tiny)
+    assert main(["search", str(spec), "--out", str(tmp_path / "alone")]) == 0
+    assert main(["search", str(spec), "--out", str(tmp_path / "shared"), "--workers", "2"]) == 0
+    assert "2 workers on" in capsys.readouterr().out
+    assert_shared_like_alone(tmp_path / "shared", tmp_path / "alone")
+    assert main(["search", str(spec), "--workers", "0"]) == 2
+    assert "--workers 0 is not allowed; expected a count of processes, 1 or more" in capsys.readouterr().err

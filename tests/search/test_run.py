@@ -37,6 +37,17 @@ def scored_lines(out: Path) -> list[dict[str, str]]:
     return [row for path in sorted((out / "candidates").glob("*.csv")) for row in read_csv(path)[1]]
 
 
+def assert_shared_like_alone(out: Path, alone: Path, said: str = "") -> None:
+    """A search its workers shared: each candidate scored by exactly one of them, the candidates and scores of one
+    process running it alone, and its rope."""
+    rows, reference = scored_lines(out), scored_lines(alone)
+    assert len(rows) == len({r["key"] for r in rows}) == len(reference), said  # each candidate scored once
+    assert {r["key"] for r in rows} == {r["key"] for r in reference}
+    scores = {r["key"]: float(r["score"]) for r in reference}
+    assert all(float(r["score"]) == pytest.approx(scores[r["key"]], rel=1e-6) for r in rows)
+    assert json.loads((out / "rope.json").read_text()) == json.loads((alone / "rope.json").read_text())
+
+
 def test_plan_reads_the_model_and_starts_from_yarn(tiny):
     plan = plan_search(spec_of(tiny))
     assert (plan.trained, plan.length, plan.scale, plan.rotary_dim) == (128, 512, 4.0, 16)

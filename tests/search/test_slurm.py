@@ -5,7 +5,6 @@ of them, and the search ends where one process running it alone ends."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.search.test_cli import write_spec
-from tests.search.test_run import scored_lines
+from tests.search.test_run import assert_shared_like_alone
 from tests.sweep.test_slurm import queued, slurm_problem, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +38,4 @@ def test_the_tasks_of_a_slurm_array_share_one_search(tiny, tmp_path):
     wait_for(lambda: not queued(array), "the array's tasks to end", timeout=600, poll=0.5)
     said = "\n".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
     assert said.count("wrote ") == 2, said  # both tasks ended on the result, nothing failed
-    rows, reference = scored_lines(out), scored_lines(alone)
-    assert len(rows) == len({r["key"] for r in rows}) == len(reference), said  # each candidate scored once
-    assert {r["key"] for r in rows} == {r["key"] for r in reference}
-    scores = {r["key"]: float(r["score"]) for r in reference}
-    assert all(float(r["score"]) == pytest.approx(scores[r["key"]], rel=1e-6) for r in rows)
-    assert json.loads((out / "rope.json").read_text()) == json.loads((alone / "rope.json").read_text())
+    assert_shared_like_alone(out, alone, said)

@@ -291,6 +291,50 @@ def test_a_fixed_evaluator_picks_the_same_key_tokens_for_every_rope(tiny):
     assert judged["nll_sum"] != pytest.approx(by_yarn["nll_sum"], rel=1e-6)
 
 
+def test_a_shared_evaluator_finds_a_texts_key_tokens_once(tiny, tmp_path, monkeypatch):
+    """evaluator_rope = native over two ropes: a worker finds each (length, document)'s key tokens once and the
+    second rope reads them back, its numbers as a scoring alone gives them; the dry run prices the evaluator's
+    passes once, beside each rope's own forward."""
+    base, _ = tiny
+    longppl_table = {"trials": 2, "alpha": 0.5, "beta": -10.0, "evaluator_rope": "native"}
+    data = {
+        "models": [str(base / "tiny")],
+        "corpus": str(base / "corpus"),
+        "lengths": [200],
+        "ropes": {"default": "default", "yarn": "yarn:2"},
+        "tasks": ["longppl"],
+        "longppl": longppl_table,
+    }
+    spec = spec_from_dict(data)
+    found = []
+    real = longppl.key_positions
+    monkeypatch.setattr(longppl, "key_positions", lambda *a: found.append(len(a[1])) or real(*a))
+    longppl._FOUND.clear()
+    assert run_sweep(spec, tmp_path / "out", quiet=True).ok
+    assert len(found) == 2  # two documents, each once, for both ropes
+    trials = list(csv.DictReader((tmp_path / "out" / "trials.csv").open()))
+    model = ropekit.load_model(base / "tiny", dtype=torch.float32, rope_scaling="yarn:2")
+    documents = [
+        model.tokenizer.encode(p.read_text(), add_special_tokens=False) for p in sorted((base / "corpus").iterdir())
+    ]
+    settings = spec.retrieval_tasks["longppl"]
+    longppl._FOUND.clear()
+    alone = longppl.score(
+        model, model.tokenizer, settings, longppl.build(model.tokenizer, settings, 200, None, 1, documents)
+    )
+    stored = json.loads(next(t for t in trials if t["rope"] == "yarn" and t["trial"] == "1")["scores"])
+    assert [b[1] for b in stored["key_blocks"]] == [b[1] for b in alone["key_blocks"]] and stored["n_key"] > 0
+    assert [b[0] for b in stored["key_blocks"]] == pytest.approx([b[0] for b in alone["key_blocks"]], rel=1e-6)
+    dry = dry_run(spec, tmp_path / "priced", rates=RATES)
+    config = plan_cells(spec, "")[0][0].config
+    own, shared = (
+        pass_seconds(config, 199, RATES),
+        sum(pass_seconds(config, n, RATES) for n in longppl.evaluator_passes(config, settings, 200)),
+    )
+    priced = sorted(p.seconds for p in dry.passes if p.doc == "longppl trial 0")
+    assert priced == pytest.approx([own, own + shared], rel=1e-9)
+
+
 def test_bad_input_is_one_line(tiny, tmp_path):
     base, _ = tiny
     data = {
