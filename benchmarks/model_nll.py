@@ -47,14 +47,7 @@ def child(impl: str, model_name: str, ids_file: str, threads: int, dtype: str) -
         seconds = time.perf_counter() - t0
         mean = float(nll.double().mean())
     else:
-        from transformers import AutoModelForCausalLM
-
-        from ropekit.models import embedded_path
-
-        path = embedded_path(model_name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype), attn_implementation="sdpa"
-        ).eval()
+        model = transformers_model(model_name, dtype)
         loaded = time.perf_counter()
         rss_loaded = peak_rss_gb()
         t0 = time.perf_counter()
@@ -88,6 +81,19 @@ def tokens(model_name: str, length: int) -> list[int]:
 def run_case(impl: str, model: str, ids_file: str, threads: int, memory_gb: float, dtype: str) -> dict:
     cmd = [sys.executable, __file__, "--child", impl, "--model", model, "--ids", ids_file, "--threads", str(threads)]
     return run_capped(impl, cmd + ["--dtype", dtype], memory_gb)
+
+
+def transformers_model(model_name: str, dtype: str):
+    """transformers' model of an embedded model's GGUF file, in ``dtype``, with sdpa attention."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ropekit.models import embedded_path
+
+    path = embedded_path(model_name)
+    return AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+    ).eval()
 
 
 def run_capped(impl: str, cmd: list[str], memory_gb: float) -> dict:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from model_nll import peak_rss_gb, run_capped  # beside this script
+from model_nll import peak_rss_gb, run_capped, transformers_model  # beside this script
 
 
 def trials(tokenizer, length: int, n: int) -> list:
@@ -38,15 +38,8 @@ def child(impl: str, model_name: str, length: int, n: int, threads: int, dtype: 
     model = ropekit.load_model(model_name, dtype=dtype)
     prompts = trials(model.tokenizer, length, n)
     if impl == "transformers":
-        from transformers import AutoModelForCausalLM
-
-        from ropekit.models import embedded_path
-
-        path = embedded_path(model_name)
         del model
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype), attn_implementation="sdpa"
-        ).eval()
+        model = transformers_model(model_name, dtype)
     rss_loaded = peak_rss_gb()
     seconds, exact = [], []
     for trial in prompts:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from model_nll import peak_rss_gb, run_capped, run_meta  # beside this script
+from model_nll import peak_rss_gb, run_capped, run_meta, transformers_model  # beside this script
 
 IMPLS = ("ropekit", "hf", "sweep")  # ropekit's backend, lm-eval's HF backend, a sweep's trial
 SEED = 0  # the spec seed a sweep would draw the samples with
@@ -62,15 +62,10 @@ def child(impl: str, model_name: str, task: str, length: int, n: int, threads: i
         instances = lm_eval_instances(task, Path(tokenizer_dir), length, n)
         if impl == "hf":
             from lm_eval.models.huggingface import HFLM
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers import AutoTokenizer
 
-            from ropekit.models import embedded_path
-
-            path = embedded_path(model_name)
             del model
-            hf = AutoModelForCausalLM.from_pretrained(
-                str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype), attn_implementation="sdpa"
-            ).eval()
+            hf = transformers_model(model_name, dtype)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
             backend = HFLM(pretrained=hf, tokenizer=tokenizer, batch_size=1, max_length=length + 256)
     if impl == "ropekit":
