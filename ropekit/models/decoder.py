@@ -192,8 +192,8 @@ def attend(
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
-# Queries a cached forward on the CPU attends with float32 matmuls rather than SDPA: a decoded token's attention over
-# 4096 cached keys took 0.57 ms against SDPA's 2.7 ms (SmolLM2's heads, bf16, 2 threads), with SDPA's error.
+# Queries a cached forward on the CPU attends with float32 matmuls of the grouped heads rather than SDPA, whose CPU
+# kernel is several times slower for one query (BENCHMARKS.md, "RULER samples per second")
 DECODE_ROWS = 16
 
 

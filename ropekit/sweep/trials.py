@@ -129,13 +129,10 @@ def run_trials(model, group: TrialGroup, tokenizer, documents, store, progress, 
             try:
                 if own is not None:
                     numbers = own(model, tokenizer, c.settings, trial)
-                else:
-                    if match is None:
-                        score, output = score_answer(model, trial.prompt_ids, trial.answer_ids), None
-                    else:  # one forward of the prompt serves the teacher-forced answer and the decoding
-                        score, output = score_and_generate(
-                            model, trial.prompt_ids, trial.answer_ids, trial.max_new_tokens
-                        )
+                elif match is None:
+                    score, output = score_answer(model, trial.prompt_ids, trial.answer_ids), None
+                else:  # one forward of the prompt serves the teacher-forced answer and the decoding
+                    score, output = score_and_generate(model, trial.prompt_ids, trial.answer_ids, trial.max_new_tokens)
             except (RuntimeError, MemoryError) as err:
                 if (status := failure_status(err)) is None:
                     raise

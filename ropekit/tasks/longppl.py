@@ -226,6 +226,23 @@ def key_positions(evaluator, ids: list[int], trunc: int, stride: int, alpha: flo
     return keys
 
 
+def found_once(model, evaluator, settings: LongPPLSettings, ids: list[int], trunc: int, stride: int) -> list[int]:
+    """:func:`key_positions` of ``ids``; a shared evaluator's found once per worker, for every rope and layer mix of
+    ``model`` (keyed by the evaluator's weights, as every plan of the model shares them, and the text)."""
+    if not shared(settings):
+        return key_positions(evaluator, ids, trunc, stride, settings.alpha, settings.beta)
+    weight = model.output_weight
+    weights = settings.evaluator or (str(model.source), weight.data_ptr())
+    text = hashlib.sha256(repr(ids).encode()).hexdigest()
+    memo = (weights, settings.evaluator_rope, str(weight.dtype), str(weight.device), text, trunc, stride)
+    memo += (settings.alpha, settings.beta)
+    if memo not in _FOUND:
+        if len(_FOUND) >= FOUND_KEPT:
+            _FOUND.clear()
+        _FOUND[memo] = key_positions(evaluator, ids, trunc, stride, settings.alpha, settings.beta)
+    return _FOUND[memo]
+
+
 def merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Character intervals with each run of adjacent ones (one's end the next one's start) joined."""
     out: list[tuple[int, int]] = []
@@ -262,20 +279,7 @@ def score(model, tokenizer, settings: LongPPLSettings, trial) -> dict[str, Any]:
     evaluator = evaluator_of(model, settings)
     trunc, stride = settings.windows(trained_context(evaluator))
     eval_ids, eval_offsets = encode(evaluator.tokenizer if settings.evaluator else tokenizer, text, special=True)
-    found = None
-    if shared(settings):  # one evaluator for every rope and layer mix of the model: its key tokens, found once
-        weight = model.output_weight
-        name = settings.evaluator or (str(model.source), weight.data_ptr())  # the weights every plan of it shares
-        ids_hash = hashlib.sha256(repr(eval_ids).encode()).hexdigest()
-        memo = (name, settings.evaluator_rope, str(weight.dtype), str(weight.device), ids_hash, trunc, stride)
-        memo += (settings.alpha, settings.beta)
-        found = _FOUND.get(memo)
-    if found is None:
-        found = key_positions(evaluator, eval_ids, trunc, stride, settings.alpha, settings.beta)
-        if shared(settings):
-            if len(_FOUND) >= FOUND_KEPT:
-                _FOUND.clear()
-            _FOUND[memo] = found
+    found = found_once(model, evaluator, settings, eval_ids, trunc, stride)
     slices = merged([eval_offsets[p] for p in found])
     ids, offsets = encode(tokenizer, text, special=False)
     nll = token_nll(model, torch.as_tensor(ids, dtype=torch.long)).double()
