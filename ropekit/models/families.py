@@ -103,9 +103,10 @@ class Family:
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
     export: Switches = field(default_factory=Switches)
-    # general.architecture of llama.cpp's GGUF files of this family, where transformers' GGUF key table and the
-    # gguf package's tensor names both have it (ropekit/models/gguf.py reads through them); an architecture two
-    # families share (llama: Llama and Mixtral) is told apart by whether the file has experts
+    # general.architecture of llama.cpp's GGUF files of this family, where the gguf package's tensor names have it
+    # and transformers' GGUF key table or ropekit's own (ropekit/models/gguf.py) reads its config; an architecture
+    # two families share is told apart by whether the file has experts (llama: Llama and Mixtral) or, in gguf.py,
+    # a window (olmo2: OLMo 2 and 3)
     gguf: tuple[str, ...] = ()
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
@@ -191,7 +192,7 @@ GEMMA4 = _like(
         "use_bidirectional_attention": ((None, "vision"), "bidirectional attention over text tokens"),
     },
 )
-OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all")
+OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=("olmo2",))
 
 FAMILIES: dict[str, Family] = {
     family.name: family
@@ -218,6 +219,7 @@ FAMILIES: dict[str, Family] = {
             rope=ModelRope("exaone4", nope_global_when_sliding=True),
             qk_norm="head",
             export=Switches(layer_types=True, nope_global_when_sliding=True),
+            gguf=("exaone4",),
         ),
         # Gemma 2: Gemma 3 without q/k norms, one rope for both layer types; its attention and final logits
         # soft-capped (attn_logit_softcapping, final_logit_softcapping: read from the config by the plan).
@@ -230,7 +232,7 @@ FAMILIES: dict[str, Family] = {
             gguf=("gemma2",),
         ),
         # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
-        _like(LLAMA, "granite"),
+        _like(LLAMA, "granite", gguf=("granite",)),
         # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
         # fused, partial rotary (0.5) in the interleaved layout.
         Family(
@@ -245,6 +247,7 @@ FAMILIES: dict[str, Family] = {
             fused=True,
             rope_layout="interleaved",
             export=Switches(),
+            gguf=("glm4",),
         ),
         # Mixture-of-experts: Qwen3-MoE (Qwen 3's attention), OLMoE (q/k norms over all heads, Llama's norms),
         # Mixtral (Mistral's attention; its top-k weights always renormalised).
@@ -257,7 +260,7 @@ FAMILIES: dict[str, Family] = {
             experts=Experts(count="num_experts", dense_layers=True),
             gguf=("qwen3moe",),
         ),
-        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size")),
+        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=("olmoe",)),
         _like(
             LLAMA,
             "mixtral",
@@ -281,6 +284,7 @@ FAMILIES: dict[str, Family] = {
             parallel=True,
             rope_layout="interleaved",
             export=Switches(layer_types=True, nope_global_when_sliding=True),
+            gguf=("cohere2",),
         ),
         # Ministral 3 (Mistral 3's text model): Mistral with a yarn rope whose dict also holds Llama 4's query
         # scaling (llama_4_scaling_beta) and repeats max_position_embeddings; theta 1e6.
@@ -289,6 +293,7 @@ FAMILIES: dict[str, Family] = {
             "ministral3",
             rope=ModelRope("ministral3", default_theta=1_000_000.0, echoed_keys=("max_position_embeddings",)),
             export=Switches(uniform_window=True),
+            gguf=("mistral3",),
         ),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
@@ -298,6 +303,7 @@ FAMILIES: dict[str, Family] = {
             rope=ModelRope("smollm3", default_theta=2_000_000.0),
             nope_layers="no_rope_layers",
             export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
+            gguf=("smollm3",),
         ),
         # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
         OLMO2,

@@ -1,12 +1,18 @@
 """Reading a GGUF file: its config, its dequantised tensors under transformers names, its tokenizer,
 and the cache that saves doing that twice.
 
-GGUF names come from the ``gguf`` package's own name map and config keys from transformers' key
-table; an architecture that table lacks (llama.cpp writes OLMo 2, Granite, Cohere 2, GLM 4, SmolLM3),
-or lacks a key a family's layers need (Gemma 4), is refused rather than run on its config class's
-defaults. A mixture-of-experts file (Qwen3-MoE, and Mixtral, which llama.cpp writes as ``llama``
-with ``expert_count``) holds each layer's experts stacked, one 3-D tensor per projection: each expert
-is read as its slice, under the per-expert names a transformers checkpoint gives it.
+GGUF names come from the ``gguf`` package's own name map. Config keys come from transformers' key table
+where it has the architecture, and otherwise from :data:`LLAMA_CPP`: what llama.cpp's
+``convert_hf_to_gguf.py`` writes for OLMo 2 and 3, OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3
+and EXAONE 4, with what its runtime assumes where it writes no key (SmolLM3's NoPE on every 4th layer,
+Cohere 2's 3 sliding : 1 global layers). The rope's scaling is read from llama.cpp's ``rope.scaling.*``
+keys (transformers' table reads none of them), and Llama 3's, which llama.cpp stores only as its
+per-frequency factors (the ``rope_freqs`` tensor), recovered from those factors and checked to give
+them back. An architecture neither knows, a key a family's layers need that neither reads (Gemma 4),
+or a scaling ropekit cannot recover (LongRoPE's factor tensors) is refused rather than run on
+defaults. A mixture-of-experts file (Qwen3-MoE, OLMoE, and Mixtral, which llama.cpp writes as
+``llama`` with ``expert_count``) holds each layer's experts stacked, one 3-D tensor per projection: each
+expert is read as its slice, under the per-expert names a transformers checkpoint gives it.
 
 Parsing a GGUF file's metadata and dequantising its tensors costs seconds on every load (more than
 the forward pass of a short sweep), so the first load writes the dequantised tensors,
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -37,7 +44,7 @@ from .decoder import norm_weights
 from .families import FAMILIES, Family, family_of_gguf
 from .sources import CheckpointError, checkpoint_name
 
-CACHE_FORMAT = "gguf-fp32-v1"
+CACHE_FORMAT = "gguf-fp32-v2"  # v2: the rope's scaling read from the file
 # llama.cpp's architecture names that transformers' GGUF key table knows by another (load_gguf_checkpoint's renames)
 TABLE_NAMES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}
 # An expert's tensor in a transformers checkpoint: model.layers.N.mlp.experts.E.gate_proj.weight (Mixtral: .w1.)
@@ -55,6 +62,10 @@ def read_gguf(path: Path) -> Any:
 
 
 def _field(reader: Any, key: str) -> Any:
+    """A metadata value; GGUF's float32 numbers as the shortest decimal that rounds to them (the 0.15 a config
+    held, not 0.15000000596046448)."""
+    import numpy as np
+
     field = reader.fields.get(key)
     if field is None:
         return None
@@ -63,12 +74,68 @@ def _field(reader: Any, key: str) -> Any:
         from transformers.modeling_gguf_pytorch_utils import _gguf_parse_value
 
         values = [_gguf_parse_value(field.parts[i], field.types) for i in field.data]
+    if field.types and field.types[-1] == gguf_type("FLOAT32"):
+        values = [float(str(np.float32(v))) for v in values]
     return values[0] if len(values) == 1 else values
+
+
+def gguf_type(name: str) -> Any:
+    import gguf
+
+    return gguf.GGUFValueType[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaCppArch:
+    """How llama.cpp writes one architecture that transformers' GGUF key table lacks: the keys only it writes
+    (beside :data:`COMMON_KEYS`), and what llama.cpp's runtime assumes without a key (its
+    ``src/models/ARCH.cpp``, ``load_arch_hparams``)."""
+
+    keys: dict[str, str] = dataclasses.field(default_factory=dict)  # llama.cpp key (after "ARCH.") -> config key
+    swa_period: int | None = None  # with a window and no sliding_window_pattern: every Nth layer global
+    nope_period: int | None = None  # every Nth layer without rope (SmolLM3's n_no_rope_layer_step)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # values llama.cpp fixes for it
+
+
+# The keys convert_hf_to_gguf.py's TextModel.set_gguf_parameters writes for every architecture.
+COMMON_KEYS = {
+    "context_length": "max_position_embeddings",
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "rope.freq_base": "rope_theta",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "attention.layer_norm_epsilon": "layer_norm_eps",
+    "attention.sliding_window": "sliding_window",
+    "vocab_size": "vocab_size",
+}
+LLAMA_CPP = {
+    "olmo2": LlamaCppArch(swa_period=4),  # OLMo 3 is written as olmo2 with a window
+    "olmoe": LlamaCppArch(),
+    "granite": LlamaCppArch(
+        keys={
+            "attention.scale": "attention_multiplier",
+            "embedding_scale": "embedding_multiplier",
+            "residual_scale": "residual_multiplier",
+            "logit_scale": "logits_scaling",
+        }
+    ),
+    "cohere2": LlamaCppArch(keys={"logit_scale": "logit_scale"}, swa_period=4),
+    "glm4": LlamaCppArch(),
+    "smollm3": LlamaCppArch(nope_period=4, config={"use_sliding_window": False}),
+    "mistral3": LlamaCppArch(),
+    "exaone4": LlamaCppArch(),
+}
+# llama.cpp's LlamaModel and its subclasses permute q/k rows for interleaved rope (undo_permute)
+PERMUTED_QK = frozenset({"llama", "granite", "smollm3", "mistral3"})
 
 
 def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     """A transformers-style config dict from the metadata of the GGUF file at ``path``, through transformers' own
-    key table (the tokenizer fields, slow to parse, are left for the tokenizer)."""
+    key table or :data:`LLAMA_CPP` (the tokenizer fields, slow to parse, are left for the tokenizer)."""
     import gguf
     import transformers
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
@@ -76,12 +143,16 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     arch = _field(reader, "general.architecture")
     experts = bool(_field(reader, gguf.Keys.LLM.EXPERT_COUNT.format(arch=arch)))
     model_type = canonical_model_type(family_of_gguf(arch, experts))
-    table = GGUF_CONFIG_MAPPING.get(TABLE_NAMES.get(arch, arch))
+    windowed = _field(reader, gguf.Keys.Attention.SLIDING_WINDOW.format(arch=arch)) is not None
+    if arch == "olmo2" and windowed:  # convert_hf_to_gguf.py's Olmo2Model writes OLMo 3 too, with its window
+        model_type = "olmo3"
+    own = LLAMA_CPP.get(arch)
+    table = COMMON_KEYS if own is not None else GGUF_CONFIG_MAPPING.get(TABLE_NAMES.get(arch, arch))
     if table is None:
         runs = f"; ropekit runs {model_type} from its safetensors checkpoint" if model_type in FAMILIES else ""
         raise CheckpointError(
-            f"{path}: GGUF architecture {arch!r}: transformers {transformers.__version__} has no GGUF reader for it "
-            f"(no key table in transformers.integrations.ggml), so its config cannot be read{runs}"
+            f"{path}: GGUF architecture {arch!r}: neither transformers {transformers.__version__} (no key table in "
+            f"transformers.integrations.ggml) nor ropekit has a reader for it, so its config cannot be read{runs}"
         )
     name = str(_field(reader, "general.name") or "").lower()
     if model_type == "llama" and "mistral" in name:
@@ -94,15 +165,138 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
             "safetensors checkpoint instead"
         )
     config: dict[str, Any] = {"model_type": model_type, **GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {})}
-    for key, target in {**_expert_keys(family), **table}.items():
+    for key, target in {**_expert_keys(family), **table, **(own.keys if own else {})}.items():
         value = _field(reader, f"{arch}.{key}")
         if value is not None and target is not None:
             config[target] = value
+    if own is not None:
+        config.update(_llama_cpp_layers(reader, arch, own, config))
     names = {t.name: t for t in reader.tensors}
     config["tie_word_embeddings"] = "output.weight" not in names
     if "vocab_size" not in config and "token_embd.weight" in names:
         config["vocab_size"] = int(names["token_embd.weight"].shape[-1])
+    if scaling := _rope_scaling(reader, arch, names, config, path):
+        config["rope_scaling"] = scaling
     return config
+
+
+def _llama_cpp_layers(reader: Any, arch: str, own: LlamaCppArch, config: dict[str, Any]) -> dict[str, Any]:
+    """The layer plan of an architecture :data:`LLAMA_CPP` reads, as its transformers config states it: the
+    rotated share of each head, which layers slide (the file's pattern, else llama.cpp's period), which have no
+    rope, and the values llama.cpp fixes."""
+    import gguf
+
+    out: dict[str, Any] = dict(own.config)
+    layers = int(config["num_hidden_layers"])
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    rotated = _field(reader, gguf.Keys.Rope.DIMENSION_COUNT.format(arch=arch))
+    if rotated is not None and int(rotated) != head_dim:
+        out["partial_rotary_factor"] = int(rotated) / head_dim
+    pattern = _field(reader, gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch))
+    if pattern is not None:
+        out["layer_types"] = ["sliding_attention" if s else "full_attention" for s in _listed(pattern)]
+    elif own.swa_period and config.get("sliding_window"):
+        period = own.swa_period
+        out["layer_types"] = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(layers)]
+    if own.nope_period:
+        out["no_rope_layers"] = [int((i + 1) % own.nope_period != 0) for i in range(layers)]
+        out["no_rope_layer_interval"] = own.nope_period
+    return out
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _rope_scaling(reader: Any, arch: str, tensors: dict[str, Any], config: dict[str, Any], path: Path) -> dict | None:
+    """The rope's scaling as a ``rope_scaling`` dict, from llama.cpp's ``rope.scaling.*`` keys (what
+    convert_hf_to_gguf.py's set_gguf_parameters writes for linear and yarn, and Ministral 3's query scaling), or
+    Llama 3's from its ``rope_freqs`` factors; None for an unscaled rope."""
+
+    def key(name: str) -> Any:
+        return _field(reader, f"{arch}.{name}")
+
+    kind = str(key("rope.scaling.type") or "none")
+    if "rope_freqs.weight" in tensors:
+        if kind != "none":
+            raise CheckpointError(f"{path}: GGUF holds both rope_freqs and rope.scaling.type {kind!r}")
+        return _llama3_from_factors(tensors["rope_freqs.weight"], config, path)
+    if kind == "none":
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": float(key("rope.scaling.factor"))}
+    if kind != "yarn":
+        raise CheckpointError(
+            f"{path}: GGUF rope.scaling.type {kind!r}: ropekit reads 'none', 'linear' and 'yarn' from GGUF "
+            "(and Llama 3's rope_freqs); load its safetensors checkpoint instead"
+        )
+    scaling: dict[str, Any] = {
+        "rope_type": "yarn",
+        "factor": float(key("rope.scaling.factor")),
+        "original_max_position_embeddings": int(key("rope.scaling.original_context_length")),
+    }
+    for name, target in (
+        ("rope.scaling.yarn_beta_fast", "beta_fast"),
+        ("rope.scaling.yarn_beta_slow", "beta_slow"),
+        ("rope.scaling.yarn_ext_factor", "extrapolation_factor"),
+        ("rope.scaling.yarn_attn_factor", "attention_factor"),
+        ("attention.temperature_scale", "llama_4_scaling_beta"),
+    ):
+        if (value := key(name)) is not None:
+            scaling[target] = float(value)
+    if (log_mul := key("rope.scaling.yarn_log_multiplier")) is not None:
+        # llama.cpp's llama_context: mscale taken as 1, mscale_all_dim as the file's yarn_log_multiplier
+        scaling.update(mscale=1.0, mscale_all_dim=float(log_mul))
+    return scaling
+
+
+def _llama3_from_factors(tensor: Any, config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Llama 3's rope from the per-frequency factors llama.cpp stores for it (LlamaModel.generate_extra_tensors):
+    ``factor`` is the largest; between the two bands, ``1 / f = (1 - s) / factor + s`` with
+    ``s = (old / wavelength - low) / (high - low)``, a line in 1 / wavelength whose slope and intercept give
+    ``high`` and the original context (``low_freq_factor`` taken as 1, as every Llama 3 release has it). The
+    recovered parameters must give the stored factors back (1e-5 relative), or the file is refused."""
+    import gguf
+    import numpy as np
+
+    factors = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).copy()).double().flatten()
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    theta = float(config.get("rope_theta", 10_000.0))
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    wavelength = 2 * math.pi / inv_freq.double()
+    factor = float(factors.max())
+    between = (factors > 1 + 1e-6) & (factors < factor * (1 - 1e-6))
+    refused = CheckpointError(
+        f"{path}: GGUF rope_freqs (per-frequency rope factors) are not Llama 3's rope with low_freq_factor 1; "
+        "load its safetensors checkpoint instead"
+    )
+    if factors.numel() != inv_freq.numel() or factor <= 1 or int(between.sum()) < 2:
+        raise refused
+    smooth = (1 / factors[between] - 1 / factor) / (1 - 1 / factor)
+    x = 1 / wavelength[between]
+    slope, intercept = torch.linalg.lstsq(torch.stack([x, torch.ones_like(x)], 1), smooth[:, None]).solution.flatten()
+    high = 1 - 1 / float(intercept)  # intercept = -low / (high - low), low = 1
+    old = float(slope) * (high - 1)
+    for digits in range(7):  # the fewest decimals that give the factors back: 4, not the fit's 4.000001
+        scaling = {
+            "rope_type": "llama3",
+            "factor": float(str(np.float32(factor))),
+            "low_freq_factor": 1.0,
+            "high_freq_factor": round(high, digits),
+            "original_max_position_embeddings": round(old),
+        }
+        if torch.allclose(_llama3_factors(scaling, wavelength), factors, rtol=1e-5, atol=0):
+            return scaling
+    raise refused
+
+
+def _llama3_factors(scaling: dict[str, Any], wavelength: torch.Tensor) -> torch.Tensor:
+    """llama.cpp's per-frequency factors of a Llama 3 rope (its LlamaModel.generate_extra_tensors)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    smooth = (old / wavelength - low) / (high - low)
+    between = 1 / ((1 - smooth) / factor + smooth)
+    return torch.where(wavelength < old / high, 1.0, torch.where(wavelength > old / low, factor, between))
 
 
 def _expert_keys(family: Family | None) -> dict[str, str]:
@@ -174,6 +368,8 @@ class GGUFSource:
             name, expert = f"{match['stack']}.{match['projection']}.{match['suffix']}", int(match["expert"])
         base, _, suffix = name.rpartition(".")
         gguf_base = self.names.get_name(base)
+        if gguf_base and base.endswith("mlp.up_proj") and f"{gguf_base[: -len('up')]}gate.{suffix}" not in self.tensors:
+            return None, None  # llama.cpp writes a fused gate_up_proj (Phi-3, GLM 4) as ffn_up, with no ffn_gate
         tensor = self.tensors.get(f"{gguf_base}.{suffix}") if gguf_base else None
         if tensor is None or (expert is not None and (len(tensor.shape) != 3 or expert >= int(tensor.shape[-1]))):
             return None, None
@@ -199,7 +395,7 @@ class GGUFSource:
                 self.read[f"{match['stack']}.{e}.{match['projection']}.{match['suffix']}"] = rows.clone()
             return self.read[name]
         c = self.config
-        if self.arch == "llama" and base.endswith(("q_proj", "k_proj")):
+        if self.arch in PERMUTED_QK and base.endswith(("q_proj", "k_proj")):
             values = interleaved_to_half(
                 values, c.num_attention_heads if base.endswith("q_proj") else c.num_key_value_heads
             )

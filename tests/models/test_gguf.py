@@ -3,9 +3,11 @@ and Mixtral (``llama`` with expert tensors), each written from a tiny random che
 writer as llama.cpp's convert_hf_to_gguf.py writes one (stacked 3-D expert tensors, the router as ``ffn_gate_inp``),
 loaded by ropekit with per-token NLL equal to the safetensors checkpoint's, and to transformers' forward of that
 checkpoint in float32 (the mean to 1e-5 relative, every token within 1e-4; transformers cannot read these files
-itself: its Qwen3-MoE keys lack the experts' size, and it reads Mixtral's as Llama's); and the one-line refusals of
-GGUF files ropekit cannot read right: Gemma 4 (transformers' GGUF keys lack its per-layer inputs and KV sharing) and
-the architectures transformers has no GGUF reader for (OLMo 2, Granite, Cohere 2, GLM 4, SmolLM3)."""
+itself: its Qwen3-MoE keys lack the experts' size, and it reads Mixtral's as Llama's); Llama 3's rope recovered from
+the per-frequency factors llama.cpp stores for it; and the one-line refusals of GGUF files ropekit cannot read
+right: Gemma 4 (transformers' GGUF keys lack its per-layer inputs and KV sharing), an architecture neither
+transformers nor ropekit reads, LongRoPE (factor tensors) and rope factors no Llama 3 rope gives. The files
+llama.cpp's own converter wrote are tested in test_gguf_llama_cpp.py."""
 
 from __future__ import annotations
 
@@ -30,11 +32,14 @@ def llama_permute(rows: torch.Tensor, n_heads: int) -> torch.Tensor:
     return rows.reshape(n_heads, 2, rows.shape[0] // n_heads // 2, *rows.shape[1:]).transpose(1, 2).reshape(rows.shape)
 
 
-def write_gguf(path: Path, folder: Path, hf, arch: str, *, permute_qk: bool = False, **metadata) -> None:
+def write_gguf(
+    path: Path, folder: Path, hf, arch: str, *, permute_qk: bool = False, rope_freqs: list | None = None, **metadata
+) -> None:
     """A GGUF file of the safetensors checkpoint in ``folder``, as convert_hf_to_gguf.py writes one: the config's
     sizes under ``arch``'s keys, each layer's experts stacked into one (E, ...) tensor per projection and named by the
     ``gguf`` package's map (``ffn_{gate,up,down}_exps``), float32; ``permute_qk``: q/k rows permuted as llama.cpp's
-    LlamaModel does. ``metadata``: more ``GGUFWriter.add_*`` calls, by method name without ``add_``."""
+    LlamaModel does; ``rope_freqs``: per-frequency rope factors, as it stores Llama 3's. ``metadata``: more
+    ``GGUFWriter.add_*`` calls, by method name without ``add_``."""
     import gguf
 
     c = hf.config.to_dict()  # Gemma 4's config answers per-layer sizes only per layer
@@ -69,6 +74,8 @@ def write_gguf(path: Path, folder: Path, hf, arch: str, *, permute_qk: bool = Fa
     for base, experts in stacks.items():
         stacked = torch.stack([experts[e] for e in sorted(experts)])
         writer.add_tensor(f"{names.get_name(base)}.weight", stacked.float().numpy())
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", torch.tensor(rope_freqs, dtype=torch.float32).numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -150,15 +157,72 @@ def test_gemma4_gguf_is_refused_naming_the_keys_transformers_cannot_read(tmp_pat
         assert key in line
 
 
-@pytest.mark.parametrize("arch", ["olmo2", "granite", "cohere2", "glm4", "smollm3"])
-def test_an_architecture_transformers_cannot_read_from_gguf_is_refused(arch, tmp_path):
-    """llama.cpp's names for these families are their model types, and transformers has no GGUF key table for any:
-    one line naming the architecture, not a config of its class's defaults nor a traceback."""
+def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_refused(tmp_path):
+    """llama.cpp's ``command-r`` (Cohere's first Command R): one line naming the architecture, not a config of a
+    class's defaults nor a traceback."""
     folder = tmp_path / "hf"
-    hf = make_checkpoint(folder, FAMILY_CONFIGS[arch])
-    write_gguf(tmp_path / f"tiny-{arch}.gguf", folder, hf, arch)
+    hf = make_checkpoint(folder, FAMILY_CONFIGS["llama"])
+    write_gguf(tmp_path / "tiny-command-r.gguf", folder, hf, "command-r")
     for read in (ropekit.load_model, read_model_config):
         with pytest.raises(CheckpointError) as err:
-            read(tmp_path / f"tiny-{arch}.gguf")
+            read(tmp_path / "tiny-command-r.gguf")
         line = str(err.value)
-        assert "\n" not in line and f"GGUF architecture {arch!r}" in line and "no GGUF reader" in line
+        assert "\n" not in line and "GGUF architecture 'command-r'" in line and "nor ropekit has a reader" in line
+
+
+def test_a_longrope_gguf_is_refused(tmp_path):
+    """llama.cpp writes LongRoPE's factors as tensors (rope_factors_long/short) under rope.scaling.type 'longrope':
+    refused in one line rather than run with the plain rope."""
+    import gguf
+
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("llama"))
+    write_gguf(
+        tmp_path / "tiny.gguf", folder, hf, "llama", permute_qk=True, rope_scaling_type=gguf.RopeScalingType.LONGROPE
+    )
+    with pytest.raises(CheckpointError, match="rope.scaling.type 'longrope'"):
+        read_model_config(tmp_path / "tiny.gguf")
+
+
+@pytest.mark.parametrize(
+    "factors",
+    [
+        [1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 8.0, 8.0],  # no Llama 3 rope gives these (its middle band is not a line)
+        [1.0] * 7 + [8.0],  # nothing between the bands: Llama 3's parameters cannot be recovered
+    ],
+)
+def test_rope_factors_that_are_not_llama3s_are_refused(factors, tmp_path):
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("llama"))
+    write_gguf(tmp_path / "tiny.gguf", folder, hf, "llama", permute_qk=True, rope_freqs=factors)
+    with pytest.raises(CheckpointError, match="not Llama 3's rope"):
+        read_model_config(tmp_path / "tiny.gguf")
+
+
+def test_llama3_factors_of_a_real_shape_are_recovered(tmp_path):
+    """Llama 3.2 1B's rope (theta 5e5, heads 64 wide, factor 32, trained at 8192) from the factors llama.cpp would
+    store for it (its LlamaModel.generate_extra_tensors, rewritten here)."""
+    import math
+
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("llama", head_dim=64, rope_theta=500000.0))
+    inv_freq = 1.0 / 500000.0 ** (torch.arange(0, 64, 2, dtype=torch.float32) / 64)
+    factors = []
+    for freq in inv_freq.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < 8192 / 4:
+            factors.append(1)
+        elif wavelen > 8192 / 1:
+            factors.append(32.0)
+        else:
+            smooth = (8192 / wavelen - 1) / (4 - 1)
+            factors.append(1 / ((1 - smooth) / 32.0 + smooth))
+    write_gguf(tmp_path / "tiny.gguf", folder, hf, "llama", permute_qk=True, rope_freqs=factors)
+    _, raw = read_model_config(tmp_path / "tiny.gguf")
+    assert raw["rope_scaling"] == {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }

@@ -1,0 +1,129 @@
+"""Write the GGUF fixtures in this folder with llama.cpp's own converter (run by hand, not by the tests).
+
+For each architecture below: a tiny random checkpoint written by transformers (``tests/models/tiny.py``'s
+config of that family, shrunk to ``SHAPE``), its weights rounded to float16 so that both files hold the same
+numbers, saved as ``ARCH/`` (config.json, model.safetensors), and ``ARCH.gguf`` written from that folder by
+llama.cpp's ``convert_hf_to_gguf.py --outtype f16`` (2-D weights in float16, norms in float32, as it writes them).
+``tests/models/test_gguf_llama_cpp.py`` loads each GGUF file in ropekit and compares it with transformers' forward
+of the folder.
+
+The converter is not on PyPI by itself: it ships in llama-cpp-python's source distribution (0.3.36 wrote these
+files; its vendored gguf-py is 0.19.0, the ``gguf`` ropekit installs)::
+
+    pip download llama-cpp-python==0.3.36 --no-binary :all: --no-deps -d /tmp/lcp
+    tar xzf /tmp/lcp/llama_cpp_python-0.3.36.tar.gz -C /tmp/lcp
+    .venv/bin/python tests/models/gguf/make.py /tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp
+
+Two things are changed in the converter, neither touching a weight or a model key: every model writes its
+vocabulary as a GPT-2-style token list (``_set_vocab_gpt2``), and its pre-tokenizer check returns "default",
+since the tiny word-level tokenizer is none of the real ones it recognises (and needs no sentencepiece).
+"""
+
+from __future__ import annotations
+
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))
+
+from tests.models.tiny import FAMILY_CONFIGS, add_tokenizer, make_checkpoint  # noqa: E402
+
+SHAPE = {
+    "vocab_size": 96,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "max_position_embeddings": 128,
+}
+# fixture -> the family config it is written from (tests/models/tiny.py's, or LLAMA3), and what else it sets
+ARCHITECTURES = {
+    "olmo2": ("olmo2", {}),
+    "olmo3": ("olmo3", {}),  # llama.cpp writes OLMo 3 as "olmo2" with a sliding window and its pattern
+    "olmoe": ("olmoe", {}),
+    "granite": ("granite", {}),
+    "cohere2": ("cohere2", {"rotary_pct": 1.0}),  # Command R7B's config.json has it; the converter reads it
+    "glm4": ("glm4", {}),
+    "smollm3": ("smollm3", {"use_sliding_window": False}),  # as SmolLM3-3B; llama.cpp's smollm3 has no window
+    "ministral3": ("ministral3", {"sliding_window": None}),  # as Ministral 3's; llama.cpp's mistral3 has no window
+    # Llama 3's rope, which llama.cpp writes as per-frequency factors (rope_freqs); heads 64 wide, so that 3 of its
+    # frequencies fall between the bands
+    "llama3": ("llama3", {"head_dim": 64}),
+    "exaone4": ("exaone4", {}),
+}
+
+
+LLAMA3 = {  # Llama 3.2's rope, trained at 32 tokens
+    "model_type": "llama",
+    "rope_parameters": {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+    },
+}
+
+
+def write_checkpoint(folder: Path, family: str, extra: dict) -> None:
+    config = LLAMA3 if family == "llama3" else FAMILY_CONFIGS[family]
+    model = make_checkpoint(folder, {**config, **SHAPE, **extra})
+    model.half().save_pretrained(folder)  # the float16 the GGUF file holds, so both files hold the same weights
+    add_tokenizer(folder)
+    (folder / "generation_config.json").unlink(missing_ok=True)
+
+
+def convert(llama_cpp: Path, folder: Path, out: Path) -> None:
+    sys.path[:0] = [str(llama_cpp), str(llama_cpp / "gguf-py")]
+    import conversion
+    from conversion import base
+
+    def gpt2_vocab(self):
+        self._set_vocab_gpt2()
+
+    def patched(cls: type) -> None:
+        for c in cls.__mro__:
+            if "set_vocab" in vars(c):
+                c.set_vocab = gpt2_vocab
+            for inner in vars(c).values():  # Mistral3Model converts through a nested Ministral3Model
+                if isinstance(inner, type) and issubclass(inner, base.ModelBase) and inner is not c:
+                    patched(inner)
+
+    resolve = conversion.get_model_class
+
+    def get_model_class(name: str, mmproj: bool = False) -> type:
+        cls = resolve(name, mmproj)
+        patched(cls)
+        return cls
+
+    conversion.get_model_class = get_model_class
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
+    argv = sys.argv
+    sys.argv = ["convert_hf_to_gguf.py", str(folder), "--outtype", "f16", "--outfile", str(out)]
+    try:
+        runpy.run_path(str(llama_cpp / "convert_hf_to_gguf.py"), run_name="__main__")
+    except SystemExit as done:
+        if done.code:
+            raise
+    finally:
+        sys.argv = argv
+
+
+def main() -> None:
+    llama_cpp = Path(sys.argv[1])
+    for arch, (family, extra) in ARCHITECTURES.items():
+        folder = HERE / arch
+        shutil.rmtree(folder, ignore_errors=True)
+        write_checkpoint(folder, family, extra)
+        convert(llama_cpp, folder, HERE / f"{arch}.gguf")
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)  # the tests tokenise nothing: ids are drawn at random
+
+
+if __name__ == "__main__":
+    main()

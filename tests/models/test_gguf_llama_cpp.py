@@ -1,0 +1,70 @@
+"""GGUF files written by llama.cpp's own converter (convert_hf_to_gguf.py, llama-cpp-python 0.3.36's source; the
+files and how they were made: tests/models/gguf/make.py) for the architectures transformers' GGUF key table lacks:
+OLMo 2 and 3 (both ``olmo2``), OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3 (``mistral3``), EXAONE 4; and
+a Llama with Llama 3's rope, which llama.cpp stores only as per-frequency factors. Each file beside the checkpoint
+it was converted from (float16 weights in both): ropekit's model of the GGUF file has the checkpoint's layer plan
+and rope, and its per-token NLL equals transformers' forward of the checkpoint in float32 (the mean to 1e-5
+relative, every token within 1e-4), inside and past the trained length, and ropekit's of the checkpoint exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.models import read_model_config
+from tests.models.test_families import assert_close, ids
+from tests.models.tiny import hf_token_nll
+
+HERE = Path(__file__).parent / "gguf"
+FIXTURES = sorted(p.stem for p in HERE.glob("*.gguf"))
+
+
+def test_every_fixture_is_here():
+    written = ["olmo2", "olmo3", "olmoe", "granite", "cohere2", "glm4", "smollm3", "ministral3", "exaone4", "llama3"]
+    assert set(FIXTURES) == set(written) and all((HERE / name / "model.safetensors").exists() for name in written)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROPEKIT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def transformers_models():
+    from transformers import AutoModelForCausalLM
+
+    return {
+        name: AutoModelForCausalLM.from_pretrained(HERE / name, dtype=torch.float32, attn_implementation="eager").eval()
+        for name in FIXTURES
+    }
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_the_gguf_file_reads_as_its_checkpoint(name, transformers_models):
+    gguf_model = ropekit.load_model(HERE / f"{name}.gguf")
+    folder_model = ropekit.load_model(HERE / name)
+    ours, theirs = gguf_model.config, folder_model.config
+    # the whole plan (windows, NoPE layers, each layer's rope, multipliers, experts), the norms' epsilon as
+    # GGUF stores it (float32)
+    assert ours.rms_norm_eps == pytest.approx(theirs.rms_norm_eps, rel=1e-7)
+    assert dataclasses.replace(ours, rms_norm_eps=theirs.rms_norm_eps) == theirs
+    for length in (100, 300):  # inside and past the trained 128 tokens
+        tokens = ids(ours.vocab_size, length)
+        nll = ropekit.token_nll(gguf_model, tokens)
+        assert_close(nll, hf_token_nll(transformers_models[name], tokens))
+        assert torch.equal(nll, ropekit.token_nll(folder_model, tokens))
+
+
+def test_llama3_rope_is_recovered_from_its_factors():
+    _, raw = read_model_config(HERE / "llama3.gguf")
+    assert raw["rope_scaling"] == {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+    }
