@@ -182,7 +182,7 @@ GEMMA4 = _like(
     layer_scalar=True,
     layer_inputs=LayerInputs(),
     shared_kv=SharedKV(),
-    gguf=("gemma4",),  # refused: transformers' GGUF key table lacks its per-layer input and KV sharing keys
+    gguf=("gemma4",),
     refused={
         "enable_moe_block": (
             (None, False),

@@ -3,16 +3,18 @@ and the cache that saves doing that twice.
 
 GGUF names come from the ``gguf`` package's own name map. Config keys come from transformers' key table
 where it has the architecture, and otherwise from :data:`LLAMA_CPP`: what llama.cpp's
-``convert_hf_to_gguf.py`` writes for OLMo 2 and 3, OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3
-and EXAONE 4, with what its runtime assumes where it writes no key (SmolLM3's NoPE on every 4th layer,
-Cohere 2's 3 sliding : 1 global layers). The rope's scaling is read from llama.cpp's ``rope.scaling.*``
-keys (transformers' table reads none of them), and Llama 3's, which llama.cpp stores only as its
-per-frequency factors (the ``rope_freqs`` tensor), recovered from those factors and checked to give
-them back. An architecture neither knows, a key a family's layers need that neither reads (Gemma 4),
-or a scaling ropekit cannot recover (LongRoPE's factor tensors) is refused rather than run on
-defaults. A mixture-of-experts file (Qwen3-MoE, OLMoE, and Mixtral, which llama.cpp writes as
-``llama`` with ``expert_count``) holds each layer's experts stacked, one 3-D tensor per projection: each
-expert is read as its slice, under the per-expert names a transformers checkpoint gives it.
+``convert_hf_to_gguf.py`` writes for OLMo 2 and 3, OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3,
+EXAONE 4 and Gemma 2, 3 and 4, with what its runtime assumes where it writes no key (SmolLM3's NoPE on
+every 4th layer, Cohere 2's 3 sliding : 1 global layers, Gemma's q.k scale). Gemma 2 and 3 are read so
+although transformers has a table for them: it lacks their soft-capping, local theta and q.k scale. The
+rope's scaling is read from llama.cpp's ``rope.scaling.*`` keys (transformers' table reads none of
+them), and Llama 3's, which llama.cpp stores only as its per-frequency factors (the ``rope_freqs``
+tensor), recovered from those factors and checked to give them back. An architecture neither knows, a
+key llama.cpp writes that a file lacks, or a scaling ropekit cannot recover (LongRoPE's factor tensors)
+is refused rather than run on defaults. A
+mixture-of-experts file (Qwen3-MoE, OLMoE, and Mixtral, which llama.cpp writes as ``llama`` with
+``expert_count``) holds each layer's experts stacked, one 3-D tensor per projection: each expert is read
+as its slice, under the per-expert names a transformers checkpoint gives it.
 
 Parsing a GGUF file's metadata and dequantising its tensors costs seconds on every load (more than
 the forward pass of a short sweep), so the first load writes the dequantised tensors,
@@ -64,6 +66,7 @@ def read_gguf(path: Path) -> Any:
 def _field(reader: Any, key: str) -> Any:
     """A metadata value; GGUF's float32 numbers as the shortest decimal that rounds to them (the 0.15 a config
     held, not 0.15000000596046448)."""
+    import gguf
     import numpy as np
 
     field = reader.fields.get(key)
@@ -74,15 +77,9 @@ def _field(reader: Any, key: str) -> Any:
         from transformers.modeling_gguf_pytorch_utils import _gguf_parse_value
 
         values = [_gguf_parse_value(field.parts[i], field.types) for i in field.data]
-    if field.types and field.types[-1] == gguf_type("FLOAT32"):
+    if field.types and field.types[-1] == gguf.GGUFValueType.FLOAT32:
         values = [float(str(np.float32(v))) for v in values]
     return values[0] if len(values) == 1 else values
-
-
-def gguf_type(name: str) -> Any:
-    import gguf
-
-    return gguf.GGUFValueType[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +91,11 @@ class LlamaCppArch:
     keys: dict[str, str] = dataclasses.field(default_factory=dict)  # llama.cpp key (after "ARCH.") -> config key
     swa_period: int | None = None  # with a window and no sliding_window_pattern: every Nth layer global
     nope_period: int | None = None  # every Nth layer without rope (SmolLM3's n_no_rope_layer_step)
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # values llama.cpp fixes for it
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # values llama.cpp takes without a key
+    # Gemma's q.k scale: 1 / sqrt(head_dim), but 1 / sqrt(hidden / heads) for the size with this many layers (27B)
+    wide_scale_layers: int | None = None
+    # the config of an architecture whose layers differ by type (Gemma 4), from the file's keys and tensor table
+    layers: Callable[[Callable[[str], Any], dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
 
 
 # The keys convert_hf_to_gguf.py's TextModel.set_gguf_parameters writes for every architecture.
@@ -112,25 +113,6 @@ COMMON_KEYS = {
     "attention.sliding_window": "sliding_window",
     "vocab_size": "vocab_size",
 }
-LLAMA_CPP = {
-    "olmo2": LlamaCppArch(swa_period=4),  # OLMo 3 is written as olmo2 with a window
-    "olmoe": LlamaCppArch(),
-    "granite": LlamaCppArch(
-        keys={
-            "attention.scale": "attention_multiplier",
-            "embedding_scale": "embedding_multiplier",
-            "residual_scale": "residual_multiplier",
-            "logit_scale": "logits_scaling",
-        }
-    ),
-    "cohere2": LlamaCppArch(keys={"logit_scale": "logit_scale"}, swa_period=4),
-    "glm4": LlamaCppArch(),
-    "smollm3": LlamaCppArch(nope_period=4, config={"use_sliding_window": False}),
-    "mistral3": LlamaCppArch(),
-    "exaone4": LlamaCppArch(),
-}
-# llama.cpp's LlamaModel and its subclasses permute q/k rows for interleaved rope (undo_permute)
-PERMUTED_QK = frozenset({"llama", "granite", "smollm3", "mistral3"})
 
 
 def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
@@ -158,24 +140,29 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     if model_type == "llama" and "mistral" in name:
         model_type = "mistral"
     family = FAMILIES.get(model_type)
-    if family is not None and (lacking := _unreadable_keys(family, table)):
-        raise CheckpointError(
-            f"{path}: GGUF architecture {arch!r}: transformers' GGUF key table has no {', '.join(lacking)}, so this "
-            f"file's values for them cannot be read and {model_type}'s config defaults would stand in; load its "
-            "safetensors checkpoint instead"
-        )
-    config: dict[str, Any] = {"model_type": model_type, **GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {})}
+    config: dict[str, Any] = {
+        "model_type": model_type,
+        **GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {}),
+        **(own.config if own else {}),
+    }
     for key, target in {**_expert_keys(family), **table, **(own.keys if own else {})}.items():
         value = _field(reader, f"{arch}.{key}")
         if value is not None and target is not None:
             config[target] = value
-    if own is not None:
-        config.update(_llama_cpp_layers(reader, arch, own, config))
     names = {t.name: t for t in reader.tensors}
+    if own is not None and own.layers is not None:
+        try:
+            config.update(own.layers(lambda key: _field(reader, f"{arch}.{key}"), names, config))
+        except KeyError as err:
+            raise CheckpointError(
+                f"{path}: GGUF architecture {arch!r} lacks {err.args[0]}, which llama.cpp's converter writes for it"
+            ) from None
+    elif own is not None:
+        config.update(_llama_cpp_layers(reader, arch, own, config))
     config["tie_word_embeddings"] = "output.weight" not in names
     if "vocab_size" not in config and "token_embd.weight" in names:
         config["vocab_size"] = int(names["token_embd.weight"].shape[-1])
-    if scaling := _rope_scaling(reader, arch, names, config, path):
+    if "rope_parameters" not in config and (scaling := _rope_scaling(reader, arch, names, config, path)):
         config["rope_scaling"] = scaling
     return config
 
@@ -186,7 +173,7 @@ def _llama_cpp_layers(reader: Any, arch: str, own: LlamaCppArch, config: dict[st
     rope, and the values llama.cpp fixes."""
     import gguf
 
-    out: dict[str, Any] = dict(own.config)
+    out: dict[str, Any] = {}
     layers = int(config["num_hidden_layers"])
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     rotated = _field(reader, gguf.Keys.Rope.DIMENSION_COUNT.format(arch=arch))
@@ -198,10 +185,105 @@ def _llama_cpp_layers(reader: Any, arch: str, own: LlamaCppArch, config: dict[st
     elif own.swa_period and config.get("sliding_window"):
         period = own.swa_period
         out["layer_types"] = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(layers)]
+    if own.wide_scale_layers:
+        wide = layers == own.wide_scale_layers
+        out["query_pre_attn_scalar"] = config["hidden_size"] // config["num_attention_heads"] if wide else head_dim
     if own.nope_period:
         out["no_rope_layers"] = [int((i + 1) % own.nope_period != 0) for i in range(layers)]
         out["no_rope_layer_interval"] = own.nope_period
     return out
+
+
+def _gemma4(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 4 as llama.cpp's Gemma4Model writes it: sizes per layer type (``key_length`` for global layers,
+    ``key_length_swa`` for sliding ones; ``head_count_kv`` and ``feed_forward_length`` as one value or one per
+    layer, the KV-sharing layers' MLP twice as wide), ``shared_kv_layers``, ``embedding_length_per_layer_input``,
+    global layers whose values are their keys where they have no ``attn_v``, and the two ropes: the default one at
+    ``rope.freq_base_swa`` on sliding layers, and on global layers p-RoPE at ``rope.freq_base``, its rotated share
+    read from ``rope_freqs`` (factor 1 on the rotated frequencies, 1e30 on the others)."""
+    import gguf
+
+    def need(name: str) -> Any:
+        if (value := key(name)) is None:
+            raise KeyError(f"the key gemma4.{name}")
+        return value
+
+    types = ["sliding_attention" if s else "full_attention" for s in _listed(need("attention.sliding_window_pattern"))]
+    if len(set(types)) != 2:
+        raise KeyError("sliding and global layers in gemma4.attention.sliding_window_pattern")
+    full, sliding = types.index("full_attention"), types.index("sliding_attention")
+    kv_heads, widths = _listed(need("attention.head_count_kv")), _listed(need("feed_forward_length"))
+    shared = int(key("attention.shared_kv_layers") or 0)
+    head_dim, global_head_dim = int(need("attention.key_length_swa")), int(need("attention.key_length"))
+    if (freqs := tensors.get("rope_freqs.weight")) is None:
+        raise KeyError("the tensor rope_freqs.weight (p-RoPE's rotated share)")
+    factors = gguf.dequantize(freqs.data, freqs.tensor_type).flatten().tolist()
+    rotated = sum(1 for f in factors if f == 1.0)
+    if rotated + sum(1 for f in factors if f >= 1e29) != len(factors) or 2 * len(factors) != global_head_dim:
+        raise CheckpointError(f"Gemma 4's GGUF rope_freqs {factors} are not p-RoPE's (1 rotated, 1e30 not)")
+    sliding_rope: dict[str, Any] = {"rope_type": "default", "rope_theta": need("rope.freq_base_swa")}
+    if (rotated_swa := key("rope.dimension_count_swa")) is not None and int(rotated_swa) != head_dim:
+        sliding_rope["partial_rotary_factor"] = int(rotated_swa) / head_dim
+    out = {
+        "layer_types": types,
+        "head_dim": head_dim,
+        "global_head_dim": global_head_dim,
+        "num_key_value_heads": int(kv_heads[sliding if len(kv_heads) > 1 else 0]),
+        "num_global_key_value_heads": int(kv_heads[full if len(kv_heads) > 1 else 0]),
+        "intermediate_size": int(widths[0]),
+        "num_kv_shared_layers": shared,
+        "use_double_wide_mlp": bool(shared) and int(widths[-1]) == 2 * int(widths[0]),
+        "attention_k_eq_v": f"blk.{full}.attn_v.weight" not in tensors,
+        "hidden_size_per_layer_input": int(key("embedding_length_per_layer_input") or 0),
+        "rope_parameters": {
+            "full_attention": {
+                "rope_type": "proportional",
+                "rope_theta": need("rope.freq_base"),
+                "partial_rotary_factor": rotated / len(factors),
+            },
+            "sliding_attention": sliding_rope,
+        },
+    }
+    if (table := tensors.get("per_layer_token_embd.weight")) is not None:
+        out["vocab_size_per_layer_input"] = int(table.shape[-1])
+    config.pop("rope_theta", None)
+    return out
+
+
+LLAMA_CPP = {
+    "olmo2": LlamaCppArch(swa_period=4),  # OLMo 3 is written as olmo2 with a window
+    "olmoe": LlamaCppArch(),
+    "granite": LlamaCppArch(
+        keys={
+            "attention.scale": "attention_multiplier",
+            "embedding_scale": "embedding_multiplier",
+            "residual_scale": "residual_multiplier",
+            "logit_scale": "logits_scaling",
+        }
+    ),
+    "cohere2": LlamaCppArch(keys={"logit_scale": "logit_scale"}, swa_period=4),
+    "glm4": LlamaCppArch(),
+    "smollm3": LlamaCppArch(nope_period=4, config={"use_sliding_window": False}),
+    "mistral3": LlamaCppArch(),
+    "exaone4": LlamaCppArch(),
+    "gemma2": LlamaCppArch(
+        keys={
+            "attn_logit_softcapping": "attn_logit_softcapping",
+            "final_logit_softcapping": "final_logit_softcapping",
+        },
+        swa_period=2,
+        config={"sliding_window": 4096},
+        wide_scale_layers=46,
+    ),
+    "gemma3": LlamaCppArch(
+        keys={"final_logit_softcapping": "final_logit_softcapping", "rope.freq_base_swa": "rope_local_base_freq"},
+        swa_period=6,
+        wide_scale_layers=62,
+    ),
+    "gemma4": LlamaCppArch(keys={"final_logit_softcapping": "final_logit_softcapping"}, layers=_gemma4),
+}
+# llama.cpp's LlamaModel and its subclasses permute q/k rows for interleaved rope (undo_permute)
+PERMUTED_QK = frozenset({"llama", "granite", "smollm3", "mistral3"})
 
 
 def _listed(value: Any) -> list[Any]:
@@ -312,15 +394,6 @@ def _expert_keys(family: Family | None) -> dict[str, str]:
     }
 
 
-def _unreadable_keys(family: Family, table: dict[str, Any]) -> list[str]:
-    """The config keys that size a family's per-layer inputs and KV sharing and that transformers' GGUF key table
-    does not read (all of Gemma 4's, in transformers 5.25): with them missing, the config class's defaults would
-    size another model."""
-    records = [record for record in (family.layer_inputs, family.shared_kv) if record is not None]
-    read = set(table.values())
-    return [key for record in records for key in dataclasses.astuple(record) if key not in read]
-
-
 class GGUFSource:
     """Dequantised tensors of a GGUF file under their transformers names, with transformers' values.
 
@@ -362,15 +435,21 @@ class GGUFSource:
 
     def _tensor(self, name: str) -> tuple[Any, int | None]:
         """The GGUF tensor record of a transformers name, or None; for one expert's tensor, the layer's stack of
-        experts (llama.cpp's ``ffn_{gate,up,down}_exps``, experts first) and the expert's index in it."""
+        experts (llama.cpp's ``ffn_{gate,up,down}_exps``, experts first) and the expert's index in it, or in an
+        older file the expert's own tensor (``ffn_{gate,up,down}.E``) and None."""
         expert = None
         if match := EXPERT.fullmatch(name):
             name, expert = f"{match['stack']}.{match['projection']}.{match['suffix']}", int(match["expert"])
         base, _, suffix = name.rpartition(".")
+        if suffix not in ("weight", "bias"):  # a buffer saved with the weights (Gemma 4's layer_scalar)
+            base, suffix = name, "weight"
         gguf_base = self.names.get_name(base)
         if gguf_base and base.endswith("mlp.up_proj") and f"{gguf_base[: -len('up')]}gate.{suffix}" not in self.tensors:
             return None, None  # llama.cpp writes a fused gate_up_proj (Phi-3, GLM 4) as ffn_up, with no ffn_gate
         tensor = self.tensors.get(f"{gguf_base}.{suffix}") if gguf_base else None
+        if tensor is None and expert is not None and gguf_base:
+            # llama.cpp's files before it stacked experts (Mixtral's first GGUFs): one tensor per expert
+            return self.tensors.get(f"{gguf_base.removesuffix('_exps')}.{expert}.{suffix}"), None
         if tensor is None or (expert is not None and (len(tensor.shape) != 3 or expert >= int(tensor.shape[-1]))):
             return None, None
         return tensor, expert

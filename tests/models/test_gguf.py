@@ -5,7 +5,7 @@ loaded by ropekit with per-token NLL equal to the safetensors checkpoint's, and 
 checkpoint in float32 (the mean to 1e-5 relative, every token within 1e-4; transformers cannot read these files
 itself: its Qwen3-MoE keys lack the experts' size, and it reads Mixtral's as Llama's); Llama 3's rope recovered from
 the per-frequency factors llama.cpp stores for it; and the one-line refusals of GGUF files ropekit cannot read
-right: Gemma 4 (transformers' GGUF keys lack its per-layer inputs and KV sharing), an architecture neither
+right: a Gemma 4 file without the keys llama.cpp writes for it, an architecture neither
 transformers nor ropekit reads, LongRoPE (factor tensors) and rope factors no Llama 3 rope gives. The files
 llama.cpp's own converter wrote are tested in test_gguf_llama_cpp.py."""
 
@@ -33,12 +33,21 @@ def llama_permute(rows: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def write_gguf(
-    path: Path, folder: Path, hf, arch: str, *, permute_qk: bool = False, rope_freqs: list | None = None, **metadata
+    path: Path,
+    folder: Path,
+    hf,
+    arch: str,
+    *,
+    permute_qk: bool = False,
+    per_expert: bool = False,
+    rope_freqs: list | None = None,
+    **metadata,
 ) -> None:
     """A GGUF file of the safetensors checkpoint in ``folder``, as convert_hf_to_gguf.py writes one: the config's
     sizes under ``arch``'s keys, each layer's experts stacked into one (E, ...) tensor per projection and named by the
     ``gguf`` package's map (``ffn_{gate,up,down}_exps``), float32; ``permute_qk``: q/k rows permuted as llama.cpp's
-    LlamaModel does; ``rope_freqs``: per-frequency rope factors, as it stores Llama 3's. ``metadata``: more
+    LlamaModel does; ``per_expert``: each expert's tensors their own (``ffn_gate.E``), as llama.cpp wrote Mixtral
+    before it stacked them; ``rope_freqs``: per-frequency rope factors, as it stores Llama 3's. ``metadata``: more
     ``GGUFWriter.add_*`` calls, by method name without ``add_``."""
     import gguf
 
@@ -72,6 +81,10 @@ def write_gguf(
             continue
         writer.add_tensor(f"{names.get_name(base)}.{suffix}", tensor.float().numpy())
     for base, experts in stacks.items():
+        if per_expert:
+            for e, tensor in sorted(experts.items()):
+                writer.add_tensor(f"{names.get_name(base).removesuffix('_exps')}.{e}.weight", tensor.float().numpy())
+            continue
         stacked = torch.stack([experts[e] for e in sorted(experts)])
         writer.add_tensor(f"{names.get_name(base)}.weight", stacked.float().numpy())
     if rope_freqs is not None:
@@ -138,6 +151,30 @@ def test_mixtral_from_gguf(tmp_path):
     assert_gguf_matches_checkpoint(tmp_path / "tiny-mixtral.gguf", folder, hf, "mixtral")
 
 
+def test_mixtral_from_an_old_gguf_with_a_tensor_per_expert(tmp_path):
+    """llama.cpp's first Mixtral files (before it stacked experts, 2024) hold each expert's projections as their own
+    tensors, ``blk.N.ffn_{gate,up,down}.E.weight``: read as the stacked ones are."""
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("mixtral", sliding_window=None))
+    c = hf.config
+    path = tmp_path / "tiny-mixtral-old.gguf"
+    write_gguf(
+        path,
+        folder,
+        hf,
+        "llama",
+        permute_qk=True,
+        per_expert=True,
+        expert_count=c.num_local_experts,
+        expert_used_count=c.num_experts_per_tok,
+    )
+    import gguf
+
+    names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    assert "blk.0.ffn_gate.3.weight" in names and not any("_exps" in name for name in names)
+    assert_gguf_matches_checkpoint(path, folder, hf, "mixtral")
+
+
 def test_a_llama_gguf_without_experts_is_still_llama(tmp_path):
     folder = tmp_path / "hf"
     hf = make_checkpoint(folder, config("llama"))
@@ -145,16 +182,16 @@ def test_a_llama_gguf_without_experts_is_still_llama(tmp_path):
     assert_gguf_matches_checkpoint(tmp_path / "tiny-llama.gguf", folder, hf, "llama")
 
 
-def test_gemma4_gguf_is_refused_naming_the_keys_transformers_cannot_read(tmp_path):
+def test_a_gemma4_gguf_without_llama_cpps_keys_is_refused_naming_one(tmp_path):
+    """A Gemma 4 file with only the keys every architecture has (not as llama.cpp writes Gemma 4: that one reads,
+    test_gguf_llama_cpp.py): one line naming a key it lacks, not a config of Gemma4TextConfig's defaults."""
     folder = tmp_path / "hf"
     hf = make_checkpoint(folder, config("gemma4"))
     write_gguf(tmp_path / "tiny-gemma4.gguf", folder, hf, "gemma4")
     with pytest.raises(CheckpointError) as err:
         ropekit.load_model(tmp_path / "tiny-gemma4.gguf")
     line = str(err.value)
-    assert "\n" not in line and "'gemma4'" in line
-    for key in ("hidden_size_per_layer_input", "num_kv_shared_layers", "attention_k_eq_v"):
-        assert key in line
+    assert "\n" not in line and "'gemma4' lacks the key gemma4.attention.sliding_window_pattern" in line
 
 
 def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_refused(tmp_path):

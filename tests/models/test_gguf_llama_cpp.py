@@ -1,10 +1,11 @@
 """GGUF files written by llama.cpp's own converter (convert_hf_to_gguf.py, llama-cpp-python 0.3.36's source; the
 files and how they were made: tests/models/gguf/make.py) for the architectures transformers' GGUF key table lacks:
-OLMo 2 and 3 (both ``olmo2``), OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3 (``mistral3``), EXAONE 4; and
-a Llama with Llama 3's rope, which llama.cpp stores only as per-frequency factors. Each file beside the checkpoint
-it was converted from (float16 weights in both): ropekit's model of the GGUF file has the checkpoint's layer plan
-and rope, and its per-token NLL equals transformers' forward of the checkpoint in float32 (the mean to 1e-5
-relative, every token within 1e-4), inside and past the trained length, and ropekit's of the checkpoint exactly."""
+OLMo 2 and 3 (both ``olmo2``), OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3 (``mistral3``), EXAONE 4 and
+Gemma 4 (dense: per-layer inputs, KV sharing, p-RoPE on global layers); and a Llama with Llama 3's rope, which
+llama.cpp stores only as per-frequency factors. Each file beside the checkpoint it was converted from (float16
+weights in both): ropekit's model of the GGUF file has the checkpoint's whole plan, and its per-token NLL equals
+transformers' forward of the checkpoint in float32 (the mean to 1e-5 relative, every token within 1e-4), inside
+and past the trained length, and ropekit's of the checkpoint exactly."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 import ropekit
 from ropekit.models import read_model_config
+from tests.models.gguf.make import ARCHITECTURES
 from tests.models.test_families import assert_close, ids
 from tests.models.tiny import hf_token_nll
 
@@ -24,8 +26,8 @@ FIXTURES = sorted(p.stem for p in HERE.glob("*.gguf"))
 
 
 def test_every_fixture_is_here():
-    written = ["olmo2", "olmo3", "olmoe", "granite", "cohere2", "glm4", "smollm3", "ministral3", "exaone4", "llama3"]
-    assert set(FIXTURES) == set(written) and all((HERE / name / "model.safetensors").exists() for name in written)
+    assert set(FIXTURES) == set(ARCHITECTURES)
+    assert all((HERE / name / "model.safetensors").exists() for name in FIXTURES)
 
 
 @pytest.fixture(autouse=True)

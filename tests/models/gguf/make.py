@@ -29,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
+import torch  # noqa: E402
+
 from tests.models.tiny import FAMILY_CONFIGS, add_tokenizer, make_checkpoint  # noqa: E402
 
 SHAPE = {
@@ -54,6 +56,23 @@ ARCHITECTURES = {
     # frequencies fall between the bands
     "llama3": ("llama3", {"head_dim": 64}),
     "exaone4": ("exaone4", {}),
+    # Gemma: the tokenizer's 55 tokens, as llama.cpp's Gemma converters cut the embedding to the tokenizer's size;
+    # q.k scaled by head_dim, as llama.cpp takes it for every Gemma 2 and 3 but the 27B
+    "gemma2": ("gemma2", {"vocab_size": 55, "query_pre_attn_scalar": 32, "head_dim": 32}),
+    # Gemma 3 as its 4B and larger: 5 local : 1 global layers (llama.cpp writes no pattern: it takes that one), a
+    # linear rope (factor 8) on global layers
+    "gemma3": (
+        "gemma3",
+        {
+            "vocab_size": 55,
+            "query_pre_attn_scalar": 32,
+            "head_dim": 32,
+            "num_hidden_layers": 6,
+            "layer_types": None,
+            "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+        },
+    ),
+    "gemma4": ("gemma4", {"vocab_size": 55, "vocab_size_per_layer_input": 55}),
 }
 
 
@@ -73,6 +92,12 @@ LLAMA3 = {  # Llama 3.2's rope, trained at 32 tokens
 def write_checkpoint(folder: Path, family: str, extra: dict) -> None:
     config = LLAMA3 if family == "llama3" else FAMILY_CONFIGS[family]
     model = make_checkpoint(folder, {**config, **SHAPE, **extra})
+    if family in ("gemma2", "gemma3"):  # llama.cpp stores their norms as 1 + w, adding the 1 in the checkpoint's
+        # dtype: w rounded so that 1 + w is exact in float16, and both files hold the same norms
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.copy_((1 + param).half().float() - 1)
     model.half().save_pretrained(folder)  # the float16 the GGUF file holds, so both files hold the same weights
     add_tokenizer(folder)
     (folder / "generation_config.json").unlink(missing_ok=True)
