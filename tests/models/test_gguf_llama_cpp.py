@@ -17,7 +17,7 @@ import torch
 
 import ropekit
 from ropekit.models import read_model_config
-from tests.models.gguf.make import ARCHITECTURES
+from tests.models.gguf.make import ARCHITECTURES, LLAMA3
 from tests.models.test_families import assert_close, ids
 from tests.models.tiny import hf_token_nll
 
@@ -63,10 +63,5 @@ def test_the_gguf_file_reads_as_its_checkpoint(name, transformers_models):
 
 def test_llama3_rope_is_recovered_from_its_factors():
     _, raw = read_model_config(HERE / "llama3.gguf")
-    assert raw["rope_scaling"] == {
-        "rope_type": "llama3",
-        "factor": 32.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 32,
-    }
+    written = {k: v for k, v in LLAMA3["rope_parameters"].items() if k != "rope_theta"}
+    assert raw["rope_scaling"] == written and raw["rope_theta"] == LLAMA3["rope_parameters"]["rope_theta"]
