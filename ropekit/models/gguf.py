@@ -220,7 +220,7 @@ def _gemma4(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str
     factors = gguf.dequantize(freqs.data, freqs.tensor_type).flatten().tolist()
     rotated = sum(1 for f in factors if f == 1.0)
     if rotated + sum(1 for f in factors if f >= 1e29) != len(factors) or 2 * len(factors) != global_head_dim:
-        raise CheckpointError(f"Gemma 4's GGUF rope_freqs {factors} are not p-RoPE's (1 rotated, 1e30 not)")
+        raise KeyError("p-RoPE's rope_freqs (global_head_dim / 2 factors, 1 where rotated, 1e30 where not)")
     sliding_rope: dict[str, Any] = {"rope_type": "default", "rope_theta": need("rope.freq_base_swa")}
     if (rotated_swa := key("rope.dimension_count_swa")) is not None and int(rotated_swa) != head_dim:
         sliding_rope["partial_rotary_factor"] = int(rotated_swa) / head_dim

@@ -263,3 +263,23 @@ def test_llama3_factors_of_a_real_shape_are_recovered(tmp_path):
         "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192,
     }
+
+
+def test_a_gemma4_gguf_whose_rope_freqs_are_not_p_ropes_is_refused(tmp_path):
+    """Gemma 4's global layers take p-RoPE's rotated share from rope_freqs (1 rotated, 1e30 not); factors of
+    another kind are refused in one line naming the file."""
+    import shutil
+
+    import gguf
+
+    source = Path(__file__).parent / "gguf" / "gemma4.gguf"
+    path = tmp_path / "gemma4.gguf"
+    shutil.copyfile(source, path)
+    reader = gguf.GGUFReader(str(path), "r+")
+    freqs = next(t for t in reader.tensors if t.name == "rope_freqs.weight")
+    freqs.data[:] = 2.0  # a scaling, not p-RoPE's pattern
+    del reader
+    with pytest.raises(CheckpointError) as err:
+        read_model_config(path)
+    line = str(err.value)
+    assert "\n" not in line and str(path) in line and "lacks p-RoPE's rope_freqs" in line
