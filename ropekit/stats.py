@@ -186,9 +186,13 @@ def subset_interval(
     doc_blocks: Sequence[Sequence[Sequence[float]]], *, block: int, seed: int, n: int = N, level: float = LEVEL
 ) -> tuple[float, float, str]:
     """The interval of a perplexity over a subset of a cell's predictions (LongPPL's key tokens), by the
-    unit rule above: ``doc_blocks`` holds, per document, per block of ``block`` predictions, the subset's
-    ``(NLL sum, count)`` there; documents are resampled when there are ``MIN_UNITS`` of them, else each
-    one's blocks. A resample that holds no prediction of the subset is left out. ``(lo, hi, method)``."""
+    unit rule above, its units those that hold a prediction of the subset (a block or document without one
+    weighs nothing, and twelve key tokens in one block of 64 resampled as 64 blocks would give that block's
+    perplexity as the whole interval): ``doc_blocks`` holds, per document, per block of ``block``
+    predictions, the subset's ``(NLL sum, count)`` there; documents are resampled when ``MIN_UNITS`` of them
+    hold the subset, else each one's blocks that do. ``(lo, hi, method)``."""
+    doc_blocks = [[b for b in blocks if b[1] > 0] for blocks in doc_blocks]
+    doc_blocks = [blocks for blocks in doc_blocks if blocks]
     sums = tuple(np.asarray([b[0] for b in blocks], float) for blocks in doc_blocks)
     counts = tuple(np.asarray([b[1] for b in blocks], float) for blocks in doc_blocks)
     if len(doc_blocks) >= MIN_UNITS:
@@ -198,8 +202,7 @@ def subset_interval(
     if found.too_few:
         return math.nan, math.nan, found.method(n)
     nll, tokens = found.resampled(found.nll, found.draws(seed, n))
-    nll, tokens = nll.sum(1), tokens.sum(1)
-    lo, hi = _percentiles(np.exp(nll[tokens > 0] / tokens[tokens > 0]), level)
+    lo, hi = _percentiles(np.exp(nll.sum(1) / tokens.sum(1)), level)
     return lo, hi, found.method(n)
 
 

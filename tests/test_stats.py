@@ -209,12 +209,14 @@ def test_a_subset_holding_every_prediction_has_perplexitys_interval(n_docs):
     assert (lo, hi) == pytest.approx(expected[:2], rel=1e-12) and method == expected[2]
 
 
-def test_a_subset_interval_leaves_out_resamples_without_the_subset():
-    """Blocks without a key token weigh nothing; a resample of only such blocks is left out, not a NaN."""
-    doc = [(10.0, 4), (0.0, 0), (0.0, 0), (3.0, 2)] * 5  # 20 blocks of one document
+def test_a_subset_intervals_units_are_those_holding_the_subset():
+    """Blocks without a key token weigh nothing and are not units: 40 blocks, 20 of them holding key tokens,
+    resample those 20; 12 key tokens in 3 blocks of a 64-block document give no interval (resampling all 64
+    would give those 3 blocks' perplexity, or one of them, as the whole interval)."""
+    doc = [(10.0, 4), (0.0, 0), (0.0, 0), (3.0, 2)] * 10
     lo, hi, method = stats.subset_interval([doc], block=64, seed=3)
-    assert method == "bootstrap-blocks64-2000" and math.isfinite(lo) and lo <= math.exp(13 / 6) <= hi
-    assert (
-        stats.subset_interval([[(1.0, 1)] * 3], block=64, seed=3)[2]
-        == "none: 3 blocks of 64 predictions, fewer than 16"
-    )
+    held = [b for b in doc if b[1]]
+    assert (lo, hi, method) == stats.subset_interval([held], block=64, seed=3)
+    assert method == "bootstrap-blocks64-2000" and lo < math.exp(130 / 60) < hi
+    sparse = [(8.0, 4)] * 3 + [(0.0, 0)] * 61
+    assert stats.subset_interval([sparse], block=64, seed=3)[2] == "none: 3 blocks of 64 predictions, fewer than 16"

@@ -480,7 +480,7 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     table = retrieval_table(frame, trials, n=s.n, level=s.level)
     tables = [(f"pooled over depths [{s.percent} interval]", table)]
     if ruler:
-        summary = ruler_summary(frame, trials, threshold=threshold, n=s.n, level=s.level)
+        summary = ruler_summary(frame, trials, threshold=threshold, level=s.level)
         tables.append((f"RULER average, percent [{s.percent} interval], and effective length", summary))
         text.append(
             "The RULER average at a length is the mean over the sweep's RULER tasks of each task's score, in "

@@ -5,8 +5,12 @@ of Llama-2-7B at 4k) there and at every shorter length swept.
 
 The RULER tasks are the retrieval cells without a depth (``ropekit/tasks/ruler.py``). An average needs
 every RULER task of the sweep scored at that length (else it shows what is missing, and no effective
-length reaches past it). Its interval is a percentile bootstrap that resamples each task's trials
-within the task (their ``match`` in trials.csv), ``stats.N`` resamples seeded by the cells' keys.
+length reaches past it). Its interval is the average of the tasks' own intervals, each at the
+Bonferroni level ``1 - (1 - level) / tasks`` (``stats.score_interval`` of its trials' ``match`` in
+trials.csv: Wilson for right-or-wrong scores, a bootstrap for partial credit): when every task's mean
+lies in its interval, which happens with probability at least ``level``, the average lies in theirs.
+Conservative, and honest with a few trials a task: a bootstrap of the average would resample 2 right
+answers of 2 into an interval of width 0.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ def ruler_summary(
     trials: pd.DataFrame | None = None,
     *,
     threshold: float = THRESHOLD,
-    n: int = stats.N,
     level: float = stats.LEVEL,
 ) -> pd.DataFrame:
     """One row per (model, layer_mix, rope): a column per length with the RULER average [interval] (percent)
@@ -52,7 +55,7 @@ def ruler_summary(
                 reached = False
                 continue
             average = 100 * float(cells["accuracy"].mean())
-            lo, hi = _interval(cells, trials, n, level)
+            lo, hi = _interval(cells, trials, level)
             row[str(length)] = f"{average:.1f}" + (f" [{lo:.1f}, {hi:.1f}]" if math.isfinite(lo) else "")
             reached = reached and average > threshold
             effective = length if reached else effective
@@ -61,18 +64,17 @@ def ruler_summary(
     return pd.DataFrame(rows)
 
 
-def _interval(cells: pd.DataFrame, trials: pd.DataFrame | None, n: int, level: float) -> tuple[float, float]:
-    """The percentile bootstrap of the average (percent), each task's trials resampled within it; NaN
+def _interval(cells: pd.DataFrame, trials: pd.DataFrame | None, level: float) -> tuple[float, float]:
+    """The average (percent) of the tasks' intervals at the Bonferroni level (the module's docstring); NaN
     where trials.csv lacks a cell's scores."""
     if trials is None or "match" not in trials:
         return math.nan, math.nan
-    rng = np.random.RandomState(stats.seed_of("ruler " + " ".join(sorted(cells["cell"]))))
-    means = np.zeros(n)
+    each = 1 - (1 - level) / len(cells)
+    bounds = []
     for cell, expected in zip(cells["cell"], cells["n_trials"], strict=True):
         scores = trials.loc[trials["cell"] == cell].sort_values("trial")["match"].to_numpy(float)
         if len(scores) != expected or not np.isfinite(scores).all():
             return math.nan, math.nan
-        means += scores[rng.randint(0, len(scores), size=(n, len(scores)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(100 * means / len(cells), [tail, 100 - tail])
-    return float(lo), float(hi)
+        bounds.append(stats.score_interval(scores, stats.seed_of(f"ruler {cell}"), each))
+    lo, hi = np.mean(bounds, axis=0)
+    return 100 * float(lo), 100 * float(hi)

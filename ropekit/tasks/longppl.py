@@ -42,7 +42,8 @@ and count, and per block of ``BLOCK`` predictions both again (the intervals' uni
 ``longce`` the mean NLL of the key tokens over its documents (key-token weighted, as the source's
 script averages texts), ``longppl`` = exp(longce), ``n_key_tokens``; beside them the plain perplexity
 of the same predictions (``ppl``, token-weighted as ropekit's perplexity); both with the percentile
-bootstrap of perplexity's unit rule (``ropekit.stats.ppl_interval``, ``subset_interval``).
+bootstrap of perplexity's unit rule (``ropekit.stats.ppl_interval``, ``subset_interval``), LongPPL's units
+those blocks (or documents) that hold key tokens: no interval from fewer than 16 of them.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ REPORT_TEXT = (  # what the report's LongPPL section states
     "is each cell's own model and rope unless the spec's evaluator_rope names one for them all. A cell scores "
     "its documents' first L - 1 tokens (the evaluator, with BOS, reads L): LongPPL = exp(LongCE), LongCE the mean "
     "NLL over the key tokens of all its documents; beside it, dashed, the perplexity of every token of the same "
-    "text. Intervals: the 95 % percentile bootstrap of ropekit.stats' unit rule (documents from 16 on, else each "
-    "document's 64-prediction blocks, a block's key tokens with it); none from fewer than 16 units."
+    "text. Intervals: the 95 % percentile bootstrap of ropekit.stats' unit rule over the units that hold key "
+    "tokens (documents from 16 on, else each document's 64-prediction blocks, a block's key tokens with it); none "
+    "from fewer than 16 units."
 )
 BLOCK = 64  # predictions per block: perplexity's (ropekit/eval/perplexity.py BLOCK; a test holds them equal)
 

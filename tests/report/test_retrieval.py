@@ -417,6 +417,7 @@ def test_the_ruler_summary_averages_the_tasks_and_finds_the_effective_length():
     import numpy as np
     import pandas as pd
 
+    from ropekit import stats
     from ropekit.report import ruler_summary
 
     scores = {  # (rope, length) -> each task's trial scores
@@ -436,9 +437,10 @@ def test_the_ruler_summary_averages_the_tasks_and_finds_the_effective_length():
     frame, trial_frame = pd.DataFrame(rows), pd.DataFrame(trials)
     table = ruler_summary(frame, trial_frame).set_index("rope")
     assert table.loc["a", "1024"].startswith("96.9 [") and table.loc["a", "2048"].startswith("87.5 [")
-    assert table.loc["a", "4096"] == "100.0 [100.0, 100.0]"  # every trial scores 1: nothing to resample
-    lo, hi = (float(x) for x in table.loc["a", "2048"].split("[")[1].rstrip("]").split(", "))
-    assert 62.5 <= lo < 87.5 <= hi <= 100  # a resample of task one's trials averages 0.25 to 1; task two's is 1
+    # the average of the tasks' Wilson intervals at level 1 - 0.05 / 2: 4 of 4 right is not 100 % for sure
+    four, three = stats.wilson(4, 4, 0.975), stats.wilson(3, 4, 0.975)
+    assert table.loc["a", "4096"] == f"100.0 [{100 * four[0]:.1f}, 100.0]" and four[0] < 0.6
+    assert table.loc["a", "2048"] == f"87.5 [{50 * (three[0] + four[0]):.1f}, {50 * (three[1] + four[1]):.1f}]"
     assert table.loc["a", "effective length (> 85.6)"] == "4,096"
     assert table.loc["b", "2048"] == "0 of 2 tasks (pending)" and table.loc["b", "effective length (> 85.6)"] == "1,024"
     stricter = ruler_summary(frame, trial_frame, threshold=90).set_index("rope")
