@@ -646,11 +646,12 @@ def _provenance(sweep: Sweep) -> Section:
 
     table = pd.DataFrame(rows, columns=["", "value"])
     command = meta.get("command")
-    text = (
-        "The exact command that re-runs this sweep:"
-        if command
-        else "This directory does not record the command that ran it (written before ropekit stored it)."
-    )
+    if command:
+        text = "The exact command that re-runs this sweep:"
+    elif "command" in meta:  # a spec whose task tables differ where one flag would set them all
+        text = "No command line carries this spec (its task tables differ): the spec below, as a spec file, re-runs it."
+    else:
+        text = "This directory does not record the command that ran it (written before ropekit stored it)."
     if command:
         command = wrap_command(command)
     return Section("Provenance", text, [], [("", table)], json.dumps(meta.get("spec", {}), indent=1), "text", command)

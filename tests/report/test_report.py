@@ -768,6 +768,17 @@ def test_the_report_states_the_convention_the_command_and_the_intervals(contract
     assert page.count("Intervals are 95 %") == 1
 
 
+def test_a_spec_no_command_line_carries_is_said_so(contract, tmp_path):
+    """meta.json's command is None where the tasks' tables differ (reproduce_command cannot say them in flags):
+    the provenance says so and points at the spec, not at an old ropekit."""
+    out = tmp_path / "sweep"
+    shutil.copytree(contract, out)
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "command": None}))
+    md = write_report(out).markdown.read_text()
+    assert "No command line carries this spec (its task tables differ)" in md and "before ropekit" not in md
+
+
 @pytest.mark.parametrize("name", ["default", "gemma3-layer-mix"])
 def test_old_sweep_directories_render_with_intervals_unavailable(name, tmp_path):
     """Directories of a ropekit before intervals (tests/report/old: the experiments as committed then):
