@@ -484,7 +484,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
         tables.append((f"RULER average, percent [{s.percent} interval], and effective length", summary))
         text.append(
             "The RULER average at a length is the mean over the sweep's RULER tasks of each task's score, in "
-            f"percent, with a {s.percent} percentile bootstrap resampling each task's trials within it; the "
+            f"percent, with the average of the tasks' own intervals, each at the Bonferroni level of a {s.percent} "
+            "interval for the average (Wilson's for right-or-wrong scores, else a bootstrap over trials); the "
             f"effective length is the longest length at which it exceeds {threshold:g} there and at every shorter "
             "length (RULER's 85.6 by default: Llama-2-7B's average at 4k)."
         )
