@@ -118,15 +118,18 @@ COMMON_KEYS = {
 def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     """A transformers-style config dict from the metadata of the GGUF file at ``path``, through transformers' own
     key table or :data:`LLAMA_CPP` (the tokenizer fields, slow to parse, are left for the tokenizer)."""
-    import gguf
     import transformers
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
 
     arch = _field(reader, "general.architecture")
-    experts = bool(_field(reader, gguf.Keys.LLM.EXPERT_COUNT.format(arch=arch)))
-    model_type = canonical_model_type(family_of_gguf(arch, experts))
-    windowed = _field(reader, gguf.Keys.Attention.SLIDING_WINDOW.format(arch=arch)) is not None
-    if arch == "olmo2" and windowed:  # convert_hf_to_gguf.py's Olmo2Model writes OLMo 3 too, with its window
+
+    def key(name: str) -> Any:  # one of the architecture's keys ("ARCH.NAME")
+        return _field(reader, f"{arch}.{name}")
+
+    model_type = canonical_model_type(family_of_gguf(arch, bool(key("expert_count"))))
+    if (
+        arch == "olmo2" and key("attention.sliding_window") is not None
+    ):  # convert_hf_to_gguf.py's Olmo2Model writes OLMo 3 too, with its window
         model_type = "olmo3"
     own = LLAMA_CPP.get(arch)
     table = COMMON_KEYS if own is not None else GGUF_CONFIG_MAPPING.get(TABLE_NAMES.get(arch, arch))
@@ -145,41 +148,39 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
         **GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {}),
         **(own.config if own else {}),
     }
-    for key, target in {**_expert_keys(family), **table, **(own.keys if own else {})}.items():
-        value = _field(reader, f"{arch}.{key}")
-        if value is not None and target is not None:
+    for name, target in {**_expert_keys(family), **table, **(own.keys if own else {})}.items():
+        if (value := key(name)) is not None and target is not None:
             config[target] = value
     names = {t.name: t for t in reader.tensors}
     if own is not None and own.layers is not None:
         try:
-            config.update(own.layers(lambda key: _field(reader, f"{arch}.{key}"), names, config))
+            config.update(own.layers(key, names, config))
         except KeyError as err:
             raise CheckpointError(
                 f"{path}: GGUF architecture {arch!r} lacks {err.args[0]}, which llama.cpp's converter writes for it"
             ) from None
     elif own is not None:
-        config.update(_llama_cpp_layers(reader, arch, own, config))
+        config.update(_llama_cpp_layers(key, own, config))
     config["tie_word_embeddings"] = "output.weight" not in names
     if "vocab_size" not in config and "token_embd.weight" in names:
         config["vocab_size"] = int(names["token_embd.weight"].shape[-1])
-    if "rope_parameters" not in config and (scaling := _rope_scaling(reader, arch, names, config, path)):
+    if "rope_parameters" not in config and (scaling := _rope_scaling(key, names, config, path)):
         config["rope_scaling"] = scaling
     return config
 
 
-def _llama_cpp_layers(reader: Any, arch: str, own: LlamaCppArch, config: dict[str, Any]) -> dict[str, Any]:
+def _llama_cpp_layers(key: Callable[[str], Any], own: LlamaCppArch, config: dict[str, Any]) -> dict[str, Any]:
     """The layer plan of an architecture :data:`LLAMA_CPP` reads, as its transformers config states it: the
     rotated share of each head, which layers slide (the file's pattern, else llama.cpp's period), which have no
     rope, and the values llama.cpp fixes."""
-    import gguf
 
     out: dict[str, Any] = {}
     layers = int(config["num_hidden_layers"])
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    rotated = _field(reader, gguf.Keys.Rope.DIMENSION_COUNT.format(arch=arch))
+    head_dim = _head_dim(config)
+    rotated = key("rope.dimension_count")
     if rotated is not None and int(rotated) != head_dim:
         out["partial_rotary_factor"] = int(rotated) / head_dim
-    pattern = _field(reader, gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch))
+    pattern = key("attention.sliding_window_pattern")
     if pattern is not None:
         out["layer_types"] = ["sliding_attention" if s else "full_attention" for s in _listed(pattern)]
     elif own.swa_period and config.get("sliding_window"):
@@ -286,18 +287,20 @@ LLAMA_CPP = {
 PERMUTED_QK = frozenset({"llama", "granite", "smollm3", "mistral3"})
 
 
+def _head_dim(config: dict[str, Any]) -> int:
+    return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+
+
 def _listed(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _rope_scaling(reader: Any, arch: str, tensors: dict[str, Any], config: dict[str, Any], path: Path) -> dict | None:
+def _rope_scaling(
+    key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any], path: Path
+) -> dict | None:
     """The rope's scaling as a ``rope_scaling`` dict, from llama.cpp's ``rope.scaling.*`` keys (what
     convert_hf_to_gguf.py's set_gguf_parameters writes for linear and yarn, and Ministral 3's query scaling), or
     Llama 3's from its ``rope_freqs`` factors; None for an unscaled rope."""
-
-    def key(name: str) -> Any:
-        return _field(reader, f"{arch}.{name}")
-
     kind = str(key("rope.scaling.type") or "none")
     if "rope_freqs.weight" in tensors:
         if kind != "none":
@@ -342,7 +345,7 @@ def _llama3_from_factors(tensor: Any, config: dict[str, Any], path: Path) -> dic
     import numpy as np
 
     factors = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).copy()).double().flatten()
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    head_dim = _head_dim(config)
     theta = float(config.get("rope_theta", 10_000.0))
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
     wavelength = 2 * math.pi / inv_freq.double()
