@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import ropekit.sweep.status
 from ropekit.cli import main
 from ropekit.data import load_corpus
 from ropekit.sweep import ResultStore
@@ -263,7 +264,23 @@ def test_force_with_several_workers_is_refused_before_anything_runs(setup, refer
     assert_same_files(out, reference)
 
 
-def test_status_says_what_is_done_running_and_pending_while_a_worker_runs(setup, reference, tmp_path, capsys):
+def frozen_clock(monkeypatch) -> datetime:
+    """Now, as status's clock will read it for the rest of the test: its "so far" and rate do not drift
+    with how long the test takes to get there."""
+    now = datetime.now(timezone.utc)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return now
+
+    monkeypatch.setattr(ropekit.sweep.status, "datetime", Frozen)
+    return now
+
+
+def test_status_says_what_is_done_running_and_pending_while_a_worker_runs(
+    setup, reference, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     assert main(["status", str(out)]) == 0
@@ -278,7 +295,7 @@ def test_status_says_what_is_done_running_and_pending_while_a_worker_runs(setup,
     (out / "results.csv").write_text("".join(kept))  # that unit's rows not written yet
     meta = json.loads((out / "meta.json").read_text())
     meta.pop("finished")
-    started = datetime.now(timezone.utc) - timedelta(seconds=600)  # this run started 10 min ago, none done before
+    started = frozen_clock(monkeypatch) - timedelta(seconds=600)  # this run started 10 min ago, none done before
     meta |= {"run_started": started.isoformat(), "cells_done_at_start": 0, "nominal_done_at_start": 0.0}
     (out / "meta.json").write_text(json.dumps(meta))
     Claims(out, "worker-7", lease=60).claim([running], lambda u: False)
@@ -313,24 +330,26 @@ def without_rows(out: Path, cells: list[str]) -> None:
     (out / "results.csv").write_text("".join(line for line in lines if line.rstrip().rsplit(",", 1)[-1] not in cells))
 
 
-def killed_holder(out: Path, minutes: float) -> None:
+def killed_holder(out: Path, minutes: float, now: datetime | None = None) -> None:
     """``out``'s meta.json and lock as a run that started ``minutes`` ago, with nothing done before it, and
     whose holder of DIR was killed: no "finished", no wall time, and the process named in DIR/.lock gone."""
     meta = json.loads((out / "meta.json").read_text())
     for key in ("finished", "wall_seconds", "total_wall_seconds"):
         meta.pop(key)
-    started = datetime.now(timezone.utc) - timedelta(minutes=minutes)
+    started = (now or datetime.now(timezone.utc)) - timedelta(minutes=minutes)
     meta |= {"run_started": started.isoformat(), "cells_done_at_start": 0, "nominal_done_at_start": 0.0}
     (out / "meta.json").write_text(json.dumps(meta))
     (out / ".lock").write_text(f"pid {dead_pid()} on {socket.gethostname()} since {started.isoformat()}\n")
 
 
-def test_status_of_a_sweep_whose_holder_was_killed_says_finished_or_stopped_and_no_rate(setup, reference, tmp_path):
+def test_status_of_a_sweep_whose_holder_was_killed_says_finished_or_stopped_and_no_rate(
+    setup, reference, tmp_path, monkeypatch
+):
     """Issue 28, 5a: the holder of DIR (the worker that writes "finished") killed; the others finished the
     cells, or none runs. A rate over the time since the run started would only fall, a time left only grow."""
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    killed_holder(out, minutes=10)
+    killed_holder(out, minutes=10, now=frozen_clock(monkeypatch))
     text = sweep_status(out).text()
     assert text.splitlines() == [f"{out}: 8 of 8 cells done, 0 running, 0 pending, 0 failed (finished)"]
     first = json.loads((out / "units.json").read_text())[0]
