@@ -487,7 +487,7 @@ def _kept(out: Path, spec: SweepSpec) -> str:
     from .cache import open_records
 
     done = sum(r.get("status") == "ok" for r in csv.DictReader(open_records(out / "results.csv")))
-    total = len(spec.models) * len(spec.layer_mixes) * len(spec.ropes) * len(spec.lengths)
+    total = len(spec.models) * len(spec.layer_mixes) * len(spec.ropes) * len(spec.lengths) * len(spec.tasks)
     return f"{done} of {total} cells are kept in {out}; the same command resumes"
 
 

@@ -235,10 +235,11 @@ def difference_interval(
     return Difference(estimate, lo, hi, a.method(n))
 
 
-def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+def wilson(successes: float, n: int, level: float = LEVEL) -> tuple[float, float]:
     """The Wilson score interval of a proportion ``successes / n`` (Wilson 1927; Brown, Cai and
     DasGupta 2001 recommend it for small n): inside [0, 1], and not of zero width at 0 or n of n, where
-    the normal approximation's interval collapses to a point."""
+    the normal approximation's interval collapses to a point. ``successes`` may be fractional: the summed
+    partial credit of ``score_interval``."""
     if n < 1 or not 0 <= successes <= n:
         raise ValueError(f"{successes} successes of {n} trials is not a proportion")
     z = NormalDist().inv_cdf(0.5 + level / 2)
@@ -251,12 +252,15 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
 
 def score_interval(scores: Sequence[float], seed: int, level: float = LEVEL) -> tuple[float, float]:
     """An interval for the mean of per-trial ``scores`` in [0, 1]: the Wilson interval where every score is
-    0 or 1 (a proportion), else the percentile bootstrap of the mean over trials (``N`` resamples, seeded),
-    a trial's partial credit (RULER's share of the values found) kept as it is."""
+    0 or 1 (a proportion); for partial credit (RULER's share of the values found), the percentile bootstrap
+    of the mean over trials (``N`` resamples, seeded) from ``MIN_UNITS`` trials, and below that Wilson's
+    interval of the mean score. A score in [0, 1] with mean p varies at most as much as a right-or-wrong
+    one, p (1 - p), so that interval is conservative; a bootstrap of a few trials is not (two trials that
+    both found one value of five give a bootstrap interval of width 0)."""
     values = np.asarray(scores, dtype=float)
     if values.size < 1:
         raise ValueError("an interval needs at least one score")
-    if np.all((values == 0) | (values == 1)):
-        return wilson(int(values.sum()), int(values.size), level)
+    if np.all((values == 0) | (values == 1)) or values.size < MIN_UNITS:
+        return wilson(math.fsum(values), int(values.size), level)
     draws = np.random.RandomState(seed).randint(0, values.size, size=(N, values.size))
     return _percentiles(values[draws].mean(-1), level)

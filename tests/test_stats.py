@@ -192,6 +192,27 @@ def test_wilson_interval():
         stats.wilson(3, 2)
 
 
+def test_partial_credit_of_a_few_trials_has_wilsons_interval_and_a_bootstrap_from_min_units():
+    """RULER's partial credit: below MIN_UNITS trials Wilson's interval of the mean score (2 trials that each
+    found 1 value of 5: Wilson's for 0.4 of 2, not the bootstrap's width 0), at least as wide as a bootstrap
+    would be there; from MIN_UNITS trials the bootstrap, seeded. Right-or-wrong scores stay Wilson's at any n;
+    and Wilson's coverage of a partial-credit mean is at least its nominal 95 % for a few trials."""
+    assert stats.score_interval([0.2, 0.2], seed=1) == stats.wilson(0.4, 2)
+    lo, hi = stats.score_interval([0.2, 0.2], seed=1)
+    assert lo < 0.2 < hi and hi - lo > 0.5
+    rng = np.random.default_rng(3)
+    few = rng.integers(0, 6, MIN_UNITS - 1) / 5
+    many = rng.integers(0, 6, MIN_UNITS) / 5
+    assert stats.score_interval(few, seed=1) == stats.wilson(math.fsum(few), MIN_UNITS - 1)
+    boot = stats.score_interval(many, seed=1)
+    assert boot != stats.score_interval(many, seed=2) and boot != stats.wilson(math.fsum(many), MIN_UNITS)
+    assert boot[0] < many.mean() < boot[1]
+    draws = rng.integers(0, 6, (4000, 4)) / 5  # 4 trials of 0-5 values of 5, uniformly: mean 0.5
+    hits = [lo <= 0.5 <= hi for lo, hi in (stats.score_interval(d, seed=0) for d in draws)]
+    assert np.mean(hits) >= 0.95
+    assert stats.score_interval([1.0] * 40, seed=1) == stats.wilson(40, 40)
+
+
 @pytest.mark.parametrize("n_docs", [3, 20])
 def test_a_subset_holding_every_prediction_has_perplexitys_interval(n_docs):
     """subset_interval (LongPPL's key tokens) resamples the units ppl_interval does: with every prediction in

@@ -448,8 +448,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
             "have no depth (its needle tasks hide their needles at random depths), their prompts sized to the "
             "cell's length as RULER sizes them, and are scored on the text greedy decoding writes: the share of the "
             f"reference values it contains (RULER's string_match_all){_partly(sweep, ruler)}, averaged over trials, "
-            "with the Wilson "
-            f"{s.percent} interval where every trial scores 0 or 1, else a percentile bootstrap over trials; their "
+            f"with the Wilson {s.percent} interval of that mean (conservative for partial credit), or a percentile "
+            "bootstrap over trials where partial credit has 16 trials or more; their "
             "log-probability is of the values joined by commas, teacher-forced."
         )
     if any(m.startswith("none: ") and "fewer than" in m for m in methods):
@@ -485,9 +485,9 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
         text.append(
             "The RULER average at a length is the mean over the sweep's RULER tasks of each task's score, in "
             f"percent, with the average of the tasks' own intervals, each at the Bonferroni level of a {s.percent} "
-            "interval for the average (Wilson's for right-or-wrong scores, else a bootstrap over trials); the "
-            f"effective length is the longest length at which it exceeds {threshold:g} there and at every shorter "
-            "length (RULER's 85.6 by default: Llama-2-7B's average at 4k)."
+            "interval for the average (Wilson's, or a bootstrap over trials for partial credit of 16 trials or "
+            f"more); the effective length is the longest length at which it exceeds {threshold:g} there and at every "
+            "shorter length (RULER's 85.6 by default: Llama-2-7B's average at 4k)."
         )
     failed = frame[~frame["status"].isin(["ok", PENDING])]
     if len(failed):

@@ -7,7 +7,7 @@ The RULER tasks are the retrieval cells without a depth (``ropekit/tasks/ruler.p
 every RULER task of the sweep scored at that length (else it shows what is missing, and no effective
 length reaches past it). Its interval is the average of the tasks' own intervals, each at the
 Bonferroni level ``1 - (1 - level) / tasks`` (``stats.score_interval`` of its trials' ``match`` in
-trials.csv: Wilson for right-or-wrong scores, a bootstrap for partial credit): when every task's mean
+trials.csv: Wilson's, or a bootstrap for partial credit of 16 trials or more): when every task's mean
 lies in its interval, which happens with probability at least ``level``, the average lies in theirs.
 Conservative, and honest with a few trials a task: a bootstrap of the average would resample 2 right
 answers of 2 into an interval of width 0.

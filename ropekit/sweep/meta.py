@@ -185,8 +185,9 @@ def sweep_meta(
                 "RULER's tasks: greedy decoding writes up to tokens_to_generate tokens after the prompt, stopping at "
                 "EOS; the output's score is the task's in scores: RULER's string_match_all (the share of the "
                 "reference values in it) or string_match_part (1 where any reference is in it), case-insensitive; "
-                "accuracy is the trials' mean, its interval Wilson's where every score is 0 or 1, "
-                "else a percentile bootstrap over trials; samples as lm-evaluation-harness's port of RULER draws "
+                "accuracy is the trials' mean, its interval Wilson's of that mean (conservative for partial "
+                "credit), or a percentile bootstrap over trials where partial credit has 16 trials or more; samples "
+                "as lm-evaluation-harness's port of RULER draws "
                 "them, Python's and numpy's generators seeded with the task's seed"
             )
     try:

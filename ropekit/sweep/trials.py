@@ -9,7 +9,7 @@ decoding produces), with its Wilson 95 % interval (``ropekit.stats.wilson``: tri
 draws, and it stays inside [0, 1] and honest at 0 or n of n, where the normal interval collapses);
 for a task scored on what the model writes (its record's ``match``: RULER's), the mean of the trials'
 ``match`` scores of the text greedy decoding generated (stored in ``output``, as JSON), with
-``stats.score_interval`` (Wilson where every score is 0 or 1, else a bootstrap over trials);
+``stats.score_interval`` (Wilson's, or a bootstrap over 16 or more trials of partial credit);
 ``mean_logprob`` the mean over trials of the answer's total log-probability (nats); ``n_tokens``
 the tokens read. A trial that runs out of memory or scores a non-finite log-probability is stored as
 failed; the cell's row then records the failure and the sweep goes on with the next cell.

@@ -23,10 +23,11 @@ from pathlib import Path
 import pytest
 
 from ropekit import cache
-from ropekit.cli import build_parser, main, sweep_spec_from_args
+from ropekit.cli import _kept, build_parser, main, sweep_spec_from_args
 from ropekit.sweep import ResultStore
 from ropekit.sweep import store as store_module
 from ropekit.sweep.claims import Claims
+from ropekit.sweep.spec import spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 INJECT = Path(__file__).with_name("inject.py")
@@ -208,6 +209,22 @@ def test_an_interrupt_says_what_is_kept_in_one_line_and_the_rerun_finishes(
     ]
     resume(setup, out, capsys)
     assert_same_files(out, reference)
+
+
+def test_what_an_interrupted_sweep_keeps_counts_a_cell_per_task(tmp_path):
+    """Each (model, layer mix, rope, length) holds a cell per task: 2 ropes x 2 lengths x 3 tasks are 12
+    cells, of which the one with status ok is kept (a sweep of 10 cells once said "8 of 2 cells")."""
+    spec = spec_from_dict(
+        {
+            "models": ["smollm2-135m"],
+            "corpus": "shakespeare",
+            "lengths": [1024, 4096],
+            "ropes": {"default": "default", "yarn": "yarn:2"},
+            "tasks": ["perplexity", "passkey", "vt"],
+        }
+    )
+    (tmp_path / "results.csv").write_text("cell,status\na,ok\nb,error\n")
+    assert _kept(tmp_path, spec) == f"1 of 12 cells are kept in {tmp_path}; the same command resumes"
 
 
 # --- a full disk ---------------------------------------------------------------------------
