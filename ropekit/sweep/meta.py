@@ -187,8 +187,8 @@ def sweep_meta(
                 "reference values in it) or string_match_part (1 where any reference is in it), case-insensitive; "
                 "accuracy is the trials' mean, its interval Wilson's of that mean (conservative for partial "
                 "credit), or a percentile bootstrap over trials where partial credit has 16 trials or more; samples "
-                "as lm-evaluation-harness's port of RULER draws "
-                "them, Python's and numpy's generators seeded with the task's seed"
+                "as lm-evaluation-harness's port of RULER draws them, Python's and numpy's generators seeded with "
+                "the task's seed"
             )
     try:
         meta["command"] = reproduce_command(meta, out)
