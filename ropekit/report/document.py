@@ -449,8 +449,8 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
             "cell's length as RULER sizes them, and are scored on the text greedy decoding writes: the share of the "
             f"reference values it contains (RULER's string_match_all){_partly(sweep, ruler)}, averaged over trials, "
             f"with the Wilson {s.percent} interval of that mean (conservative for partial credit), or a percentile "
-            "bootstrap over trials where partial credit has 16 trials or more; their "
-            "log-probability is of the values joined by commas, teacher-forced."
+            "bootstrap over trials where partial credit has 16 trials or more (their exact trials are those that "
+            "scored 1, every value found); their log-probability is of the values joined by commas, teacher-forced."
         )
     if any(m.startswith("none: ") and "fewer than" in m for m in methods):
         text.append(

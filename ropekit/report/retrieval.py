@@ -74,6 +74,7 @@ def pool_depths(
         accuracy = (n_exact / n_trials, *wilson(n_exact, n_trials, level)) if n_trials else (math.nan,) * 3
         if len(ok) == 1 and ok["depth"].isna().all():  # a task of no depth (RULER's): its cell's score as it is
             accuracy = tuple(float(ok[column].iloc[0]) for column in ("accuracy", "accuracy_lo", "accuracy_hi"))
+            n_exact = _full_scores(ok, trials, n_exact)
         lo, hi, method = _logprob_interval(ok, trials, n_trials, n, level)
         trained = part["trained_context"].dropna() if "trained_context" in part else ()
         rows.append(
@@ -95,6 +96,21 @@ def pool_depths(
     pooled = pd.DataFrame(rows, columns=POOLED)
     pooled["trained_context"] = pooled["trained_context"].astype("Int64")
     return pooled
+
+
+def _full_scores(ok: pd.DataFrame, trials: pd.DataFrame | None, rounded: int) -> int:
+    """A RULER cell's trials that scored 1 (every reference value in the output) as trials.csv's ``match``
+    holds them; ``rounded`` (round(accuracy x n_trials)) where it holds none: partial credit makes that
+    a count of no trials (two trials of 0.6 round to 1)."""
+    import pandas as pd
+
+    if trials is None or "match" not in trials:
+        return rounded
+    mine = trials[trials["cell"] == ok["cell"].iloc[0]]
+    if "status" in mine:
+        mine = mine[mine["status"] == "ok"]
+    match = pd.to_numeric(mine["match"], errors="coerce")
+    return int((match == 1).sum()) if len(match) and match.notna().all() else rounded
 
 
 def _logprob_interval(ok: pd.DataFrame, trials: pd.DataFrame | None, expected: int, n: int, level: float):

@@ -446,3 +446,31 @@ def test_the_ruler_summary_averages_the_tasks_and_finds_the_effective_length():
     stricter = ruler_summary(frame, trial_frame, threshold=90).set_index("rope")
     assert stricter.loc["a", "effective length (> 90)"] == "1,024"  # 87.5 at 2048 falls short of 90
     assert ruler_summary(frame.assign(depth=50.0), trial_frame).empty  # no RULER task: no summary
+
+
+def test_a_ruler_cells_exact_trials_are_those_that_scored_1():
+    """Partial credit (vt's share of the variables found): two trials of 0.6 are no exact trial, though
+    round(accuracy x n_trials) would say 1; 1 and 0.4 are one. The accuracy and its interval are the cell's
+    as results.csv holds them; without trials.csv the rounded count is all there is."""
+    import numpy as np
+    import pandas as pd
+
+    from ropekit import stats
+    from ropekit.report import retrieval_table
+
+    cells = {"a": [0.6, 0.6], "b": [1.0, 0.4]}
+    rows, trials = [], []
+    for rope, values in cells.items():
+        lo, hi = stats.score_interval(values, seed=1)
+        rows.append({"model": "m", "layer_mix": "native", "rope": rope, "task": "vt", "length": 1024})
+        rows[-1] |= {"depth": np.nan, "status": "ok", "accuracy": np.mean(values), "n_trials": 2, "cell": rope}
+        rows[-1] |= {"accuracy_lo": lo, "accuracy_hi": hi, "mean_logprob": -3.0}
+        trials += [
+            {"cell": rope, "trial": t, "match": v, "logprob": -3.0, "status": "ok"} for t, v in enumerate(values)
+        ]
+    frame = pd.DataFrame(rows)
+    table = retrieval_table(frame, pd.DataFrame(trials)).set_index("rope")
+    assert table.loc["a", "exact / trials"] == "0 / 2" and table.loc["b", "exact / trials"] == "1 / 2"
+    lo, hi = stats.wilson(1.2, 2)
+    assert table.loc["a", "accuracy [Wilson 95 %]"] == f"0.60 [{lo:.2f}, {hi:.2f}]"
+    assert retrieval_table(frame).set_index("rope").loc["a", "exact / trials"] == "1 / 2"
