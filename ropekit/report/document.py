@@ -394,7 +394,7 @@ def _retrieval_summary(sweep: Sweep) -> str:
     plan = retrieval_plan(sweep.spec, sweep.meta)
     tasks = list(dict.fromkeys([*plan, *frame["task"]]))
     per = "; ".join(
-        f"{task}: {plan[task]['trials']} trials"
+        f"{task}: {plan[task]['trials']} trial{'' if plan[task]['trials'] == 1 else 's'}"
         + (f" at each of {len(plan[task]['depths'])} depths" if plan[task]["depths"] != [None] else " per length")
         for task in plan
     )
@@ -426,17 +426,20 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
     methods = set(pooled.loc[pooled["status"] == "ok", "interval"])
     described = sweep.meta.get("retrieval", {}).get("tasks") or DESCRIBED_BEFORE
     ruler = unplaced(frame)  # RULER's: needles at random depths, scored on what the model writes
-    tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task not in ruler)
+    placed_tasks = set(frame["task"]) - ruler  # LongPPL's cells are not retrieval's: its own section says what it is
+    tasks = "; ".join(f"{task}: {text}" for task, text in described.items() if task in placed_tasks)
     placed = (  # only where some task places its needle at a depth (RULER's place none)
         "Each prompt hides a key at a depth, the percent of the haystack before the needle (0: at its start, "
         f"100: at its end), in a prompt of exactly the cell's length ({tasks})."
     )
-    text = [
-        *([placed] if tasks else []),
-        EXACT,
+    pooling = (  # what a task with depths means by exact and accuracy (RULER's say theirs below)
         "Accuracy at a length is pooled over its scored depths: exact answers (round(accuracy x n_trials) per "
         f"depth) over trials, with the Wilson score {s.percent} interval of that proportion, the trials taken "
-        "as independent. The mean answer log-probability is the mean over trials of the answer's total "
+        "as independent."
+    )
+    text = [
+        *([placed, EXACT, pooling] if tasks else []),
+        "The mean answer log-probability is the mean over trials of the answer's total "
         f"log-probability in nats (teacher-forced), with a {s.percent} percentile bootstrap over the trials "
         f"pooled over depths ({s.n} resamples, seeded by the cells' keys) and none from fewer than "
         f"{stats.MIN_UNITS} trials (ropekit.stats' unit rule): a log-probability is bounded by 0 and spreads over "

@@ -117,6 +117,7 @@ def test_a_ruler_sweep_writes_and_scores_as_lm_eval_through_ropekits_backend(tin
     report = (tmp_path / "report.md").read_text()
     assert "RULER's tasks (niah_multikey_3) have no depth (its needle tasks hide their needles at random" in report
     assert "Each prompt hides a key at a depth" not in report  # no task of this sweep places one
+    assert "A trial is exact when greedy decoding would" not in report and "their exact trials are those" in report
     figures = tmp_path / "figures"
     assert (figures / "accuracy.png").is_file() and not (figures / "depth_heatmap.png").exists()
     assert "0 pending" in report and "niah_multikey_3: 3 trials per length" in report
