@@ -194,8 +194,8 @@ def test_wilson_interval():
 
 def test_partial_credit_of_a_few_trials_has_wilsons_interval_and_a_bootstrap_from_min_units():
     """RULER's partial credit: below MIN_UNITS trials Wilson's interval of the mean score (2 trials that each
-    found 1 value of 5: Wilson's for 0.4 of 2, not the bootstrap's width 0), at least as wide as a bootstrap
-    would be there; from MIN_UNITS trials the bootstrap, seeded. Right-or-wrong scores stay Wilson's at any n;
+    found 1 value of 5: Wilson's for 0.4 of 2, not the bootstrap's width 0); from MIN_UNITS trials the
+    bootstrap, seeded. Right-or-wrong scores stay Wilson's at any n;
     and Wilson's coverage of a partial-credit mean is at least its nominal 95 % for a few trials."""
     assert stats.score_interval([0.2, 0.2], seed=1) == stats.wilson(0.4, 2)
     lo, hi = stats.score_interval([0.2, 0.2], seed=1)
