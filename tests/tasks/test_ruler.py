@@ -6,6 +6,7 @@ against lm-eval run through ropekit's backend on the same samples, and the score
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import re
@@ -21,7 +22,7 @@ from ropekit.sweep.cells import plan_cells
 from ropekit.sweep.cost import Rates, pass_seconds
 from ropekit.tasks import TaskSettingsError, get_task
 from ropekit.tasks.ruler import NIAH, _port, context, punkt_installed, samples, string_match_all
-from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+from tests.models.tiny import WORDS, add_tokenizer, make_checkpoint, write_corpus
 
 RATES = Rates(matmul=1e11, causal=5e10, band=2e10, logits=1e9)  # injected: nothing is measured
 LENGTH = 512  # the tiny model's word tokenizer: RULER's repeat haystack fills it in a few dozen sentences
@@ -53,24 +54,27 @@ def tiny(tmp_path_factory) -> Path:
     return base
 
 
-def lm_eval_task(name: str, pretrained: Path, seed: int, n: int):
+def lm_eval_task(name: str, pretrained: Path, seed: int, n: int, essay: list[str] | None = None):
     """lm-eval's own task, built from its YAML with Python's and numpy's generators seeded as a sweep seeds
-    them, drawing ``n`` samples (its custom_dataset draws 500: the same first ``n``, fewer to draw)."""
+    them, drawing ``n`` samples (its custom_dataset draws 500: the same first ``n``, fewer to draw); an essay
+    task's haystack ``essay`` (words) where its ``get_haystack`` would download Paul Graham's essays."""
     import lm_eval.tasks.ruler as package
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks._yaml_loader import load_yaml
 
     config = load_yaml(Path(list(package.__path__)[0]) / f"{name}.yaml")
     scope = config["custom_dataset"].__globals__
-    real = scope["generate_samples"]
+    real, haystack = scope["generate_samples"], scope["get_haystack"]
     scope["generate_samples"] = lambda *args, **kwargs: real(*args, **{**kwargs, "num_samples": n})
+    if essay is not None:
+        scope["get_haystack"] = lambda type_haystack: essay if type_haystack == "essay" else haystack(type_haystack)
     try:
         random.seed(seed)
         np.random.seed(seed)
         metadata = {**config.get("metadata", {}), "pretrained": str(pretrained), "max_seq_lengths": [LENGTH]}
         task = ConfigurableTask(config={**config, "metadata": metadata})
     finally:
-        scope["generate_samples"] = real
+        scope["generate_samples"], scope["get_haystack"] = real, haystack
     task.build_all_requests(limit=n, rank=0, world_size=1)
     return task
 
@@ -174,3 +178,62 @@ def test_an_essay_task_without_punkt_is_refused_by_name():
         "(python -m nltk.downloader punkt_tab); these RULER tasks need no essay: niah_single_1, niah_multikey_2, "
         "niah_multikey_3"
     )
+
+
+ESSAYS = [name for name, args in NIAH.items() if args["type_haystack"] == "essay"]
+
+
+@pytest.fixture
+def punkt_tab(tmp_path, monkeypatch) -> Path:
+    """An English punkt_tab without parameters (no abbreviations, collocations or sentence starters) where
+    nltk looks first: the real one cannot be downloaded here, and ropekit and lm-eval's port both split the
+    essay with whichever nltk finds, so their samples compare under this one as under the real one."""
+    import nltk
+
+    folder = tmp_path / "nltk_data" / "tokenizers" / "punkt_tab" / "english"
+    folder.mkdir(parents=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (folder / name).write_text("")
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "nltk_data"), *nltk.data.path])
+    return folder
+
+
+@pytest.mark.parametrize("name", ESSAYS)
+def test_essay_samples_and_prompts_are_lm_evals_with_the_same_essay_and_punkt(tiny, name, punkt_tab):
+    """The five essay tasks: lm-eval's port reads Paul Graham's essays from the hub (``get_haystack``), here
+    replaced by the text ropekit reads (a folder's .txt files, as a user's ``essay``); then its samples and
+    prompts are ropekit's, and the sweep says which essay it read (meta.json, the report)."""
+    from transformers import AutoTokenizer
+
+    from ropekit.tasks.ruler import essay_text
+
+    assert punkt_installed()
+    rng = random.Random(3)
+    essay = punkt_tab.parents[3] / "essays"  # a folder of .txt files: sentences of the tiny tokenizer's words
+    essay.mkdir()
+    for part in ("a", "b"):
+        sentences = (" ".join(rng.choices(WORDS, k=rng.randint(4, 12))).capitalize() + "." for _ in range(300))
+        (essay / f"{part}.txt").write_text(" ".join(sentences))
+    settings = get_task(name).table({"seed": 7, "trials": 3, "essay": str(essay)})
+    haystack = re.sub(r"\s+", " ", essay_text(settings)).split(" ")  # as the port's get_haystack("essay")
+    task = lm_eval_task(name, tiny / "tiny", seed=7, n=3, essay=haystack)
+    mine = samples(AutoTokenizer.from_pretrained(tiny / "tiny"), settings, LENGTH)
+    docs = list(task.eval_docs)[:3]
+    assert [(m["input"], m["outputs"], m["gen_prefix"]) for m in mine] == [
+        (d["input"], d["outputs"], d["gen_prefix"]) for d in docs
+    ]
+    assert [context(m) for m in mine] == [instance.args[0] for instance in task.instances]
+    assert len({m["input"] for m in mine}) == 3 and all(". " in m["input"] for m in mine)  # sentences of the text
+    if name != "niah_single_2":
+        return
+    data = {"models": [str(tiny / "tiny")], "corpus": str(tiny / "corpus"), "lengths": [LENGTH]}
+    spec = spec_from_dict({**data, "ropes": {"default": "default"}, "tasks": [name], name: {"trials": 1}})
+    out = punkt_tab.parents[3] / "out"
+    assert run_sweep(spec, out, quiet=True).ok
+    essays = json.loads((out / "meta.json").read_text())["retrieval"]["essays"]
+    sha = hashlib.sha256(essay_text(get_task(name).table(None)).encode()).hexdigest()
+    assert essays == {
+        name: {"source": "the embedded corpus shakespeare (no essay given; RULER reads Paul Graham's)", "sha256": sha}
+    }
+    write_report(out)
+    assert f"read from {name}: {essays[name]['source']}, sha256 {sha[:12]}." in (out / "report.md").read_text()
