@@ -275,7 +275,7 @@ def draw_panel(
             )
         for _, cell in part[~part["status"].isin(["ok", PENDING])].iterrows():
             _mark_failure(ax, int(cell["length"]), str(cell["status"]), color, failed_at)
-    _length_axis(ax, rows["length"])
+    length_axis(ax, rows["length"])
     trained = rows["trained_context"].dropna() if "trained_context" in rows else ()
     mark_trained(ax, int(trained.iloc[0]) if len(trained) else None, max(rows["length"]))
     if not drawn:
@@ -415,7 +415,8 @@ def _mark_failure(ax: Axes, length: int, status: str, color: str, failed_at: dic
     ax.annotate(status, (length, y), xycoords=transform, xytext=(6, -3), textcoords="offset points", fontsize=7)
 
 
-def _length_axis(ax: Axes, lengths: Sequence[int]) -> None:
+def length_axis(ax: Axes, lengths: Sequence[int]) -> None:
+    """A log2 axis of context lengths, a tick at each length labelled as the tables label it (1k, 16k)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     ticks = sorted(set(int(n) for n in lengths))

@@ -103,7 +103,7 @@ def plot(frame: pd.DataFrame, shown: dict[str, Any], *, colors: dict | None = No
     mix (when there are several)."""
     import numpy as np
 
-    from .curves import figure_grid
+    from .curves import figure_grid, length_axis
     from .style import series_styles
 
     figure, beside, label = shown["figure"], shown.get("beside"), shown["label"]
@@ -128,13 +128,12 @@ def plot(frame: pd.DataFrame, shown: dict[str, Any], *, colors: dict | None = No
             if beside:
                 named = f"{line}: {shown['beside_label']}"
                 ax.plot(x, cells[beside].to_numpy(float), color=color, linestyle="--", alpha=0.7, label=named)
-        ax.set_xscale("log", base=2)
+        length_axis(ax, rows["length"])
         if shown.get("log", True):
             ax.set_yscale("log")
-        ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(label + (f" (solid), {shown['beside_label']} (dashed)" if beside else ""))
         ax.set_title(model.rstrip("/").rsplit("/", 1)[-1], fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the panel: no line hidden
     fig.suptitle(f"{label}{' and ' + shown['beside_label'] if beside else ''} vs context length")
     return fig
 
