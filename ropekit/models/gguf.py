@@ -127,9 +127,8 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
         return _field(reader, f"{arch}.{name}")
 
     model_type = canonical_model_type(family_of_gguf(arch, bool(key("expert_count"))))
-    if (
-        arch == "olmo2" and key("attention.sliding_window") is not None
-    ):  # convert_hf_to_gguf.py's Olmo2Model writes OLMo 3 too, with its window
+    # convert_hf_to_gguf.py's Olmo2Model writes OLMo 3 too, with its window
+    if arch == "olmo2" and key("attention.sliding_window") is not None:
         model_type = "olmo3"
     own = LLAMA_CPP.get(arch)
     table = COMMON_KEYS if own is not None else GGUF_CONFIG_MAPPING.get(TABLE_NAMES.get(arch, arch))
@@ -173,7 +172,6 @@ def _llama_cpp_layers(key: Callable[[str], Any], own: LlamaCppArch, config: dict
     """The layer plan of an architecture :data:`LLAMA_CPP` reads, as its transformers config states it: the
     rotated share of each head, which layers slide (the file's pattern, else llama.cpp's period), which have no
     rope, and the values llama.cpp fixes."""
-
     out: dict[str, Any] = {}
     layers = int(config["num_hidden_layers"])
     head_dim = _head_dim(config)

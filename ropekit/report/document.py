@@ -455,9 +455,13 @@ def _retrieval_section(sweep: Sweep, colors, figures: dict, threshold: float = T
             "bootstrap over trials where partial credit has 16 trials or more (their exact trials are those that "
             "scored 1, every value found); their log-probability is of the values joined by commas, teacher-forced."
         )
-        if essays := sweep.meta.get("retrieval", {}).get("essays"):
-            read = "; ".join(f"{task}: {e['source']}, sha256 {e['sha256'][:12]}" for task, e in essays.items())
-            text.append(f"The essay haystacks are split into sentences by nltk's punkt_tab and read from {read}.")
+        if sources := sweep.meta.get("retrieval", {}).get("sources"):
+            read = "; ".join(
+                f"{task}'s {what}: {s['source']}, sha256 {s['sha256'][:12]}"
+                for task, kinds in sources.items()
+                for what, s in kinds.items()
+            )
+            text.append(f"Besides the corpus, their prompts read {read}.")
     if any(m.startswith("none: ") and "fewer than" in m for m in methods):
         text.append(
             f"Here some lengths pool fewer than {stats.MIN_UNITS} trials: their log-probability has no interval "

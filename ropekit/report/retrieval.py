@@ -98,6 +98,12 @@ def pool_depths(
     return pooled
 
 
+def _ok_trials(trials: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
+    """The trials of the cells ``ok`` that were scored (trials.csv from before failed trials has no status)."""
+    mine = trials[trials["cell"].isin(set(ok["cell"]))]
+    return mine[mine["status"] == "ok"] if "status" in mine else mine
+
+
 def _full_scores(ok: pd.DataFrame, trials: pd.DataFrame | None, rounded: int) -> int:
     """A RULER cell's trials that scored 1 (every reference value in the output) as trials.csv's ``match``
     holds them; ``rounded`` (round(accuracy x n_trials)) where it holds none: partial credit makes that
@@ -106,10 +112,7 @@ def _full_scores(ok: pd.DataFrame, trials: pd.DataFrame | None, rounded: int) ->
 
     if trials is None or "match" not in trials:
         return rounded
-    mine = trials[trials["cell"] == ok["cell"].iloc[0]]
-    if "status" in mine:
-        mine = mine[mine["status"] == "ok"]
-    match = pd.to_numeric(mine["match"], errors="coerce")
+    match = pd.to_numeric(_ok_trials(trials, ok)["match"], errors="coerce")
     return int((match == 1).sum()) if len(match) and match.notna().all() else rounded
 
 
@@ -121,10 +124,7 @@ def _logprob_interval(ok: pd.DataFrame, trials: pd.DataFrame | None, expected: i
         return math.nan, math.nan, ""
     if trials is None:
         return math.nan, math.nan, "none: no trials.csv"
-    mine = trials[trials["cell"].isin(set(ok["cell"]))]
-    if "status" in mine:
-        mine = mine[mine["status"] == "ok"]
-    values = mine.sort_values(["cell", "trial"])["logprob"].to_numpy(float)
+    values = _ok_trials(trials, ok).sort_values(["cell", "trial"])["logprob"].to_numpy(float)
     if len(values) != expected:
         return math.nan, math.nan, f"none: trials.csv holds {len(values)} of its {expected} trials"
     if len(values) < stats.MIN_UNITS:

@@ -179,8 +179,8 @@ def sweep_meta(
             meta["retrieval"]["own"] = {
                 task: {"columns": list(get_task(task).columns), **shown.to_dict()} for task, shown in own.items()
             }
-        if essays := {t: s.essay_source() for t, s in spec.retrieval_tasks.items() if getattr(s, "essay_task", False)}:
-            meta["retrieval"]["essays"] = essays  # RULER's essay haystacks: which text each task read
+        if sources := {task: read for task, s in spec.retrieval_tasks.items() if (read := s.sources())}:
+            meta["retrieval"]["sources"] = sources  # which local texts each task read (RULER's essay, a QA dataset)
         if generated := [task for task in spec.retrieval_tasks if get_task(task).match]:
             meta["retrieval"]["scores"] = {task: get_task(task).metric or "score" for task in generated}
             meta["retrieval"]["generated"] = (

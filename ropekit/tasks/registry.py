@@ -107,6 +107,11 @@ class TrialSettings:
         """What decides its cells' prompts, for their keys (``ropekit.sweep.store.cell_key``)."""
         return {"settings": self.to_dict()}
 
+    def sources(self) -> dict[str, dict[str, str]]:
+        """The local texts its prompts read besides the corpus, each ``{"source": where, "sha256": of what was
+        read}`` by what it is (RULER's essay, a QA dataset), as meta.json and the report name them; none here."""
+        return {}
+
 
 @dataclass(frozen=True)
 class OwnColumns:

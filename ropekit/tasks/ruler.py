@@ -110,14 +110,15 @@ class RulerSettings(TrialSettings):
 
     def definition(self) -> dict[str, Any]:
         """What decides the samples: the table, the arguments it resolves to and, for an essay, its text's hash."""
-        essay = {"essay_sha256": self.essay_source()["sha256"]} if self.essay_task else {}
+        essay = {"essay_sha256": self.sources()["essay"]["sha256"]} if self.essay_task else {}
         return {**super().definition(), "arguments": self.arguments(), **essay}
 
-    def essay_source(self) -> dict[str, str]:
-        """Where an essay task's haystack comes from, as meta.json and the report say it: the ``essay`` path
-        or the embedded corpus, and the SHA-256 of the text read."""
+    def sources(self) -> dict[str, dict[str, str]]:
+        """An essay task's haystack: the ``essay`` path or the embedded corpus, and the text's SHA-256."""
+        if not self.essay_task:
+            return {}
         source = self.essay or f"the embedded corpus {ESSAY_FALLBACK} (no essay given; RULER reads Paul Graham's)"
-        return {"source": str(source), "sha256": hashlib.sha256(essay_text(self).encode()).hexdigest()}
+        return {"essay": {"source": source, "sha256": hashlib.sha256(essay_text(self).encode()).hexdigest()}}
 
     @property
     def essay_task(self) -> bool:

@@ -129,9 +129,15 @@ class QaSettings(OtherSettings):
             raise TaskSettingsError(f"{self.task}.dataset = {self.dataset!r} is not allowed; expected the file {name}")
 
     def definition(self) -> dict[str, Any]:
+        return {**super().definition(), "dataset_sha256": self.sources()["dataset"]["sha256"]}
+
+    def sources(self) -> dict[str, dict[str, str]]:
+        """The local dev set its samples are drawn from, and the file's SHA-256."""
         path = Path(self.dataset)
         stat = path.stat()
-        return {**super().definition(), "dataset_sha256": _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
+        return {
+            "dataset": {"source": self.dataset, "sha256": _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
+        }
 
 
 @functools.lru_cache(maxsize=8)

@@ -230,10 +230,9 @@ def test_essay_samples_and_prompts_are_lm_evals_with_the_same_essay_and_punkt(ti
     spec = spec_from_dict({**data, "ropes": {"default": "default"}, "tasks": [name], name: {"trials": 1}})
     out = punkt_tab.parents[3] / "out"
     assert run_sweep(spec, out, quiet=True).ok
-    essays = json.loads((out / "meta.json").read_text())["retrieval"]["essays"]
+    sources = json.loads((out / "meta.json").read_text())["retrieval"]["sources"]
     sha = hashlib.sha256(essay_text(get_task(name).table(None)).encode()).hexdigest()
-    assert essays == {
-        name: {"source": "the embedded corpus shakespeare (no essay given; RULER reads Paul Graham's)", "sha256": sha}
-    }
+    source = "the embedded corpus shakespeare (no essay given; RULER reads Paul Graham's)"
+    assert sources == {name: {"essay": {"source": source, "sha256": sha}}}
     write_report(out)
-    assert f"read from {name}: {essays[name]['source']}, sha256 {sha[:12]}." in (out / "report.md").read_text()
+    assert f"prompts read {name}'s essay: {source}, sha256 {sha[:12]}." in (out / "report.md").read_text()

@@ -6,6 +6,7 @@ scores against lm-eval run through ropekit's backend on the same samples, the qa
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import warnings
@@ -193,9 +194,15 @@ def test_a_sweep_writes_and_scores_as_lm_eval_through_ropekits_backend(tiny, tmp
 
     # meta.json, the report, its figure's axis and the printed table name the task's score
     metric = get_task(name).metric
-    assert json.loads((tmp_path / "meta.json").read_text())["retrieval"]["scores"] == {name: metric}
+    retrieval = json.loads((tmp_path / "meta.json").read_text())["retrieval"]
+    assert retrieval["scores"] == {name: metric}
+    # and the local file a qa task read, by its hash (cwe reads none)
+    dataset = table(tiny, name).get("dataset")
+    sha = hashlib.sha256(Path(dataset).read_bytes()).hexdigest() if dataset else ""
+    assert retrieval.get("sources") == ({name: {"dataset": {"source": dataset, "sha256": sha}}} if dataset else None)
     write_report(tmp_path)
     report = (tmp_path / "report.md").read_text()
+    assert (f"prompts read {name}'s dataset: {dataset}, sha256 {sha[:12]}." in report) == bool(dataset)
     assert ("for qa_squad, 1 where any reference answer is in it (string_match_part)" in report) == (name == "qa_squad")
     sweep = load_sweep(tmp_path)
     figure = plot_accuracy(sweep.retrieval, scores=sweep.meta["retrieval"]["scores"])
