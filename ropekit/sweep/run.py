@@ -103,12 +103,13 @@ def run_sweep(
             progress.close()
         if store.primary:
             store.merge()
+            wall = time.perf_counter() - started  # to the millisecond: a resumed run's last few cells can take < 0.1 s
             store.write_meta(
                 {
                     **meta,
                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "wall_seconds": round(time.perf_counter() - started, 1),
-                    "total_wall_seconds": round(earlier + time.perf_counter() - started, 1),
+                    "wall_seconds": round(wall, 3),
+                    "total_wall_seconds": round(earlier + wall, 3),
                 }
             )
         primary = store.primary

@@ -377,7 +377,7 @@ def test_the_rate_of_a_resumed_sweep_counts_the_cells_it_computed(setup, referen
     without_rows(out, cells)
     documents = (out / "documents.csv").read_text().splitlines(keepends=True)
     (out / "documents.csv").write_text("".join(line for line in documents if line.split(",")[0] not in cells))
-    assert main(argv(setup, out)) == 0  # scores 4 cells' documents: long enough for meta.json's tenths of seconds
+    assert main(argv(setup, out)) == 0  # scores 4 cells' documents, stored to the millisecond
     meta = json.loads((out / "meta.json").read_text())
     assert meta["cells_done_at_start"] == 4 and meta["total_wall_seconds"] == meta["wall_seconds"]
     seconds = meta["wall_seconds"]
