@@ -5,19 +5,20 @@ A family record says how one transformers ``model_type`` maps onto the shared de
 projections, Gemma 4's per-layer inputs and KV sharing), what its config.json means for the rope of each layer type (a
 :class:`ropekit.rope.config.ModelRope`, registered with the rope layer, which reads configs alone),
 which layers it runs without rope, what its upstream code can be told about layers (``ropekit
-export``), and the GGUF architecture llama.cpp writes for it. Numbers (sizes, eps, activation,
+export``), and how llama.cpp writes it to GGUF (a :class:`Gguf`). Numbers (sizes, eps, activation,
 windows, soft-capping) come from the checkpoint's config, with missing ones filled by transformers'
 config class for that model type, so defaults are upstream's. A new family is one more record here
 (ARCHITECTURE.md, "A model family"), proven against transformers' forward in tests/models/.
 
-This module is plain data and imports no torch: the rope layer imports it by name to find the
-families' rope facts, as the registries find plugins.
+This module is data (and Gemma 4's GGUF layer reader, which imports the ``gguf`` package when it runs) and
+imports no torch: the rope layer imports it by name to find the families' rope facts, as the registries find
+plugins.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,35 @@ class SharedKV:
 
 
 @dataclass(frozen=True)
+class Gguf:
+    """How llama.cpp's convert_hf_to_gguf.py writes a family's GGUF files, as ropekit/models/gguf.py reads them.
+
+    ``arch``: the files' ``general.architecture``. Families written under one name are told apart by whether the
+    file has experts (``expert_count``: Llama and Mixtral), by a key only one of them has (``marked_by``, after
+    ``ARCH.``: OLMo 3 is ``olmo2`` with a window), or by their ``general.name`` (``named``: Mistral is ``llama``);
+    the family that asks the most of a file wins. ``table``: the name of transformers' GGUF key table
+    (``transformers.integrations.ggml``) that reads the config; without one, ropekit reads the keys every
+    architecture has (gguf.py's ``COMMON_KEYS``) and ``keys``, and then llama.cpp's layer plan: the rest of the
+    fields, what llama.cpp's runtime assumes where the file has no key (its ``src/models/ARCH.cpp``,
+    ``load_arch_hparams``), or ``layers``, a reader of its own for a family whose layers differ by type.
+    """
+
+    arch: str
+    table: str | None = None
+    keys: Mapping[str, str] = field(default_factory=dict)  # llama.cpp key (after "ARCH.") -> config key
+    marked_by: str | None = None
+    named: str | None = None
+    permuted_qk: bool = False  # q/k rows permuted for interleaved rope (LlamaModel and its subclasses' undo_permute)
+    swa_period: int | None = None  # with a window and no sliding_window_pattern: every Nth layer global
+    nope_period: int | None = None  # every Nth layer without rope (SmolLM3's n_no_rope_layer_step)
+    config: Mapping[str, Any] = field(default_factory=dict)  # values llama.cpp takes without a key
+    # Gemma's q.k scale: 1 / sqrt(head_dim), but 1 / sqrt(hidden / heads) for the size with this many layers (27B)
+    wide_scale_layers: int | None = None
+    # the config from the file's keys (a function of one key's name) and its tensor table, by name
+    layers: Callable[[Callable[[str], Any], dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class Family:
     """How a checkpoint family maps onto the shared decoder.
 
@@ -103,11 +133,7 @@ class Family:
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
     export: Switches = field(default_factory=Switches)
-    # general.architecture of llama.cpp's GGUF files of this family, where the gguf package's tensor names have it
-    # and transformers' GGUF key table or ropekit's own (ropekit/models/gguf.py) reads its config; an architecture
-    # two families share is told apart by whether the file has experts (llama: Llama and Mixtral) or, in gguf.py,
-    # a window (olmo2: OLMo 2 and 3)
-    gguf: tuple[str, ...] = ()
+    gguf: Gguf | None = None  # how llama.cpp writes it, where it does (and the gguf package names its tensors)
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
     rope_layout: str = "half"
@@ -132,11 +158,12 @@ class Family:
 def _like(family: Family, name: str, **changes: Any) -> Family:
     """Another family that differs from ``family`` only in ``changes`` (its rope facts renamed with it)."""
     rope = changes.pop("rope", dataclasses.replace(family.rope, name=name, aliases=()))
-    return dataclasses.replace(family, name=name, rope=rope, gguf=changes.pop("gguf", ()), **changes)
+    return dataclasses.replace(family, name=name, rope=rope, gguf=changes.pop("gguf", None), **changes)
 
 
 QWEN = Switches(layer_types=True, with_window={"use_sliding_window": True})
-LLAMA = Family("llama", PRE_NORM, gguf=("llama",))
+LLAMA_GGUF = Gguf("llama", table="llama", permuted_qk=True)
+LLAMA = Family("llama", PRE_NORM, gguf=LLAMA_GGUF)
 GEMMA3 = Family(
     "gemma3_text",
     {
@@ -158,8 +185,77 @@ GEMMA3 = Family(
     qk_norm="head",
     embed_scale=True,
     export=Switches(layer_types=True, rope_per_type=True),
-    gguf=("gemma3",),
+    gguf=Gguf(
+        "gemma3",  # not transformers' table, which lacks the soft-capping, the local theta and the q.k scale
+        keys={"final_logit_softcapping": "final_logit_softcapping", "rope.freq_base_swa": "rope_local_base_freq"},
+        swa_period=6,
+        wide_scale_layers=62,
+    ),
 )
+
+
+def _gemma4_gguf(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 4 as llama.cpp's Gemma4Model writes it: sizes per layer type (``key_length`` for global layers,
+    ``key_length_swa`` for sliding ones; ``head_count_kv`` and ``feed_forward_length`` as one value or one per
+    layer, the KV-sharing layers' MLP twice as wide), ``shared_kv_layers``, ``embedding_length_per_layer_input``,
+    global layers whose values are their keys where they have no ``attn_v``, and the two ropes: the default one at
+    ``rope.freq_base_swa`` on sliding layers, and on global layers p-RoPE at ``rope.freq_base``, its rotated share
+    read from ``rope_freqs`` (factor 1 on the rotated frequencies, 1e30 on the others)."""
+    import gguf
+
+    def need(name: str) -> Any:
+        if (value := key(name)) is None:
+            raise KeyError(f"the key gemma4.{name}")
+        return value
+
+    pattern = gguf_list(need("attention.sliding_window_pattern"))
+    types = ["sliding_attention" if s else "full_attention" for s in pattern]
+    if len(set(types)) != 2:
+        raise KeyError("sliding and global layers in gemma4.attention.sliding_window_pattern")
+    full, sliding = types.index("full_attention"), types.index("sliding_attention")
+    kv_heads, widths = gguf_list(need("attention.head_count_kv")), gguf_list(need("feed_forward_length"))
+    shared = int(key("attention.shared_kv_layers") or 0)
+    head_dim, global_head_dim = int(need("attention.key_length_swa")), int(need("attention.key_length"))
+    if (freqs := tensors.get("rope_freqs.weight")) is None:
+        raise KeyError("the tensor rope_freqs.weight (p-RoPE's rotated share)")
+    factors = gguf.dequantize(freqs.data, freqs.tensor_type).flatten().tolist()
+    rotated = sum(1 for f in factors if f == 1.0)
+    if rotated + sum(1 for f in factors if f >= 1e29) != len(factors) or 2 * len(factors) != global_head_dim:
+        raise KeyError("p-RoPE's rope_freqs (global_head_dim / 2 factors, 1 where rotated, 1e30 where not)")
+    sliding_rope: dict[str, Any] = {"rope_type": "default", "rope_theta": need("rope.freq_base_swa")}
+    if (rotated_swa := key("rope.dimension_count_swa")) is not None and int(rotated_swa) != head_dim:
+        sliding_rope["partial_rotary_factor"] = int(rotated_swa) / head_dim
+    out = {
+        "layer_types": types,
+        "head_dim": head_dim,
+        "global_head_dim": global_head_dim,
+        "num_key_value_heads": int(kv_heads[sliding if len(kv_heads) > 1 else 0]),
+        "num_global_key_value_heads": int(kv_heads[full if len(kv_heads) > 1 else 0]),
+        "intermediate_size": int(widths[0]),
+        "num_kv_shared_layers": shared,
+        "use_double_wide_mlp": bool(shared) and int(widths[-1]) == 2 * int(widths[0]),
+        "attention_k_eq_v": f"blk.{full}.attn_v.weight" not in tensors,
+        "hidden_size_per_layer_input": int(key("embedding_length_per_layer_input") or 0),
+        "rope_parameters": {
+            "full_attention": {
+                "rope_type": "proportional",
+                "rope_theta": need("rope.freq_base"),
+                "partial_rotary_factor": rotated / len(factors),
+            },
+            "sliding_attention": sliding_rope,
+        },
+    }
+    if (table := tensors.get("per_layer_token_embd.weight")) is not None:
+        out["vocab_size_per_layer_input"] = int(table.shape[-1])
+    config.pop("rope_theta", None)
+    return out
+
+
+def gguf_list(value: Any) -> list[Any]:
+    """A GGUF key's value as a list: llama.cpp writes a value per layer as one number where the layers agree."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 # Gemma 4 (dense): Gemma 3's four norms and q/k norms, stored as w (not 1 + w), an RMSNorm without weight on v,
 # q.k unscaled; p-RoPE (proportional, theta 1e6) on global layers and the default rope (1e4) on sliding ones, as
 # its rope_parameters give them; global layers with their own head_dim and KV heads (transformers' per_layer_config,
@@ -182,7 +278,7 @@ GEMMA4 = _like(
     layer_scalar=True,
     layer_inputs=LayerInputs(),
     shared_kv=SharedKV(),
-    gguf=("gemma4",),
+    gguf=Gguf("gemma4", keys={"final_logit_softcapping": "final_logit_softcapping"}, layers=_gemma4_gguf),
     refused={
         "enable_moe_block": (
             (None, False),
@@ -192,15 +288,20 @@ GEMMA4 = _like(
         "use_bidirectional_attention": ((None, "vision"), "bidirectional attention over text tokens"),
     },
 )
-OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=("olmo2",))
+OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=Gguf("olmo2"))
 
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
         LLAMA,
-        _like(LLAMA, "mistral", export=Switches(uniform_window=True)),
-        _like(LLAMA, "qwen2", qkv_bias=True, export=QWEN, gguf=("qwen2",)),
-        _like(LLAMA, "qwen3", qk_norm="head", export=QWEN, gguf=("qwen3",)),
+        _like(
+            LLAMA,
+            "mistral",
+            export=Switches(uniform_window=True),
+            gguf=dataclasses.replace(LLAMA_GGUF, named="mistral"),  # llama.cpp writes Mistral as Llama
+        ),
+        _like(LLAMA, "qwen2", qkv_bias=True, export=QWEN, gguf=Gguf("qwen2", table="qwen2")),
+        _like(LLAMA, "qwen3", qk_norm="head", export=QWEN, gguf=Gguf("qwen3", table="qwen3")),
         # Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
         _like(
             LLAMA,
@@ -208,7 +309,7 @@ FAMILIES: dict[str, Family] = {
             fused=True,
             rope=ModelRope("phi3", type_aliases={"su": "longrope", "yarn": "longrope"}),
             export=Switches(uniform_window=True),
-            gguf=("phi3",),
+            gguf=Gguf("phi3", table="phi3"),
         ),
         GEMMA3,
         GEMMA4,
@@ -219,7 +320,7 @@ FAMILIES: dict[str, Family] = {
             rope=ModelRope("exaone4", nope_global_when_sliding=True),
             qk_norm="head",
             export=Switches(layer_types=True, nope_global_when_sliding=True),
-            gguf=("exaone4",),
+            gguf=Gguf("exaone4"),
         ),
         # Gemma 2: Gemma 3 without q/k norms, one rope for both layer types; its attention and final logits
         # soft-capped (attn_logit_softcapping, final_logit_softcapping: read from the config by the plan).
@@ -229,10 +330,32 @@ FAMILIES: dict[str, Family] = {
             qk_norm=None,
             rope=ModelRope("gemma2"),
             export=Switches(layer_types=True),
-            gguf=("gemma2",),
+            gguf=Gguf(
+                "gemma2",
+                keys={
+                    "attn_logit_softcapping": "attn_logit_softcapping",
+                    "final_logit_softcapping": "final_logit_softcapping",
+                },
+                swa_period=2,
+                config={"sliding_window": 4096},
+                wide_scale_layers=46,
+            ),
         ),
         # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
-        _like(LLAMA, "granite", gguf=("granite",)),
+        _like(
+            LLAMA,
+            "granite",
+            gguf=Gguf(
+                "granite",
+                keys={
+                    "attention.scale": "attention_multiplier",
+                    "embedding_scale": "embedding_multiplier",
+                    "residual_scale": "residual_multiplier",
+                    "logit_scale": "logits_scaling",
+                },
+                permuted_qk=True,
+            ),
+        ),
         # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
         # fused, partial rotary (0.5) in the interleaved layout.
         Family(
@@ -247,7 +370,7 @@ FAMILIES: dict[str, Family] = {
             fused=True,
             rope_layout="interleaved",
             export=Switches(),
-            gguf=("glm4",),
+            gguf=Gguf("glm4"),
         ),
         # Mixture-of-experts: Qwen3-MoE (Qwen 3's attention), OLMoE (q/k norms over all heads, Llama's norms),
         # Mixtral (Mistral's attention; its top-k weights always renormalised).
@@ -258,9 +381,9 @@ FAMILIES: dict[str, Family] = {
             # one window for every layer, with use_sliding_window (Qwen3MoeConfig has no layer_types)
             export=Switches(uniform_window=True, with_window={"use_sliding_window": True}),
             experts=Experts(count="num_experts", dense_layers=True),
-            gguf=("qwen3moe",),
+            gguf=Gguf("qwen3moe", table="qwen3_moe"),
         ),
-        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=("olmoe",)),
+        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=Gguf("olmoe")),
         _like(
             LLAMA,
             "mixtral",
@@ -272,7 +395,7 @@ FAMILIES: dict[str, Family] = {
                 size="intermediate_size",
                 renormalise=True,
             ),
-            gguf=("llama",),  # llama.cpp writes Mixtral as Llama with experts
+            gguf=LLAMA_GGUF,  # llama.cpp writes Mixtral as Llama with experts
         ),
         # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
         # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
@@ -284,7 +407,7 @@ FAMILIES: dict[str, Family] = {
             parallel=True,
             rope_layout="interleaved",
             export=Switches(layer_types=True, nope_global_when_sliding=True),
-            gguf=("cohere2",),
+            gguf=Gguf("cohere2", keys={"logit_scale": "logit_scale"}, swa_period=4),
         ),
         # Ministral 3 (Mistral 3's text model): Mistral with a yarn rope whose dict also holds Llama 4's query
         # scaling (llama_4_scaling_beta) and repeats max_position_embeddings; theta 1e6.
@@ -293,7 +416,7 @@ FAMILIES: dict[str, Family] = {
             "ministral3",
             rope=ModelRope("ministral3", default_theta=1_000_000.0, echoed_keys=("max_position_embeddings",)),
             export=Switches(uniform_window=True),
-            gguf=("mistral3",),
+            gguf=Gguf("mistral3", permuted_qk=True),
         ),
         # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
         # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
@@ -303,7 +426,7 @@ FAMILIES: dict[str, Family] = {
             rope=ModelRope("smollm3", default_theta=2_000_000.0),
             nope_layers="no_rope_layers",
             export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
-            gguf=("smollm3",),
+            gguf=Gguf("smollm3", permuted_qk=True, nope_period=4, config={"use_sliding_window": False}),
         ),
         # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
         OLMO2,
@@ -320,6 +443,7 @@ FAMILIES: dict[str, Family] = {
                 flat_layer_types=("full_attention",),
             ),
             export=Switches(layer_types=True, rope_per_type=True),
+            gguf=Gguf("olmo2", marked_by="attention.sliding_window", swa_period=4),  # OLMo 2's converter, a window
         ),
     )
 }
@@ -338,7 +462,22 @@ for _family in FAMILIES.values():
     register_model_rope(_family.rope)
 
 
-def family_of_gguf(arch: str, experts: bool = False) -> str:
-    """The model type of a GGUF file's ``general.architecture`` (llama.cpp's names), with experts (``expert_count``
-    in its metadata) or without, or ``arch`` itself."""
-    return next((f.name for f in FAMILIES.values() if arch in f.gguf and (f.experts is not None) == experts), arch)
+def family_of_gguf(arch: str, has: Callable[[str], bool], name: str = "") -> Family | None:
+    """The family of a GGUF file whose ``general.architecture`` is ``arch`` and ``general.name`` is ``name``;
+    ``has`` says whether it holds one of the architecture's keys (its name after ``ARCH.``). None: no family
+    is written as ``arch``."""
+
+    def fits(family: Family) -> bool:
+        g = family.gguf
+        return (
+            g is not None
+            and g.arch == arch
+            and (family.experts is not None) == has("expert_count")
+            and (g.marked_by is None or has(g.marked_by))
+            and (g.named is None or g.named in name.lower())
+        )
+
+    def asks(family: Family) -> int:
+        return (family.gguf.marked_by is not None) + (family.gguf.named is not None)
+
+    return max(filter(fits, FAMILIES.values()), key=asks, default=None)

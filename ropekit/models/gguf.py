@@ -1,8 +1,10 @@
 """Reading a GGUF file: its config, its dequantised tensors under transformers names, its tokenizer,
 and the cache that saves doing that twice.
 
-GGUF names come from the ``gguf`` package's own name map. Config keys come from transformers' key table
-where it has the architecture, and otherwise from :data:`LLAMA_CPP`: what llama.cpp's
+A file's family, and how llama.cpp wrote it, come from the family's GGUF record (``Family.gguf``,
+ropekit/models/families.py), found by the file's ``general.architecture``. GGUF names come from the ``gguf``
+package's own name map. Config keys come from transformers' key table where the record names one, and
+otherwise from the keys every architecture has and the record's own: what llama.cpp's
 ``convert_hf_to_gguf.py`` writes for OLMo 2 and 3, OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3,
 EXAONE 4 and Gemma 2, 3 and 4, with what its runtime assumes where it writes no key (SmolLM3's NoPE on
 every 4th layer, Cohere 2's 3 sliding : 1 global layers, Gemma's q.k scale). Gemma 2 and 3 are read so
@@ -11,10 +13,9 @@ rope's scaling is read from llama.cpp's ``rope.scaling.*`` keys (transformers' t
 them), and Llama 3's, which llama.cpp stores only as its per-frequency factors (the ``rope_freqs``
 tensor), recovered from those factors and checked to give them back. An architecture neither knows, a
 key llama.cpp writes that a file lacks, or a scaling ropekit cannot recover (LongRoPE's factor tensors)
-is refused rather than run on defaults. A
-mixture-of-experts file (Qwen3-MoE, OLMoE, and Mixtral, which llama.cpp writes as ``llama`` with
-``expert_count``) holds each layer's experts stacked, one 3-D tensor per projection: each expert is read
-as its slice, under the per-expert names a transformers checkpoint gives it.
+is refused rather than run on defaults. A mixture-of-experts file (Qwen3-MoE, OLMoE, and Mixtral, which
+llama.cpp writes as ``llama`` with ``expert_count``) holds each layer's experts stacked, one 3-D tensor per
+projection: each expert is read as its slice, under the per-expert names a transformers checkpoint gives it.
 
 Parsing a GGUF file's metadata and dequantising its tensors costs seconds on every load (more than
 the forward pass of a short sweep), so the first load writes the dequantised tensors,
@@ -27,7 +28,6 @@ renamed into place only once complete, so a killed write leaves no half cache.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import re
@@ -43,12 +43,10 @@ from ..rope import interleaved_to_half
 from ..rope.config import canonical_model_type
 from .config import ModelConfig
 from .decoder import norm_weights
-from .families import FAMILIES, Family, family_of_gguf
+from .families import FAMILIES, Family, Gguf, family_of_gguf, gguf_list
 from .sources import CheckpointError, checkpoint_name
 
 CACHE_FORMAT = "gguf-fp32-v2"  # v2: the rope's scaling read from the file
-# llama.cpp's architecture names that transformers' GGUF key table knows by another (load_gguf_checkpoint's renames)
-TABLE_NAMES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}
 # An expert's tensor in a transformers checkpoint: model.layers.N.mlp.experts.E.gate_proj.weight (Mixtral: .w1.)
 EXPERT = re.compile(r"(?P<stack>.+\.experts)\.(?P<expert>\d+)\.(?P<projection>\w+)\.(?P<suffix>weight|bias)")
 
@@ -82,22 +80,6 @@ def _field(reader: Any, key: str) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-@dataclasses.dataclass(frozen=True)
-class LlamaCppArch:
-    """How llama.cpp writes one architecture that transformers' GGUF key table lacks: the keys only it writes
-    (beside :data:`COMMON_KEYS`), and what llama.cpp's runtime assumes without a key (its
-    ``src/models/ARCH.cpp``, ``load_arch_hparams``)."""
-
-    keys: dict[str, str] = dataclasses.field(default_factory=dict)  # llama.cpp key (after "ARCH.") -> config key
-    swa_period: int | None = None  # with a window and no sliding_window_pattern: every Nth layer global
-    nope_period: int | None = None  # every Nth layer without rope (SmolLM3's n_no_rope_layer_step)
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # values llama.cpp takes without a key
-    # Gemma's q.k scale: 1 / sqrt(head_dim), but 1 / sqrt(hidden / heads) for the size with this many layers (27B)
-    wide_scale_layers: int | None = None
-    # the config of an architecture whose layers differ by type (Gemma 4), from the file's keys and tensor table
-    layers: Callable[[Callable[[str], Any], dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
-
-
 # The keys convert_hf_to_gguf.py's TextModel.set_gguf_parameters writes for every architecture.
 COMMON_KEYS = {
     "context_length": "max_position_embeddings",
@@ -117,7 +99,8 @@ COMMON_KEYS = {
 
 def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     """A transformers-style config dict from the metadata of the GGUF file at ``path``, through transformers' own
-    key table or :data:`LLAMA_CPP` (the tokenizer fields, slow to parse, are left for the tokenizer)."""
+    key table or the keys its family's GGUF record names (the tokenizer fields, slow to parse, are left for the
+    tokenizer)."""
     import transformers
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
 
@@ -126,22 +109,19 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     def key(name: str) -> Any:  # one of the architecture's keys ("ARCH.NAME")
         return _field(reader, f"{arch}.{name}")
 
-    model_type = canonical_model_type(family_of_gguf(arch, bool(key("expert_count"))))
-    # convert_hf_to_gguf.py's Olmo2Model writes OLMo 3 too, with its window
-    if arch == "olmo2" and key("attention.sliding_window") is not None:
-        model_type = "olmo3"
-    own = LLAMA_CPP.get(arch)
-    table = COMMON_KEYS if own is not None else GGUF_CONFIG_MAPPING.get(TABLE_NAMES.get(arch, arch))
+    family = family_of_gguf(arch, lambda name: key(name) is not None, str(_field(reader, "general.name") or ""))
+    model_type = family.name if family else canonical_model_type(arch)
+    own = family.gguf if family and family.gguf and not family.gguf.table else None  # ropekit reads its config
+    if own is not None:
+        table = COMMON_KEYS
+    else:  # without a family, transformers' table of the architecture's name: the plan then says what it lacks
+        table = GGUF_CONFIG_MAPPING.get(family.gguf.table if family and family.gguf else arch)
     if table is None:
         runs = f"; ropekit runs {model_type} from its safetensors checkpoint" if model_type in FAMILIES else ""
         raise CheckpointError(
             f"{path}: GGUF architecture {arch!r}: neither transformers {transformers.__version__} (no key table in "
             f"transformers.integrations.ggml) nor ropekit has a reader for it, so its config cannot be read{runs}"
         )
-    name = str(_field(reader, "general.name") or "").lower()
-    if model_type == "llama" and "mistral" in name:
-        model_type = "mistral"
-    family = FAMILIES.get(model_type)
     config: dict[str, Any] = {
         "model_type": model_type,
         **GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {}),
@@ -168,10 +148,10 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     return config
 
 
-def _llama_cpp_layers(key: Callable[[str], Any], own: LlamaCppArch, config: dict[str, Any]) -> dict[str, Any]:
-    """The layer plan of an architecture :data:`LLAMA_CPP` reads, as its transformers config states it: the
-    rotated share of each head, which layers slide (the file's pattern, else llama.cpp's period), which have no
-    rope, and the values llama.cpp fixes."""
+def _llama_cpp_layers(key: Callable[[str], Any], own: Gguf, config: dict[str, Any]) -> dict[str, Any]:
+    """The layer plan of a family whose GGUF config ropekit reads (its record names no transformers table), as its
+    transformers config states it: the rotated share of each head, which layers slide (the file's pattern, else
+    llama.cpp's period), which have no rope, and the values llama.cpp fixes."""
     out: dict[str, Any] = {}
     layers = int(config["num_hidden_layers"])
     head_dim = _head_dim(config)
@@ -180,7 +160,7 @@ def _llama_cpp_layers(key: Callable[[str], Any], own: LlamaCppArch, config: dict
         out["partial_rotary_factor"] = int(rotated) / head_dim
     pattern = key("attention.sliding_window_pattern")
     if pattern is not None:
-        out["layer_types"] = ["sliding_attention" if s else "full_attention" for s in _listed(pattern)]
+        out["layer_types"] = ["sliding_attention" if s else "full_attention" for s in gguf_list(pattern)]
     elif own.swa_period and config.get("sliding_window"):
         period = own.swa_period
         out["layer_types"] = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(layers)]
@@ -193,104 +173,8 @@ def _llama_cpp_layers(key: Callable[[str], Any], own: LlamaCppArch, config: dict
     return out
 
 
-def _gemma4(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Gemma 4 as llama.cpp's Gemma4Model writes it: sizes per layer type (``key_length`` for global layers,
-    ``key_length_swa`` for sliding ones; ``head_count_kv`` and ``feed_forward_length`` as one value or one per
-    layer, the KV-sharing layers' MLP twice as wide), ``shared_kv_layers``, ``embedding_length_per_layer_input``,
-    global layers whose values are their keys where they have no ``attn_v``, and the two ropes: the default one at
-    ``rope.freq_base_swa`` on sliding layers, and on global layers p-RoPE at ``rope.freq_base``, its rotated share
-    read from ``rope_freqs`` (factor 1 on the rotated frequencies, 1e30 on the others)."""
-    import gguf
-
-    def need(name: str) -> Any:
-        if (value := key(name)) is None:
-            raise KeyError(f"the key gemma4.{name}")
-        return value
-
-    types = ["sliding_attention" if s else "full_attention" for s in _listed(need("attention.sliding_window_pattern"))]
-    if len(set(types)) != 2:
-        raise KeyError("sliding and global layers in gemma4.attention.sliding_window_pattern")
-    full, sliding = types.index("full_attention"), types.index("sliding_attention")
-    kv_heads, widths = _listed(need("attention.head_count_kv")), _listed(need("feed_forward_length"))
-    shared = int(key("attention.shared_kv_layers") or 0)
-    head_dim, global_head_dim = int(need("attention.key_length_swa")), int(need("attention.key_length"))
-    if (freqs := tensors.get("rope_freqs.weight")) is None:
-        raise KeyError("the tensor rope_freqs.weight (p-RoPE's rotated share)")
-    factors = gguf.dequantize(freqs.data, freqs.tensor_type).flatten().tolist()
-    rotated = sum(1 for f in factors if f == 1.0)
-    if rotated + sum(1 for f in factors if f >= 1e29) != len(factors) or 2 * len(factors) != global_head_dim:
-        raise KeyError("p-RoPE's rope_freqs (global_head_dim / 2 factors, 1 where rotated, 1e30 where not)")
-    sliding_rope: dict[str, Any] = {"rope_type": "default", "rope_theta": need("rope.freq_base_swa")}
-    if (rotated_swa := key("rope.dimension_count_swa")) is not None and int(rotated_swa) != head_dim:
-        sliding_rope["partial_rotary_factor"] = int(rotated_swa) / head_dim
-    out = {
-        "layer_types": types,
-        "head_dim": head_dim,
-        "global_head_dim": global_head_dim,
-        "num_key_value_heads": int(kv_heads[sliding if len(kv_heads) > 1 else 0]),
-        "num_global_key_value_heads": int(kv_heads[full if len(kv_heads) > 1 else 0]),
-        "intermediate_size": int(widths[0]),
-        "num_kv_shared_layers": shared,
-        "use_double_wide_mlp": bool(shared) and int(widths[-1]) == 2 * int(widths[0]),
-        "attention_k_eq_v": f"blk.{full}.attn_v.weight" not in tensors,
-        "hidden_size_per_layer_input": int(key("embedding_length_per_layer_input") or 0),
-        "rope_parameters": {
-            "full_attention": {
-                "rope_type": "proportional",
-                "rope_theta": need("rope.freq_base"),
-                "partial_rotary_factor": rotated / len(factors),
-            },
-            "sliding_attention": sliding_rope,
-        },
-    }
-    if (table := tensors.get("per_layer_token_embd.weight")) is not None:
-        out["vocab_size_per_layer_input"] = int(table.shape[-1])
-    config.pop("rope_theta", None)
-    return out
-
-
-LLAMA_CPP = {
-    "olmo2": LlamaCppArch(swa_period=4),  # OLMo 3 is written as olmo2 with a window
-    "olmoe": LlamaCppArch(),
-    "granite": LlamaCppArch(
-        keys={
-            "attention.scale": "attention_multiplier",
-            "embedding_scale": "embedding_multiplier",
-            "residual_scale": "residual_multiplier",
-            "logit_scale": "logits_scaling",
-        }
-    ),
-    "cohere2": LlamaCppArch(keys={"logit_scale": "logit_scale"}, swa_period=4),
-    "glm4": LlamaCppArch(),
-    "smollm3": LlamaCppArch(nope_period=4, config={"use_sliding_window": False}),
-    "mistral3": LlamaCppArch(),
-    "exaone4": LlamaCppArch(),
-    "gemma2": LlamaCppArch(
-        keys={
-            "attn_logit_softcapping": "attn_logit_softcapping",
-            "final_logit_softcapping": "final_logit_softcapping",
-        },
-        swa_period=2,
-        config={"sliding_window": 4096},
-        wide_scale_layers=46,
-    ),
-    "gemma3": LlamaCppArch(
-        keys={"final_logit_softcapping": "final_logit_softcapping", "rope.freq_base_swa": "rope_local_base_freq"},
-        swa_period=6,
-        wide_scale_layers=62,
-    ),
-    "gemma4": LlamaCppArch(keys={"final_logit_softcapping": "final_logit_softcapping"}, layers=_gemma4),
-}
-# llama.cpp's LlamaModel and its subclasses permute q/k rows for interleaved rope (undo_permute)
-PERMUTED_QK = frozenset({"llama", "granite", "smollm3", "mistral3"})
-
-
 def _head_dim(config: dict[str, Any]) -> int:
     return config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-
-
-def _listed(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _rope_scaling(
@@ -475,7 +359,7 @@ class GGUFSource:
                 self.read[f"{match['stack']}.{e}.{match['projection']}.{match['suffix']}"] = rows.clone()
             return self.read[name]
         c = self.config
-        if self.arch in PERMUTED_QK and base.endswith(("q_proj", "k_proj")):
+        if c.family.gguf and c.family.gguf.permuted_qk and base.endswith(("q_proj", "k_proj")):
             values = interleaved_to_half(
                 values, c.num_attention_heads if base.endswith("q_proj") else c.num_key_value_heads
             )

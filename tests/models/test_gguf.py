@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 import ropekit
 from ropekit.models import CheckpointError, model_config, read_model_config
+from ropekit.models.families import family_of_gguf
 from ropekit.models.load import check_weights
 from tests.models.test_families import assert_close, config, ids
 from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
@@ -180,6 +181,35 @@ def test_a_llama_gguf_without_experts_is_still_llama(tmp_path):
     hf = make_checkpoint(folder, config("llama"))
     write_gguf(tmp_path / "tiny-llama.gguf", folder, hf, "llama", permute_qk=True)
     assert_gguf_matches_checkpoint(tmp_path / "tiny-llama.gguf", folder, hf, "llama")
+
+
+def test_a_llama_gguf_named_mistral_is_mistral(tmp_path):
+    """llama.cpp writes Mistral as ``llama``, q/k permuted; its ``general.name`` tells it apart. GGUF holds no
+    sliding window: the checkpoint has none."""
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("mistral", sliding_window=None))
+    write_gguf(tmp_path / "tiny-mistral.gguf", folder, hf, "llama", permute_qk=True, name="Mistral-Tiny-v0.1")
+    assert_gguf_matches_checkpoint(tmp_path / "tiny-mistral.gguf", folder, hf, "mistral")
+
+
+@pytest.mark.parametrize(
+    ("arch", "keys", "name", "family"),
+    [
+        ("llama", (), "", "llama"),
+        ("llama", ("expert_count",), "", "mixtral"),
+        ("llama", (), "Mistral 7B", "mistral"),
+        ("llama", ("expert_count",), "Mixtral 8x7B, a Mistral", "mixtral"),  # experts first: Mistral has none
+        ("olmo2", (), "", "olmo2"),
+        ("olmo2", ("attention.sliding_window",), "", "olmo3"),
+        ("qwen3moe", ("expert_count",), "", "qwen3_moe"),
+        ("qwen3moe", (), "", None),  # a MoE family's architecture without experts
+        ("command-r", (), "", None),
+    ],
+)
+def test_a_gguf_files_family_is_the_record_that_asks_the_most_of_it(arch, keys, name, family):
+    """Families written under one architecture name (Family.gguf) are told apart by experts, a key or the name."""
+    found = family_of_gguf(arch, lambda key: key in keys, name)
+    assert (found.name if found else None) == family
 
 
 def test_a_gemma4_gguf_without_llama_cpps_keys_is_refused_naming_one(tmp_path):
