@@ -18,6 +18,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Decoder",
+    "Family",
+    "Gguf",
     "LayerSpec",
     "ModelConfig",
     "ModelConfigError",
@@ -38,6 +40,7 @@ __all__ = [
     "plan_config",
     "read_model_config",
     "reconfigure",
+    "register_family",
     "resolve_dtype",
     "sliding_attention",
 ]
@@ -50,7 +53,6 @@ __getattr__, __dir__ = exports(
             "locate",
         ),
         ".config": (
-            "FAMILIES",
             "MIX_HELP",
             "LayerSpec",
             "ModelConfig",
@@ -64,6 +66,12 @@ __getattr__, __dir__ = exports(
         ".decoder": (
             "Decoder",
             "sliding_attention",
+        ),
+        ".families": (
+            "FAMILIES",
+            "Family",
+            "Gguf",
+            "register_family",
         ),
         ".embedded": (
             "EMBEDDED",

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..plugins import Registry
 from ..rope.config import ModelRope, register_model_rope
 
 PRE_NORM = {"attn_in": "input_layernorm", "mlp_in": "post_attention_layernorm"}
@@ -290,163 +291,177 @@ GEMMA4 = _like(
 )
 OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=Gguf("olmo2"))
 
-FAMILIES: dict[str, Family] = {
-    family.name: family
-    for family in (
+# Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
+# as its entry point); registering one gives the rope layer its rope facts.
+FAMILIES: Registry[Family] = Registry(
+    "model family", Family, "ropekit.families", on_register=lambda family: register_model_rope(family.rope)
+)
+
+
+def register_family(record: Family, *, replace: bool = False) -> Family:
+    """Add a model family (ARCHITECTURE.md, "A model family") and return it; a name already registered is refused
+    unless ``replace=True``. Its model_type must be one transformers' ``AutoConfig`` knows (a package may register
+    its config class there), which fills what a checkpoint's config leaves out."""
+    if not isinstance(record, Family):
+        raise ValueError(f"{record!r} is not a model family; expected a ropekit.models.families.Family")
+    return FAMILIES.register(record, replace=replace)
+
+
+for _family in (
+    LLAMA,
+    _like(
         LLAMA,
-        _like(
-            LLAMA,
-            "mistral",
-            export=Switches(uniform_window=True),
-            gguf=dataclasses.replace(LLAMA_GGUF, named="mistral"),  # llama.cpp writes Mistral as Llama
-        ),
-        _like(LLAMA, "qwen2", qkv_bias=True, export=QWEN, gguf=Gguf("qwen2", table="qwen2")),
-        _like(LLAMA, "qwen3", qk_norm="head", export=QWEN, gguf=Gguf("qwen3", table="qwen3")),
-        # Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
-        _like(
-            LLAMA,
-            "phi3",
-            fused=True,
-            rope=ModelRope("phi3", type_aliases={"su": "longrope", "yarn": "longrope"}),
-            export=Switches(uniform_window=True),
-            gguf=Gguf("phi3", table="phi3"),
-        ),
+        "mistral",
+        export=Switches(uniform_window=True),
+        gguf=dataclasses.replace(LLAMA_GGUF, named="mistral"),  # llama.cpp writes Mistral as Llama
+    ),
+    _like(LLAMA, "qwen2", qkv_bias=True, export=QWEN, gguf=Gguf("qwen2", table="qwen2")),
+    _like(LLAMA, "qwen3", qk_norm="head", export=QWEN, gguf=Gguf("qwen3", table="qwen3")),
+    # Phi-3 checkpoints were published with "su" and then "yarn" before "longrope" (Phi3Config).
+    _like(
+        LLAMA,
+        "phi3",
+        fused=True,
+        rope=ModelRope("phi3", type_aliases={"su": "longrope", "yarn": "longrope"}),
+        export=Switches(uniform_window=True),
+        gguf=Gguf("phi3", table="phi3"),
+    ),
+    GEMMA3,
+    GEMMA4,
+    # EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
+    Family(
+        "exaone4",
+        POST_NORM,
+        rope=ModelRope("exaone4", nope_global_when_sliding=True),
+        qk_norm="head",
+        export=Switches(layer_types=True, nope_global_when_sliding=True),
+        gguf=Gguf("exaone4"),
+    ),
+    # Gemma 2: Gemma 3 without q/k norms, one rope for both layer types; its attention and final logits
+    # soft-capped (attn_logit_softcapping, final_logit_softcapping: read from the config by the plan).
+    _like(
         GEMMA3,
-        GEMMA4,
-        # EXAONE 4: with a sliding window, global layers have no rope at all (NoPE).
-        Family(
-            "exaone4",
-            POST_NORM,
-            rope=ModelRope("exaone4", nope_global_when_sliding=True),
-            qk_norm="head",
-            export=Switches(layer_types=True, nope_global_when_sliding=True),
-            gguf=Gguf("exaone4"),
-        ),
-        # Gemma 2: Gemma 3 without q/k norms, one rope for both layer types; its attention and final logits
-        # soft-capped (attn_logit_softcapping, final_logit_softcapping: read from the config by the plan).
-        _like(
-            GEMMA3,
+        "gemma2",
+        qk_norm=None,
+        rope=ModelRope("gemma2"),
+        export=Switches(layer_types=True),
+        gguf=Gguf(
             "gemma2",
-            qk_norm=None,
-            rope=ModelRope("gemma2"),
-            export=Switches(layer_types=True),
-            gguf=Gguf(
-                "gemma2",
-                keys={
-                    "attn_logit_softcapping": "attn_logit_softcapping",
-                    "final_logit_softcapping": "final_logit_softcapping",
-                },
-                swa_period=2,
-                config={"sliding_window": 4096},
-                wide_scale_layers=46,
-            ),
-        ),
-        # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
-        _like(
-            LLAMA,
-            "granite",
-            gguf=Gguf(
-                "granite",
-                keys={
-                    "attention.scale": "attention_multiplier",
-                    "embedding_scale": "embedding_multiplier",
-                    "residual_scale": "residual_multiplier",
-                    "logit_scale": "logits_scaling",
-                },
-                permuted_qk=True,
-            ),
-        ),
-        # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
-        # fused, partial rotary (0.5) in the interleaved layout.
-        Family(
-            "glm4",
-            {
-                "attn_in": "input_layernorm",
-                "attn_out": "post_self_attn_layernorm",
-                "mlp_in": "post_attention_layernorm",
-                "mlp_out": "post_mlp_layernorm",
+            keys={
+                "attn_logit_softcapping": "attn_logit_softcapping",
+                "final_logit_softcapping": "final_logit_softcapping",
             },
-            o_bias=False,
-            fused=True,
-            rope_layout="interleaved",
-            export=Switches(),
-            gguf=Gguf("glm4"),
+            swa_period=2,
+            config={"sliding_window": 4096},
+            wide_scale_layers=46,
         ),
-        # Mixture-of-experts: Qwen3-MoE (Qwen 3's attention), OLMoE (q/k norms over all heads, Llama's norms),
-        # Mixtral (Mistral's attention; its top-k weights always renormalised).
-        _like(
-            LLAMA,
-            "qwen3_moe",
-            qk_norm="head",
-            # one window for every layer, with use_sliding_window (Qwen3MoeConfig has no layer_types)
-            export=Switches(uniform_window=True, with_window={"use_sliding_window": True}),
-            experts=Experts(count="num_experts", dense_layers=True),
-            gguf=Gguf("qwen3moe", table="qwen3_moe"),
+    ),
+    # Granite: Llama with multipliers (embedding, attention, residual, logits: read from the config).
+    _like(
+        LLAMA,
+        "granite",
+        gguf=Gguf(
+            "granite",
+            keys={
+                "attention.scale": "attention_multiplier",
+                "embedding_scale": "embedding_multiplier",
+                "residual_scale": "residual_multiplier",
+                "logit_scale": "logits_scaling",
+            },
+            permuted_qk=True,
         ),
-        _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=Gguf("olmoe")),
-        _like(
-            LLAMA,
-            "mixtral",
-            export=Switches(uniform_window=True),
-            experts=Experts(
-                block="block_sparse_moe",
-                projections=("w1", "w3", "w2"),
-                count="num_local_experts",
-                size="intermediate_size",
-                renormalise=True,
-            ),
-            gguf=LLAMA_GGUF,  # llama.cpp writes Mixtral as Llama with experts
+    ),
+    # GLM 4: norms before and after attention and the MLP, q/k/v biases (never o), the MLP's gate and up
+    # fused, partial rotary (0.5) in the interleaved layout.
+    Family(
+        "glm4",
+        {
+            "attn_in": "input_layernorm",
+            "attn_out": "post_self_attn_layernorm",
+            "mlp_in": "post_attention_layernorm",
+            "mlp_out": "post_mlp_layernorm",
+        },
+        o_bias=False,
+        fused=True,
+        rope_layout="interleaved",
+        export=Switches(),
+        gguf=Gguf("glm4"),
+    ),
+    # Mixture-of-experts: Qwen3-MoE (Qwen 3's attention), OLMoE (q/k norms over all heads, Llama's norms),
+    # Mixtral (Mistral's attention; its top-k weights always renormalised).
+    _like(
+        LLAMA,
+        "qwen3_moe",
+        qk_norm="head",
+        # one window for every layer, with use_sliding_window (Qwen3MoeConfig has no layer_types)
+        export=Switches(uniform_window=True, with_window={"use_sliding_window": True}),
+        experts=Experts(count="num_experts", dense_layers=True),
+        gguf=Gguf("qwen3moe", table="qwen3_moe"),
+    ),
+    _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=Gguf("olmoe")),
+    _like(
+        LLAMA,
+        "mixtral",
+        export=Switches(uniform_window=True),
+        experts=Experts(
+            block="block_sparse_moe",
+            projections=("w1", "w3", "w2"),
+            count="num_local_experts",
+            size="intermediate_size",
+            renormalise=True,
         ),
-        # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
-        # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
-        Family(
-            "cohere2",
-            {"attn_in": "input_layernorm"},
-            rope=ModelRope("cohere2", nope_global=True),
-            centred_norms=True,
-            parallel=True,
-            rope_layout="interleaved",
-            export=Switches(layer_types=True, nope_global_when_sliding=True),
-            gguf=Gguf("cohere2", keys={"logit_scale": "logit_scale"}, swa_period=4),
-        ),
-        # Ministral 3 (Mistral 3's text model): Mistral with a yarn rope whose dict also holds Llama 4's query
-        # scaling (llama_4_scaling_beta) and repeats max_position_embeddings; theta 1e6.
-        _like(
-            LLAMA,
-            "ministral3",
-            rope=ModelRope("ministral3", default_theta=1_000_000.0, echoed_keys=("max_position_embeddings",)),
-            export=Switches(uniform_window=True),
-            gguf=Gguf("mistral3", permuted_qk=True),
-        ),
-        # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
-        # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
-        _like(
-            LLAMA,
-            "smollm3",
-            rope=ModelRope("smollm3", default_theta=2_000_000.0),
-            nope_layers="no_rope_layers",
-            export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
-            gguf=Gguf("smollm3", permuted_qk=True, nope_period=4, config={"use_sliding_window": False}),
-        ),
-        # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
+        gguf=LLAMA_GGUF,  # llama.cpp writes Mixtral as Llama with experts
+    ),
+    # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
+    # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
+    Family(
+        "cohere2",
+        {"attn_in": "input_layernorm"},
+        rope=ModelRope("cohere2", nope_global=True),
+        centred_norms=True,
+        parallel=True,
+        rope_layout="interleaved",
+        export=Switches(layer_types=True, nope_global_when_sliding=True),
+        gguf=Gguf("cohere2", keys={"logit_scale": "logit_scale"}, swa_period=4),
+    ),
+    # Ministral 3 (Mistral 3's text model): Mistral with a yarn rope whose dict also holds Llama 4's query
+    # scaling (llama_4_scaling_beta) and repeats max_position_embeddings; theta 1e6.
+    _like(
+        LLAMA,
+        "ministral3",
+        rope=ModelRope("ministral3", default_theta=1_000_000.0, echoed_keys=("max_position_embeddings",)),
+        export=Switches(uniform_window=True),
+        gguf=Gguf("mistral3", permuted_qk=True),
+    ),
+    # SmolLM3: NoPE on every 4th layer (no_rope_layers, 1 = rope), a window only on those when
+    # use_sliding_window is set; theta 2e6 by default (SmolLM3Config).
+    _like(
+        LLAMA,
+        "smollm3",
+        rope=ModelRope("smollm3", default_theta=2_000_000.0),
+        nope_layers="no_rope_layers",
+        export=Switches(layer_types=True, with_window={"use_sliding_window": True}),
+        gguf=Gguf("smollm3", permuted_qk=True, nope_period=4, config={"use_sliding_window": False}),
+    ),
+    # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
+    OLMO2,
+    # OLMo 3: OLMo 2 with 3 sliding : 1 global layers; a flat (legacy) rope_scaling applies to the
+    # global layers, and the sliding ones keep the default rope at Olmo3Config's default theta (5e5)
+    # whatever rope_theta says (Olmo3Config.convert_rope_params_to_dict).
+    _like(
         OLMO2,
-        # OLMo 3: OLMo 2 with 3 sliding : 1 global layers; a flat (legacy) rope_scaling applies to the
-        # global layers, and the sliding ones keep the default rope at Olmo3Config's default theta (5e5)
-        # whatever rope_theta says (Olmo3Config.convert_rope_params_to_dict).
-        _like(
-            OLMO2,
+        "olmo3",
+        rope=ModelRope(
             "olmo3",
-            rope=ModelRope(
-                "olmo3",
-                default_theta=500_000.0,
-                local_theta=(None, 500_000.0),
-                flat_layer_types=("full_attention",),
-            ),
-            export=Switches(layer_types=True, rope_per_type=True),
-            gguf=Gguf("olmo2", marked_by="attention.sliding_window", swa_period=4),  # OLMo 2's converter, a window
+            default_theta=500_000.0,
+            local_theta=(None, 500_000.0),
+            flat_layer_types=("full_attention",),
         ),
-    )
-}
+        export=Switches(layer_types=True, rope_per_type=True),
+        gguf=Gguf("olmo2", marked_by="attention.sliding_window", swa_period=4),  # OLMo 2's converter, a window
+    ),
+):
+    register_family(_family)
 # Architectures transformers runs that the shared decoder cannot, and what it lacks for each: the refusal names it.
 UNSUPPORTED = {
     "deepseek_v2": "multi-head latent attention (MLA)",
@@ -458,8 +473,6 @@ UNSUPPORTED = {
     "falcon_h1": "Mamba layers",
     "zamba2": "Mamba layers",
 }
-for _family in FAMILIES.values():
-    register_model_rope(_family.rope)
 
 
 def family_of_gguf(arch: str, has: Callable[[str], bool], name: str = "") -> Family | None:

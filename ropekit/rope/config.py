@@ -438,6 +438,7 @@ class ModelRope:
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
+_families_loaded = False
 _FAMILIES_MODULE = "ropekit.models.families"  # registers ropekit's families' ModelRope on import
 
 
@@ -461,11 +462,14 @@ def canonical_model_type(model_type: Any) -> Any:
 
 def _load_families() -> None:
     """The families register their rope facts as a plugin registers a rope type: rope/ names none of
-    them, and imports their module (torch-free plain data) by name, as plugins are found."""
-    if not _MODEL_ROPES:
+    them, and imports their module (torch-free) by name, as plugins are found; listing them once loads
+    the installed packages' families too."""
+    global _families_loaded
+    if not _families_loaded:
         import importlib
 
-        importlib.import_module(_FAMILIES_MODULE)
+        _families_loaded = True  # first: the families' module, or a plugin, may read a config as it loads
+        importlib.import_module(_FAMILIES_MODULE).FAMILIES.all()
 
 
 def rope_type_aliases(model_type: str | None) -> Mapping[str, str]:

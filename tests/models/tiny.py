@@ -201,3 +201,18 @@ def write_corpus(folder: Path, sizes: tuple[int, ...], seed: int = 0) -> Path:
     for i, size in enumerate(sizes):
         (folder / f"doc{i}.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(size)), encoding="utf-8")
     return folder
+
+
+def truncated_ppl(model, corpus: Path, length: int, n_docs: int) -> float:
+    """The perplexity a sweep's default mode gives at ``length`` (ropekit/modes.py, ``first``): the first
+    ``n_docs`` documents of ``corpus`` with at least ``length`` tokens, each cut to its first ``length``, their
+    tokens' NLL pooled."""
+    import math
+
+    import ropekit
+    from ropekit.data import load_corpus, tokenize
+
+    tokens = tokenize(load_corpus(str(corpus)), model.tokenizer)
+    docs = [ids for ids in tokens.values() if len(ids) >= length][:n_docs]
+    nll = torch.cat([ropekit.token_nll(model, torch.as_tensor(ids[:length], dtype=torch.long)) for ids in docs])
+    return math.exp(float(nll.double().mean()))

@@ -4,7 +4,6 @@ an installed package through the ``ropekit.ropes`` entry-point group (found by i
 from __future__ import annotations
 
 import csv
-import math
 import os
 import subprocess
 import sys
@@ -15,9 +14,8 @@ import pytest
 import torch
 
 import ropekit
-from ropekit.data import load_corpus, tokenize
 from ropekit.rope import RopeConfigError, RopeType, get_rope, parse_rope, preset, registry, rope_types, spec_frequencies
-from tests.models.tiny import add_tokenizer, make_checkpoint, write_corpus
+from tests.models.tiny import add_tokenizer, make_checkpoint, truncated_ppl, write_corpus
 from tests.plugins import install_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,11 +128,8 @@ def test_an_installed_plugin_is_found_by_inspect_and_sweep(tmp_path):
         ppl = {int(r["length"]): float(r["ppl"]) for r in csv.DictReader(f)}
     # The oracle: NTK with alpha 4 is the default rope at theta x 4^(d/(d-2)), run in this process.
     model = ropekit.load_model(tmp_path / "tiny", rope_scaling={"rope_theta": 1e4 * 4.0 ** (16 / 14)})
-    tokens = tokenize(load_corpus(str(tmp_path / "corpus")), model.tokenizer)
     for length, value in ppl.items():
-        docs = [ids for ids in tokens.values() if len(ids) >= length][:2]
-        nll = torch.cat([ropekit.token_nll(model, torch.as_tensor(ids[:length], dtype=torch.long)) for ids in docs])
-        assert value == pytest.approx(math.exp(float(nll.double().mean())), rel=1e-5)
+        assert value == pytest.approx(truncated_ppl(model, tmp_path / "corpus", length, n_docs=2), rel=1e-5)
 
 
 def test_a_type_reads_its_own_preset_arguments(scratch_registry):
