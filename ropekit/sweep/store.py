@@ -80,6 +80,7 @@ from ..cache import (
 from ..modes import PERPLEXITY
 from ..tasks import get_task
 from ..tasks.longppl import COLUMNS as LONGPPL_COLUMNS
+from ..tasks.perplexity import COLUMNS as PERPLEXITY_COLUMNS
 from .spec import SpecError, SweepSpec
 
 RESULT_COLUMNS = [
@@ -91,13 +92,7 @@ RESULT_COLUMNS = [
     "depth",
     "n_docs",
     "n_tokens",
-    "nll",
-    "ppl",
-    "ppl_lo",
-    "ppl_hi",
-    "interval",
-    "bits_per_byte",
-    "word_ppl",
+    *PERPLEXITY_COLUMNS,  # the perplexity task's (ropekit/tasks/perplexity.py)
     "n_trials",
     "accuracy",
     "accuracy_lo",

@@ -29,6 +29,7 @@ per process, only when a RULER task builds its first sample.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -118,7 +119,7 @@ class RulerSettings(TrialSettings):
         if not self.essay_task:
             return {}
         source = self.essay or f"the embedded corpus {ESSAY_FALLBACK} (no essay given; RULER reads Paul Graham's)"
-        return {"essay": {"source": source, "sha256": hashlib.sha256(essay_text(self).encode()).hexdigest()}}
+        return {"essay": {"source": source, "sha256": _essay(_essay_files(self))[1]}}
 
     @property
     def essay_task(self) -> bool:
@@ -151,13 +152,29 @@ def punkt_installed() -> bool:
 def essay_text(settings: RulerSettings) -> str:
     """The essay haystack's text: the ``essay`` file, or the ``.txt`` files of the folder in name order,
     joined by spaces; else the embedded corpus's documents."""
-    if settings.essay is None:
-        from ..data import load_corpus
+    return _essay(_essay_files(settings))[0]
 
-        return " ".join(doc.text for doc in load_corpus(ESSAY_FALLBACK).documents)
+
+def _essay_files(settings: RulerSettings) -> tuple[tuple[str, int, int], ...] | None:
+    """The essay's files as (path, size, modification time), which key its text; None for the embedded corpus."""
+    if settings.essay is None:
+        return None
     path = Path(settings.essay)
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
-    return " ".join(f.read_text(encoding="utf-8") for f in files)
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+@functools.lru_cache(maxsize=4)
+def _essay(files: tuple[tuple[str, int, int], ...] | None) -> tuple[str, str]:
+    """The essay's text and its SHA-256, read once per process while its files are unchanged: every cell key
+    and meta.json hash it."""
+    if files is None:
+        from ..data import load_corpus
+
+        text = " ".join(doc.text for doc in load_corpus(ESSAY_FALLBACK).documents)
+    else:
+        text = " ".join(Path(name).read_text(encoding="utf-8") for name, _, _ in files)
+    return text, hashlib.sha256(text.encode()).hexdigest()
 
 
 def _port() -> Any:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import random
@@ -48,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache import file_sha256
 from ..eval.retrieval import Trial
 from ..rope.checks import is_count
 from .registry import TaskSettingsError, TrialSettings, TrialTask, register_suite, register_task
@@ -133,21 +133,7 @@ class QaSettings(OtherSettings):
 
     def sources(self) -> dict[str, dict[str, str]]:
         """The local dev set its samples are drawn from, and the file's SHA-256."""
-        path = Path(self.dataset)
-        stat = path.stat()
-        return {
-            "dataset": {"source": self.dataset, "sha256": _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
-        }
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """A file's hash, once per (path, size, modification time) in a process."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return {"dataset": {"source": self.dataset, "sha256": file_sha256(Path(self.dataset))}}
 
 
 def _module(name: str) -> Any:
