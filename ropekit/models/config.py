@@ -192,9 +192,17 @@ def _upstream_defaults(raw: Mapping[str, Any]) -> dict[str, Any]:
     import copy
     import logging
 
+    import transformers
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = raw["model_type"]
+    if model_type not in CONFIG_MAPPING:  # a plugin's family (register_family) whose package registered no config
+        raise ModelConfigError(
+            f"model_type {model_type!r} has a ropekit family but transformers {transformers.__version__} has no config "
+            "class for it, which fills what a checkpoint's config leaves out; register one with "
+            "transformers.AutoConfig.register before loading"
+        )
     quiet = logging.getLogger("transformers")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its rope warnings are ours to raise as errors, already done

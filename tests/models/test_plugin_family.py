@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import transformers
 
 import ropekit
 from ropekit.models import FAMILIES, ModelConfigError, model_config, register_family
@@ -60,6 +61,25 @@ def test_bad_records_are_refused():
 def test_a_model_type_no_family_has_is_refused_naming_the_families():
     with pytest.raises(ModelConfigError, match="model_type 'plugin_llama' is not supported; supported: cohere2, "):
         model_config({"model_type": "plugin_llama", "hidden_size": 64})
+
+
+def test_a_family_whose_model_type_transformers_cannot_configure_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(FAMILIES, "records", dict(FAMILIES.records))
+    register_family(Family("unconfigured_llama", LLAMA.norms))
+    with pytest.raises(ModelConfigError) as refused:
+        model_config(
+            {
+                "model_type": "unconfigured_llama",
+                "hidden_size": 64,
+                "num_attention_heads": 4,
+                "max_position_embeddings": 64,
+            }
+        )
+    assert str(refused.value) == (
+        f"model_type 'unconfigured_llama' has a ropekit family but transformers {transformers.__version__} has no "
+        "config class for it, which fills what a checkpoint's config leaves out; register one with "
+        "transformers.AutoConfig.register before loading"
+    )
 
 
 def test_an_installed_family_is_listed_and_swept(tmp_path):
