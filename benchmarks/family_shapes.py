@@ -1,9 +1,11 @@
 """ropekit against transformers on random-weight models of the newer families' shapes (issue 29): a
-SmolLM3-like decoder (NoPE on every 4th layer) and a Qwen3-MoE-like mixture of experts, both small.
+SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts and a gpt-oss-like one
+(attention sinks, 1 sliding : 1 global layers), all small.
 
 Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
 (shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
-``token_nll`` against transformers' ``forward(labels=...)`` (sdpa attention, eager experts) on the same
+``token_nll`` against transformers' ``forward(labels=...)`` (sdpa attention, eager for gpt-oss, whose sinks
+sdpa cannot take; eager experts) on the same
 random tokens, in float32 on ``--threads`` threads. Rows print as Markdown, with the mean NLL of each side.
 
     .venv/bin/python benchmarks/family_shapes.py --lengths 2048 4096 --repeats 2
@@ -47,6 +49,17 @@ SHAPES = {
         "norm_topk_prob": True,
         **COMMON,
     },
+    # gpt-oss-20b's layout at a small size: 16 experts, 4 a token, with biases and the clamped SwiGLU; a sink per
+    # head; 1 sliding (window 128) : 1 global layers; its yarn (x32 from 4096, truncate false).
+    "gpt-oss-small": {
+        "model_type": "gpt_oss",
+        "intermediate_size": 256,
+        "num_local_experts": 16,
+        "num_experts_per_tok": 4,
+        "sliding_window": 128,
+        **COMMON,
+        "max_position_embeddings": 131072,
+    },
 }
 
 
@@ -78,7 +91,7 @@ def child(impl: str, folder: str, length: int, vocab: int, threads: int) -> dict
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()  # sdpa where it runs
         start = time.perf_counter()
         with torch.no_grad():
             mean = float(model(ids[None], labels=ids[None]).loss)

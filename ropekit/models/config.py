@@ -66,14 +66,15 @@ class LayerSpec:
 @dataclass(frozen=True)
 class MoeSpec:
     """A mixture-of-experts MLP: ``experts`` of size ``intermediate_size``, ``experts_per_token`` picked per
-    token, their weights renormalised to sum to 1 or not, and per layer whether it has experts (True) or a
-    dense MLP."""
+    token, their weights renormalised to sum to 1 or not, per layer whether it has experts (True) or a
+    dense MLP, and where the activation is clamped (gpt-oss), its alpha and limit."""
 
     experts: int
     experts_per_token: int
     intermediate_size: int
     renormalise: bool
     layers: tuple[bool, ...]
+    clamped: tuple[float, float] | None = None  # gpt-oss's clamped SwiGLU: (alpha, limit)
 
 
 @dataclass(frozen=True)
@@ -408,7 +409,16 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
         raise ModelConfigError(
             f"model config: clip_qkv={cfg['clip_qkv']!r} is not supported; ropekit runs OLMoE with clip_qkv=null"
         )
-    return MoeSpec(count, values["experts_per_token"], values["size"], renormalise, tuple(sparse))
+    clamped = None
+    if keys.clamped is not None:
+        clamped = tuple(cfg.get(k) for k in keys.clamped)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in clamped):
+            raise ModelConfigError(
+                f"model config: {keys.clamped[0]}={clamped[0]!r}, {keys.clamped[1]}={clamped[1]!r} are not allowed; "
+                "expected positive numbers"
+            )
+        clamped = (float(clamped[0]), float(clamped[1]))
+    return MoeSpec(count, values["experts_per_token"], values["size"], renormalise, tuple(sparse), clamped)
 
 
 # What transformers' per_layer_config may change per layer that the decoder builds per layer (LayerShape).

@@ -111,6 +111,23 @@ def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float, softcap: flo
     return scores.view(B, H_kv, H // H_kv, n, -1)
 
 
+def _softmax(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
+    """The float32 softmax of (B, H_kv, rep, n, K) scores over their keys, with ``sinks`` (H,) one more logit per
+    query head in each row's denominator (gpt-oss's attention sinks: a share of the attention that goes nowhere)."""
+    if sinks is None:
+        return torch.softmax(scores, dim=-1)
+    sink = _grouped_sinks(sinks, scores)
+    top = torch.maximum(scores.amax(-1, keepdim=True), sink)
+    weights = scores.sub(top).exp_()
+    return weights.div_(weights.sum(-1, keepdim=True) + (sink - top).exp_())
+
+
+def _grouped_sinks(sinks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """(H,) sinks as float32 (1, H_kv, rep, 1, 1), beside :func:`_grouped_scores`' scores (query head h is
+    key head h // rep's ``h % rep``-th)."""
+    return sinks.float().view(1, scores.shape[1], scores.shape[2], 1, 1)
+
+
 def two_region_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -122,6 +139,7 @@ def two_region_attention(
     layer_window: int | None,
     scale: float,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention with two rotations: query i and key j with ``i - j < window`` (near) score
     ``q[i] . k[j]``, farther ones ``q_far[i] . k_far[j]`` (an attention-level rope's far region,
@@ -129,8 +147,9 @@ def two_region_attention(
     queries, the scores against its near band and against its far keys take one float32 softmax over
     both (a shared row maximum and denominator: what bojone's and LongLM's ``torch.where`` of two
     ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T. ``softcap``:
-    Gemma 2's soft-capping of the scores (:func:`_grouped_scores`); with ``q_far is q`` and a ``window`` of at
-    least T there is no far region, and this is plain causal attention with capped scores."""
+    Gemma 2's soft-capping of the scores (:func:`_grouped_scores`); ``sinks``: gpt-oss's sink per head in the
+    denominator (:func:`_softmax`); with ``q_far is q`` and a ``window`` of at least T there is no far region, and
+    this is plain causal attention with capped scores or sinks."""
     B, H, T, D = q.shape
     reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
     near = min(window, reach)
@@ -145,14 +164,18 @@ def two_region_attention(
         scores.masked_fill_((distance < 0) | (distance >= near), -torch.inf)  # the diagonal stays: no empty row
         far_first, far_end = max(0, start - reach + 1), end - window  # the keys some query of the block sees as far
         if reach <= window or far_end <= far_first:
-            mixed = _weighted(torch.softmax(scores, dim=-1), v[:, :, first:end])
+            mixed = _weighted(_softmax(scores, sinks), v[:, :, first:end])
         else:
             distance = queries - torch.arange(far_first, far_end, device=q.device)[None, :]
             far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale, softcap)
             far.masked_fill_((distance < window) | (distance >= reach), -torch.inf)
             top = torch.maximum(scores.amax(-1, keepdim=True), far.amax(-1, keepdim=True))
+            if sinks is not None:
+                top = torch.maximum(top, _grouped_sinks(sinks, scores))
             scores, far = scores.sub_(top).exp_(), far.sub_(top).exp_()
             total = scores.sum(-1, keepdim=True) + far.sum(-1, keepdim=True)
+            if sinks is not None:
+                total += (_grouped_sinks(sinks, scores) - top).exp_()
             mixed = _weighted(scores.div_(total), v[:, :, first:end])
             mixed += _weighted(far.div_(total), v[:, :, far_first:far_end])
         out[:, :, start:end] = mixed.view(B, H, end - start, D)
@@ -172,23 +195,29 @@ def fused(q: torch.Tensor) -> bool:
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: LayerSpec, scale: float, softcap: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer: LayerSpec,
+    scale: float,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan. Full causal layers take
-    SDPA's fused kernel; sliding layers and soft-capped scores (Gemma 2) FlexAttention's on CUDA (only the band,
-    the cap in the kernel), and on the CPU the band by SDPA and the capped scores block by block with their
-    float32 softmax (FlexAttention's compiled CPU kernel runs a sliding layer about 2x faster, but compiles for
-    7-11 s in each process and again at a second length: BENCHMARKS.md, "GPU suite")."""
+    SDPA's fused kernel; sliding layers, soft-capped scores (Gemma 2) and sinks (gpt-oss) FlexAttention's on CUDA
+    (only the band, the cap in the kernel, the sinks by its log-sum-exp), and on the CPU the band by SDPA, and
+    capped scores and sinks block by block with their float32 softmax (FlexAttention's compiled CPU kernel runs a
+    sliding layer about 2x faster, but compiles for 7-11 s in each process and again at a second length:
+    BENCHMARKS.md, "GPU suite")."""
     T = q.shape[-2]
     sliding = layer.window is not None and layer.window < T
-    if softcap is None and not sliding:
+    if softcap is None and sinks is None and not sliding:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+    regions = {"window": T, "layer_window": layer.window, "scale": scale, "softcap": softcap, "sinks": sinks}
     if fused(q):
-        return flex_two_region_attention(
-            q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap
-        )
-    if softcap is not None:
-        return two_region_attention(q, k, q, k, v, window=T, layer_window=layer.window, scale=scale, softcap=softcap)
+        return flex_two_region_attention(q, k, q, k, v, **regions)
+    if softcap is not None or sinks is not None:
+        return two_region_attention(q, k, q, k, v, **regions)
     return sliding_attention(q, k, v, window=layer.window, scale=scale)
 
 
@@ -205,11 +234,13 @@ def attend_cached(
     scale: float,
     softcap: float | None = None,
     far: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
     the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it.
     ``far``: an attention-level rope's far queries, far keys and window; keys at least ``window`` before a query
-    score ``q_far . k_far`` in the same float32 softmax (:func:`two_region_attention`, row by row)."""
+    score ``q_far . k_far`` in the same float32 softmax (:func:`two_region_attention`, row by row), with the
+    ``sinks`` (gpt-oss's) in its denominator."""
     T, K = q.shape[-2], k.shape[-2]
     q_pos = torch.arange(K - T, K, device=q.device)[:, None]
     k_pos = torch.arange(K, device=q.device)[None, :]
@@ -217,7 +248,7 @@ def attend_cached(
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
     few = not q.is_cuda and T <= DECODE_ROWS  # decoding on the CPU: float32 matmuls beat SDPA's kernel
-    if softcap is None and far is None and not few:
+    if softcap is None and far is None and sinks is None and not few:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
         )
@@ -230,7 +261,7 @@ def attend_cached(
         q_far, k_far, window = far
         scores = torch.where(k_pos <= q_pos - window, _grouped_scores(q_far, k_far, scale, softcap), scores)
     scores = scores.masked_fill_(~allowed, -torch.inf)
-    out = _weighted(torch.softmax(scores, dim=-1), v).view(q.shape)
+    out = _weighted(_softmax(scores, sinks), v).view(q.shape)
     return out.to(dtype)
 
 
@@ -395,6 +426,7 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv, self.head_dim = c.num_attention_heads, shape.kv_heads, shape.head_dim
         self.scale = c.attention_scale
         self.softcap = c.attn_logit_softcapping
+        self.sinks = nn.Parameter(torch.empty(c.num_attention_heads)) if c.family.sinks else None
         self.kv_from, self.values_from_keys = shape.kv_from, shape.values_from_keys
         self.index, self.keeps = index, any(s.kv_from == index for s in c.shapes)
         self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
@@ -455,9 +487,9 @@ class Attention(nn.Module):
                 shared[self.index] = kv
         if kv.cached:
             far = None if t.far is None else (q_far, kv.k_far, t.far.window)
-            return attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap, far)
+            return attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap, far, self.sinks)
         if t.far is None:
-            return attend(q, kv.k, kv.v, layer, self.scale, self.softcap)  # (B, H, T, D)
+            return attend(q, kv.k, kv.v, layer, self.scale, self.softcap, self.sinks)  # (B, H, T, D)
         # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
         regions = flex_two_region_attention if fused(q) else two_region_attention
         return regions(
@@ -470,6 +502,7 @@ class Attention(nn.Module):
             layer_window=layer.window,
             scale=self.scale,
             softcap=self.softcap,
+            sinks=self.sinks,
         )
 
     def _queries(self, x: torch.Tensor, t: LayerTables) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -574,6 +607,13 @@ def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
     return F.gelu(gate, approximate="tanh" if activation == "gelu_pytorch_tanh" else "none")
 
 
+def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+    """gpt-oss's activation (GptOssExperts): the gate clamped above at ``limit``, the up projection to
+    ``[-limit, limit]``, and ``(up + 1) * gate * sigmoid(alpha * gate)``."""
+    gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
+    return (up + 1) * (gate * torch.sigmoid(gate * alpha))
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig, size: int | None = None):
         super().__init__()
@@ -611,15 +651,21 @@ class MoE(nn.Module):
     from a float32 softmax of its logits (their weights renormalised to sum to 1 where the config says),
     and every expert's SwiGLU runs on its tokens as one grouped matmul over all experts (``F.grouped_mm``
     on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
-    ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``."""
+    ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``; gpt-oss's experts
+    add ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias`` ``(E, C)``, its router a bias, and its activation is
+    clamped (:func:`clamped_swiglu`)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         moe, C = config.moe, config.hidden_size
         self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
-        self.gate = nn.Linear(C, moe.experts, bias=False)  # the router
+        self.clamped = moe.clamped
+        biased = config.family.experts.stacked
+        self.gate = nn.Linear(C, moe.experts, bias=biased)  # the router
         self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
         self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
+        self.gate_up_bias = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size)) if biased else None
+        self.down_bias = nn.Parameter(torch.empty(moe.experts, C)) if biased else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, C = x.shape, x.shape[-1]
@@ -639,8 +685,16 @@ class MoE(nn.Module):
         order = torch.argsort(pairs, stable=True)
         tokens = order // self.top_k
         ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
-        gate, up = grouped_linear(x[tokens], self.gate_up, ends).chunk(2, dim=-1)  # (N * k, I) each
-        y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
+        gate_up = grouped_linear(x[tokens], self.gate_up, ends)  # (N * k, 2 x I)
+        if self.gate_up_bias is not None:
+            gate_up += self.gate_up_bias[pairs[order]]
+        gate, up = gate_up.chunk(2, dim=-1)  # (N * k, I) each
+        if self.clamped is None:
+            y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
+        else:
+            y = grouped_linear(clamped_swiglu(gate, up, *self.clamped), self.down, ends)
+        if self.down_bias is not None:
+            y += self.down_bias[pairs[order]]
         y = y * weights.to(logits.dtype).flatten()[order, None]
         return torch.zeros_like(x).index_add_(0, tokens, y)
 

@@ -50,7 +50,7 @@ class Experts:
     ``model.layers.N.{block}.experts.{e}.{gate|up|down}.weight`` under the names ``projections`` gives them.
     ``renormalise``: the top-k weights are renormalised to sum to 1 always (True), or as the config's
     ``norm_topk_prob`` says (None). ``dense_layers``: the config keys of layers with a plain MLP instead
-    (Qwen3-MoE's ``mlp_only_layers`` and ``decoder_sparse_step``).
+    (Qwen3-MoE's ``mlp_only_layers`` and ``decoder_sparse_step``). ``router``: the router's name in the block.
     """
 
     block: str = "mlp"
@@ -59,6 +59,13 @@ class Experts:
     size: str = "moe_intermediate_size"
     renormalise: bool | None = None
     dense_layers: bool = False
+    router: str = "gate"
+    # gpt-oss: each layer's experts stored stacked, ``experts.gate_up_proj`` (E, C, 2 x I) with each expert's gate
+    # and up columns interleaved and ``experts.down_proj`` (E, I, C), each with a ``_bias``; the router with a bias
+    stacked: bool = False
+    # gpt-oss: the clamped SwiGLU, ``(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`` with
+    # ``g = clamp(gate, max=limit)``, by the config keys of alpha and limit
+    clamped: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,7 @@ class Family:
     attention_scale: float | None = None  # q.k's scale whatever the head size (Gemma 4: 1, its q/k norms set it)
     value_norm: bool = False  # an RMSNorm without weight on each head of v (Gemma 4)
     layer_scalar: bool = False  # each layer's output times its stored ``layer_scalar`` (Gemma 4)
+    sinks: bool = False  # a stored logit per head (``self_attn.sinks``) in every softmax's denominator (gpt-oss)
     layer_inputs: LayerInputs | None = None
     shared_kv: SharedKV | None = None
     # config keys whose other values ropekit's decoder cannot run: key -> (the values it runs, what it lacks)
@@ -411,6 +419,23 @@ for _family in (
             renormalise=True,
         ),
         gguf=LLAMA_GGUF,  # llama.cpp writes Mixtral as Llama with experts
+    ),
+    # gpt-oss: Llama's norms, q/k/v/o biases, a learned attention sink per head, 1 sliding : 1 global layers
+    # (layer_types), experts stored stacked with biases and the clamped SwiGLU, top-k of the router's logits
+    # softmaxed (the renormalised top-k of their softmax); yarn x32 by default (GptOssConfig).
+    _like(
+        LLAMA,
+        "gpt_oss",
+        sinks=True,
+        export=Switches(layer_types=True),
+        experts=Experts(
+            count="num_local_experts",
+            size="intermediate_size",
+            renormalise=True,
+            router="router",
+            stacked=True,
+            clamped=("swiglu_alpha", "swiglu_limit"),
+        ),
     ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).

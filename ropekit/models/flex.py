@@ -1,5 +1,6 @@
 """Attention over bands of distances through FlexAttention's fused kernel (torch.nn.attention.flex_attention):
-the CUDA path of sliding layers, of soft-capped scores (Gemma 2) and of the attention-level ropes' two regions.
+the CUDA path of sliding layers, of soft-capped scores (Gemma 2), of attention sinks (gpt-oss) and of the
+attention-level ropes' two regions.
 
 A band is the keys ``k`` a query ``q`` sees with ``lo <= q - k < hi``: a sliding layer's window is the band
 ``[0, window)``, ReRoPE's near region ``[0, window)`` and its far region ``[window, reach)``. Each band is one
@@ -90,22 +91,30 @@ def flex_two_region_attention(
     layer_window: int | None,
     scale: float,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     compiled: bool | None = None,
 ) -> torch.Tensor:
     """What ``ropekit.models.decoder.two_region_attention`` computes, as two fused calls: the near band
     ``0 <= i - j < window`` with ``q . k`` and the far one ``window <= i - j < reach`` with ``q_far . k_far``
     (``reach``: ``layer_window``, else every earlier key), merged by their log-sum-exps in float32. With a
     ``window`` of at least T there is no far region: one call, causal attention within ``layer_window``.
+    ``sinks`` (H,): gpt-oss's logit per head in the denominator, the output times ``sigmoid(lse - sink)``.
     ``compiled``: through torch.compile (default: on CUDA), else FlexAttention's eager reference."""
     T = q.shape[-2]
     reach = T if layer_window is None else min(layer_window, T)
     compiled = q.is_cuda if compiled is None else compiled
     bands = {"scale": scale, "softcap": softcap, "compiled": compiled}
     near = band_mask(0, min(window, reach), T, q.device)
-    if reach <= window:
+    if reach <= window and sinks is None:
         return band_attention(q, k, v, near, **bands, lse=False)[0]
     out, lse = band_attention(q, k, v, near, **bands)
-    far, far_lse = band_attention(q_far, k_far, v, band_mask(window, reach, T, q.device), **bands)
-    total = torch.logaddexp(lse, far_lse)  # (B, H, T); the near band always holds the query's own key
-    mixed = out.float().mul_((lse - total).exp_().unsqueeze(-1))
-    return mixed.add_(far.float().mul_((far_lse - total).exp_().unsqueeze(-1))).to(q.dtype)
+    if reach <= window:
+        mixed, total = out.float(), lse
+    else:
+        far, far_lse = band_attention(q_far, k_far, v, band_mask(window, reach, T, q.device), **bands)
+        total = torch.logaddexp(lse, far_lse)  # (B, H, T); the near band always holds the query's own key
+        mixed = out.float().mul_((lse - total).exp_().unsqueeze(-1))
+        mixed.add_(far.float().mul_((far_lse - total).exp_().unsqueeze(-1)))
+    if sinks is not None:  # one softmax over the keys and the sink: the keys' share is Z / (Z + e^sink)
+        mixed.mul_(torch.sigmoid(total - sinks.float()[None, :, None]).unsqueeze(-1))
+    return mixed.to(q.dtype)

@@ -117,7 +117,8 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     else:  # without a family, transformers' table of the architecture's name: the plan then says what it lacks
         table = GGUF_CONFIG_MAPPING.get(family.gguf.table if family and family.gguf else arch)
     if table is None:
-        runs = f"; ropekit runs {model_type} from its safetensors checkpoint" if model_type in FAMILIES else ""
+        known = next((t for t in (model_type, canonical_model_type(arch.replace("-", "_"))) if t in FAMILIES), None)
+        runs = f"; ropekit runs {known} from its safetensors checkpoint" if known else ""  # gpt-oss: gpt_oss
         raise CheckpointError(
             f"{path}: GGUF architecture {arch!r}: neither transformers {transformers.__version__} (no key table in "
             f"transformers.integrations.ggml) nor ropekit has a reader for it, so its config cannot be read{runs}"

@@ -164,8 +164,20 @@ def _build(
 
 def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) -> torch.Tensor | None:
     """A layer's experts as one tensor: ``gate_up`` ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows),
-    ``down`` ``(E, C, I)``; None when an expert's tensor is missing."""
+    ``down`` ``(E, C, I)``, and a stacked checkpoint's biases ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias``
+    ``(E, C)``; None when an expert's tensor is missing."""
     experts = config.family.experts
+    if experts.stacked:  # gpt-oss: x @ W, gate and up interleaved along the last axis
+        name = checkpoint_name(f"layers.{layer}.mlp.{part}", config)
+        stored = get(name)
+        if stored is None and not part.endswith("bias"):  # the hub's checkpoints: MXFP4 blocks and scales
+            blocks, scales = get(f"{name}_blocks"), get(f"{name}_scales")
+            stored = None if blocks is None or scales is None else _mxfp4(blocks, scales)
+        if stored is None or stored.dim() != (2 if part.endswith("bias") else 3):
+            return None
+        if part in ("gate_up", "down"):
+            stored = stored.transpose(1, 2).contiguous()
+        return torch.cat([stored[:, 0::2], stored[:, 1::2]], dim=1) if part.startswith("gate_up") else stored
     gate, up, down = experts.projections
     prefix = f"model.layers.{layer}.{experts.block}.experts"
     tensors = []
@@ -178,6 +190,21 @@ def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) 
     if len({tuple(t.shape) for t in tensors}) > 1:
         return None
     return torch.stack(tensors)
+
+
+def _mxfp4(blocks: torch.Tensor, scales: torch.Tensor) -> torch.Tensor | None:
+    """gpt-oss's MXFP4 experts in float32, in the layout of its unquantised ones ``(E, in, out)``: ``blocks``
+    ``(E, out, in / 32, 16)`` bytes hold two FP4 (E2M1) values each, the low nibble first, and ``scales``
+    ``(E, out, in / 32)`` each block's power of two, biased by 127 (transformers' convert_moe_packed_tensors,
+    which does it). None for tensors of other shapes."""
+    if blocks.dim() != 4 or tuple(scales.shape) != tuple(blocks.shape[:3]):
+        return None
+    E, rows, groups, size = blocks.shape
+    if blocks.is_meta:  # check_weights: the shape alone
+        return torch.empty(E, groups * size * 2, rows, device="meta")
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    return convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)
 
 
 def _layout_permutation(config: ModelConfig) -> Callable[[str, torch.Tensor], torch.Tensor]:
@@ -233,7 +260,7 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
     """One decoder parameter from the checkpoint, splitting Phi-3's fused projections and stacking a
     mixture-of-experts layer's experts into one tensor."""
-    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate_up|down)", name)
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate_up|down|gate_up_bias|down_bias)", name)
     if match and config.moe is not None:
         return _stacked_experts(config, get, match[1], match[2])
     tensor = get(checkpoint_name(name, config))

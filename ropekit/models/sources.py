@@ -31,11 +31,15 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     if match:
         return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
     experts = config.family.experts
-    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate\.weight|gate_up|down)", internal)
-    if experts is not None and match:  # the router, or the first of the experts' tensors stacked into one
-        block = f"model.layers.{match[1]}.{experts.block}"
-        names = {"gate.weight": "gate.weight", "gate_up": f"experts.0.{experts.projections[0]}.weight"}
-        return f"{block}.{names.get(match[2], f'experts.0.{experts.projections[2]}.weight')}"
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate\.weight|gate\.bias|gate_up|down|gate_up_bias|down_bias)", internal)
+    if experts is not None and match:  # the router, or the (first of the) experts' tensors stacked into one
+        block, part = f"model.layers.{match[1]}.{experts.block}", match[2]
+        if part.startswith("gate."):
+            return f"{block}.{experts.router}.{part.removeprefix('gate.')}"
+        if experts.stacked:  # gpt-oss: experts.gate_up_proj, experts.down_proj_bias, ...
+            return f"{block}.experts.{part.replace('gate_up', 'gate_up_proj').replace('down', 'down_proj', 1)}"
+        projection = experts.projections[0 if part == "gate_up" else 2]
+        return f"{block}.experts.0.{projection}.weight"
     return f"model.{internal}"
 
 

@@ -444,7 +444,7 @@ def pass_memory(
       (the CPU flash kernel's per-thread blocks, at their largest), plus threads *
       FLASH_Q_BLOCK*FLASH_KV_BLOCK * b when b < 4 (its scores in the reduced dtype), plus a sliding
       band's boolean mask B*(B + W - 1) with B = max(64, min(W, 1024)) for the largest window W < T, plus
-      with an attention-level rope or capped scores the blockwise attention's
+      with an attention-level rope, capped scores or sinks (gpt-oss) the blockwise attention's
       (ropekit.models.decoder.two_region_attention: float32 scores of a block of N = max(16, min(T,
       SCORE_BUDGET // (nh*(T + 16)))) queries against its near and far keys, at most N + T, their int64
       distances and boolean masks: N*(N + T)*(4*nh + 11), and the block's outputs 2*N*nh*hd*b).
@@ -464,7 +464,7 @@ def pass_memory(
         window = max(bands)
         block = max(64, min(window, 1024))  # ropekit.models.sliding_attention's query block
         workspace += block * (block + window - 1)
-    if far_ropes(c) or c.attn_logit_softcapping is not None:
+    if far_ropes(c) or c.attn_logit_softcapping is not None or c.family.sinks:
         nh = c.num_attention_heads
         block = max(16, min(tokens, SCORE_BUDGET // (nh * (tokens + 16))))
         workspace += block * (block + tokens) * (4 * nh + 11) + 2 * block * nh * hd * b

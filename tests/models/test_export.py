@@ -72,6 +72,7 @@ def ids(vocab: int) -> torch.Tensor:
         ("glm4", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("qwen3_moe", "yarn:2", "99@32", ("transformers_v4", "transformers_v5", "vllm")),
         ("mixtral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
+        ("gpt_oss", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
         # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
         ("gemma4", "proportional:2", "native", ("transformers_v5",)),

@@ -27,6 +27,7 @@ FAMILIES = [
     "qwen3_moe",
     "olmoe",
     "mixtral",
+    "gpt_oss",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

@@ -55,6 +55,22 @@ def test_two_regions_equal_the_blockwise_path(window, layer_window, softcap, mon
     torch.testing.assert_close(flex, blockwise, rtol=0, atol=FP32)
 
 
+@pytest.mark.parametrize(("window", "layer_window"), [(16, None), (16, 100), (300, None), (300, 40)])
+def test_sinks_equal_the_blockwise_path(window, layer_window, monkeypatch):
+    """gpt-oss's sinks: the fused output times sigmoid(lse - sink) equals the blockwise softmax with the sink in its
+    denominator (itself proven against transformers' eager attention in test_families.py), with and without a far
+    region and a window."""
+    monkeypatch.setattr(decoder, "SCORE_BUDGET", 1)
+    q, k, q_far, k_far, v = qkv(200)
+    sinks = torch.randn(4, generator=torch.Generator().manual_seed(3))
+    kwargs = {"window": window, "layer_window": layer_window, "scale": 0.25, "sinks": sinks}
+    blockwise = decoder.two_region_attention(q, k, q_far, k_far, v, **kwargs)
+    flex = flex_two_region_attention(q, k, q_far, k_far, v, **kwargs)
+    torch.testing.assert_close(flex, blockwise, rtol=0, atol=FP32)
+    without = decoder.two_region_attention(q, k, q_far, k_far, v, **{**kwargs, "sinks": None})
+    assert (blockwise - without).abs().max() > 0.05  # the sinks take their share
+
+
 def test_two_regions_in_bf16_within_bf16_of_the_blockwise_path():
     q, k, q_far, k_far, v = qkv(200, dtype=torch.bfloat16)
     kwargs = {"window": 24, "layer_window": None, "scale": 0.25}

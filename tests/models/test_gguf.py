@@ -237,6 +237,19 @@ def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_ref
         assert "\n" not in line and "GGUF architecture 'command-r'" in line and "nor ropekit has a reader" in line
 
 
+def test_a_gpt_oss_gguf_is_refused_naming_its_safetensors_checkpoint(tmp_path):
+    """llama.cpp's ``gpt-oss`` (its experts in MXFP4, gate and up split): ropekit reads gpt-oss from safetensors
+    only, and says so."""
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, FAMILY_CONFIGS["gpt_oss"])
+    write_gguf(tmp_path / "tiny-gpt-oss.gguf", folder, hf, "gpt-oss")
+    with pytest.raises(CheckpointError) as err:
+        read_model_config(tmp_path / "tiny-gpt-oss.gguf")
+    line = str(err.value)
+    assert "\n" not in line and "GGUF architecture 'gpt-oss'" in line
+    assert line.endswith("; ropekit runs gpt_oss from its safetensors checkpoint")
+
+
 def test_a_longrope_gguf_is_refused(tmp_path):
     """llama.cpp writes LongRoPE's factors as tensors (rope_factors_long/short) under rope.scaling.type 'longrope':
     refused in one line rather than run with the plain rope."""

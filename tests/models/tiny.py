@@ -70,6 +70,23 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "olmoe": {"model_type": "olmoe", "num_experts": 4, "num_experts_per_tok": 2},
     "mixtral": {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 48},
+    # gpt-oss: sinks, 1 sliding : 1 global, stacked experts with biases; its own yarn (truncate false), trained at 32
+    "gpt_oss": {
+        "model_type": "gpt_oss",
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "intermediate_size": 32,
+        "sliding_window": 40,
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "rope_theta": 150000.0,
+            "factor": 4.0,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "truncate": False,
+            "original_max_position_embeddings": 32,
+        },
+    },
     "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
     # Ministral 3's own rope (yarn with Llama 4's query scaling), trained at 64 tokens so that the scaling
     # grows within the tests' sequences.

@@ -40,7 +40,14 @@ def forward_peak(model, ids: torch.Tensor) -> int:
 
 @pytest.mark.parametrize(
     ("family", "rope"),
-    [("llama", None), ("qwen3_moe", None), ("gemma4", None), ("cohere2", None), ("llama", "rerope:24")],
+    [
+        ("llama", None),
+        ("qwen3_moe", None),
+        ("gemma4", None),
+        ("cohere2", None),
+        ("gpt_oss", None),
+        ("llama", "rerope:24"),
+    ],
 )
 def test_the_chunked_forward_stays_within_its_prediction(family, rope, tmp_path, monkeypatch):
     """Chunks of 64 rows of 1024 tokens: the forward's peak is at most the predicted activations and attention
