@@ -128,12 +128,14 @@ def test_the_cpu_never_takes_flex(tmp_path, monkeypatch):
 
 @pytest.mark.gpu
 @cuda
-@pytest.mark.parametrize("softcap", [None, 5.0])
+@pytest.mark.parametrize(("softcap", "sinks"), [(None, False), (5.0, False), (None, True)])
 @pytest.mark.parametrize("layer_window", [None, 700])
-def test_cuda_two_regions_equal_the_blockwise_path(layer_window, softcap):
-    """The compiled kernels (bf16, head dim 64, GQA) against the blockwise path on the same GPU tensors."""
+def test_cuda_two_regions_equal_the_blockwise_path(layer_window, softcap, sinks):
+    """The compiled kernels (bf16, head dim 64, GQA) against the blockwise path on the same GPU tensors, with
+    Gemma 2's cap or gpt-oss's sinks."""
     q, k, q_far, k_far, v = (t.cuda() for t in qkv(1000, heads=8, kv_heads=2, dim=64, dtype=torch.bfloat16))
-    kwargs = {"window": 256, "layer_window": layer_window, "scale": 0.125, "softcap": softcap}
+    sink = torch.randn(8, generator=torch.Generator().manual_seed(3)).cuda() if sinks else None
+    kwargs = {"window": 256, "layer_window": layer_window, "scale": 0.125, "softcap": softcap, "sinks": sink}
     flex = flex_two_region_attention(q, k, q_far, k_far, v, **kwargs)
     blockwise = decoder.two_region_attention(q, k, q_far, k_far, v, **kwargs)
     torch.testing.assert_close(flex.float(), blockwise.float(), rtol=0, atol=BF16)
