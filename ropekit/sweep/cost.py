@@ -124,15 +124,14 @@ class Flops:
 def mlp_sizes(config: ModelConfig) -> list[tuple[int, int]]:
     """Per layer, (the MLP width a token runs through, the MLP's weights): a dense MLP's
     ``intermediate_size`` and 3*H*I; a mixture of experts' top-k experts (k*I) and every expert's 3*H*I
-    plus the router's H*E."""
+    plus the router's H*E (gpt-oss: with the router's bias E and each expert's 2*I + H)."""
     c, moe = config, config.moe
     dense = [(s.intermediate_size, 3 * c.hidden_size * s.intermediate_size) for s in c.shapes]
     if moe is None:
         return dense
-    sparse = (
-        moe.experts_per_token * moe.intermediate_size,
-        moe.experts * (3 * c.hidden_size * moe.intermediate_size + c.hidden_size),
-    )
+    H, width = c.hidden_size, moe.intermediate_size
+    biases = (1 + 2 * width + H) * c.family.experts.stacked  # gpt-oss's stacked experts' and router's
+    sparse = (moe.experts_per_token * width, moe.experts * (3 * H * width + H + biases))
     return [sparse if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
 
 
@@ -385,7 +384,8 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
     """(parameters in the model's dtype, float32 norm weights) of ropekit's decoder under ``config``:
     embeddings V*H (and an untied LM head V*H); per layer, at its own sizes (``config.shapes``), q H*nh*hd,
     k and v H*nkv*hd each (none on a KV-sharing layer, no v where values are the keys), o nh*hd*H, gate and
-    up H*I each, down I*H, with the biases the config asks for, and a layer scalar where the family has one;
+    up H*I each, down I*H, with the biases the config asks for, a layer scalar where the family has one and a
+    sink per head where it has them (gpt-oss);
     Gemma 4's per-layer inputs: their table V'*L*P, projection H*L*P, and per layer gate and up H*P each;
     norms: H per norm slot of the family per layer, hd each for q and k norms, H for the final norm, and the
     per-layer inputs' P and H per layer."""
@@ -397,7 +397,7 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
         nkv = s.kv_heads * own
         kv = nkv * (1 if s.values_from_keys else 2)  # Gemma 4's attention_k_eq_v: no v projection
         matrices += 2 * H * nh * hd + H * kv * hd + c.attention_bias * (nh + kv) * hd + c.output_bias * H
-        matrices += c.mlp_bias * (2 * s.intermediate_size + H) + c.family.layer_scalar
+        matrices += c.mlp_bias * (2 * s.intermediate_size + H) + c.family.layer_scalar + c.family.sinks * nh
         qk = {None: 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.family.qk_norm]  # per head, or all heads
         norms += len(c.family.norms) * H + qk
     matrices += sum(weights for _, weights in mlp_sizes(c))

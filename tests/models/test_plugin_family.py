@@ -6,14 +6,11 @@ of the same weights read as Llama."""
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import transformers
@@ -22,9 +19,7 @@ import ropekit
 from ropekit.models import FAMILIES, ModelConfigError, model_config, register_family
 from ropekit.models.families import LLAMA, Family
 from tests.models.tiny import add_tokenizer, make_checkpoint, truncated_ppl, write_corpus
-from tests.plugins import install_plugin
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.plugins import install_plugin, swept_ppl, with_plugins
 
 PLUGIN = textwrap.dedent(
     """
@@ -91,22 +86,12 @@ def test_an_installed_family_is_listed_and_swept(tmp_path):
     config = json.loads((tmp_path / "plugin" / "config.json").read_text())
     (tmp_path / "plugin" / "config.json").write_text(json.dumps({**config, "model_type": "plugin_llama"}))
     write_corpus(tmp_path / "corpus", (300, 280))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    cli = [sys.executable, "-m", "ropekit.cli"]
-    models = subprocess.run([*cli, "models"], env=env, capture_output=True, text=True)
+    models = subprocess.run(
+        [sys.executable, "-m", "ropekit.cli", "models"], env=with_plugins(site), capture_output=True, text=True
+    )
     assert models.returncode == 0, models.stderr
     assert "plugin_llama" in next(line for line in models.stdout.splitlines() if "gemma3_text" in line).split(", ")
-    out = tmp_path / "out"
-    sweep = subprocess.run(
-        [*cli, "sweep", "--model", str(tmp_path / "plugin"), "--corpus", str(tmp_path / "corpus")]
-        + ["--lengths", "64,256", "--rope", "yarn:2", "--n-docs", "2", "--out", str(out), "--quiet", "--no-report"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert sweep.returncode == 0, sweep.stderr
-    with (out / "results.csv").open() as f:
-        ppl = {int(r["length"]): float(r["ppl"]) for r in csv.DictReader(f)}
+    ppl = swept_ppl(site, tmp_path / "plugin", tmp_path / "corpus", "yarn:2", tmp_path / "out")
     assert sorted(ppl) == [64, 256]
     # The oracle: the same weights read as Llama, under the same rope, in this process.
     model = ropekit.load_model(tmp_path / "llama", rope_scaling="yarn:2")

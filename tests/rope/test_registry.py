@@ -3,12 +3,9 @@ an installed package through the ``ropekit.ropes`` entry-point group (found by i
 
 from __future__ import annotations
 
-import csv
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +13,7 @@ import torch
 import ropekit
 from ropekit.rope import RopeConfigError, RopeType, get_rope, parse_rope, preset, registry, rope_types, spec_frequencies
 from tests.models.tiny import add_tokenizer, make_checkpoint, truncated_ppl, write_corpus
-from tests.plugins import install_plugin
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.plugins import install_plugin, swept_ppl, with_plugins
 
 # A plugin's whole source: NTK-aware scaling (bloc97; the YaRN repo's NTK-scaled rotary embedding),
 # theta x alpha^(d / (d - 2)), as one record.
@@ -95,7 +90,6 @@ def test_an_installed_plugin_is_found_by_inspect_and_sweep(tmp_path):
     make_checkpoint(tmp_path / "tiny", {"model_type": "llama", "max_position_embeddings": 128})
     add_tokenizer(tmp_path / "tiny")
     write_corpus(tmp_path / "corpus", (300, 280))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     cli = [sys.executable, "-m", "ropekit.cli"]
     inspect = subprocess.run(
         [
@@ -109,23 +103,13 @@ def test_an_installed_plugin_is_found_by_inspect_and_sweep(tmp_path):
             "--max-position-embeddings",
             "128",
         ],
-        env=env,
+        env=with_plugins(site),
         capture_output=True,
         text=True,
     )
     assert inspect.returncode == 0, inspect.stderr
     assert "ntk_plugin:4: {'rope_type': 'ntk_plugin', 'rope_theta': 10000.0, 'alpha': 4.0}" in inspect.stdout
-    out = tmp_path / "out"
-    sweep = subprocess.run(
-        [*cli, "sweep", "--model", str(tmp_path / "tiny"), "--corpus", str(tmp_path / "corpus"), "--lengths", "64,256"]
-        + ["--rope", "ntk_plugin:4", "--n-docs", "2", "--out", str(out), "--quiet", "--no-report"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert sweep.returncode == 0, sweep.stderr
-    with (out / "results.csv").open() as f:
-        ppl = {int(r["length"]): float(r["ppl"]) for r in csv.DictReader(f)}
+    ppl = swept_ppl(site, tmp_path / "tiny", tmp_path / "corpus", "ntk_plugin:4", tmp_path / "out")
     # The oracle: NTK with alpha 4 is the default rope at theta x 4^(d/(d-2)), run in this process.
     model = ropekit.load_model(tmp_path / "tiny", rope_scaling={"rope_theta": 1e4 * 4.0 ** (16 / 14)})
     for length, value in ppl.items():
