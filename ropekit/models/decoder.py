@@ -686,15 +686,16 @@ class MoE(nn.Module):
         tokens = order // self.top_k
         ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
         gate_up = grouped_linear(x[tokens], self.gate_up, ends)  # (N * k, 2 x I)
-        if self.gate_up_bias is not None:
-            gate_up += self.gate_up_bias[pairs[order]]
+        by_expert = pairs[order] if self.gate_up_bias is not None else None  # each sorted pair's expert
+        if by_expert is not None:
+            gate_up += self.gate_up_bias[by_expert]
         gate, up = gate_up.chunk(2, dim=-1)  # (N * k, I) each
         if self.clamped is None:
             y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
         else:
             y = grouped_linear(clamped_swiglu(gate, up, *self.clamped), self.down, ends)
-        if self.down_bias is not None:
-            y += self.down_bias[pairs[order]]
+        if by_expert is not None:
+            y += self.down_bias[by_expert]
         y = y * weights.to(logits.dtype).flatten()[order, None]
         return torch.zeros_like(x).index_add_(0, tokens, y)
 

@@ -13,6 +13,7 @@ Validation is strict where transformers only warns (ARCHITECTURE.md, conventions
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from collections.abc import Mapping
@@ -438,7 +439,6 @@ class ModelRope:
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
-_families_loaded = False
 _FAMILIES_MODULE = "ropekit.models.families"  # registers ropekit's families' ModelRope on import
 
 
@@ -451,25 +451,30 @@ def model_rope(model_type: str | None) -> ModelRope:
     """The rope facts of a model type (after :func:`canonical_model_type`); a type no family names
     reads as transformers' generic config does."""
     _load_families()
+    if model_type not in _MODEL_ROPES:
+        _load_plugin_families()
     return _MODEL_ROPES.get(model_type) or ModelRope(str(model_type))
 
 
 def canonical_model_type(model_type: Any) -> Any:
     """The model type a family knows ``model_type`` by (``gemma3`` is ``gemma3_text``)."""
     _load_families()
+    if model_type not in _MODEL_ROPES and not any(model_type in f.aliases for f in _MODEL_ROPES.values()):
+        _load_plugin_families()
     return next((f.name for f in _MODEL_ROPES.values() if model_type in f.aliases), model_type)
 
 
 def _load_families() -> None:
     """The families register their rope facts as a plugin registers a rope type: rope/ names none of
-    them, and imports their module (torch-free) by name, as plugins are found; listing them once loads
-    the installed packages' families too."""
-    global _families_loaded
-    if not _families_loaded:
-        import importlib
+    them, and imports their module (torch-free) by name, as plugins are found."""
+    if not _MODEL_ROPES:
+        importlib.import_module(_FAMILIES_MODULE)
 
-        _families_loaded = True  # first: the families' module, or a plugin, may read a config as it loads
-        importlib.import_module(_FAMILIES_MODULE).FAMILIES.all()
+
+def _load_plugin_families() -> None:
+    """The installed packages' families too (their entry points are read once per process, and only for a
+    model type ropekit's own families do not know, as the other registries read theirs)."""
+    importlib.import_module(_FAMILIES_MODULE).FAMILIES.all()
 
 
 def rope_type_aliases(model_type: str | None) -> Mapping[str, str]:
