@@ -1,6 +1,7 @@
 """ropekit against transformers on random-weight models of the newer families' shapes (issue 29): a
-SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts and a gpt-oss-like one
-(attention sinks, 1 sliding : 1 global layers), all small.
+SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts, a gpt-oss-like one
+(attention sinks, 1 sliding : 1 global layers) and a DeepSeek-V2-Lite-like one (multi-head latent attention,
+shared experts), all small.
 
 Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
 (shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
@@ -59,6 +60,36 @@ SHAPES = {
         "sliding_window": 128,
         **COMMON,
         "max_position_embeddings": 131072,
+    },
+    # DeepSeek-V2-Lite's layout at a small size: MLA (no query bottleneck, a latent of 128, 64 + 32 q.k channels a
+    # head, values 64), layer 0 dense, then 16 experts, 4 a token, and 2 shared; its yarn (x40 from 4096, mscale).
+    "deepseek-v2-lite-small": {
+        "model_type": "deepseek_v2",
+        "intermediate_size": 1536,
+        **COMMON,
+        "num_key_value_heads": 8,
+        "head_dim": 32,
+        "q_lora_rank": None,
+        "kv_lora_rank": 128,
+        "qk_nope_head_dim": 64,
+        "qk_rope_head_dim": 32,
+        "v_head_dim": 64,
+        "n_routed_experts": 16,
+        "num_experts_per_tok": 4,
+        "n_shared_experts": 2,
+        "moe_intermediate_size": 256,
+        "first_k_dense_replace": 1,
+        "topk_method": "greedy",
+        "max_position_embeddings": 163840,
+        "rope_scaling": {
+            "type": "yarn",
+            "factor": 40,
+            "original_max_position_embeddings": 4096,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "mscale": 0.707,
+            "mscale_all_dim": 0.707,
+        },
     },
 }
 

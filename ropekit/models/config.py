@@ -75,6 +75,29 @@ class MoeSpec:
     renormalise: bool
     layers: tuple[bool, ...]
     clamped: tuple[float, float] | None = None  # gpt-oss's clamped SwiGLU: (alpha, limit)
+    # DeepSeek's routers (families.Experts): "softmax" or "sigmoid" scores of float32 logits or not, a correction
+    # bias for the choice, (groups, groups kept, "top2" or "max") where the choice is limited to the best groups,
+    # the weights' scale, and the width of the shared experts' MLP (None: no shared experts)
+    scoring: str = "softmax"
+    float32_router: bool = False
+    corrected: bool = False
+    groups: tuple[int, int, str] | None = None
+    scale: float = 1.0
+    shared_size: int | None = None
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """Multi-head latent attention's sizes (families.Latent): the queries' bottleneck rank (None: one projection),
+    the keys' and values' latent rank, each head's q.k channels without and with rope (the rotated ones shared by
+    every head), and each head's value channels."""
+
+    q_rank: int | None
+    kv_rank: int
+    nope: int
+    rope: int
+    value: int
+    eps: float = 1e-6  # the latent norms'
 
 
 @dataclass(frozen=True)
@@ -83,13 +106,22 @@ class LayerShape:
     ``head_dim`` and ``kv_heads`` (Gemma 4's global layers have their own: transformers' ``per_layer_config``),
     the MLP's ``intermediate_size``, values from the key projection (``values_from_keys``: Gemma 4's
     ``attention_k_eq_v`` global layers), or the keys and values of an earlier layer ``kv_from`` (Gemma 4's KV
-    sharing: the layer has no k/v projections of its own)."""
+    sharing: the layer has no k/v projections of its own). Under multi-head latent attention (DeepSeek's MLA) a
+    head's q.k channels (``head_dim``) are more than the rope's (``rope_dim``) and its values have a width of
+    their own (``value_dim``); elsewhere both are ``head_dim``."""
 
     head_dim: int
     kv_heads: int
     intermediate_size: int
     values_from_keys: bool = False
     kv_from: int | None = None
+    value_dim: int = 0  # 0: head_dim
+    rope_dim: int = 0  # 0: head_dim
+
+    def __post_init__(self) -> None:
+        for name in ("value_dim", "rope_dim"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, self.head_dim)
 
 
 @dataclass(frozen=True)
@@ -131,6 +163,8 @@ class ModelConfig:
     moe: MoeSpec | None = None
     shapes: tuple[LayerShape, ...] = ()  # per layer; plan_config fills it
     layer_inputs: LayerInputs | None = None
+    latent: LatentSpec | None = None  # DeepSeek's MLA
+    qk_norm: str | None = None  # the family's q/k norms where the config has them: "head", "all" or None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -302,10 +336,11 @@ def plan_config(
         )
     }
     heads = sizes["num_attention_heads"]
-    head_dim = head_dim_of(cfg)
+    head_dim = head_dim_of(cfg, family.rope.head_key)
     kv_heads = cfg.get("num_key_value_heads") or heads
     if heads % kv_heads:
         raise ModelConfigError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+    _quantization(cfg)
     for key, (runs, lacks) in family.refused.items():
         if cfg.get(key) not in runs:
             raise ModelConfigError(
@@ -318,8 +353,14 @@ def plan_config(
     scalar = cfg.get("query_pre_attn_scalar")
     from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
 
+    latent = _latent(cfg, family, heads, kv_heads, head_dim)
+    if latent is not None:  # each head's q.k reads nope + rope channels, the rope turning its head_dim (rope) ones
+        shapes = tuple(
+            dataclasses.replace(s, head_dim=latent.nope + latent.rope, value_dim=latent.value, rope_dim=latent.rope)
+            for s in shapes
+        )
     plans = {}  # a plan per head size: each layer type's rope is made for the head it turns
-    for size in sorted({shape.head_dim for shape in shapes}):
+    for size in sorted({shape.rope_dim for shape in shapes}):
         sized = {**cfg, "head_dim": size}
         plans[size] = layer_plan(
             sized,
@@ -328,14 +369,16 @@ def plan_config(
             nope_layers=_nope_layers(cfg, family, sizes["num_hidden_layers"]),
             **overrides,
         )
-    layers = tuple(plans[shape.head_dim][i] for i, shape in enumerate(shapes))
+    layers = tuple(plans[shape.rope_dim][i] for i, shape in enumerate(shapes))
     for i, shape in enumerate(shapes):
         if shape.kv_from is not None and layers[i] != layers[shape.kv_from]:
             raise ModelConfigError(
                 f"layer {i} reads the keys and values of layer {shape.kv_from} (KV sharing), so it must attend as that "
                 f"layer does; this plan has {layers[i].describe()} and {layers[shape.kv_from].describe()}"
             )
-    if family.attention_scale is not None:
+    if latent is not None:
+        attention_scale = _latent_scale(latent, layers)
+    elif family.attention_scale is not None:
         attention_scale = family.attention_scale
     else:
         attention_scale = cfg.get("attention_multiplier") or (scalar if scalar else head_dim) ** -0.5
@@ -347,7 +390,7 @@ def plan_config(
         intermediate_size=sizes["intermediate_size"],
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        head_dim=head_dim,
+        head_dim=head_dim if latent is None else latent.rope,
         rms_norm_eps=float(cfg.get("rms_norm_eps", cfg.get("layer_norm_eps", 1e-6))),
         max_position_embeddings=sizes["max_position_embeddings"],
         activation=activation,
@@ -364,8 +407,39 @@ def plan_config(
         layers=layers,
         shapes=shapes,
         layer_inputs=_layer_inputs(cfg, family),
+        latent=latent,
+        qk_norm=family.qk_norm if family.qk_norm_when is None or cfg.get(family.qk_norm_when) else None,
         checkpoint=cfg,
     )
+
+
+# The quant_method values of a config's quantization_config whose weights ropekit dequantises at load
+# (ropekit/models/load.py): DeepSeek V3's and other FP8 releases' float8 weights with a scale per block, gpt-oss's
+# MXFP4 experts. Any other would be read as its stored integers or codes, so it is refused.
+QUANTIZATIONS = ("fp8", "mxfp4")
+
+
+def _quantization(cfg: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint quantised in a way ropekit does not read (its weights would be wrong, silently)."""
+    quantization = cfg.get("quantization_config")
+    if quantization is None:
+        return
+    method = quantization.get("quant_method") if isinstance(quantization, Mapping) else None
+    if method not in QUANTIZATIONS:
+        raise ModelConfigError(
+            f"model config: quantization_config with quant_method={method!r} is not supported; ropekit reads "
+            "unquantised weights, fine-grained FP8 ('fp8') and gpt-oss's MXFP4 experts ('mxfp4')"
+        )
+    block = quantization.get("weight_block_size")
+    if (
+        method == "fp8"
+        and block is not None
+        and not (isinstance(block, (list, tuple)) and len(block) == 2 and all(is_count(n) for n in block))
+    ):
+        raise ModelConfigError(
+            f"model config: quantization_config weight_block_size={block!r} is not allowed; expected [rows, columns] "
+            "of a block (positive integers), or null for one scale a weight"
+        )
 
 
 # --- the layer plan ----------------------------------------------------------------------------
@@ -404,6 +478,19 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
     if keys.dense_layers:  # Qwen3-MoE: mlp_only_layers dense, and experts only every decoder_sparse_step-th layer
         step, only = cfg.get("decoder_sparse_step") or 1, set(cfg.get("mlp_only_layers") or ())
         sparse = [i not in only and (i + 1) % step == 0 for i in range(n_layers)]
+    if keys.layer_kinds is not None and cfg.get(keys.layer_kinds) is not None:  # GLM-4.7-Flash's mlp_layer_types
+        kinds = cfg[keys.layer_kinds]
+        if not isinstance(kinds, list) or len(kinds) != n_layers or not set(kinds) <= {"dense", "sparse"}:
+            raise ModelConfigError(
+                f"model config: {keys.layer_kinds}={kinds!r} is not allowed; expected {n_layers} entries, "
+                '"dense" or "sparse"'
+            )
+        sparse = [kind == "sparse" for kind in kinds]
+    if keys.first_dense is not None:  # DeepSeek: first_k_dense_replace dense layers first
+        first = cfg.get(keys.first_dense) or 0
+        if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= n_layers:
+            raise ModelConfigError(f"model config: {keys.first_dense}={first!r}; expected 0 to {n_layers} layers")
+        sparse = [i >= first for i in range(n_layers)]
     renormalise = keys.renormalise if keys.renormalise is not None else bool(cfg.get("norm_topk_prob", False))
     if cfg.get("clip_qkv") is not None:  # OLMoE's option, off in its published checkpoints
         raise ModelConfigError(
@@ -418,7 +505,85 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
                 "expected positive numbers"
             )
         clamped = (float(clamped[0]), float(clamped[1]))
-    return MoeSpec(count, values["experts_per_token"], values["size"], renormalise, tuple(sparse), clamped)
+    return MoeSpec(
+        count,
+        values["experts_per_token"],
+        values["size"],
+        renormalise,
+        tuple(sparse),
+        clamped,
+        scoring=keys.scoring,
+        float32_router=keys.float32_router,
+        corrected=keys.corrected,
+        groups=_expert_groups(cfg, keys, count, values["experts_per_token"]),
+        scale=_scale(cfg, keys.scale),
+        shared_size=None if keys.shared is None else (cfg.get(keys.shared) or 0) * values["size"] or None,
+    )
+
+
+def _expert_groups(cfg: Mapping[str, Any], keys: Any, count: int, top_k: int) -> tuple[int, int, str] | None:
+    """DeepSeek's group-limited routing as the config sets it: (groups, groups kept, how a group ranks), or None."""
+    if keys.groups is None or (keys.grouped_when is not None and cfg.get(keys.grouped_when[0]) != keys.grouped_when[1]):
+        return None
+    groups, kept = (cfg.get(k) for k in keys.groups)
+    if groups is None and kept is None:
+        return None
+    if not (is_count(groups) and is_count(kept) and count % groups == 0 and kept <= groups):
+        raise ModelConfigError(
+            f"model config: {keys.groups[0]}={groups!r}, {keys.groups[1]}={kept!r} are not allowed; expected a number "
+            f"of groups dividing the {count} experts and at most that many groups kept"
+        )
+    if top_k > kept * (count // groups):
+        raise ModelConfigError(
+            f"model config: num_experts_per_tok={top_k} exceeds the {kept * (count // groups)} experts of the "
+            f"{kept} groups kept"
+        )
+    return groups, kept, keys.group_score
+
+
+def _scale(cfg: Mapping[str, Any], key: str | None) -> float:
+    value = 1.0 if key is None else cfg.get(key, 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive number")
+    return float(value)
+
+
+def _latent(cfg: Mapping[str, Any], family: Family, heads: int, kv_heads: int, head_dim: int) -> LatentSpec | None:
+    """A family's multi-head latent attention as its config sizes it (None for one without)."""
+    keys = family.latent
+    if keys is None:
+        return None
+    sizes = {k: cfg.get(getattr(keys, k)) for k in ("kv_rank", "nope", "rope", "value")}
+    q_rank = cfg.get(keys.q_rank)
+    for name, value in (*sizes.items(), ("q_rank", q_rank if q_rank is not None else 1)):
+        if not is_count(value):
+            key = getattr(keys, name)
+            raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive integer")
+    if kv_heads != heads:
+        raise ModelConfigError(
+            f"model config: num_key_value_heads={kv_heads} with multi-head latent attention, whose keys and values "
+            f"have a head per query head; expected {heads}"
+        )
+    if cfg.get("head_dim") not in (None, sizes["rope"]):
+        raise ModelConfigError(
+            f"model config: head_dim={head_dim} differs from {keys.rope}={sizes['rope']}, the channels the rope turns"
+        )
+    return LatentSpec(q_rank, sizes["kv_rank"], sizes["nope"], sizes["rope"], sizes["value"], keys.eps)
+
+
+def _latent_scale(latent: LatentSpec, layers: Sequence[LayerSpec]) -> float:
+    """MLA's q.k scale: ``(nope + rope) ** -0.5``, times ``yarn_mscale(factor, mscale_all_dim) ** 2`` under a yarn
+    rope with ``mscale_all_dim`` (the global layers' rope; transformers' yarn_apply_mscale)."""
+    from ..rope.config import Yarn
+    from ..rope.frequencies import yarn_mscale
+
+    ropes = [layer.rope for layer in layers if layer.rope is not None]
+    full = [layer.rope for layer in layers if layer.rope is not None and layer.attention == "full_attention"]
+    scale = (latent.nope + latent.rope) ** -0.5
+    spec = (full or ropes or [None])[0]
+    if spec is not None and isinstance(spec.scaling, Yarn) and spec.scaling.mscale_all_dim:
+        scale *= yarn_mscale(spec.scaling.factor, spec.scaling.mscale_all_dim) ** 2
+    return scale
 
 
 # What transformers' per_layer_config may change per layer that the decoder builds per layer (LayerShape).

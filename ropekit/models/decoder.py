@@ -70,6 +70,16 @@ class RMSNorm(nn.Module):
         return (x32 * self.weight).to(x.dtype)
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, with values narrower than q.k's heads (MLA's) zero-padded to their width
+    and the output's padding dropped: the fused kernels take one head size, and for two torch 2.13's CPU falls back
+    to its math kernel, which holds the T x T scores (67 MB against 1 MB for 4 heads of 2048 tokens)."""
+    width = v.shape[-1]
+    if width == q.shape[-1]:
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    return F.scaled_dot_product_attention(q, k, F.pad(v, (0, q.shape[-1] - width)), **kwargs)[..., :width]
+
+
 def sliding_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int, scale: float, block: int | None = None
 ) -> torch.Tensor:
@@ -78,7 +88,7 @@ def sliding_attention(
     band, so memory and work grow as T x window, not T x T."""
     T = q.shape[-2]
     block = block or max(64, min(window, 1024))
-    out = torch.empty_like(q)
+    out = q.new_empty(*q.shape[:-1], v.shape[-1])
     gqa = q.shape[1] != k.shape[1]
     for start in range(0, T, block):
         end = min(T, start + block)
@@ -86,7 +96,7 @@ def sliding_attention(
         q_pos = torch.arange(start, end, device=q.device)[:, None]
         k_pos = torch.arange(first, end, device=q.device)[None, :]
         allowed = (k_pos <= q_pos) & (k_pos > q_pos - window)  # (block, keys)
-        out[:, :, start:end] = F.scaled_dot_product_attention(
+        out[:, :, start:end] = sdpa(
             q[:, :, start:end],
             k[:, :, first:end],
             v[:, :, first:end],
@@ -150,11 +160,11 @@ def two_region_attention(
     Gemma 2's soft-capping of the scores (:func:`_grouped_scores`); ``sinks``: gpt-oss's sink per head in the
     denominator (:func:`_softmax`); with ``q_far is q`` and a ``window`` of at least T there is no far region, and
     this is plain causal attention with capped scores or sinks."""
-    B, H, T, D = q.shape
+    B, H, T, _ = q.shape
     reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
     near = min(window, reach)
     block = max(16, min(T, SCORE_BUDGET // (B * H * (reach + 16))))
-    out = torch.empty_like(q)
+    out = q.new_empty(B, H, T, v.shape[-1])  # values may be narrower than q.k's heads (MLA)
     for start in range(0, T, block):
         end = min(T, start + block)
         queries = torch.arange(start, end, device=q.device)[:, None]
@@ -178,7 +188,7 @@ def two_region_attention(
                 total += (_grouped_sinks(sinks, scores) - top).exp_()
             mixed = _weighted(scores.div_(total), v[:, :, first:end])
             mixed += _weighted(far.div_(total), v[:, :, far_first:far_end])
-        out[:, :, start:end] = mixed.view(B, H, end - start, D)
+        out[:, :, start:end] = mixed.view(B, H, end - start, -1)
     return out
 
 
@@ -212,7 +222,7 @@ def attend(
     T = q.shape[-2]
     sliding = layer.window is not None and layer.window < T
     if softcap is None and sinks is None and not sliding:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+        return sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     regions = {"window": T, "layer_window": layer.window, "scale": scale, "softcap": softcap, "sinks": sinks}
     if fused(q):
         return flex_two_region_attention(q, k, q, k, v, **regions)
@@ -249,9 +259,7 @@ def attend_cached(
         allowed &= k_pos > q_pos - layer.window
     few = not q.is_cuda and T <= DECODE_ROWS  # decoding on the CPU: float32 matmuls beat SDPA's kernel
     if softcap is None and far is None and sinks is None and not few:
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1]
-        )
+        return sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     dtype = q.dtype
     if few:  # scores and weights in float32, as SDPA's CPU kernel accumulates them
         q, k, v = q.float(), k.float(), v.float()
@@ -261,7 +269,7 @@ def attend_cached(
         q_far, k_far, window = far
         scores = torch.where(k_pos <= q_pos - window, _grouped_scores(q_far, k_far, scale, softcap), scores)
     scores = scores.masked_fill_(~allowed, -torch.inf)
-    out = _weighted(_softmax(scores, sinks), v).view(q.shape)
+    out = _weighted(_softmax(scores, sinks), v).view(*q.shape[:-1], v.shape[-1])
     return out.to(dtype)
 
 
@@ -270,21 +278,26 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
     the widest layer: the larger of
     * its projections (:meth:`Attention.heads`): the input norm's float32 copies (3 x 4 x C) and output (b x C),
       then q and k with the rotation's four temporaries and the far region's copy, v (b x 7 x (H + H_kv) x D);
-    * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x D), hidden rows (the
+      under MLA also its bottlenecks' outputs, normed (b x 2 x (r_q + r_kv) + rope, the norm's float32 copies
+      3 x 4 x the larger rank) and the expanded latent (b x H x (nope + Dv));
+    * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x Dv), hidden rows (the
       attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
       3 x 4 x C), the MLP's activations (a dense one's gate, up and their product, b x 3 x I; a mixture of
-      experts' k gathered inputs and outputs, gate-up, activation and product, b x (k x (2C + 4I) + C)) and
-      Gemma 4's per-layer input, gate and product (b x 3 x width)."""
+      experts' k gathered inputs and outputs, gate-up, activation and product, b x (k x (2C + 4I) + C), or its
+      shared experts', b x (3 x S + C)) and Gemma 4's per-layer input, gate and product (b x 3 x width)."""
     c, b = config, torch.empty(0, dtype=dtype).element_size()
     C, nh = c.hidden_size, c.num_attention_heads
     norm = 3 * 4 * C
     projections = max(b * (C + 7 * (nh + s.kv_heads) * s.head_dim) for s in c.shapes) + norm
+    if (m := c.latent) is not None:  # MLA's: the bottlenecks' outputs and norms, the expanded latent (k, v)
+        rank = max(m.q_rank or 0, m.kv_rank)
+        projections += b * (2 * (m.q_rank or 0) + 2 * m.kv_rank + m.rope + nh * (m.nope + m.value)) + 3 * 4 * rank
     mlp = max(3 * s.intermediate_size for s in c.shapes)
     if c.moe is not None:
         k = c.moe.experts_per_token
-        mlp = max(mlp, k * (2 * C + 4 * c.moe.intermediate_size) + C)
+        mlp = max(mlp, k * (2 * C + 4 * c.moe.intermediate_size) + C, 3 * (c.moe.shared_size or 0) + C)
     width = 0 if c.layer_inputs is None else 3 * c.layer_inputs.width
-    rest = b * (max(nh * s.head_dim for s in c.shapes) + 5 * C + mlp + width) + norm
+    rest = b * (max(nh * s.value_dim for s in c.shapes) + 5 * C + mlp + width) + norm
     return max(projections, rest)
 
 
@@ -429,19 +442,37 @@ class Attention(nn.Module):
         self.sinks = nn.Parameter(torch.empty(c.num_attention_heads)) if c.family.sinks else None
         self.kv_from, self.values_from_keys = shape.kv_from, shape.values_from_keys
         self.index, self.keeps = index, any(s.kv_from == index for s in c.shapes)
-        self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
-        if self.kv_from is None:
+        self.latent, self.value_dim = c.latent, shape.value_dim  # MLA: values of their own width
+        if self.latent is not None:
+            self._latent_projections(c)
+        else:
+            self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        if self.kv_from is None and self.latent is None:
             self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
             if not self.values_from_keys:
                 self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, c.hidden_size, bias=c.output_bias)
-        self.qk_norm = c.family.qk_norm  # over each head ("head") or all heads at once ("all", OLMo 2 and 3)
+        self.o_proj = nn.Linear(self.n_heads * self.value_dim, c.hidden_size, bias=c.output_bias)
+        self.qk_norm = c.qk_norm  # over each head ("head") or all heads at once ("all", OLMo 2 and 3)
         self.value_norm = c.rms_norm_eps if c.family.value_norm else None
         if self.qk_norm:
             per_head = self.qk_norm == "head"
             self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
             if self.kv_from is None:
                 self.k_norm = RMSNorm(self.head_dim if per_head else self.n_kv * self.head_dim, c.rms_norm_eps)
+
+    def _latent_projections(self, c: ModelConfig) -> None:
+        """DeepSeek's MLA (DeepseekV3Attention's names): queries through a normed low-rank bottleneck (or one
+        projection), keys and values expanded from a normed latent, beside the one rotated key every head shares."""
+        m, C, H = self.latent, c.hidden_size, self.n_heads
+        if m.q_rank is None:
+            self.q_proj = nn.Linear(C, H * self.head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(C, m.q_rank, bias=c.attention_bias)
+            self.q_a_layernorm = RMSNorm(m.q_rank, m.eps)
+            self.q_b_proj = nn.Linear(m.q_rank, H * self.head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(C, m.kv_rank + m.rope, bias=c.attention_bias)
+        self.kv_a_layernorm = RMSNorm(m.kv_rank, m.eps)
+        self.kv_b_proj = nn.Linear(m.kv_rank, H * (m.nope + m.value), bias=False)
 
     def forward(
         self,
@@ -454,9 +485,9 @@ class Attention(nn.Module):
         return self.output(self.heads(x, layer, tables, cache, shared))
 
     def output(self, heads: torch.Tensor) -> torch.Tensor:
-        """``o_proj`` of the heads' outputs (B, H, T, D): (B, T, C)."""
+        """``o_proj`` of the heads' outputs (B, H, T, Dv): (B, T, C)."""
         B, _, T, _ = heads.shape
-        return self.o_proj(heads.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.o_proj(heads.transpose(1, 2).reshape(B, T, self.n_heads * self.value_dim))
 
     def heads(
         self,
@@ -509,7 +540,10 @@ class Attention(nn.Module):
         """The rotated queries (B, H, T, D) of (B, T, C) inputs at the positions of ``t``, and their far-region
         rotation (or None)."""
         B, T, _ = x.shape
-        q = self.q_proj(x)  # (B, T, H * D)
+        if self.latent is not None and self.latent.q_rank is not None:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))  # (B, T, H * D)
+        else:
+            q = self.q_proj(x)  # (B, T, H * D)
         if self.qk_norm == "all":
             q = self.q_norm(q)
         q = q.view(B, T, self.n_heads, self.head_dim)
@@ -526,22 +560,34 @@ class Attention(nn.Module):
     def _keys_values(self, x: torch.Tensor, t: LayerTables) -> LayerKV:
         """This layer's rotated keys and values (B, H_kv, T, D) of (B, T, C) inputs at the positions of ``t``."""
         B, T, _ = x.shape
-        k = self.k_proj(x)  # (B, T, H_kv * D)
-        if self.qk_norm == "all":
-            k = self.k_norm(k)
-        k = k.view(B, T, self.n_kv, self.head_dim)
-        # Gemma 4's attention_k_eq_v: the values are the keys' projection, before the key norm
-        v = k if self.values_from_keys else self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
-        if self.value_norm is not None:
-            v = _rms(v, self.value_norm)
-        v = v.transpose(1, 2)  # (B, H_kv, T, D)
-        if self.qk_norm == "head":
-            k = self.k_norm(k)
+        if self.latent is not None:
+            k, v = self._latent_keys_values(x)
+        else:
+            k = self.k_proj(x)  # (B, T, H_kv * D)
+            if self.qk_norm == "all":
+                k = self.k_norm(k)
+            k = k.view(B, T, self.n_kv, self.head_dim)
+            # Gemma 4's attention_k_eq_v: the values are the keys' projection, before the key norm
+            v = k if self.values_from_keys else self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+            if self.value_norm is not None:
+                v = _rms(v, self.value_norm)
+            if self.qk_norm == "head":
+                k = self.k_norm(k)
+        v = v.transpose(1, 2)  # (B, H_kv, T, Dv)
         k = k.transpose(1, 2)
         k_far = None if t.far is None else apply_rotary(k, t.far.key_cos, t.far.key_sin)
         if t.cos is not None:
             k = apply_rotary(k, t.cos, t.sin)
         return LayerKV(k, v, k_far, cached=False)
+
+    def _latent_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MLA's unrotated keys (B, T, H, nope + rope), the channels the rope turns first (one key every head
+        shares; the checkpoint's rows are permuted to put them there at load), and values (B, T, H, value)."""
+        m, (B, T, _) = self.latent, x.shape
+        latent, shared = self.kv_a_proj_with_mqa(x).split([m.kv_rank, m.rope], dim=-1)
+        kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(B, T, self.n_heads, m.nope + m.value)
+        k_nope, v = kv.split([m.nope, m.value], dim=-1)
+        return torch.cat((shared[:, :, None].expand(B, T, self.n_heads, m.rope), k_nope), dim=-1), v
 
     def _projected_by_rows(
         self, x: torch.Tensor, t: LayerTables, rows: int, norm: Callable[[torch.Tensor], torch.Tensor] | None
@@ -549,15 +595,15 @@ class Attention(nn.Module):
         """What ``_queries`` and ``_keys_values`` return for ``norm(x)``, ``rows`` tokens at a time into buffers."""
         B, T, _ = x.shape
 
-        def buffer(heads: int) -> torch.Tensor:  # (B, heads, T, D) laid out as (B, T, heads, D), as the projections
-            return x.new_empty(B, T, heads, self.head_dim).transpose(1, 2)
+        def buffer(heads: int, width: int = self.head_dim) -> torch.Tensor:  # (B, heads, T, width) laid out as
+            return x.new_empty(B, T, heads, width).transpose(1, 2)  # (B, T, heads, width), as the projections
 
         q = buffer(self.n_heads)
         q_far = None if t.far is None else buffer(self.n_heads)
         own = None
         if self.kv_from is None:
             k_far = None if t.far is None else buffer(self.n_kv)
-            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv), k_far, cached=False)
+            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv, self.value_dim), k_far, cached=False)
         for start in range(0, T, rows):
             end = min(T, start + rows)
             h, piece = x[:, start:end], t.rows(start, end)
@@ -653,19 +699,23 @@ class MoE(nn.Module):
     on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
     ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``; gpt-oss's experts
     add ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias`` ``(E, C)``, its router a bias, and its activation is
-    clamped (:func:`clamped_swiglu`)."""
+    clamped (:func:`clamped_swiglu`). DeepSeek's routers (:meth:`route`) score in float32, by a sigmoid with a
+    ``correction`` bias (E,) for the choice (V3), from the best groups, and scale the weights; its
+    ``shared_experts``, one MLP every token goes through, add to the routed ones."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         moe, C = config.moe, config.hidden_size
         self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
-        self.clamped = moe.clamped
+        self.clamped, self.spec = moe.clamped, moe
         biased = config.family.experts.stacked
         self.gate = nn.Linear(C, moe.experts, bias=biased)  # the router
         self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
         self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
         self.gate_up_bias = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size)) if biased else None
         self.down_bias = nn.Parameter(torch.empty(moe.experts, C)) if biased else None
+        self.correction = nn.Parameter(torch.empty(moe.experts)) if moe.corrected else None
+        self.shared_experts = None if moe.shared_size is None else MLP(config, moe.shared_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape, C = x.shape, x.shape[-1]
@@ -674,13 +724,42 @@ class MoE(nn.Module):
         step = max(1, MOE_PAIRS // self.top_k)
         for start in range(0, x.shape[0], step):
             out[start : start + step] = self._routed(x[start : start + step])
+            if self.shared_experts is not None:
+                out[start : start + step] += self.shared_experts(x[start : start + step])
         return out.view(shape)
 
-    def _routed(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.gate(x)  # (N, E)
-        weights, experts = torch.topk(torch.softmax(logits.float(), dim=-1), self.top_k, dim=-1)  # (N, k)
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each of the (N, C) tokens' ``top_k`` experts (N, k) and their float32 weights (N, k): the best scores
+        (softmax or sigmoid of the router's logits), or the best scores plus ``correction`` (the weights are the
+        scores alone), among the experts of the token's best groups where the routing is group-limited
+        (DeepseekV3TopkRouter: a group ranks by its two best corrected scores' sum; DeepseekV2TopkRouter: by its
+        best score); renormalised to sum to 1 where the config says, then times its scale."""
+        spec = self.spec
+        if spec.float32_router:  # its weights are loaded float32 (float32_weights): .float() copies nothing then
+            bias = None if self.gate.bias is None else self.gate.bias.float()
+            logits = F.linear(x.float(), self.gate.weight.float(), bias)  # (N, E)
+        else:
+            logits = self.gate(x).float()
+        scores = torch.sigmoid(logits) if spec.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
+        if self.correction is None and spec.groups is None:
+            weights, experts = torch.topk(scores, self.top_k, dim=-1)
+        else:
+            choice = scores if self.correction is None else scores + self.correction.float()
+            if spec.groups is not None:
+                groups, kept, rank = spec.groups
+                grouped = choice.view(x.shape[0], groups, -1)  # (N, groups, E / groups)
+                ranked = grouped.topk(2, dim=-1).values.sum(-1) if rank == "top2" else grouped.amax(-1)
+                best = torch.topk(ranked, kept, dim=-1).indices  # (N, kept)
+                outside = torch.ones_like(ranked, dtype=torch.bool).scatter_(1, best, False)
+                choice = grouped.masked_fill(outside[..., None], -torch.inf).view_as(choice)
+            experts = torch.topk(choice, self.top_k, dim=-1).indices
+            weights = scores.gather(1, experts)
         if self.renormalise:
             weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * spec.scale if spec.scale != 1.0 else weights, experts
+
+    def _routed(self, x: torch.Tensor) -> torch.Tensor:
+        weights, experts = self.route(x)  # (N, k) each
         pairs = experts.flatten()  # (N * k,): token n's j-th expert at n * k + j
         order = torch.argsort(pairs, stable=True)
         tokens = order // self.top_k
@@ -696,7 +775,7 @@ class MoE(nn.Module):
             y = grouped_linear(clamped_swiglu(gate, up, *self.clamped), self.down, ends)
         if by_expert is not None:
             y += self.down_bias[by_expert]
-        y = y * weights.to(logits.dtype).flatten()[order, None]
+        y = y * weights.to(y.dtype).flatten()[order, None]
         return torch.zeros_like(x).index_add_(0, tokens, y)
 
 
@@ -1004,6 +1083,17 @@ def _reached(layer: LayerSpec, far: FarTables | None) -> FarTables | None:
 
 def _column(scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     return None if scale is None else scale.to(device)[:, None]
+
+
+def float32_weights(config: ModelConfig) -> frozenset[str]:
+    """The weights the decoder keeps in float32 whatever the model's dtype: the norms' (:func:`norm_weights`) and a
+    float32 router's weights and correction bias (DeepSeek's: transformers keeps them float32)."""
+    routers = set()
+    if config.moe is not None and config.moe.float32_router:
+        for i, sparse in enumerate(config.moe.layers):
+            names = ("gate.weight", "gate.bias", "correction")
+            routers |= {f"layers.{i}.mlp.{name}" for name in names} if sparse else set()
+    return norm_weights(config) | routers
 
 
 def norm_weights(config: ModelConfig) -> frozenset[str]:

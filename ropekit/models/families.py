@@ -66,6 +66,42 @@ class Experts:
     # gpt-oss: the clamped SwiGLU, ``(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`` with
     # ``g = clamp(gate, max=limit)``, by the config keys of alpha and limit
     clamped: tuple[str, str] | None = None
+    # DeepSeek's routers: ``scoring`` "sigmoid" (V3) or "softmax" of float32 logits; the experts picked by their
+    # scores plus the router's ``e_score_correction_bias`` (``corrected``, V3), from the ``topk_group`` best of
+    # ``n_group`` groups (``groups``, by the config keys) ranked by their two best scores' sum ("top2", V3) or their
+    # best ("max", V2), where the config key and value ``grouped_when`` say (V2's topk_method) or always; the
+    # weights (uncorrected scores) times the config's ``scale`` (routed_scaling_factor)
+    scoring: str = "softmax"
+    float32_router: bool = False
+    corrected: bool = False
+    groups: tuple[str, str] | None = None
+    group_score: str = "top2"
+    grouped_when: tuple[str, str] | None = None
+    scale: str | None = None
+    # DeepSeek: ``shared`` (the config key of their count) experts every token goes through, one MLP of
+    # ``count x size`` (``mlp.shared_experts``) added to the routed ones; the first ``first_dense`` layers dense
+    shared: str | None = None
+    first_dense: str | None = None
+    # GLM-4.7-Flash: the config key listing each layer's MLP, "dense" or "sparse" (its mlp_layer_types)
+    layer_kinds: str | None = None
+
+
+@dataclass(frozen=True)
+class Latent:
+    """Multi-head latent attention (DeepSeek V2 and V3's MLA), by the config keys that size it: queries through a
+    low-rank ``q_rank`` bottleneck with its norm (``q_a_proj``, ``q_a_layernorm``, ``q_b_proj``) or one projection
+    where the config's rank is null; keys and values from one latent of ``kv_rank`` (``kv_a_proj_with_mqa``, normed
+    by ``kv_a_layernorm``, expanded by ``kv_b_proj``) per token, beside one rotated key of ``rope`` channels shared
+    by every head. Each head's q.k reads ``nope + rope`` channels and its value ``value``; q.k is scaled by
+    ``(nope + rope) ** -0.5``, times yarn's ``mscale_all_dim`` factor squared (transformers' yarn_apply_mscale)."""
+
+    q_rank: str = "q_lora_rank"
+    kv_rank: str = "kv_lora_rank"
+    nope: str = "qk_nope_head_dim"
+    rope: str = "qk_rope_head_dim"
+    value: str = "v_head_dim"
+    interleaved: str | None = None  # the config key saying whether the rope pairs are interleaved (V3's)
+    eps: float = 1e-6  # the latent norms' (DeepseekV3RMSNorm's default: not the config's rms_norm_eps)
 
 
 @dataclass(frozen=True)
@@ -135,6 +171,7 @@ class Family:
     rope: ModelRope = None  # type: ignore[assignment]  # filled from the name when not given
     norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
     qk_norm: str | None = None
+    qk_norm_when: str | None = None  # the config key that switches the q/k norms on (GLM-4.5's use_qk_norm)
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
     qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
     o_bias: bool = True  # o_proj takes the config's attention_bias too (GLM 4's never has one)
@@ -152,6 +189,7 @@ class Family:
     value_norm: bool = False  # an RMSNorm without weight on each head of v (Gemma 4)
     layer_scalar: bool = False  # each layer's output times its stored ``layer_scalar`` (Gemma 4)
     sinks: bool = False  # a stored logit per head (``self_attn.sinks``) in every softmax's denominator (gpt-oss)
+    latent: Latent | None = None  # multi-head latent attention (DeepSeek's MLA) in place of q/k/v projections
     layer_inputs: LayerInputs | None = None
     shared_kv: SharedKV | None = None
     # config keys whose other values ropekit's decoder cannot run: key -> (the values it runs, what it lacks)
@@ -299,6 +337,29 @@ GEMMA4 = _like(
 )
 OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=Gguf("olmo2"))
 
+# DeepSeek V3 (Moonlight, Kimi K2's layers): multi-head latent attention, its rope on a share of each head in
+# interleaved pairs (where rope_interleave says) and q.k scaled by yarn's mscale_all_dim; after the first
+# first_k_dense_replace layers a mixture of experts routed by float32 sigmoid scores plus a correction bias, from
+# the best groups, weights times routed_scaling_factor, and shared experts (DeepseekV3Config, DeepseekV3MoE).
+DEEPSEEK_V3 = _like(
+    LLAMA,
+    "deepseek_v3",
+    rope=ModelRope("deepseek_v3", head_key="qk_rope_head_dim"),
+    latent=Latent(interleaved="rope_interleave"),
+    rope_layout="interleaved",
+    export=Switches(),
+    experts=Experts(
+        count="n_routed_experts",
+        scoring="sigmoid",
+        float32_router=True,
+        corrected=True,
+        groups=("n_group", "topk_group"),
+        scale="routed_scaling_factor",
+        shared="n_shared_experts",
+        first_dense="first_k_dense_replace",
+    ),
+)
+
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
 # as its entry point); registering one gives the rope layer its rope facts.
 FAMILIES: Registry[Family] = Registry(
@@ -437,6 +498,41 @@ for _family in (
             clamped=("swiglu_alpha", "swiglu_limit"),
         ),
     ),
+    DEEPSEEK_V3,
+    # DeepSeek V2 (and V2-Lite): V3's layers with the rope pairs always interleaved and a softmax router, greedy or
+    # limited to the best groups by their best score (topk_method), its weights never renormalised.
+    _like(
+        DEEPSEEK_V3,
+        "deepseek_v2",
+        latent=Latent(),
+        experts=dataclasses.replace(
+            DEEPSEEK_V3.experts,
+            scoring="softmax",
+            corrected=False,
+            renormalise=False,
+            group_score="max",
+            grouped_when=("topk_method", "group_limited_greedy"),
+        ),
+        refused={"topk_method": (("greedy", "group_limited_greedy"), "router but the greedy and group-limited ones")},
+    ),
+    # GLM-4.5 / 4.6 / 4.7 (glm4_moe): Llama's norms, q/k/v biases where attention_bias says (never o), per-head q/k
+    # norms where use_qk_norm says, partial rotary (0.5) in halves; DeepSeek V3's router and shared experts after
+    # first_k_dense_replace dense layers (Glm4MoeConfig, Glm4MoeTopkRouter).
+    _like(
+        LLAMA,
+        "glm4_moe",
+        o_bias=False,
+        qk_norm="head",
+        qk_norm_when="use_qk_norm",
+        export=Switches(),
+        experts=DEEPSEEK_V3.experts,
+    ),
+    # GLM-4.7-Flash (glm4_moe_lite): DeepSeek V3's layers, its dense and sparse MLPs listed by mlp_layer_types.
+    _like(
+        DEEPSEEK_V3,
+        "glm4_moe_lite",
+        experts=dataclasses.replace(DEEPSEEK_V3.experts, first_dense=None, layer_kinds="mlp_layer_types"),
+    ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
     Family(
@@ -489,9 +585,6 @@ for _family in (
     register_family(_family)
 # Architectures transformers runs that the shared decoder cannot, and what it lacks for each: the refusal names it.
 UNSUPPORTED = {
-    "deepseek_v2": "multi-head latent attention (MLA)",
-    "deepseek_v3": "multi-head latent attention (MLA)",
-    "kimi_k2": "multi-head latent attention (MLA)",
     "qwen3_next": "linear attention (Gated DeltaNet layers)",
     "minimax": "linear attention (lightning attention layers)",
     "jamba": "Mamba layers",

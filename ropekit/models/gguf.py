@@ -51,6 +51,11 @@ CACHE_FORMAT = "gguf-fp32-v2"  # v2: the rope's scaling read from the file
 EXPERT = re.compile(r"(?P<stack>.+\.experts)\.(?P<expert>\d+)\.(?P<projection>\w+)\.(?P<suffix>weight|bias)")
 
 
+# llama.cpp's names of architectures ropekit runs but reads no GGUF of, where they are not the family's (DeepSeek V2
+# and V3 are both written as deepseek2, their MLA's key and value projections split apart)
+UNREAD_ARCHITECTURES = {"deepseek2": ("deepseek_v2", "deepseek_v3"), "glm4moe": ("glm4_moe",)}
+
+
 def read_gguf(path: Path) -> Any:
     """A ``gguf.GGUFReader`` of the file (a memory map: tensors are read when asked for)."""
     import gguf
@@ -117,8 +122,9 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     else:  # without a family, transformers' table of the architecture's name: the plan then says what it lacks
         table = GGUF_CONFIG_MAPPING.get(family.gguf.table if family and family.gguf else arch)
     if table is None:
-        known = next((t for t in (model_type, canonical_model_type(arch.replace("-", "_"))) if t in FAMILIES), None)
-        runs = f"; ropekit runs {known} from its safetensors checkpoint" if known else ""  # gpt-oss: gpt_oss
+        names = (model_type, canonical_model_type(arch.replace("-", "_")), *UNREAD_ARCHITECTURES.get(arch, ()))
+        known = " and ".join(dict.fromkeys(t for t in names if t in FAMILIES))  # gpt-oss: gpt_oss
+        runs = f"; ropekit runs {known} from safetensors checkpoints" if known else ""
         raise CheckpointError(
             f"{path}: GGUF architecture {arch!r}: neither transformers {transformers.__version__} (no key table in "
             f"transformers.integrations.ggml) nor ropekit has a reader for it, so its config cannot be read{runs}"

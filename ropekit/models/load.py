@@ -23,7 +23,7 @@ from ..rope import interleaved_to_half
 from ..rope.config import rope_from_config
 from .checkpoint import Checkpoint, locate
 from .config import ModelConfig, ModelConfigError, model_config
-from .decoder import Decoder, norm_weights
+from .decoder import Decoder, float32_weights, norm_weights
 from .gguf import GGUFSource, cache_dequantised, dequantised, gguf_config, gguf_tokenizer, read_gguf
 from .precision import Precision, resolve_dtype
 from .sources import CheckpointError, SafetensorsSource, checkpoint_name, folder_config, folder_tokenizer
@@ -147,12 +147,15 @@ def _build(
     """Meta-device model, then every parameter read, checked and assigned exactly once."""
     with torch.device("meta"):
         model = Decoder(config, tokenizer=tokenizer, source=source, precision=precision)
-    norms, state = norm_weights(config), {}
+    get = _dequantising(get, config, source)
+    norms, kept, state = norm_weights(config), float32_weights(config), {}
     to_half = _layout_permutation(config)
     for name, param in model.state_dict().items():
         tensor = to_half(name, _checked(name, param, config, get, source))
         if name in norms:  # float32, and w -> 1 + w where the family says so (Gemma)
             state[name] = (tensor.float() + config.family.norm_offset).to(device)
+        elif name in kept:
+            state[name] = tensor.to(device=device, dtype=torch.float32)
         else:
             state[name] = tensor.to(device=device, dtype=precision.dtype)
         # A sum is finite when every element is (weights are far from fp32 overflow); 40x cheaper.
@@ -160,6 +163,42 @@ def _build(
             raise CheckpointError(f"{source}: weight {checkpoint_name(name, config)} holds NaN or inf (corrupted?)")
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval().requires_grad_(False)
+
+
+FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _dequantising(get: Callable[[str], torch.Tensor | None], config: ModelConfig, source: str) -> Callable:
+    """``get``, with a fine-grained FP8 checkpoint's float8 weights (quant_method "fp8": DeepSeek V3's, and other
+    FP8 releases) read in float32: each times the float32 scale of its block of ``weight_block_size`` rows and
+    columns (the last blocks may be shorter), stored beside it as ``NAME_scale_inv``, or one scale for the whole
+    weight where no block size is given (transformers' _dequantize_fp8_weight; DeepSeek's weight_dequant)."""
+    quantization = config.checkpoint.get("quantization_config") or {}
+    if quantization.get("quant_method") != "fp8":
+        return get
+    block = quantization.get("weight_block_size")
+
+    def read(name: str) -> torch.Tensor | None:
+        weight = get(name)
+        if weight is None or weight.dtype not in FLOAT8:  # unquantised (norms, embeddings, routers), or no data
+            return weight
+        scale = get(f"{name}_scale_inv")
+        if scale is None:
+            raise CheckpointError(f"{source}: the float8 weight {name} has no {name}_scale_inv (quant_method fp8)")
+        if block is None:
+            fits, scale = scale.numel() == 1, scale.float().reshape(())
+        else:
+            (rows, cols), (R, C) = block, weight.shape[-2:]
+            fits = weight.dim() == 2 and tuple(scale.shape) == (-(-R // rows), -(-C // cols))
+            scale = scale.float().repeat_interleave(rows, 0)[:R].repeat_interleave(cols, 1)[:, :C] if fits else scale
+        if not fits:
+            raise CheckpointError(
+                f"{source}: {name}_scale_inv has shape {tuple(scale.shape)}, which is not a scale per "
+                f"{block or 'whole'} block of the {tuple(weight.shape)} float8 weight (quant_method fp8)"
+            )
+        return weight.float() * scale
+
+    return read
 
 
 def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) -> torch.Tensor | None:
@@ -211,6 +250,8 @@ def _layout_permutation(config: ModelConfig) -> Callable[[str, torch.Tensor], to
     """``(name, tensor) -> tensor``: a family whose checkpoint rotates interleaved pairs (GLM 4, Cohere 2) gets
     its q/k projection rows (weights and biases) permuted to the decoder's half layout over the checkpoint's
     rotary channels, every layer alike (q.k is unchanged on a layer without rope); others pass through."""
+    if config.latent is not None:
+        return _latent_layout(config)
     if config.family.rope_layout == "half":
         return lambda name, tensor: tensor
     native = [spec.rotary_dim for spec in rope_from_config(config.checkpoint).values() if spec is not None]
@@ -220,6 +261,32 @@ def _layout_permutation(config: ModelConfig) -> Callable[[str, torch.Tensor], to
     def permuted(name: str, tensor: torch.Tensor) -> torch.Tensor:
         match = re.fullmatch(r"layers\.\d+\.self_attn\.([qk]_proj)\.(?:weight|bias)", name)
         return tensor if match is None else interleaved_to_half(tensor, heads[match[1]], rotary)
+
+    return permuted
+
+
+def _latent_layout(config: ModelConfig) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """MLA's rows (weights and biases) in the decoder's layout: each query head's ``[nope | rope]`` rows become
+    ``[rope | nope]`` (:meth:`Attention._latent_keys_values` puts the shared key's rope channels first too), and the
+    rope rows of the queries and of the shared key (``kv_a_proj_with_mqa``'s last) go from interleaved pairs to
+    halves where the checkpoint interleaves them (V2 always, V3 as its ``rope_interleave`` says)."""
+    m, H = config.latent, config.num_attention_heads
+    key = config.family.latent.interleaved
+    interleaved = config.family.rope_layout == "interleaved" and (key is None or config.checkpoint.get(key, True))
+
+    def halves(rows: torch.Tensor, heads: int) -> torch.Tensor:  # (heads * rope, ...)
+        return interleaved_to_half(rows, heads, m.rope) if interleaved else rows
+
+    def permuted(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        match = re.fullmatch(r"layers\.\d+\.self_attn\.(q_proj|q_b_proj|kv_a_proj_with_mqa)\.(?:weight|bias)", name)
+        if match is None:
+            return tensor
+        if match[1] == "kv_a_proj_with_mqa":
+            return torch.cat((tensor[: m.kv_rank], halves(tensor[m.kv_rank :], 1)))
+        rest = tensor.shape[1:]
+        heads = tensor.reshape(H, m.nope + m.rope, *rest)
+        rope = halves(heads[:, m.nope :].reshape(H * m.rope, *rest), H).reshape(H, m.rope, *rest)
+        return torch.cat((rope, heads[:, : m.nope]), dim=1).reshape(tensor.shape)
 
     return permuted
 

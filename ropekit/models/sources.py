@@ -31,11 +31,15 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     if match:
         return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
     experts = config.family.experts
-    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate\.weight|gate\.bias|gate_up|down|gate_up_bias|down_bias)", internal)
+    match = re.fullmatch(
+        r"layers\.(\d+)\.mlp\.(gate\.weight|gate\.bias|correction|gate_up|down|gate_up_bias|down_bias)", internal
+    )
     if experts is not None and match:  # the router, or the (first of the) experts' tensors stacked into one
         block, part = f"model.layers.{match[1]}.{experts.block}", match[2]
         if part.startswith("gate."):
             return f"{block}.{experts.router}.{part.removeprefix('gate.')}"
+        if part == "correction":  # DeepSeek V3's, a buffer of its router
+            return f"{block}.{experts.router}.e_score_correction_bias"
         if experts.stacked:  # gpt-oss: experts.gate_up_proj, experts.down_proj_bias, ...
             return f"{block}.experts.{part.replace('gate_up', 'gate_up_proj').replace('down', 'down_proj', 1)}"
         projection = experts.projections[0 if part == "gate_up" else 2]

@@ -425,6 +425,8 @@ class ModelRope:
     ``aliases``: model types read as this one (Gemma 3's multimodal config holds a gemma3_text).
     ``echoed_keys``: top-level config keys the family's rope dict repeats, which transformers skips when it
     validates (Ministral 3's ``max_position_embeddings``): accepted there only when equal to the config's.
+    ``head_key``: the config key of the head the rope turns (multi-head latent attention's
+    ``qk_rope_head_dim``, whose alias ``head_dim`` GLM-4.7-Flash's config.json leaves out).
     """
 
     name: str
@@ -436,6 +438,7 @@ class ModelRope:
     type_aliases: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     echoed_keys: tuple[str, ...] = ()
+    head_key: str = "head_dim"
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
@@ -532,9 +535,10 @@ def load_config_dict(config: Any) -> dict[str, Any]:
     return config
 
 
-def head_dim_of(cfg: Mapping[str, Any]) -> int:
-    """A config's attention head size: ``head_dim``, else hidden_size // num_attention_heads."""
-    head_dim = cfg.get("head_dim")
+def head_dim_of(cfg: Mapping[str, Any], key: str = "head_dim") -> int:
+    """A config's attention head size: ``head_dim`` (or the family's ``key`` for it: :class:`ModelRope`), else
+    hidden_size // num_attention_heads."""
+    head_dim = cfg.get(key)
     if head_dim is not None:
         return head_dim
     try:
@@ -554,7 +558,7 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
     for key in ("max_position_embeddings",):
         if key not in cfg:
             raise RopeConfigError(f"model config: required key {key!r} is missing")
-    head_dim = head_dim_of(cfg)
+    head_dim = head_dim_of(cfg, facts.head_key)
     geometry = {
         "head_dim": head_dim,
         "max_position_embeddings": cfg["max_position_embeddings"],

@@ -5,8 +5,11 @@ the progress bar of a running sweep counts them.
 FLOPs (per token of a pass of T tokens; no recomputation, norms and rope ignored) are split into
 what runs as matrix products and what runs in the attention kernels:
 
-* ``matmul`` = 2 * (L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head])
-* attention = sum over layers of 4 * nh * hd * K (QK^T and AV), K the keys a query sees on average
+* ``matmul`` = 2 * (L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head]),
+  each layer's attention projections as ``attention_sizes`` counts them (MLA's, KV sharing) and its MLP as
+  ``mlp_sizes`` (a mixture of experts: the top-k experts and the router)
+* attention = sum over layers of 2 * nh * (hd + vd) * K (QK^T and AV; vd = hd but for MLA's narrower values),
+  K the keys a query sees on average
   over positions 1..T (``mean_keys``): (T+1)/2 on a causal layer, W - W(W-1)/(2T) on a sliding layer
   of window W < T. ``causal`` sums the layers the fused causal kernel runs (full layers, and sliding
   ones whose window covers the pass); ``band`` the sliding layers computed band by band
@@ -43,6 +46,7 @@ from ..cache import Notice, cache_dir
 from ..eval.nll import LOGIT_BUDGET
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, cpu_model, sliding_attention
+from ..models.config import LayerShape
 from ..models.decoder import SCORE_BUDGET, chunk_rows, row_bytes
 from ..models.precision import cached_measurement, cpu_flags_digest
 from ..rope import RopeSpec, get_rope
@@ -121,17 +125,35 @@ class Flops:
         return self.matmul + self.attention
 
 
+def attention_sizes(config: ModelConfig, shape: LayerShape) -> tuple[int, int]:
+    """A layer's attention projections: (their weights, the bias elements ``attention_bias`` adds; o_proj's H are
+    ``output_bias``'s). A token's matmul FLOPs are twice the weights. q nh*hd*H and o nh*vd*H; k and v
+    nkv*(hd + vd)*H where the layer projects its own (not Gemma 4's KV-sharing layers; no v where the values are
+    the keys). Under multi-head latent attention (DeepSeek's MLA: ranks r_q, r_kv, rope and nope channels) q
+    through its bottleneck H*r_q + r_q*nh*hd (or one projection H*nh*hd), k and v from one latent H*(r_kv + rope) +
+    r_kv*nh*(nope + vd), the biases on the two down-projections (r_q + r_kv + rope)."""
+    c, s, H, nh = config, shape, config.hidden_size, config.num_attention_heads
+    if (m := c.latent) is not None:
+        q = H * nh * s.head_dim if m.q_rank is None else m.q_rank * (H + nh * s.head_dim)
+        kv = H * (m.kv_rank + m.rope) + m.kv_rank * nh * (m.nope + s.value_dim)
+        return q + kv + nh * s.value_dim * H, (m.q_rank or 0) + m.kv_rank + m.rope
+    kv = s.kv_heads * (s.kv_from is None) * (s.head_dim + (0 if s.values_from_keys else s.value_dim))
+    return H * (nh * s.head_dim + kv + nh * s.value_dim), nh * s.head_dim + kv
+
+
 def mlp_sizes(config: ModelConfig) -> list[tuple[int, int]]:
     """Per layer, (the MLP width a token runs through, the MLP's weights): a dense MLP's
     ``intermediate_size`` and 3*H*I; a mixture of experts' top-k experts (k*I) and every expert's 3*H*I
-    plus the router's H*E (gpt-oss: with the router's bias E and each expert's 2*I + H)."""
+    plus the router's H*E (gpt-oss: with the router's bias E and each expert's 2*I + H; DeepSeek: its
+    router's correction bias E, and shared experts of width S that every token runs through, 3*H*S)."""
     c, moe = config, config.moe
     dense = [(s.intermediate_size, 3 * c.hidden_size * s.intermediate_size) for s in c.shapes]
     if moe is None:
         return dense
-    H, width = c.hidden_size, moe.intermediate_size
+    H, width, shared = c.hidden_size, moe.intermediate_size, moe.shared_size or 0
     biases = (1 + 2 * width + H) * c.family.experts.stacked  # gpt-oss's stacked experts' and router's
-    sparse = (moe.experts_per_token * width, moe.experts * (3 * H * width + H + biases))
+    weights = moe.experts * (3 * H * width + H + biases + moe.corrected) + 3 * H * shared
+    sparse = (moe.experts_per_token * width + shared, weights)
     return [sparse if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
 
 
@@ -141,12 +163,12 @@ def token_flops(config: ModelConfig, length: int) -> Flops:
     c = config
     H, nh = c.hidden_size, c.num_attention_heads
     # k and v only where a layer projects its own (Gemma 4's KV-sharing layers read an earlier layer's)
-    attention = sum(2 * H * nh * s.head_dim + 2 * H * s.kv_heads * s.head_dim * (s.kv_from is None) for s in c.shapes)
+    attention = sum(attention_sizes(c, s)[0] for s in c.shapes)
     routers = c.moe.experts * H * sum(c.moe.layers) if c.moe is not None else 0
     matmul = attention + sum(3 * H * width for width, _ in mlp_sizes(c)) + routers
     matmul += H * c.vocab_size
     windows = layer_windows(c)
-    heads = [nh * s.head_dim for s in c.shapes]
+    heads = [nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]  # q.k's channels and the values'
     causal = sum(h * mean_keys(length, w) for h, w in zip(heads, windows, strict=True) if w is None or w >= length)
     band = sum(h * mean_keys(length, w) for h, w in zip(heads, windows, strict=True) if w is not None and w < length)
     return Flops(2 * matmul, 4 * causal, 4 * band)
@@ -395,11 +417,12 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
     for s in c.shapes:
         hd, own = s.head_dim, s.kv_from is None  # a layer reading another's keys and values has no k, v, k norm
         nkv = s.kv_heads * own
-        kv = nkv * (1 if s.values_from_keys else 2)  # Gemma 4's attention_k_eq_v: no v projection
-        matrices += 2 * H * nh * hd + H * kv * hd + c.attention_bias * (nh + kv) * hd + c.output_bias * H
+        weights, biases = attention_sizes(c, s)
+        matrices += weights + c.attention_bias * biases + c.output_bias * H
         matrices += c.mlp_bias * (2 * s.intermediate_size + H) + c.family.layer_scalar + c.family.sinks * nh
-        qk = {None: 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.family.qk_norm]  # per head, or all heads
-        norms += len(c.family.norms) * H + qk
+        qk = {None: 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.qk_norm]  # per head, or all heads
+        latent = 0 if c.latent is None else (c.latent.q_rank or 0) + c.latent.kv_rank  # MLA's two latent norms
+        norms += len(c.family.norms) * H + qk + latent
     matrices += sum(weights for _, weights in mlp_sizes(c))
     matrices += c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
     if (inputs := c.layer_inputs) is not None:  # Gemma 4's per-layer inputs: table, projection; per layer gate, up
@@ -485,9 +508,21 @@ def activation_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype, devic
     if tokens > rows:
         return chunked_activations(c, tokens, dtype, rows)
     nh = c.num_attention_heads
-    attention = tokens * max(s.head_dim * (Q_COPIES * nh + KV_COPIES * s.kv_heads) for s in c.shapes) * b
+    # q's copies, k's and v's (MLA: v its own width, and the expanded latent nh*(nope + vd))
+    latent = 0 if c.latent is None else nh * (c.latent.nope + c.latent.value)
+    q, kv = Q_COPIES * nh, KV_COPIES - 1
+    widest = max(
+        q * s.head_dim + s.kv_heads * (kv * s.head_dim + s.value_dim) + latent + _padding(nh, s) for s in c.shapes
+    )
+    attention = tokens * widest * b
     mlp = tokens * max(width for width, _ in mlp_sizes(c)) * MLP_COPIES * b
     return tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
+
+
+def _padding(nh: int, s: LayerShape) -> int:
+    """A token's elements of the values zero-padded to q.k's width, and of the output's padding, where values are
+    narrower (MLA's: ropekit.models.decoder.sdpa)."""
+    return 0 if s.value_dim == s.head_dim else (s.kv_heads + nh) * s.head_dim - nh * s.value_dim
 
 
 def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, rows: int) -> int:
@@ -509,8 +544,9 @@ def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, ro
     ropes = {layer.rope for layer in c.layers if layer.rope is not None}
     far = far_ropes(c)
     copies = 2 if far else 1
-    attention = max(copies * (2 * nh + 2 * s.kv_heads * (s.kv_from is None)) * s.head_dim for s in c.shapes)
-    kept = sum(2 * c.shapes[i].kv_heads * c.shapes[i].head_dim for i in {s.kv_from for s in c.shapes} - {None})
+    heads = lambda s: s.head_dim + s.value_dim  # noqa: E731  # a head's q.k and value channels
+    attention = max(copies * (nh + s.kv_heads * (s.kv_from is None)) * heads(s) + _padding(nh, s) for s in c.shapes)
+    kept = sum(c.shapes[i].kv_heads * heads(c.shapes[i]) for i in {s.kv_from for s in c.shapes} - {None})
     tables = sum((2 + 4 * (spec in far)) * spec.rotary_dim for spec in ropes)
     per_token = H + attention + kept + tables
     if c.layer_inputs is not None:

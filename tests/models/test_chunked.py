@@ -47,6 +47,7 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("gemma3", None),  # sliding layers, four norms a block
         ("llama", "rerope:24"),  # an attention-level rope: far-region tables cut by rows
         ("gemma3", "self_extend:4,24"),
+        ("deepseek_v3", "rerope:24"),  # MLA (values narrower than q.k's heads), shared experts
     ],
 )
 def test_chunked_forward_equals_the_whole_one(family, rope, tmp_path, monkeypatch):
@@ -106,7 +107,7 @@ def test_a_chunked_prompt_then_cached_decoding(tmp_path, monkeypatch):
     assert greedy_generate(model, prompt, max_new_tokens=20) == expected
 
 
-@pytest.mark.parametrize(("family", "rope"), [("llama", "rerope:24"), ("gemma3", None)])
+@pytest.mark.parametrize(("family", "rope"), [("llama", "rerope:24"), ("gemma3", None), ("deepseek_v2", "rerope:24")])
 def test_chunked_forward_through_flex_equals_the_whole_one(family, rope, tmp_path, monkeypatch):
     """The CUDA dispatch forced on the CPU (FlexAttention eager, as tests/models/test_flex.py): the chunked path's
     q, k and v buffers go into the fused kernel as the whole tensors do."""

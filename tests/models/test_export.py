@@ -25,6 +25,16 @@ PER_TYPE = {
 }
 
 P_ROPE = {"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0}  # Gemma 4's global rope, stretched
+# DeepSeek's yarn (V3's published dict, a shorter original length): mscale_all_dim also scales MLA's q.k
+DEEPSEEK_YARN = {
+    "rope_type": "yarn",
+    "factor": 4.0,
+    "original_max_position_embeddings": 64,
+    "beta_fast": 32.0,
+    "beta_slow": 1.0,
+    "mscale": 1.0,
+    "mscale_all_dim": 1.0,
+}
 BOTH_YARN = {lt: {"rope_type": "yarn", "factor": 2.0} for lt in ("full_attention", "sliding_attention")}
 
 
@@ -73,6 +83,10 @@ def ids(vocab: int) -> torch.Tensor:
         ("qwen3_moe", "yarn:2", "99@32", ("transformers_v4", "transformers_v5", "vllm")),
         ("mixtral", "linear:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
         ("gpt_oss", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("deepseek_v3", DEEPSEEK_YARN, "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("deepseek_v2", "linear:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("glm4_moe", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("glm4_moe_lite", "dynamic:2", "native", ("transformers_v4", "transformers_v5")),
         # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
         ("gemma4", "proportional:2", "native", ("transformers_v5",)),

@@ -28,6 +28,10 @@ FAMILIES = [
     "olmoe",
     "mixtral",
     "gpt_oss",
+    "deepseek_v3",
+    "deepseek_v2",
+    "glm4_moe",
+    "glm4_moe_lite",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

@@ -237,17 +237,21 @@ def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_ref
         assert "\n" not in line and "GGUF architecture 'command-r'" in line and "nor ropekit has a reader" in line
 
 
-def test_a_gpt_oss_gguf_is_refused_naming_its_safetensors_checkpoint(tmp_path):
-    """llama.cpp's ``gpt-oss`` (its experts in MXFP4, gate and up split): ropekit reads gpt-oss from safetensors
-    only, and says so."""
+@pytest.mark.parametrize(
+    ("family", "arch", "runs"),
+    [("gpt_oss", "gpt-oss", "gpt_oss"), ("deepseek_v3", "deepseek2", "deepseek_v2 and deepseek_v3")],
+)
+def test_a_gguf_ropekit_does_not_read_is_refused_naming_its_safetensors_checkpoints(family, arch, runs, tmp_path):
+    """llama.cpp's ``gpt-oss`` (its experts in MXFP4, gate and up split) and ``deepseek2`` (DeepSeek V2 and V3, the
+    MLA's key and value projections split): ropekit reads those families from safetensors only, and says so."""
     folder = tmp_path / "hf"
-    hf = make_checkpoint(folder, FAMILY_CONFIGS["gpt_oss"])
-    write_gguf(tmp_path / "tiny-gpt-oss.gguf", folder, hf, "gpt-oss")
+    hf = make_checkpoint(folder, FAMILY_CONFIGS[family])
+    write_gguf(tmp_path / "tiny.gguf", folder, hf, arch)
     with pytest.raises(CheckpointError) as err:
-        read_model_config(tmp_path / "tiny-gpt-oss.gguf")
+        read_model_config(tmp_path / "tiny.gguf")
     line = str(err.value)
-    assert "\n" not in line and "GGUF architecture 'gpt-oss'" in line
-    assert line.endswith("; ropekit runs gpt_oss from its safetensors checkpoint")
+    assert "\n" not in line and f"GGUF architecture '{arch}'" in line
+    assert line.endswith(f"; ropekit runs {runs} from safetensors checkpoints")
 
 
 def test_a_longrope_gguf_is_refused(tmp_path):

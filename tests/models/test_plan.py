@@ -133,14 +133,14 @@ def test_bad_overrides_are_named(overrides, expected):
 def test_unsupported_model_type_lists_the_supported_ones():
     with pytest.raises(
         ModelConfigError,
-        match=r"'gpt2' is not supported; supported: cohere2, exaone4, gemma2, gemma3_text, gemma4_text, glm4",
+        match=r"'gpt2' is not supported; supported: cohere2, deepseek_v2, deepseek_v3, exaone4, gemma2, gemma3_text",
     ):
         model_config({"model_type": "gpt2"})
 
 
 @pytest.mark.parametrize(
     ("model_type", "missing"),
-    [("deepseek_v3", "multi-head latent attention"), ("qwen3_next", "linear attention"), ("jamba", "Mamba")],
+    [("minimax", "lightning attention"), ("qwen3_next", "linear attention"), ("jamba", "Mamba")],
 )
 def test_an_architecture_the_decoder_cannot_run_is_refused_naming_what_it_lacks(model_type, missing):
     with pytest.raises(ModelConfigError, match=rf"'{model_type}' is not supported: .*{missing}"):

@@ -87,6 +87,79 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
             "original_max_position_embeddings": 32,
         },
     },
+    # DeepSeek V3: MLA with a query bottleneck, a rotated share of 8 of each head's 24 q.k channels, values 12 wide;
+    # layer 0 dense, then 8 experts in 4 groups (2 kept), sigmoid-routed with a correction bias, and a shared expert
+    "deepseek_v3": {
+        "model_type": "deepseek_v3",
+        "num_key_value_heads": 4,
+        "q_lora_rank": 40,
+        "kv_lora_rank": 24,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "head_dim": 8,  # transformers' rope reads it: the rotated channels
+        "v_head_dim": 12,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "n_group": 4,
+        "topk_group": 2,
+        "moe_intermediate_size": 32,
+        "first_k_dense_replace": 1,
+        "n_shared_experts": 1,
+        "routed_scaling_factor": 2.5,
+    },
+    # DeepSeek V2: MLA without the query bottleneck (V2-Lite's), softmax routing limited to 2 of 4 groups, 2 shared
+    "deepseek_v2": {
+        "model_type": "deepseek_v2",
+        "num_key_value_heads": 4,
+        "q_lora_rank": None,
+        "kv_lora_rank": 24,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "head_dim": 8,  # transformers' rope reads it: the rotated channels
+        "v_head_dim": 12,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "n_group": 4,
+        "topk_group": 2,
+        "topk_method": "group_limited_greedy",
+        "moe_intermediate_size": 32,
+        "first_k_dense_replace": 1,
+        "n_shared_experts": 2,
+        "routed_scaling_factor": 1.5,
+    },
+    # GLM-4.5: q/k/v biases, q/k norms (use_qk_norm), half the head rotated; DeepSeek V3's router (2 groups, 1 kept)
+    "glm4_moe": {
+        "model_type": "glm4_moe",
+        "attention_bias": True,
+        "use_qk_norm": True,
+        "partial_rotary_factor": 0.5,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "n_group": 2,
+        "topk_group": 1,
+        "moe_intermediate_size": 32,
+        "first_k_dense_replace": 1,
+        "n_shared_experts": 1,
+        "routed_scaling_factor": 1.8,
+    },
+    # GLM-4.7-Flash: DeepSeek V3's MLA and router, its dense layers listed; its config has no head_dim of its own
+    # (an alias of qk_rope_head_dim)
+    "glm4_moe_lite": {
+        "model_type": "glm4_moe_lite",
+        "num_key_value_heads": 4,
+        "q_lora_rank": 40,
+        "kv_lora_rank": 24,
+        "qk_nope_head_dim": 16,
+        "qk_rope_head_dim": 8,
+        "head_dim": 8,
+        "v_head_dim": 12,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "mlp_layer_types": ["dense", "sparse", "dense", "sparse"],
+        "n_shared_experts": 1,
+        "routed_scaling_factor": 1.8,
+    },
     "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
     # Ministral 3's own rope (yarn with Llama 4's query scaling), trained at 64 tokens so that the scaling
     # grows within the tests' sequences.
@@ -145,6 +218,8 @@ def make_checkpoint(folder: Path, config: dict[str, Any], seed: int = 0) -> torc
         for name, buffer in model.named_buffers():
             if name.endswith("layer_scalar"):  # Gemma 4's, saved with the weights; 1 at initialisation
                 buffer.uniform_(0.5, 1.5)
+            elif name.endswith("e_score_correction_bias"):  # DeepSeek V3's router's; 0 at initialisation
+                buffer.normal_(0, 0.1)
     model.save_pretrained(folder)
     return model
 

@@ -46,6 +46,8 @@ def forward_peak(model, ids: torch.Tensor) -> int:
         ("gemma4", None),
         ("cohere2", None),
         ("gpt_oss", None),
+        ("deepseek_v3", None),
+        ("deepseek_v2", "rerope:24"),
         ("llama", "rerope:24"),
     ],
 )
