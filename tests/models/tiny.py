@@ -25,6 +25,19 @@ SMALL = {
     "eos_token_id": 2,
 }
 LLLG = ["sliding_attention"] * 3 + ["full_attention"]
+# Multi-head latent attention at the tiny size (DeepSeek's, GLM-4.7-Flash's): a key/value latent of 24, 16 + 8 q.k
+# channels a head (head_dim, which transformers' rope reads, is the rotated 8), values 12 wide; 8 experts, 2 a token
+MLA = {
+    "num_key_value_heads": 4,
+    "kv_lora_rank": 24,
+    "qk_nope_head_dim": 16,
+    "qk_rope_head_dim": 8,
+    "head_dim": 8,
+    "v_head_dim": 12,
+    "n_routed_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+}
 
 FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "llama": {"model_type": "llama"},
@@ -91,18 +104,10 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     # layer 0 dense, then 8 experts in 4 groups (2 kept), sigmoid-routed with a correction bias, and a shared expert
     "deepseek_v3": {
         "model_type": "deepseek_v3",
-        "num_key_value_heads": 4,
+        **MLA,
         "q_lora_rank": 40,
-        "kv_lora_rank": 24,
-        "qk_nope_head_dim": 16,
-        "qk_rope_head_dim": 8,
-        "head_dim": 8,  # transformers' rope reads it: the rotated channels
-        "v_head_dim": 12,
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
         "n_group": 4,
         "topk_group": 2,
-        "moe_intermediate_size": 32,
         "first_k_dense_replace": 1,
         "n_shared_experts": 1,
         "routed_scaling_factor": 2.5,
@@ -110,19 +115,11 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     # DeepSeek V2: MLA without the query bottleneck (V2-Lite's), softmax routing limited to 2 of 4 groups, 2 shared
     "deepseek_v2": {
         "model_type": "deepseek_v2",
-        "num_key_value_heads": 4,
+        **MLA,
         "q_lora_rank": None,
-        "kv_lora_rank": 24,
-        "qk_nope_head_dim": 16,
-        "qk_rope_head_dim": 8,
-        "head_dim": 8,  # transformers' rope reads it: the rotated channels
-        "v_head_dim": 12,
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
         "n_group": 4,
         "topk_group": 2,
         "topk_method": "group_limited_greedy",
-        "moe_intermediate_size": 32,
         "first_k_dense_replace": 1,
         "n_shared_experts": 2,
         "routed_scaling_factor": 1.5,
@@ -146,16 +143,8 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     # (an alias of qk_rope_head_dim)
     "glm4_moe_lite": {
         "model_type": "glm4_moe_lite",
-        "num_key_value_heads": 4,
+        **MLA,
         "q_lora_rank": 40,
-        "kv_lora_rank": 24,
-        "qk_nope_head_dim": 16,
-        "qk_rope_head_dim": 8,
-        "head_dim": 8,
-        "v_head_dim": 12,
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
-        "moe_intermediate_size": 32,
         "mlp_layer_types": ["dense", "sparse", "dense", "sparse"],
         "n_shared_experts": 1,
         "routed_scaling_factor": 1.8,
