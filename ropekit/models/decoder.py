@@ -1,10 +1,9 @@
 """The one decoder every supported family runs through, written for long-context evaluation.
 
-Each layer reads its own entry of the plan (``config.layers``): full causal attention through
-the fused SDPA kernel, or a sliding window computed band by band, with its own rope or none.
-A rope that acts in attention (ReRoPE, Self-Extend: ropekit/rope/positions.py) rotates q and k a
-second time for keys far from the query and runs both regions block by block (``two_region_attention``).
-On CUDA, sliding windows and both regions go through FlexAttention's fused kernel (ropekit/models/flex.py).
+Each layer reads its own entry of the plan (``config.layers``): its projections (or DeepSeek's latent ones), its
+own rope or none, and attention as its entry says: full causal or a sliding window, and a rope that acts in
+attention (ReRoPE, Self-Extend: ropekit/rope/positions.py) rotating q and k a second time for keys far from the query
+(the kernels: ropekit/models/attention.py); then its MLP, dense or experts (ropekit/models/mlp.py).
 Nothing of size ``T x T`` or ``T x vocab`` is ever materialised (see ropekit/eval/nll.py for
 the chunked head). A forward (inference) longer than a chunk of rows (``chunk_rows``) runs all but
 attention itself over chunks, written into the residual stream in place, so nothing ``T x intermediate``
@@ -31,13 +30,11 @@ from ..rope import (
     rope_table,
     spec_frequencies,
 )
+from .attention import attend, attend_cached
 from .config import LayerSpec, ModelConfig, ModelConfigError
-from .flex import flex_two_region_attention
+from .mlp import MLP, MoE, activate
 from .precision import Precision
 
-# Float32 scores one query block of ``two_region_attention`` may hold (all heads): 2**24 = 64 MiB,
-# as much again for the probabilities. The block is at least 16 queries.
-SCORE_BUDGET = 1 << 24
 # Bytes the chunks of a long forward (inference only) may hold: when a sequence is longer than this allows
 # (``row_bytes`` a token), projections, norms, MLP and residual sums run over chunks of rows (Block.forward),
 # so no (T, intermediate) MLP activation and no float32 (T, hidden) norm temporary exists. On the CPU
@@ -68,209 +65,6 @@ class RMSNorm(nn.Module):
             x32 = x32 - x32.mean(-1, keepdim=True)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (x32 * self.weight).to(x.dtype)
-
-
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``, with values narrower than q.k's heads (MLA's) zero-padded to their width
-    and the output's padding dropped: the fused kernels take one head size, and for two torch 2.13's CPU falls back
-    to its math kernel, which holds the T x T scores (67 MB against 1 MB for 4 heads of 2048 tokens)."""
-    width = v.shape[-1]
-    if width == q.shape[-1]:
-        return F.scaled_dot_product_attention(q, k, v, **kwargs)
-    return F.scaled_dot_product_attention(q, k, F.pad(v, (0, q.shape[-1] - width)), **kwargs)[..., :width]
-
-
-def sliding_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int, scale: float, block: int | None = None
-) -> torch.Tensor:
-    """Causal attention where query i sees keys i-window+1 .. i (transformers' sliding window:
-    ``kv_idx > q_idx - window``), computed for blocks of queries against only the keys of their
-    band, so memory and work grow as T x window, not T x T."""
-    T = q.shape[-2]
-    block = block or max(64, min(window, 1024))
-    out = q.new_empty(*q.shape[:-1], v.shape[-1])
-    gqa = q.shape[1] != k.shape[1]
-    for start in range(0, T, block):
-        end = min(T, start + block)
-        first = max(0, start - window + 1)
-        q_pos = torch.arange(start, end, device=q.device)[:, None]
-        k_pos = torch.arange(first, end, device=q.device)[None, :]
-        allowed = (k_pos <= q_pos) & (k_pos > q_pos - window)  # (block, keys)
-        out[:, :, start:end] = sdpa(
-            q[:, :, start:end],
-            k[:, :, first:end],
-            v[:, :, first:end],
-            attn_mask=allowed,
-            scale=scale,
-            enable_gqa=gqa,
-        )
-    return out
-
-
-def _grouped_scores(q: torch.Tensor, k: torch.Tensor, scale: float, softcap: float | None = None) -> torch.Tensor:
-    """float32 scores of (B, H, n, D) queries against (B, H_kv, K, D) keys as (B, H_kv, H / H_kv, n, K):
-    query head h reads key head h // (H / H_kv), as SDPA's enable_gqa and transformers' repeat_kv. With
-    ``softcap`` the scaled scores become ``softcap * tanh(scores / softcap)`` (Gemma 2's attention soft-capping,
-    before the mask, as its eager attention)."""
-    B, H, n, D = q.shape
-    H_kv = k.shape[1]
-    grouped = q.reshape(B, H_kv, (H // H_kv) * n, D)
-    scores = torch.matmul(grouped, k.transpose(-1, -2)).float().mul_(scale)
-    if softcap is not None:
-        scores = scores.div_(softcap).tanh_().mul_(softcap)
-    return scores.view(B, H_kv, H // H_kv, n, -1)
-
-
-def _softmax(scores: torch.Tensor, sinks: torch.Tensor | None) -> torch.Tensor:
-    """The float32 softmax of (B, H_kv, rep, n, K) scores over their keys, with ``sinks`` (H,) one more logit per
-    query head in each row's denominator (gpt-oss's attention sinks: a share of the attention that goes nowhere)."""
-    if sinks is None:
-        return torch.softmax(scores, dim=-1)
-    sink = _grouped_sinks(sinks, scores)
-    top = torch.maximum(scores.amax(-1, keepdim=True), sink)
-    weights = scores.sub(top).exp_()
-    return weights.div_(weights.sum(-1, keepdim=True) + (sink - top).exp_())
-
-
-def _grouped_sinks(sinks: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """(H,) sinks as float32 (1, H_kv, rep, 1, 1), beside :func:`_grouped_scores`' scores (query head h is
-    key head h // rep's ``h % rep``-th)."""
-    return sinks.float().view(1, scores.shape[1], scores.shape[2], 1, 1)
-
-
-def two_region_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    q_far: torch.Tensor,
-    k_far: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    window: int,
-    layer_window: int | None,
-    scale: float,
-    softcap: float | None = None,
-    sinks: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Causal attention with two rotations: query i and key j with ``i - j < window`` (near) score
-    ``q[i] . k[j]``, farther ones ``q_far[i] . k_far[j]`` (an attention-level rope's far region,
-    ropekit/rope/positions.py); ``layer_window`` (a sliding layer's) bounds both. For each block of
-    queries, the scores against its near band and against its far keys take one float32 softmax over
-    both (a shared row maximum and denominator: what bojone's and LongLM's ``torch.where`` of two
-    ``T x T`` score matrices gives row by row), so memory grows as block x T, never T x T. ``softcap``:
-    Gemma 2's soft-capping of the scores (:func:`_grouped_scores`); ``sinks``: gpt-oss's sink per head in the
-    denominator (:func:`_softmax`); with ``q_far is q`` and a ``window`` of at least T there is no far region, and
-    this is plain causal attention with capped scores or sinks."""
-    B, H, T, _ = q.shape
-    reach = T if layer_window is None else min(layer_window, T)  # keys closer than this are visible
-    near = min(window, reach)
-    block = max(16, min(T, SCORE_BUDGET // (B * H * (reach + 16))))
-    out = q.new_empty(B, H, T, v.shape[-1])  # values may be narrower than q.k's heads (MLA)
-    for start in range(0, T, block):
-        end = min(T, start + block)
-        queries = torch.arange(start, end, device=q.device)[:, None]
-        first = max(0, start - near + 1)  # the near band: keys first..end-1
-        distance = queries - torch.arange(first, end, device=q.device)[None, :]  # (block, keys)
-        scores = _grouped_scores(q[:, :, start:end], k[:, :, first:end], scale, softcap)  # (B, H_kv, rep, block, keys)
-        scores.masked_fill_((distance < 0) | (distance >= near), -torch.inf)  # the diagonal stays: no empty row
-        far_first, far_end = max(0, start - reach + 1), end - window  # the keys some query of the block sees as far
-        if reach <= window or far_end <= far_first:
-            mixed = _weighted(_softmax(scores, sinks), v[:, :, first:end])
-        else:
-            distance = queries - torch.arange(far_first, far_end, device=q.device)[None, :]
-            far = _grouped_scores(q_far[:, :, start:end], k_far[:, :, far_first:far_end], scale, softcap)
-            far.masked_fill_((distance < window) | (distance >= reach), -torch.inf)
-            top = torch.maximum(scores.amax(-1, keepdim=True), far.amax(-1, keepdim=True))
-            if sinks is not None:
-                top = torch.maximum(top, _grouped_sinks(sinks, scores))
-            scores, far = scores.sub_(top).exp_(), far.sub_(top).exp_()
-            total = scores.sum(-1, keepdim=True) + far.sum(-1, keepdim=True)
-            if sinks is not None:
-                total += (_grouped_sinks(sinks, scores) - top).exp_()
-            mixed = _weighted(scores.div_(total), v[:, :, first:end])
-            mixed += _weighted(far.div_(total), v[:, :, far_first:far_end])
-        out[:, :, start:end] = mixed.view(B, H, end - start, -1)
-    return out
-
-
-def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """float32 (B, H_kv, rep, n, K) probabilities times (B, H_kv, K, D) values, in the values' dtype:
-    (B, H_kv, rep * n, D)."""
-    return torch.matmul(probs.to(v.dtype).flatten(2, 3), v)
-
-
-def fused(q: torch.Tensor) -> bool:
-    """Whether sliding layers, capped scores and two-region attention take FlexAttention's fused kernel: where
-    torch compiles it with its log-sum-exp (CUDA)."""
-    return q.is_cuda
-
-
-def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    layer: LayerSpec,
-    scale: float,
-    softcap: float | None = None,
-    sinks: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """(B, H, T, D) queries against (B, H_kv, T, D) keys/values for one layer of the plan. Full causal layers take
-    SDPA's fused kernel; sliding layers, soft-capped scores (Gemma 2) and sinks (gpt-oss) FlexAttention's on CUDA
-    (only the band, the cap in the kernel, the sinks by its log-sum-exp), and on the CPU the band by SDPA, and
-    capped scores and sinks block by block with their float32 softmax (FlexAttention's compiled CPU kernel runs a
-    sliding layer about 2x faster, but compiles for 7-11 s in each process and again at a second length:
-    BENCHMARKS.md, "GPU suite")."""
-    T = q.shape[-2]
-    sliding = layer.window is not None and layer.window < T
-    if softcap is None and sinks is None and not sliding:
-        return sdpa(q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
-    regions = {"window": T, "layer_window": layer.window, "scale": scale, "softcap": softcap, "sinks": sinks}
-    if fused(q):
-        return flex_two_region_attention(q, k, q, k, v, **regions)
-    if softcap is not None or sinks is not None:
-        return two_region_attention(q, k, q, k, v, **regions)
-    return sliding_attention(q, k, v, window=layer.window, scale=scale)
-
-
-# Queries a cached forward on the CPU attends with float32 matmuls of the grouped heads rather than SDPA, whose CPU
-# kernel is several times slower for one query (BENCHMARKS.md, "RULER samples per second")
-DECODE_ROWS = 16
-
-
-def attend_cached(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    layer: LayerSpec,
-    scale: float,
-    softcap: float | None = None,
-    far: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-    sinks: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
-    the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it.
-    ``far``: an attention-level rope's far queries, far keys and window; keys at least ``window`` before a query
-    score ``q_far . k_far`` in the same float32 softmax (:func:`two_region_attention`, row by row), with the
-    ``sinks`` (gpt-oss's) in its denominator."""
-    T, K = q.shape[-2], k.shape[-2]
-    q_pos = torch.arange(K - T, K, device=q.device)[:, None]
-    k_pos = torch.arange(K, device=q.device)[None, :]
-    allowed = k_pos <= q_pos  # (T, K)
-    if layer.window is not None:
-        allowed &= k_pos > q_pos - layer.window
-    few = not q.is_cuda and T <= DECODE_ROWS  # decoding on the CPU: float32 matmuls beat SDPA's kernel
-    if softcap is None and far is None and sinks is None and not few:
-        return sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
-    dtype = q.dtype
-    if few:  # scores and weights in float32, as SDPA's CPU kernel accumulates them
-        q, k, v = q.float(), k.float(), v.float()
-        far = None if far is None else (far[0].float(), far[1].float(), far[2])
-    scores = _grouped_scores(q, k, scale, softcap)  # (B, H_kv, rep, T, K) float32, capped where the layer caps
-    if far is not None:
-        q_far, k_far, window = far
-        scores = torch.where(k_pos <= q_pos - window, _grouped_scores(q_far, k_far, scale, softcap), scores)
-    scores = scores.masked_fill_(~allowed, -torch.inf)
-    out = _weighted(_softmax(scores, sinks), v).view(*q.shape[:-1], v.shape[-1])
-    return out.to(dtype)
 
 
 def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
@@ -516,25 +310,9 @@ class Attention(nn.Module):
             kv = _cached(own, layer, cache)
             if self.keeps and shared is not None:
                 shared[self.index] = kv
-        if kv.cached:
-            far = None if t.far is None else (q_far, kv.k_far, t.far.window)
-            return attend_cached(q, kv.k, kv.v, layer, self.scale, self.softcap, far, self.sinks)
-        if t.far is None:
-            return attend(q, kv.k, kv.v, layer, self.scale, self.softcap, self.sinks)  # (B, H, T, D)
-        # FlexAttention's fused kernel on CUDA, blockwise on the CPU (torch 2.13 compiles no log-sum-exp there)
-        regions = flex_two_region_attention if fused(q) else two_region_attention
-        return regions(
-            q,
-            kv.k,
-            q_far,
-            kv.k_far,
-            kv.v,
-            window=t.far.window,
-            layer_window=layer.window,
-            scale=self.scale,
-            softcap=self.softcap,
-            sinks=self.sinks,
-        )
+        far = None if t.far is None else (q_far, kv.k_far, t.far.window)
+        kernel = attend_cached if kv.cached else attend
+        return kernel(q, kv.k, kv.v, layer, self.scale, self.softcap, far, self.sinks)  # (B, H, T, Dv)
 
     def _queries(self, x: torch.Tensor, t: LayerTables) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rotated queries (B, H, T, D) of (B, T, C) inputs at the positions of ``t``, and their far-region
@@ -645,138 +423,6 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm without a weight, in float32 (Gemma 4's value norm)."""
     x32 = x.float()
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "silu":
-        return F.silu(gate)
-    return F.gelu(gate, approximate="tanh" if activation == "gelu_pytorch_tanh" else "none")
-
-
-def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
-    """gpt-oss's activation (GptOssExperts): the gate clamped above at ``limit``, the up projection to
-    ``[-limit, limit]``, and ``(up + 1) * gate * sigmoid(alpha * gate)``."""
-    gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
-    return (up + 1) * (gate * torch.sigmoid(gate * alpha))
-
-
-class MLP(nn.Module):
-    def __init__(self, config: ModelConfig, size: int | None = None):
-        super().__init__()
-        bias, size = config.mlp_bias, size or config.intermediate_size
-        self.gate_proj = nn.Linear(config.hidden_size, size, bias=bias)
-        self.up_proj = nn.Linear(config.hidden_size, size, bias=bias)
-        self.down_proj = nn.Linear(size, config.hidden_size, bias=bias)
-        self.activation = config.activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(activate(self.gate_proj(x), self.activation) * self.up_proj(x))
-
-
-# Token-expert pairs one MoE chunk routes at once: its gathered inputs and hidden activations are
-# (pairs, hidden) and (pairs, 2 x expert size), so a long sequence never holds them all.
-MOE_PAIRS = 1 << 14
-
-
-def grouped_linear(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Rows ``ends[e - 1] .. ends[e] - 1`` of ``x`` ``(P, in)`` times expert e's ``weight[e]`` ``(out, in)``
-    transposed: one grouped matmul. Where torch's grouped kernel refuses the operands (CUDA's takes bf16 only;
-    rows not 16-byte aligned), one matmul per expert's rows instead: a loop over experts, never over tokens."""
-    try:
-        return F.grouped_mm(x, weight.transpose(-2, -1), offs=ends)
-    except RuntimeError:
-        out, start = x.new_empty(x.shape[0], weight.shape[1]), 0
-        for e, end in enumerate(ends.tolist()):
-            out[start:end] = x[start:end] @ weight[e].T
-            start = end
-        return out
-
-
-class MoE(nn.Module):
-    """A mixture-of-experts MLP (Qwen3-MoE, OLMoE, Mixtral): a router picks each token's ``top_k`` experts
-    from a float32 softmax of its logits (their weights renormalised to sum to 1 where the config says),
-    and every expert's SwiGLU runs on its tokens as one grouped matmul over all experts (``F.grouped_mm``
-    on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
-    ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``; gpt-oss's experts
-    add ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias`` ``(E, C)``, its router a bias, and its activation is
-    clamped (:func:`clamped_swiglu`). DeepSeek's routers (:meth:`route`) score in float32, by a sigmoid with a
-    ``correction`` bias (E,) for the choice (V3), from the best groups, and scale the weights; its
-    ``shared_experts``, one MLP every token goes through, add to the routed ones."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        moe, C = config.moe, config.hidden_size
-        self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
-        self.clamped, self.spec = moe.clamped, moe
-        biased = config.family.experts.stacked
-        self.gate = nn.Linear(C, moe.experts, bias=biased)  # the router
-        self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
-        self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
-        self.gate_up_bias = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size)) if biased else None
-        self.down_bias = nn.Parameter(torch.empty(moe.experts, C)) if biased else None
-        self.correction = nn.Parameter(torch.empty(moe.experts)) if moe.corrected else None
-        self.shared_experts = None if moe.shared_size is None else MLP(config, moe.shared_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape, C = x.shape, x.shape[-1]
-        x = x.reshape(-1, C)  # (N, C)
-        out = torch.empty_like(x)
-        step = max(1, MOE_PAIRS // self.top_k)
-        for start in range(0, x.shape[0], step):
-            out[start : start + step] = self._routed(x[start : start + step])
-            if self.shared_experts is not None:
-                out[start : start + step] += self.shared_experts(x[start : start + step])
-        return out.view(shape)
-
-    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each of the (N, C) tokens' ``top_k`` experts (N, k) and their float32 weights (N, k): the best scores
-        (softmax or sigmoid of the router's logits), or the best scores plus ``correction`` (the weights are the
-        scores alone), among the experts of the token's best groups where the routing is group-limited
-        (DeepseekV3TopkRouter: a group ranks by its two best corrected scores' sum; DeepseekV2TopkRouter: by its
-        best score); renormalised to sum to 1 where the config says, then times its scale."""
-        spec = self.spec
-        if spec.float32_router:  # its weights are loaded float32 (float32_weights): .float() copies nothing then
-            bias = None if self.gate.bias is None else self.gate.bias.float()
-            logits = F.linear(x.float(), self.gate.weight.float(), bias)  # (N, E)
-        else:
-            logits = self.gate(x).float()
-        scores = torch.sigmoid(logits) if spec.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
-        if self.correction is None and spec.groups is None:
-            weights, experts = torch.topk(scores, self.top_k, dim=-1)
-        else:
-            choice = scores if self.correction is None else scores + self.correction.float()
-            if spec.groups is not None:
-                groups, kept, rank = spec.groups
-                grouped = choice.view(x.shape[0], groups, -1)  # (N, groups, E / groups)
-                ranked = grouped.topk(2, dim=-1).values.sum(-1) if rank == "top2" else grouped.amax(-1)
-                best = torch.topk(ranked, kept, dim=-1).indices  # (N, kept)
-                outside = torch.ones_like(ranked, dtype=torch.bool).scatter_(1, best, False)
-                choice = grouped.masked_fill(outside[..., None], -torch.inf).view_as(choice)
-            experts = torch.topk(choice, self.top_k, dim=-1).indices
-            weights = scores.gather(1, experts)
-        if self.renormalise:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        return weights * spec.scale if spec.scale != 1.0 else weights, experts
-
-    def _routed(self, x: torch.Tensor) -> torch.Tensor:
-        weights, experts = self.route(x)  # (N, k) each
-        pairs = experts.flatten()  # (N * k,): token n's j-th expert at n * k + j
-        order = torch.argsort(pairs, stable=True)
-        tokens = order // self.top_k
-        ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
-        gate_up = grouped_linear(x[tokens], self.gate_up, ends)  # (N * k, 2 x I)
-        by_expert = pairs[order] if self.gate_up_bias is not None else None  # each sorted pair's expert
-        if by_expert is not None:
-            gate_up += self.gate_up_bias[by_expert]
-        gate, up = gate_up.chunk(2, dim=-1)  # (N * k, I) each
-        if self.clamped is None:
-            y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
-        else:
-            y = grouped_linear(clamped_swiglu(gate, up, *self.clamped), self.down, ends)
-        if by_expert is not None:
-            y += self.down_bias[by_expert]
-        y = y * weights.to(y.dtype).flatten()[order, None]
-        return torch.zeros_like(x).index_add_(0, tokens, y)
 
 
 class Block(nn.Module):

@@ -182,7 +182,7 @@ class Family:
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
     # to the decoder's half layout once, at load (ropekit/models/load.py), as GGUF's are.
     rope_layout: str = "half"
-    experts: Experts | None = None  # a mixture-of-experts MLP (decoder.MoE) in place of the dense one
+    experts: Experts | None = None  # a mixture-of-experts MLP (ropekit/models/mlp.py) in place of the dense one
     centred_norms: bool = False  # LayerNorm without bias (x - mean over the variance), not RMSNorm (Cohere)
     parallel: bool = False  # attention and MLP both read the same normed input, summed into one residual
     attention_scale: float | None = None  # q.k's scale whatever the head size (Gemma 4: 1, its q/k norms set it)

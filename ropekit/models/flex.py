@@ -94,7 +94,7 @@ def flex_two_region_attention(
     sinks: torch.Tensor | None = None,
     compiled: bool | None = None,
 ) -> torch.Tensor:
-    """What ``ropekit.models.decoder.two_region_attention`` computes, as two fused calls: the near band
+    """What ``ropekit.models.attention.two_region_attention`` computes, as two fused calls: the near band
     ``0 <= i - j < window`` with ``q . k`` and the far one ``window <= i - j < reach`` with ``q_far . k_far``
     (``reach``: ``layer_window``, else every earlier key), merged by their log-sum-exps in float32. With a
     ``window`` of at least T there is no far region: one call, causal attention within ``layer_window``.

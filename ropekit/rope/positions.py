@@ -16,9 +16,10 @@ at i and j; farther apart (the *far* region) the query is rotated at ``query[i]`
   ``(i // G + W - W // G) - j // G``; far: the query at ``i // G + W - W // G``, the key at ``j // G``.
 
 Each is one registry record whose ``attention`` gives :class:`FarPositions`; the decoder
-(ropekit/models/decoder.py) rotates q and k twice and computes both regions block by block with one
-softmax, never a ``T x T`` matrix. Two query scalings live here as well: log-n (``RopeSpec.log_n``, any
-type) and Llama 4's temperature tuning on NoPE layers (:class:`NopeTemperature`, a layer-mix option).
+(ropekit/models/decoder.py) rotates q and k twice and its kernels (ropekit/models/attention.py) compute both
+regions block by block with one softmax, never a ``T x T`` matrix. Two query scalings live here as well: log-n
+(``RopeSpec.log_n``, any type) and Llama 4's temperature tuning on NoPE layers (:class:`NopeTemperature`, a
+layer-mix option).
 """
 
 from __future__ import annotations

@@ -46,8 +46,9 @@ from ..cache import Notice, cache_dir
 from ..eval.nll import LOGIT_BUDGET
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, cpu_model, sliding_attention
+from ..models.attention import SCORE_BUDGET
 from ..models.config import LayerShape
-from ..models.decoder import SCORE_BUDGET, chunk_rows, row_bytes
+from ..models.decoder import chunk_rows, row_bytes
 from ..models.precision import cached_measurement, cpu_flags_digest
 from ..rope import RopeSpec, get_rope
 
@@ -468,7 +469,7 @@ def pass_memory(
       FLASH_Q_BLOCK*FLASH_KV_BLOCK * b when b < 4 (its scores in the reduced dtype), plus a sliding
       band's boolean mask B*(B + W - 1) with B = max(64, min(W, 1024)) for the largest window W < T, plus
       with an attention-level rope, capped scores or sinks (gpt-oss) the blockwise attention's
-      (ropekit.models.decoder.two_region_attention: float32 scores of a block of N = max(16, min(T,
+      (ropekit.models.attention.two_region_attention: float32 scores of a block of N = max(16, min(T,
       SCORE_BUDGET // (nh*(T + 16)))) queries against its near and far keys, at most N + T, their int64
       distances and boolean masks: N*(N + T)*(4*nh + 11), and the block's outputs 2*N*nh*hd*b).
 
@@ -521,7 +522,7 @@ def activation_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype, devic
 
 def _padding(nh: int, s: LayerShape) -> int:
     """A token's elements of the values zero-padded to q.k's width, and of the output's padding, where values are
-    narrower (MLA's: ropekit.models.decoder.sdpa)."""
+    narrower (MLA's: ropekit.models.attention.sdpa)."""
     return 0 if s.value_dim == s.head_dim else (s.kv_heads + nh) * s.head_dim - nh * s.value_dim
 
 

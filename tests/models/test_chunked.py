@@ -9,7 +9,7 @@ import torch
 
 import ropekit
 from ropekit.eval.generate import greedy_generate
-from ropekit.models import decoder
+from ropekit.models import attention, decoder
 from ropekit.models.decoder import KVCache
 
 from .tiny import FAMILY_CONFIGS, make_checkpoint
@@ -114,7 +114,7 @@ def test_chunked_forward_through_flex_equals_the_whole_one(family, rope, tmp_pat
     make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
     model = ropekit.load_model(tmp_path, rope_scaling=rope, dtype="float32")
     ids = random_ids(model.config.vocab_size)
-    monkeypatch.setattr(decoder, "fused", lambda q: True)
+    monkeypatch.setattr(attention, "fused", lambda q: True)
     whole = ropekit.token_nll(model, ids)
     force_rows(monkeypatch, model)
     assert_same_nll(ropekit.token_nll(model, ids), whole)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ropekit
-from ropekit.models import decoder
+from ropekit.models import attention
 from tests.models.test_families import assert_close, config, ids
 from tests.models.tiny import hf_token_nll, make_checkpoint
 
@@ -81,5 +81,5 @@ def test_the_fused_path_equals_the_blockwise_one(rope, mix, tmp_path, monkeypatc
     model = ropekit.load_model(tmp_path, rope_scaling=rope, layer_mix=mix)
     tokens = ids(model.config.vocab_size, 300)
     blockwise = ropekit.token_nll(model, tokens)
-    monkeypatch.setattr(decoder, "fused", lambda q: True)
+    monkeypatch.setattr(attention, "fused", lambda q: True)
     assert_close(ropekit.token_nll(model, tokens), blockwise)

@@ -143,15 +143,15 @@ def test_chunked_head_with_final_soft_capping_equals_one_shot_logits(tmp_path, m
 
 
 def test_experts_routed_in_chunks_equal_one_pass(tmp_path, monkeypatch):
-    """The MoE's token-expert pairs in chunks of 14 (ropekit/models/decoder.py, MOE_PAIRS) give the NLL of one
+    """The MoE's token-expert pairs in chunks of 14 (ropekit/models/mlp.py, MOE_PAIRS) give the NLL of one
     grouped pass over all 600."""
-    from ropekit.models import decoder
+    from ropekit.models import mlp
 
     make_checkpoint(tmp_path, FAMILY_CONFIGS["qwen3_moe"])
     model = ropekit.load_model(tmp_path)
     tokens = ids(model.config.vocab_size, 300)
     whole = ropekit.token_nll(model, tokens)
-    monkeypatch.setattr(decoder, "MOE_PAIRS", 14)
+    monkeypatch.setattr(mlp, "MOE_PAIRS", 14)
     torch.testing.assert_close(ropekit.token_nll(model, tokens), whole, rtol=0, atol=1e-5)
 
 

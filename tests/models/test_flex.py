@@ -11,7 +11,7 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
 import ropekit
-from ropekit.models import decoder
+from ropekit.models import attention
 from ropekit.models.flex import band_mask, flex_two_region_attention
 from tests.models.tiny import FAMILY_CONFIGS, make_checkpoint
 
@@ -47,10 +47,10 @@ def test_band_masks_are_create_block_masks(lo, hi, length):
     ids=["far", "far-in-layer-window", "layer-window-inside-window", "no-far", "far-capped", "capped-in-window"],
 )
 def test_two_regions_equal_the_blockwise_path(window, layer_window, softcap, monkeypatch):
-    monkeypatch.setattr(decoder, "SCORE_BUDGET", 1)  # the blockwise path in blocks of 16 queries
+    monkeypatch.setattr(attention, "SCORE_BUDGET", 1)  # the blockwise path in blocks of 16 queries
     q, k, q_far, k_far, v = qkv(200)
     kwargs = {"window": window, "layer_window": layer_window, "scale": 0.25, "softcap": softcap}
-    blockwise = decoder.two_region_attention(q, k, q_far, k_far, v, **kwargs)
+    blockwise = attention.two_region_attention(q, k, q_far, k_far, v, **kwargs)
     flex = flex_two_region_attention(q, k, q_far, k_far, v, **kwargs)
     torch.testing.assert_close(flex, blockwise, rtol=0, atol=FP32)
 
@@ -60,21 +60,21 @@ def test_sinks_equal_the_blockwise_path(window, layer_window, monkeypatch):
     """gpt-oss's sinks: the fused output times sigmoid(lse - sink) equals the blockwise softmax with the sink in its
     denominator (itself proven against transformers' eager attention in test_families.py), with and without a far
     region and a window."""
-    monkeypatch.setattr(decoder, "SCORE_BUDGET", 1)
+    monkeypatch.setattr(attention, "SCORE_BUDGET", 1)
     q, k, q_far, k_far, v = qkv(200)
     sinks = torch.randn(4, generator=torch.Generator().manual_seed(3))
     kwargs = {"window": window, "layer_window": layer_window, "scale": 0.25, "sinks": sinks}
-    blockwise = decoder.two_region_attention(q, k, q_far, k_far, v, **kwargs)
+    blockwise = attention.two_region_attention(q, k, q_far, k_far, v, **kwargs)
     flex = flex_two_region_attention(q, k, q_far, k_far, v, **kwargs)
     torch.testing.assert_close(flex, blockwise, rtol=0, atol=FP32)
-    without = decoder.two_region_attention(q, k, q_far, k_far, v, **{**kwargs, "sinks": None})
+    without = attention.two_region_attention(q, k, q_far, k_far, v, **{**kwargs, "sinks": None})
     assert (blockwise - without).abs().max() > 0.05  # the sinks take their share
 
 
 def test_two_regions_in_bf16_within_bf16_of_the_blockwise_path():
     q, k, q_far, k_far, v = qkv(200, dtype=torch.bfloat16)
     kwargs = {"window": 24, "layer_window": None, "scale": 0.25}
-    blockwise = decoder.two_region_attention(q, k, q_far, k_far, v, **kwargs)
+    blockwise = attention.two_region_attention(q, k, q_far, k_far, v, **kwargs)
     flex = flex_two_region_attention(q, k, q_far, k_far, v, **kwargs)
     assert flex.dtype == torch.bfloat16
     torch.testing.assert_close(flex.float(), blockwise.float(), rtol=0, atol=BF16)
@@ -94,7 +94,7 @@ def test_a_sliding_band_equals_sliding_attention(compiled):
     """One band ``0 <= q - k < window``, no far region. Compiled, the CPU kernel skips the blocks the block mask
     leaves out and evaluates the mask only in partial ones: 520 tokens, 128-token blocks, window 150."""
     q, k, _, _, v = qkv(520)
-    ours = decoder.sliding_attention(q, k, v, window=150, scale=0.25)
+    ours = attention.sliding_attention(q, k, v, window=150, scale=0.25)
     flex = flex_two_region_attention(q, k, q, k, v, window=520, layer_window=150, scale=0.25, compiled=compiled)
     torch.testing.assert_close(flex, ours, rtol=0, atol=FP32)
 
@@ -110,16 +110,16 @@ def test_models_through_flex_equal_the_cpu_path(family, rope, tmp_path, monkeypa
     model = ropekit.load_model(tmp_path, rope_scaling=rope, dtype="float32")
     ids = torch.randint(0, 384, (300,), generator=torch.Generator().manual_seed(1))
     cpu = ropekit.token_nll(model, ids)
-    monkeypatch.setattr(decoder, "fused", lambda q: True)
-    monkeypatch.setattr(decoder, "two_region_attention", None)  # the CPU path is not taken
-    monkeypatch.setattr(decoder, "sliding_attention", None)
+    monkeypatch.setattr(attention, "fused", lambda q: True)
+    monkeypatch.setattr(attention, "two_region_attention", None)  # the CPU path is not taken
+    monkeypatch.setattr(attention, "sliding_attention", None)
     torch.testing.assert_close(ropekit.token_nll(model, ids), cpu, rtol=0, atol=FP32)
 
 
 def test_the_cpu_never_takes_flex(tmp_path, monkeypatch):
     make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma3"])
     model = ropekit.load_model(tmp_path, rope_scaling="rerope:24", dtype="float32")
-    monkeypatch.setattr(decoder, "flex_two_region_attention", None)
+    monkeypatch.setattr(attention, "flex_two_region_attention", None)
     assert torch.isfinite(ropekit.token_nll(model, torch.arange(300) % 384)).all()
 
 
@@ -137,7 +137,7 @@ def test_cuda_two_regions_equal_the_blockwise_path(layer_window, softcap, sinks)
     sink = torch.randn(8, generator=torch.Generator().manual_seed(3)).cuda() if sinks else None
     kwargs = {"window": 256, "layer_window": layer_window, "scale": 0.125, "softcap": softcap, "sinks": sink}
     flex = flex_two_region_attention(q, k, q_far, k_far, v, **kwargs)
-    blockwise = decoder.two_region_attention(q, k, q_far, k_far, v, **kwargs)
+    blockwise = attention.two_region_attention(q, k, q_far, k_far, v, **kwargs)
     torch.testing.assert_close(flex.float(), blockwise.float(), rtol=0, atol=BF16)
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import ropekit
-from ropekit.models import ModelConfigError, decoder
+from ropekit.models import ModelConfigError, attention
 from ropekit.rope import NopeTemperature
 from tests.models.tiny import FAMILY_CONFIGS, make_checkpoint
 
@@ -37,7 +37,7 @@ REACHED = {"gemma3": ("full_attention",), "exaone4": ("sliding_attention",)}
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of 16 queries: a 300-token pass runs 19 of them, the last one partial."""
-    monkeypatch.setattr(decoder, "SCORE_BUDGET", 1)
+    monkeypatch.setattr(attention, "SCORE_BUDGET", 1)
 
 
 # --- the reference ------------------------------------------------------------------------------
@@ -323,16 +323,16 @@ def test_the_lean_attention_never_holds_t_by_t_scores(tmp_path, monkeypatch):
     model = ropekit.load_model(tmp_path, rope_scaling=SELF_EXTEND)
     ids = random_ids(LONG)
     shapes = []
-    real = decoder._grouped_scores
+    real = attention._grouped_scores
 
     def recording(q, k, scale, softcap=None):
         shapes.append((q.shape[-2], k.shape[-2]))
         return real(q, k, scale, softcap)
 
-    monkeypatch.setattr(decoder, "_grouped_scores", recording)
+    monkeypatch.setattr(attention, "_grouped_scores", recording)
     blocked = ropekit.token_nll(model, ids)
     assert shapes and max(n for n, _ in shapes) == 16 and max(keys for _, keys in shapes) < LONG
-    monkeypatch.setattr(decoder, "SCORE_BUDGET", 1 << 24)  # one block
+    monkeypatch.setattr(attention, "SCORE_BUDGET", 1 << 24)  # one block
     torch.testing.assert_close(ropekit.token_nll(model, ids), blocked, rtol=0, atol=1e-5)
 
 

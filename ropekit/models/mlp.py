@@ -1,0 +1,143 @@
+"""The MLP of a block: dense (SwiGLU or GeGLU) or a mixture of experts (:class:`MoE`: a router and every expert's
+SwiGLU as one grouped matmul over the token-expert pairs; gpt-oss's biased experts and clamped activation, DeepSeek's
+routers and shared experts), as a family's record and the config size them (ropekit/models/families.py)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "silu":
+        return F.silu(gate)
+    return F.gelu(gate, approximate="tanh" if activation == "gelu_pytorch_tanh" else "none")
+
+
+def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+    """gpt-oss's activation (GptOssExperts): the gate clamped above at ``limit``, the up projection to
+    ``[-limit, limit]``, and ``(up + 1) * gate * sigmoid(alpha * gate)``."""
+    gate, up = gate.clamp(max=limit), up.clamp(min=-limit, max=limit)
+    return (up + 1) * (gate * torch.sigmoid(gate * alpha))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig, size: int | None = None):
+        super().__init__()
+        bias, size = config.mlp_bias, size or config.intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, size, bias=bias)
+        self.down_proj = nn.Linear(size, config.hidden_size, bias=bias)
+        self.activation = config.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(activate(self.gate_proj(x), self.activation) * self.up_proj(x))
+
+
+# Token-expert pairs one MoE chunk routes at once: its gathered inputs and hidden activations are
+# (pairs, hidden) and (pairs, 2 x expert size), so a long sequence never holds them all.
+MOE_PAIRS = 1 << 14
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Rows ``ends[e - 1] .. ends[e] - 1`` of ``x`` ``(P, in)`` times expert e's ``weight[e]`` ``(out, in)``
+    transposed: one grouped matmul. Where torch's grouped kernel refuses the operands (CUDA's takes bf16 only;
+    rows not 16-byte aligned), one matmul per expert's rows instead: a loop over experts, never over tokens."""
+    try:
+        return F.grouped_mm(x, weight.transpose(-2, -1), offs=ends)
+    except RuntimeError:
+        out, start = x.new_empty(x.shape[0], weight.shape[1]), 0
+        for e, end in enumerate(ends.tolist()):
+            out[start:end] = x[start:end] @ weight[e].T
+            start = end
+        return out
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts MLP (Qwen3-MoE, OLMoE, Mixtral): a router picks each token's ``top_k`` experts
+    from a float32 softmax of its logits (their weights renormalised to sum to 1 where the config says),
+    and every expert's SwiGLU runs on its tokens as one grouped matmul over all experts (``F.grouped_mm``
+    on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
+    ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``; gpt-oss's experts
+    add ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias`` ``(E, C)``, its router a bias, and its activation is
+    clamped (:func:`clamped_swiglu`). DeepSeek's routers (:meth:`route`) score in float32, by a sigmoid with a
+    ``correction`` bias (E,) for the choice (V3), from the best groups, and scale the weights; its
+    ``shared_experts``, one MLP every token goes through, add to the routed ones."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        moe, C = config.moe, config.hidden_size
+        self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
+        self.clamped, self.spec = moe.clamped, moe
+        biased = config.family.experts.stacked
+        self.gate = nn.Linear(C, moe.experts, bias=biased)  # the router
+        self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
+        self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
+        self.gate_up_bias = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size)) if biased else None
+        self.down_bias = nn.Parameter(torch.empty(moe.experts, C)) if biased else None
+        self.correction = nn.Parameter(torch.empty(moe.experts)) if moe.corrected else None
+        self.shared_experts = None if moe.shared_size is None else MLP(config, moe.shared_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape, C = x.shape, x.shape[-1]
+        x = x.reshape(-1, C)  # (N, C)
+        out = torch.empty_like(x)
+        step = max(1, MOE_PAIRS // self.top_k)
+        for start in range(0, x.shape[0], step):
+            out[start : start + step] = self._routed(x[start : start + step])
+            if self.shared_experts is not None:
+                out[start : start + step] += self.shared_experts(x[start : start + step])
+        return out.view(shape)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each of the (N, C) tokens' ``top_k`` experts (N, k) and their float32 weights (N, k): the best scores
+        (softmax or sigmoid of the router's logits), or the best scores plus ``correction`` (the weights are the
+        scores alone), among the experts of the token's best groups where the routing is group-limited
+        (DeepseekV3TopkRouter: a group ranks by its two best corrected scores' sum; DeepseekV2TopkRouter: by its
+        best score); renormalised to sum to 1 where the config says, then times its scale."""
+        spec = self.spec
+        if spec.float32_router:  # its weights are loaded float32 (float32_weights): .float() copies nothing then
+            bias = None if self.gate.bias is None else self.gate.bias.float()
+            logits = F.linear(x.float(), self.gate.weight.float(), bias)  # (N, E)
+        else:
+            logits = self.gate(x).float()
+        scores = torch.sigmoid(logits) if spec.scoring == "sigmoid" else torch.softmax(logits, dim=-1)
+        if self.correction is None and spec.groups is None:
+            weights, experts = torch.topk(scores, self.top_k, dim=-1)
+        else:
+            choice = scores if self.correction is None else scores + self.correction.float()
+            if spec.groups is not None:
+                groups, kept, rank = spec.groups
+                grouped = choice.view(x.shape[0], groups, -1)  # (N, groups, E / groups)
+                ranked = grouped.topk(2, dim=-1).values.sum(-1) if rank == "top2" else grouped.amax(-1)
+                best = torch.topk(ranked, kept, dim=-1).indices  # (N, kept)
+                outside = torch.ones_like(ranked, dtype=torch.bool).scatter_(1, best, False)
+                choice = grouped.masked_fill(outside[..., None], -torch.inf).view_as(choice)
+            experts = torch.topk(choice, self.top_k, dim=-1).indices
+            weights = scores.gather(1, experts)
+        if self.renormalise:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * spec.scale if spec.scale != 1.0 else weights, experts
+
+    def _routed(self, x: torch.Tensor) -> torch.Tensor:
+        weights, experts = self.route(x)  # (N, k) each
+        pairs = experts.flatten()  # (N * k,): token n's j-th expert at n * k + j
+        order = torch.argsort(pairs, stable=True)
+        tokens = order // self.top_k
+        ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
+        gate_up = grouped_linear(x[tokens], self.gate_up, ends)  # (N * k, 2 x I)
+        by_expert = pairs[order] if self.gate_up_bias is not None else None  # each sorted pair's expert
+        if by_expert is not None:
+            gate_up += self.gate_up_bias[by_expert]
+        gate, up = gate_up.chunk(2, dim=-1)  # (N * k, I) each
+        if self.clamped is None:
+            y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
+        else:
+            y = grouped_linear(clamped_swiglu(gate, up, *self.clamped), self.down, ends)
+        if by_expert is not None:
+            y += self.down_bias[by_expert]
+        y = y * weights.to(y.dtype).flatten()[order, None]
+        return torch.zeros_like(x).index_add_(0, tokens, y)
