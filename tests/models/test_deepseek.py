@@ -83,3 +83,79 @@ def test_the_fused_path_equals_the_blockwise_one(rope, mix, tmp_path, monkeypatc
     blockwise = ropekit.token_nll(model, tokens)
     monkeypatch.setattr(attention, "fused", lambda q: True)
     assert_close(ropekit.token_nll(model, tokens), blockwise)
+
+
+# The published config.json of DeepSeek-V2-Lite and DeepSeek-V3 (the keys the plan reads; V3's weights are FP8)
+V2_LITE = {
+    "model_type": "deepseek_v2",
+    "vocab_size": 102400,
+    "hidden_size": 2048,
+    "intermediate_size": 10944,
+    "moe_intermediate_size": 1408,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+    "n_routed_experts": 64,
+    "n_shared_experts": 2,
+    "num_experts_per_tok": 6,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "topk_method": "greedy",
+    "norm_topk_prob": False,
+    "routed_scaling_factor": 1.0,
+    "q_lora_rank": None,
+    "kv_lora_rank": 512,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "v_head_dim": 128,
+    "max_position_embeddings": 163840,
+    "rope_theta": 10000,
+    "rope_scaling": {**V2_LITE_YARN, "type": "yarn", "factor": 40, "original_max_position_embeddings": 4096},
+    "tie_word_embeddings": False,
+}
+V3 = {
+    **V2_LITE,
+    "model_type": "deepseek_v3",
+    "vocab_size": 129280,
+    "hidden_size": 7168,
+    "intermediate_size": 18432,
+    "moe_intermediate_size": 2048,
+    "num_hidden_layers": 61,
+    "num_attention_heads": 128,
+    "num_key_value_heads": 128,
+    "n_routed_experts": 256,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 8,
+    "first_k_dense_replace": 3,
+    "n_group": 8,
+    "topk_group": 4,
+    "topk_method": "noaux_tc",
+    "norm_topk_prob": True,
+    "routed_scaling_factor": 2.5,
+    "q_lora_rank": 1536,
+    "rope_scaling": {
+        **V2_LITE_YARN,
+        "factor": 40,
+        "original_max_position_embeddings": 4096,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]},
+}
+
+
+@pytest.mark.parametrize(("raw", "billions"), [(V2_LITE, 15.7), (V3, 671)])
+def test_the_published_configs_plan_the_published_models(raw, billions):
+    """Their parameters are the model cards' (15.7B, 671B without V3's next-token-prediction layer) to 0.5 %, and
+    q.k's scale is transformers' (yarn_apply_mscale of (nope + rope) ** -0.5)."""
+    from transformers.modeling_rope_utils import yarn_apply_mscale
+
+    from ropekit.models import model_config
+    from ropekit.sweep import cost
+
+    config = model_config(raw)
+    assert abs(sum(cost.parameters(config)) / 1e9 - billions) <= 0.005 * billions
+    rope = {**raw["rope_scaling"], "rope_type": "yarn"}
+    assert config.attention_scale == pytest.approx(yarn_apply_mscale(rope, (128 + 64) ** -0.5), rel=1e-12)
+    assert {layer.rope.rope_type for layer in config.layers} == {"yarn"}
