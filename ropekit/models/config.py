@@ -353,7 +353,7 @@ def plan_config(
     scalar = cfg.get("query_pre_attn_scalar")
     from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
 
-    latent = _latent(cfg, family, heads, kv_heads, head_dim)
+    latent = _latent(cfg, family, heads, kv_heads)
     if latent is not None:  # each head's q.k reads nope + rope channels, the rope turning its head_dim (rope) ones
         shapes = tuple(
             dataclasses.replace(s, head_dim=latent.nope + latent.rope, value_dim=latent.value, rope_dim=latent.rope)
@@ -538,7 +538,7 @@ def _expert_groups(cfg: Mapping[str, Any], keys: Any, count: int, top_k: int) ->
             f"model config: num_experts_per_tok={top_k} exceeds the {kept * (count // groups)} experts of the "
             f"{kept} groups kept"
         )
-    return groups, kept, keys.group_score
+    return None if groups == 1 else (groups, kept, keys.group_score)  # one group limits nothing
 
 
 def _scale(cfg: Mapping[str, Any], key: str | None) -> float:
@@ -548,7 +548,7 @@ def _scale(cfg: Mapping[str, Any], key: str | None) -> float:
     return float(value)
 
 
-def _latent(cfg: Mapping[str, Any], family: Family, heads: int, kv_heads: int, head_dim: int) -> LatentSpec | None:
+def _latent(cfg: Mapping[str, Any], family: Family, heads: int, kv_heads: int) -> LatentSpec | None:
     """A family's multi-head latent attention as its config sizes it (None for one without)."""
     keys = family.latent
     if keys is None:
@@ -566,7 +566,8 @@ def _latent(cfg: Mapping[str, Any], family: Family, heads: int, kv_heads: int, h
         )
     if cfg.get("head_dim") not in (None, sizes["rope"]):
         raise ModelConfigError(
-            f"model config: head_dim={head_dim} differs from {keys.rope}={sizes['rope']}, the channels the rope turns"
+            f"model config: head_dim={cfg['head_dim']!r} differs from {keys.rope}={sizes['rope']}, the channels the "
+            "rope turns"
         )
     return LatentSpec(q_rank, sizes["kv_rank"], sizes["nope"], sizes["rope"], sizes["value"], keys.eps)
 
