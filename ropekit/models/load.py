@@ -186,17 +186,18 @@ def _dequantising(get: Callable[[str], torch.Tensor | None], config: ModelConfig
         if scale is None:
             raise CheckpointError(f"{source}: the float8 weight {name} has no {name}_scale_inv (quant_method fp8)")
         if block is None:
-            fits, scale = scale.numel() == 1, scale.float().reshape(())
+            fits = scale.numel() == 1
         else:
             (rows, cols), (R, C) = block, weight.shape[-2:]
             fits = weight.dim() == 2 and tuple(scale.shape) == (-(-R // rows), -(-C // cols))
-            scale = scale.float().repeat_interleave(rows, 0)[:R].repeat_interleave(cols, 1)[:, :C] if fits else scale
         if not fits:
             raise CheckpointError(
                 f"{source}: {name}_scale_inv has shape {tuple(scale.shape)}, which is not a scale per "
                 f"{block or 'whole'} block of the {tuple(weight.shape)} float8 weight (quant_method fp8)"
             )
-        return weight.float() * scale
+        if block is None:
+            return weight.float() * scale.float().reshape(())
+        return weight.float() * scale.float().repeat_interleave(rows, 0)[:R].repeat_interleave(cols, 1)[:, :C]
 
     return read
 

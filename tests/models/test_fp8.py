@@ -45,25 +45,27 @@ def dequantised(q: torch.Tensor, scale: torch.Tensor, rows: int, cols: int) -> t
     return out
 
 
-def fp8_pair(tmp_path, family: str, block: tuple[int, int]):
+def fp8_pair(tmp_path, family: str, block: tuple[int, int] | None):
     """(a folder of the checkpoint in FP8, one of its dequantised weights and transformers' model of them): every
-    projection's weight quantised, the embeddings, norms and routers kept as they are (as DeepSeek's release)."""
+    projection's weight quantised, the embeddings, norms and routers kept as they are (as DeepSeek's release).
+    ``block`` None: one scale a weight (stored as a 1-element tensor)."""
     plain, fp8, reference = tmp_path / "plain", tmp_path / "fp8", tmp_path / "dequantised"
     make_checkpoint(plain, config(family))
     weights = load_file(plain / "model.safetensors")
     stored, exact = {}, {}
     for name, tensor in weights.items():
         if tensor.dim() == 2 and "proj" in name:
-            q, scale = quantised(tensor, *block)
-            stored[name], stored[f"{name}_scale_inv"] = q, scale
-            exact[name] = dequantised(q, scale, *block)
+            rows, cols = block or tensor.shape
+            q, scale = quantised(tensor, rows, cols)
+            stored[name], stored[f"{name}_scale_inv"] = q, scale if block else scale.reshape(1)
+            exact[name] = dequantised(q, scale, rows, cols)
         else:
             stored[name] = exact[name] = tensor
     for folder, tensors in ((fp8, stored), (reference, exact)):
         shutil.copytree(plain, folder)
         save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
     raw = json.loads((fp8 / "config.json").read_text())
-    raw["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": list(block)}
+    raw["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": block and list(block)}
     (fp8 / "config.json").write_text(json.dumps(raw))
     from transformers import AutoModelForCausalLM
 
@@ -71,7 +73,7 @@ def fp8_pair(tmp_path, family: str, block: tuple[int, int]):
     return fp8, reference, hf
 
 
-@pytest.mark.parametrize(("family", "block"), [("deepseek_v3", (16, 24)), ("llama", (32, 32))])
+@pytest.mark.parametrize(("family", "block"), [("deepseek_v3", (16, 24)), ("llama", (32, 32)), ("llama", None)])
 def test_an_fp8_checkpoint_reads_as_its_dequantised_weights(family, block, tmp_path):
     """Blocks of 16 x 24 leave shorter last blocks on every weight of the tiny shapes (64 columns, 96 or 112 rows)."""
     fp8, reference, hf = fp8_pair(tmp_path, family, block)
@@ -85,12 +87,24 @@ def test_an_fp8_checkpoint_reads_as_its_dequantised_weights(family, block, tmp_p
     assert float8.dtype == torch.float8_e4m3fn  # what was read was quantised
 
 
-def test_a_float8_weight_without_its_scale_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("scale", "message"),
+    [
+        (None, "o_proj.weight has no model.layers.0.self_attn.o_proj.weight_scale_inv"),
+        (
+            torch.ones(2, 3),
+            "weight_scale_inv has shape (2, 3), which is not a scale per [32, 32] block of the (64, 64)",
+        ),
+    ],
+)
+def test_a_float8_weight_without_its_scales_is_refused(scale, message, tmp_path):
     fp8, _, _ = fp8_pair(tmp_path, "llama", (32, 32))
     tensors = load_file(fp8 / "model.safetensors")
-    del tensors["model.layers.0.self_attn.o_proj.weight_scale_inv"]
+    tensors.pop("model.layers.0.self_attn.o_proj.weight_scale_inv")
+    if scale is not None:
+        tensors["model.layers.0.self_attn.o_proj.weight_scale_inv"] = scale
     save_file(tensors, fp8 / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"o_proj.weight has no model.layers.0.self_attn.o_proj.weight_scale_inv"):
+    with pytest.raises(CheckpointError, match=re.escape(message)):
         ropekit.load_model(fp8)
 
 
