@@ -294,20 +294,25 @@ def _latent_layout(config: ModelConfig) -> Callable[[str, torch.Tensor], torch.T
 
 def check_weights(checkpoint: Checkpoint, config: ModelConfig) -> None:
     """Refuse a checkpoint that :func:`load_model` would refuse for a weight missing or of another shape
-    than ``config`` implies, or for files it cannot parse, from the files' headers alone (no tensor is
-    read): how a sweep checks its models before it writes anything."""
+    than ``config`` implies, for an FP8 weight's missing scales, or for files it cannot parse, from the files'
+    headers alone (no tensor is read): how a sweep checks its models before it writes anything."""
     kind, path = checkpoint.kind, checkpoint.path
     cached = dequantised(path) if kind == "gguf" else None
+    float8: Callable[[str], bool] = lambda name: False  # noqa: E731
     if kind == "folder" or cached is not None:
-        shape = SafetensorsSource(cached or path).shape
+        source = SafetensorsSource(cached or path)
+        shape, float8 = source.shape, lambda name: (source.dtype(name) or "").startswith("F8")
     else:
         shape = GGUFSource(path, read_gguf(path), config).shape
 
-    def get(name: str) -> torch.Tensor | None:  # a tensor of the stored shape, with no data
-        return None if (size := shape(name)) is None else torch.empty(size, device="meta")
+    def get(name: str) -> torch.Tensor | None:  # a tensor of the stored shape (and float8 or not), with no data
+        size = shape(name)
+        dtype = FLOAT8[0] if size is not None and float8(name) else torch.float32
+        return None if size is None else torch.empty(size, device="meta", dtype=dtype)
 
     with torch.device("meta"):
         model = Decoder(config)
+    get = _dequantising(get, config, str(path))  # an FP8 weight's scales: there, and one a block
     for name, param in model.state_dict().items():
         _checked(name, param, config, get, str(path))
 

@@ -104,6 +104,11 @@ class SafetensorsSource:
         file = self.where.get(name)
         return None if file is None else tuple(self.handles[file].get_slice(self.stored.get(name, name)).get_shape())
 
+    def dtype(self, name: str) -> str | None:
+        """A tensor's stored dtype as safetensors names it (``BF16``, ``F8_E4M3``, ...), from its file's header."""
+        file = self.where.get(name)
+        return None if file is None else self.handles[file].get_slice(self.stored.get(name, name)).get_dtype()
+
     def get(self, name: str) -> torch.Tensor | None:
         from safetensors import SafetensorError
 

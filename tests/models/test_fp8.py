@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import ropekit
-from ropekit.models import ModelConfigError
+from ropekit.models import ModelConfigError, check_weights, model_config, read_model_config
 from ropekit.models.sources import CheckpointError
 from tests.models.test_families import assert_close, config, ids
 from tests.models.tiny import hf_token_nll, make_checkpoint
@@ -77,6 +77,8 @@ def fp8_pair(tmp_path, family: str, block: tuple[int, int] | None):
 def test_an_fp8_checkpoint_reads_as_its_dequantised_weights(family, block, tmp_path):
     """Blocks of 16 x 24 leave shorter last blocks on every weight of the tiny shapes (64 columns, 96 or 112 rows)."""
     fp8, reference, hf = fp8_pair(tmp_path, family, block)
+    checkpoint, raw = read_model_config(fp8)
+    check_weights(checkpoint, model_config(raw))  # a sweep's check, from the headers: they pass
     model = ropekit.load_model(fp8)
     tokens = ids(model.config.vocab_size, 300)
     ours = ropekit.token_nll(model, tokens)
@@ -104,6 +106,9 @@ def test_a_float8_weight_without_its_scales_is_refused(scale, message, tmp_path)
     if scale is not None:
         tensors["model.layers.0.self_attn.o_proj.weight_scale_inv"] = scale
     save_file(tensors, fp8 / "model.safetensors", metadata={"format": "pt"})
+    checkpoint, raw = read_model_config(fp8)
+    with pytest.raises(CheckpointError, match=re.escape(message)):  # a sweep's check, from the headers alone
+        check_weights(checkpoint, model_config(raw))
     with pytest.raises(CheckpointError, match=re.escape(message)):
         ropekit.load_model(fp8)
 
