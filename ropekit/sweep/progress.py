@@ -63,6 +63,9 @@ class Progress:
         bar = self.bar
         if bar.disable:
             return
+        # n and total sum the same predictions in other orders: n may pass total by a rounding at the end (tqdm then
+        # warns that it clamps, and the time left turns negative)
+        bar.n = min(bar.n, bar.total)
         if self.predicted_done:  # the prediction, scaled by how the passes so far compared with it
             left = bar.format_interval((bar.total - bar.n) * self.took / self.predicted_done)
         else:  # the prediction as it is; tokens say nothing of seconds yet

@@ -4,6 +4,8 @@ with its clock standing. No clock is asserted on."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -58,4 +60,19 @@ def test_a_pass_run_again_never_moves_the_bar_past_its_plan(model):
     assert progress.bar.n == pytest.approx(plan.tokens)
     progress.planning("loading the weights of m")
     assert progress.bar.status.endswith("; loading the weights of m")
+    progress.close()
+
+
+def test_the_bar_never_passes_its_total_by_a_rounding(model):
+    """Plans predicted at 0.3, 0.2 and 0.1 s are added in that order (0.6) and finish in the other (0.1 + 0.2 + 0.3
+    is 0.6000000000000001): the bar ends full, with no warning from tqdm and no negative time left."""
+    plans = {seconds: plan_document(model, tokens, [tokens]) for seconds, tokens in ((0.3, 30), (0.2, 20), (0.1, 10))}
+    progress = Progress(3, 0, lambda config, p: next(s for s, q in plans.items() if q is p), quiet=False)
+    for plan in plans.values():
+        progress.add_plan(model.config, plan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seconds in (0.1, 0.2, 0.3):
+            progress.done(model.config, plans[seconds], seconds=seconds)
+    assert progress.bar.n == progress.bar.total and "<-" not in progress.bar.status
     progress.close()
