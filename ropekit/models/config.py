@@ -22,7 +22,7 @@ from ..rope.config import (
     load_config_dict,
     rope_from_config,
 )
-from .families import FAMILIES, UNSUPPORTED, Family
+from .families import FAMILIES, UNSUPPORTED, Experts, Family
 
 if TYPE_CHECKING:
     from ..rope.positions import NopeTemperature
@@ -521,7 +521,7 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
     )
 
 
-def _expert_groups(cfg: Mapping[str, Any], keys: Any, count: int, top_k: int) -> tuple[int, int, str] | None:
+def _expert_groups(cfg: Mapping[str, Any], keys: Experts, count: int, top_k: int) -> tuple[int, int, str] | None:
     """DeepSeek's group-limited routing as the config sets it: (groups, groups kept, how a group ranks), or None."""
     if keys.groups is None or (keys.grouped_when is not None and cfg.get(keys.grouped_when[0]) != keys.grouped_when[1]):
         return None

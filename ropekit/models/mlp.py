@@ -70,8 +70,7 @@ class MoE(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         moe, C = config.moe, config.hidden_size
-        self.top_k, self.renormalise, self.activation = moe.experts_per_token, moe.renormalise, config.activation
-        self.clamped, self.spec = moe.clamped, moe
+        self.spec, self.top_k, self.activation = moe, moe.experts_per_token, config.activation
         biased = config.family.experts.stacked
         self.gate = nn.Linear(C, moe.experts, bias=biased)  # the router
         self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
@@ -118,7 +117,7 @@ class MoE(nn.Module):
                 choice = grouped.masked_fill(outside[..., None], -torch.inf).view_as(choice)
             experts = torch.topk(choice, self.top_k, dim=-1).indices
             weights = scores.gather(1, experts)
-        if self.renormalise:
+        if spec.renormalise:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights * spec.scale if spec.scale != 1.0 else weights, experts
 
@@ -133,10 +132,10 @@ class MoE(nn.Module):
         if by_expert is not None:
             gate_up += self.gate_up_bias[by_expert]
         gate, up = gate_up.chunk(2, dim=-1)  # (N * k, I) each
-        if self.clamped is None:
+        if self.spec.clamped is None:
             y = grouped_linear(activate(gate, self.activation) * up, self.down, ends)  # (N * k, C)
         else:
-            y = grouped_linear(clamped_swiglu(gate, up, *self.clamped), self.down, ends)
+            y = grouped_linear(clamped_swiglu(gate, up, *self.spec.clamped), self.down, ends)
         if by_expert is not None:
             y += self.down_bias[by_expert]
         y = y * weights.to(y.dtype).flatten()[order, None]
