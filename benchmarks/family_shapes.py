@@ -1,7 +1,7 @@
 """ropekit against transformers on random-weight models of the newer families' shapes (issue 29): a
 SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts, a gpt-oss-like one
-(attention sinks, 1 sliding : 1 global layers) and a DeepSeek-V2-Lite-like one (multi-head latent attention,
-shared experts), all small.
+(attention sinks, 1 sliding : 1 global layers), a DeepSeek-V2-Lite-like one (multi-head latent attention,
+shared experts) and a Llama-4-Scout-like one (chunked layers, NoPE global ones, experts), all small.
 
 Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
 (shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
@@ -89,6 +89,30 @@ SHAPES = {
             "beta_slow": 1,
             "mscale": 0.707,
             "mscale_all_dim": 0.707,
+        },
+    },
+    # Llama-4-Scout's layout at a small size: 3 chunked layers (chunks of 1024, Scout's 8192 scaled down with the
+    # lengths) with weightless q/k norms to each NoPE global one, its queries tuned from position 1023 on; 16
+    # experts, 1 a token, and a shared one on every layer; its llama3 rope (x16 from 8192, no blend band).
+    "llama4-scout-small": {
+        "model_type": "llama4_text",
+        "intermediate_size": 256,
+        "intermediate_size_mlp": 1536,
+        **COMMON,
+        "num_local_experts": 16,
+        "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 1,
+        "attention_chunk_size": 1024,
+        "floor_scale": 1024,
+        "attn_scale": 0.1,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 16.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
         },
     },
 }

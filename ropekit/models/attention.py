@@ -1,7 +1,8 @@
 """Attention kernels: one layer's rotated queries against its keys and values, as the plan says the layer attends.
 
 Full causal layers take SDPA's fused kernel (:func:`sdpa`); sliding layers the band only (:func:`sliding_attention`,
-query blocks against the keys of their band), an attention-level rope's two regions (ReRoPE, Self-Extend:
+query blocks against the keys of their band); chunked layers (Llama 4's) each chunk as a sequence of its own; an
+attention-level rope's two regions (ReRoPE, Self-Extend:
 ropekit/rope/positions.py), Gemma 2's soft-capped scores and gpt-oss's sinks a float32 softmax block by block
 (:func:`two_region_attention`); on CUDA the last three go through FlexAttention's fused kernel
 (ropekit/models/flex.py). :func:`attend` picks for a forward, :func:`attend_cached` for queries after a KV cache's keys.
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 
 from .config import LayerSpec
 from .flex import flex_two_region_attention
+
+WHOLE = LayerSpec("full_attention", None, None)  # how each chunk of a chunked layer attends within itself
 
 # Float32 scores one query block of ``two_region_attention`` may hold (all heads): 2**24 = 64 MiB,
 # as much again for the probabilities. The block is at least 16 queries.
@@ -175,8 +178,18 @@ def attend(
     sliding layer about 2x faster, but compiles for 7-11 s in each process and again at a second length:
     BENCHMARKS.md, "GPU suite"). ``far``: an attention-level rope's far queries, far keys and window, both regions
     in one softmax (FlexAttention's two fused calls merged by their log-sum-exps on CUDA, blockwise on the CPU,
-    where torch 2.13 compiles no log-sum-exp)."""
+    where torch 2.13 compiles no log-sum-exp). A chunked layer (Llama 4's) attends chunk by chunk, each chunk's
+    queries to its own keys alone, as a sequence of its own: q and k were rotated at their positions in the whole,
+    so every kernel above runs on a chunk as it is (the forward starts at position 0: the chunks are its
+    ``layer.chunk`` first positions, the next ones, ...)."""
     T = q.shape[-2]
+    if layer.chunk is not None and layer.chunk < T:
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        for start in range(0, T, layer.chunk):
+            c = slice(start, start + layer.chunk)
+            near = None if far is None else (far[0][:, :, c], far[1][:, :, c], far[2])
+            out[:, :, c] = attend(q[:, :, c], k[:, :, c], v[:, :, c], WHOLE, scale, softcap, near, sinks)
+        return out
     if far is not None:
         q_far, k_far, window = far
         regions = flex_two_region_attention if fused(q) else two_region_attention
@@ -210,7 +223,8 @@ def attend_cached(
     sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
-    the queries' own): query i sits at key index K - T + i and sees the keys a full or sliding layer lets it.
+    the queries' own): query i sits at key index K - T + i and sees the keys a full, sliding or chunked layer lets
+    it (a chunked layer's cache holds every key; those of earlier chunks are masked).
     ``far``: an attention-level rope's far queries, far keys and window; keys at least ``window`` before a query
     score ``q_far . k_far`` in the same float32 softmax (:func:`two_region_attention`, row by row), with the
     ``sinks`` (gpt-oss's) in its denominator."""
@@ -220,6 +234,8 @@ def attend_cached(
     allowed = k_pos <= q_pos  # (T, K)
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
+    if layer.chunk is not None:  # the cache holds every key from position 0: key index = position
+        allowed &= k_pos >= q_pos // layer.chunk * layer.chunk
     few = not q.is_cuda and T <= DECODE_ROWS  # decoding on the CPU: float32 matmuls beat SDPA's kernel
     if softcap is None and far is None and sinks is None and not few:
         return sdpa(q, k, v, attn_mask=allowed, scale=scale, enable_gqa=q.shape[1] != k.shape[1])

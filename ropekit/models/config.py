@@ -35,30 +35,48 @@ class ModelConfigError(ValueError):
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
 
 
+# How a layer attends: the layer types a rope is given for (full, sliding), and Llama 4's chunked layers, where the
+# tokens of each chunk of ``attention_chunk_size`` positions attend causally among themselves only (transformers'
+# create_chunked_causal_mask); a chunked layer turns the full layers' rope (Llama 4 has one rope).
+ATTENTION_KINDS = (*LAYER_TYPES, "chunked_attention")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer of the plan: its attention kind and window, its rope (None = NoPE) and, on a NoPE
-    layer, Llama 4's temperature tuning of its queries (None = none)."""
+    """One layer of the plan: its attention kind and window (a sliding layer's) or chunk (a chunked layer's), its
+    rope (None = NoPE) and, on a NoPE layer, Llama 4's temperature tuning of its queries (None = none)."""
 
     attention: str
     window: int | None
     rope: RopeSpec | None
     temperature: NopeTemperature | None = None
+    chunk: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature is not None and self.rope is not None:
             raise ModelConfigError("temperature tuning applies to NoPE layers only; this layer has a rope")
-        if self.attention not in LAYER_TYPES:
+        if self.attention not in ATTENTION_KINDS:
             raise ModelConfigError(
-                f"layer type {self.attention!r} is not known; expected one of {', '.join(LAYER_TYPES)}"
+                f"layer type {self.attention!r} is not known; expected one of {', '.join(ATTENTION_KINDS)}"
             )
         if (self.attention == "sliding_attention") != (self.window is not None):
             raise ModelConfigError(f"{self.attention} with window={self.window!r}: only sliding layers have a window")
         if self.window is not None and not is_count(self.window):
             raise ModelConfigError(f"sliding_window={self.window!r} is not allowed; expected a positive integer")
+        if (self.attention == "chunked_attention") != (self.chunk is not None):
+            raise ModelConfigError(f"{self.attention} with chunk={self.chunk!r}: only chunked layers have a chunk")
+        if self.chunk is not None and not is_count(self.chunk):
+            raise ModelConfigError(f"attention_chunk_size={self.chunk!r} is not allowed; expected a positive integer")
+
+    @property
+    def reach(self) -> int | None:
+        """The farthest a query sees, in positions, plus one: the window of a sliding layer, the chunk of a chunked
+        one, None (every earlier key) on a full layer."""
+        return self.window if self.chunk is None else self.chunk
 
     def describe(self) -> str:
-        kind = "global" if self.attention == "full_attention" else f"local@{self.window}"
+        kinds = {"full_attention": "global", "sliding_attention": f"local@{self.window}"}
+        kind = kinds.get(self.attention, f"chunked@{self.chunk}")
         rope = "nope" if self.rope is None else f"{self.rope.rope_type}(theta={self.rope.rope_theta:g})"
         return f"{kind} {rope}" + ("" if self.temperature is None else f"+{self.temperature.describe()}")
 
@@ -84,6 +102,7 @@ class MoeSpec:
     groups: tuple[int, int, str] | None = None
     scale: float = 1.0
     shared_size: int | None = None
+    weighted_inputs: bool = False  # Llama 4: each expert's input times its weight, not its output
 
 
 @dataclass(frozen=True)
@@ -108,7 +127,8 @@ class LayerShape:
     ``attention_k_eq_v`` global layers), or the keys and values of an earlier layer ``kv_from`` (Gemma 4's KV
     sharing: the layer has no k/v projections of its own). Under multi-head latent attention (DeepSeek's MLA) a
     head's q.k channels (``head_dim``) are more than the rope's (``rope_dim``) and its values have a width of
-    their own (``value_dim``); elsewhere both are ``head_dim``."""
+    their own (``value_dim``); elsewhere both are ``head_dim``. ``rotated``: the checkpoint runs the layer with a
+    rope (SmolLM3's and Llama 4's NoPE layers not; Llama 4 norms q and k only on the others)."""
 
     head_dim: int
     kv_heads: int
@@ -117,6 +137,7 @@ class LayerShape:
     kv_from: int | None = None
     value_dim: int = 0  # 0: head_dim
     rope_dim: int = 0  # 0: head_dim
+    rotated: bool = True
 
     def __post_init__(self) -> None:
         for name in ("value_dim", "rope_dim"):
@@ -194,6 +215,8 @@ class ModelConfig:
                 key = next((k for k, v in ropes.items() if v == record), f"rope{len(ropes)}")
                 ropes[key] = record
             entry = {"attention": layer.attention, "window": layer.window, "rope": key}
+            if layer.chunk is not None:
+                entry["chunk"] = layer.chunk
             if layer.temperature is not None:
                 entry["temperature"] = dataclasses.asdict(layer.temperature)
             layers.append(entry)
@@ -302,18 +325,22 @@ def plan_config(
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
     nope_temperature: Any = None,
+    attention_chunk_size: int | None = None,
     layer_mix: str | None = None,
 ) -> ModelConfig:
     """The resolved ModelConfig of a checkpoint config (from :func:`checkpoint_config`) under plan
     overrides. ``rope_scaling`` is any rope argument of :func:`ropekit.rope.model_ropes` (a dict
     means what it means in this model's config.json); ``nope_temperature`` Llama 4's temperature
     tuning on the NoPE global layers (true: Llama 4's floor_scale and attn_scale; a dict of them; a
-    :class:`NopeTemperature`); ``layer_mix`` is the short form of ``sliding_window_pattern``,
-    ``sliding_window``, ``nope_global`` and ``nope_temperature``."""
+    :class:`NopeTemperature`; false: none, where the config would tune them: Llama 4's own);
+    ``attention_chunk_size`` the chunk of chunked layers (Llama 4's, or ``C`` in a pattern); ``layer_mix`` is the
+    short form of ``sliding_window_pattern``, ``sliding_window``, ``attention_chunk_size``, ``nope_global`` and
+    ``nope_temperature``."""
     overrides = {
         "layer_types": layer_types,
         "sliding_window": sliding_window,
         "sliding_window_pattern": sliding_window_pattern,
+        "attention_chunk_size": attention_chunk_size,
         "nope_global": nope_global,
         "nope_temperature": nope_temperature_of(nope_temperature),
     }
@@ -346,7 +373,15 @@ def plan_config(
             raise ModelConfigError(
                 f"model config: {key}={cfg[key]!r} is not supported; ropekit's decoder has no {lacks}"
             )
-    shapes = _layer_shapes(cfg, family, sizes["num_hidden_layers"], head_dim, kv_heads, sizes["intermediate_size"])
+    dense = sizes["intermediate_size"] if family.experts is None else _positive_int(cfg, family.experts.dense_size)
+    shapes = _layer_shapes(cfg, family, sizes["num_hidden_layers"], head_dim, kv_heads, dense)
+    nope_layers = _nope_layers(cfg, family, sizes["num_hidden_layers"])
+    if nope_layers is not None:
+        shapes = tuple(dataclasses.replace(s, rotated=not nope) for s, nope in zip(shapes, nope_layers, strict=True))
+    tuned = None  # Llama 4's own temperature tuning, where its config sets it and no override says otherwise
+    if overrides["nope_temperature"] is None and family.temperature is not None:
+        tuned = _config_temperature(cfg, family.temperature)
+    overrides["nope_temperature"] = overrides["nope_temperature"] or None  # false: none
     activation = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
     if activation not in ACTIVATIONS:
         raise ModelConfigError(f"activation {activation!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
@@ -366,7 +401,8 @@ def plan_config(
             sized,
             model_ropes(sized, rope_scaling),
             n_layers=sizes["num_hidden_layers"],
-            nope_layers=_nope_layers(cfg, family, sizes["num_hidden_layers"]),
+            nope_layers=nope_layers,
+            config_temperature=tuned,
             **overrides,
         )
     layers = tuple(plans[shape.rope_dim][i] for i, shape in enumerate(shapes))
@@ -445,18 +481,22 @@ def _quantization(cfg: Mapping[str, Any]) -> None:
 # --- the layer plan ----------------------------------------------------------------------------
 
 
+PATTERN_LETTERS = {"L": "sliding_attention", "G": "full_attention", "C": "chunked_attention"}
+
+
 def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
     """Layer types from a sliding_window_pattern: an int N makes every N-th layer global (Gemma 3),
-    a string such as "LLLG" repeats from layer 0 with the last layer always global (EXAONE 4)."""
+    a string such as "LLLG" repeats from layer 0 with the last layer always global (EXAONE 4); ``C`` is a chunked
+    layer (Llama 4's ``CCCG``)."""
     if is_count(pattern):
         return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
-    if isinstance(pattern, str) and re.fullmatch(r"[LG]+", pattern):
-        types = ["sliding_attention" if pattern[i % len(pattern)] == "L" else "full_attention" for i in range(n_layers)]
+    if isinstance(pattern, str) and re.fullmatch(r"[LGC]+", pattern):
+        types = [PATTERN_LETTERS[pattern[i % len(pattern)]] for i in range(n_layers)]
         types[-1] = "full_attention"
         return types
     raise ModelConfigError(
         f"sliding_window_pattern={pattern!r} is not allowed; "
-        "expected a positive int or a string of L and G such as 'LLLG'"
+        "expected a positive int or a string of L, G and C such as 'LLLG'"
     )
 
 
@@ -486,6 +526,14 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
                 '"dense" or "sparse"'
             )
         sparse = [kind == "sparse" for kind in kinds]
+    if keys.sparse_layers is not None and cfg.get(keys.sparse_layers) is not None:  # Llama 4's moe_layers
+        listed = cfg[keys.sparse_layers]
+        if not isinstance(listed, list) or not all(isinstance(i, int) and 0 <= i < n_layers for i in listed):
+            raise ModelConfigError(
+                f"model config: {keys.sparse_layers}={listed!r} is not allowed; expected a list of layer indices "
+                f"0 to {n_layers - 1}"
+            )
+        sparse = [i in listed for i in range(n_layers)]
     if keys.first_dense is not None:  # DeepSeek: first_k_dense_replace dense layers first
         first = cfg.get(keys.first_dense) or 0
         if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= n_layers:
@@ -517,8 +565,17 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
         corrected=keys.corrected,
         groups=_expert_groups(cfg, keys, count, values["experts_per_token"]),
         scale=_scale(cfg, keys.scale),
-        shared_size=None if keys.shared is None else (cfg.get(keys.shared) or 0) * values["size"] or None,
+        shared_size=_shared(cfg, keys) * values["size"] or None,
+        weighted_inputs=keys.weighted_inputs,
     )
+
+
+def _shared(cfg: Mapping[str, Any], keys: Experts) -> int:
+    """How many shared experts every token goes through (DeepSeek's n_shared_experts; Llama 4's one)."""
+    count = cfg.get(keys.shared) if isinstance(keys.shared, str) else keys.shared
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise ModelConfigError(f"model config: {keys.shared}={count!r} is not allowed; expected a count")
+    return count or 0
 
 
 def _expert_groups(cfg: Mapping[str, Any], keys: Experts, count: int, top_k: int) -> tuple[int, int, str] | None:
@@ -694,11 +751,15 @@ def layer_plan(
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
     nope_temperature: NopeTemperature | None = None,
+    attention_chunk_size: int | None = None,
+    config_temperature: NopeTemperature | None = None,
 ) -> tuple[LayerSpec, ...]:
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
-    (layer types or pattern, window, NoPE on global layers, temperature tuning on the NoPE global
+    (layer types or pattern, window and chunk, NoPE on global layers, temperature tuning on the NoPE global
     layers); ``ropes`` is the rope of each layer type, ``nope_layers`` the layers the checkpoint
-    itself runs without rope (True), whatever their type."""
+    itself runs without rope (True), whatever their type; ``config_temperature`` the tuning the checkpoint's
+    config sets (Llama 4's), on its NoPE global layers where the plan has any, unless ``nope_temperature``
+    replaces it."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
     if layer_types is not None:
@@ -711,16 +772,20 @@ def layer_plan(
         types = list(cfg["layer_types"])
         if cfg.get("sliding_window") is None and sliding_window is None:
             # Upstream runs "sliding" layers without a window as full ones (Qwen2/3 with use_sliding_window off).
-            types = ["full_attention"] * n_layers
+            types = ["full_attention" if t == "sliding_attention" else t for t in types]
     else:
         types = ["sliding_attention" if cfg.get("sliding_window") else "full_attention"] * n_layers
     for t in types:
-        if t not in LAYER_TYPES:
-            raise ModelConfigError(f"layer type {t!r} is not known; expected one of {', '.join(LAYER_TYPES)}")
+        if t not in ATTENTION_KINDS:
+            raise ModelConfigError(f"layer type {t!r} is not known; expected one of {', '.join(ATTENTION_KINDS)}")
     window = sliding_window if sliding_window is not None else cfg.get("sliding_window")
     if "sliding_attention" in types and window is None:
         raise ModelConfigError("sliding layers need a window: give sliding_window=N")
+    chunk = attention_chunk_size if attention_chunk_size is not None else cfg.get("attention_chunk_size")
+    if "chunked_attention" in types and chunk is None:
+        raise ModelConfigError("chunked layers need a chunk: give attention_chunk_size=N")
     rope = dict(ropes)
+    rope["chunked_attention"] = rope["full_attention"]  # before +nope: chunked layers are local ones
     if nope_global:
         rope["full_attention"] = None
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
@@ -729,7 +794,7 @@ def layer_plan(
     # The checkpoint's own NoPE layers (SmolLM3's every 4th) stay NoPE under any mix and rope.
     layer_ropes = [None if nope_layers and nope_layers[i] else rope[t] for i, t in enumerate(types)]
     tuned = [
-        nope_temperature if t == "full_attention" and r is None else None
+        (nope_temperature or config_temperature) if t == "full_attention" and r is None else None
         for t, r in zip(types, layer_ropes, strict=True)
     ]
     if nope_temperature is not None and not any(tuned):
@@ -737,18 +802,38 @@ def layer_plan(
             "temperature tuning (+tt) applies to NoPE global layers and this plan has none; add +nope"
         )
     return tuple(
-        LayerSpec(attention=t, window=window if t == "sliding_attention" else None, rope=r, temperature=tt)
+        LayerSpec(
+            attention=t,
+            window=window if t == "sliding_attention" else None,
+            rope=r,
+            temperature=tt,
+            chunk=chunk if t == "chunked_attention" else None,
+        )
         for t, r, tt in zip(types, layer_ropes, tuned, strict=True)
     )
 
 
+def _config_temperature(cfg: Mapping[str, Any], keys: tuple[str, str, str]) -> NopeTemperature | None:
+    """The temperature tuning a config sets (Llama 4's ``attn_temperature_tuning``, ``floor_scale``,
+    ``attn_scale``), or None where it is off."""
+    switch, floor_scale, attn_scale = keys
+    if not cfg.get(switch):
+        return None
+    from ..rope.positions import NopeTemperature
+
+    try:
+        return NopeTemperature(cfg.get(floor_scale), cfg.get(attn_scale))
+    except RopeConfigError as err:
+        raise ModelConfigError(f"model config: {floor_scale}, {attn_scale}: {err}") from None
+
+
 def nope_temperature_of(value: Any) -> NopeTemperature | None:
-    """A ``nope_temperature`` override as a :class:`NopeTemperature`: None or false (none), true
-    (Llama 4's config), a dict of ``floor_scale`` and ``attn_scale``, or one already."""
+    """A ``nope_temperature`` override as a :class:`NopeTemperature`: None (not given), false (none, whatever the
+    config says), true (Llama 4's config), a dict of ``floor_scale`` and ``attn_scale``, or one already."""
     from ..rope.positions import NopeTemperature
 
     if value is None or value is False or isinstance(value, NopeTemperature):
-        return value or None
+        return value
     try:
         if value is True:
             return NopeTemperature()
@@ -766,34 +851,41 @@ def nope_temperature_of(value: Any) -> NopeTemperature | None:
 # --- layer mixes as short strings (CLI, reports) ---------------------------------------------
 
 MIX_HELP = (
-    "native, all-global, or PATTERN@WINDOW such as LLLG@1024, each optionally +nope (NoPE global layers), "
-    "then optionally +tt (Llama 4's temperature tuning of their queries; +tt:FLOOR_SCALE,ATTN_SCALE, "
-    "default 8192,0.1)"
+    "native, all-global, or PATTERN@N of L (sliding, window N), C (chunked, chunk N) and G (global) such as "
+    "LLLG@1024 or CCCG@8192, each optionally +nope (NoPE global layers), then optionally +tt (Llama 4's "
+    "temperature tuning of the NoPE global layers' queries; +tt:FLOOR_SCALE,ATTN_SCALE, default 8192,0.1; "
+    "+tt:off for none where the model's config tunes them)"
 )
 
 
 def parse_layer_mix(mix: str) -> dict[str, Any]:
     """A layer-mix string into load_model overrides: ``native``, ``all-global``,
-    ``PATTERN@WINDOW`` (``LLLG@1024``; an int pattern ``6@512`` as Gemma 3), ``+nope``, and after it
-    ``+tt`` or ``+tt:FLOOR_SCALE,ATTN_SCALE`` (Llama 4's temperature tuning on the NoPE layers)."""
+    ``PATTERN@N`` (``LLLG@1024``, ``CCCG@8192``; an int pattern ``6@512`` as Gemma 3), ``+nope``, and after it
+    ``+tt``, ``+tt:FLOOR_SCALE,ATTN_SCALE`` or ``+tt:off`` (Llama 4's temperature tuning on the NoPE layers)."""
     base, *options = mix.split("+")
     overrides: dict[str, Any] = {}
     if options[:1] == ["nope"]:
         overrides["nope_global"] = True
         options = options[1:]
-        if options and (options[0] == "tt" or options[0].startswith("tt:")):
-            overrides["nope_temperature"] = _temperature(mix, options.pop(0)[3:])
+    if options and (options[0] == "tt" or options[0].startswith("tt:")):
+        args = options.pop(0)[3:]
+        overrides["nope_temperature"] = False if args == "off" else _temperature(mix, args)
     if options:
         raise ModelConfigError(f"layer mix {mix!r} is not understood; expected {MIX_HELP}")
     if base == "native":
         return overrides
     if base == "all-global":
         return {**overrides, "sliding_window_pattern": "G"}
-    match = re.fullmatch(r"([LG]+|\d+)@(\d+)", base)
+    match = re.fullmatch(r"([LGC]+|\d+)@(\d+)", base)
     if not match:
         raise ModelConfigError(f"layer mix {mix!r} is not understood; expected {MIX_HELP}")
-    pattern = int(match[1]) if match[1].isdigit() else match[1]
-    return {**overrides, "sliding_window_pattern": pattern, "sliding_window": int(match[2])}
+    pattern, size = (int(match[1]) if match[1].isdigit() else match[1]), int(match[2])
+    overrides["sliding_window_pattern"] = pattern
+    if isinstance(pattern, int) or "L" in pattern:
+        overrides["sliding_window"] = size
+    if isinstance(pattern, str) and "C" in pattern:
+        overrides["attention_chunk_size"] = size
+    return overrides
 
 
 def _temperature(mix: str, args: str) -> NopeTemperature:

@@ -246,9 +246,12 @@ class Attention(nn.Module):
             if not self.values_from_keys:
                 self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.value_dim, c.hidden_size, bias=c.output_bias)
-        self.qk_norm = c.qk_norm  # over each head ("head") or all heads at once ("all", OLMo 2 and 3)
+        # over each head ("head"), all heads at once ("all", OLMo 2 and 3), or each head without a weight on the
+        # layers the checkpoint rotates, after the rope ("weightless", Llama 4)
+        self.qk_norm = c.qk_norm if c.qk_norm != "weightless" or shape.rotated else None
         self.value_norm = c.rms_norm_eps if c.family.value_norm else None
-        if self.qk_norm:
+        self.eps = c.rms_norm_eps
+        if self.qk_norm in ("head", "all"):
             per_head = self.qk_norm == "head"
             self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
             if self.kv_from is None:
@@ -328,12 +331,20 @@ class Attention(nn.Module):
         if self.qk_norm == "head":
             q = self.q_norm(q)
         q = q.transpose(1, 2)  # (B, H, T, D)
-        if t.query_scale is not None:  # log-n, or Llama 4's temperature on a NoPE layer
+        late = self.qk_norm == "weightless"
+        if t.query_scale is not None and not late:  # log-n, or Llama 4's temperature on a NoPE layer
             q = (q * t.query_scale).to(q.dtype)
         q_far = None if t.far is None else apply_rotary(q, t.far.query_cos, t.far.query_sin)
         if t.cos is not None:
             q = apply_rotary(q, t.cos, t.sin)
+        if late:  # normed after the rope, as Llama 4 does (a yarn's attention factor cancels), then scaled
+            q, q_far = (None if x is None else self._after_rope(x, t.query_scale) for x in (q, q_far))
         return q, q_far
+
+    def _after_rope(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Llama 4's weightless q/k norm of rotated heads (B, H, T, D), then a query's scale."""
+        x = _rms(x, self.eps)
+        return x if scale is None else (x * scale).to(x.dtype)
 
     def _keys_values(self, x: torch.Tensor, t: LayerTables) -> LayerKV:
         """This layer's rotated keys and values (B, H_kv, T, D) of (B, T, C) inputs at the positions of ``t``."""
@@ -356,6 +367,8 @@ class Attention(nn.Module):
         k_far = None if t.far is None else apply_rotary(k, t.far.key_cos, t.far.key_sin)
         if t.cos is not None:
             k = apply_rotary(k, t.cos, t.sin)
+        if self.qk_norm == "weightless":
+            k, k_far = (None if x is None else self._after_rope(x) for x in (k, k_far))
         return LayerKV(k, v, k_far, cached=False)
 
     def _latent_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -723,8 +736,8 @@ class HeldTables:
 
 
 def _reached(layer: LayerSpec, far: FarTables | None) -> FarTables | None:
-    """``far`` where the layer sees it: a sliding window no longer than the method's has no far region."""
-    return far if far is not None and (layer.window is None or layer.window > far.window) else None
+    """``far`` where the layer sees it: a sliding window or chunk no longer than the method's has no far region."""
+    return far if far is not None and (layer.reach is None or layer.reach > far.window) else None
 
 
 def _column(scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:

@@ -15,6 +15,9 @@ from transformers' modeling files:
   default rope).
 * NoPE: EXAONE 4's global layers have no rope exactly when ``sliding_window`` is set; no other
   family here can drop a layer's rope.
+* Llama 4: its chunked layers' ``attention_chunk_size`` and its NoPE layers' temperature tuning
+  (``attn_temperature_tuning``, ``floor_scale``, ``attn_scale``), on its own layer types (which it derives from
+  ``no_rope_layers``). A checkpoint's own NoPE layers (SmolLM3's, Llama 4's) are its weights' and need no key.
 * Gemma 4: a rope per layer type in the v5 form only (its config class reads no ``rope_scaling``), and its
   own layer types only: its upstream code derives each layer's head size and KV sharing from ``layer_types``.
 
@@ -72,8 +75,11 @@ def export_plan(config: ModelConfig) -> Export:
     refused: dict[str, str] = {}
     notes: list[str] = []
     layers = config.layers
-    full = {layer.rope for layer in layers if layer.attention == "full_attention"}
-    sliding = {layer.rope for layer in layers if layer.attention == "sliding_attention"}
+    # the ropes of the layers the checkpoint rotates (its own NoPE layers need no key); chunked layers turn the
+    # full layers' rope
+    rotated = [layer for layer, shape in zip(layers, config.shapes, strict=True) if shape.rotated]
+    full = {layer.rope for layer in rotated if layer.attention != "sliding_attention"}
+    sliding = {layer.rope for layer in rotated if layer.attention == "sliding_attention"}
     windows = sorted({layer.window for layer in layers if layer.window is not None})
     problem = _rope_problem(full | sliding, config.model_type) or _layer_problem(
         config, switches, full, sliding, windows
@@ -193,9 +199,17 @@ def _rope_problem(specs: set[RopeSpec | None], model_type: str) -> str | None:
 def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: set, windows: list[int]) -> str | None:
     """Why a family's upstream code cannot run this layer plan, or None."""
     family = config.model_type
-    if any(layer.temperature is not None for layer in config.layers):
+    if any(layer.temperature is not None for layer in config.layers) and config.family.temperature is None:
         return f"Llama 4's temperature tuning of NoPE layers is ropekit's own on {family}; its upstream code has none"
     own = config.checkpoint.get("layer_types")
+    kinds = [layer.attention for layer in config.layers]
+    if "chunked_attention" in kinds and not switches.chunked:
+        return f"the plan has chunked layers (Llama 4's chunked attention); {family}'s upstream code has none"
+    if switches.chunked and kinds != list(own or kinds):
+        return (
+            f"the plan changes which layers are chunked or global; {family}'s upstream code derives them from "
+            "no_rope_layers (keep the layer types: a chunk, a rope)"
+        )
     fixed = len(set(config.shapes)) > 1  # per-layer sizes or KV sharing, which upstream derives from layer_types
     if fixed and own and [layer.attention for layer in config.layers] != list(own):
         return (
@@ -226,7 +240,17 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
 
 
 def _layer_keys(config: ModelConfig, switches: Switches, window: int | None) -> dict[str, Any]:
-    """``layer_types``, ``sliding_window`` and what a window also needs, as the family reads them."""
+    """``layer_types``, ``sliding_window`` and what a window also needs, as the family reads them; Llama 4's chunk
+    and temperature tuning."""
+    if switches.chunked:
+        keys = {"attention_chunk_size": next((layer.chunk for layer in config.layers if layer.chunk), None)}
+        tuned = next((layer.temperature for layer in config.layers if layer.temperature is not None), None)
+        switch, floor_scale, attn_scale = config.family.temperature
+        keys[switch] = tuned is not None
+        if tuned is not None:
+            whole = tuned.floor_scale == int(tuned.floor_scale)  # Llama4TextConfig's floor_scale is an int
+            keys |= {floor_scale: int(tuned.floor_scale) if whole else tuned.floor_scale, attn_scale: tuned.attn_scale}
+        return keys
     if switches.uniform_window:  # Qwen3-MoE's window also needs use_sliding_window, set either way
         return {
             "sliding_window": window,

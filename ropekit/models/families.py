@@ -40,6 +40,7 @@ class Switches:
     nope_global_when_sliding: bool = False  # global layers lose their rope whenever a window is set
     with_window: Mapping[str, Any] = field(default_factory=dict)  # keys a window also needs
     v4: bool = True  # the config class reads the v4 form (rope_scaling beside rope_theta); Gemma 4's does not
+    chunked: bool = False  # its own chunked layers, by ``attention_chunk_size`` (Llama 4)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Experts:
     ``renormalise``: the top-k weights are renormalised to sum to 1 always (True), or as the config's
     ``norm_topk_prob`` says (None). ``dense_layers``: the config keys of layers with a plain MLP instead
     (Qwen3-MoE's ``mlp_only_layers`` and ``decoder_sparse_step``). ``router``: the router's name in the block.
+    ``dense_size``: the config key of the dense layers' MLP width (Llama 4's ``intermediate_size_mlp``).
     """
 
     block: str = "mlp"
@@ -60,9 +62,12 @@ class Experts:
     renormalise: bool | None = None
     dense_layers: bool = False
     router: str = "gate"
-    # gpt-oss: each layer's experts stored stacked, ``experts.gate_up_proj`` (E, C, 2 x I) with each expert's gate
-    # and up columns interleaved and ``experts.down_proj`` (E, I, C), each with a ``_bias``; the router with a bias
-    stacked: bool = False
+    dense_size: str = "intermediate_size"
+    # each layer's experts stored stacked, ``experts.gate_up_proj`` (E, C, 2 x I) with each expert's gate and up
+    # columns "interleaved" (gpt-oss) or in "halves" (Llama 4), and ``experts.down_proj`` (E, I, C); ``biased``: each
+    # with a ``_bias``, and the router with a bias (gpt-oss)
+    stacked: str | None = None
+    biased: bool = False
     # gpt-oss: the clamped SwiGLU, ``(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`` with
     # ``g = clamp(gate, max=limit)``, by the config keys of alpha and limit
     clamped: tuple[str, str] | None = None
@@ -78,12 +83,19 @@ class Experts:
     group_score: str = "top2"
     grouped_when: tuple[str, str] | None = None
     scale: str | None = None
-    # DeepSeek: ``shared`` (the config key of their count) experts every token goes through, one MLP of
-    # ``count x size`` (``mlp.shared_experts``) added to the routed ones; the first ``first_dense`` layers dense
-    shared: str | None = None
+    # DeepSeek: ``shared`` (the config key of their count, or the count: Llama 4's one) experts every token goes
+    # through, one MLP of ``count x size`` (``shared_name``) added to the routed ones; the first ``first_dense``
+    # layers dense
+    shared: str | int | None = None
+    shared_name: str = "shared_experts"
     first_dense: str | None = None
     # GLM-4.7-Flash: the config key listing each layer's MLP, "dense" or "sparse" (its mlp_layer_types)
     layer_kinds: str | None = None
+    # Llama 4: the config key listing the layers with experts (moe_layers), the others dense
+    sparse_layers: str | None = None
+    # Llama 4: a token's input to each of its experts is times that expert's weight; the outputs are summed as they
+    # are (elsewhere each output is times its weight)
+    weighted_inputs: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,8 +174,12 @@ class Family:
     ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``, ``mlp_out``)
     to the checkpoint's per-layer norm names; absent slots have no norm. ``qk_norm``: an RMSNorm on q
     and k before the rope, over each head (``"head"``: Qwen3, Gemma 3, EXAONE 4) or over all heads at
-    once (``"all"``: OLMo 2 and 3), or none. ``nope_layers``: the config key listing, per layer, 1 for
-    a layer with rope and 0 for one without (SmolLM3's ``no_rope_layers``).
+    once (``"all"``: OLMo 2 and 3), over each head without a weight after the rope, on the layers the
+    checkpoint rotates (``"weightless"``: Llama 4's; it cancels a yarn's attention factor), or none.
+    ``nope_layers``: the config key listing, per layer, 1 for a layer with rope and 0
+    for one without (SmolLM3's and Llama 4's ``no_rope_layers``). ``temperature``: the config keys of
+    Llama 4's temperature tuning of its NoPE layers' queries (the switch, ``floor_scale``, ``attn_scale``).
+    ``mlp_block``: the MLP's name in a checkpoint layer (Llama 4's ``feed_forward``).
     """
 
     name: str
@@ -177,6 +193,8 @@ class Family:
     o_bias: bool = True  # o_proj takes the config's attention_bias too (GLM 4's never has one)
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
+    temperature: tuple[str, str, str] | None = None
+    mlp_block: str = "mlp"
     export: Switches = field(default_factory=Switches)
     gguf: Gguf | None = None  # how llama.cpp writes it, where it does (and the gguf package names its tensors)
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
@@ -198,8 +216,10 @@ class Family:
     def __post_init__(self) -> None:
         if self.rope is None:
             object.__setattr__(self, "rope", ModelRope(self.name))
-        if self.qk_norm not in (None, "head", "all"):
-            raise ValueError(f"family {self.name!r}: qk_norm={self.qk_norm!r}; expected None, 'head' or 'all'")
+        if self.qk_norm not in (None, "head", "all", "weightless"):
+            raise ValueError(
+                f"family {self.name!r}: qk_norm={self.qk_norm!r}; expected None, 'head', 'all' or 'weightless'"
+            )
 
 
 def _like(family: Family, name: str, **changes: Any) -> Family:
@@ -494,7 +514,8 @@ for _family in (
             size="intermediate_size",
             renormalise=True,
             router="router",
-            stacked=True,
+            stacked="interleaved",
+            biased=True,
             clamped=("swiglu_alpha", "swiglu_limit"),
         ),
     ),
@@ -532,6 +553,38 @@ for _family in (
         DEEPSEEK_V3,
         "glm4_moe_lite",
         experts=dataclasses.replace(DEEPSEEK_V3.experts, first_dense=None, layer_kinds="mlp_layer_types"),
+    ),
+    # Llama 4 (Scout, Maverick; llama4_text, and the text model of a llama4 checkpoint): iRoPE, rope layers whose
+    # attention is chunked (attention_chunk_size) with weightless q/k norms where use_qk_norm says, every
+    # no_rope_layer_interval-th layer NoPE and full, its queries temperature-tuned (attn_temperature_tuning), rope
+    # pairs interleaved; experts (one per token from a sigmoid of the router's top logits, scaling each expert's
+    # input) on moe_layers, with one shared expert, and dense MLPs of intermediate_size_mlp on the others; theta 5e5
+    # (Llama4TextConfig, Llama4TextAttention, Llama4TextMoe).
+    _like(
+        LLAMA,
+        "llama4_text",
+        rope=ModelRope("llama4_text", default_theta=500_000.0, aliases=("llama4",)),
+        qk_norm="weightless",
+        qk_norm_when="use_qk_norm",
+        nope_layers="no_rope_layers",
+        temperature=("attn_temperature_tuning", "floor_scale", "attn_scale"),
+        rope_layout="interleaved",
+        mlp_block="feed_forward",
+        export=Switches(chunked=True),
+        experts=Experts(
+            block="feed_forward",
+            count="num_local_experts",
+            size="intermediate_size",
+            renormalise=False,
+            router="router",
+            dense_size="intermediate_size_mlp",
+            stacked="halves",
+            scoring="sigmoid",
+            shared=1,
+            shared_name="shared_expert",
+            sparse_layers="moe_layers",
+            weighted_inputs=True,
+        ),
     ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).

@@ -53,7 +53,11 @@ EXPERT = re.compile(r"(?P<stack>.+\.experts)\.(?P<expert>\d+)\.(?P<projection>\w
 
 # llama.cpp's names of architectures ropekit runs but reads no GGUF of, where they are not the family's (DeepSeek V2
 # and V3 are both written as deepseek2, their MLA's key and value projections split apart)
-UNREAD_ARCHITECTURES = {"deepseek2": ("deepseek_v2", "deepseek_v3"), "glm4moe": ("glm4_moe",)}
+UNREAD_ARCHITECTURES = {
+    "deepseek2": ("deepseek_v2", "deepseek_v3"),
+    "glm4moe": ("glm4_moe",),
+    "llama4": ("llama4_text",),
+}
 
 
 def read_gguf(path: Path) -> Any:

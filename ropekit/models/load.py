@@ -48,6 +48,7 @@ def load_model(
     sliding_window_pattern: int | str | None = None,
     nope_global: bool | None = None,
     nope_temperature: Any = None,
+    attention_chunk_size: int | None = None,
     layer_mix: str | None = None,
     dtype: Any = None,
     device: Any = None,
@@ -63,10 +64,12 @@ def load_model(
     that family, Gemma 3 its global layers only; keyed by layer type: exactly per type), or is a preset
     ``TYPE[:FACTOR]`` built per layer type, or a config.json path (:func:`ropekit.rope.model_ropes`).
     ``layer_mix`` is the short form (``native``, ``all-global``, ``LLLG@1024+nope``,
-    ``LLLG@1024+nope+tt``) of ``sliding_window_pattern``, ``sliding_window``, ``nope_global`` and
+    ``LLLG@1024+nope+tt``, ``CCCG@8192+nope+tt``) of ``sliding_window_pattern``, ``sliding_window``,
+    ``attention_chunk_size`` (the chunk of chunked layers: Llama 4's), ``nope_global`` and
     ``nope_temperature`` (Llama 4's temperature tuning on the NoPE global layers: true, or a dict of
-    ``floor_scale`` and ``attn_scale``). Returns the model in eval mode, with ``.config`` (the resolved
-    :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded on first use).
+    ``floor_scale`` and ``attn_scale``; false for none where the config tunes them). Returns the model in eval
+    mode, with ``.config`` (the resolved :class:`ModelConfig`) and ``.tokenizer`` (a transformers tokenizer, loaded
+    on first use).
 
     ``dtype``: ``None`` (float32 on CPU, bfloat16 on CUDA), a name (``float32``, ``bfloat16``, ...) or
     ``"auto"``: bfloat16 on CUDA and on a CPU with fast bf16 (``avx512_bf16`` or ``amx_bf16`` in its
@@ -84,6 +87,7 @@ def load_model(
         "sliding_window_pattern": sliding_window_pattern,
         "nope_global": nope_global,
         "nope_temperature": nope_temperature,
+        "attention_chunk_size": attention_chunk_size,
         "layer_mix": layer_mix,
     }
     if config is not None and (given := [k for k, v in overrides.items() if v is not None]):
@@ -207,7 +211,7 @@ def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) 
     ``down`` ``(E, C, I)``, and a stacked checkpoint's biases ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias``
     ``(E, C)``; None when an expert's tensor is missing."""
     experts = config.family.experts
-    if experts.stacked:  # gpt-oss: x @ W, gate and up interleaved along the last axis
+    if experts.stacked:  # x @ W, gate and up interleaved along the last axis (gpt-oss) or in halves (Llama 4)
         name = checkpoint_name(f"layers.{layer}.mlp.{part}", config)
         stored = get(name)
         if stored is None and not part.endswith("bias"):  # the hub's checkpoints: MXFP4 blocks and scales
@@ -217,7 +221,9 @@ def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) 
             return None
         if part in ("gate_up", "down"):
             stored = stored.transpose(1, 2).contiguous()
-        return torch.cat([stored[:, 0::2], stored[:, 1::2]], dim=1) if part.startswith("gate_up") else stored
+        if part.startswith("gate_up") and experts.stacked == "interleaved":
+            return torch.cat([stored[:, 0::2], stored[:, 1::2]], dim=1)
+        return stored
     gate, up, down = experts.projections
     prefix = f"model.layers.{layer}.{experts.block}.experts"
     tensors = []

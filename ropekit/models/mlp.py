@@ -63,7 +63,8 @@ class MoE(nn.Module):
     on token-expert pairs sorted by expert): no Python loop over experts or tokens. ``gate_up`` is
     ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows), ``down`` ``(E, C, I)``; gpt-oss's experts
     add ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias`` ``(E, C)``, its router a bias, and its activation is
-    clamped (:func:`clamped_swiglu`). DeepSeek's routers (:meth:`route`) score in float32, by a sigmoid with a
+    clamped (:func:`clamped_swiglu`). Llama 4's weights scale each expert's input instead of its output. DeepSeek's
+    routers (:meth:`route`) score in float32, by a sigmoid with a
     ``correction`` bias (E,) for the choice (V3), from the best groups, and scale the weights; its
     ``shared_experts``, one MLP every token goes through, add to the routed ones."""
 
@@ -71,7 +72,7 @@ class MoE(nn.Module):
         super().__init__()
         moe, C = config.moe, config.hidden_size
         self.spec, self.top_k, self.activation = moe, moe.experts_per_token, config.activation
-        biased = config.family.experts.stacked
+        biased = config.family.experts.biased
         self.gate = nn.Linear(C, moe.experts, bias=biased)  # the router
         self.gate_up = nn.Parameter(torch.empty(moe.experts, 2 * moe.intermediate_size, C))
         self.down = nn.Parameter(torch.empty(moe.experts, C, moe.intermediate_size))
@@ -127,7 +128,9 @@ class MoE(nn.Module):
         order = torch.argsort(pairs, stable=True)
         tokens = order // self.top_k
         ends = torch.bincount(pairs, minlength=self.gate_up.shape[0]).cumsum(0).to(torch.int32)
-        gate_up = grouped_linear(x[tokens], self.gate_up, ends)  # (N * k, 2 x I)
+        weights = weights.to(x.dtype).flatten()[order, None]  # each sorted pair's
+        inputs = x[tokens] * weights if self.spec.weighted_inputs else x[tokens]  # Llama 4 weighs the inputs
+        gate_up = grouped_linear(inputs, self.gate_up, ends)  # (N * k, 2 x I)
         by_expert = pairs[order] if self.gate_up_bias is not None else None  # each sorted pair's expert
         if by_expert is not None:
             gate_up += self.gate_up_bias[by_expert]
@@ -138,5 +141,6 @@ class MoE(nn.Module):
             y = grouped_linear(clamped_swiglu(gate, up, *self.spec.clamped), self.down, ends)
         if by_expert is not None:
             y += self.down_bias[by_expert]
-        y = y * weights.to(y.dtype).flatten()[order, None]
+        if not self.spec.weighted_inputs:
+            y = y * weights
         return torch.zeros_like(x).index_add_(0, tokens, y)

@@ -40,10 +40,14 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
             return f"{block}.{experts.router}.{part.removeprefix('gate.')}"
         if part == "correction":  # DeepSeek V3's, a buffer of its router
             return f"{block}.{experts.router}.e_score_correction_bias"
-        if experts.stacked:  # gpt-oss: experts.gate_up_proj, experts.down_proj_bias, ...
+        if experts.stacked:  # gpt-oss, Llama 4: experts.gate_up_proj, experts.down_proj_bias, ...
             return f"{block}.experts.{part.replace('gate_up', 'gate_up_proj').replace('down', 'down_proj', 1)}"
         projection = experts.projections[0 if part == "gate_up" else 2]
         return f"{block}.experts.0.{projection}.weight"
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(shared_experts\.)?(.+)", internal)
+    if match:  # the dense MLP or the shared experts, under the family's names (Llama 4's feed_forward.shared_expert)
+        shared = "" if match[2] is None else f"{experts.shared_name}."
+        return f"model.layers.{match[1]}.{config.family.mlp_block}.{shared}{match[3]}"
     return f"model.{internal}"
 
 

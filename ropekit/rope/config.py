@@ -146,10 +146,10 @@ class Llama3:
     def __post_init__(self) -> None:
         check_fields(self, number, "factor", "low_freq_factor", "high_freq_factor")
         check_fields(self, integer, "original_max_position_embeddings", optional=True)
-        if self.high_freq_factor <= self.low_freq_factor:
+        if self.high_freq_factor < self.low_freq_factor:
             raise RopeConfigError(
-                f"high_freq_factor={self.high_freq_factor:g} must be greater than "
-                f"low_freq_factor={self.low_freq_factor:g} (Llama 3.1 uses 4 and 1)"
+                f"high_freq_factor={self.high_freq_factor:g} must be at least "
+                f"low_freq_factor={self.low_freq_factor:g} (Llama 3.1 uses 4 and 1; Llama 4 1 and 1, no blend)"
             )
 
 

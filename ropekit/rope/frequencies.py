@@ -149,6 +149,8 @@ def llama3(spec: RopeSpec, seq_len: int | None) -> tuple[torch.Tensor, float]:
     high_freq_wavelen = context / s.high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq)
+    if s.high_freq_factor == s.low_freq_factor:  # Llama 4's: no band to blend (its 0 / 0 is never selected)
+        return scaled, 1.0
     smooth = (context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
     smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
     is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)

@@ -11,7 +11,8 @@ what runs as matrix products and what runs in the attention kernels:
 * attention = sum over layers of 2 * nh * (hd + vd) * K (QK^T and AV; vd = hd but for MLA's narrower values),
   K the keys a query sees on average
   over positions 1..T (``mean_keys``): (T+1)/2 on a causal layer, W - W(W-1)/(2T) on a sliding layer
-  of window W < T. ``causal`` sums the layers the fused causal kernel runs (full layers, and sliding
+  of window W < T, (n*C*(C+1) + r*(r+1))/(2T) on a chunked layer of chunk C (T = n*C + r). ``causal`` sums
+  the layers the fused causal kernel runs (full layers, chunked ones, and sliding
   ones whose window covers the pass); ``band`` the sliding layers computed band by band
   (ropekit.models.sliding_attention).
 
@@ -100,8 +101,12 @@ def layer_windows(config: ModelConfig) -> list[int | None]:
     return [layer.window for layer in config.layers]
 
 
-def mean_keys(length: int, window: int | None) -> float:
-    """Keys a query attends to, averaged over positions 1..T: mean of min(t, window)."""
+def mean_keys(length: int, window: int | None, chunk: int | None = None) -> float:
+    """Keys a query attends to, averaged over positions 1..T: mean of min(t, window); in chunks of ``chunk``
+    positions (Llama 4's chunked layers), each chunk's own mean."""
+    if chunk is not None:
+        full, rest = divmod(length, chunk)
+        return (full * chunk * (chunk + 1) + rest * (rest + 1)) / (2 * length)
     if window is None or length <= window:
         return (length + 1) / 2
     return window - window * (window - 1) / (2 * length)
@@ -152,7 +157,7 @@ def mlp_sizes(config: ModelConfig) -> list[tuple[int, int]]:
     if moe is None:
         return dense
     H, width, shared = c.hidden_size, moe.intermediate_size, moe.shared_size or 0
-    biases = (1 + 2 * width + H) * c.family.experts.stacked  # gpt-oss's stacked experts' and router's
+    biases = (1 + 2 * width + H) * c.family.experts.biased  # gpt-oss's stacked experts' and router's
     weights = moe.experts * (3 * H * width + H + biases + moe.corrected) + 3 * H * shared
     sparse = (moe.experts_per_token * width + shared, weights)
     return [sparse if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
@@ -168,10 +173,11 @@ def token_flops(config: ModelConfig, length: int) -> Flops:
     routers = c.moe.experts * H * sum(c.moe.layers) if c.moe is not None else 0
     matmul = attention + sum(3 * H * width for width, _ in mlp_sizes(c)) + routers
     matmul += H * c.vocab_size
-    windows = layer_windows(c)
     heads = [nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]  # q.k's channels and the values'
-    causal = sum(h * mean_keys(length, w) for h, w in zip(heads, windows, strict=True) if w is None or w >= length)
-    band = sum(h * mean_keys(length, w) for h, w in zip(heads, windows, strict=True) if w is not None and w < length)
+    keys = [h * mean_keys(length, layer.window, layer.chunk) for h, layer in zip(heads, c.layers, strict=True)]
+    banded = [layer.window is not None and layer.window < length for layer in c.layers]  # chunks: the causal kernel
+    causal = sum(k for k, b in zip(keys, banded, strict=True) if not b)
+    band = sum(k for k, b in zip(keys, banded, strict=True) if b)
     return Flops(2 * matmul, 4 * causal, 4 * band)
 
 
@@ -421,7 +427,8 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
         weights, biases = attention_sizes(c, s)
         matrices += weights + c.attention_bias * biases + c.output_bias * H
         matrices += c.mlp_bias * (2 * s.intermediate_size + H) + c.family.layer_scalar + c.family.sinks * nh
-        qk = {None: 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.qk_norm]  # per head, or all heads
+        # per head, or all heads (Llama 4's weightless norms have no weight)
+        qk = {None: 0, "weightless": 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.qk_norm]
         latent = 0 if c.latent is None else (c.latent.q_rank or 0) + c.latent.kv_rank  # MLA's two latent norms
         norms += len(c.family.norms) * H + qk + latent
     matrices += sum(weights for _, weights in mlp_sizes(c))
@@ -471,7 +478,8 @@ def pass_memory(
       with an attention-level rope, capped scores or sinks (gpt-oss) the blockwise attention's
       (ropekit.models.attention.two_region_attention: float32 scores of a block of N = max(16, min(T,
       SCORE_BUDGET // (nh*(T + 16)))) queries against its near and far keys, at most N + T, their int64
-      distances and boolean masks: N*(N + T)*(4*nh + 11), and the block's outputs 2*N*nh*hd*b).
+      distances and boolean masks: N*(N + T)*(4*nh + 11), and the block's outputs 2*N*nh*hd*b; T is a chunked
+      layer's chunk where that is shorter, the longest of the layers that attend block by block).
 
     Not counted: the process itself (Python, torch, the tokenizer) and loading the checkpoint.
     """
@@ -488,10 +496,16 @@ def pass_memory(
         window = max(bands)
         block = max(64, min(window, 1024))  # ropekit.models.sliding_attention's query block
         workspace += block * (block + window - 1)
-    if far_ropes(c) or c.attn_logit_softcapping is not None or c.family.sinks:
-        nh = c.num_attention_heads
-        block = max(16, min(tokens, SCORE_BUDGET // (nh * (tokens + 16))))
-        workspace += block * (block + tokens) * (4 * nh + 11) + 2 * block * nh * hd * b
+    far = far_ropes(c)
+    blockwise = [
+        min(tokens, layer.chunk or tokens)  # a chunked layer's chunks attend one at a time
+        for layer in c.layers
+        if layer.rope in far or c.attn_logit_softcapping is not None or c.family.sinks
+    ]
+    if blockwise:
+        nh, span = c.num_attention_heads, max(blockwise)
+        block = max(16, min(span, SCORE_BUDGET // (nh * (span + 16))))
+        workspace += block * (block + span) * (4 * nh + 11) + 2 * block * nh * hd * b
     return Memory(matrices * b + norms * 4, activations, logits, workspace)
 
 

@@ -13,7 +13,7 @@ from ropekit.models.decoder import KVCache, LayerCache
 from ropekit.rope import spec_frequencies
 from ropekit.rope.presets import preset
 
-from ..models.tiny import FAMILY_CONFIGS, add_tokenizer, make_checkpoint
+from ..models.tiny import FAMILY_CONFIGS, add_tokenizer, decoded_without_a_cache, make_checkpoint
 
 TRAINED = 128  # max_position_embeddings of the checkpoints: prompt + generation run past it
 PROMPT, NEW = 100, 40
@@ -57,22 +57,7 @@ def test_a_layer_mix_generates_as_decoding_without_a_cache(tmp_path):
     make_checkpoint(tmp_path, FAMILY_CONFIGS["llama"])
     model = ropekit.load_model(tmp_path, dtype="float32", layer_mix="LLLG@16+nope", rope_scaling="dynamic:2")
     prompt = prompt_ids(model.config.vocab_size, n=30)
-    ids = prompt.tolist()
-    with torch.inference_mode():
-        for _ in range(25):
-            hidden = model(torch.tensor([ids]))[0, -1]
-            ids.append(int(torch.mv(model.output_weight, hidden).argmax()))
-    assert greedy_generate(model, prompt, max_new_tokens=25) == ids[30:]
-
-
-def decoded_without_a_cache(model, prompt: torch.Tensor, n: int) -> list[int]:
-    """Greedy decoding by a full forward over everything so far at each step: what a cache must reproduce."""
-    ids = prompt.tolist()
-    with torch.inference_mode():
-        for _ in range(n):
-            hidden = model(torch.tensor([ids]))[0, -1]
-            ids.append(int(torch.mv(model.output_weight, hidden).argmax()))
-    return ids[len(prompt) :]
+    assert greedy_generate(model, prompt, max_new_tokens=25) == decoded_without_a_cache(model, prompt, 25)
 
 
 # The attention-level ropes with windows shorter than the 30-token prompt, so decoding crosses into their far

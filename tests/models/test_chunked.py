@@ -48,6 +48,7 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("llama", "rerope:24"),  # an attention-level rope: far-region tables cut by rows
         ("gemma3", "self_extend:4,24"),
         ("deepseek_v3", "rerope:24"),  # MLA (values narrower than q.k's heads), shared experts
+        ("llama4", "rerope:24"),  # chunked layers, q/k normed after the rope, a NoPE layer's temperature
     ],
 )
 def test_chunked_forward_equals_the_whole_one(family, rope, tmp_path, monkeypatch):

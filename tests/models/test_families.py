@@ -12,7 +12,7 @@ import torch
 import ropekit
 from ropekit.eval.generate import greedy_generate
 from ropekit.rope import preset
-from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
+from tests.models.tiny import FAMILY_CONFIGS, decoded_without_a_cache, hf_token_nll, make_checkpoint, write_multimodal
 
 TRAINED = 128
 FAMILIES = [
@@ -32,6 +32,7 @@ FAMILIES = [
     "deepseek_v2",
     "glm4_moe",
     "glm4_moe_lite",
+    "llama4",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
@@ -176,19 +177,8 @@ def test_experts_without_the_grouped_kernel_equal_it(tmp_path, monkeypatch):
 def test_a_multimodal_checkpoint_runs_its_text_model(prefix, tmp_path):
     """A Mistral 3 checkpoint (config: ``mistral3`` with a ``ministral3`` text_config; weights under
     language_model, as transformers 5 and 4 save them) gives the NLL of the same text model saved alone."""
-    import json
-
-    from safetensors.torch import load_file, save_file
-
     make_checkpoint(tmp_path / "text", FAMILY_CONFIGS["ministral3"])
-    text = json.loads((tmp_path / "text" / "config.json").read_text())
-    wrapped = tmp_path / "mistral3"
-    wrapped.mkdir()
-    (wrapped / "config.json").write_text(json.dumps({"model_type": "mistral3", "text_config": text}))
-    weights = load_file(tmp_path / "text" / "model.safetensors")
-    renamed = {prefix + k[len("model.") :] if k.startswith("model.") else k: v for k, v in weights.items()}
-    save_file(renamed, wrapped / "model.safetensors")
-    model = ropekit.load_model(wrapped)
+    model = ropekit.load_model(write_multimodal(tmp_path / "text", tmp_path / "mistral3", "mistral3", prefix))
     assert model.config.model_type == "ministral3"
     tokens = ids(model.config.vocab_size, 200)
     assert torch.equal(
@@ -204,9 +194,4 @@ def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path
     make_checkpoint(tmp_path, config(family))
     model = ropekit.load_model(tmp_path, layer_mix="LLLG@16+nope", rope_scaling="yarn:2")
     prompt = ids(model.config.vocab_size, 30)
-    tokens = prompt.tolist()
-    with torch.inference_mode():
-        for _ in range(20):
-            hidden = model(torch.tensor([tokens]))[0, -1]
-            tokens.append(int(torch.mv(model.output_weight, hidden).argmax()))
-    assert greedy_generate(model, prompt, max_new_tokens=20) == tokens[30:]
+    assert greedy_generate(model, prompt, max_new_tokens=20) == decoded_without_a_cache(model, prompt, 20)

@@ -145,7 +145,13 @@ def test_cuda_two_regions_equal_the_blockwise_path(layer_window, softcap, sinks)
 @cuda
 @pytest.mark.parametrize(
     ("family", "rope"),
-    [("llama", "rerope:24"), ("gemma3", "self_extend:4,24"), ("gemma2", None), ("deepseek_v3", "rerope:24")],
+    [
+        ("llama", "rerope:24"),
+        ("gemma3", "self_extend:4,24"),
+        ("gemma2", None),
+        ("deepseek_v3", "rerope:24"),
+        ("llama4", "rerope:24"),
+    ],
 )
 def test_cuda_models_match_cpu_fp32(family, rope, tmp_path):
     """A whole model on CUDA (bf16, FlexAttention compiled) against the CPU in fp32, as tests/models/test_gpu.py."""

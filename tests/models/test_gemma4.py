@@ -7,8 +7,6 @@ the mean to 1e-5 relative, every token within 1e-4) inside and past the trained 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -17,7 +15,7 @@ from ropekit.eval.generate import greedy_generate
 from ropekit.models import ModelConfigError, checkpoint_config, plan_config
 from ropekit.rope import preset
 from tests.models.test_families import assert_close, config, ids
-from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint
+from tests.models.tiny import FAMILY_CONFIGS, hf_token_nll, make_checkpoint, write_multimodal
 
 TRAINED = 128
 GLOBAL = {"head_dim": 32, "rope_theta": 1_000_000.0, "max_position_embeddings": TRAINED}  # the global layers' rope
@@ -158,17 +156,8 @@ def test_what_the_decoder_cannot_run_is_refused(key, value, lacks, tmp_path):
 def test_a_gemma4_checkpoint_runs_its_text_model(prefix, tmp_path):
     """A multimodal Gemma 4 checkpoint (config ``gemma4`` with a ``gemma4_text`` text_config, the text model's
     weights under model.language_model) gives the NLL of the same text model saved alone."""
-    from safetensors.torch import load_file, save_file
-
     make_checkpoint(tmp_path / "text", gemma4())
-    text = json.loads((tmp_path / "text" / "config.json").read_text())
-    wrapped = tmp_path / "gemma4"
-    wrapped.mkdir()
-    (wrapped / "config.json").write_text(json.dumps({"model_type": "gemma4", "text_config": text}))
-    weights = load_file(tmp_path / "text" / "model.safetensors")
-    renamed = {prefix + k[len("model.") :] if k.startswith("model.") else k: v for k, v in weights.items()}
-    save_file(renamed, wrapped / "model.safetensors")
-    model = ropekit.load_model(wrapped)
+    model = ropekit.load_model(write_multimodal(tmp_path / "text", tmp_path / "gemma4", "gemma4", prefix))
     assert model.config.model_type == "gemma4_text"
     tokens = ids(model.config.vocab_size, 200)
     assert torch.equal(

@@ -239,7 +239,11 @@ def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_ref
 
 @pytest.mark.parametrize(
     ("family", "arch", "runs"),
-    [("gpt_oss", "gpt-oss", "gpt_oss"), ("deepseek_v3", "deepseek2", "deepseek_v2 and deepseek_v3")],
+    [
+        ("gpt_oss", "gpt-oss", "gpt_oss"),
+        ("deepseek_v3", "deepseek2", "deepseek_v2 and deepseek_v3"),
+        ("llama4", "llama4", "llama4_text"),
+    ],
 )
 def test_a_gguf_ropekit_does_not_read_is_refused_naming_its_safetensors_checkpoints(family, arch, runs, tmp_path):
     """llama.cpp's ``gpt-oss`` (its experts in MXFP4, gate and up split) and ``deepseek2`` (DeepSeek V2 and V3, the

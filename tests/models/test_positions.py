@@ -393,7 +393,8 @@ def test_plan_record_and_describe_name_the_temperature(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"layer_mix": "LLLG@32+tt"}, "layer mix 'LLLG@32\\+tt' is not understood"),
+        ({"layer_mix": "LLLG@32+tt"}, "applies to NoPE global layers and this plan has none; add \\+nope"),
+        ({"layer_mix": "native+tt+nope"}, "is not understood"),
         ({"layer_mix": "native+nope+tt:8192"}, "two numbers"),
         ({"layer_mix": "native+nope+tt:0,0.1"}, "floor_scale=0.0 is not allowed"),
         ({"layer_mix": "native+nope+tt:x,y"}, "two numbers"),

@@ -149,6 +149,20 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "n_shared_experts": 1,
         "routed_scaling_factor": 1.8,
     },
+    # Llama 4: layers 0-2 chunked (32 positions) with rope and weightless q/k norms, layer 3 NoPE and full with its
+    # queries temperature-tuned from position 15 on (floor_scale 16); experts on layers 1 and 3 (8, 2 a token, each
+    # expert's input weighted, one shared expert), dense MLPs of 80 on 0 and 2
+    "llama4": {
+        "model_type": "llama4_text",
+        "attention_chunk_size": 32,
+        "floor_scale": 16,
+        "attn_scale": 0.5,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "intermediate_size": 32,
+        "intermediate_size_mlp": 80,
+        "interleave_moe_layer_step": 2,
+    },
     "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
     # Ministral 3's own rope (yarn with Llama 4's query scaling), trained at 64 tokens so that the scaling
     # grows within the tests' sequences.
@@ -211,6 +225,33 @@ def make_checkpoint(folder: Path, config: dict[str, Any], seed: int = 0) -> torc
                 buffer.normal_(0, 0.1)
     model.save_pretrained(folder)
     return model
+
+
+def write_multimodal(text: Path, folder: Path, model_type: str, prefix: str) -> Path:
+    """``folder``: the checkpoint ``text`` wrapped as a multimodal one of ``model_type`` (its config the
+    text_config, its text model's weights under ``prefix``: ``model.language_model.`` as transformers 5 saves
+    them, ``language_model.model.`` as transformers 4 does)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((text / "config.json").read_text())
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "text_config": config}))
+    weights = load_file(text / "model.safetensors")
+    renamed = {prefix + k[len("model.") :] if k.startswith("model.") else k: v for k, v in weights.items()}
+    save_file(renamed, folder / "model.safetensors")
+    return folder
+
+
+def decoded_without_a_cache(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> list[int]:
+    """Greedy decoding by a full forward over everything so far at each step: what a cache must reproduce."""
+    ids = prompt.tolist()
+    with torch.inference_mode():
+        for _ in range(n):
+            hidden = model(torch.tensor([ids]))[0, -1]
+            ids.append(int(torch.mv(model.output_weight, hidden).argmax()))
+    return ids[len(prompt) :]
 
 
 def hf_token_nll(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:

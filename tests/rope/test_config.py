@@ -321,7 +321,6 @@ BAD = {
     "long list": ({**LONG32, "long_factor": [1.0] * 64}, ["long_factor", "64", "32"]),
     "list of strings": ({**LONG32, "long_factor": ["a"] * 32}, ["long_factor[0]='a'"]),
     "list not a list": ({**LONG32, "short_factor": 1.0}, ["short_factor=1.0", "list"]),
-    "llama3 high == low": ({**LLAMA3, "high_freq_factor": 1.0}, ["high_freq_factor", "low_freq_factor"]),
     "llama3 high < low": ({**LLAMA3, "high_freq_factor": 0.5}, ["high_freq_factor=0.5"]),
     "partial rotary > 1": ({"rope_type": "default", "partial_rotary_factor": 1.5}, ["partial_rotary_factor=1.5"]),
     "odd rotary dim": ({"rope_type": "default", "partial_rotary_factor": 0.5 + 1 / 64}, ["rotary dim 33"]),

@@ -48,6 +48,7 @@ def forward_peak(model, ids: torch.Tensor) -> int:
         ("gpt_oss", None),
         ("deepseek_v3", None),
         ("deepseek_v2", "rerope:24"),
+        ("llama4", "rerope:24"),
         ("llama", "rerope:24"),
     ],
 )
