@@ -431,9 +431,9 @@ def plan_config(
         max_position_embeddings=sizes["max_position_embeddings"],
         activation=activation,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get("attention_bias", False)),
-        output_bias=family.qkv_bias is None and family.o_bias and bool(cfg.get("attention_bias", False)),
-        mlp_bias=bool(cfg.get("mlp_bias", False)),
+        attention_bias=family.qkv_bias if family.qkv_bias is not None else bool(cfg.get(family.bias, False)),
+        output_bias=_output_bias(cfg, family),
+        mlp_bias=bool(cfg.get(family.mlp_bias, False)),
         attention_scale=attention_scale,
         final_logit_softcapping=cfg.get("final_logit_softcapping"),
         attn_logit_softcapping=cfg.get("attn_logit_softcapping"),
@@ -447,6 +447,14 @@ def plan_config(
         qk_norm=family.qk_norm if family.qk_norm_when is None or cfg.get(family.qk_norm_when) else None,
         checkpoint=cfg,
     )
+
+
+def _output_bias(cfg: Mapping[str, Any], family: Family) -> bool:
+    """Whether o_proj has a bias: the config's attention bias where the family's q/k/v follow it (not GLM 4's), or
+    its own key's (Seed-OSS's attention_out_bias)."""
+    if isinstance(family.o_bias, str):
+        return bool(cfg.get(family.o_bias, False))
+    return family.qkv_bias is None and family.o_bias and bool(cfg.get(family.bias, False))
 
 
 # The quant_method values of a config's quantization_config whose weights ropekit dequantises at load

@@ -189,8 +189,11 @@ class Family:
     qk_norm: str | None = None
     qk_norm_when: str | None = None  # the config key that switches the q/k norms on (GLM-4.5's use_qk_norm)
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
-    qkv_bias: bool | None = None  # None: the config's attention_bias decides (q, k, v and o)
-    o_bias: bool = True  # o_proj takes the config's attention_bias too (GLM 4's never has one)
+    qkv_bias: bool | None = None  # None: the config's ``bias`` decides (q, k, v and o)
+    bias: str = "attention_bias"  # the config key of the attention's biases (ERNIE 4.5's use_bias)
+    # o_proj takes the config's ``bias`` too (GLM 4's never has one), or its own config key's (Seed-OSS's)
+    o_bias: bool | str = True
+    mlp_bias: str = "mlp_bias"  # the config key of the MLP's biases (ERNIE 4.5's use_bias)
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
     temperature: tuple[str, str, str] | None = None
@@ -585,6 +588,19 @@ for _family in (
             sparse_layers="moe_layers",
             weighted_inputs=True,
         ),
+    ),
+    # Seed-OSS: Llama with q/k/v biases (attention_bias, on by default) and o's by a key of its own
+    # (attention_out_bias; SeedOssConfig, SeedOssAttention).
+    _like(LLAMA, "seed_oss", o_bias="attention_out_bias"),
+    # ERNIE 4.5 (dense): Llama with every projection's bias by use_bias, rope pairs interleaved, theta 5e5
+    # (Ernie4_5Config, Ernie4_5Attention's apply_rotary_pos_emb).
+    _like(
+        LLAMA,
+        "ernie4_5",
+        rope=ModelRope("ernie4_5", default_theta=500_000.0),
+        bias="use_bias",
+        mlp_bias="use_bias",
+        rope_layout="interleaved",
     ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).

@@ -33,6 +33,8 @@ FAMILIES = [
     "glm4_moe",
     "glm4_moe_lite",
     "llama4",
+    "seed_oss",
+    "ernie4_5",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
@@ -127,6 +129,16 @@ def test_family_generates_as_transformers(family, tmp_path):
     prompt = ids(model.config.vocab_size, 100)
     out = hf.generate(prompt[None], max_new_tokens=40, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert greedy_generate(model, prompt, max_new_tokens=40) == out[0, 100:].tolist()
+
+
+def test_seed_oss_takes_o_projs_bias_from_its_own_key(tmp_path):
+    """Seed-OSS's o_proj bias by attention_out_bias alone: on without the q/k/v biases (the family test has them
+    on and it off)."""
+    hf = make_checkpoint(tmp_path, config("seed_oss", attention_bias=False, attention_out_bias=True))
+    model = ropekit.load_model(tmp_path)
+    assert model.layers[0].self_attn.o_proj.bias is not None and model.layers[0].self_attn.q_proj.bias is None
+    tokens = ids(model.config.vocab_size, 100)
+    assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens))
 
 
 def test_chunked_head_with_final_soft_capping_equals_one_shot_logits(tmp_path, monkeypatch):

@@ -163,6 +163,10 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "intermediate_size_mlp": 80,
         "interleave_moe_layer_step": 2,
     },
+    # Seed-OSS: q/k/v biases, o's by its own key (off, as Seed-OSS-36B); ERNIE 4.5: every projection's bias
+    # (use_bias), pairs interleaved
+    "seed_oss": {"model_type": "seed_oss", "attention_bias": True, "attention_out_bias": False},
+    "ernie4_5": {"model_type": "ernie4_5", "use_bias": True},
     "cohere2": {"model_type": "cohere2", "sliding_window": 40, "logit_scale": 0.5},
     # Ministral 3's own rope (yarn with Llama 4's query scaling), trained at 64 tokens so that the scaling
     # grows within the tests' sequences.
