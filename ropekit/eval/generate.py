@@ -21,11 +21,11 @@ def greedy_generate(
     stop: Callable[[list[int]], bool] | None = None,
 ) -> list[int]:
     """The tokens greedy decoding appends to ``prompt_ids``: one forward over the prompt, then one token at
-    a time against the cached keys and values (sliding layers keep only their window; each new token rotated
-    as the plan says at its position, stateless ``dynamic`` at the length read so far). The cache is sized for
-    prompt and generation once, so a token costs no rope table or key copy of the context's length. Ends after
-    ``max_new_tokens``, on a token of ``eos_ids`` (kept, as ``generate`` keeps it), or when ``stop`` (given
-    the tokens so far) says so. Argmax ties go to the lower id, as in ``generate``."""
+    a time against the cached keys and values (sliding layers keep only their window, chunked ones their chunk;
+    each new token rotated as the plan says at its position, stateless ``dynamic`` at the length read so far).
+    The cache is sized for prompt and generation once, so a token costs no rope table or key copy of the
+    context's length. Ends after ``max_new_tokens``, on a token of ``eos_ids`` (kept, as ``generate`` keeps it),
+    or when ``stop`` (given the tokens so far) says so. Argmax ties go to the lower id, as in ``generate``."""
     prompt = _as_ids(model, prompt_ids, at_least=1, name="prompt_ids")
     cache = KVCache(len(model.config.layers), capacity=len(prompt) + max_new_tokens)
     logits = head_logits(model, model(prompt[None], cache=cache)[0, -1:])  # (1, V)

@@ -224,7 +224,8 @@ def attend_cached(
 ) -> torch.Tensor:
     """(B, H, T, D) queries, the last T positions of (B, H_kv, K, D) keys/values (those of a KV cache, then
     the queries' own): query i sits at key index K - T + i and sees the keys a full, sliding or chunked layer lets
-    it (a chunked layer's cache holds every key; those of earlier chunks are masked).
+    it (a chunked layer's cache holds the keys of the current chunk from its first, whose index is a multiple of
+    the chunk, as its position is: their chunks are told apart by index).
     ``far``: an attention-level rope's far queries, far keys and window; keys at least ``window`` before a query
     score ``q_far . k_far`` in the same float32 softmax (:func:`two_region_attention`, row by row), with the
     ``sinks`` (gpt-oss's) in its denominator."""
@@ -234,7 +235,7 @@ def attend_cached(
     allowed = k_pos <= q_pos  # (T, K)
     if layer.window is not None:
         allowed &= k_pos > q_pos - layer.window
-    if layer.chunk is not None:  # the cache holds every key from position 0: key index = position
+    if layer.chunk is not None:  # key index = position - a multiple of the chunk
         allowed &= k_pos >= q_pos // layer.chunk * layer.chunk
     few = not q.is_cuda and T <= DECODE_ROWS  # decoding on the CPU: float32 matmuls beat SDPA's kernel
     if softcap is None and far is None and sinks is None and not few:

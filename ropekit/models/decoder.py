@@ -119,16 +119,19 @@ def _by_rows(out: torch.Tensor, rows: int, part: Callable[[slice], torch.Tensor]
 class LayerCache:
     """One layer's rotated keys and values of the tokens read so far, in buffers ``(B, H_kv, size, D)`` allocated
     once and written in place (gpt-fast's ``KVCache.update``): ``keys`` and ``values`` are views of what the next
-    query can see, every token on a full layer, the ``window - 1`` latest on a sliding one; ``far_keys``, under an
-    attention-level rope, the same keys rotated for its far region (else None). A full layer's buffer holds
-    ``capacity`` tokens (doubled when a forward goes past it, or none was given); a sliding layer's holds
-    ``2 * window - 1`` and moves its kept keys to the front when the end is reached: a copy of ``window - 1`` keys
-    every ``window`` tokens, in position order, so attention reads them as it read ``torch.cat``'s."""
+    query can see, every token on a full layer, the ``window - 1`` latest on a sliding one, those of the current
+    chunk on a chunked one (the first kept key then sits at a multiple of the chunk, so a key's index and its
+    position fall in chunks alike); ``far_keys``, under an attention-level rope, the same keys rotated for its far
+    region (else None). A full layer's buffer holds ``capacity`` tokens (doubled when a forward goes past it, or
+    none was given); a sliding layer's holds ``2 * window - 1`` (a chunked one's ``2 * chunk - 1``) and moves its
+    kept keys to the front when the end is reached: a copy of ``window - 1`` keys every ``window`` tokens, in
+    position order, so attention reads them as it read ``torch.cat``'s."""
 
     def __init__(self, capacity: int | None = None):
         self.capacity = capacity
         self._buffers: list[torch.Tensor] = []  # keys, values and, under an attention-level rope, far keys
         self._start = self._end = 0  # the kept tokens are [start, end) of the buffers
+        self._seen = 0  # the tokens read so far
         self.sliding = False
 
     def fork(self) -> LayerCache:
@@ -137,7 +140,7 @@ class LayerCache:
         sliding layer's, which move their keys, copied."""
         other = LayerCache(self.capacity)
         other._buffers = [b.clone() for b in self._buffers] if self.sliding else list(self._buffers)
-        other._start, other._end, other.sliding = self._start, self._end, self.sliding
+        other._start, other._end, other._seen, other.sliding = self._start, self._end, self._seen, self.sliding
         return other
 
     def _kept(self, i: int) -> torch.Tensor | None:
@@ -155,14 +158,18 @@ class LayerCache:
     def far_keys(self) -> torch.Tensor | None:
         return self._kept(2)
 
-    def extend(self, window: int | None, *new: torch.Tensor) -> list[torch.Tensor]:
+    def extend(self, layer: LayerSpec, *new: torch.Tensor) -> list[torch.Tensor]:
         """The cached keys, values (and far keys) each followed by the ``new`` ones ``(B, H_kv, T, D)``, in that
-        order; keeps what the next query can see."""
+        order; keeps what the next query of ``layer`` can see."""
         T, held = new[0].shape[2], self._end - self._start
+        window, self._seen = layer.reach, self._seen + T
         self.sliding = window is not None
         if self._buffers and len(new) != len(self._buffers):
             raise ValueError(f"a layer cache of {len(self._buffers)} tensors a token is given {len(new)}")
-        keep = held + T if window is None else min(held + T, window - 1)
+        if layer.chunk is not None:  # the current chunk's
+            keep = self._seen % layer.chunk
+        else:
+            keep = held + T if window is None else min(held + T, window - 1)
         if not self._buffers or self._buffers[0].shape[2] < keep:
             self._allocate(new, keep, window)
         size = self._buffers[0].shape[2]
@@ -417,7 +424,7 @@ def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
         return kv
     cached = cache.keys is not None
     new = (kv.k, kv.v) if kv.k_far is None else (kv.k, kv.v, kv.k_far)
-    k, v, *far = cache.extend(layer.window, *new)
+    k, v, *far = cache.extend(layer, *new)
     return LayerKV(k, v, far[0] if far else None, cached)
 
 

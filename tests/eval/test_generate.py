@@ -127,8 +127,8 @@ def test_decoding_builds_tables_once_and_writes_keys_in_place(tmp_path, monkeypa
     buffers: dict[int, set[int]] = {}
     extend = LayerCache.extend
 
-    def extend_and_record(self, window, *new):
-        out = extend(self, window, *new)
+    def extend_and_record(self, layer, *new):
+        out = extend(self, layer, *new)
         buffers.setdefault(id(self), set()).add(self.keys.untyped_storage().data_ptr())
         return out
 

@@ -14,6 +14,7 @@ import ropekit
 from ropekit.eval.generate import greedy_generate
 from ropekit.models import attention
 from ropekit.models.config import LayerSpec, ModelConfigError, checkpoint_config, plan_config
+from ropekit.models.decoder import KVCache
 from ropekit.rope import spec_frequencies
 from ropekit.sweep import cost
 
@@ -98,6 +99,24 @@ def test_chunked_layers_decode_with_the_cache_as_without(family, mix, tmp_path):
     assert any(layer.chunk == (16 if family == "llama" else 32) for layer in model.config.layers)
     prompt = ids(model.config.vocab_size, 30)
     assert greedy_generate(model, prompt, max_new_tokens=24) == decoded_without_a_cache(model, prompt, 24)
+
+
+def test_a_chunked_layers_cache_keeps_its_current_chunk(tmp_path):
+    """After a 100-token prompt and each of 40 tokens more, a chunked layer's cache holds the keys of the current
+    chunk of 32 only (those from its first position on), a full layer's every key; the last position's hidden state
+    equals a full forward's."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["llama4"])
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 140)
+    cache = KVCache(len(model.config.layers))
+    with torch.inference_mode():
+        model(tokens[None, :100], cache=cache)
+        for n in range(100, 140):
+            held = [layer.keys.shape[2] for layer in cache.layers]
+            assert held == [n % 32] * 3 + [n]
+            last = model(tokens[None, n : n + 1], cache=cache)[0, -1]
+        whole = model(tokens[None])[0, -1]
+    torch.testing.assert_close(last, whole, rtol=0, atol=1e-5)
 
 
 def test_a_multimodal_checkpoint_runs_its_text_model(tmp_path):
