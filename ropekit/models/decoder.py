@@ -73,7 +73,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
     * its projections (:meth:`Attention.heads`): the input norm's float32 copies (3 x 4 x C) and output (b x C),
       then q and k with the rotation's four temporaries and the far region's copy, v (b x 7 x (H + H_kv) x D);
       under MLA also its bottlenecks' outputs, normed (b x 2 x (r_q + r_kv) + rope, the norm's float32 copies
-      3 x 4 x the larger rank) and the expanded latent (b x H x (nope + Dv));
+      3 x 4 x the larger rank), the expanded latent (b x H x (nope + Dv)) and the latents a cache takes, rotated
+      and far (b x 3 x (rope + r_kv));
     * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x Dv), hidden rows (the
       attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
       3 x 4 x C), the MLP's activations (a dense one's gate, up and their product, b x 3 x I; a mixture of
@@ -85,7 +86,9 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
     projections = max(b * (C + 7 * (nh + s.kv_heads) * s.head_dim) for s in c.shapes) + norm
     if (m := c.latent) is not None:  # MLA's: the bottlenecks' outputs and norms, the expanded latent (k, v)
         rank = max(m.q_rank or 0, m.kv_rank)
-        projections += b * (2 * (m.q_rank or 0) + 2 * m.kv_rank + m.rope + nh * (m.nope + m.value)) + 3 * 4 * rank
+        latents = 3 * (m.rope + m.kv_rank)
+        projections += b * (2 * (m.q_rank or 0) + 2 * m.kv_rank + m.rope + nh * (m.nope + m.value) + latents)
+        projections += 3 * 4 * rank
     mlp = max(3 * s.intermediate_size for s in c.shapes)
     if c.moe is not None:
         k = c.moe.experts_per_token
@@ -320,9 +323,30 @@ class Attention(nn.Module):
             kv = _cached(own, layer, cache)
             if self.keeps and shared is not None:
                 shared[self.index] = kv
+        values = kv.v
+        if kv.compact:  # MLA after its cache's latents: attention in the latent space, the latents its values
+            q, q_far = (None if x is None else self._absorbed_queries(x) for x in (q, q_far))
+            values = kv.v[..., self.latent.rope :]
         far = None if t.far is None else (q_far, kv.k_far, t.far.window)
         kernel = attend_cached if kv.cached else attend
-        return kernel(q, kv.k, kv.v, layer, self.scale, self.softcap, far, self.sinks)  # (B, H, T, Dv)
+        out = kernel(q, kv.k, values, layer, self.scale, self.softcap, far, self.sinks)  # (B, H, T, Dv)
+        return self._expanded_values(out) if kv.compact else out
+
+    def _absorbed_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """MLA's queries (B, H, T, rope + nope) in the latent space of its cache's keys (DeepSeek-V3's
+        ``attn_impl="absorb"``): the rotated channels as they are, the others through each head's key expansion
+        (``kv_b_proj``'s key rows): (B, H, T, rope + kv_rank). q . k is unchanged: each head's expanded key is its
+        expansion of the latent."""
+        m = self.latent
+        expand = self.kv_b_proj.weight.view(self.n_heads, m.nope + m.value, m.kv_rank)[:, : m.nope]
+        return torch.cat((q[..., : m.rope], torch.einsum("bhtn,hnr->bhtr", q[..., m.rope :], expand)), dim=-1)
+
+    def _expanded_values(self, out: torch.Tensor) -> torch.Tensor:
+        """Attention's output over MLA's latents (B, H, T, kv_rank) through each head's value expansion
+        (``kv_b_proj``'s value rows): (B, H, T, value), what the expanded values would have given."""
+        m = self.latent
+        expand = self.kv_b_proj.weight.view(self.n_heads, m.nope + m.value, m.kv_rank)[:, m.nope :]
+        return torch.einsum("bhtr,hvr->bhtv", out, expand)
 
     def _queries(self, x: torch.Tensor, t: LayerTables) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rotated queries (B, H, T, D) of (B, T, C) inputs at the positions of ``t``, and their far-region
@@ -356,8 +380,9 @@ class Attention(nn.Module):
     def _keys_values(self, x: torch.Tensor, t: LayerTables) -> LayerKV:
         """This layer's rotated keys and values (B, H_kv, T, D) of (B, T, C) inputs at the positions of ``t``."""
         B, T, _ = x.shape
+        compact = None
         if self.latent is not None:
-            k, v = self._latent_keys_values(x)
+            k, v, compact = self._latent_keys_values(x)
         else:
             k = self.k_proj(x)  # (B, T, H_kv * D)
             if self.qk_norm == "all":
@@ -376,16 +401,24 @@ class Attention(nn.Module):
             k = apply_rotary(k, t.cos, t.sin)
         if self.qk_norm == "weightless":
             k, k_far = (None if x is None else self._after_rope(x) for x in (k, k_far))
-        return LayerKV(k, v, k_far, cached=False)
+        if compact is not None:  # MLA's latents as its cache holds them: the shared key rotated as k is
+            compact = compact[:, None]  # (B, 1, T, rope + kv_rank)
+            far = None if t.far is None else apply_rotary(compact, t.far.key_cos, t.far.key_sin)
+            rotated = compact if t.cos is None else apply_rotary(compact, t.cos, t.sin)
+            compact = (rotated, far)
+        return LayerKV(k, v, k_far, cached=False, latents=compact)
 
-    def _latent_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latent_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """MLA's unrotated keys (B, T, H, nope + rope), the channels the rope turns first (one key every head
-        shares; the checkpoint's rows are permuted to put them there at load), and values (B, T, H, value)."""
+        shares; the checkpoint's rows are permuted to put them there at load), values (B, T, H, value), and what
+        they expand from, the shared key and the normed latent (B, T, rope + kv_rank)."""
         m, (B, T, _) = self.latent, x.shape
         latent, shared = self.kv_a_proj_with_mqa(x).split([m.kv_rank, m.rope], dim=-1)
-        kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(B, T, self.n_heads, m.nope + m.value)
+        normed = self.kv_a_layernorm(latent)
+        kv = self.kv_b_proj(normed).view(B, T, self.n_heads, m.nope + m.value)
         k_nope, v = kv.split([m.nope, m.value], dim=-1)
-        return torch.cat((shared[:, :, None].expand(B, T, self.n_heads, m.rope), k_nope), dim=-1), v
+        keys = torch.cat((shared[:, :, None].expand(B, T, self.n_heads, m.rope), k_nope), dim=-1)
+        return keys, v, torch.cat((shared, normed), dim=-1)
 
     def _projected_by_rows(
         self, x: torch.Tensor, t: LayerTables, rows: int, norm: Callable[[torch.Tensor], torch.Tensor] | None
@@ -401,7 +434,11 @@ class Attention(nn.Module):
         own = None
         if self.kv_from is None:
             k_far = None if t.far is None else buffer(self.n_kv)
-            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv, self.value_dim), k_far, cached=False)
+            latents = None
+            if self.latent is not None:
+                width = self.latent.rope + self.latent.kv_rank
+                latents = (buffer(1, width), None if t.far is None else buffer(1, width))
+            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv, self.value_dim), k_far, cached=False, latents=latents)
         for start in range(0, T, rows):
             end = min(T, start + rows)
             h, piece = x[:, start:end], t.rows(start, end)
@@ -415,6 +452,9 @@ class Attention(nn.Module):
                 own.k[:, :, start:end], own.v[:, :, start:end] = kv.k, kv.v
                 if kv.k_far is not None:
                     own.k_far[:, :, start:end] = kv.k_far
+                for whole, part in zip(own.latents or (), kv.latents or (), strict=True):
+                    if part is not None:
+                        whole[:, :, start:end] = part
         return q, q_far, own
 
 
@@ -423,6 +463,12 @@ def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
     if cache is None:
         return kv
     cached = cache.keys is not None
+    if kv.latents is not None:  # MLA's cache holds the latents (one head of rope + kv_rank a token)
+        latents, far = kv.latents
+        held = cache.extend(layer, *((latents,) if far is None else (latents, far)))
+        if not cached:  # the first forward attends with its own expanded keys and values
+            return kv
+        return LayerKV(held[0], held[0], held[1] if len(held) > 1 else None, cached, compact=True)
     new = (kv.k, kv.v) if kv.k_far is None else (kv.k, kv.v, kv.k_far)
     k, v, *far = cache.extend(layer, *new)
     return LayerKV(k, v, far[0] if far else None, cached)
@@ -431,12 +477,17 @@ def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
 @dataclass(frozen=True, eq=False)
 class LayerKV:
     """What a layer's queries attend to: its rotated keys ``(B, H_kv, K, D)``, values, the keys of an
-    attention-level rope's far region (or None), and whether a cache held keys before this forward's."""
+    attention-level rope's far region (or None), and whether a cache held keys before this forward's. Under MLA,
+    ``latents``: what its cache takes, the rotated shared key and normed latent (B, 1, T, rope + kv_rank) and their
+    far rotation (or None); ``compact``: the keys are those latents and the values their latent channels (attention
+    in the latent space, :meth:`Attention._absorbed_queries`; the values are the keys' latent channels)."""
 
     k: torch.Tensor
     v: torch.Tensor
     k_far: torch.Tensor | None
     cached: bool
+    latents: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    compact: bool = False
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:

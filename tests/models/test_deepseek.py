@@ -7,9 +7,11 @@ import pytest
 import torch
 
 import ropekit
+from ropekit.eval.generate import greedy_generate
 from ropekit.models import attention
+from ropekit.models.decoder import KVCache, LayerCache
 from tests.models.test_families import assert_close, config, ids
-from tests.models.tiny import hf_token_nll, make_checkpoint
+from tests.models.tiny import decoded_without_a_cache, hf_token_nll, make_checkpoint
 
 # DeepSeek-V2-Lite's yarn (config.json): mscale and mscale_all_dim 0.707, so the attention factor on cos and sin is
 # 1 and q.k is scaled by yarn_mscale(factor, 0.707) ** 2
@@ -83,6 +85,44 @@ def test_the_fused_path_equals_the_blockwise_one(rope, mix, tmp_path, monkeypatc
     blockwise = ropekit.token_nll(model, tokens)
     monkeypatch.setattr(attention, "fused", lambda q: True)
     assert_close(ropekit.token_nll(model, tokens), blockwise)
+
+
+@pytest.mark.parametrize(
+    ("family", "rope", "mix"),
+    [("deepseek_v3", "rerope:8", "native"), ("deepseek_v2", "yarn:2", "LLLG@16"), ("glm4_moe_lite", None, "CCCG@16")],
+)
+def test_the_cache_holds_latents_and_decodes_as_without_it(family, rope, mix, tmp_path, monkeypatch):
+    """MLA's KV cache holds one head of the rotated shared key and the normed latent a token (rope + kv_rank = 32
+    channels, against 4 heads x (24 + 12) expanded), and the cached greedy decoding, attention in the latent space,
+    equals the argmax of a full forward over everything so far, step by step: with a far region (ReRoPE), sliding
+    and chunked layers."""
+    make_checkpoint(tmp_path, config(family))
+    model = ropekit.load_model(tmp_path, rope_scaling=rope, layer_mix=mix)
+    prompt = ids(model.config.vocab_size, 30)
+    widths = set()
+    extend = LayerCache.extend
+
+    def recorded(self, layer, *new):
+        widths.update((x.shape[1], x.shape[3]) for x in new)
+        return extend(self, layer, *new)
+
+    monkeypatch.setattr(LayerCache, "extend", recorded)
+    assert greedy_generate(model, prompt, max_new_tokens=24) == decoded_without_a_cache(model, prompt, 24)
+    assert widths == {(1, 8 + 24)}
+
+
+def test_attention_over_latents_equals_the_expanded_one(tmp_path):
+    """The teacher-forced continuation of a cached prompt (40 queries at once over the latents, SDPA's path) gives
+    the per-token NLL of one forward over both, within float32 rounding (1e-5 a token)."""
+    make_checkpoint(tmp_path, config("deepseek_v3"))
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 140)
+    cache = KVCache(len(model.config.layers))
+    with torch.inference_mode():
+        model(tokens[None, :100], cache=cache)
+        later = model(tokens[None, 100:], cache=cache)[0]
+        whole = model(tokens[None])[0, 100:]
+    torch.testing.assert_close(later, whole, rtol=0, atol=1e-5)
 
 
 # The published config.json of DeepSeek-V2-Lite and DeepSeek-V3 (the keys the plan reads; V3's weights are FP8)
