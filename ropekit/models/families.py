@@ -79,6 +79,7 @@ class Experts:
     scoring: str = "softmax"
     float32_router: bool = False
     corrected: bool = False
+    correction: str | None = None  # the correction bias's name in the block (None: in the router, DeepSeek's)
     groups: tuple[str, str] | None = None
     group_score: str = "top2"
     grouped_when: tuple[str, str] | None = None
@@ -601,6 +602,27 @@ for _family in (
         bias="use_bias",
         mlp_bias="use_bias",
         rope_layout="interleaved",
+    ),
+    # MiniMax-M2: Llama's norms, q/k norms over all heads at once, the rope on the first rotary_dim channels of
+    # each head (halves), theta 5e6 by default; experts on every layer (Mixtral's names), chosen by a sigmoid of the
+    # router's logits plus the block's e_score_correction_bias, weighted by the sigmoid renormalised
+    # (MiniMaxM2Config, MiniMaxM2TopKRouter, MiniMaxM2Attention).
+    _like(
+        LLAMA,
+        "minimax_m2",
+        rope=ModelRope("minimax_m2", default_theta=5_000_000.0, rotary_key="rotary_dim"),
+        qk_norm="all",
+        export=Switches(),
+        experts=Experts(
+            block="block_sparse_moe",
+            projections=("w1", "w3", "w2"),
+            count="num_local_experts",
+            size="intermediate_size",
+            renormalise=True,
+            scoring="sigmoid",
+            corrected=True,
+            correction="e_score_correction_bias",
+        ),
     ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).

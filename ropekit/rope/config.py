@@ -427,6 +427,8 @@ class ModelRope:
     validates (Ministral 3's ``max_position_embeddings``): accepted there only when equal to the config's.
     ``head_key``: the config key of the head the rope turns (multi-head latent attention's
     ``qk_rope_head_dim``, whose alias ``head_dim`` GLM-4.7-Flash's config.json leaves out).
+    ``rotary_key``: the config key of the rotated channels as a count, read as ``partial_rotary_factor`` =
+    count / head_dim where the config gives no factor (MiniMax-M2's legacy ``rotary_dim``).
     """
 
     name: str
@@ -439,6 +441,7 @@ class ModelRope:
     aliases: tuple[str, ...] = ()
     echoed_keys: tuple[str, ...] = ()
     head_key: str = "head_dim"
+    rotary_key: str | None = None
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
@@ -565,6 +568,13 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
         "partial_rotary_factor": cfg.get("partial_rotary_factor") or 1.0,
         "type_aliases": facts.type_aliases,
     }
+    if facts.rotary_key is not None and cfg.get(facts.rotary_key) is not None and not cfg.get("partial_rotary_factor"):
+        rotary = cfg[facts.rotary_key]  # MiniMaxM2Config.convert_rope_params_to_dict
+        if not isinstance(rotary, int) or isinstance(rotary, bool) or not 0 < rotary <= head_dim:
+            raise RopeConfigError(
+                f"model config: {facts.rotary_key}={rotary!r} is not allowed; expected 1 to head_dim={head_dim}"
+            )
+        geometry["partial_rotary_factor"] = rotary / head_dim
     theta = cfg.get("rope_theta", facts.default_theta)
     params = cfg.get("rope_parameters")
     legacy = cfg.get("rope_scaling")

@@ -89,6 +89,7 @@ def ids(vocab: int) -> torch.Tensor:
         ("glm4_moe_lite", "dynamic:2", "native", ("transformers_v4", "transformers_v5")),
         ("llama4", "llama3:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("seed_oss", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("minimax_m2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("ernie4_5", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),

@@ -35,6 +35,7 @@ FAMILIES = [
     "llama4",
     "seed_oss",
     "ernie4_5",
+    "minimax_m2",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
@@ -84,7 +85,8 @@ def test_each_rope_in_the_family_config(family, rope_type, tmp_path):
     as the family's config class reads it (OLMo 3: global layers only), past the trained length."""
     theta = FAMILY_CONFIGS[family].get("rope_theta", 10000.0)
     head_dim = FAMILY_CONFIGS[family].get("head_dim", 16)
-    prf = FAMILY_CONFIGS[family].get("partial_rotary_factor", 1.0)
+    rotary = FAMILY_CONFIGS[family].get("rotary_dim", head_dim)  # MiniMax-M2's rotated channels as a count
+    prf = FAMILY_CONFIGS[family].get("partial_rotary_factor", rotary / head_dim)
     geometry = {"head_dim": head_dim, "rope_theta": theta, "max_position_embeddings": TRAINED}
     geometry["partial_rotary_factor"] = prf
     rope = {**preset(rope_type, 4.0, **geometry), **EXTRA_ROPE_KEYS.get(family, {})}
@@ -207,3 +209,41 @@ def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path
     model = ropekit.load_model(tmp_path, layer_mix="LLLG@16+nope", rope_scaling="yarn:2")
     prompt = ids(model.config.vocab_size, 30)
     assert greedy_generate(model, prompt, max_new_tokens=20) == decoded_without_a_cache(model, prompt, 20)
+
+
+# MiniMax-M2's published config.json (MiniMaxAI/MiniMax-M2: the keys the plan reads; its weights are FP8)
+MINIMAX_M2 = {
+    "model_type": "minimax_m2",
+    "vocab_size": 200064,
+    "hidden_size": 3072,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 62,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "rotary_dim": 64,
+    "rope_theta": 5000000,
+    "num_local_experts": 256,
+    "num_experts_per_tok": 8,
+    "max_position_embeddings": 196608,
+    "rms_norm_eps": 1e-06,
+}
+
+
+def test_minimax_m2_plans_as_published():
+    """MiniMax-M2: the rope on 64 of each head's 128 channels, and transformers' own parameter count of
+    MiniMaxM2ForCausalLM (229B, 10B a token)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ropekit.models.config import checkpoint_config, plan_config
+    from ropekit.sweep import cost
+
+    plan = plan_config(checkpoint_config(MINIMAX_M2))
+    assert {layer.rope.rotary_dim for layer in plan.layers} == {64}
+    fields = {k: v for k, v in MINIMAX_M2.items() if k != "model_type"}
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(AutoConfig.for_model("minimax_m2", **fields))
+    corrections = sum(b.numel() for name, b in hf.named_buffers() if name.endswith("e_score_correction_bias"))
+    expected = sum(p.numel() for p in hf.parameters()) + corrections  # a buffer there, a weight here
+    assert sum(cost.parameters(plan)) == expected
+    assert 228e9 < expected < 231e9

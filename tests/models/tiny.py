@@ -163,6 +163,16 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "intermediate_size_mlp": 80,
         "interleave_moe_layer_step": 2,
     },
+    # MiniMax-M2: q/k norms over all heads, the rope on 8 of 16 channels (its legacy rotary_dim), 8 experts, 2 a
+    # token, by a sigmoid plus the block's correction bias
+    "minimax_m2": {
+        "model_type": "minimax_m2",
+        "rotary_dim": 8,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "intermediate_size": 32,
+        "rope_theta": 10000.0,
+    },
     # Seed-OSS: q/k/v biases, o's by its own key (off, as Seed-OSS-36B); ERNIE 4.5: every projection's bias
     # (use_bias), pairs interleaved
     "seed_oss": {"model_type": "seed_oss", "attention_bias": True, "attention_out_bias": False},
