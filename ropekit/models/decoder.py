@@ -12,6 +12,7 @@ either: it holds the residual stream, one layer's q, k, v and attention output, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -257,11 +258,13 @@ class Attention(nn.Module):
                 self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.value_dim, c.hidden_size, bias=c.output_bias)
         # over each head ("head"), all heads at once ("all", OLMo 2 and 3), or each head without a weight on the
-        # layers the checkpoint rotates, after the rope ("weightless", Llama 4)
+        # layers the checkpoint rotates ("weightless", Llama 4); before the rope, or after it (Llama 4, HunYuan)
         self.qk_norm = c.qk_norm if c.qk_norm != "weightless" or shape.rotated else None
+        self.late = c.family.qk_norm_after_rope and self.qk_norm is not None
         self.value_norm = c.rms_norm_eps if c.family.value_norm else None
-        self.eps = c.rms_norm_eps
-        if self.qk_norm in ("head", "all"):
+        if self.qk_norm == "weightless":
+            self.q_norm = self.k_norm = functools.partial(_rms, eps=c.rms_norm_eps)
+        elif self.qk_norm:
             per_head = self.qk_norm == "head"
             self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
             if self.kv_from is None:
@@ -359,22 +362,22 @@ class Attention(nn.Module):
         if self.qk_norm == "all":
             q = self.q_norm(q)
         q = q.view(B, T, self.n_heads, self.head_dim)
-        if self.qk_norm == "head":
+        if self.qk_norm == "head" and not self.late:
             q = self.q_norm(q)
         q = q.transpose(1, 2)  # (B, H, T, D)
-        late = self.qk_norm == "weightless"
-        if t.query_scale is not None and not late:  # log-n, or Llama 4's temperature on a NoPE layer
+        if t.query_scale is not None and not self.late:  # log-n, or Llama 4's temperature on a NoPE layer
             q = (q * t.query_scale).to(q.dtype)
         q_far = None if t.far is None else apply_rotary(q, t.far.query_cos, t.far.query_sin)
         if t.cos is not None:
             q = apply_rotary(q, t.cos, t.sin)
-        if late:  # normed after the rope, as Llama 4 does (a yarn's attention factor cancels), then scaled
-            q, q_far = (None if x is None else self._after_rope(x, t.query_scale) for x in (q, q_far))
+        if self.late:  # normed after the rope (Llama 4: a yarn's attention factor cancels), then scaled
+            q, q_far = (None if x is None else self._after_rope(x, self.q_norm, t.query_scale) for x in (q, q_far))
         return q, q_far
 
-    def _after_rope(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Llama 4's weightless q/k norm of rotated heads (B, H, T, D), then a query's scale."""
-        x = _rms(x, self.eps)
+    @staticmethod
+    def _after_rope(x: torch.Tensor, norm: Callable, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotated heads (B, H, T, D) normed (Llama 4's and HunYuan's q/k norms), then a query's scale."""
+        x = norm(x)
         return x if scale is None else (x * scale).to(x.dtype)
 
     def _keys_values(self, x: torch.Tensor, t: LayerTables) -> LayerKV:
@@ -392,15 +395,15 @@ class Attention(nn.Module):
             v = k if self.values_from_keys else self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
             if self.value_norm is not None:
                 v = _rms(v, self.value_norm)
-            if self.qk_norm == "head":
+            if self.qk_norm == "head" and not self.late:
                 k = self.k_norm(k)
         v = v.transpose(1, 2)  # (B, H_kv, T, Dv)
         k = k.transpose(1, 2)
         k_far = None if t.far is None else apply_rotary(k, t.far.key_cos, t.far.key_sin)
         if t.cos is not None:
             k = apply_rotary(k, t.cos, t.sin)
-        if self.qk_norm == "weightless":
-            k, k_far = (None if x is None else self._after_rope(x) for x in (k, k_far))
+        if self.late:
+            k, k_far = (None if x is None else self._after_rope(x, self.k_norm) for x in (k, k_far))
         if compact is not None:  # MLA's latents as its cache holds them: the shared key rotated as k is
             compact = compact[:, None]  # (B, 1, T, rope + kv_rank)
             far = None if t.far is None else apply_rotary(compact, t.far.key_cos, t.far.key_sin)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..rope import RopeSpec, get_rope, rope_types
-from ..rope.config import rope_type_aliases
+from ..rope.config import model_rope, rope_type_aliases
 from .config import ModelConfig, checkpoint_config, plan_config
 from .families import Switches
 
@@ -95,7 +95,9 @@ def export_plan(config: ModelConfig) -> Export:
     one = next(iter(ropes.values()))
     changes = {}
     if switches.rope_per_type:
-        changes["transformers_v5"] = {"rope_parameters": {lt: spec.to_dict() for lt, spec in ropes.items()}}
+        changes["transformers_v5"] = {
+            "rope_parameters": {lt: _written(spec, config.model_type) for lt, spec in ropes.items()}
+        }
         local = config.family.rope.local_theta  # the sliding layers' theta in the v4 form: (its key, its default)
         if sliding_rope is not None and sliding_rope.rope_type != "default":
             refused["transformers_v4"] = (
@@ -104,13 +106,13 @@ def export_plan(config: ModelConfig) -> Export:
                 "nothing else: use the v5 form"
             )
         else:
-            v4 = _v4(full_rope) if full_rope is not None else {}
+            v4 = _v4(full_rope, config.model_type) if full_rope is not None else {}
             if sliding_rope is not None and local is not None and local[0] is not None:
                 v4[local[0]] = sliding_rope.rope_theta  # Gemma 3's rope_local_base_freq; OLMo 3 has none
             changes["transformers_v4"] = v4
     else:
-        changes["transformers_v5"] = {"rope_parameters": one.to_dict()}
-        changes["transformers_v4"] = _v4(one)
+        changes["transformers_v5"] = {"rope_parameters": _written(one, config.model_type)}
+        changes["transformers_v4"] = _v4(one, config.model_type)
     original = getattr(one.scaling, "original_max_position_embeddings", None)
     if "original_max_position_embeddings" in config.checkpoint and original is not None:
         layer_keys["original_max_position_embeddings"] = original  # Phi-3's, read before the rope dict's
@@ -163,9 +165,9 @@ def _read_back(config: ModelConfig, changes: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _v4(spec: RopeSpec) -> dict[str, Any]:
+def _v4(spec: RopeSpec, model_type: str) -> dict[str, Any]:
     """A rope in the v4 form: ``rope_scaling`` (null for the default rope) beside ``rope_theta``."""
-    rope = spec.to_dict()
+    rope = _written(spec, model_type)
     theta = rope.pop("rope_theta")
     partial = rope.pop("partial_rotary_factor", None)
     keys: dict[str, Any] = {"rope_scaling": None if rope == {"rope_type": "default"} else rope, "rope_theta": theta}
@@ -174,10 +176,21 @@ def _v4(spec: RopeSpec) -> dict[str, Any]:
     return keys
 
 
+def _written(spec: RopeSpec, model_type: str) -> dict[str, Any]:
+    """A rope's dict as the family's config states it: ropekit's ``ntk`` is a ``dynamic`` rope with an ``alpha``
+    where the family reads that as NTK at a fixed alpha (HunYuan: ModelRope.alpha_ntk), else ``to_dict()``."""
+    rope = spec.to_dict()
+    if spec.rope_type == "ntk" and model_rope(model_type).alpha_ntk:
+        rope = {**rope, "rope_type": "dynamic", "factor": 1.0}
+    return rope
+
+
 def _rope_problem(specs: set[RopeSpec | None], model_type: str) -> str | None:
     """Why a rope cannot leave ropekit: a type outside transformers' six, one the family's config reads
     as another, or a key they do not have."""
     for spec in specs - {None}:
+        if spec.rope_type == "ntk" and model_rope(model_type).alpha_ntk:
+            continue  # written as the family's dynamic rope with an alpha (_written)
         if spec.rope_type in (aliases := rope_type_aliases(model_type)):
             return (
                 f"{model_type}'s config reads rope_type {spec.rope_type!r} as {aliases[spec.rope_type]!r}, so "

@@ -176,7 +176,9 @@ class Family:
     to the checkpoint's per-layer norm names; absent slots have no norm. ``qk_norm``: an RMSNorm on q
     and k before the rope, over each head (``"head"``: Qwen3, Gemma 3, EXAONE 4) or over all heads at
     once (``"all"``: OLMo 2 and 3), over each head without a weight after the rope, on the layers the
-    checkpoint rotates (``"weightless"``: Llama 4's; it cancels a yarn's attention factor), or none.
+    checkpoint rotates (``"weightless"``: Llama 4's), or none. ``qk_norm_after_rope``: the norms act on the
+    rotated heads (Llama 4's, which cancel a yarn's attention factor; HunYuan's, whose weights then act on rotated
+    channels), before any query scale. ``qk_norm_names``: their names in a checkpoint's attention.
     ``nope_layers``: the config key listing, per layer, 1 for a layer with rope and 0
     for one without (SmolLM3's and Llama 4's ``no_rope_layers``). ``temperature``: the config keys of
     Llama 4's temperature tuning of its NoPE layers' queries (the switch, ``floor_scale``, ``attn_scale``).
@@ -188,6 +190,8 @@ class Family:
     rope: ModelRope = None  # type: ignore[assignment]  # filled from the name when not given
     norm_offset: float = 0.0  # Gemma stores RMSNorm weights w and applies (1 + w)
     qk_norm: str | None = None
+    qk_norm_after_rope: bool = False
+    qk_norm_names: tuple[str, str] = ("q_norm", "k_norm")
     qk_norm_when: str | None = None  # the config key that switches the q/k norms on (GLM-4.5's use_qk_norm)
     embed_scale: bool = False  # embeddings times sqrt(hidden_size) (Gemma)
     qkv_bias: bool | None = None  # None: the config's ``bias`` decides (q, k, v and o)
@@ -220,6 +224,8 @@ class Family:
     def __post_init__(self) -> None:
         if self.rope is None:
             object.__setattr__(self, "rope", ModelRope(self.name))
+        if self.qk_norm_after_rope and self.qk_norm not in ("head", "weightless"):
+            raise ValueError(f"family {self.name!r}: q/k norms after the rope are per head ('head', 'weightless')")
         if self.qk_norm not in (None, "head", "all", "weightless"):
             raise ValueError(
                 f"family {self.name!r}: qk_norm={self.qk_norm!r}; expected None, 'head', 'all' or 'weightless'"
@@ -569,6 +575,7 @@ for _family in (
         "llama4_text",
         rope=ModelRope("llama4_text", default_theta=500_000.0, aliases=("llama4",)),
         qk_norm="weightless",
+        qk_norm_after_rope=True,
         qk_norm_when="use_qk_norm",
         nope_layers="no_rope_layers",
         temperature=("attn_temperature_tuning", "floor_scale", "attn_scale"),
@@ -589,6 +596,17 @@ for _family in (
             sparse_layers="moe_layers",
             weighted_inputs=True,
         ),
+    ),
+    # HunYuan dense (Hunyuan-0.5B ... 7B, 256k context): Llama with per-head q/k RMSNorms (query_layernorm,
+    # key_layernorm) after the rope; a dynamic rope with an alpha is NTK at that fixed alpha
+    # (HunYuanDenseV1Attention, HunYuanDenseV1RotaryEmbedding).
+    _like(
+        LLAMA,
+        "hunyuan_v1_dense",
+        rope=ModelRope("hunyuan_v1_dense", alpha_ntk=True),
+        qk_norm="head",
+        qk_norm_after_rope=True,
+        qk_norm_names=("query_layernorm", "key_layernorm"),
     ),
     # Seed-OSS: Llama with q/k/v biases (attention_bias, on by default) and o's by a key of its own
     # (attention_out_bias; SeedOssConfig, SeedOssAttention).

@@ -44,6 +44,10 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
             return f"{block}.experts.{part.replace('gate_up', 'gate_up_proj').replace('down', 'down_proj', 1)}"
         projection = experts.projections[0 if part == "gate_up" else 2]
         return f"{block}.experts.0.{projection}.weight"
+    match = re.fullmatch(r"layers\.(\d+)\.self_attn\.([qk])_norm\.weight", internal)
+    if match:  # HunYuan's query_layernorm and key_layernorm
+        name = config.family.qk_norm_names[match[2] == "k"]
+        return f"model.layers.{match[1]}.self_attn.{name}.weight"
     match = re.fullmatch(r"layers\.(\d+)\.mlp\.(shared_experts\.)?(.+)", internal)
     if match:  # the dense MLP or the shared experts, under the family's names (Llama 4's feed_forward.shared_expert)
         shared = "" if match[2] is None else f"{experts.shared_name}."

@@ -429,6 +429,9 @@ class ModelRope:
     ``qk_rope_head_dim``, whose alias ``head_dim`` GLM-4.7-Flash's config.json leaves out).
     ``rotary_key``: the config key of the rotated channels as a count, read as ``partial_rotary_factor`` =
     count / head_dim where the config gives no factor (MiniMax-M2's legacy ``rotary_dim``).
+    ``alpha_ntk``: a ``dynamic`` rope dict with an ``alpha`` is NTK scaling at that fixed alpha, ropekit's
+    ``ntk`` (HunYuan's DynamicNTKAlphaRotary, ``base * alpha ** (d / (d - 2))`` whatever the length), its other
+    keys unread as transformers leaves them.
     """
 
     name: str
@@ -442,6 +445,7 @@ class ModelRope:
     echoed_keys: tuple[str, ...] = ()
     head_key: str = "head_dim"
     rotary_key: str | None = None
+    alpha_ntk: bool = False
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
@@ -586,6 +590,8 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
 
     def flat(rope: Mapping[str, Any] | None, where: str, rope_theta: float) -> RopeSpec:
         rope = dict(rope or {})
+        if facts.alpha_ntk and rope.get("rope_type", rope.get("type")) == "dynamic" and rope.get("alpha"):
+            rope = {"rope_type": "ntk", "alpha": rope["alpha"], **{k: rope[k] for k in ("rope_theta",) if k in rope}}
         for key in facts.echoed_keys:
             if key in rope and (value := rope.pop(key)) != cfg.get(key):
                 raise RopeConfigError(

@@ -90,6 +90,10 @@ def ids(vocab: int) -> torch.Tensor:
         ("llama4", "llama3:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("seed_oss", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("minimax_m2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        # HunYuan's own rope (NTK at a fixed alpha) written back as its config states it, and another
+        ("hunyuan_v1_dense", "native", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("hunyuan_v1_dense", "ntk:3", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("hunyuan_v1_dense", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("ernie4_5", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
@@ -134,6 +138,8 @@ def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, for
         ("exaone4", "native", "LLLG@32+nope+tt", "temperature tuning of NoPE layers is ropekit's own on exaone4"),
         ("phi3", "linear:2", "native", "type field must be one of ['longrope'], got linear"),
         ("gemma4", "yarn:2", "all-global", "derives each layer's head size and KV sharing from layer_types"),
+        ("llama", "yarn:2", "CCCG@32", "the plan has chunked layers (Llama 4's chunked attention); llama's"),
+        ("llama4", "yarn:2", "LLLG@32", "changes which layers are chunked or global; llama4_text's upstream code"),
     ],
 )
 def test_a_plan_a_family_cannot_run_is_refused_for_every_target(family, rope, mix, reason, tmp_path):

@@ -36,6 +36,7 @@ FAMILIES = [
     "seed_oss",
     "ernie4_5",
     "minimax_m2",
+    "hunyuan_v1_dense",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

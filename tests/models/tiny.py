@@ -173,6 +173,20 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "intermediate_size": 32,
         "rope_theta": 10000.0,
     },
+    # HunYuan dense: q/k norms after the rope; a dynamic rope with alpha (NTK at that fixed alpha), the other keys of
+    # Hunyuan-7B's rope_scaling beside it
+    "hunyuan_v1_dense": {
+        "model_type": "hunyuan_v1_dense",
+        "rope_scaling": {
+            "type": "dynamic",
+            "alpha": 8.0,
+            "factor": 1.0,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+    },
     # Seed-OSS: q/k/v biases, o's by its own key (off, as Seed-OSS-36B); ERNIE 4.5: every projection's bias
     # (use_bias), pairs interleaved
     "seed_oss": {"model_type": "seed_oss", "attention_bias": True, "attention_out_bias": False},
