@@ -482,8 +482,8 @@ class LayerKV:
     """What a layer's queries attend to: its rotated keys ``(B, H_kv, K, D)``, values, the keys of an
     attention-level rope's far region (or None), and whether a cache held keys before this forward's. Under MLA,
     ``latents``: what its cache takes, the rotated shared key and normed latent (B, 1, T, rope + kv_rank) and their
-    far rotation (or None); ``compact``: the keys are those latents and the values their latent channels (attention
-    in the latent space, :meth:`Attention._absorbed_queries`; the values are the keys' latent channels)."""
+    far rotation (or None); ``compact``: the keys are the latents a cache held and the values their latent channels
+    (attention in the latent space, :meth:`Attention._absorbed_queries`)."""
 
     k: torch.Tensor
     v: torch.Tensor

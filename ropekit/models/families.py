@@ -174,11 +174,11 @@ class Family:
 
     ``norms`` maps the decoder's four norm slots (``attn_in``, ``attn_out``, ``mlp_in``, ``mlp_out``)
     to the checkpoint's per-layer norm names; absent slots have no norm. ``qk_norm``: an RMSNorm on q
-    and k before the rope, over each head (``"head"``: Qwen3, Gemma 3, EXAONE 4) or over all heads at
-    once (``"all"``: OLMo 2 and 3), over each head without a weight after the rope, on the layers the
-    checkpoint rotates (``"weightless"``: Llama 4's), or none. ``qk_norm_after_rope``: the norms act on the
-    rotated heads (Llama 4's, which cancel a yarn's attention factor; HunYuan's, whose weights then act on rotated
-    channels), before any query scale. ``qk_norm_names``: their names in a checkpoint's attention.
+    and k, over each head (``"head"``: Qwen3, Gemma 3, EXAONE 4, HunYuan) or over all heads at
+    once (``"all"``: OLMo 2 and 3), over each head without a weight on the layers the checkpoint rotates
+    (``"weightless"``: Llama 4's), or none; before the rope, or after it where ``qk_norm_after_rope`` (Llama 4's
+    norms, which cancel a yarn's attention factor; HunYuan's, whose weights then act on rotated channels) and
+    before any query scale. ``qk_norm_names``: their names in a checkpoint's attention.
     ``nope_layers``: the config key listing, per layer, 1 for a layer with rope and 0
     for one without (SmolLM3's and Llama 4's ``no_rope_layers``). ``temperature``: the config keys of
     Llama 4's temperature tuning of its NoPE layers' queries (the switch, ``floor_scale``, ``attn_scale``).

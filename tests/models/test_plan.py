@@ -133,7 +133,7 @@ def test_bad_overrides_are_named(overrides, expected):
 def test_unsupported_model_type_lists_the_supported_ones():
     with pytest.raises(
         ModelConfigError,
-        match=r"'gpt2' is not supported; supported: cohere2, deepseek_v2, deepseek_v3, ernie4_5, exaone4, gemma2, gemma3",
+        match=r"'gpt2' is not supported; supported: cohere2, deepseek_v2, deepseek_v3, ernie4_5, exaone4, gemma2",
     ):
         model_config({"model_type": "gpt2"})
 
