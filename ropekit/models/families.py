@@ -390,6 +390,15 @@ DEEPSEEK_V3 = _like(
     ),
 )
 
+# Mixtral's experts (and MiniMax-M2's names): block_sparse_moe.experts.E.{w1, w3, w2}, top-k weights renormalised
+MIXTRAL_EXPERTS = Experts(
+    block="block_sparse_moe",
+    projections=("w1", "w3", "w2"),
+    count="num_local_experts",
+    size="intermediate_size",
+    renormalise=True,
+)
+
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
 # as its entry point); registering one gives the rope layer its rope facts.
 FAMILIES: Registry[Family] = Registry(
@@ -502,13 +511,7 @@ for _family in (
         LLAMA,
         "mixtral",
         export=Switches(uniform_window=True),
-        experts=Experts(
-            block="block_sparse_moe",
-            projections=("w1", "w3", "w2"),
-            count="num_local_experts",
-            size="intermediate_size",
-            renormalise=True,
-        ),
+        experts=MIXTRAL_EXPERTS,
         gguf=LLAMA_GGUF,  # llama.cpp writes Mixtral as Llama with experts
     ),
     # gpt-oss: Llama's norms, q/k/v/o biases, a learned attention sink per head, 1 sliding : 1 global layers
@@ -631,15 +634,8 @@ for _family in (
         rope=ModelRope("minimax_m2", default_theta=5_000_000.0, rotary_key="rotary_dim"),
         qk_norm="all",
         export=Switches(),
-        experts=Experts(
-            block="block_sparse_moe",
-            projections=("w1", "w3", "w2"),
-            count="num_local_experts",
-            size="intermediate_size",
-            renormalise=True,
-            scoring="sigmoid",
-            corrected=True,
-            correction="e_score_correction_bias",
+        experts=dataclasses.replace(
+            MIXTRAL_EXPERTS, scoring="sigmoid", corrected=True, correction="e_score_correction_bias"
         ),
     ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
