@@ -37,10 +37,10 @@ def measure(shape: str, tokens: int) -> dict:
     ids = torch.randint(3, c.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         model(ids, cache=cache)
-    held = sum(b.untyped_storage().nbytes() for layer in cache.layers for b in layer._buffers)
-    expanded = sum(
-        tokens * c.num_attention_heads * (s.head_dim + s.value_dim) * 4 if c.latent else 0 for s in c.shapes
-    ) or sum(tokens * 2 * s.kv_heads * s.head_dim * 4 for s in c.shapes)
+    buffers = [t for layer in cache.layers for t in (layer.keys, layer.values, layer.far_keys) if t is not None]
+    held = sum(t.untyped_storage().nbytes() for t in buffers)  # the whole buffers, not the views' kept tokens
+    heads = [c.num_attention_heads if c.latent else s.kv_heads for s in c.shapes]  # MLA: each head's own
+    expanded = sum(tokens * h * (s.head_dim + s.value_dim) * 4 for h, s in zip(heads, c.shapes, strict=True))
     return {"shape": shape, "tokens": tokens, "held": held, "expanded": expanded}
 
 

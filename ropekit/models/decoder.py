@@ -121,7 +121,8 @@ def _by_rows(out: torch.Tensor, rows: int, part: Callable[[slice], torch.Tensor]
 
 
 class LayerCache:
-    """One layer's rotated keys and values of the tokens read so far, in buffers ``(B, H_kv, size, D)`` allocated
+    """One layer's rotated keys and values of the tokens read so far (under MLA its latents: ``keys`` the latents,
+    ``values`` their far rotation where there is one), in buffers ``(B, H_kv, size, D)`` allocated
     once and written in place (gpt-fast's ``KVCache.update``): ``keys`` and ``values`` are views of what the next
     query can see, every token on a full layer, the ``window - 1`` latest on a sliding one, those of the current
     chunk on a chunked one (the first kept key then sits at a multiple of the chunk, so a key's index and its
@@ -317,9 +318,9 @@ class Attention(nn.Module):
         t = tables[layer]
         if rows is None:
             q, q_far = self._queries(x, t)
-            own = None if self.kv_from is not None else self._keys_values(x, t)
+            own = None if self.kv_from is not None else self._keys_values(x, t, latents=cache is not None)
         else:
-            q, q_far, own = self._projected_by_rows(x, t, rows, norm)
+            q, q_far, own = self._projected_by_rows(x, t, rows, norm, latents=cache is not None)
         if self.kv_from is not None:
             kv = shared[self.kv_from]  # the plan gives this layer the same entry, so the same tables and mask
         else:
@@ -380,12 +381,13 @@ class Attention(nn.Module):
         x = norm(x)
         return x if scale is None else (x * scale).to(x.dtype)
 
-    def _keys_values(self, x: torch.Tensor, t: LayerTables) -> LayerKV:
-        """This layer's rotated keys and values (B, H_kv, T, D) of (B, T, C) inputs at the positions of ``t``."""
+    def _keys_values(self, x: torch.Tensor, t: LayerTables, latents: bool = False) -> LayerKV:
+        """This layer's rotated keys and values (B, H_kv, T, D) of (B, T, C) inputs at the positions of ``t``, and
+        under MLA, where a cache takes them (``latents``), its latents."""
         B, T, _ = x.shape
         compact = None
         if self.latent is not None:
-            k, v, compact = self._latent_keys_values(x)
+            k, v, compact = self._latent_keys_values(x, latents)
         else:
             k = self.k_proj(x)  # (B, T, H_kv * D)
             if self.qk_norm == "all":
@@ -411,20 +413,27 @@ class Attention(nn.Module):
             compact = (rotated, far)
         return LayerKV(k, v, k_far, cached=False, latents=compact)
 
-    def _latent_keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _latent_keys_values(
+        self, x: torch.Tensor, latents: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """MLA's unrotated keys (B, T, H, nope + rope), the channels the rope turns first (one key every head
-        shares; the checkpoint's rows are permuted to put them there at load), values (B, T, H, value), and what
-        they expand from, the shared key and the normed latent (B, T, rope + kv_rank)."""
+        shares; the checkpoint's rows are permuted to put them there at load), values (B, T, H, value), and, with
+        ``latents``, what they expand from, the shared key and the normed latent (B, T, rope + kv_rank)."""
         m, (B, T, _) = self.latent, x.shape
         latent, shared = self.kv_a_proj_with_mqa(x).split([m.kv_rank, m.rope], dim=-1)
         normed = self.kv_a_layernorm(latent)
         kv = self.kv_b_proj(normed).view(B, T, self.n_heads, m.nope + m.value)
         k_nope, v = kv.split([m.nope, m.value], dim=-1)
         keys = torch.cat((shared[:, :, None].expand(B, T, self.n_heads, m.rope), k_nope), dim=-1)
-        return keys, v, torch.cat((shared, normed), dim=-1)
+        return keys, v, torch.cat((shared, normed), dim=-1) if latents else None
 
     def _projected_by_rows(
-        self, x: torch.Tensor, t: LayerTables, rows: int, norm: Callable[[torch.Tensor], torch.Tensor] | None
+        self,
+        x: torch.Tensor,
+        t: LayerTables,
+        rows: int,
+        norm: Callable[[torch.Tensor], torch.Tensor] | None,
+        latents: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None]:
         """What ``_queries`` and ``_keys_values`` return for ``norm(x)``, ``rows`` tokens at a time into buffers."""
         B, T, _ = x.shape
@@ -437,11 +446,11 @@ class Attention(nn.Module):
         own = None
         if self.kv_from is None:
             k_far = None if t.far is None else buffer(self.n_kv)
-            latents = None
-            if self.latent is not None:
+            held = None  # MLA's latents, where a cache takes them
+            if self.latent is not None and latents:
                 width = self.latent.rope + self.latent.kv_rank
-                latents = (buffer(1, width), None if t.far is None else buffer(1, width))
-            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv, self.value_dim), k_far, cached=False, latents=latents)
+                held = (buffer(1, width), None if t.far is None else buffer(1, width))
+            own = LayerKV(buffer(self.n_kv), buffer(self.n_kv, self.value_dim), k_far, cached=False, latents=held)
         for start in range(0, T, rows):
             end = min(T, start + rows)
             h, piece = x[:, start:end], t.rows(start, end)
@@ -451,7 +460,7 @@ class Attention(nn.Module):
             if far is not None:
                 q_far[:, :, start:end] = far
             if own is not None:
-                kv = self._keys_values(h, piece)
+                kv = self._keys_values(h, piece, latents)
                 own.k[:, :, start:end], own.v[:, :, start:end] = kv.k, kv.v
                 if kv.k_far is not None:
                     own.k_far[:, :, start:end] = kv.k_far

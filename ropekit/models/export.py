@@ -180,16 +180,19 @@ def _written(spec: RopeSpec, model_type: str) -> dict[str, Any]:
     """A rope's dict as the family's config states it: ropekit's ``ntk`` is a ``dynamic`` rope with an ``alpha``
     where the family reads that as NTK at a fixed alpha (HunYuan: ModelRope.alpha_ntk), else ``to_dict()``."""
     rope = spec.to_dict()
-    if spec.rope_type == "ntk" and model_rope(model_type).alpha_ntk:
-        rope = {**rope, "rope_type": "dynamic", "factor": 1.0}
-    return rope
+    return {**rope, "rope_type": "dynamic", "factor": 1.0} if _alpha_ntk(spec, model_type) else rope
+
+
+def _alpha_ntk(spec: RopeSpec, model_type: str) -> bool:
+    """Whether the family's config states this rope as a ``dynamic`` one with an ``alpha`` (HunYuan's ntk)."""
+    return spec.rope_type == "ntk" and model_rope(model_type).alpha_ntk
 
 
 def _rope_problem(specs: set[RopeSpec | None], model_type: str) -> str | None:
     """Why a rope cannot leave ropekit: a type outside transformers' six, one the family's config reads
     as another, or a key they do not have."""
     for spec in specs - {None}:
-        if spec.rope_type == "ntk" and model_rope(model_type).alpha_ntk:
+        if _alpha_ntk(spec, model_type):
             continue  # written as the family's dynamic rope with an alpha (_written)
         if spec.rope_type in (aliases := rope_type_aliases(model_type)):
             return (

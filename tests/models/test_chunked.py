@@ -89,10 +89,18 @@ def test_below_the_chunk_size_the_forward_is_unchanged(tmp_path, monkeypatch):
     assert calls == []
 
 
-def test_a_chunked_prompt_then_cached_decoding(tmp_path, monkeypatch):
-    """A KV cache read by a chunked prompt (sliding layers keep their window's tail) decodes as without chunks."""
-    make_checkpoint(tmp_path, FAMILY_CONFIGS["gemma3"])
-    model = ropekit.load_model(tmp_path, dtype="float32")
+@pytest.mark.parametrize(
+    ("family", "rope"),
+    [
+        ("gemma3", None),  # sliding layers keep their window's tail
+        ("deepseek_v3", "rerope:24"),  # MLA: the cache takes the latents and their far rotation, by rows
+        ("llama4", None),  # chunked layers keep their chunk
+    ],
+)
+def test_a_chunked_prompt_then_cached_decoding(family, rope, tmp_path, monkeypatch):
+    """A KV cache read by a chunked prompt decodes as without chunks."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
+    model = ropekit.load_model(tmp_path, dtype="float32", rope_scaling=rope)
     prompt = random_ids(model.config.vocab_size, 100)
     expected = greedy_generate(model, prompt, max_new_tokens=20)
     ids = prompt[None]
