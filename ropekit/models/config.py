@@ -32,7 +32,7 @@ class ModelConfigError(ValueError):
     """A model, checkpoint or layer-plan setting ropekit refuses; the message names it."""
 
 
-ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu")
+ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu", "relu2", "xielu")
 
 
 # How a layer attends: the layer types a rope is given for (full, sliding), and Llama 4's chunked layers, where the
@@ -103,6 +103,10 @@ class MoeSpec:
     scale: float = 1.0
     shared_size: int | None = None
     weighted_inputs: bool = False  # Llama 4: each expert's input times its weight, not its output
+    shared_gated: bool = False  # Qwen2-MoE: the shared expert's output times a sigmoid gate of the token
+    beside: bool = False  # Gemma 4: the experts beside the dense MLP, with their own norms (families.Experts)
+    router_scaled: bool = False  # Gemma 4: the router's input normed and scaled, each expert's weight scaled
+    norm_min: float = 0.0  # ERNIE 4.5: the least the top-k weights' sum is divided by when renormalised
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,11 @@ def plan_config(
     activation = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
     if activation not in ACTIVATIONS:
         raise ModelConfigError(f"activation {activation!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
+    if activation == "xielu" and (family.gated_mlp or family.experts is not None):
+        raise ModelConfigError(
+            f"activation 'xielu' in a {family.name} model: ropekit runs xIELU (its weights a layer) in MLPs without "
+            "a gate (Apertus's); expected silu or gelu"
+        )
     scalar = cfg.get("query_pre_attn_scalar")
     from ..rope.resolve import model_ropes  # (the presets: torch) where a plan is made, not where a spec is read
 
@@ -511,17 +520,22 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
 def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | None:
     """A mixture-of-experts family's experts, as its config sizes them (None for a dense family)."""
     keys = family.experts
-    if keys is None:
+    if keys is None or (keys.when is not None and not cfg.get(keys.when)):
         return None
-    count = next((cfg[k] for k in (keys.count, "num_local_experts", "num_experts") if cfg.get(k) is not None), None)
-    values = {"experts": count, "experts_per_token": cfg.get("num_experts_per_tok"), "size": cfg.get(keys.size)}
+    named = (keys.count, "num_local_experts", "num_experts")
+    count_key = next((k for k in named if cfg.get(k) is not None), keys.count)
+    values = {count_key: cfg.get(count_key), keys.top_k: cfg.get(keys.top_k), keys.size: cfg.get(keys.size)}
     for key, value in values.items():
+        if isinstance(value, list) and value and all(v == value[0] for v in value):  # HunYuan's, one per layer
+            values[key] = value = value[0]
         if not is_count(value):
-            raise ModelConfigError(f"model config: {key}={value!r} is not allowed; expected a positive integer")
-    if values["experts_per_token"] > count:
-        raise ModelConfigError(
-            f"model config: num_experts_per_tok={values['experts_per_token']} exceeds the {count} experts"
-        )
+            raise ModelConfigError(
+                f"model config: {key}={value!r} is not allowed; expected a positive integer (or a list of one "
+                "integer for every layer)"
+            )
+    count, top_k, size = values.values()
+    if top_k > count:
+        raise ModelConfigError(f"model config: {keys.top_k}={top_k} exceeds the {count} experts")
     sparse = [True] * n_layers
     if keys.dense_layers:  # Qwen3-MoE: mlp_only_layers dense, and experts only every decoder_sparse_step-th layer
         step, only = cfg.get("decoder_sparse_step") or 1, set(cfg.get("mlp_only_layers") or ())
@@ -542,6 +556,15 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
                 f"0 to {n_layers - 1}"
             )
         sparse = [i in listed for i in range(n_layers)]
+    if keys.sparse_range is not None:  # ERNIE 4.5: every interval-th layer from start to end
+        start, end, interval = (cfg.get(k) for k in keys.sparse_range)
+        end = n_layers - 1 if end == -1 else end
+        if not (is_count(start, 0) and is_count(end, 0) and is_count(interval)):
+            raise ModelConfigError(
+                f"model config: {', '.join(f'{k}={cfg.get(k)!r}' for k in keys.sparse_range)} are not allowed; "
+                "expected a first and last layer (-1: the last) and a positive step"
+            )
+        sparse = [start <= i <= end and (i + 1) % interval == 0 for i in range(n_layers)]
     if keys.first_dense is not None:  # DeepSeek: first_k_dense_replace dense layers first
         first = cfg.get(keys.first_dense) or 0
         if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= n_layers:
@@ -563,27 +586,38 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
         clamped = (float(clamped[0]), float(clamped[1]))
     return MoeSpec(
         count,
-        values["experts_per_token"],
-        values["size"],
+        top_k,
+        size,
         renormalise,
         tuple(sparse),
         clamped,
         scoring=keys.scoring,
         float32_router=keys.float32_router,
         corrected=keys.corrected,
-        groups=_expert_groups(cfg, keys, count, values["experts_per_token"]),
+        groups=_expert_groups(cfg, keys, count, top_k),
         scale=_scale(cfg, keys.scale),
-        shared_size=_shared(cfg, keys) * values["size"] or None,
+        shared_size=_shared(cfg, keys, size),
         weighted_inputs=keys.weighted_inputs,
+        shared_gated=keys.shared_gate is not None,
+        beside=keys.beside is not None,
+        router_scaled=keys.scales is not None,
+        norm_min=0.0 if keys.norm_min is None else _scale(cfg, keys.norm_min),
     )
 
 
-def _shared(cfg: Mapping[str, Any], keys: Experts) -> int:
-    """How many shared experts every token goes through (DeepSeek's n_shared_experts; Llama 4's one)."""
+def _shared(cfg: Mapping[str, Any], keys: Experts, size: int) -> int | None:
+    """The width of the shared experts' MLP every token goes through: their count (DeepSeek's n_shared_experts;
+    Llama 4's one) times an expert's ``size``, or its own config key's (Qwen2-MoE's); None where there are none."""
     count = cfg.get(keys.shared) if isinstance(keys.shared, str) else keys.shared
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
         raise ModelConfigError(f"model config: {keys.shared}={count!r} is not allowed; expected a count")
-    return count or 0
+    if not count or keys.shared_size is None:
+        return count * size if count else None
+    if not is_count(width := cfg.get(keys.shared_size)):
+        raise ModelConfigError(
+            f"model config: {keys.shared_size}={width!r} is not allowed; expected a positive integer"
+        )
+    return width
 
 
 def _expert_groups(cfg: Mapping[str, Any], keys: Experts, count: int, top_k: int) -> tuple[int, int, str] | None:

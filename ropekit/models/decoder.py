@@ -80,7 +80,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
       attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
       3 x 4 x C), the MLP's activations (a dense one's gate, up and their product, b x 3 x I; a mixture of
       experts' k gathered inputs and outputs, gate-up, activation and product, b x (k x (2C + 4I) + C), or its
-      shared experts', b x (3 x S + C)) and Gemma 4's per-layer input, gate and product (b x 3 x width)."""
+      shared experts', b x (3 x S + C); Gemma 4's experts beside the dense MLP: both, and its two branches' outputs,
+      b x 2 x C) and Gemma 4's per-layer input, gate and product (b x 3 x width)."""
     c, b = config, torch.empty(0, dtype=dtype).element_size()
     C, nh = c.hidden_size, c.num_attention_heads
     norm = 3 * 4 * C
@@ -93,7 +94,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
     mlp = max(3 * s.intermediate_size for s in c.shapes)
     if c.moe is not None:
         k = c.moe.experts_per_token
-        mlp = max(mlp, k * (2 * C + 4 * c.moe.intermediate_size) + C, 3 * (c.moe.shared_size or 0) + C)
+        experts = max(k * (2 * C + 4 * c.moe.intermediate_size) + C, 3 * (c.moe.shared_size or 0) + C)
+        mlp = mlp + experts + 2 * C if c.moe.beside else max(mlp, experts)  # Gemma 4's: the MLP's output kept
     width = 0 if c.layer_inputs is None else 3 * c.layer_inputs.width
     rest = b * (max(nh * s.value_dim for s in c.shapes) + 5 * C + mlp + width) + norm
     return max(projections, rest)
@@ -510,16 +512,18 @@ def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 class Block(nn.Module):
     """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual, then (Gemma 4)
-    + its per-layer input gated by the hidden state, and times its stored scalar."""
+    + its per-layer input gated by the hidden state, and times its stored scalar. Gemma 4's experts, where its
+    config has them, run beside the MLP: dense_out(MLP) + experts_out(experts(experts_in(x))) before mlp_out."""
 
     def __init__(self, config: ModelConfig, index: int = 0, moe: bool = False):
         super().__init__()
         self.self_attn = Attention(config, index)
-        self.mlp = MoE(config) if moe else MLP(config, config.shapes[index].intermediate_size)
+        beside = moe and config.moe.beside  # Gemma 4's experts run beside the dense MLP, with norms of their own
+        self.mlp = MoE(config) if moe and not beside else MLP(config, config.shapes[index].intermediate_size)
+        self.experts = MoE(config) if beside else None
+        slots = {**config.family.norms, **(config.family.experts.beside if beside else {})}
         centred = config.family.centred_norms
-        self.norms = nn.ModuleDict(
-            {slot: RMSNorm(config.hidden_size, config.rms_norm_eps, centred) for slot in config.family.norms}
-        )
+        self.norms = nn.ModuleDict({slot: RMSNorm(config.hidden_size, config.rms_norm_eps, centred) for slot in slots})
         self.parallel = config.family.parallel
         self.residual_multiplier = config.residual_multiplier  # Granite's; 1 elsewhere
         self.activation = config.activation
@@ -569,7 +573,10 @@ class Block(nn.Module):
         if self.parallel:  # Cohere: x + attention(norm(x)) + mlp(norm(x))
             return x + attention + self.mlp(h)
         x = x + self._scaled(self._norm("attn_out", attention))
-        x = x + self._scaled(self._norm("mlp_out", self.mlp(self._norm("mlp_in", x))))
+        y = self.mlp(self._norm("mlp_in", x))
+        if self.experts is not None:  # Gemma 4: the experts beside the MLP, routed by x, each branch normed
+            y = self._norm("dense_out", y) + self._norm("experts_out", self.experts(self._norm("experts_in", x), x))
+        x = x + self._scaled(self._norm("mlp_out", y))
         if layer_input is not None:  # (B, n, width)
             gated = activate(self.per_layer_input_gate(x), self.activation) * layer_input
             x = x + self.post_per_layer_input_norm(self.per_layer_projection(gated))
@@ -819,9 +826,10 @@ def float32_weights(config: ModelConfig) -> frozenset[str]:
     float32 router's weights and correction bias (DeepSeek's: transformers keeps them float32)."""
     routers = set()
     if config.moe is not None and config.moe.float32_router:
+        module = "experts" if config.moe.beside else "mlp"
         for i, sparse in enumerate(config.moe.layers):
             names = ("gate.weight", "gate.bias", "correction")
-            routers |= {f"layers.{i}.mlp.{name}" for name in names} if sparse else set()
+            routers |= {f"layers.{i}.{module}.{name}" for name in names} if sparse else set()
     return norm_weights(config) | routers
 
 

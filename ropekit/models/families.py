@@ -47,8 +47,9 @@ class Switches:
 class Experts:
     """Where a mixture-of-experts family keeps its router and experts, and which config keys size them.
 
-    The router is ``model.layers.N.{block}.gate.weight``; expert e's projections are
-    ``model.layers.N.{block}.experts.{e}.{gate|up|down}.weight`` under the names ``projections`` gives them.
+    The router is ``model.layers.N.{block}.{router}.weight``; expert e's projections are
+    ``model.layers.N.{block}.experts.{e}.{gate|up|down}.weight`` under the names ``projections`` gives them (a
+    ``block`` of "": the layer itself, Gemma 4's).
     ``renormalise``: the top-k weights are renormalised to sum to 1 always (True), or as the config's
     ``norm_topk_prob`` says (None). ``dense_layers``: the config keys of layers with a plain MLP instead
     (Qwen3-MoE's ``mlp_only_layers`` and ``decoder_sparse_step``). ``router``: the router's name in the block.
@@ -63,8 +64,10 @@ class Experts:
     dense_layers: bool = False
     router: str = "gate"
     dense_size: str = "intermediate_size"
+    top_k: str = "num_experts_per_tok"  # the config key of the experts a token takes (HunYuan's moe_topk)
     # each layer's experts stored stacked, ``experts.gate_up_proj`` (E, C, 2 x I) with each expert's gate and up
-    # columns "interleaved" (gpt-oss) or in "halves" (Llama 4), and ``experts.down_proj`` (E, I, C); ``biased``: each
+    # columns "interleaved" (gpt-oss) or in "halves" (Llama 4), and ``experts.down_proj`` (E, I, C); or as "rows",
+    # (E, 2 x I, C) gate rows then up rows and (E, C, I), the decoder's own layout (Gemma 4); ``biased``: each
     # with a ``_bias``, and the router with a bias (gpt-oss)
     stacked: str | None = None
     biased: bool = False
@@ -89,14 +92,30 @@ class Experts:
     # layers dense
     shared: str | int | None = None
     shared_name: str = "shared_experts"
+    # Qwen2-MoE: the config key of the shared expert's width (else the count times ``size``), and the name in the
+    # block of a gate (a linear map to one logit) whose sigmoid scales the shared expert's output per token
+    shared_size: str | None = None
+    shared_gate: str | None = None
     first_dense: str | None = None
     # GLM-4.7-Flash: the config key listing each layer's MLP, "dense" or "sparse" (its mlp_layer_types)
     layer_kinds: str | None = None
     # Llama 4: the config key listing the layers with experts (moe_layers), the others dense
     sparse_layers: str | None = None
+    # ERNIE 4.5: experts on every ``interval``-th layer from ``start`` to ``end`` (-1: the last), by these config keys
+    sparse_range: tuple[str, str, str] | None = None
+    # ERNIE 4.5: the config key of the least the top-k weights' sum is divided by when they are renormalised
+    norm_min: str | None = None
     # Llama 4: a token's input to each of its experts is times that expert's weight; the outputs are summed as they
     # are (elsewhere each output is times its weight)
     weighted_inputs: bool = False
+    # Gemma 4: the config key that switches the experts on (enable_moe_block; without one they always are)
+    when: str | None = None
+    # Gemma 4: the experts run beside the dense MLP, not in its place, each branch with norms of its own, by slot
+    # (``experts_in``, ``dense_out``, ``experts_out``: their names in a layer); the router reads the block's input
+    # (the MLP's, before its norm) RMS-normed without weight, times its ``scales[0]`` (C,) and C ** -0.5, and each
+    # chosen expert's weight is times its ``scales[1]`` (E,): the names of those two in the layer
+    beside: Mapping[str, str] | None = None
+    scales: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +185,8 @@ class Gguf:
     wide_scale_layers: int | None = None
     # the config from the file's keys (a function of one key's name) and its tensor table, by name
     layers: Callable[[Callable[[str], Any], dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
+    # keys of the family's own yarn that llama.cpp writes no key for (gpt-oss's ``truncate: false``)
+    rope: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -203,6 +224,7 @@ class Family:
     nope_layers: str | None = None
     temperature: tuple[str, str, str] | None = None
     mlp_block: str = "mlp"
+    gated_mlp: bool = True  # down(act(gate(x)) * up(x)); False: down(act(up(x))) (Apertus, Arcee)
     export: Switches = field(default_factory=Switches)
     gguf: Gguf | None = None  # how llama.cpp writes it, where it does (and the gguf package names its tensors)
     # "interleaved": the checkpoint rotates pairs (2i, 2i + 1) (GLM 4, Cohere 2); its q/k rows are permuted
@@ -356,25 +378,36 @@ GEMMA4 = _like(
     layer_inputs=LayerInputs(),
     shared_kv=SharedKV(),
     gguf=Gguf("gemma4", keys={"final_logit_softcapping": "final_logit_softcapping"}, layers=_gemma4_gguf),
-    refused={
-        "enable_moe_block": (
-            (None, False),
-            "Gemma 4's mixture-of-experts block (a dense MLP and routed experts summed, each with its own norms, "
-            "a router with a scale per expert)",
-        ),
-        "use_bidirectional_attention": ((None, "vision"), "bidirectional attention over text tokens"),
-    },
+    # Gemma 4's MoE (26B-A4B; enable_moe_block): on every layer top_k_experts of num_experts experts beside the dense
+    # MLP (Gemma4TextDecoderLayer, Gemma4TextRouter, Gemma4TextExperts)
+    experts=Experts(
+        block="",
+        size="moe_intermediate_size",
+        top_k="top_k_experts",
+        router="router.proj",
+        renormalise=True,
+        stacked="rows",
+        when="enable_moe_block",
+        beside={
+            "experts_in": "pre_feedforward_layernorm_2",
+            "dense_out": "post_feedforward_layernorm_1",
+            "experts_out": "post_feedforward_layernorm_2",
+        },
+        scales=("router.scale", "router.per_expert_scale"),
+    ),
+    refused={"use_bidirectional_attention": ((None, "vision"), "bidirectional attention over text tokens")},
 )
 OLMO2 = Family("olmo2", POST_NORM, rope=ModelRope("olmo2", default_theta=500_000.0), qk_norm="all", gguf=Gguf("olmo2"))
 
-# DeepSeek V3 (Moonlight, Kimi K2's layers): multi-head latent attention, its rope on a share of each head in
+# DeepSeek V3 (Moonlight, Kimi K2): multi-head latent attention, its rope on a share of each head in
 # interleaved pairs (where rope_interleave says) and q.k scaled by yarn's mscale_all_dim; after the first
 # first_k_dense_replace layers a mixture of experts routed by float32 sigmoid scores plus a correction bias, from
 # the best groups, weights times routed_scaling_factor, and shared experts (DeepseekV3Config, DeepseekV3MoE).
 DEEPSEEK_V3 = _like(
     LLAMA,
     "deepseek_v3",
-    rope=ModelRope("deepseek_v3", head_key="qk_rope_head_dim"),
+    # Kimi K2's config.json names its own model_type (its config class is DeepSeek V3's, by auto_map)
+    rope=ModelRope("deepseek_v3", head_key="qk_rope_head_dim", aliases=("kimi_k2",)),
     latent=Latent(interleaved="rope_interleave"),
     rope_layout="interleaved",
     export=Switches(),
@@ -397,6 +430,28 @@ MIXTRAL_EXPERTS = Experts(
     count="num_local_experts",
     size="intermediate_size",
     renormalise=True,
+)
+
+# HunYuan dense (Hunyuan-0.5B ... 7B, 256k context): Llama with per-head q/k RMSNorms (query_layernorm,
+# key_layernorm) after the rope; a dynamic rope with an alpha is NTK at that fixed alpha
+# (HunYuanDenseV1Attention, HunYuanDenseV1RotaryEmbedding).
+HUNYUAN = _like(
+    LLAMA,
+    "hunyuan_v1_dense",
+    rope=ModelRope("hunyuan_v1_dense", alpha_ntk=True),
+    qk_norm="head",
+    qk_norm_after_rope=True,
+    qk_norm_names=("query_layernorm", "key_layernorm"),
+)
+# ERNIE 4.5 (dense): Llama with every projection's bias by use_bias, rope pairs interleaved, theta 5e5
+# (Ernie4_5Config, Ernie4_5Attention's apply_rotary_pos_emb).
+ERNIE = _like(
+    LLAMA,
+    "ernie4_5",
+    rope=ModelRope("ernie4_5", default_theta=500_000.0),
+    bias="use_bias",
+    mlp_bias="use_bias",
+    rope_layout="interleaved",
 )
 
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
@@ -506,6 +561,24 @@ for _family in (
         experts=Experts(count="num_experts", dense_layers=True),
         gguf=Gguf("qwen3moe", table="qwen3_moe"),
     ),
+    # Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): Qwen 2's attention (q/k/v biases by qkv_bias), Qwen3-MoE's experts
+    # and dense layers, and one shared expert of shared_expert_intermediate_size whose output is times a sigmoid of
+    # shared_expert_gate (Qwen2MoeConfig, Qwen2MoeSparseMoeBlock).
+    _like(
+        LLAMA,
+        "qwen2_moe",
+        bias="qkv_bias",
+        o_bias=False,
+        export=QWEN,
+        experts=Experts(
+            dense_layers=True,
+            shared=1,
+            shared_name="shared_expert",
+            shared_size="shared_expert_intermediate_size",
+            shared_gate="shared_expert_gate",
+        ),
+        gguf=Gguf("qwen2moe", table="qwen2_moe"),
+    ),
     _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=Gguf("olmoe")),
     _like(
         LLAMA,
@@ -531,6 +604,10 @@ for _family in (
             biased=True,
             clamped=("swiglu_alpha", "swiglu_limit"),
         ),
+        # llama.cpp's GptOssModel: every other layer sliding from the first, the experts' gate, up and down stacked
+        # apart (MXFP4 as published), a sink per head (attn_sinks); its yarn is gpt-oss's, untruncated (llama.cpp's
+        # runtime rounds the yarn band's ends, as truncate: true would)
+        gguf=Gguf("gpt-oss", swa_period=2, rope={"truncate": False}),
     ),
     DEEPSEEK_V3,
     # DeepSeek V2 (and V2-Lite): V3's layers with the rope pairs always interleaved and a softmax router, greedy or
@@ -567,6 +644,9 @@ for _family in (
         "glm4_moe_lite",
         experts=dataclasses.replace(DEEPSEEK_V3.experts, first_dense=None, layer_kinds="mlp_layer_types"),
     ),
+    # dots.llm1 (dots1): Qwen 3's attention (per-head q/k norms) with DeepSeek V3's router and shared experts after
+    # first_k_dense_replace dense layers (Dots1Config, Dots1TopkRouter, Dots1MoE).
+    _like(LLAMA, "dots1", qk_norm="head", export=Switches(layer_types=True), experts=DEEPSEEK_V3.experts),
     # Llama 4 (Scout, Maverick; llama4_text, and the text model of a llama4 checkpoint): iRoPE, rope layers whose
     # attention is chunked (attention_chunk_size) with weightless q/k norms where use_qk_norm says, every
     # no_rope_layer_interval-th layer NoPE and full, its queries temperature-tuned (attn_temperature_tuning), rope
@@ -600,29 +680,47 @@ for _family in (
             weighted_inputs=True,
         ),
     ),
-    # HunYuan dense (Hunyuan-0.5B ... 7B, 256k context): Llama with per-head q/k RMSNorms (query_layernorm,
-    # key_layernorm) after the rope; a dynamic rope with an alpha is NTK at that fixed alpha
-    # (HunYuanDenseV1Attention, HunYuanDenseV1RotaryEmbedding).
+    HUNYUAN,
+    # HunYuan MoE (Hunyuan-A13B): HunYuan's attention; on every layer experts of intermediate_size, moe_topk a token
+    # (one value, or one per layer) by a float32 softmax router (gate.wg) renormalised, and one shared expert
+    # (shared_mlp) of the same width (HunYuanMoEV1Gate, HunYuanMoEV1Moe).
     _like(
-        LLAMA,
-        "hunyuan_v1_dense",
-        rope=ModelRope("hunyuan_v1_dense", alpha_ntk=True),
-        qk_norm="head",
-        qk_norm_after_rope=True,
-        qk_norm_names=("query_layernorm", "key_layernorm"),
+        HUNYUAN,
+        "hunyuan_v1_moe",
+        experts=Experts(
+            size="intermediate_size",
+            top_k="moe_topk",
+            router="gate.wg",
+            float32_router=True,
+            renormalise=True,
+            shared=1,
+            shared_name="shared_mlp",
+        ),
     ),
     # Seed-OSS: Llama with q/k/v biases (attention_bias, on by default) and o's by a key of its own
     # (attention_out_bias; SeedOssConfig, SeedOssAttention).
     _like(LLAMA, "seed_oss", o_bias="attention_out_bias"),
-    # ERNIE 4.5 (dense): Llama with every projection's bias by use_bias, rope pairs interleaved, theta 5e5
-    # (Ernie4_5Config, Ernie4_5Attention's apply_rotary_pos_emb).
+    ERNIE,
+    # ERNIE 4.5 MoE (ERNIE-4.5-21B-A3B, 300B-A47B): ERNIE 4.5's layers; on every moe_layer_interval-th layer from
+    # moe_layer_start_index to moe_layer_end_index, moe_k of moe_num_experts experts by a float32 softmax router, chosen
+    # by the scores plus moe_statics.e_score_correction_bias (one group, (1, E)), weighted by the scores renormalised
+    # (the sum at least moe_norm_min), and moe_num_shared_experts shared experts (Ernie4_5_MoeTopKRouter,
+    # Ernie4_5_MoeSparseMoeBlock).
     _like(
-        LLAMA,
-        "ernie4_5",
-        rope=ModelRope("ernie4_5", default_theta=500_000.0),
-        bias="use_bias",
-        mlp_bias="use_bias",
-        rope_layout="interleaved",
+        ERNIE,
+        "ernie4_5_moe",
+        experts=Experts(
+            count="moe_num_experts",
+            top_k="moe_k",
+            float32_router=True,
+            renormalise=True,
+            corrected=True,
+            correction="moe_statics.e_score_correction_bias",
+            shared="moe_num_shared_experts",
+            sparse_range=("moe_layer_start_index", "moe_layer_end_index", "moe_layer_interval"),
+            norm_min="moe_norm_min",
+        ),
+        refused={"use_bias": ((None, False), "a bias on the LM head (ERNIE 4.5 MoE's with use_bias)")},
     ),
     # MiniMax-M2: Llama's norms, q/k norms over all heads at once, the rope on the first rotary_dim channels of
     # each head (halves), theta 5e6 by default; experts on every layer (Mixtral's names), chosen by a sigmoid of the
@@ -638,6 +736,18 @@ for _family in (
             MIXTRAL_EXPERTS, scoring="sigmoid", corrected=True, correction="e_score_correction_bias"
         ),
     ),
+    # Apertus: pre-norms named attention_layernorm and feedforward_layernorm, per-head q/k norms, an MLP without a
+    # gate whose activation is xIELU with each layer's weights (act_fn); llama3 rope at theta 1.2e7 by default
+    # (ApertusConfig, ApertusMLP, XIELUActivation).
+    Family(
+        "apertus",
+        {"attn_in": "attention_layernorm", "mlp_in": "feedforward_layernorm"},
+        rope=ModelRope("apertus", default_theta=12_000_000.0),
+        qk_norm="head",
+        gated_mlp=False,
+    ),
+    # Arcee (AFM-4.5B): Llama with an MLP without a gate, its activation ReLU squared (ArceeMLP).
+    _like(LLAMA, "arcee", gated_mlp=False),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
     Family(
@@ -698,6 +808,11 @@ UNSUPPORTED = {
 }
 
 
+def switchable(family: Family) -> bool:
+    """Whether a family's config switches its experts on or off (Gemma 4's enable_moe_block)."""
+    return family.experts is not None and family.experts.when is not None
+
+
 def family_of_gguf(arch: str, has: Callable[[str], bool], name: str = "") -> Family | None:
     """The family of a GGUF file whose ``general.architecture`` is ``arch`` and ``general.name`` is ``name``;
     ``has`` says whether it holds one of the architecture's keys (its name after ``ARCH.``). None: no family
@@ -708,7 +823,7 @@ def family_of_gguf(arch: str, has: Callable[[str], bool], name: str = "") -> Fam
         return (
             g is not None
             and g.arch == arch
-            and (family.experts is not None) == has("expert_count")
+            and (switchable(family) or (family.experts is not None) == has("expert_count"))
             and (g.marked_by is None or has(g.marked_by))
             and (g.named is None or g.named in name.lower())
         )

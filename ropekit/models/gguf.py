@@ -43,12 +43,15 @@ from ..rope import interleaved_to_half
 from ..rope.config import canonical_model_type
 from .config import ModelConfig
 from .decoder import norm_weights
-from .families import FAMILIES, Family, Gguf, family_of_gguf, gguf_list
+from .families import FAMILIES, Family, Gguf, family_of_gguf, gguf_list, switchable
 from .sources import CheckpointError, checkpoint_name
 
 CACHE_FORMAT = "gguf-fp32-v2"  # v2: the rope's scaling read from the file
 # An expert's tensor in a transformers checkpoint: model.layers.N.mlp.experts.E.gate_proj.weight (Mixtral: .w1.)
 EXPERT = re.compile(r"(?P<stack>.+\.experts)\.(?P<expert>\d+)\.(?P<projection>\w+)\.(?P<suffix>weight|bias)")
+# gpt-oss's stacked experts in its safetensors layout (x @ W: ``gate_up_proj`` (E, C, 2 x I), gate and up columns
+# interleaved; ``down_proj`` (E, I, C); their biases), which llama.cpp writes as ffn_{gate,up,down}_exps apart
+STACKED = re.compile(r"(?P<block>.+\.experts)\.(?P<part>gate_up|down)_proj(?P<bias>_bias)?")
 
 
 # llama.cpp's names of architectures ropekit runs but reads no GGUF of, where they are not the family's (DeepSeek V2
@@ -57,6 +60,8 @@ UNREAD_ARCHITECTURES = {
     "deepseek2": ("deepseek_v2", "deepseek_v3"),
     "glm4moe": ("glm4_moe",),
     "llama4": ("llama4_text",),
+    "hunyuan-moe": ("hunyuan_v1_moe",),
+    "hunyuan-dense": ("hunyuan_v1_dense",),
 }
 
 
@@ -120,6 +125,11 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
 
     family = family_of_gguf(arch, lambda name: key(name) is not None, str(_field(reader, "general.name") or ""))
     model_type = family.name if family else canonical_model_type(arch)
+    if family is not None and switchable(family) and key("expert_count") is not None:
+        raise CheckpointError(
+            f"{path}: GGUF architecture {arch!r} with experts (expert_count): ropekit reads {model_type}'s mixture of "
+            "experts from safetensors checkpoints only"
+        )
     own = family.gguf if family and family.gguf and not family.gguf.table else None  # ropekit reads its config
     if own is not None:
         table = COMMON_KEYS
@@ -155,7 +165,7 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
     if "vocab_size" not in config and "token_embd.weight" in names:
         config["vocab_size"] = int(names["token_embd.weight"].shape[-1])
     if "rope_parameters" not in config and (scaling := _rope_scaling(key, names, config, path)):
-        config["rope_scaling"] = scaling
+        config["rope_scaling"] = {**scaling, **(own.rope if own and scaling["rope_type"] == "yarn" else {})}
     return config
 
 
@@ -279,14 +289,16 @@ def _llama3_factors(scaling: dict[str, Any], wavelength: torch.Tensor) -> torch.
 
 def _expert_keys(family: Family | None) -> dict[str, str]:
     """llama.cpp's expert metadata keys and the config keys a mixture-of-experts family reads them as: transformers'
-    table has the count and top-k for Qwen-MoE only, and the experts' size (``expert_feed_forward_length``) never."""
+    table has the count and top-k for Qwen-MoE only, and the experts' size (``expert_feed_forward_length``) and the
+    shared expert's (Qwen2-MoE's ``expert_shared_feed_forward_length``) never."""
     if family is None or family.experts is None:
         return {}
     experts = family.experts
     return {
         "expert_count": experts.count,
-        "expert_used_count": "num_experts_per_tok",
+        "expert_used_count": experts.top_k,
         "expert_feed_forward_length": experts.size,
+        **({"expert_shared_feed_forward_length": experts.shared_size} if experts.shared_size else {}),
     }
 
 
@@ -323,6 +335,14 @@ class GGUFSource:
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """A tensor's shape as transformers stores it, from the file's tensor table alone."""
+        if stacked := STACKED.fullmatch(name):
+            parts = [self.shape(part) for part in self._stacked_parts(stacked)]
+            if None in parts or len({*parts}) > 1:
+                return None
+            E, *rows = parts[0]  # (E, I, C) or (E, C, I) as llama.cpp stores each expert's rows; (E, I) a bias
+            if stacked["bias"]:
+                return (E, len(parts) * rows[0])
+            return (E, rows[1], 2 * rows[0]) if len(parts) == 2 else (E, rows[1], rows[0])
         tensor, expert = self._tensor(name)
         if tensor is None:
             return None
@@ -350,9 +370,28 @@ class GGUFSource:
             return None, None
         return tensor, expert
 
+    @staticmethod
+    def _stacked_parts(match: re.Match) -> list[str]:
+        suffix = "bias" if match["bias"] else "weight"
+        parts = ("gate_proj", "up_proj") if match["part"] == "gate_up" else ("down_proj",)
+        return [f"{match['block']}.{part}.{suffix}" for part in parts]
+
+    def _stacked(self, match: re.Match) -> torch.Tensor | None:
+        """gpt-oss's experts in its safetensors layout (:data:`STACKED`), from llama.cpp's ffn_{gate,up,down}_exps
+        (each expert's rows (out, in), MXFP4 or not, and its biases): gate and up interleaved, then x @ W."""
+        parts = [self._dequantise(part) for part in self._stacked_parts(match)]
+        if any(part is None or part.dim() != (2 if match["bias"] else 3) for part in parts):
+            return None
+        if match["bias"]:
+            return torch.stack(parts, dim=-1).flatten(1)  # (E, I, 2) -> (E, 2 x I): gate_0, up_0, gate_1, ...
+        rows = torch.stack(parts, dim=2).flatten(1, 2) if len(parts) == 2 else parts[0]  # (E, 2 x I, C) or (E, C, I)
+        return rows.transpose(1, 2).contiguous()
+
     def _dequantise(self, name: str) -> torch.Tensor | None:
         import gguf
 
+        if stacked := STACKED.fullmatch(name):
+            return self._stacked(stacked)
         base = name.rpartition(".")[0]
         tensor, expert = self._tensor(name)
         if tensor is None:

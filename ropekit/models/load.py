@@ -206,19 +206,24 @@ def _dequantising(get: Callable[[str], torch.Tensor | None], config: ModelConfig
     return read
 
 
-def _stacked_experts(config: ModelConfig, get: Callable, layer: str, part: str) -> torch.Tensor | None:
+def _stacked_experts(
+    config: ModelConfig, get: Callable, layer: str, part: str, module: str = "mlp"
+) -> torch.Tensor | None:
     """A layer's experts as one tensor: ``gate_up`` ``(E, 2 x I, C)`` (each expert's gate rows, then its up rows),
     ``down`` ``(E, C, I)``, and a stacked checkpoint's biases ``gate_up_bias`` ``(E, 2 x I)`` and ``down_bias``
     ``(E, C)``; None when an expert's tensor is missing."""
     experts = config.family.experts
-    if experts.stacked:  # x @ W, gate and up interleaved along the last axis (gpt-oss) or in halves (Llama 4)
-        name = checkpoint_name(f"layers.{layer}.mlp.{part}", config)
+    # x @ W, gate and up interleaved along the last axis (gpt-oss) or in halves (Llama 4); or rows as ours (Gemma 4)
+    if experts.stacked:
+        name = checkpoint_name(f"layers.{layer}.{module}.{part}", config)
         stored = get(name)
         if stored is None and not part.endswith("bias"):  # the hub's checkpoints: MXFP4 blocks and scales
             blocks, scales = get(f"{name}_blocks"), get(f"{name}_scales")
             stored = None if blocks is None or scales is None else _mxfp4(blocks, scales)
         if stored is None or stored.dim() != (2 if part.endswith("bias") else 3):
             return None
+        if experts.stacked == "rows":  # the decoder's own layout (Gemma 4's)
+            return stored
         if part in ("gate_up", "down"):
             stored = stored.transpose(1, 2).contiguous()
         if part.startswith("gate_up") and experts.stacked == "interleaved":
@@ -339,10 +344,12 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
     """One decoder parameter from the checkpoint, splitting Phi-3's fused projections and stacking a
     mixture-of-experts layer's experts into one tensor."""
-    match = re.fullmatch(r"layers\.(\d+)\.mlp\.(gate_up|down|gate_up_bias|down_bias)", name)
+    match = re.fullmatch(r"layers\.(\d+)\.(mlp|experts)\.(gate_up|down|gate_up_bias|down_bias)", name)
     if match and config.moe is not None:
-        return _stacked_experts(config, get, match[1], match[2])
+        return _stacked_experts(config, get, match[1], match[3], module=match[2])
     tensor = get(checkpoint_name(name, config))
+    if tensor is not None and name.endswith(".mlp.correction") and tensor.dim() == 2 and tensor.shape[0] == 1:
+        return tensor[0]  # ERNIE 4.5 stores its correction bias as one group of experts (1, E)
     if tensor is not None or not config.family.fused:
         return tensor
     c = config

@@ -14,7 +14,26 @@ from .config import ModelConfig
 def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "silu":
         return F.silu(gate)
+    if activation == "relu2":  # transformers' ReLUSquaredActivation (Arcee)
+        return F.relu(gate).square()
     return F.gelu(gate, approximate="tanh" if activation == "gelu_pytorch_tanh" else "none")
+
+
+class XIELU(nn.Module):
+    """xIELU (arXiv:2411.13010; transformers' XIELUActivation, its Python form), Apertus's activation, with each
+    layer's learned ``alpha_p`` and ``alpha_n`` and its stored ``beta`` and ``eps``: ``a_p x^2 + beta x`` for x > 0,
+    else ``(expm1(min(x, eps)) - x) a_n + beta x``, where ``a_p = softplus(alpha_p)`` and
+    ``a_n = beta + softplus(alpha_n)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.alpha_p, self.alpha_n = nn.Parameter(torch.empty(1)), nn.Parameter(torch.empty(1))
+        self.beta, self.eps = nn.Parameter(torch.empty(())), nn.Parameter(torch.empty(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha_p, alpha_n = F.softplus(self.alpha_p), self.beta + F.softplus(self.alpha_n)
+        positive = alpha_p * x * x + self.beta * x
+        return torch.where(x > 0, positive, (torch.expm1(torch.minimum(x, self.eps)) - x) * alpha_n + self.beta * x)
 
 
 def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
@@ -25,15 +44,23 @@ def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: fl
 
 
 class MLP(nn.Module):
+    """``down(act(gate(x)) * up(x))``, or ``down(act(up(x)))`` where the family's MLP has no gate (Apertus, Arcee);
+    xIELU is a module of its own, with its layer's weights (``act_fn``)."""
+
     def __init__(self, config: ModelConfig, size: int | None = None):
         super().__init__()
         bias, size = config.mlp_bias, size or config.intermediate_size
-        self.gate_proj = nn.Linear(config.hidden_size, size, bias=bias)
+        gated = config.family.gated_mlp
+        self.gate_proj = nn.Linear(config.hidden_size, size, bias=bias) if gated else None
         self.up_proj = nn.Linear(config.hidden_size, size, bias=bias)
         self.down_proj = nn.Linear(size, config.hidden_size, bias=bias)
         self.activation = config.activation
+        self.act_fn = XIELU() if config.activation == "xielu" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is None:
+            up = self.up_proj(x)
+            return self.down_proj(activate(up, self.activation) if self.act_fn is None else self.act_fn(up))
         return self.down_proj(activate(self.gate_proj(x), self.activation) * self.up_proj(x))
 
 
@@ -66,7 +93,9 @@ class MoE(nn.Module):
     clamped (:func:`clamped_swiglu`). Llama 4's weights scale each expert's input instead of its output. DeepSeek's
     routers (:meth:`route`) score in float32, by a sigmoid with a
     ``correction`` bias (E,) for the choice (V3), from the best groups, and scale the weights; its
-    ``shared_experts``, one MLP every token goes through, add to the routed ones."""
+    ``shared_experts``, one MLP every token goes through, add to the routed ones (Qwen2-MoE's times a sigmoid
+    ``shared_gate`` of the token). Gemma 4's router reads the block's input normed without weight and times its
+    ``router_scale``, and scales each chosen expert's weight by its ``expert_scale``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -80,17 +109,30 @@ class MoE(nn.Module):
         self.down_bias = nn.Parameter(torch.empty(moe.experts, C)) if biased else None
         self.correction = nn.Parameter(torch.empty(moe.experts)) if moe.corrected else None
         self.shared_experts = None if moe.shared_size is None else MLP(config, moe.shared_size)
+        self.shared_gate = nn.Linear(C, 1, bias=False) if moe.shared_gated else None  # Qwen2-MoE's
+        if moe.router_scaled:  # Gemma 4's: the router's input scale (C,) and each expert's weight's (E,)
+            self.router_scale, self.expert_scale = nn.Parameter(torch.empty(C)), nn.Parameter(torch.empty(moe.experts))
+            self.eps = config.rms_norm_eps
+        else:
+            self.router_scale = self.expert_scale = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, route_from: torch.Tensor | None = None) -> torch.Tensor:
+        """The experts' output for (..., C) tokens ``x``, routed by ``route_from`` (Gemma 4's: the block's input,
+        where the experts read it normed) or by ``x``."""
         shape, C = x.shape, x.shape[-1]
         x = x.reshape(-1, C)  # (N, C)
+        route_from = x if route_from is None else route_from.reshape(-1, C)
         out = torch.empty_like(x)
         step = max(1, MOE_PAIRS // self.top_k)
         for start in range(0, x.shape[0], step):
-            out[start : start + step] = self._routed(x[start : start + step])
+            out[start : start + step] = self._routed(x[start : start + step], route_from[start : start + step])
             if self.shared_experts is not None:
-                out[start : start + step] += self.shared_experts(x[start : start + step])
+                out[start : start + step] += self._shared(x[start : start + step])
         return out.view(shape)
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+        shared = self.shared_experts(x)
+        return shared if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * shared
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each of the (N, C) tokens' ``top_k`` experts (N, k) and their float32 weights (N, k): the best scores
@@ -99,6 +141,10 @@ class MoE(nn.Module):
         (DeepseekV3TopkRouter: a group ranks by its two best corrected scores' sum; DeepseekV2TopkRouter: by its
         best score); renormalised to sum to 1 where the config says, then times its scale."""
         spec = self.spec
+        if self.router_scale is not None:  # Gemma 4: RMS-normed without weight (in float32), times its scales
+            x32 = x.float()
+            normed = (x32 * torch.pow(x32.pow(2).mean(-1, keepdim=True) + self.eps, -0.5)).to(x.dtype)
+            x = normed * self.router_scale * x.shape[-1] ** -0.5
         if spec.float32_router:  # its weights are loaded float32 (float32_weights): .float() copies nothing then
             bias = None if self.gate.bias is None else self.gate.bias.float()
             logits = F.linear(x.float(), self.gate.weight.float(), bias)  # (N, E)
@@ -119,11 +165,13 @@ class MoE(nn.Module):
             experts = torch.topk(choice, self.top_k, dim=-1).indices
             weights = scores.gather(1, experts)
         if spec.renormalise:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
+            weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=spec.norm_min)
+        if self.expert_scale is not None:  # Gemma 4: each chosen expert's own scale
+            weights = weights * self.expert_scale[experts]
         return weights * spec.scale if spec.scale != 1.0 else weights, experts
 
-    def _routed(self, x: torch.Tensor) -> torch.Tensor:
-        weights, experts = self.route(x)  # (N, k) each
+    def _routed(self, x: torch.Tensor, route_from: torch.Tensor) -> torch.Tensor:
+        weights, experts = self.route(route_from)  # (N, k) each
         pairs = experts.flatten()  # (N * k,): token n's j-th expert at n * k + j
         order = torch.argsort(pairs, stable=True)
         tokens = order // self.top_k

@@ -27,17 +27,22 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     """The transformers checkpoint name of one of the decoder's parameters."""
     if internal == "lm_head.weight":
         return internal
-    match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
-    if match:
-        return f"model.layers.{match[1]}.{config.family.norms[match[2]]}.weight"
     experts = config.family.experts
+    match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
+    if match:  # the family's norms, and Gemma 4's experts' beside them
+        names = {**config.family.norms, **(experts.beside if experts is not None and experts.beside else {})}
+        return f"model.layers.{match[1]}.{names[match[2]]}.weight"
     match = re.fullmatch(
-        r"layers\.(\d+)\.mlp\.(gate\.weight|gate\.bias|correction|gate_up|down|gate_up_bias|down_bias)", internal
+        r"layers\.(\d+)\.(?:mlp|experts)\.(gate\.weight|gate\.bias|correction|gate_up|down|gate_up_bias|down_bias"
+        r"|router_scale|expert_scale)",
+        internal,
     )
     if experts is not None and match:  # the router, or the (first of the) experts' tensors stacked into one
-        block, part = f"model.layers.{match[1]}.{experts.block}", match[2]
+        block, part = f"model.layers.{match[1]}{'.' if experts.block else ''}{experts.block}", match[2]
         if part.startswith("gate."):
             return f"{block}.{experts.router}.{part.removeprefix('gate.')}"
+        if part in ("router_scale", "expert_scale"):  # Gemma 4's router's
+            return f"{block}.{experts.scales[part == 'expert_scale']}"
         if part == "correction":  # DeepSeek V3's, a buffer of its router; MiniMax-M2's, of the block
             return f"{block}.{experts.correction or experts.router + '.e_score_correction_bias'}"
         if experts.stacked:  # gpt-oss, Llama 4: experts.gate_up_proj, experts.down_proj_bias, ...
@@ -48,6 +53,9 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     if match:  # HunYuan's query_layernorm and key_layernorm
         name = config.family.qk_norm_names[match[2] == "k"]
         return f"model.layers.{match[1]}.self_attn.{name}.weight"
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.shared_gate\.weight", internal)
+    if experts is not None and match:  # Qwen2-MoE's shared_expert_gate
+        return f"model.layers.{match[1]}.{experts.block}.{experts.shared_gate}.weight"
     match = re.fullmatch(r"layers\.(\d+)\.mlp\.(shared_experts\.)?(.+)", internal)
     if match:  # the dense MLP or the shared experts, under the family's names (Llama 4's feed_forward.shared_expert)
         shared = "" if match[2] is None else f"{experts.shared_name}."

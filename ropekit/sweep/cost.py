@@ -7,7 +7,7 @@ what runs as matrix products and what runs in the attention kernels:
 
 * ``matmul`` = 2 * (L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head]),
   each layer's attention projections as ``attention_sizes`` counts them (MLA's, KV sharing) and its MLP as
-  ``mlp_sizes`` (a mixture of experts: the top-k experts and the router)
+  ``mlp_sizes`` (without a gate: 2*H*I; a mixture of experts: the top-k experts, the shared ones and the router)
 * attention = sum over layers of 2 * nh * (hd + vd) * K (QK^T and AV; vd = hd but for MLA's narrower values),
   K the keys a query sees on average
   over positions 1..T (``mean_keys``): (T+1)/2 on a causal layer, W - W(W-1)/(2T) on a sliding layer
@@ -147,20 +147,29 @@ def attention_sizes(config: ModelConfig, shape: LayerShape) -> tuple[int, int]:
     return H * (nh * s.head_dim + kv + nh * s.value_dim), nh * s.head_dim + kv
 
 
-def mlp_sizes(config: ModelConfig) -> list[tuple[int, int]]:
-    """Per layer, (the MLP width a token runs through, the MLP's weights): a dense MLP's
-    ``intermediate_size`` and 3*H*I; a mixture of experts' top-k experts (k*I) and every expert's 3*H*I
-    plus the router's H*E (gpt-oss: with the router's bias E and each expert's 2*I + H; DeepSeek: its
-    router's correction bias E, and shared experts of width S that every token runs through, 3*H*S)."""
-    c, moe = config, config.moe
-    dense = [(s.intermediate_size, 3 * c.hidden_size * s.intermediate_size) for s in c.shapes]
+def mlp_sizes(config: ModelConfig) -> list[tuple[int, int, int]]:
+    """Per layer, (the MLP width a token runs through, the MLP's weights, the weights a token multiplies): a dense
+    MLP's ``intermediate_size`` and 3*H*I (2*H*I without a gate: Apertus, Arcee; xIELU's 4 weights a layer beside);
+    a mixture of experts' top-k experts (k*I) and every expert's 3*H*I plus the router's H*E (gpt-oss: with the
+    router's bias E and each expert's 2*I + H; DeepSeek: its router's correction bias E, and shared experts of width
+    S that every token runs through, 3*H*S, and Qwen2-MoE's gate on them, H; Gemma 4: its router's scales H + E,
+    beside the dense MLP), of which a token multiplies its top-k experts', the shared ones', their gate's and the
+    router's."""
+    c, moe, H = config, config.moe, config.hidden_size
+    projections = 3 if c.family.gated_mlp else 2
+    xielu = 4 * (c.activation == "xielu")
+    dense = [(s.intermediate_size, *[projections * H * s.intermediate_size + xielu] * 2) for s in c.shapes]
     if moe is None:
         return dense
-    H, width, shared = c.hidden_size, moe.intermediate_size, moe.shared_size or 0
+    width, shared = moe.intermediate_size, moe.shared_size or 0
     biases = (1 + 2 * width + H) * c.family.experts.biased  # gpt-oss's stacked experts' and router's
-    weights = moe.experts * (3 * H * width + H + biases + moe.corrected) + 3 * H * shared
-    sparse = (moe.experts_per_token * width + shared, weights)
-    return [sparse if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
+    weights = moe.experts * (3 * H * width + H + biases + moe.corrected) + 3 * H * shared + H * moe.shared_gated
+    weights += (H + moe.experts) * moe.router_scaled  # Gemma 4's router's scales
+    active = 3 * H * (moe.experts_per_token * width + shared) + H * (moe.experts + moe.shared_gated)
+    sparse = (moe.experts_per_token * width + shared, weights, active)
+    both = lambda mlp: tuple(m + e for m, e in zip(mlp, sparse, strict=True))  # noqa: E731
+    kind = both if moe.beside else lambda mlp: sparse  # Gemma 4's experts beside the dense MLP, or in its place
+    return [kind(mlp) if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
 
 
 def token_flops(config: ModelConfig, length: int) -> Flops:
@@ -170,8 +179,7 @@ def token_flops(config: ModelConfig, length: int) -> Flops:
     H, nh = c.hidden_size, c.num_attention_heads
     # k and v only where a layer projects its own (Gemma 4's KV-sharing layers read an earlier layer's)
     attention = sum(attention_sizes(c, s)[0] for s in c.shapes)
-    routers = c.moe.experts * H * sum(c.moe.layers) if c.moe is not None else 0
-    matmul = attention + sum(3 * H * width for width, _ in mlp_sizes(c)) + routers
+    matmul = attention + sum(active for _, _, active in mlp_sizes(c))
     matmul += H * c.vocab_size
     heads = [nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]  # q.k's channels and the values'
     keys = [h * mean_keys(length, layer.window, layer.chunk) for h, layer in zip(heads, c.layers, strict=True)]
@@ -416,8 +424,8 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
     up H*I each, down I*H, with the biases the config asks for, a layer scalar where the family has one and a
     sink per head where it has them (gpt-oss);
     Gemma 4's per-layer inputs: their table V'*L*P, projection H*L*P, and per layer gate and up H*P each;
-    norms: H per norm slot of the family per layer, hd each for q and k norms, H for the final norm, and the
-    per-layer inputs' P and H per layer."""
+    norms: H per norm slot of the family per layer (and of Gemma 4's experts on theirs), hd each for q and k norms,
+    H for the final norm, and the per-layer inputs' P and H per layer."""
     c = config
     H, nh = c.hidden_size, c.num_attention_heads
     matrices = norms = 0
@@ -426,12 +434,15 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
         nkv = s.kv_heads * own
         weights, biases = attention_sizes(c, s)
         matrices += weights + c.attention_bias * biases + c.output_bias * H
-        matrices += c.mlp_bias * (2 * s.intermediate_size + H) + c.family.layer_scalar + c.family.sinks * nh
+        gated = 1 + c.family.gated_mlp  # the biases of gate (where there is one) and up, and down's
+        matrices += c.mlp_bias * (gated * s.intermediate_size + H) + c.family.layer_scalar + c.family.sinks * nh
         # per head, or all heads (Llama 4's weightless norms have no weight)
         qk = {None: 0, "weightless": 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.qk_norm]
         latent = 0 if c.latent is None else (c.latent.q_rank or 0) + c.latent.kv_rank  # MLA's two latent norms
         norms += len(c.family.norms) * H + qk + latent
-    matrices += sum(weights for _, weights in mlp_sizes(c))
+    matrices += sum(weights for _, weights, _ in mlp_sizes(c))
+    if c.moe is not None and c.moe.beside:  # Gemma 4's experts' norms beside the family's, on their layers
+        norms += len(c.family.experts.beside) * H * sum(c.moe.layers)
     matrices += c.vocab_size * H * (1 if c.tie_word_embeddings else 2)
     if (inputs := c.layer_inputs) is not None:  # Gemma 4's per-layer inputs: table, projection; per layer gate, up
         matrices += (inputs.vocab + H) * inputs.width * c.num_hidden_layers + 2 * H * inputs.width * c.num_hidden_layers
@@ -530,7 +541,7 @@ def activation_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype, devic
         q * s.head_dim + s.kv_heads * (kv * s.head_dim + s.value_dim) + latent + _padding(nh, s) for s in c.shapes
     )
     attention = tokens * widest * b
-    mlp = tokens * max(width for width, _ in mlp_sizes(c)) * MLP_COPIES * b
+    mlp = tokens * max(width for width, _, _ in mlp_sizes(c)) * MLP_COPIES * b
     return tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
 
 

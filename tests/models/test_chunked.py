@@ -44,6 +44,7 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("cohere2", None),  # parallel block, centred norms, sliding layers
         ("granite", None),  # embedding, residual and logit multipliers
         ("gemma4", None),  # per-layer inputs, KV sharing, keys as values, layer scalars
+        ("gemma4_moe", None),  # experts beside the dense MLP
         ("gemma3", None),  # sliding layers, four norms a block
         ("llama", "rerope:24"),  # an attention-level rope: far-region tables cut by rows
         ("gemma3", "self_extend:4,24"),

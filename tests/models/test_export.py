@@ -95,6 +95,12 @@ def ids(vocab: int) -> torch.Tensor:
         ("hunyuan_v1_dense", "ntk:3", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("hunyuan_v1_dense", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("ernie4_5", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("qwen2_moe", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("hunyuan_v1_moe", "ntk:3", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("ernie4_5_moe", "llama3:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("dots1", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
+        ("apertus", "yarn:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("arcee", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
         ("gemma4", "proportional:2", "native", ("transformers_v5",)),

@@ -37,6 +37,12 @@ FAMILIES = [
     "ernie4_5",
     "minimax_m2",
     "hunyuan_v1_dense",
+    "dots1",
+    "qwen2_moe",
+    "hunyuan_v1_moe",
+    "ernie4_5_moe",
+    "apertus",
+    "arcee",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
@@ -201,6 +207,23 @@ def test_a_multimodal_checkpoint_runs_its_text_model(prefix, tmp_path):
     )
 
 
+def test_kimi_k2s_model_type_runs_as_deepseek_v3(tmp_path):
+    """Kimi K2's config.json says ``kimi_k2`` (its config class, by auto_map, is DeepSeek V3's, which ropekit reads
+    without running it): the same checkpoint under either model type gives the same NLL."""
+    import json
+    import shutil
+
+    make_checkpoint(tmp_path / "v3", FAMILY_CONFIGS["deepseek_v3"])
+    shutil.copytree(tmp_path / "v3", tmp_path / "k2")
+    config = json.loads((tmp_path / "k2" / "config.json").read_text())
+    config.update(model_type="kimi_k2", auto_map={"AutoConfig": "configuration_deepseek.DeepseekV3Config"})
+    (tmp_path / "k2" / "config.json").write_text(json.dumps(config))
+    model = ropekit.load_model(tmp_path / "k2")
+    assert model.config.model_type == "deepseek_v3"
+    tokens = ids(model.config.vocab_size, 200)
+    assert torch.equal(ropekit.token_nll(model, tokens), ropekit.token_nll(ropekit.load_model(tmp_path / "v3"), tokens))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path):
     """A mix no family's config can state (window 16, NoPE global layers, yarn): the KV-cached greedy decoding
@@ -231,20 +254,152 @@ MINIMAX_M2 = {
 }
 
 
+# Published models' sizes (the keys that size them, from each model's config.json) and their totals
+PUBLISHED = {
+    "Apertus-8B": (
+        {
+            "model_type": "apertus",
+            "hidden_size": 4096,
+            "intermediate_size": 21504,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 131072,
+            "max_position_embeddings": 65536,
+        },
+        8.05e9,
+    ),
+    "Qwen1.5-MoE-A2.7B": (
+        {
+            "model_type": "qwen2_moe",
+            "hidden_size": 2048,
+            "max_position_embeddings": 8192,
+            "intermediate_size": 5632,
+            "moe_intermediate_size": 1408,
+            "shared_expert_intermediate_size": 5632,
+            "num_experts": 60,
+            "num_experts_per_tok": 4,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "vocab_size": 151936,
+            "tie_word_embeddings": False,
+        },
+        14.3e9,
+    ),
+    "ERNIE-4.5-21B-A3B": (
+        {
+            "model_type": "ernie4_5_moe",
+            "hidden_size": 2560,
+            "max_position_embeddings": 131072,
+            "intermediate_size": 12288,
+            "moe_intermediate_size": 1536,
+            "moe_num_experts": 64,
+            "moe_k": 6,
+            "moe_num_shared_experts": 2,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 20,
+            "num_key_value_heads": 4,
+            "head_dim": 128,
+            "vocab_size": 103424,
+            "moe_layer_start_index": 1,
+            "moe_layer_end_index": 27,
+            "tie_word_embeddings": True,
+        },
+        21.8e9,
+    ),
+    "Hunyuan-A13B": (
+        {
+            "model_type": "hunyuan_v1_moe",
+            "hidden_size": 4096,
+            "max_position_embeddings": 32768,
+            "intermediate_size": 3072,
+            "num_experts": 64,
+            "moe_topk": [8] * 32,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "vocab_size": 128167,
+            "tie_word_embeddings": True,
+        },
+        80.4e9,
+    ),
+    "dots.llm1": (
+        {
+            "model_type": "dots1",
+            "hidden_size": 4096,
+            "max_position_embeddings": 32768,
+            "intermediate_size": 10944,
+            "moe_intermediate_size": 1408,
+            "n_routed_experts": 128,
+            "num_experts_per_tok": 6,
+            "n_shared_experts": 2,
+            "first_k_dense_replace": 1,
+            "num_hidden_layers": 62,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "head_dim": 128,
+            "vocab_size": 152064,
+            "tie_word_embeddings": False,
+        },
+        142.8e9,
+    ),
+}
+
+
+SMALL_LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 128}
+
+
+def transformers_parameters(config: dict) -> int:
+    """The parameters of transformers' model of ``config`` (on the meta device), its routers' correction biases,
+    xIELU's beta and eps and Gemma 4's layer scalars (buffers there, weights in ropekit) among them."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(config["model_type"], **fields))
+    weights = ("e_score_correction_bias", "act_fn.beta", "act_fn.eps", "layer_scalar")
+    buffers = sum(b.numel() for name, b in hf.named_buffers() if name.endswith(weights))
+    return sum(p.numel() for p in hf.parameters()) + buffers
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_models_have_transformers_parameters(name):
+    from ropekit.models.config import checkpoint_config, plan_config
+    from ropekit.sweep import cost
+
+    config, total = PUBLISHED[name]
+    expected = transformers_parameters(config)
+    assert sum(cost.parameters(plan_config(checkpoint_config(config)))) == expected
+    assert abs(expected - total) < 0.005 * total
+
+
+def test_configs_ropekit_cannot_run_are_refused():
+    from ropekit.models.config import ModelConfigError, checkpoint_config, plan_config
+
+    with pytest.raises(ModelConfigError, match="activation 'xielu' in a llama model: .* MLPs without a gate"):
+        plan_config(checkpoint_config({**SMALL_LLAMA, "hidden_act": "xielu"}))
+
+    hunyuan = {**PUBLISHED["Hunyuan-A13B"][0], "moe_topk": [8] * 31 + [4]}
+    with pytest.raises(ModelConfigError, match=r"moe_topk=\[8, 8, .*4\] is not allowed; expected a positive integer"):
+        plan_config(checkpoint_config(hunyuan))
+    ernie = {**PUBLISHED["ERNIE-4.5-21B-A3B"][0], "use_bias": True}
+    with pytest.raises(ModelConfigError, match="use_bias=True.*bias on the LM head"):
+        plan_config(checkpoint_config(ernie))
+    ernie = {**PUBLISHED["ERNIE-4.5-21B-A3B"][0], "moe_layer_interval": 0}
+    with pytest.raises(ModelConfigError, match="moe_layer_interval=0 are not allowed"):
+        plan_config(checkpoint_config(ernie))
+
+
 def test_minimax_m2_plans_as_published():
     """MiniMax-M2: the rope on 64 of each head's 128 channels, and transformers' own parameter count of
     MiniMaxM2ForCausalLM (229B, 10B a token)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from ropekit.models.config import checkpoint_config, plan_config
     from ropekit.sweep import cost
 
     plan = plan_config(checkpoint_config(MINIMAX_M2))
     assert {layer.rope.rotary_dim for layer in plan.layers} == {64}
-    fields = {k: v for k, v in MINIMAX_M2.items() if k != "model_type"}
-    with torch.device("meta"):
-        hf = AutoModelForCausalLM.from_config(AutoConfig.for_model("minimax_m2", **fields))
-    corrections = sum(b.numel() for name, b in hf.named_buffers() if name.endswith("e_score_correction_bias"))
-    expected = sum(p.numel() for p in hf.parameters()) + corrections  # a buffer there, a weight here
+    expected = transformers_parameters(MINIMAX_M2)
     assert sum(cost.parameters(plan)) == expected
     assert 228e9 < expected < 231e9

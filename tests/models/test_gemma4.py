@@ -1,4 +1,5 @@
-"""Gemma 4's dense text model (the ``gemma4_text`` family, and the text model of a ``gemma4`` checkpoint) on a tiny
+"""Gemma 4's text model (the ``gemma4_text`` family, and the text model of a ``gemma4`` checkpoint; dense, and with its
+experts beside the dense MLP: ``gemma4_moe`` in tiny.py) on a tiny
 random checkpoint written by transformers itself (tests/models/tiny.py: per-layer head sizes, KV sharing, keys as
 values, per-layer inputs, layer scalars, final soft-capping): per-token NLL equal to transformers' forward (float32;
 the mean to 1e-5 relative, every token within 1e-4) inside and past the trained length, under each rope its
@@ -101,10 +102,11 @@ def test_gemma4_generates_as_transformers(tmp_path):
     assert greedy_generate(model, prompt, max_new_tokens=40) == out[0, 100:].tolist()
 
 
-def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(tmp_path):
+@pytest.mark.parametrize("family", ["gemma4", "gemma4_moe"])
+def test_a_mix_upstream_cannot_state_decodes_as_without_a_cache(family, tmp_path):
     """Window 16, NoPE global layers, yarn (none of which Gemma 4's config can state): the KV-cached greedy
     decoding equals the argmax of a full forward over everything so far, step by step."""
-    make_checkpoint(tmp_path, gemma4())
+    make_checkpoint(tmp_path, config(family))
     model = ropekit.load_model(tmp_path, layer_mix="LLG@16+nope", rope_scaling="yarn:2")
     prompt = ids(model.config.vocab_size, 30)
     tokens = prompt.tolist()
@@ -138,16 +140,11 @@ def test_a_plan_that_splits_shared_layers_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "value", "lacks"),
-    [
-        ("enable_moe_block", True, "Gemma 4's mixture-of-experts block"),
-        ("use_bidirectional_attention", "all", "bidirectional attention over text tokens"),
-    ],
+    [("use_bidirectional_attention", "all", "bidirectional attention over text tokens")],
 )
 def test_what_the_decoder_cannot_run_is_refused(key, value, lacks, tmp_path):
     raw = {**FAMILY_CONFIGS["gemma4"], "max_position_embeddings": TRAINED, "vocab_size": 384, "hidden_size": 64}
     raw |= {"intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, key: value}
-    if key == "enable_moe_block":
-        raw |= {"num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": 32}
     with pytest.raises(ModelConfigError, match=f"{key}=.* is not supported; ropekit's decoder has no {lacks}"):
         plan_config(checkpoint_config(raw))
 
@@ -212,3 +209,57 @@ def test_longrope_on_the_global_layers_where_every_layer_has_one_head_size(tmp_p
     for length in (100, 300):
         tokens = ids(model.config.vocab_size, length)
         assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens))
+
+
+@pytest.mark.parametrize("length", [100, 300])
+def test_gemma4_moe_inside_and_past_its_trained_length(length, tmp_path):
+    """Gemma 4's MoE (26B-A4B's layout): on every layer 2 of 8 experts beside the dense MLP, the router reading the
+    MLP's input normed without weight and scaled, each expert's weight times its scale, each branch with its own
+    norms (the router's scales and the norms random, so that each is tested)."""
+    hf = make_checkpoint(tmp_path, config("gemma4_moe"))
+    model = ropekit.load_model(tmp_path)
+    assert model.config.moe.layers == (True,) * 6 and model.config.moe.beside
+    tokens = ids(model.config.vocab_size, length)
+    reference = hf_token_nll(hf, tokens)
+    assert reference.std() > 0.2
+    assert_close(ropekit.token_nll(model, tokens), reference)
+
+
+def test_gemma4_moe_generates_as_transformers(tmp_path):
+    hf = make_checkpoint(tmp_path, config("gemma4_moe"))
+    model = ropekit.load_model(tmp_path)
+    prompt = ids(model.config.vocab_size, 30)
+    expected = hf.generate(prompt[None], max_new_tokens=20, do_sample=False)[0, 30:].tolist()
+    assert greedy_generate(model, prompt, max_new_tokens=20) == expected
+
+
+def test_gemma4_moe_published_sizes():
+    """Gemma 4 26B-A4B's layout (config keys as its config.json names them): transformers' own parameter count,
+    25.2B."""
+    from ropekit.sweep import cost
+    from tests.models.test_families import transformers_parameters
+
+    published = {
+        "model_type": "gemma4_text",
+        "hidden_size": 2816,
+        "intermediate_size": 2112,
+        "moe_intermediate_size": 704,
+        "num_experts": 128,
+        "top_k_experts": 8,
+        "enable_moe_block": True,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "num_global_key_value_heads": 2,
+        "head_dim": 256,
+        "global_head_dim": 512,
+        "attention_k_eq_v": True,
+        "hidden_size_per_layer_input": 0,
+        "vocab_size": 262144,
+        "max_position_embeddings": 262144,
+        "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 5,
+        "sliding_window": 1024,
+    }
+    expected = transformers_parameters(published)
+    assert sum(cost.parameters(plan_config(checkpoint_config(published)))) == expected
+    assert 25.1e9 < expected < 25.3e9

@@ -42,14 +42,16 @@ def write_gguf(
     permute_qk: bool = False,
     per_expert: bool = False,
     rope_freqs: list | None = None,
+    extra: dict | None = None,
     **metadata,
 ) -> None:
     """A GGUF file of the safetensors checkpoint in ``folder``, as convert_hf_to_gguf.py writes one: the config's
     sizes under ``arch``'s keys, each layer's experts stacked into one (E, ...) tensor per projection and named by the
     ``gguf`` package's map (``ffn_{gate,up,down}_exps``), float32; ``permute_qk``: q/k rows permuted as llama.cpp's
     LlamaModel does; ``per_expert``: each expert's tensors their own (``ffn_gate.E``), as llama.cpp wrote Mixtral
-    before it stacked them; ``rope_freqs``: per-frequency rope factors, as it stores Llama 3's. ``metadata``: more
-    ``GGUFWriter.add_*`` calls, by method name without ``add_``."""
+    before it stacked them; ``rope_freqs``: per-frequency rope factors, as it stores Llama 3's; ``extra``: more
+    tensors by their GGUF names, each an array and its GGML type. ``metadata``: more ``GGUFWriter.add_*`` calls, by
+    method name without ``add_``."""
     import gguf
 
     c = hf.config.to_dict()  # Gemma 4's config answers per-layer sizes only per layer
@@ -90,6 +92,8 @@ def write_gguf(
         writer.add_tensor(f"{names.get_name(base)}.weight", stacked.float().numpy())
     if rope_freqs is not None:
         writer.add_tensor("rope_freqs.weight", torch.tensor(rope_freqs, dtype=torch.float32).numpy())
+    for name, (array, raw_dtype) in (extra or {}).items():
+        writer.add_tensor(name, array, raw_dtype=raw_dtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -132,6 +136,26 @@ def test_qwen3_moe_from_gguf(tmp_path):
         expert_feed_forward_length=c.moe_intermediate_size,
     )
     assert_gguf_matches_checkpoint(tmp_path / "tiny-qwen3moe.gguf", folder, hf, "qwen3_moe")
+
+
+def test_qwen2_moe_from_gguf(tmp_path):
+    """llama.cpp's ``qwen2moe``: transformers' key table, the experts' size and the shared expert's
+    (``expert_shared_feed_forward_length``) from llama.cpp's keys; the shared expert (``ffn_{gate,up,down}_shexp``)
+    and its gate (``ffn_gate_inp_shexp``) by the ``gguf`` package's names."""
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("qwen2_moe", mlp_only_layers=[]))
+    c = hf.config
+    write_gguf(
+        tmp_path / "tiny-qwen2moe.gguf",
+        folder,
+        hf,
+        "qwen2moe",
+        expert_count=c.num_experts,
+        expert_used_count=c.num_experts_per_tok,
+        expert_feed_forward_length=c.moe_intermediate_size,
+        expert_shared_feed_forward_length=c.shared_expert_intermediate_size,
+    )
+    assert_gguf_matches_checkpoint(tmp_path / "tiny-qwen2moe.gguf", folder, hf, "qwen2_moe")
 
 
 def test_mixtral_from_gguf(tmp_path):
@@ -224,6 +248,21 @@ def test_a_gemma4_gguf_without_llama_cpps_keys_is_refused_naming_one(tmp_path):
     assert "\n" not in line and "'gemma4' lacks the key gemma4.attention.sliding_window_pattern" in line
 
 
+def test_a_gemma4_moe_gguf_is_refused_naming_its_safetensors_checkpoints(tmp_path):
+    """A Gemma 4 file with experts (``expert_count``): ropekit reads Gemma 4's experts from safetensors only, and
+    says so, rather than reading the dense layers alone."""
+    folder = tmp_path / "hf"
+    hf = make_checkpoint(folder, config("gemma4_moe"))
+    write_gguf(tmp_path / "tiny-gemma4.gguf", folder, hf, "gemma4", expert_count=8, expert_used_count=2)
+    with pytest.raises(CheckpointError) as err:
+        ropekit.load_model(tmp_path / "tiny-gemma4.gguf")
+    line = str(err.value)
+    assert "\n" not in line and line.endswith(
+        "GGUF architecture 'gemma4' with experts (expert_count): ropekit reads gemma4_text's mixture of experts from "
+        "safetensors checkpoints only"
+    )
+
+
 def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_refused(tmp_path):
     """llama.cpp's ``command-r`` (Cohere's first Command R): one line naming the architecture, not a config of a
     class's defaults nor a traceback."""
@@ -237,17 +276,89 @@ def test_an_architecture_neither_transformers_nor_ropekit_reads_from_gguf_is_ref
         assert "\n" not in line and "GGUF architecture 'command-r'" in line and "nor ropekit has a reader" in line
 
 
+def mxfp4_rounded(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` (..., in) as MXFP4 holds them: blocks of 32 along ``in``, each a power-of-two scale and FP4 values."""
+    import gguf
+
+    q = gguf.quants.quantize(rows.float().numpy(), gguf.GGMLQuantizationType.MXFP4)
+    return torch.from_numpy(gguf.quants.dequantize(q, gguf.GGMLQuantizationType.MXFP4).copy()).reshape(rows.shape)
+
+
+def gpt_oss_experts(folder: Path, layers: int, mxfp4: bool) -> dict:
+    """gpt-oss's stacked experts as llama.cpp's GptOssModel writes them (convert_hf_to_gguf.py): gate and up split
+    from their interleaved columns, each expert's rows (out, in), in MXFP4 or float32, and their biases; the sinks
+    as ``attn_sinks``. With ``mxfp4``, the checkpoint's experts are first rounded to what MXFP4 holds (and saved
+    so), as the published ones are."""
+    import gguf
+    from safetensors.torch import save_file
+
+    weights = load_file(folder / "model.safetensors")
+    extra = {}
+    kind = gguf.GGMLQuantizationType.MXFP4 if mxfp4 else gguf.GGMLQuantizationType.F32
+    for i in range(layers):
+        experts = f"model.layers.{i}.mlp.experts"
+        gate_up = weights[f"{experts}.gate_up_proj"].transpose(1, 2)  # (E, 2 x I, C): rows gate_0, up_0, gate_1, ...
+        down = weights[f"{experts}.down_proj"].transpose(1, 2)  # (E, C, I)
+        if mxfp4:
+            gate_up, down = mxfp4_rounded(gate_up), mxfp4_rounded(down)
+            weights[f"{experts}.gate_up_proj"] = gate_up.transpose(1, 2).contiguous()
+            weights[f"{experts}.down_proj"] = down.transpose(1, 2).contiguous()
+        bias = weights[f"{experts}.gate_up_proj_bias"]
+        for name, rows in (("gate", gate_up[:, 0::2]), ("up", gate_up[:, 1::2]), ("down", down)):
+            array = rows.float().contiguous().numpy()
+            extra[f"blk.{i}.ffn_{name}_exps.weight"] = (gguf.quants.quantize(array, kind) if mxfp4 else array, kind)
+        for name, values in (("gate", bias[:, 0::2]), ("up", bias[:, 1::2])):
+            extra[f"blk.{i}.ffn_{name}_exps.bias"] = (values.float().contiguous().numpy(), None)
+        extra[f"blk.{i}.ffn_down_exps.bias"] = (weights[f"{experts}.down_proj_bias"].float().numpy(), None)
+        extra[f"blk.{i}.attn_sinks.weight"] = (weights[f"model.layers.{i}.self_attn.sinks"].float().numpy(), None)
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return extra
+
+
+@pytest.mark.parametrize("mxfp4", [True, False])
+def test_gpt_oss_from_gguf(mxfp4, tmp_path):
+    """llama.cpp's ``gpt-oss``: the experts' gate, up and down stacked apart (MXFP4, as ggml-org's files hold them, or
+    float32), their biases, a sink per head, every other layer sliding from the first (llama.cpp's swa pattern 2)
+    and gpt-oss's yarn (untruncated, as its config says: the file has no key for it) read as the safetensors
+    checkpoint it was written from, whose NLL transformers gives."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "hf"
+    extra = gpt_oss_experts(folder, make_checkpoint(folder, FAMILY_CONFIGS["gpt_oss"]).config.num_hidden_layers, mxfp4)
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").float().eval()
+    rope = hf.config.rope_parameters
+    write_gguf(
+        tmp_path / "tiny-gpt-oss.gguf",
+        folder,
+        hf,
+        "gpt-oss",
+        extra=extra,
+        sliding_window=hf.config.sliding_window,
+        expert_count=hf.config.num_local_experts,
+        expert_used_count=hf.config.num_experts_per_tok,
+        expert_feed_forward_length=hf.config.intermediate_size,
+        rope_scaling_type=gguf.RopeScalingType.YARN,
+        rope_scaling_factor=rope["factor"],
+        rope_scaling_orig_ctx_len=rope["original_max_position_embeddings"],
+    )
+    assert_gguf_matches_checkpoint(tmp_path / "tiny-gpt-oss.gguf", folder, hf, "gpt_oss")
+
+
 @pytest.mark.parametrize(
     ("family", "arch", "runs"),
     [
-        ("gpt_oss", "gpt-oss", "gpt_oss"),
         ("deepseek_v3", "deepseek2", "deepseek_v2 and deepseek_v3"),
         ("llama4", "llama4", "llama4_text"),
+        ("hunyuan_v1_moe", "hunyuan-moe", "hunyuan_v1_moe"),
+        ("ernie4_5_moe", "ernie4_5-moe", "ernie4_5_moe"),
+        ("dots1", "dots1", "dots1"),
     ],
 )
 def test_a_gguf_ropekit_does_not_read_is_refused_naming_its_safetensors_checkpoints(family, arch, runs, tmp_path):
-    """llama.cpp's ``gpt-oss`` (its experts in MXFP4, gate and up split) and ``deepseek2`` (DeepSeek V2 and V3, the
-    MLA's key and value projections split): ropekit reads those families from safetensors only, and says so."""
+    """llama.cpp's ``deepseek2`` (DeepSeek V2 and V3, the MLA's key and value projections split), ``llama4``, and
+    the mixtures of experts with shared experts llama.cpp writes under names of their own (``hunyuan-moe``,
+    ``ernie4_5-moe``, ``dots1``): ropekit reads those families from safetensors only, and says so."""
     folder = tmp_path / "hf"
     hf = make_checkpoint(folder, FAMILY_CONFIGS[family])
     write_gguf(tmp_path / "tiny.gguf", folder, hf, arch)

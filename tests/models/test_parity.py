@@ -54,16 +54,25 @@ def test_family_in_bf16_matches_transformers_in_bf16(family, tmp_path):
     1.5x of transformers' own distance from fp32, which is what says ropekit rounds no worse. Gemma 4 leaves
     q.k unscaled (its q/k norms set the scale), so with these random norm weights (about 1) the scores reach
     +-head_dim and the softmax is near one-hot: each side is 0.06-0.07 nats from fp32 on average and up to 0.72
-    at worst, 0.07 and 0.57 from each other (mean NLL within 0.003 %). Its bounds: 0.1 on average, 1.0 at worst."""
+    at worst, 0.07 and 0.57 from each other (mean NLL within 0.003 %). Its bounds: 0.1 on average, 1.0 at worst.
+    Its MoE adds the routing flips to that: 0.08 and 0.86 from each other, and the mean NLLs 0.15 % apart, where
+    each side's mean moves from fp32's by 0.02-0.19 % either way (three seeds, 600 tokens: ropekit's the nearer as
+    often as not); its mean bound is 0.3 %."""
     hf = make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
     model = ropekit.load_model(tmp_path, dtype="bfloat16")
     ids = random_ids(model.config.vocab_size)
     ours = ropekit.token_nll(model, ids)
     token_mean, token_max = (0.05, 1.0) if model.config.moe is not None else (0.02, 0.1)
-    if family == "gemma4":
+    if family.startswith("gemma4"):
         token_mean, token_max = 0.1, 1.0
+    mean = 3e-3 if family == "gemma4_moe" else 1e-3
     assert_bf16_nll_close(
-        ours, hf_token_nll(in_bf16(hf), ids), hf_token_nll(hf, ids), token_mean=token_mean, token_max=token_max
+        ours,
+        hf_token_nll(in_bf16(hf), ids),
+        hf_token_nll(hf, ids),
+        token_mean=token_mean,
+        token_max=token_max,
+        mean=mean,
     )
 
 

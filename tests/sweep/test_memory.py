@@ -44,6 +44,7 @@ def forward_peak(model, ids: torch.Tensor) -> int:
         ("llama", None),
         ("qwen3_moe", None),
         ("gemma4", None),
+        ("gemma4_moe", None),
         ("cohere2", None),
         ("gpt_oss", None),
         ("deepseek_v3", None),
