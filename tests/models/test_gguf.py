@@ -119,43 +119,28 @@ def assert_gguf_matches_checkpoint(gguf_path: Path, folder: Path, hf, model_type
     assert torch.equal(ropekit.token_nll(ropekit.load_model(gguf_path), tokens), ours)  # from the cache
 
 
-def test_qwen3_moe_from_gguf(tmp_path):
-    """llama.cpp's ``qwen3moe``: transformers' key table reads the expert count and top-k, and llama.cpp's
-    ``expert_feed_forward_length`` (which that table lacks) the experts' size; every layer has experts (llama.cpp's
-    Qwen3-MoE has no dense layers), and the top-k weights renormalised (transformers' GGUF default)."""
+@pytest.mark.parametrize(("family", "arch"), [("qwen3_moe", "qwen3moe"), ("qwen2_moe", "qwen2moe")])
+def test_qwen_moe_from_gguf(family, arch, tmp_path):
+    """llama.cpp's ``qwen3moe`` and ``qwen2moe``: transformers' key table reads the expert count and top-k, and
+    llama.cpp's ``expert_feed_forward_length`` (which that table lacks) the experts' size, and Qwen2-MoE's
+    ``expert_shared_feed_forward_length`` its shared expert's (``ffn_{gate,up,down}_shexp``, gated by
+    ``ffn_gate_inp_shexp``); every layer has experts (llama.cpp's Qwen-MoE has no dense layers), and the top-k
+    weights renormalised as transformers' GGUF defaults say."""
     folder = tmp_path / "hf"
-    hf = make_checkpoint(folder, config("qwen3_moe", mlp_only_layers=[]))
+    hf = make_checkpoint(folder, config(family, mlp_only_layers=[]))
     c = hf.config
+    shared = getattr(c, "shared_expert_intermediate_size", None)
     write_gguf(
-        tmp_path / "tiny-qwen3moe.gguf",
+        tmp_path / f"tiny-{arch}.gguf",
         folder,
         hf,
-        "qwen3moe",
+        arch,
         expert_count=c.num_experts,
         expert_used_count=c.num_experts_per_tok,
         expert_feed_forward_length=c.moe_intermediate_size,
+        **({"expert_shared_feed_forward_length": shared} if shared else {}),
     )
-    assert_gguf_matches_checkpoint(tmp_path / "tiny-qwen3moe.gguf", folder, hf, "qwen3_moe")
-
-
-def test_qwen2_moe_from_gguf(tmp_path):
-    """llama.cpp's ``qwen2moe``: transformers' key table, the experts' size and the shared expert's
-    (``expert_shared_feed_forward_length``) from llama.cpp's keys; the shared expert (``ffn_{gate,up,down}_shexp``)
-    and its gate (``ffn_gate_inp_shexp``) by the ``gguf`` package's names."""
-    folder = tmp_path / "hf"
-    hf = make_checkpoint(folder, config("qwen2_moe", mlp_only_layers=[]))
-    c = hf.config
-    write_gguf(
-        tmp_path / "tiny-qwen2moe.gguf",
-        folder,
-        hf,
-        "qwen2moe",
-        expert_count=c.num_experts,
-        expert_used_count=c.num_experts_per_tok,
-        expert_feed_forward_length=c.moe_intermediate_size,
-        expert_shared_feed_forward_length=c.shared_expert_intermediate_size,
-    )
-    assert_gguf_matches_checkpoint(tmp_path / "tiny-qwen2moe.gguf", folder, hf, "qwen2_moe")
+    assert_gguf_matches_checkpoint(tmp_path / f"tiny-{arch}.gguf", folder, hf, family)
 
 
 def test_mixtral_from_gguf(tmp_path):

@@ -39,6 +39,18 @@ MLA = {
     "moe_intermediate_size": 32,
 }
 
+# DeepSeek V3's router at the tiny size (GLM-4.5's, dots.llm1's): 2 of 8 experts from the best of 2 groups, a shared
+# expert, the first layer dense
+DEEPSEEK_ROUTED = {
+    "n_routed_experts": 8,
+    "num_experts_per_tok": 2,
+    "n_group": 2,
+    "topk_group": 1,
+    "moe_intermediate_size": 32,
+    "first_k_dense_replace": 1,
+    "n_shared_experts": 1,
+}
+
 FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     "llama": {"model_type": "llama"},
     "llama-tied-bias": {"model_type": "llama", "tie_word_embeddings": True, "attention_bias": True, "mlp_bias": True},
@@ -130,13 +142,7 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "attention_bias": True,
         "use_qk_norm": True,
         "partial_rotary_factor": 0.5,
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
-        "n_group": 2,
-        "topk_group": 1,
-        "moe_intermediate_size": 32,
-        "first_k_dense_replace": 1,
-        "n_shared_experts": 1,
+        **DEEPSEEK_ROUTED,
         "routed_scaling_factor": 1.8,
     },
     # GLM-4.7-Flash: DeepSeek V3's MLA and router, its dense layers listed; its config has no head_dim of its own
@@ -153,13 +159,7 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
     # layer; its top-k weights renormalised
     "dots1": {
         "model_type": "dots1",
-        "n_routed_experts": 8,
-        "num_experts_per_tok": 2,
-        "n_group": 2,
-        "topk_group": 1,
-        "moe_intermediate_size": 32,
-        "first_k_dense_replace": 1,
-        "n_shared_experts": 1,
+        **DEEPSEEK_ROUTED,
         "norm_topk_prob": True,
         "routed_scaling_factor": 2.5,
         "sliding_window": None,
