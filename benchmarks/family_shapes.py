@@ -1,7 +1,8 @@
 """ropekit against transformers on random-weight models of the newer families' shapes (issue 29): a
 SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts, a gpt-oss-like one
 (attention sinks, 1 sliding : 1 global layers), a DeepSeek-V2-Lite-like one (multi-head latent attention,
-shared experts) and a Llama-4-Scout-like one (chunked layers, NoPE global ones, experts), all small.
+shared experts), a Llama-4-Scout-like one (chunked layers, NoPE global ones, experts) and a Gemma-4-26B-A4B-like
+one (5 sliding : 1 global layers, experts beside the dense MLP), all small.
 
 Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
 (shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
@@ -114,6 +115,27 @@ SHAPES = {
             "high_freq_factor": 1.0,
             "original_max_position_embeddings": 8192,
         },
+    },
+    # Gemma-4-26B-A4B's layout at a small size: 5 sliding (window 512) : 1 global layers, the global ones with heads of
+    # 128 and 2 KV heads whose values are their keys; on every layer 16 experts of 128, 4 a token, beside a dense MLP
+    # of 1024; final soft-capping.
+    "gemma4-moe-small": {
+        "model_type": "gemma4_text",
+        "intermediate_size": 1024,
+        **COMMON,
+        "num_hidden_layers": 6,
+        "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+        "sliding_window": 512,
+        "global_head_dim": 128,
+        "num_global_key_value_heads": 2,
+        "attention_k_eq_v": True,
+        "hidden_size_per_layer_input": 0,
+        "enable_moe_block": True,
+        "num_experts": 16,
+        "top_k_experts": 4,
+        "moe_intermediate_size": 128,
+        "final_logit_softcapping": 30.0,
+        "max_position_embeddings": 131072,
     },
 }
 

@@ -647,6 +647,35 @@ for _family in (
     # dots.llm1 (dots1): Qwen 3's attention (per-head q/k norms) with DeepSeek V3's router and shared experts after
     # first_k_dense_replace dense layers (Dots1Config, Dots1TopkRouter, Dots1MoE).
     _like(LLAMA, "dots1", qk_norm="head", export=Switches(layer_types=True), experts=DEEPSEEK_V3.experts),
+    # Solar Open (Upstage): Llama's attention (o without a bias), experts on every layer with DeepSeek V3's router and
+    # shared experts (Glm4MoeMoE); theta 1e6 (SolarOpenConfig, SolarOpenDecoderLayer).
+    _like(
+        LLAMA,
+        "solar_open",
+        rope=ModelRope("solar_open", default_theta=1_000_000.0),
+        o_bias=False,
+        export=Switches(),
+        experts=dataclasses.replace(DEEPSEEK_V3.experts, first_dense=None),
+    ),
+    # K-EXAONE (exaone_moe): EXAONE 4's attention (per-head q/k norms, global layers NoPE when there is a window) with
+    # Llama's pre-norms (OlmoeDecoderLayer), DeepSeek V3's router (its correction bias stored in the block) and
+    # num_shared_experts shared experts on the layers mlp_layer_types calls sparse (ExaoneMoeConfig,
+    # ExaoneMoeSparseMoEBlock).
+    Family(
+        "exaone_moe",
+        PRE_NORM,
+        rope=ModelRope("exaone_moe", nope_global_when_sliding=True),
+        qk_norm="head",
+        export=Switches(layer_types=True, nope_global_when_sliding=True),
+        experts=dataclasses.replace(
+            DEEPSEEK_V3.experts,
+            count="num_experts",
+            shared="num_shared_experts",
+            first_dense=None,
+            layer_kinds="mlp_layer_types",
+            correction="e_score_correction_bias",
+        ),
+    ),
     # Llama 4 (Scout, Maverick; llama4_text, and the text model of a llama4 checkpoint): iRoPE, rope layers whose
     # attention is chunked (attention_chunk_size) with weightless q/k norms where use_qk_norm says, every
     # no_rope_layer_interval-th layer NoPE and full, its queries temperature-tuned (attn_temperature_tuning), rope
@@ -781,6 +810,9 @@ for _family in (
     ),
     # OLMo 2: norms after attention and the MLP, q/k RMSNorm over all heads at once, theta 5e5.
     OLMO2,
+    # FlexOlmo: OLMo 2's layers (norms after attention and the MLP, q/k norms over all heads) with OLMoE's experts
+    # (FlexOlmoDecoderLayer, FlexOlmoSparseMoeBlock).
+    _like(OLMO2, "flex_olmo", experts=Experts(size="intermediate_size")),
     # OLMo 3: OLMo 2 with 3 sliding : 1 global layers; a flat (legacy) rope_scaling applies to the
     # global layers, and the sliding ones keep the default rope at Olmo3Config's default theta (5e5)
     # whatever rope_theta says (Olmo3Config.convert_rope_params_to_dict).

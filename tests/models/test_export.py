@@ -101,9 +101,13 @@ def ids(vocab: int) -> torch.Tensor:
         ("dots1", "yarn:2", "LLLG@32", ("transformers_v4", "transformers_v5", "vllm")),
         ("apertus", "yarn:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("arcee", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("solar_open", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("exaone_moe", "yarn:2", "LLLG@32+nope", ("transformers_v4", "transformers_v5", "vllm")),
+        ("flex_olmo", "linear:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         # Gemma 4's config class reads rope_parameters only (v5), and vLLM reads the v4 keys
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
         ("gemma4", "proportional:2", "native", ("transformers_v5",)),
+        ("gemma4_moe", "yarn:4", "LLG@24", ("transformers_v5",)),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):

@@ -43,6 +43,9 @@ FAMILIES = [
     "ernie4_5_moe",
     "apertus",
     "arcee",
+    "solar_open",
+    "exaone_moe",
+    "flex_olmo",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

@@ -187,6 +187,20 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "moe_layer_end_index": 2,
         "tie_word_embeddings": False,
     },
+    # Solar Open: DeepSeek V3's router and a shared expert on every layer, Llama's attention
+    "solar_open": {"model_type": "solar_open", **DEEPSEEK_ROUTED, "first_k_dense_replace": None},
+    # K-EXAONE: EXAONE 4's attention (3 sliding : 1 NoPE global), DeepSeek V3's router, layer 0 dense
+    "exaone_moe": {
+        "model_type": "exaone_moe",
+        **DEEPSEEK_ROUTED,
+        "num_experts": 8,
+        "num_shared_experts": 1,
+        "sliding_window": 40,
+        "sliding_window_pattern": 4,
+        "routed_scaling_factor": 2.5,
+    },
+    # FlexOlmo: OLMo 2's layers, OLMoE's experts
+    "flex_olmo": {"model_type": "flex_olmo", "num_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32},
     # Llama 4: layers 0-2 chunked (32 positions) with rope and weightless q/k norms, layer 3 NoPE and full with its
     # queries temperature-tuned from position 15 on (floor_scale 16); experts on layers 1 and 3 (8, 2 a token, each
     # expert's input weighted, one shared expert), dense MLPs of 80 on 0 and 2
