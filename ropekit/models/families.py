@@ -187,6 +187,11 @@ class Gguf:
     layers: Callable[[Callable[[str], Any], dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     # keys of the family's own yarn that llama.cpp writes no key for (gpt-oss's ``truncate: false``)
     rope: Mapping[str, Any] = field(default_factory=dict)
+    # config keys true where the file holds a tensor of the first block, false where not (GLM-4.5's q/k/v biases and
+    # q/k norms: llama.cpp writes no key for them), by the tensor's name after ``blk.0.``
+    tensor_flags: Mapping[str, str] = field(default_factory=dict)
+    # the key counting blocks past the model's own layers (GLM-4.5's multi-token prediction layer, nextn_predict_layers)
+    extra_blocks: str | None = None
 
 
 @dataclass(frozen=True)
@@ -423,6 +428,17 @@ DEEPSEEK_V3 = _like(
     ),
 )
 
+# DeepSeek V3's router as llama.cpp writes it (its DeepseekV2Model and those that take its router): the first dense
+# layers, the shared experts, the weights' scale and renormalisation, the groups
+DEEPSEEK_GGUF_KEYS = {
+    "leading_dense_block_count": "first_k_dense_replace",
+    "expert_shared_count": "n_shared_experts",
+    "expert_weights_scale": "routed_scaling_factor",
+    "expert_weights_norm": "norm_topk_prob",
+    "expert_group_count": "n_group",
+    "expert_group_used_count": "topk_group",
+}
+
 # Mixtral's experts (and MiniMax-M2's names): block_sparse_moe.experts.E.{w1, w3, w2}, top-k weights renormalised
 MIXTRAL_EXPERTS = Experts(
     block="block_sparse_moe",
@@ -637,6 +653,14 @@ for _family in (
         qk_norm_when="use_qk_norm",
         export=Switches(),
         experts=DEEPSEEK_V3.experts,
+        # llama.cpp's Glm4MoeModel: the rotated share from rope.dimension_count, a block for each multi-token
+        # prediction layer beyond the model's, its biases and q/k norms told by their tensors
+        gguf=Gguf(
+            "glm4moe",
+            keys=DEEPSEEK_GGUF_KEYS,
+            tensor_flags={"attn_q.bias": "attention_bias", "attn_q_norm.weight": "use_qk_norm"},
+            extra_blocks="nextn_predict_layers",
+        ),
     ),
     # GLM-4.7-Flash (glm4_moe_lite): DeepSeek V3's layers, its dense and sparse MLPs listed by mlp_layer_types.
     _like(
@@ -646,7 +670,14 @@ for _family in (
     ),
     # dots.llm1 (dots1): Qwen 3's attention (per-head q/k norms) with DeepSeek V3's router and shared experts after
     # first_k_dense_replace dense layers (Dots1Config, Dots1TopkRouter, Dots1MoE).
-    _like(LLAMA, "dots1", qk_norm="head", export=Switches(layer_types=True), experts=DEEPSEEK_V3.experts),
+    _like(
+        LLAMA,
+        "dots1",
+        qk_norm="head",
+        export=Switches(layer_types=True),
+        experts=DEEPSEEK_V3.experts,
+        gguf=Gguf("dots1", keys=DEEPSEEK_GGUF_KEYS),
+    ),
     # Solar Open (Upstage): Llama's attention (o without a bias), experts on every layer with DeepSeek V3's router and
     # shared experts (Glm4MoeMoE); theta 1e6 (SolarOpenConfig, SolarOpenDecoderLayer).
     _like(

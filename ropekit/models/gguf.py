@@ -58,7 +58,6 @@ STACKED = re.compile(r"(?P<block>.+\.experts)\.(?P<part>gate_up|down)_proj(?P<bi
 # and V3 are both written as deepseek2, their MLA's key and value projections split apart)
 UNREAD_ARCHITECTURES = {
     "deepseek2": ("deepseek_v2", "deepseek_v3"),
-    "glm4moe": ("glm4_moe",),
     "llama4": ("llama4_text",),
     "hunyuan-moe": ("hunyuan_v1_moe",),
     "hunyuan-dense": ("hunyuan_v1_dense",),
@@ -152,6 +151,10 @@ def gguf_config(reader: Any, path: Path) -> dict[str, Any]:
         if (value := key(name)) is not None and target is not None:
             config[target] = value
     names = {t.name: t for t in reader.tensors}
+    if own is not None:
+        config.update({target: f"blk.0.{tensor}" in names for tensor, target in own.tensor_flags.items()})
+        if own.extra_blocks is not None and "num_hidden_layers" in config:  # GLM-4.5's MTP layer: not the model's
+            config["num_hidden_layers"] -= int(key(own.extra_blocks) or 0)
     if own is not None and own.layers is not None:
         try:
             config.update(own.layers(key, names, config))
@@ -357,7 +360,9 @@ class GGUFSource:
         if match := EXPERT.fullmatch(name):
             name, expert = f"{match['stack']}.{match['projection']}.{match['suffix']}", int(match["expert"])
         base, _, suffix = name.rpartition(".")
-        if suffix not in ("weight", "bias"):  # a buffer saved with the weights (Gemma 4's layer_scalar)
+        if suffix.endswith("_bias"):  # DeepSeek's router's e_score_correction_bias: llama.cpp's exp_probs_b.bias
+            base, suffix = f"{base}.{suffix.removesuffix('_bias')}", "bias"
+        elif suffix not in ("weight", "bias"):  # a buffer saved with the weights (Gemma 4's layer_scalar)
             base, suffix = name, "weight"
         gguf_base = self.names.get_name(base)
         if gguf_base and base.endswith("mlp.up_proj") and f"{gguf_base[: -len('up')]}gate.{suffix}" not in self.tensors:

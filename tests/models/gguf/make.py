@@ -12,7 +12,7 @@ files; its vendored gguf-py is 0.19.0, the ``gguf`` ropekit installs)::
 
     pip download llama-cpp-python==0.3.36 --no-binary :all: --no-deps -d /tmp/lcp
     tar xzf /tmp/lcp/llama_cpp_python-0.3.36.tar.gz -C /tmp/lcp
-    .venv/bin/python tests/models/gguf/make.py /tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp
+    .venv/bin/python tests/models/gguf/make.py /tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp [ARCH ...]
 
 Two things are changed in the converter, neither touching a weight or a model key: every model writes its
 vocabulary as a GPT-2-style token list (``_set_vocab_gpt2``), and its pre-tokenizer check returns "default",
@@ -73,6 +73,12 @@ ARCHITECTURES = {
         },
     ),
     "gemma4": ("gemma4", {"vocab_size": 55, "vocab_size_per_layer_input": 55}),
+    # DeepSeek V3's router in llama.cpp's own keys (leading dense blocks, shared experts, the weights' scale and norm);
+    # GLM-4.5 with its q/k/v biases; dots.llm1 in one group of experts, as published (llama.cpp writes no groups)
+    "glm4moe": ("glm4_moe", {"n_group": 1, "topk_group": 1}),
+    "dots1": ("dots1", {"n_group": 1, "topk_group": 1}),
+    "qwen2moe": ("qwen2_moe", {"mlp_only_layers": []}),  # llama.cpp's Qwen-MoE has experts on every layer
+    "gpt-oss": ("gpt_oss", {}),  # unquantised experts: gate and up split apart, each expert's rows (out, in)
 }
 
 
@@ -140,8 +146,10 @@ def convert(llama_cpp: Path, folder: Path, out: Path) -> None:
 
 
 def main() -> None:
-    llama_cpp = Path(sys.argv[1])
+    llama_cpp, only = Path(sys.argv[1]), sys.argv[2:]  # the fixtures to write (all where none is named)
     for arch, (family, extra) in ARCHITECTURES.items():
+        if only and arch not in only:
+            continue
         folder = HERE / arch
         shutil.rmtree(folder, ignore_errors=True)
         write_checkpoint(folder, family, extra)
