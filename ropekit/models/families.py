@@ -192,6 +192,9 @@ class Gguf:
     tensor_flags: Mapping[str, str] = field(default_factory=dict)
     # the key counting blocks past the model's own layers (GLM-4.5's multi-token prediction layer, nextn_predict_layers)
     extra_blocks: str | None = None
+    # weights llama.cpp writes as metadata, one value a layer (Apertus's xIELU): the name in a layer -> (the key, its
+    # shape in the decoder)
+    metadata_weights: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -706,6 +709,8 @@ for _family in (
             layer_kinds="mlp_layer_types",
             correction="e_score_correction_bias",
         ),
+        # llama.cpp's ExaoneMoEModel: EXAONE 4's layer pattern, DeepSeek V3's router keys, MTP blocks beyond its own
+        gguf=Gguf("exaone-moe", keys=DEEPSEEK_GGUF_KEYS, extra_blocks="nextn_predict_layers"),
     ),
     # Llama 4 (Scout, Maverick; llama4_text, and the text model of a llama4 checkpoint): iRoPE, rope layers whose
     # attention is chunked (attention_chunk_size) with weightless q/k norms where use_qk_norm says, every
@@ -780,6 +785,16 @@ for _family in (
             sparse_range=("moe_layer_start_index", "moe_layer_end_index", "moe_layer_interval"),
             norm_min="moe_norm_min",
         ),
+        # llama.cpp's Ernie4_5MoeModel: experts from leading_dense_block_count on, every interleave_moe_layer_step-th
+        # layer, to the last (it writes no last layer of its own)
+        gguf=Gguf(
+            "ernie4_5-moe",
+            keys={
+                "leading_dense_block_count": "moe_layer_start_index",
+                "interleave_moe_layer_step": "moe_layer_interval",
+                "expert_shared_count": "moe_num_shared_experts",
+            },
+        ),
         refused={"use_bias": ((None, False), "a bias on the LM head (ERNIE 4.5 MoE's with use_bias)")},
     ),
     # MiniMax-M2: Llama's norms, q/k norms over all heads at once, the rope on the first rotary_dim channels of
@@ -805,9 +820,29 @@ for _family in (
         rope=ModelRope("apertus", default_theta=12_000_000.0),
         qk_norm="head",
         gated_mlp=False,
+        # llama.cpp's ApertusModel: q/k rows as they are; each layer's xIELU weights as lists in the metadata
+        gguf=Gguf(
+            "apertus",
+            metadata_weights={
+                "mlp.act_fn.alpha_p": ("xielu.alpha_p", (1,)),
+                "mlp.act_fn.alpha_n": ("xielu.alpha_n", (1,)),
+                "mlp.act_fn.beta": ("xielu.beta", ()),
+                "mlp.act_fn.eps": ("xielu.eps", ()),
+            },
+        ),
     ),
-    # Arcee (AFM-4.5B): Llama with an MLP without a gate, its activation ReLU squared (ArceeMLP).
-    _like(LLAMA, "arcee", gated_mlp=False),
+    # Arcee (AFM-4.5B): Llama with an MLP without a gate, its activation ReLU squared (ArceeMLP); llama.cpp writes it
+    # as Llama (q/k rows permuted), its biases told by their tensors.
+    _like(
+        LLAMA,
+        "arcee",
+        gated_mlp=False,
+        gguf=Gguf(
+            "arcee",
+            permuted_qk=True,
+            tensor_flags={"attn_q.bias": "attention_bias", "ffn_up.bias": "mlp_bias"},
+        ),
+    ),
     # Cohere 2 (Command R7B): one LayerNorm feeding attention and the MLP in parallel, rope (interleaved)
     # on the sliding layers only, global layers NoPE; logits times logit_scale (read from the config).
     Family(

@@ -62,6 +62,8 @@ UNREAD_ARCHITECTURES = {
     "hunyuan-moe": ("hunyuan_v1_moe",),
     "hunyuan-dense": ("hunyuan_v1_dense",),
 }
+# A layer's weight under its transformers name, for the weights some families' files hold as metadata
+LAYER_WEIGHT = re.compile(r"model\.layers\.(?P<layer>\d+)\.(?P<name>.+)")
 
 
 def read_gguf(path: Path) -> Any:
@@ -336,8 +338,20 @@ class GGUFSource:
             self.read[name] = values
         return self.read[name]
 
+    def _metadata_weight(self, name: str) -> tuple[str, int, tuple[int, ...]] | None:
+        """(its key, its layer, its shape) where the file holds weight ``name`` as metadata (Apertus's xIELU)."""
+        own = self.config.family.gguf
+        match = LAYER_WEIGHT.fullmatch(name)
+        if own is None or match is None or match["name"] not in own.metadata_weights:
+            return None
+        key, shape = own.metadata_weights[match["name"]]
+        return key, int(match["layer"]), shape
+
     def shape(self, name: str) -> tuple[int, ...] | None:
         """A tensor's shape as transformers stores it, from the file's tensor table alone."""
+        if (held := self._metadata_weight(name)) is not None:
+            values = _field(self.reader, held[0])
+            return held[2] if values is not None and held[1] < len(gguf_list(values)) else None
         if stacked := STACKED.fullmatch(name):
             parts = [self.shape(part) for part in self._stacked_parts(stacked)]
             if None in parts or len({*parts}) > 1:
@@ -365,8 +379,14 @@ class GGUFSource:
         elif suffix not in ("weight", "bias"):  # a buffer saved with the weights (Gemma 4's layer_scalar)
             base, suffix = name, "weight"
         gguf_base = self.names.get_name(base)
-        if gguf_base and base.endswith("mlp.up_proj") and f"{gguf_base[: -len('up')]}gate.{suffix}" not in self.tensors:
-            return None, None  # llama.cpp writes a fused gate_up_proj (Phi-3, GLM 4) as ffn_up, with no ffn_gate
+        fused = self.config.family.fused  # llama.cpp writes a fused gate_up_proj (Phi-3, GLM 4) as ffn_up, no ffn_gate
+        if (
+            fused
+            and gguf_base
+            and base.endswith("mlp.up_proj")
+            and f"{gguf_base[:-2]}gate.{suffix}" not in self.tensors
+        ):
+            return None, None
         tensor = self.tensors.get(f"{gguf_base}.{suffix}") if gguf_base else None
         if tensor is None and expert is not None and gguf_base:
             # llama.cpp's files before it stacked experts (Mixtral's first GGUFs): one tensor per expert
@@ -397,6 +417,12 @@ class GGUFSource:
 
         if stacked := STACKED.fullmatch(name):
             return self._stacked(stacked)
+        if (held := self._metadata_weight(name)) is not None:
+            key, layer, shape = held
+            values = gguf_list(_field(self.reader, key) or [])
+            return (
+                torch.tensor(float(values[layer]), dtype=torch.float32).reshape(shape) if layer < len(values) else None
+            )
         base = name.rpartition(".")[0]
         tensor, expert = self._tensor(name)
         if tensor is None:

@@ -79,6 +79,26 @@ ARCHITECTURES = {
     "dots1": ("dots1", {"n_group": 1, "topk_group": 1}),
     "qwen2moe": ("qwen2_moe", {"mlp_only_layers": []}),  # llama.cpp's Qwen-MoE has experts on every layer
     "gpt-oss": ("gpt_oss", {}),  # unquantised experts: gate and up split apart, each expert's rows (out, in)
+    "exaone-moe": ("exaone_moe", {}),
+    # ERNIE 4.5's experts to the last layer (llama.cpp writes no last one), as its published models have them
+    "ernie4_5-moe": ("ernie4_5_moe", {"moe_layer_end_index": -1}),
+    # its xIELU weights written as metadata; its llama3 rope (as rope_freqs) trained at 32 tokens, heads 64 wide so that
+    # frequencies fall between the bands, as the llama3 fixture's
+    "apertus": (
+        "apertus",
+        {
+            "head_dim": 64,
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 12_000_000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+        },
+    ),
+    "arcee": ("arcee", {}),
 }
 
 
