@@ -761,6 +761,7 @@ for _family in (
             shared=1,
             shared_name="shared_mlp",
         ),
+        gguf=Gguf("hunyuan-moe"),  # llama.cpp's HunYuanMoEModel: q/k rows as they are, the experts' keys
     ),
     # Seed-OSS: Llama with q/k/v biases (attention_bias, on by default) and o's by a key of its own
     # (attention_out_bias; SeedOssConfig, SeedOssAttention).

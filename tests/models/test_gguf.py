@@ -335,12 +335,11 @@ def test_gpt_oss_from_gguf(mxfp4, tmp_path):
     [
         ("deepseek_v3", "deepseek2", "deepseek_v2 and deepseek_v3"),
         ("llama4", "llama4", "llama4_text"),
-        ("hunyuan_v1_moe", "hunyuan-moe", "hunyuan_v1_moe"),
     ],
 )
 def test_a_gguf_ropekit_does_not_read_is_refused_naming_its_safetensors_checkpoints(family, arch, runs, tmp_path):
-    """llama.cpp's ``deepseek2`` (DeepSeek V2 and V3, the MLA's key and value projections split), ``llama4``, and
-    and HunYuan's MoE (``hunyuan-moe``): ropekit reads those families from safetensors only, and says so."""
+    """llama.cpp's ``deepseek2`` (DeepSeek V2 and V3, the MLA's key and value projections split) and ``llama4``:
+    ropekit reads those families from safetensors only, and says so."""
     folder = tmp_path / "hf"
     hf = make_checkpoint(folder, FAMILY_CONFIGS[family])
     write_gguf(tmp_path / "tiny.gguf", folder, hf, arch)

@@ -99,6 +99,9 @@ ARCHITECTURES = {
         },
     ),
     "arcee": ("arcee", {}),
+    # HunYuan's MoE with the per-layer lists its published config.json has (which the converter reads); its plain rope
+    # (the converter takes an NTK-alpha rope only at Hunyuan-A13B's own alpha, head and lengths)
+    "hunyuan-moe": ("hunyuan_v1_moe", {"moe_intermediate_size": [48] * 4, "num_shared_expert": [1] * 4}),
 }
 
 
