@@ -461,6 +461,7 @@ HUNYUAN = _like(
     qk_norm="head",
     qk_norm_after_rope=True,
     qk_norm_names=("query_layernorm", "key_layernorm"),
+    gguf=Gguf("hunyuan-dense"),  # llama.cpp's HunYuanModel: q/k rows as they are
 )
 # ERNIE 4.5 (dense): Llama with every projection's bias by use_bias, rope pairs interleaved, theta 5e5
 # (Ernie4_5Config, Ernie4_5Attention's apply_rotary_pos_emb).
@@ -471,6 +472,8 @@ ERNIE = _like(
     bias="use_bias",
     mlp_bias="use_bias",
     rope_layout="interleaved",
+    # llama.cpp's Ernie4_5Model: the pairs left interleaved (its rope is), the biases told by their tensors
+    gguf=Gguf("ernie4_5", tensor_flags={"attn_q.bias": "use_bias"}),
 )
 
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
@@ -765,7 +768,12 @@ for _family in (
     ),
     # Seed-OSS: Llama with q/k/v biases (attention_bias, on by default) and o's by a key of its own
     # (attention_out_bias; SeedOssConfig, SeedOssAttention).
-    _like(LLAMA, "seed_oss", o_bias="attention_out_bias"),
+    _like(
+        LLAMA,
+        "seed_oss",
+        o_bias="attention_out_bias",
+        gguf=Gguf("seed_oss", tensor_flags={"attn_q.bias": "attention_bias", "attn_output.bias": "attention_out_bias"}),
+    ),
     ERNIE,
     # ERNIE 4.5 MoE (ERNIE-4.5-21B-A3B, 300B-A47B): ERNIE 4.5's layers; on every moe_layer_interval-th layer from
     # moe_layer_start_index to moe_layer_end_index, moe_k of moe_num_experts experts by a float32 softmax router, chosen

@@ -59,7 +59,6 @@ STACKED = re.compile(r"(?P<block>.+\.experts)\.(?P<part>gate_up|down)_proj(?P<bi
 UNREAD_ARCHITECTURES = {
     "deepseek2": ("deepseek_v2", "deepseek_v3"),
     "llama4": ("llama4_text",),
-    "hunyuan-dense": ("hunyuan_v1_dense",),
 }
 # A layer's weight under its transformers name, for the weights some families' files hold as metadata
 LAYER_WEIGHT = re.compile(r"model\.layers\.(?P<layer>\d+)\.(?P<name>.+)")

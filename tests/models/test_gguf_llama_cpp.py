@@ -2,11 +2,11 @@
 files and how they were made: tests/models/gguf/make.py) for the architectures transformers' GGUF key table lacks:
 OLMo 2 and 3 (both ``olmo2``), OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3 (``mistral3``), EXAONE 4,
 Gemma 4 (dense: per-layer inputs, KV sharing, p-RoPE on global layers), GLM-4.5 (``glm4moe``: DeepSeek V3's router in
-llama.cpp's keys, a block for its multi-token prediction layer, its biases and q/k norms told by their tensors) and
-dots.llm1 (``dots1``), K-EXAONE (``exaone-moe``), ERNIE 4.5's MoE, HunYuan's MoE, Apertus (its xIELU weights as
-metadata) and Arcee; Qwen2-MoE (``qwen2moe``) and gpt-oss (``gpt-oss``: its experts' gate and up split apart),
-whose keys transformers' table has in part; and a Llama with Llama 3's rope, which llama.cpp stores only as
-per-frequency factors. Each file beside the checkpoint it was converted from (float16
+llama.cpp's keys, a block for its multi-token prediction layer, its biases and q/k norms told by their tensors),
+dots.llm1 (``dots1``), K-EXAONE (``exaone-moe``), ERNIE 4.5 (dense and MoE), HunYuan (dense and MoE), Seed-OSS,
+Apertus (its xIELU weights as metadata) and Arcee; Qwen2-MoE (``qwen2moe``) and gpt-oss (``gpt-oss``: its experts'
+gate and up split apart), whose keys transformers' table has in part; and a Llama with Llama 3's rope, which
+llama.cpp stores only as per-frequency factors. Each file beside the checkpoint it was converted from (float16
 weights in both): ropekit's model of the GGUF file has the checkpoint's whole plan, and its per-token NLL equals
 transformers' forward of the checkpoint in float32 (the mean to 1e-5 relative, every token within 1e-4), inside
 and past the trained length, and ropekit's of the checkpoint exactly."""

@@ -102,6 +102,9 @@ ARCHITECTURES = {
     # HunYuan's MoE with the per-layer lists its published config.json has (which the converter reads); its plain rope
     # (the converter takes an NTK-alpha rope only at Hunyuan-A13B's own alpha, head and lengths)
     "hunyuan-moe": ("hunyuan_v1_moe", {"moe_intermediate_size": [48] * 4, "num_shared_expert": [1] * 4}),
+    "hunyuan-dense": ("hunyuan_v1_dense", {"rope_scaling": None}),  # its plain rope, as the MoE's
+    "seed_oss": ("seed_oss", {}),  # q/k/v biases, none on o
+    "ernie4_5": ("ernie4_5", {}),  # every projection's bias, pairs interleaved
 }
 
 
