@@ -524,16 +524,7 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
         return None
     named = (keys.count, "num_local_experts", "num_experts")
     count_key = next((k for k in named if cfg.get(k) is not None), keys.count)
-    values = {count_key: cfg.get(count_key), keys.top_k: cfg.get(keys.top_k), keys.size: cfg.get(keys.size)}
-    for key, value in values.items():
-        if isinstance(value, list) and value and all(v == value[0] for v in value):  # HunYuan's, one per layer
-            values[key] = value = value[0]
-        if not is_count(value):
-            raise ModelConfigError(
-                f"model config: {key}={value!r} is not allowed; expected a positive integer (or a list of one "
-                "integer for every layer)"
-            )
-    count, top_k, size = values.values()
+    count, top_k, size = (_layers_count(cfg, key) for key in (count_key, keys.top_k, keys.size))
     if top_k > count:
         raise ModelConfigError(f"model config: {keys.top_k}={top_k} exceeds the {count} experts")
     sparse = [True] * n_layers
@@ -603,6 +594,19 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
         router_scaled=keys.scales is not None,
         norm_min=0.0 if keys.norm_min is None else _scale(cfg, keys.norm_min),
     )
+
+
+def _layers_count(cfg: Mapping[str, Any], key: str) -> int:
+    """A positive integer config value, or a list of one for every layer whose values agree (HunYuan's moe_topk)."""
+    value = cfg.get(key)
+    if isinstance(value, list) and value and all(v == value[0] for v in value):
+        value = value[0]
+    if not is_count(value):
+        raise ModelConfigError(
+            f"model config: {key}={cfg.get(key)!r} is not allowed; expected a positive integer (or a list of one "
+            "integer for every layer)"
+        )
+    return value
 
 
 def _shared(cfg: Mapping[str, Any], keys: Experts, size: int) -> int | None:

@@ -33,7 +33,7 @@ from ..rope import (
 )
 from .attention import attend, attend_cached
 from .config import LayerSpec, ModelConfig, ModelConfigError
-from .mlp import MLP, MoE, activate
+from .mlp import MLP, MoE, activate, rms
 from .precision import Precision
 
 # Bytes the chunks of a long forward (inference only) may hold: when a sequence is longer than this allows
@@ -266,7 +266,7 @@ class Attention(nn.Module):
         self.late = c.family.qk_norm_after_rope and self.qk_norm is not None
         self.value_norm = c.rms_norm_eps if c.family.value_norm else None
         if self.qk_norm == "weightless":
-            self.q_norm = self.k_norm = functools.partial(_rms, eps=c.rms_norm_eps)
+            self.q_norm = self.k_norm = functools.partial(rms, eps=c.rms_norm_eps)
         elif self.qk_norm:
             per_head = self.qk_norm == "head"
             self.q_norm = RMSNorm(self.head_dim if per_head else self.n_heads * self.head_dim, c.rms_norm_eps)
@@ -398,7 +398,7 @@ class Attention(nn.Module):
             # Gemma 4's attention_k_eq_v: the values are the keys' projection, before the key norm
             v = k if self.values_from_keys else self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
             if self.value_norm is not None:
-                v = _rms(v, self.value_norm)
+                v = rms(v, self.value_norm)
             if self.qk_norm == "head" and not self.late:
                 k = self.k_norm(k)
         v = v.transpose(1, 2)  # (B, H_kv, T, Dv)
@@ -502,12 +502,6 @@ class LayerKV:
     cached: bool
     latents: tuple[torch.Tensor, torch.Tensor | None] | None = None
     compact: bool = False
-
-
-def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm without a weight, in float32 (Gemma 4's value norm)."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 class Block(nn.Module):

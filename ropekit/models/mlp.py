@@ -11,6 +11,12 @@ from torch import nn
 from .config import ModelConfig
 
 
+def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without a weight, in float32 (Gemma 4's value norm and router input, Llama 4's q/k norms)."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
 def activate(gate: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "silu":
         return F.silu(gate)
@@ -142,9 +148,7 @@ class MoE(nn.Module):
         best score); renormalised to sum to 1 where the config says, then times its scale."""
         spec = self.spec
         if self.router_scale is not None:  # Gemma 4: RMS-normed without weight (in float32), times its scales
-            x32 = x.float()
-            normed = (x32 * torch.pow(x32.pow(2).mean(-1, keepdim=True) + self.eps, -0.5)).to(x.dtype)
-            x = normed * self.router_scale * x.shape[-1] ** -0.5
+            x = rms(x, self.eps) * self.router_scale * x.shape[-1] ** -0.5
         if spec.float32_router:  # its weights are loaded float32 (float32_weights): .float() copies nothing then
             bias = None if self.gate.bias is None else self.gate.bias.float()
             logits = F.linear(x.float(), self.gate.weight.float(), bias)  # (N, E)

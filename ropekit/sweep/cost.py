@@ -157,8 +157,11 @@ def mlp_sizes(config: ModelConfig) -> list[tuple[int, int, int]]:
     router's."""
     c, moe, H = config, config.moe, config.hidden_size
     projections = 3 if c.family.gated_mlp else 2
-    xielu = 4 * (c.activation == "xielu")
-    dense = [(s.intermediate_size, *[projections * H * s.intermediate_size + xielu] * 2) for s in c.shapes]
+    xielu = 4 * (c.activation == "xielu")  # weights, not a matmul's
+    dense = [
+        (s.intermediate_size, projections * H * s.intermediate_size + xielu, projections * H * s.intermediate_size)
+        for s in c.shapes
+    ]
     if moe is None:
         return dense
     width, shared = moe.intermediate_size, moe.shared_size or 0
@@ -166,10 +169,13 @@ def mlp_sizes(config: ModelConfig) -> list[tuple[int, int, int]]:
     weights = moe.experts * (3 * H * width + H + biases + moe.corrected) + 3 * H * shared + H * moe.shared_gated
     weights += (H + moe.experts) * moe.router_scaled  # Gemma 4's router's scales
     active = 3 * H * (moe.experts_per_token * width + shared) + H * (moe.experts + moe.shared_gated)
-    sparse = (moe.experts_per_token * width + shared, weights, active)
-    both = lambda mlp: tuple(m + e for m, e in zip(mlp, sparse, strict=True))  # noqa: E731
-    kind = both if moe.beside else lambda mlp: sparse  # Gemma 4's experts beside the dense MLP, or in its place
-    return [kind(mlp) if experts else mlp for experts, mlp in zip(moe.layers, dense, strict=True)]
+    out = []
+    for experts, mlp in zip(moe.layers, dense, strict=True):
+        routed = (moe.experts_per_token * width + shared, weights, active)
+        if experts and moe.beside:  # Gemma 4: the experts beside the dense MLP
+            routed = tuple(m + e for m, e in zip(mlp, routed, strict=True))
+        out.append(routed if experts else mlp)
+    return out
 
 
 def token_flops(config: ModelConfig, length: int) -> Flops:
