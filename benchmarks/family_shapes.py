@@ -2,7 +2,8 @@
 SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts, a gpt-oss-like one
 (attention sinks, 1 sliding : 1 global layers), a DeepSeek-V2-Lite-like one (multi-head latent attention,
 shared experts), a Llama-4-Scout-like one (chunked layers, NoPE global ones, experts) and a Gemma-4-26B-A4B-like
-one (5 sliding : 1 global layers, experts beside the dense MLP), all small.
+one (5 sliding : 1 global layers, experts beside the dense MLP) and a Qwen3.5-like one (3 Gated DeltaNet layers to 1
+attention layer), all small.
 
 Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
 (shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
@@ -136,6 +137,20 @@ SHAPES = {
         "moe_intermediate_size": 128,
         "final_logit_softcapping": 30.0,
         "max_position_embeddings": 131072,
+    },
+    # Qwen3.5's layout at a small size: 3 Gated DeltaNet layers (4 key heads of 64, 8 value heads of 64, 4 taps) to 1
+    # gated attention layer (heads of 64, a quarter rotated, theta 1e7), dense MLPs.
+    "qwen3.5-small": {
+        "model_type": "qwen3_5_text",
+        "intermediate_size": 1536,
+        **COMMON,
+        "linear_num_key_heads": 4,
+        "linear_num_value_heads": 8,
+        "linear_key_head_dim": 64,
+        "linear_value_head_dim": 64,
+        "linear_conv_kernel_dim": 4,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
+        "max_position_embeddings": 262144,
     },
 }
 

@@ -37,8 +37,11 @@ ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu", "relu2", "xielu")
 
 # How a layer attends: the layer types a rope is given for (full, sliding), and Llama 4's chunked layers, where the
 # tokens of each chunk of ``attention_chunk_size`` positions attend causally among themselves only (transformers'
-# create_chunked_causal_mask); a chunked layer turns the full layers' rope (Llama 4 has one rope).
-ATTENTION_KINDS = (*LAYER_TYPES, "chunked_attention")
+# create_chunked_causal_mask); a chunked layer turns the full layers' rope (Llama 4 has one rope). A linear-attention
+# layer (Qwen3-Next's Gated DeltaNet: ropekit/models/linear.py) has no rope and no positions: its weights make it one,
+# so a plan keeps it whatever the mix, which runs over the attention layers.
+LINEAR = "linear_attention"
+ATTENTION_KINDS = (*LAYER_TYPES, "chunked_attention", LINEAR)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class LayerSpec:
     def __post_init__(self) -> None:
         if self.temperature is not None and self.rope is not None:
             raise ModelConfigError("temperature tuning applies to NoPE layers only; this layer has a rope")
+        if self.attention == LINEAR and (self.rope is not None or self.temperature is not None):
+            raise ModelConfigError("a linear-attention layer has no positions: no rope and no temperature tuning")
         if self.attention not in ATTENTION_KINDS:
             raise ModelConfigError(
                 f"layer type {self.attention!r} is not known; expected one of {', '.join(ATTENTION_KINDS)}"
@@ -75,6 +80,8 @@ class LayerSpec:
         return self.window if self.chunk is None else self.chunk
 
     def describe(self) -> str:
+        if self.attention == LINEAR:
+            return "linear"
         kinds = {"full_attention": "global", "sliding_attention": f"local@{self.window}"}
         kind = kinds.get(self.attention, f"chunked@{self.chunk}")
         rope = "nope" if self.rope is None else f"{self.rope.rope_type}(theta={self.rope.rope_theta:g})"
@@ -124,6 +131,19 @@ class LatentSpec:
 
 
 @dataclass(frozen=True)
+class LinearSpec:
+    """A Gated DeltaNet layer's sizes (families.Linear): q and k in ``key_heads`` heads of ``key_dim``, v and the
+    output gate in ``value_heads`` of ``value_dim`` (a multiple of the key heads, each key head serving as many value
+    heads in turn), the causal convolution's ``kernel`` taps; its activation is the model's."""
+
+    key_heads: int
+    key_dim: int
+    value_heads: int
+    value_dim: int
+    kernel: int
+
+
+@dataclass(frozen=True)
 class LayerShape:
     """One layer's sizes and where its keys and values come from, fixed by its weights whatever the plan:
     ``head_dim`` and ``kv_heads`` (Gemma 4's global layers have their own: transformers' ``per_layer_config``),
@@ -142,6 +162,7 @@ class LayerShape:
     value_dim: int = 0  # 0: head_dim
     rope_dim: int = 0  # 0: head_dim
     rotated: bool = True
+    linear: bool = False  # a linear-attention layer (Gated DeltaNet) in place of attention
 
     def __post_init__(self) -> None:
         for name in ("value_dim", "rope_dim"):
@@ -189,6 +210,7 @@ class ModelConfig:
     shapes: tuple[LayerShape, ...] = ()  # per layer; plan_config fills it
     layer_inputs: LayerInputs | None = None
     latent: LatentSpec | None = None  # DeepSeek's MLA
+    linear: LinearSpec | None = None  # the linear-attention layers' sizes, where the model has any (Qwen3-Next)
     qk_norm: str | None = None  # the family's q/k norms where the config has them: "head", "all" or None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -379,6 +401,8 @@ def plan_config(
             )
     dense = sizes["intermediate_size"] if family.experts is None else _positive_int(cfg, family.experts.dense_size)
     shapes = _layer_shapes(cfg, family, sizes["num_hidden_layers"], head_dim, kv_heads, dense)
+    linear, linear_layers = _linear(cfg, family, sizes["num_hidden_layers"])
+    shapes = tuple(dataclasses.replace(s, linear=flag) for s, flag in zip(shapes, linear_layers, strict=True))
     nope_layers = _nope_layers(cfg, family, sizes["num_hidden_layers"])
     if nope_layers is not None:
         shapes = tuple(dataclasses.replace(s, rotated=not nope) for s, nope in zip(shapes, nope_layers, strict=True))
@@ -411,6 +435,7 @@ def plan_config(
             model_ropes(sized, rope_scaling),
             n_layers=sizes["num_hidden_layers"],
             nope_layers=nope_layers,
+            linear_layers=linear_layers,
             config_temperature=tuned,
             **overrides,
         )
@@ -453,6 +478,7 @@ def plan_config(
         shapes=shapes,
         layer_inputs=_layer_inputs(cfg, family),
         latent=latent,
+        linear=linear,
         qk_norm=family.qk_norm if family.qk_norm_when is None or cfg.get(family.qk_norm_when) else None,
         checkpoint=cfg,
     )
@@ -509,8 +535,7 @@ def pattern_layer_types(pattern: int | str, n_layers: int) -> list[str]:
         return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers)]
     if isinstance(pattern, str) and re.fullmatch(r"[LGC]+", pattern):
         types = [PATTERN_LETTERS[pattern[i % len(pattern)]] for i in range(n_layers)]
-        types[-1] = "full_attention"
-        return types
+        return [*types[:-1], "full_attention"] if types else types
     raise ModelConfigError(
         f"sliding_window_pattern={pattern!r} is not allowed; "
         "expected a positive int or a string of L, G and C such as 'LLLG'"
@@ -764,6 +789,30 @@ def _layer_shapes(
     return tuple(shapes)
 
 
+def _linear(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[LinearSpec | None, tuple[bool, ...]]:
+    """The linear-attention layers' sizes (None where the family has none) and which layers they are: those the
+    checkpoint's ``layer_types`` marks ``linear_attention``, fixed by its weights."""
+    types = cfg.get("layer_types") or ()
+    flags = tuple(t == LINEAR for t in types) if len(types) == n_layers else (False,) * n_layers
+    keys = family.linear
+    if keys is None:
+        if any(flags):
+            runs = ", ".join(name for name, f in FAMILIES.items() if f.linear is not None)
+            raise ModelConfigError(
+                f"model config: layer_types marks linear_attention layers; ropekit runs them in the families {runs}, "
+                f"not {family.name}"
+            )
+        return None, flags
+    fields = ("key_heads", "key_dim", "value_heads", "value_dim", "kernel")
+    spec = LinearSpec(**{name: _positive_int(cfg, getattr(keys, name)) for name in fields})
+    if spec.value_heads % spec.key_heads:
+        raise ModelConfigError(
+            f"model config: {keys.value_heads}={spec.value_heads} is not a multiple of {keys.key_heads}="
+            f"{spec.key_heads}; each key head serves as many value heads"
+        )
+    return spec, flags
+
+
 def _layer_inputs(cfg: Mapping[str, Any], family: Family) -> LayerInputs | None:
     """The per-layer input embeddings' sizes, where the family has them and the config gives them a width."""
     keys = family.layer_inputs
@@ -792,6 +841,7 @@ def layer_plan(
     *,
     n_layers: int,
     nope_layers: Sequence[bool] | None = None,
+    linear_layers: Sequence[bool] | None = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
@@ -803,17 +853,27 @@ def layer_plan(
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
     (layer types or pattern, window and chunk, NoPE on global layers, temperature tuning on the NoPE global
     layers); ``ropes`` is the rope of each layer type, ``nope_layers`` the layers the checkpoint
-    itself runs without rope (True), whatever their type; ``config_temperature`` the tuning the checkpoint's
+    itself runs without rope (True), whatever their type; ``linear_layers`` those its weights make linear-attention
+    layers (True), which stay so under any mix (a pattern runs over the other layers); ``config_temperature`` the
+    tuning the checkpoint's
     config sets (Llama 4's), on its NoPE global layers where the plan has any, unless ``nope_temperature``
     replaces it."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
+    linear = list(linear_layers or (False,) * n_layers)
     if layer_types is not None:
         types = list(layer_types)
         if len(types) != n_layers:
             raise ModelConfigError(f"layer_types has {len(types)} entries; this model has {n_layers} layers")
-    elif sliding_window_pattern is not None:
-        types = pattern_layer_types(sliding_window_pattern, n_layers)
+        if wrong := [i for i, t in enumerate(types) if (t == LINEAR) != linear[i]]:
+            kinds = [i for i, flag in enumerate(linear) if flag]
+            raise ModelConfigError(
+                f"layer_types[{wrong[0]}]={types[wrong[0]]!r}: this checkpoint's weights make layers {kinds} "
+                f"linear-attention layers; layer_types has {LINEAR!r} on those and only those"
+            )
+    elif sliding_window_pattern is not None:  # over the attention layers, the linear ones kept
+        attending = iter(pattern_layer_types(sliding_window_pattern, linear.count(False)))
+        types = [LINEAR if flag else next(attending) for flag in linear]
     elif cfg.get("layer_types"):
         types = list(cfg["layer_types"])
         if cfg.get("sliding_window") is None and sliding_window is None:
@@ -832,6 +892,7 @@ def layer_plan(
         raise ModelConfigError("chunked layers need a chunk: give attention_chunk_size=N")
     rope = dict(ropes)
     rope["chunked_attention"] = rope["full_attention"]  # before +nope: chunked layers are local ones
+    rope[LINEAR] = None
     if nope_global:
         rope["full_attention"] = None
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
@@ -900,7 +961,8 @@ MIX_HELP = (
     "native, all-global, or PATTERN@N of L (sliding, window N), C (chunked, chunk N) and G (global) such as "
     "LLLG@1024 or CCCG@8192, each optionally +nope (NoPE global layers), then optionally +tt (Llama 4's "
     "temperature tuning of the NoPE global layers' queries; +tt:FLOOR_SCALE,ATTN_SCALE, default 8192,0.1; "
-    "+tt:off for none where the model's config tunes them)"
+    "+tt:off for none where the model's config tunes them); on a model with linear-attention layers (Qwen3-Next) "
+    "the pattern runs over its attention layers"
 )
 
 

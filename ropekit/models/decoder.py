@@ -33,6 +33,7 @@ from ..rope import (
 )
 from .attention import attend, attend_cached
 from .config import LayerSpec, ModelConfig, ModelConfigError
+from .linear import CHUNK, GatedDeltaNet, GatedNorm, LinearState, token_bytes
 from .mlp import MLP, MoE, activate, rms
 from .precision import Precision
 
@@ -75,7 +76,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
       then q and k with the rotation's four temporaries and the far region's copy, v (b x 7 x (H + H_kv) x D);
       under MLA also its bottlenecks' outputs, normed (b x 2 x (r_q + r_kv) + rope, the norm's float32 copies
       3 x 4 x the larger rank), the expanded latent (b x H x (nope + Dv)) and the latents a cache takes, rotated
-      and far (b x 3 x (rope + r_kv));
+      and far (b x 3 x (rope + r_kv)); on a linear-attention layer its input norm's and
+      ``ropekit.models.linear.token_bytes``;
     * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x Dv), hidden rows (the
       attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
       3 x 4 x C), the MLP's activations (a dense one's gate, up and their product, b x 3 x I; a mixture of
@@ -91,6 +93,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
         latents = 3 * (m.rope + m.kv_rank)
         projections += b * (2 * (m.q_rank or 0) + 2 * m.kv_rank + m.rope + nh * (m.nope + m.value) + latents)
         projections += 3 * 4 * rank
+    if c.linear is not None:
+        projections = max(projections, token_bytes(c.linear, b) + norm)
     mlp = max(3 * s.intermediate_size for s in c.shapes)
     if c.moe is not None:
         k = c.moe.experts_per_token
@@ -132,7 +136,8 @@ class LayerCache:
     region (else None). A full layer's buffer holds ``capacity`` tokens (doubled when a forward goes past it, or
     none was given); a sliding layer's holds ``2 * window - 1`` (a chunked one's ``2 * chunk - 1``) and moves its
     kept keys to the front when the end is reached: a copy of ``window - 1`` keys every ``window`` tokens, in
-    position order, so attention reads them as it read ``torch.cat``'s."""
+    position order, so attention reads them as it read ``torch.cat``'s. A linear-attention layer keeps no keys but
+    its ``state`` (ropekit/models/linear.py), replaced by each forward."""
 
     def __init__(self, capacity: int | None = None):
         self.capacity = capacity
@@ -140,6 +145,7 @@ class LayerCache:
         self._start = self._end = 0  # the kept tokens are [start, end) of the buffers
         self._seen = 0  # the tokens read so far
         self.sliding = False
+        self.state: LinearState | None = None
 
     def fork(self) -> LayerCache:
         """A cache holding what this one holds, whose writes leave this one as it is: a full layer's buffers are
@@ -148,6 +154,7 @@ class LayerCache:
         other = LayerCache(self.capacity)
         other._buffers = [b.clone() for b in self._buffers] if self.sliding else list(self._buffers)
         other._start, other._end, other._seen, other.sliding = self._start, self._end, self._seen, self.sliding
+        other.state = self.state  # never written in place
         return other
 
     def _kept(self, i: int) -> torch.Tensor | None:
@@ -255,6 +262,9 @@ class Attention(nn.Module):
             self._latent_projections(c)
         else:
             self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        # Qwen3-Next's: sigmoid(output_gate(x)) times the heads' outputs, channel by channel (split from q_proj at load)
+        gated = c.family.attention_gate
+        self.output_gate = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias) if gated else None
         if self.kv_from is None and self.latent is None:
             self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=bias)
             if not self.values_from_keys:
@@ -321,8 +331,9 @@ class Attention(nn.Module):
         if rows is None:
             q, q_far = self._queries(x, t)
             own = None if self.kv_from is not None else self._keys_values(x, t, latents=cache is not None)
+            gate = None if self.output_gate is None else self._gate(x)
         else:
-            q, q_far, own = self._projected_by_rows(x, t, rows, norm, latents=cache is not None)
+            q, q_far, own, gate = self._projected_by_rows(x, t, rows, norm, latents=cache is not None)
         if self.kv_from is not None:
             kv = shared[self.kv_from]  # the plan gives this layer the same entry, so the same tables and mask
         else:
@@ -336,7 +347,13 @@ class Attention(nn.Module):
         far = None if t.far is None else (q_far, kv.k_far, t.far.window)
         kernel = attend_cached if kv.cached else attend
         out = kernel(q, kv.k, values, layer, self.scale, self.softcap, far, self.sinks)  # (B, H, T, Dv)
-        return self._expanded_values(out) if kv.compact else out
+        out = self._expanded_values(out) if kv.compact else out
+        return out if gate is None else out * gate
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The output gate of (B, T, C) inputs, laid out as the heads' outputs (B, H, T, D)."""
+        B, T, _ = x.shape
+        return torch.sigmoid(self.output_gate(x)).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
     def _absorbed_queries(self, q: torch.Tensor) -> torch.Tensor:
         """MLA's queries (B, H, T, rope + nope) in the latent space of its cache's keys (DeepSeek-V3's
@@ -436,8 +453,9 @@ class Attention(nn.Module):
         rows: int,
         norm: Callable[[torch.Tensor], torch.Tensor] | None,
         latents: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None]:
-        """What ``_queries`` and ``_keys_values`` return for ``norm(x)``, ``rows`` tokens at a time into buffers."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None, torch.Tensor | None]:
+        """What ``_queries``, ``_keys_values`` and ``_gate`` return for ``norm(x)``, ``rows`` tokens at a time into
+        buffers."""
         B, T, _ = x.shape
 
         def buffer(heads: int, width: int = self.head_dim) -> torch.Tensor:  # (B, heads, T, width) laid out as
@@ -445,6 +463,7 @@ class Attention(nn.Module):
 
         q = buffer(self.n_heads)
         q_far = None if t.far is None else buffer(self.n_heads)
+        gate = None if self.output_gate is None else buffer(self.n_heads)
         own = None
         if self.kv_from is None:
             k_far = None if t.far is None else buffer(self.n_kv)
@@ -459,6 +478,8 @@ class Attention(nn.Module):
             h = h if norm is None else norm(h)
             queries, far = self._queries(h, piece)
             q[:, :, start:end] = queries
+            if gate is not None:
+                gate[:, :, start:end] = self._gate(h)
             if far is not None:
                 q_far[:, :, start:end] = far
             if own is not None:
@@ -469,7 +490,7 @@ class Attention(nn.Module):
                 for whole, part in zip(own.latents or (), kv.latents or (), strict=True):
                     if part is not None:
                         whole[:, :, start:end] = part
-        return q, q_far, own
+        return q, q_far, own, gate
 
 
 def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
@@ -507,11 +528,14 @@ class LayerKV:
 class Block(nn.Module):
     """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual, then (Gemma 4)
     + its per-layer input gated by the hidden state, and times its stored scalar. Gemma 4's experts, where its
-    config has them, run beside the MLP: dense_out(MLP) + experts_out(experts(experts_in(x))) before mlp_out."""
+    config has them, run beside the MLP: dense_out(MLP) + experts_out(experts(experts_in(x))) before mlp_out. On a
+    linear-attention layer (its shape's ``linear``: Qwen3-Next's) a Gated DeltaNet takes attention's place."""
 
     def __init__(self, config: ModelConfig, index: int = 0, moe: bool = False):
         super().__init__()
-        self.self_attn = Attention(config, index)
+        linear = config.shapes[index].linear
+        self.self_attn = None if linear else Attention(config, index)
+        self.linear_attn = GatedDeltaNet(config) if linear else None
         beside = moe and config.moe.beside  # Gemma 4's experts run beside the dense MLP, with norms of their own
         self.mlp = MoE(config) if moe and not beside else MLP(config, config.shapes[index].intermediate_size)
         self.experts = MoE(config) if beside else None
@@ -543,21 +567,46 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """(B, T, C) -> the block's output. With ``rows`` (inference only), all but attention itself runs over
         ``rows`` tokens at a time (:meth:`Attention.heads` with ``rows``, then :meth:`_after_attention`) and the
-        output is written into ``x`` in place: no (T, I) MLP activations and no (T, C) norm or branch outputs."""
+        output is written into ``x`` in place: no (T, I) MLP activations and no (T, C) norm or branch outputs. A
+        linear-attention layer runs its chunks of rows in whole chunks of its recurrence (``linear.CHUNK``), its state
+        carried from one to the next."""
         if rows is None:
             h = self._norm("attn_in", x)
-            attention = self.self_attn(h, layer, tables, cache, shared)
+            attention = self._mixed(h, layer, tables, cache, shared)
             h = h if self.parallel else None  # only a parallel block's MLP reads it
             return self._after_attention(x, h, attention, layer_input)
         normed = lambda part: self._norm("attn_in", part)  # noqa: E731
-        heads = self.self_attn.heads(x, layer, tables, cache, shared, rows=rows, norm=normed)  # (B, H, T, D)
+        if self.linear_attn is not None:  # its state carried from each chunk of rows to the next
+            rows = max(CHUNK, rows // CHUNK * CHUNK)  # whole chunks of its recurrence: the whole forward's sums
+            held = cache if cache is not None else LayerCache()
+            mixed = lambda r: self._mixed(normed(x[:, r]), layer, tables, held, shared)  # noqa: E731
+        else:
+            heads = self.self_attn.heads(x, layer, tables, cache, shared, rows=rows, norm=normed)  # (B, H, T, D)
+            mixed = lambda r: self.self_attn.output(heads[:, :, r])  # noqa: E731
 
         def rows_out(r: slice) -> torch.Tensor:  # a parallel block's MLP input: the norm again, before r is written
             h = normed(x[:, r]) if self.parallel else None
             layer_in = None if layer_input is None else layer_input[:, r]
-            return self._after_attention(x[:, r], h, self.self_attn.output(heads[:, :, r]), layer_in)
+            return self._after_attention(x[:, r], h, mixed(r), layer_in)
 
         return _by_rows(x, rows, rows_out)
+
+    def _mixed(
+        self,
+        h: torch.Tensor,
+        layer: LayerSpec,
+        tables: dict[LayerSpec, LayerTables],
+        cache: LayerCache | None,
+        shared: dict[int, LayerKV] | None,
+    ) -> torch.Tensor:
+        """The token mixer's output of normed inputs (B, T, C): attention's, or the linear-attention layer's, which
+        starts from the state ``cache`` holds and leaves its own there."""
+        if self.linear_attn is None:
+            return self.self_attn(h, layer, tables, cache, shared)
+        out, state = self.linear_attn(h, None if cache is None else cache.state)
+        if cache is not None:
+            cache.state = state
+        return out
 
     def _after_attention(
         self, x: torch.Tensor, h: torch.Tensor | None, attention: torch.Tensor, layer_input: torch.Tensor | None
@@ -816,9 +865,13 @@ def _column(scale: torch.Tensor | None, device: torch.device) -> torch.Tensor | 
 
 
 def float32_weights(config: ModelConfig) -> frozenset[str]:
-    """The weights the decoder keeps in float32 whatever the model's dtype: the norms' (:func:`norm_weights`) and a
-    float32 router's weights and correction bias (DeepSeek's: transformers keeps them float32)."""
-    routers = set()
+    """The weights the decoder keeps in float32 whatever the model's dtype: the norms' (:func:`norm_weights`, and the
+    linear-attention layers' gated norms with their decay rates and biases), and a float32 router's weights and
+    correction bias (DeepSeek's: transformers keeps them float32)."""
+    with torch.device("meta"):
+        model = Decoder(config)
+    routers = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, GatedNorm)}
+    routers |= {name for name, _ in model.named_parameters() if name.endswith(("linear_attn.A_log", ".dt_bias"))}
     if config.moe is not None and config.moe.float32_router:
         module = "experts" if config.moe.beside else "mlp"
         for i, sparse in enumerate(config.moe.layers):

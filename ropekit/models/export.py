@@ -75,9 +75,9 @@ def export_plan(config: ModelConfig) -> Export:
     refused: dict[str, str] = {}
     notes: list[str] = []
     layers = config.layers
-    # the ropes of the layers the checkpoint rotates (its own NoPE layers need no key); chunked layers turn the
-    # full layers' rope
-    rotated = [layer for layer, shape in zip(layers, config.shapes, strict=True) if shape.rotated]
+    # the ropes of the layers the checkpoint rotates (its own NoPE layers need no key, its linear-attention layers have
+    # none); chunked layers turn the full layers' rope
+    rotated = [layer for layer, shape in zip(layers, config.shapes, strict=True) if shape.rotated and not shape.linear]
     full = {layer.rope for layer in rotated if layer.attention != "sliding_attention"}
     sliding = {layer.rope for layer in rotated if layer.attention == "sliding_attention"}
     windows = sorted({layer.window for layer in layers if layer.window is not None})
@@ -226,7 +226,8 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
             f"the plan changes which layers are chunked or global; {family}'s upstream code derives them from "
             "no_rope_layers (keep the layer types: a chunk, a rope)"
         )
-    fixed = len(set(config.shapes)) > 1  # per-layer sizes or KV sharing, which upstream derives from layer_types
+    # per-layer sizes or KV sharing, which upstream derives from layer_types (linear-attention layers stay as they are)
+    fixed = len({dataclasses.replace(shape, linear=False) for shape in config.shapes}) > 1
     if fixed and own and [layer.attention for layer in config.layers] != list(own):
         return (
             f"the plan changes which layers are global; {family}'s upstream code derives each layer's head size and "

@@ -137,6 +137,23 @@ class Latent:
 
 
 @dataclass(frozen=True)
+class Linear:
+    """Linear-attention layers (Gated DeltaNet, arXiv:2412.06464: Qwen3-Next's and Qwen3.5's
+    ``Qwen3NextGatedDeltaNet``), by the config keys that size them: ``key_heads`` heads of ``key_dim`` for q and k,
+    ``value_heads`` of ``value_dim`` for v and the output gate z, a causal depthwise convolution of ``kernel`` taps over
+    q, k and v; the layers are those whose ``layer_types`` entry is ``linear_attention``. ``grouped``: the checkpoint
+    projects ``in_proj_qkvz`` and ``in_proj_ba`` with each key head's q, k, v, z (b, a) side by side (Qwen3-Next),
+    split at load into Qwen3.5's ``in_proj_qkv``, ``in_proj_z``, ``in_proj_b``, ``in_proj_a``."""
+
+    key_heads: str = "linear_num_key_heads"
+    value_heads: str = "linear_num_value_heads"
+    key_dim: str = "linear_key_head_dim"
+    value_dim: str = "linear_value_head_dim"
+    kernel: str = "linear_conv_kernel_dim"
+    grouped: bool = False
+
+
+@dataclass(frozen=True)
 class LayerInputs:
     """Per-layer input embeddings (Gemma 4's PLE), by the config keys that size them: a second embedding table of
     ``vocab`` rows holds, for each token, a ``width``-wide input to every layer (all layers' side by side), summed
@@ -248,6 +265,10 @@ class Family:
     latent: Latent | None = None  # multi-head latent attention (DeepSeek's MLA) in place of q/k/v projections
     layer_inputs: LayerInputs | None = None
     shared_kv: SharedKV | None = None
+    linear: Linear | None = None  # linear-attention layers beside the attention ones (Qwen3-Next, Qwen3.5)
+    # the query projection also gives a gate per channel, its sigmoid times the heads' output before o_proj: each
+    # head's D query rows then D gate rows (Qwen3-Next, Qwen3.5), split at load
+    attention_gate: bool = False
     # config keys whose other values ropekit's decoder cannot run: key -> (the values it runs, what it lacks)
     refused: Mapping[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
 
@@ -476,6 +497,51 @@ ERNIE = _like(
     gguf=Gguf("ernie4_5", tensor_flags={"attn_q.bias": "use_bias"}),
 )
 
+# Qwen2-MoE's experts (and Qwen3-Next's, Qwen3.5's): a shared expert of shared_expert_intermediate_size whose output is
+# times a sigmoid of shared_expert_gate
+QWEN_SHARED = {
+    "shared": 1,
+    "shared_name": "shared_expert",
+    "shared_size": "shared_expert_intermediate_size",
+    "shared_gate": "shared_expert_gate",
+}
+# Qwen3-Next (Qwen3-Next-80B-A3B): Gated DeltaNet layers beside attention ones (layer_types: 3 to 1), attention with an
+# output gate and per-head q/k norms, the rope on a quarter of each head; every RMSNorm stored as w and applied as
+# 1 + w (the DeltaNet's gated norm as w); Qwen2-MoE's experts, shared expert and dense layers (Qwen3NextConfig,
+# Qwen3NextAttention, Qwen3NextGatedDeltaNet, Qwen3NextSparseMoeBlock).
+QWEN3_NEXT = _like(
+    LLAMA,
+    "qwen3_next",
+    rope=ModelRope("qwen3_next", partial_rotary_factor=0.25),
+    norm_offset=1.0,
+    qk_norm="head",
+    attention_gate=True,
+    linear=Linear(grouped=True),
+    experts=Experts(dense_layers=True, **QWEN_SHARED),
+    export=Switches(),  # its attention layers run full, whatever layer_types says: no window, no switch
+)
+# Qwen3.5 (its text model, Qwen3_5TextConfig; a qwen3_5 checkpoint's language_model): Qwen3-Next's layers with the
+# DeltaNet's projections apart, dense; its multimodal rope rotates a text token as the plain one (mrope keys unread).
+# Qwen3.5-MoE: the same with experts on every layer, their weights renormalised, and the gated shared expert.
+QWEN3_5 = _like(
+    QWEN3_NEXT,
+    "qwen3_5_text",
+    rope=ModelRope(
+        "qwen3_5_text",
+        partial_rotary_factor=0.25,
+        unread_keys=("mrope_section", "mrope_interleaved"),
+        aliases=("qwen3_5",),
+    ),
+    linear=Linear(),
+    experts=None,
+)
+QWEN3_5_MOE = _like(
+    QWEN3_5,
+    "qwen3_5_moe_text",
+    rope=dataclasses.replace(QWEN3_5.rope, name="qwen3_5_moe_text", aliases=("qwen3_5_moe",)),
+    experts=Experts(renormalise=True, **QWEN_SHARED),
+)
+
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
 # as its entry point); registering one gives the rope layer its rope facts.
 FAMILIES: Registry[Family] = Registry(
@@ -592,13 +658,7 @@ for _family in (
         bias="qkv_bias",
         o_bias=False,
         export=QWEN,
-        experts=Experts(
-            dense_layers=True,
-            shared=1,
-            shared_name="shared_expert",
-            shared_size="shared_expert_intermediate_size",
-            shared_gate="shared_expert_gate",
-        ),
+        experts=Experts(dense_layers=True, **QWEN_SHARED),
         gguf=Gguf("qwen2moe", table="qwen2_moe"),
     ),
     _like(LLAMA, "olmoe", qk_norm="all", experts=Experts(size="intermediate_size"), gguf=Gguf("olmoe")),
@@ -903,11 +963,14 @@ for _family in (
         export=Switches(layer_types=True, rope_per_type=True),
         gguf=Gguf("olmo2", marked_by="attention.sliding_window", swa_period=4),  # OLMo 2's converter, a window
     ),
+    QWEN3_NEXT,
+    QWEN3_5,
+    QWEN3_5_MOE,
 ):
     register_family(_family)
 # Architectures transformers runs that the shared decoder cannot, and what it lacks for each: the refusal names it.
 UNSUPPORTED = {
-    "qwen3_next": "linear attention (Gated DeltaNet layers)",
+    "kimi_linear": "Kimi Delta Attention layers",
     "minimax": "linear attention (lightning attention layers)",
     "jamba": "Mamba layers",
     "falcon_h1": "Mamba layers",

@@ -206,6 +206,33 @@ def _dequantising(get: Callable[[str], torch.Tensor | None], config: ModelConfig
     return read
 
 
+def _query_or_gate(config: ModelConfig, fused: torch.Tensor | None, gate: bool) -> torch.Tensor | None:
+    """A gated attention's query rows, or its output gate's, of its ``q_proj`` (each head's D query rows, then its D
+    gate rows: Qwen3NextAttention's); a tensor of another shape as it is (the shape check names it)."""
+    H, D = config.num_attention_heads, config.head_dim
+    if fused is None or fused.shape[0] != 2 * H * D:
+        return fused
+    return fused.reshape(H, 2, D, *fused.shape[1:])[:, int(gate)].reshape(H * D, *fused.shape[1:])
+
+
+def _ungrouped(config: ModelConfig, fused: torch.Tensor | None, part: str) -> torch.Tensor | None:
+    """Qwen3-Next's ``in_proj_qkvz`` (each key head's q and k rows, then its value heads' v and z rows) and
+    ``in_proj_ba`` (each key head's value heads' b rows, then their a rows; Qwen3NextGatedDeltaNet's
+    fix_query_key_value_ordering) as Qwen3.5's ``in_proj_qkv`` (every q row, every k row, every v row), ``in_proj_z``,
+    ``in_proj_b`` and ``in_proj_a``; a tensor of another shape as it is (the shape check names it)."""
+    s = config.linear
+    per = s.value_heads // s.key_heads
+    if part in ("b", "a"):
+        if fused is None or fused.shape[0] != 2 * s.value_heads:
+            return fused
+        return fused.reshape(s.key_heads, 2, per, -1)[:, int(part == "a")].reshape(s.value_heads, -1)
+    widths = [s.key_dim, s.key_dim, per * s.value_dim, per * s.value_dim]
+    if fused is None or fused.shape[0] != s.key_heads * sum(widths):
+        return fused
+    q, k, v, z = fused.reshape(s.key_heads, sum(widths), -1).split(widths, dim=1)
+    return z.reshape(-1, z.shape[-1]) if part == "z" else torch.cat([x.reshape(-1, x.shape[-1]) for x in (q, k, v)])
+
+
 def _stacked_experts(
     config: ModelConfig, get: Callable, layer: str, part: str, module: str = "mlp"
 ) -> torch.Tensor | None:
@@ -342,11 +369,17 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 
 
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
-    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections and stacking a
-    mixture-of-experts layer's experts into one tensor."""
+    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections (and Qwen3-Next's) and stacking
+    a mixture-of-experts layer's experts into one tensor."""
     match = re.fullmatch(r"layers\.(\d+)\.(mlp|experts)\.(gate_up|down|gate_up_bias|down_bias)", name)
     if match and config.moe is not None:
         return _stacked_experts(config, get, match[1], match[3], module=match[2])
+    match = re.fullmatch(r"layers\.(\d+)\.self_attn\.(q_proj|output_gate)\.(weight|bias)", name)
+    if match and config.family.attention_gate:
+        return _query_or_gate(config, get(checkpoint_name(name, config)), match[2] == "output_gate")
+    match = re.fullmatch(r"layers\.\d+\.linear_attn\.in_proj_(qkv|z|b|a)\.weight", name)
+    if match and config.family.linear.grouped:
+        return _ungrouped(config, get(checkpoint_name(name, config)), match[1])
     tensor = get(checkpoint_name(name, config))
     if tensor is not None and name.endswith(".mlp.correction") and tensor.dim() == 2 and tensor.shape[0] == 1:
         return tensor[0]  # ERNIE 4.5 stores its correction bias as one group of experts (1, E)

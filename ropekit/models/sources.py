@@ -49,6 +49,12 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
             return f"{block}.experts.{part.replace('gate_up', 'gate_up_proj').replace('down', 'down_proj', 1)}"
         projection = experts.projections[0 if part == "gate_up" else 2]
         return f"{block}.experts.0.{projection}.weight"
+    match = re.fullmatch(r"layers\.(\d+)\.self_attn\.output_gate\.(\w+)", internal)
+    if match:  # Qwen3-Next's output gate, stored in q_proj's rows
+        return f"model.layers.{match[1]}.self_attn.q_proj.{match[2]}"
+    match = re.fullmatch(r"layers\.(\d+)\.linear_attn\.in_proj_(qkv|z|b|a)\.weight", internal)
+    if match and config.family.linear.grouped:  # Qwen3-Next's: in_proj_qkvz and in_proj_ba
+        return f"model.layers.{match[1]}.linear_attn.in_proj_{'ba' if match[2] in ('b', 'a') else 'qkvz'}.weight"
     match = re.fullmatch(r"layers\.(\d+)\.self_attn\.([qk])_norm\.weight", internal)
     if match:  # HunYuan's query_layernorm and key_layernorm
         name = config.family.qk_norm_names[match[2] == "k"]

@@ -432,6 +432,10 @@ class ModelRope:
     ``alpha_ntk``: a ``dynamic`` rope dict with an ``alpha`` is NTK scaling at that fixed alpha, ropekit's
     ``ntk`` (HunYuan's DynamicNTKAlphaRotary, ``base * alpha ** (d / (d - 2))`` whatever the length), its other
     keys unread as transformers leaves them.
+    ``partial_rotary_factor``: the share of each head rotated where the config gives none (Qwen3-Next's quarter,
+    its config class's default). ``unread_keys``: keys the family's rope dict may hold that leave a text token's
+    rotation as it is (Qwen3.5's ``mrope_section`` and ``mrope_interleaved``: a text token has one position on the
+    time, height and width axes, so its multimodal rope turns it as the plain rope does): accepted, not read.
     """
 
     name: str
@@ -446,6 +450,8 @@ class ModelRope:
     head_key: str = "head_dim"
     rotary_key: str | None = None
     alpha_ntk: bool = False
+    partial_rotary_factor: float = 1.0
+    unread_keys: tuple[str, ...] = ()
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
@@ -569,7 +575,7 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
     geometry = {
         "head_dim": head_dim,
         "max_position_embeddings": cfg["max_position_embeddings"],
-        "partial_rotary_factor": cfg.get("partial_rotary_factor") or 1.0,
+        "partial_rotary_factor": cfg.get("partial_rotary_factor") or facts.partial_rotary_factor,
         "type_aliases": facts.type_aliases,
     }
     if facts.rotary_key is not None and cfg.get(facts.rotary_key) is not None and not cfg.get("partial_rotary_factor"):
@@ -592,6 +598,8 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
         rope = dict(rope or {})
         if facts.alpha_ntk and rope.get("rope_type", rope.get("type")) == "dynamic" and rope.get("alpha"):
             rope = {"rope_type": "ntk", "alpha": rope["alpha"], **{k: rope[k] for k in ("rope_theta",) if k in rope}}
+        for key in facts.unread_keys:
+            rope.pop(key, None)
         for key in facts.echoed_keys:
             if key in rope and (value := rope.pop(key)) != cfg.get(key):
                 raise RopeConfigError(

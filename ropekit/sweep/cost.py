@@ -50,6 +50,8 @@ from ..models import ModelConfig, cpu_model, sliding_attention
 from ..models.attention import SCORE_BUDGET
 from ..models.config import LayerShape
 from ..models.decoder import chunk_rows, row_bytes
+from ..models.linear import token_bytes as linear_token_bytes
+from ..models.linear import token_flops as linear_token_flops
 from ..models.precision import cached_measurement, cpu_flags_digest
 from ..rope import RopeSpec, get_rope
 
@@ -137,14 +139,22 @@ def attention_sizes(config: ModelConfig, shape: LayerShape) -> tuple[int, int]:
     nkv*(hd + vd)*H where the layer projects its own (not Gemma 4's KV-sharing layers; no v where the values are
     the keys). Under multi-head latent attention (DeepSeek's MLA: ranks r_q, r_kv, rope and nope channels) q
     through its bottleneck H*r_q + r_q*nh*hd (or one projection H*nh*hd), k and v from one latent H*(r_kv + rope) +
-    r_kv*nh*(nope + vd), the biases on the two down-projections (r_q + r_kv + rope)."""
+    r_kv*nh*(nope + vd), the biases on the two down-projections (r_q + r_kv + rope). A gated attention's output
+    gate (Qwen3-Next's) is q's size again, H*nh*hd, with its bias. A linear-attention layer's (Gated DeltaNet: Hk
+    key heads of Dk, Hv value heads of Dv): q, k, v and z H*(2*Hk*Dk + 2*Hv*Dv), beta and the decay 2*H*Hv, out
+    Hv*Dv*H, no biases."""
     c, s, H, nh = config, shape, config.hidden_size, config.num_attention_heads
+    if s.linear:
+        lin = c.linear
+        keys, values = lin.key_heads * lin.key_dim, lin.value_heads * lin.value_dim
+        return H * (2 * keys + 2 * values + 2 * lin.value_heads) + values * H, 0
     if (m := c.latent) is not None:
         q = H * nh * s.head_dim if m.q_rank is None else m.q_rank * (H + nh * s.head_dim)
         kv = H * (m.kv_rank + m.rope) + m.kv_rank * nh * (m.nope + s.value_dim)
         return q + kv + nh * s.value_dim * H, (m.q_rank or 0) + m.kv_rank + m.rope
     kv = s.kv_heads * (s.kv_from is None) * (s.head_dim + (0 if s.values_from_keys else s.value_dim))
-    return H * (nh * s.head_dim + kv + nh * s.value_dim), nh * s.head_dim + kv
+    q = nh * s.head_dim * (1 + c.family.attention_gate)
+    return H * (q + kv + nh * s.value_dim), q + kv
 
 
 def mlp_sizes(config: ModelConfig) -> list[tuple[int, int, int]]:
@@ -187,12 +197,14 @@ def token_flops(config: ModelConfig, length: int) -> Flops:
     attention = sum(attention_sizes(c, s)[0] for s in c.shapes)
     matmul = attention + sum(active for _, _, active in mlp_sizes(c))
     matmul += H * c.vocab_size
-    heads = [nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]  # q.k's channels and the values'
+    # q.k's channels and the values' (none on a linear-attention layer: its delta rule's FLOPs go with the matmuls)
+    heads = [0 if s.linear else nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]
+    delta = sum(linear_token_flops(c.linear) for s in c.shapes if s.linear)
     keys = [h * mean_keys(length, layer.window, layer.chunk) for h, layer in zip(heads, c.layers, strict=True)]
     banded = [layer.window is not None and layer.window < length for layer in c.layers]  # chunks: the causal kernel
     causal = sum(k for k, b in zip(keys, banded, strict=True) if not b)
     band = sum(k for k, b in zip(keys, banded, strict=True) if b)
-    return Flops(2 * matmul, 4 * causal, 4 * band)
+    return Flops(2 * matmul + delta, 4 * causal, 4 * band)
 
 
 def flops_per_token(config: ModelConfig, length: int) -> float:
@@ -431,11 +443,20 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
     sink per head where it has them (gpt-oss);
     Gemma 4's per-layer inputs: their table V'*L*P, projection H*L*P, and per layer gate and up H*P each;
     norms: H per norm slot of the family per layer (and of Gemma 4's experts on theirs), hd each for q and k norms,
-    H for the final norm, and the per-layer inputs' P and H per layer."""
+    H for the final norm, and the per-layer inputs' P and H per layer. A linear-attention layer: its projections
+    (``attention_sizes``), its convolution's (2*Hk*Dk + Hv*Dv)*kernel, and its gated norm's Dv, decay rates and
+    biases 2*Hv (float32, counted in the model's dtype); its two norms H each."""
     c = config
     H, nh = c.hidden_size, c.num_attention_heads
     matrices = norms = 0
     for s in c.shapes:
+        if s.linear:
+            lin = c.linear
+            channels = 2 * lin.key_heads * lin.key_dim + lin.value_heads * lin.value_dim
+            matrices += attention_sizes(c, s)[0] + channels * lin.kernel + lin.value_dim + 2 * lin.value_heads
+            norms += len(c.family.norms) * H
+            matrices += c.mlp_bias * ((1 + c.family.gated_mlp) * s.intermediate_size + H)
+            continue
         hd, own = s.head_dim, s.kv_from is None  # a layer reading another's keys and values has no k, v, k norm
         nkv = s.kv_heads * own
         weights, biases = attention_sizes(c, s)
@@ -543,10 +564,17 @@ def activation_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype, devic
     # q's copies, k's and v's (MLA: v its own width, and the expanded latent nh*(nope + vd))
     latent = 0 if c.latent is None else nh * (c.latent.nope + c.latent.value)
     q, kv = Q_COPIES * nh, KV_COPIES - 1
+    gated = nh * c.family.attention_gate  # the output gate's heads (Qwen3-Next's)
     widest = max(
-        q * s.head_dim + s.kv_heads * (kv * s.head_dim + s.value_dim) + latent + _padding(nh, s) for s in c.shapes
+        (
+            (q + gated) * s.head_dim + s.kv_heads * (kv * s.head_dim + s.value_dim) + latent + _padding(nh, s)
+            for s in c.shapes
+            if not s.linear
+        ),
+        default=0,
     )
-    attention = tokens * widest * b
+    linear = 0 if c.linear is None else linear_token_bytes(c.linear, b)  # bytes a token of a linear layer holds
+    attention = tokens * max(widest * b, linear)
     mlp = tokens * max(width for width, _, _ in mlp_sizes(c)) * MLP_COPIES * b
     return tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
 
@@ -564,7 +592,8 @@ def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, ro
     * the residual stream T*H*b (written in place), and with Gemma 4's per-layer inputs the embeddings it keeps
       T*H*b and a layer's input T*P*b;
     * the widest layer's attention: q and its output T*nh*hd*b each, k and v T*nkv*hd*b each, and with an
-      attention-level rope (ReRoPE, Self-Extend) their far rotations, q's and k's, once more;
+      attention-level rope (ReRoPE, Self-Extend) their far rotations, q's and k's, once more; a gated attention's
+      output gate T*nh*hd*b; nothing on a linear-attention layer, which runs a chunk at a time;
     * the keys and values the KV-sharing layers keep for later ones (Gemma 4), T*nkv*hd*b each;
     * the rope tables, cos and sin T*rotary*b for each rope of the plan (and 4 more for a far region);
     * one chunk: rows * ``row_bytes`` (the MLP's activations, the norms' float32 copies, the rotation's
@@ -577,7 +606,15 @@ def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, ro
     far = far_ropes(c)
     copies = 2 if far else 1
     heads = lambda s: s.head_dim + s.value_dim  # noqa: E731  # a head's q.k and value channels
-    attention = max(copies * (nh + s.kv_heads * (s.kv_from is None)) * heads(s) + _padding(nh, s) for s in c.shapes)
+    gated = nh * c.family.attention_gate  # the output gate, q's size (Qwen3-Next's)
+    attention = max(
+        (
+            copies * (nh + s.kv_heads * (s.kv_from is None)) * heads(s) + _padding(nh, s) + gated * s.head_dim
+            for s in c.shapes
+            if not s.linear
+        ),
+        default=0,
+    )  # a linear-attention layer keeps nothing T long: it runs a chunk of rows at a time, its state carried
     kept = sum(c.shapes[i].kv_heads * heads(c.shapes[i]) for i in {s.kv_from for s in c.shapes} - {None})
     tables = sum((2 + 4 * (spec in far)) * spec.rotary_dim for spec in ropes)
     per_token = H + attention + kept + tables

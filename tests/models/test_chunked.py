@@ -50,6 +50,8 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("gemma3", "self_extend:4,24"),
         ("deepseek_v3", "rerope:24"),  # MLA (values narrower than q.k's heads), shared experts
         ("llama4", "rerope:24"),  # chunked layers, q/k normed after the rope, a NoPE layer's temperature
+        ("qwen3_next", "rerope:24"),  # linear-attention layers (their state carried across chunks), gated attention
+        ("qwen3_5", None),
     ],
 )
 def test_chunked_forward_equals_the_whole_one(family, rope, tmp_path, monkeypatch):

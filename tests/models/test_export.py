@@ -108,6 +108,10 @@ def ids(vocab: int) -> torch.Tensor:
         ("gemma4", "yarn:4", "LLG@24", ("transformers_v5",)),
         ("gemma4", "proportional:2", "native", ("transformers_v5",)),
         ("gemma4_moe", "yarn:4", "LLG@24", ("transformers_v5",)),
+        # linear-attention layers (kept as the weights make them), attention with an output gate
+        ("qwen3_next", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("qwen3_5", "longrope:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
+        ("qwen3_5_moe", "llama3:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):
@@ -150,6 +154,7 @@ def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, for
         ("gemma4", "yarn:2", "all-global", "derives each layer's head size and KV sharing from layer_types"),
         ("llama", "yarn:2", "CCCG@32", "the plan has chunked layers (Llama 4's chunked attention); llama's"),
         ("llama4", "yarn:2", "LLLG@32", "changes which layers are chunked or global; llama4_text's upstream code"),
+        ("qwen3_next", "yarn:2", "LLLG@32", "upstream code has no per-layer switch (layer_types): it runs no sliding"),
     ],
 )
 def test_a_plan_a_family_cannot_run_is_refused_for_every_target(family, rope, mix, reason, tmp_path):

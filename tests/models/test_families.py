@@ -46,6 +46,9 @@ FAMILIES = [
     "solar_open",
     "exaone_moe",
     "flex_olmo",
+    "qwen3_next",
+    "qwen3_5",
+    "qwen3_5_moe",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
@@ -271,6 +274,34 @@ PUBLISHED = {
             "max_position_embeddings": 65536,
         },
         8.05e9,
+    ),
+    # Gated DeltaNet on three layers of four, 512 experts of 512 (10 a token) and a shared one on every layer
+    "Qwen3-Next-80B-A3B": (
+        {
+            "model_type": "qwen3_next",
+            "hidden_size": 2048,
+            "intermediate_size": 5120,
+            "num_hidden_layers": 48,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+            "head_dim": 256,
+            "vocab_size": 151936,
+            "max_position_embeddings": 262144,
+            "moe_intermediate_size": 512,
+            "shared_expert_intermediate_size": 512,
+            "num_experts": 512,
+            "num_experts_per_tok": 10,
+            "linear_num_key_heads": 16,
+            "linear_num_value_heads": 32,
+            "linear_key_head_dim": 128,
+            "linear_value_head_dim": 128,
+            "linear_conv_kernel_dim": 4,
+            "full_attention_interval": 4,
+            "partial_rotary_factor": 0.25,
+            "rope_theta": 10000000,
+            "tie_word_embeddings": False,
+        },
+        80e9,
     ),
     "Qwen1.5-MoE-A2.7B": (
         {

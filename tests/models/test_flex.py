@@ -151,6 +151,7 @@ def test_cuda_two_regions_equal_the_blockwise_path(layer_window, softcap, sinks)
         ("gemma2", None),
         ("deepseek_v3", "rerope:24"),
         ("llama4", "rerope:24"),
+        ("qwen3_next", "rerope:24"),  # linear-attention layers (the delta rule on CUDA), gated attention, experts
     ],
 )
 def test_cuda_models_match_cpu_fp32(family, rope, tmp_path):

@@ -141,7 +141,7 @@ def test_unsupported_model_type_lists_the_supported_ones():
 
 @pytest.mark.parametrize(
     ("model_type", "missing"),
-    [("minimax", "lightning attention"), ("qwen3_next", "linear attention"), ("jamba", "Mamba")],
+    [("minimax", "lightning attention"), ("kimi_linear", "Kimi Delta Attention"), ("jamba", "Mamba")],
 )
 def test_an_architecture_the_decoder_cannot_run_is_refused_naming_what_it_lacks(model_type, missing):
     with pytest.raises(ModelConfigError, match=rf"'{model_type}' is not supported: .*{missing}"):

@@ -285,6 +285,37 @@ FAMILY_CONFIGS: dict[str, dict[str, Any]] = {
         "final_logit_softcapping": 3.0,
     },
 }
+# Qwen3-Next: Gated DeltaNet on layers 0 and 2 (2 key heads of 8, 4 value heads of 12, 4 taps), gated attention with
+# half of each head rotated on 1 and 3; layer 0 dense, Qwen2-MoE's experts and gated shared expert on the others
+LINEAR = {
+    "layer_types": ["linear_attention", "full_attention"] * 2,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": 8,
+    "linear_value_head_dim": 12,
+    "linear_conv_kernel_dim": 4,
+    "partial_rotary_factor": 0.5,
+}
+QWEN_EXPERTS = {
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 48,
+}
+FAMILY_CONFIGS["qwen3_next"] = {"model_type": "qwen3_next", **LINEAR, **QWEN_EXPERTS, "mlp_only_layers": [0]}
+# Qwen3.5: the same layers, dense, its DeltaNet projections apart; its multimodal rope's keys in the rope dict
+FAMILY_CONFIGS["qwen3_5"] = {
+    "model_type": "qwen3_5_text",
+    **LINEAR,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "partial_rotary_factor": 0.5,
+        "mrope_section": [2, 1, 1],
+        "mrope_interleaved": True,
+    },
+}
+FAMILY_CONFIGS["qwen3_5_moe"] = {**FAMILY_CONFIGS["qwen3_5"], "model_type": "qwen3_5_moe_text", **QWEN_EXPERTS}
 # Gemma 4's MoE (26B-A4B's layout, at the tiny size): 8 experts of 32 beside each layer's dense MLP, 2 a token
 FAMILY_CONFIGS["gemma4_moe"] = {
     **FAMILY_CONFIGS["gemma4"],

@@ -51,6 +51,8 @@ def forward_peak(model, ids: torch.Tensor) -> int:
         ("deepseek_v2", "rerope:24"),
         ("llama4", "rerope:24"),
         ("llama", "rerope:24"),
+        ("qwen3_next", None),  # linear-attention layers, gated attention, experts
+        ("qwen3_5", "rerope:24"),
     ],
 )
 def test_the_chunked_forward_stays_within_its_prediction(family, rope, tmp_path, monkeypatch):

@@ -1,0 +1,170 @@
+"""Linear attention: the Gated DeltaNet layers of Qwen3-Next and Qwen3.5 (Yang et al., arXiv:2412.06464, "Gated Delta
+Networks"; transformers' Qwen3NextGatedDeltaNet), which run beside the attention layers of a hybrid model.
+
+Such a layer keeps no keys. Each value head holds a state ``S`` (Dk x Dv) that every token decays by ``a = exp(g)``
+and corrects towards its value by the delta rule, then reads with its query:
+``S_t = a_t S_{t-1} + beta_t k_t (v_t - a_t S_{t-1}^T k_t)^T``, ``o_t = S_t^T q_t``. The layer has no positions and
+no rope: in a hybrid model a rope scaling changes the attention layers alone, and a long context costs these layers
+their state, not a cache that grows. :func:`gated_delta` runs the recurrence a chunk of tokens at a time, in float32;
+a sequence read in pieces (a KV cache's prompt and steps, a long forward's chunks of rows) carries a
+:class:`LinearState` from one piece to the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LinearSpec, ModelConfig
+from .mlp import activate
+
+# Tokens one step of the chunked recurrence takes at once (transformers' and the FLA kernels' chunk_size): the
+# within-chunk work is (chunk x chunk) a head, the steps across chunks a loop.
+CHUNK = 64
+
+
+def token_bytes(spec: LinearSpec, b: int) -> int:
+    """The most bytes one token's row holds at once in a Gated DeltaNet layer's forward, b bytes an element: q, k and v
+    projected, padded for the convolution, convolved and activated, z, beta and the decay
+    (b x (4 x (2 x Hk x Dk + Hv x Dv) + Hv x (Dv + 2))); the delta rule's float32 work per value head (q and k
+    repeated, v, their decayed copies and solutions, three rows of chunk x chunk matrices:
+    4 x (5 x Dk + 3 x Dv + 3 x CHUNK)) and the gated norm's (4 x 3 x Dv)."""
+    s = spec
+    channels = 2 * s.key_heads * s.key_dim + s.value_heads * s.value_dim
+    delta = 4 * s.value_heads * (5 * s.key_dim + 3 * s.value_dim + 3 * CHUNK + 3 * s.value_dim)
+    return b * (4 * channels + s.value_heads * (s.value_dim + 2)) + delta
+
+
+def token_flops(spec: LinearSpec) -> int:
+    """Forward FLOPs a token of a Gated DeltaNet layer costs besides its projections: the convolution
+    (2 x channels x kernel) and, per value head, the chunked delta rule's products: within its chunk of L = CHUNK,
+    k.k and q.k (2 x L x Dk), the two triangular solves (L x (Dk + Dv)) and the scores times the corrections
+    (L x Dv); across chunks, the state read by the decayed keys and queries and written by the corrections
+    (3 x Dk x Dv); twice that in FLOPs."""
+    s = spec
+    channels = 2 * s.key_heads * s.key_dim + s.value_heads * s.value_dim
+    per_head = CHUNK * (3 * s.key_dim + 2 * s.value_dim) + 3 * s.key_dim * s.value_dim
+    return 2 * channels * s.kernel + 2 * s.value_heads * per_head
+
+
+@dataclass(frozen=True)
+class LinearState:
+    """What a linear-attention layer carries from one piece of a sequence to the next: the causal convolution's
+    last ``kernel - 1`` inputs ``(B, kernel - 1, channels)``, and the delta rule's state ``(B, Hv, Dk, Dv)`` in
+    float32."""
+
+    conv: torch.Tensor
+    recurrent: torch.Tensor
+
+
+def gated_delta(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    state: torch.Tensor | None = None,
+    chunk: int = CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gated delta rule over a sequence, from ``state`` (B, H, Dk, Dv) (zeros if None): float32 queries and keys
+    (B, T, H, Dk), values (B, T, H, Dv), log decays ``g`` <= 0 and write strengths ``beta`` (B, T, H) -> the outputs
+    (B, T, H, Dv) and the state after the last token.
+
+    Within a chunk of L tokens with log decays summed from its start ``c_i`` and its first state ``S``, the
+    corrections ``u_i = beta_i (v_i - a_i S_{i-1}^T k_i)`` solve one unit lower-triangular system (the WY form of the
+    DeltaNet paper): ``u_i + sum_{j<i} beta_i e^{c_i - c_j} (k_i . k_j) u_j = beta_i v_i - beta_i e^{c_i} S^T k_i``;
+    then ``o_i = e^{c_i} S^T q_i + sum_{j<=i} e^{c_i - c_j} (q_i . k_j) u_j`` and the next chunk starts from
+    ``e^{c_L} S + sum_j e^{c_L - c_j} k_j u_j^T``. The sequence is padded to whole chunks with tokens that neither
+    decay nor write."""
+    B, T, H, Dk = k.shape
+    L = min(chunk, T)
+    pad = -T % L
+    q, k, v = (F.pad(x.transpose(1, 2), (0, 0, 0, pad)) for x in (q, k, v))  # (B, H, T + pad, D)
+    g, beta = (F.pad(x.transpose(1, 2), (0, pad)) for x in (g, beta))  # (B, H, T + pad)
+    n = (T + pad) // L
+    q, k, v = (x.reshape(B, H, n, L, x.shape[-1]) for x in (q, k, v))
+    c, beta = g.reshape(B, H, n, L).cumsum(-1), beta.reshape(B, H, n, L)  # c: log decay from the chunk's start
+    causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    decay = (c[..., :, None] - c[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # (B, H, n, L, L)
+    written = k * beta[..., None]
+    system = (written @ k.transpose(-1, -2)) * decay  # its diagonal is read as ones (unitriangular)
+    corrections = torch.linalg.solve_triangular(system, v * beta[..., None], upper=False, unitriangular=True)
+    reads = torch.linalg.solve_triangular(system, written * c.exp()[..., None], upper=False, unitriangular=True)
+    scores = (q @ k.transpose(-1, -2)) * decay
+    q = q * c.exp()[..., None]
+    k = k * (c[..., -1:] - c).exp()[..., None]  # each key decayed to the chunk's end
+    carried = c[..., -1].exp()[..., None, None]  # (B, H, n, 1, 1)
+    S = q.new_zeros(B, H, Dk, v.shape[-1]) if state is None else state
+    out = torch.empty_like(corrections)
+    for i in range(n):
+        u = corrections[:, :, i] - reads[:, :, i] @ S  # (B, H, L, Dv)
+        out[:, :, i] = q[:, :, i] @ S + scores[:, :, i] @ u
+        S = S * carried[:, :, i] + k[:, :, i].transpose(-1, -2) @ u
+    return out.reshape(B, H, n * L, -1)[:, :, :T].transpose(1, 2), S
+
+
+def _l2(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """x over the L2 norm of its last axis (the FLA kernels' and transformers' l2norm, eps inside the root)."""
+    return x * torch.rsqrt(x.square().sum(-1, keepdim=True) + eps)
+
+
+class GatedNorm(nn.Module):
+    """The DeltaNet's output norm (Qwen3NextRMSNormGated): RMSNorm over each value head, times its weight (stored as
+    it acts, not as ``1 + w``), times SiLU of the output gate z, in float32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * self.weight * F.silu(gate.float())).to(gate.dtype)
+
+
+class GatedDeltaNet(nn.Module):
+    """One Gated DeltaNet layer in Qwen3.5's names (Qwen3-Next's grouped projections are split into these at load):
+    q, k and v projected (``in_proj_qkv``), through a causal depthwise convolution (``conv1d``, ``kernel`` taps) and
+    the model's activation; q and k L2-normed per head, q times ``Dk ** -0.5``; each value head's write strength
+    ``beta = sigmoid(in_proj_b x)`` and log decay ``g = -exp(A_log) softplus(in_proj_a x + dt_bias)``; the delta
+    rule's output normed per head and gated by ``in_proj_z x`` (:class:`GatedNorm`), then ``out_proj``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        s, C = config.linear, config.hidden_size
+        self.spec, self.activation = s, config.activation
+        self.widths = (s.key_heads * s.key_dim, s.key_heads * s.key_dim, s.value_heads * s.value_dim)
+        channels = sum(self.widths)
+        self.in_proj_qkv = nn.Linear(C, channels, bias=False)
+        self.in_proj_z = nn.Linear(C, self.widths[2], bias=False)
+        self.in_proj_b = nn.Linear(C, s.value_heads, bias=False)
+        self.in_proj_a = nn.Linear(C, s.value_heads, bias=False)
+        self.conv1d = nn.Conv1d(channels, channels, s.kernel, groups=channels, bias=False)  # weight (channels, 1, K)
+        self.dt_bias = nn.Parameter(torch.empty(s.value_heads))
+        self.A_log = nn.Parameter(torch.empty(s.value_heads))
+        self.norm = GatedNorm(s.value_dim, config.rms_norm_eps)
+        self.out_proj = nn.Linear(self.widths[2], C, bias=False)
+
+    def forward(self, x: torch.Tensor, state: LinearState | None = None) -> tuple[torch.Tensor, LinearState]:
+        """(B, T, C) normed inputs that follow ``state``'s tokens (none: the sequence starts here) -> (B, T, C) and
+        the state after them."""
+        s, (B, T, _) = self.spec, x.shape
+        qkv = self.in_proj_qkv(x)  # (B, T, channels)
+        past = qkv.new_zeros(B, s.kernel - 1, qkv.shape[-1]) if state is None else state.conv
+        inputs = torch.cat((past, qkv), dim=1)  # (B, kernel - 1 + T, channels)
+        mixed = F.conv1d(inputs.transpose(1, 2), self.conv1d.weight, groups=qkv.shape[-1]).transpose(1, 2)
+        q, k, v = activate(mixed, self.activation).split(self.widths, dim=-1)
+        repeat = s.value_heads // s.key_heads  # each key head serves this many value heads in turn
+        q, k = (_l2(x.reshape(B, T, s.key_heads, s.key_dim).float()).repeat_interleave(repeat, 2) for x in (q, k))
+        beta = torch.sigmoid(self.in_proj_b(x)).float()  # (B, T, Hv)
+        g = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias.float())
+        v = v.reshape(B, T, s.value_heads, s.value_dim).float()
+        recurrent = None if state is None else state.recurrent
+        out, recurrent = gated_delta(q * s.key_dim**-0.5, k, v, g, beta, recurrent)  # (B, T, Hv, Dv)
+        out = self.norm(out, self.in_proj_z(x).view(B, T, s.value_heads, s.value_dim))
+        kept = inputs[:, inputs.shape[1] - (s.kernel - 1) :]
+        return self.out_proj(out.reshape(B, T, self.widths[2])), LinearState(kept, recurrent)

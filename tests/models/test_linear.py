@@ -1,0 +1,144 @@
+"""Linear-attention layers (ropekit/models/linear.py: Qwen3-Next's and Qwen3.5's Gated DeltaNet) beside attention ones.
+
+Their forward, rope by rope, generation and bf16 are proven with every family in test_families.py and
+test_parity.py; here the delta rule itself against transformers' token-by-token recurrence
+(``torch_recurrent_gated_delta_rule`` in transformers/models/qwen3_next/modeling_qwen3_next.py, the definition its
+chunked kernel and the FLA kernels are tested against), a sequence read in pieces, and the layer plan of a hybrid
+model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import ropekit
+from ropekit.models import ModelConfigError
+from ropekit.models.config import checkpoint_config, plan_config
+from ropekit.models.decoder import KVCache
+from ropekit.models.linear import gated_delta
+from tests.models.tiny import FAMILY_CONFIGS, SMALL, hf_token_nll, make_checkpoint, write_multimodal
+
+
+def inputs(length: int, heads: int = 3, key: int = 8, value: int = 5, seed: int = 0):
+    """Queries and keys as the layer gives them (L2-normed, queries times key ** -0.5), values, log decays <= 0 and
+    write strengths in (0, 1), float32, one sequence."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(1, length, heads, key, generator=gen) for _ in range(2))
+    q, k = (x / (x.square().sum(-1, keepdim=True) + 1e-6).sqrt() for x in (q, k))
+    v = torch.randn(1, length, heads, value, generator=gen)
+    g = -torch.rand(1, length, heads, generator=gen) * 2  # decays of e^-2 to 1 a token
+    beta = torch.rand(1, length, heads, generator=gen)
+    return q * key**-0.5, k, v, g, beta
+
+
+def recurrence(q, k, v, g, beta, state=None):
+    """transformers' torch_recurrent_gated_delta_rule (already-normed inputs: use_qk_l2norm_in_kernel off, its own
+    key ** -0.5 undone on the queries)."""
+    from transformers.models.qwen3_next.modeling_qwen3_next import torch_recurrent_gated_delta_rule
+
+    out, final = torch_recurrent_gated_delta_rule(
+        q * q.shape[-1] ** 0.5, k, v, g=g, beta=beta, initial_state=state, output_final_state=True
+    )
+    return out, final
+
+
+@pytest.mark.parametrize(("length", "chunk"), [(1, 64), (5, 64), (64, 64), (150, 64), (150, 16), (37, 1)])
+def test_the_chunked_delta_rule_is_the_recurrence(length, chunk):
+    """Every token's output and the last state, to 1e-5 (float32), with and without a state to start from, whole
+    chunks or a short last one."""
+    q, k, v, g, beta = inputs(length)
+    start = torch.randn(1, 3, 8, 5, generator=torch.Generator().manual_seed(9))
+    for state in (None, start):
+        ours, final = gated_delta(q, k, v, g, beta, state, chunk=chunk)
+        theirs, their_final = recurrence(q, k, v, g, beta, state)
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+        torch.testing.assert_close(final, their_final, rtol=0, atol=1e-5)
+
+
+def test_a_sequence_in_pieces_carries_its_state():
+    q, k, v, g, beta = inputs(200)
+    whole, final = gated_delta(q, k, v, g, beta)
+    state, outs = None, []
+    for start, end in ((0, 3), (3, 70), (70, 71), (71, 200)):
+        out, state = gated_delta(*(x[:, start:end] for x in (q, k, v, g, beta)), state)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(state, final, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen3_next", "qwen3_5"])
+def test_a_prompt_read_in_pieces_through_the_cache_is_the_whole_forward(family, tmp_path):
+    """Pieces shorter than the convolution's taps (1 and 2 tokens: its state holds the last 3 inputs) and longer than
+    a chunk of the recurrence: each piece's hidden states (up to 4.6 in size) are the whole forward's, to 1e-4. Pieces
+    change where the recurrence's chunks fall, so its float32 sums group otherwise: the hidden states move by 3-6e-5
+    (by 5-7e-6 where the pieces are whole chunks, 64 + 56), where an attention-only model (Qwen3-MoE's, Llama's)
+    read in the same pieces moves by 2-3e-6."""
+    make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
+    model = ropekit.load_model(tmp_path, dtype="float32")
+    ids = torch.randint(3, model.config.vocab_size, (1, 120), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        whole = model(ids)
+        cache, start, pieces = KVCache(len(model.layers)), 0, []
+        for size in (1, 2, 1, 70, 1, 45):
+            pieces.append(model(ids[:, start : start + size], cache=cache))
+            start += size
+        forked = cache.fork()  # a fork reads on from the same state and leaves it as it was
+        model(ids[:, :1], cache=forked)
+        again = model(ids[:, :1], cache=cache)
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, rtol=0, atol=1e-4)
+    torch.testing.assert_close(again, model(torch.cat((ids, ids[:, :1]), 1))[:, -1:], rtol=0, atol=1e-4)
+
+
+def test_a_mix_runs_over_the_attention_layers_and_keeps_the_linear_ones(tmp_path):
+    make_checkpoint(tmp_path, FAMILY_CONFIGS["qwen3_next"])
+    raw = checkpoint_config(json.loads((tmp_path / "config.json").read_text()))
+    kinds = lambda plan: [layer.attention for layer in plan.layers]  # noqa: E731
+    assert kinds(plan_config(raw)) == ["linear_attention", "full_attention"] * 2
+    mixed = plan_config(raw, layer_mix="LLLG@32+nope")
+    assert kinds(mixed) == ["linear_attention", "sliding_attention", "linear_attention", "full_attention"]
+    assert [layer.rope is None for layer in mixed.layers] == [True, False, True, True]  # NoPE on the global layer
+    assert mixed.describe() == "0 linear; 1 local@32 default(theta=10000); 2 linear; 3 global nope"
+    with pytest.raises(ModelConfigError, match=r"layer_types\[0\]='full_attention': .* layers \[0, 2\] linear"):
+        plan_config(raw, layer_types=["full_attention"] * 4)
+    model = ropekit.load_model(tmp_path, layer_mix="all-global", rope_scaling="yarn:2")
+    assert kinds(model.config) == kinds(plan_config(raw))
+
+
+def test_the_family_rotates_a_quarter_of_each_head_where_the_config_says_nothing(tmp_path):
+    """Qwen3NextConfig's own default (partial_rotary_factor 0.25), as transformers reads the same config.json."""
+    from transformers import AutoModelForCausalLM
+
+    make_checkpoint(tmp_path, {k: v for k, v in FAMILY_CONFIGS["qwen3_next"].items() if k != "partial_rotary_factor"})
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    del config["rope_parameters"]
+    path.write_text(json.dumps({**config, "rope_theta": 10000.0}))
+    model = ropekit.load_model(tmp_path)
+    assert {layer.rope.rotary_dim for layer in model.config.layers if layer.rope is not None} == {4}  # 16 / 4
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path).float().eval()
+    tokens = torch.randint(3, model.config.vocab_size, (200,), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens), rtol=0, atol=1e-4)
+
+
+def test_a_qwen3_5_checkpoint_runs_its_text_model(tmp_path):
+    """A Qwen3.5 checkpoint (config ``qwen3_5`` with its text_config; weights under model.language_model) gives the NLL
+    of the same text model saved alone."""
+    make_checkpoint(tmp_path / "text", FAMILY_CONFIGS["qwen3_5"])
+    folder = write_multimodal(tmp_path / "text", tmp_path / "qwen3_5", "qwen3_5", "model.language_model.")
+    model = ropekit.load_model(folder)
+    assert model.config.model_type == "qwen3_5_text"
+    tokens = torch.randint(3, model.config.vocab_size, (200,), generator=torch.Generator().manual_seed(1))
+    alone = ropekit.token_nll(ropekit.load_model(tmp_path / "text"), tokens)
+    assert torch.equal(ropekit.token_nll(model, tokens), alone)
+
+
+def test_linear_layers_ropekit_cannot_run_are_refused():
+    qwen3 = {**SMALL, **FAMILY_CONFIGS["qwen3"], "layer_types": ["linear_attention", "full_attention"] * 2}
+    refusal = "linear_attention layers; ropekit runs them in the families qwen3_next, .*, not qwen3$"
+    with pytest.raises(ModelConfigError, match=refusal):
+        plan_config(checkpoint_config({**qwen3, "sliding_window": None}))
+    uneven = {**SMALL, **FAMILY_CONFIGS["qwen3_5"], "linear_num_value_heads": 3}
+    with pytest.raises(ModelConfigError, match="linear_num_value_heads=3 is not a multiple of linear_num_key_heads=2"):
+        plan_config(checkpoint_config(uneven))
