@@ -134,13 +134,17 @@ class LatentSpec:
 class LinearSpec:
     """A Gated DeltaNet layer's sizes (families.Linear): q and k in ``key_heads`` heads of ``key_dim``, v and the
     output gate in ``value_heads`` of ``value_dim`` (a multiple of the key heads, each key head serving as many value
-    heads in turn), the causal convolution's ``kernel`` taps; its activation is the model's."""
+    heads in turn), the causal convolution's ``kernel`` taps; its activation is the model's. Each write strength is
+    ``beta_scale`` times a sigmoid (2 where OLMo Hybrid lets the state's eigenvalues reach -1); the gated norm's eps
+    ``norm_eps``."""
 
     key_heads: int
     key_dim: int
     value_heads: int
     value_dim: int
     kernel: int
+    beta_scale: float = 1.0
+    norm_eps: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -804,7 +808,11 @@ def _linear(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[Line
             )
         return None, flags
     fields = ("key_heads", "key_dim", "value_heads", "value_dim", "kernel")
-    spec = LinearSpec(**{name: _positive_int(cfg, getattr(keys, name)) for name in fields})
+    spec = LinearSpec(
+        **{name: _positive_int(cfg, getattr(keys, name)) for name in fields},
+        beta_scale=2.0 if keys.doubled_beta is not None and cfg.get(keys.doubled_beta) else 1.0,
+        norm_eps=keys.norm_eps or float(cfg.get("rms_norm_eps", 1e-6)),
+    )
     if spec.value_heads % spec.key_heads:
         raise ModelConfigError(
             f"model config: {keys.value_heads}={spec.value_heads} is not a multiple of {keys.key_heads}="

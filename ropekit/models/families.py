@@ -141,9 +141,14 @@ class Linear:
     """Linear-attention layers (Gated DeltaNet, arXiv:2412.06464: Qwen3-Next's and Qwen3.5's
     ``Qwen3NextGatedDeltaNet``), by the config keys that size them: ``key_heads`` heads of ``key_dim`` for q and k,
     ``value_heads`` of ``value_dim`` for v and the output gate z, a causal depthwise convolution of ``kernel`` taps over
-    q, k and v; the layers are those whose ``layer_types`` entry is ``linear_attention``. ``grouped``: the checkpoint
-    projects ``in_proj_qkvz`` and ``in_proj_ba`` with each key head's q, k, v, z (b, a) side by side (Qwen3-Next),
-    split at load into Qwen3.5's ``in_proj_qkv``, ``in_proj_z``, ``in_proj_b``, ``in_proj_a``."""
+    q, k and v; the layers are those whose ``layer_types`` entry is ``linear_attention``. The decoder's layer
+    (ropekit/models/linear.py) has Qwen3.5's names; ``grouped``: the checkpoint projects ``in_proj_qkvz`` and
+    ``in_proj_ba`` with each key head's q, k, v, z (b, a) side by side (Qwen3-Next), split at load; ``separate``: it
+    projects q, k and v apart, by these names (OLMo Hybrid), concatenated at load; ``names``: its names of the
+    layer's other parts. ``doubled_beta``: the config key that doubles each write strength (OLMo Hybrid's
+    ``linear_allow_neg_eigval``: the state's eigenvalues then reach -1); ``norm_eps``: the gated norm's eps where
+    it is not the config's ``rms_norm_eps`` (OLMo Hybrid's FLA norm, 1e-5); ``norms``: the linear layers' norm slots
+    where they are not the family's (OLMo Hybrid's sit before the mixer and the MLP, its attention layers' after)."""
 
     key_heads: str = "linear_num_key_heads"
     value_heads: str = "linear_num_value_heads"
@@ -151,6 +156,12 @@ class Linear:
     value_dim: str = "linear_value_head_dim"
     kernel: str = "linear_conv_kernel_dim"
     grouped: bool = False
+    separate: tuple[str, str, str] | None = None
+    conv_parts: tuple[str, str, str] | None = None  # the convolution stored as q's, k's and v's (OLMo Hybrid's)
+    names: Mapping[str, str] = field(default_factory=dict)
+    doubled_beta: str | None = None
+    norm_eps: float | None = None
+    norms: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +223,9 @@ class Gguf:
     # weights llama.cpp writes as metadata, one value a layer (Apertus's xIELU): the name in a layer -> (the key, its
     # shape in the decoder)
     metadata_weights: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    # linear-attention layers' value heads stored in llama.cpp's tiled order (key head fastest), not grouped by key
+    # head (Qwen3.5's: _LinearAttentionVReorderBase)
+    tiled_values: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,6 +285,13 @@ class Family:
     attention_gate: bool = False
     # config keys whose other values ropekit's decoder cannot run: key -> (the values it runs, what it lacks)
     refused: Mapping[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
+    # names a family's published checkpoints store where transformers' are absent (transformers' conversion_mapping
+    # renames them at load): a part of a weight's name -> its stored form (OLMo Hybrid's layer norms)
+    stored_as: Mapping[str, str] = field(default_factory=dict)
+
+    def layer_norms(self, linear: bool) -> Mapping[str, str]:
+        """The norm slots of a layer, a linear-attention one (``linear``) or not, and their names in a checkpoint."""
+        return self.linear.norms if linear and self.linear.norms is not None else self.norms
 
     def __post_init__(self) -> None:
         if self.rope is None:
@@ -377,6 +398,31 @@ def _gemma4_gguf(key: Callable[[str], Any], tensors: dict[str, Any], config: dic
         out["vocab_size_per_layer_input"] = int(table.shape[-1])
     config.pop("rope_theta", None)
     return out
+
+
+def _linear_gguf(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Qwen3-Next and Qwen3.5 as llama.cpp's Qwen3NextModel writes them: the Gated DeltaNet's sizes in its ``ssm.*``
+    keys (``state_size`` the key heads' width, ``group_count`` their number, ``time_step_rank`` the value heads',
+    ``inner_size`` all value heads' width), which layers are linear (``attention.recurrent_layers``, past the model's
+    own layers its multi-token prediction's), and the rotated share of each head (``rope.dimension_count``)."""
+
+    def need(name: str) -> Any:
+        if (value := key(name)) is None:
+            raise KeyError(f"the key {name}")
+        return value
+
+    layers, value_heads = int(config["num_hidden_layers"]), int(need("ssm.time_step_rank"))
+    recurrent = gguf_list(need("attention.recurrent_layers"))[:layers]
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return {
+        "linear_conv_kernel_dim": int(need("ssm.conv_kernel")),
+        "linear_key_head_dim": int(need("ssm.state_size")),
+        "linear_num_key_heads": int(need("ssm.group_count")),
+        "linear_num_value_heads": value_heads,
+        "linear_value_head_dim": int(need("ssm.inner_size")) // value_heads,
+        "layer_types": ["linear_attention" if flag else "full_attention" for flag in recurrent],
+        "partial_rotary_factor": int(need("rope.dimension_count")) / head_dim,
+    }
 
 
 def gguf_list(value: Any) -> list[Any]:
@@ -519,6 +565,7 @@ QWEN3_NEXT = _like(
     linear=Linear(grouped=True),
     experts=Experts(dense_layers=True, **QWEN_SHARED),
     export=Switches(),  # its attention layers run full, whatever layer_types says: no window, no switch
+    gguf=Gguf("qwen3next", layers=_linear_gguf),
 )
 # Qwen3.5 (its text model, Qwen3_5TextConfig; a qwen3_5 checkpoint's language_model): Qwen3-Next's layers with the
 # DeltaNet's projections apart, dense; its multimodal rope rotates a text token as the plain one (mrope keys unread).
@@ -534,12 +581,27 @@ QWEN3_5 = _like(
     ),
     linear=Linear(),
     experts=None,
+    gguf=Gguf("qwen35", layers=_linear_gguf, tiled_values=True),
+)
+# OLMo Hybrid (Olmo-Hybrid-7B): OLMo 3's attention layers (norms after attention and the MLP, q/k norms over all
+# heads) beside Gated DeltaNet ones, whose norms sit before the mixer and the MLP; q, k, v, the output gate, beta and
+# the decay projected apart, beta doubled (linear_allow_neg_eigval); no rope unless the config gives a rope_theta
+# (its released checkpoints give none: OlmoHybridModel builds no rotary embedding) (OlmoHybridConfig,
+# OlmoHybridGatedDeltaNet, OlmoHybridAttentionDecoderLayer, OlmoHybridLinearAttentionDecoderLayer).
+OLMO_HYBRID_LINEAR = Linear(
+    separate=("q_proj", "k_proj", "v_proj"),
+    conv_parts=("q_conv1d", "k_conv1d", "v_conv1d"),
+    names={"in_proj_z": "g_proj", "in_proj_b": "b_proj", "in_proj_a": "a_proj", "out_proj": "o_proj", "norm": "o_norm"},
+    doubled_beta="linear_allow_neg_eigval",
+    norm_eps=1e-5,
+    norms=PRE_NORM,
 )
 QWEN3_5_MOE = _like(
     QWEN3_5,
     "qwen3_5_moe_text",
     rope=dataclasses.replace(QWEN3_5.rope, name="qwen3_5_moe_text", aliases=("qwen3_5_moe",)),
     experts=Experts(renormalise=True, **QWEN_SHARED),
+    gguf=Gguf("qwen35moe", layers=_linear_gguf, tiled_values=True),
 )
 
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
@@ -966,6 +1028,14 @@ for _family in (
     QWEN3_NEXT,
     QWEN3_5,
     QWEN3_5_MOE,
+    _like(
+        OLMO2,
+        "olmo_hybrid",
+        rope=ModelRope("olmo_hybrid", nope_without_theta=True),
+        linear=OLMO_HYBRID_LINEAR,
+        export=Switches(),
+        stored_as={"input_layernorm": "attention_layer_norm", "post_attention_layernorm": "feedforward_layer_norm"},
+    ),
 ):
     register_family(_family)
 # Architectures transformers runs that the shared decoder cannot, and what it lacks for each: the refusal names it.

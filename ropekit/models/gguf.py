@@ -6,7 +6,8 @@ ropekit/models/families.py), found by the file's ``general.architecture``. GGUF 
 package's own name map. Config keys come from transformers' key table where the record names one, and
 otherwise from the keys every architecture has and the record's own: what llama.cpp's
 ``convert_hf_to_gguf.py`` writes for OLMo 2 and 3, OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministral 3,
-EXAONE 4 and Gemma 2, 3 and 4, with what its runtime assumes where it writes no key (SmolLM3's NoPE on
+EXAONE 4, Gemma 2, 3 and 4, and the linear-attention layers of Qwen3-Next and Qwen3.5 (``GGUFSource._linear``), with
+what its runtime assumes where it writes no key (SmolLM3's NoPE on
 every 4th layer, Cohere 2's 3 sliding : 1 global layers, Gemma's q.k scale). Gemma 2 and 3 are read so
 although transformers has a table for them: it lacks their soft-capping, local theta and q.k scale. The
 rope's scaling is read from llama.cpp's ``rope.scaling.*`` keys (transformers' table reads none of
@@ -62,6 +63,11 @@ UNREAD_ARCHITECTURES = {
 }
 # A layer's weight under its transformers name, for the weights some families' files hold as metadata
 LAYER_WEIGHT = re.compile(r"model\.layers\.(?P<layer>\d+)\.(?P<name>.+)")
+# A linear-attention layer's tensor that llama.cpp stores otherwise than transformers (GGUFSource._linear)
+LINEAR_PART = re.compile(
+    r"model\.layers\.(?P<layer>\d+)\.linear_attn\."
+    r"(?P<part>A_log|dt_bias|conv1d\.weight|in_proj_(?:qkvz|qkv|z|a|b)\.weight|out_proj\.weight)"
+)
 
 
 def read_gguf(path: Path) -> Any:
@@ -347,6 +353,8 @@ class GGUFSource:
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """A tensor's shape as transformers stores it, from the file's tensor table alone."""
+        if (linear := self._linear(name, meta=True)) is not False:
+            return None if linear is None else tuple(linear.shape)
         if (held := self._metadata_weight(name)) is not None:
             values = _field(self.reader, held[0])
             return held[2] if values is not None and held[1] < len(gguf_list(values)) else None
@@ -410,9 +418,78 @@ class GGUFSource:
         rows = torch.stack(parts, dim=2).flatten(1, 2) if len(parts) == 2 else parts[0]  # (E, 2 x I, C) or (E, C, I)
         return rows.transpose(1, 2).contiguous()
 
+    def _stored(self, name: str, meta: bool = False) -> torch.Tensor | None:
+        """The GGUF tensor ``name`` dequantised, in transformers' axis order (or a meta tensor of its shape)."""
+        import gguf
+
+        tensor = self.tensors.get(name)
+        if tensor is None:
+            return None
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        if meta:
+            return torch.empty(shape, device="meta")
+        try:
+            array = gguf.dequantize(tensor.data, tensor.tensor_type)
+            # Unquantised tensors come back as views of the read-only file map: copy those only.
+            return torch.from_numpy(array if array.flags.writeable else array.copy()).reshape(shape)
+        except (ValueError, NotImplementedError) as err:
+            raise CheckpointError(f"GGUF tensor {tensor.name} cannot be dequantised: {err}") from None
+
+    def _linear(self, name: str, meta: bool = False) -> torch.Tensor | None | bool:
+        """A linear-attention layer's tensor as its transformers checkpoint holds it, from what llama.cpp's
+        Qwen3NextModel writes (False for any other name): the decay rate ``A_log`` as ``-exp(A_log)`` (``ssm_a``),
+        ``dt_bias`` as ``ssm_dt``'s bias, the convolution without its middle axis, Qwen3-Next's ``in_proj_qkvz`` as
+        flat q, k and v (``attn_qkv``) and z (``attn_gate``), here regrouped by key head; and Qwen3.5's value heads,
+        which it tiles (key head fastest: ``Gguf.tiled_values``), put back in groups by key head."""
+        match = LINEAR_PART.fullmatch(name)
+        s, own = self.config.linear, self.config.family.gguf
+        if match is None or s is None:
+            return False
+        part, block = match["part"], f"blk.{match['layer']}"
+        tiled = own is not None and own.tiled_values and s.key_heads != s.value_heads
+        per = s.value_heads // s.key_heads
+
+        def grouped(t: torch.Tensor | None, dim: int, width: int) -> torch.Tensor | None:  # tiled value heads, undone
+            if t is None or not tiled:
+                return t
+            shape = list(t.shape)
+            heads = t.reshape(*shape[:dim], per, s.key_heads, width, *shape[dim + 1 :])
+            return heads.transpose(dim, dim + 1).reshape(shape)
+
+        read = lambda gguf_name: self._stored(gguf_name, meta)  # noqa: E731
+        keys = 2 * s.key_heads * s.key_dim
+        if part == "A_log":
+            a = read(f"{block}.ssm_a")
+            return None if a is None else grouped(torch.log(-a), 0, 1)
+        if part == "dt_bias":
+            return grouped(read(f"{block}.ssm_dt.bias"), 0, 1)
+        if part == "conv1d.weight":
+            conv = read(f"{block}.ssm_conv1d.weight")  # (channels, kernel)
+            if conv is None or conv.shape[0] <= keys:
+                return conv
+            return torch.cat((conv[:keys], grouped(conv[keys:], 0, s.value_dim)))[:, None]
+        if part == "out_proj.weight":
+            return grouped(read(f"{block}.ssm_out.weight"), 1, s.value_dim)
+        if part in ("in_proj_a.weight", "in_proj_b.weight"):
+            return grouped(read(f"{block}.ssm_{'alpha' if part == 'in_proj_a.weight' else 'beta'}.weight"), 0, 1)
+        qkv, z = read(f"{block}.attn_qkv.weight"), read(f"{block}.attn_gate.weight")
+        if qkv is None or z is None or qkv.shape[0] <= keys:
+            return None
+        qkv = torch.cat((qkv[:keys], grouped(qkv[keys:], 0, s.value_dim)))
+        if part == "in_proj_qkv.weight":
+            return qkv
+        z = grouped(z, 0, s.value_dim)
+        if part == "in_proj_z.weight":
+            return z
+        q, k, v = qkv.split([s.key_heads * s.key_dim, s.key_heads * s.key_dim, s.value_heads * s.value_dim])
+        parts = [x.reshape(s.key_heads, -1, x.shape[-1]) for x in (q, k, v, z)]  # each key head's rows, side by side
+        return torch.cat(parts, dim=1).reshape(-1, qkv.shape[-1])
+
     def _dequantise(self, name: str) -> torch.Tensor | None:
         import gguf
 
+        if (linear := self._linear(name)) is not False:
+            return linear
         if stacked := STACKED.fullmatch(name):
             return self._stacked(stacked)
         if (held := self._metadata_weight(name)) is not None:

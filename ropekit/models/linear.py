@@ -130,8 +130,8 @@ class GatedDeltaNet(nn.Module):
     """One Gated DeltaNet layer in Qwen3.5's names (Qwen3-Next's grouped projections are split into these at load):
     q, k and v projected (``in_proj_qkv``), through a causal depthwise convolution (``conv1d``, ``kernel`` taps) and
     the model's activation; q and k L2-normed per head, q times ``Dk ** -0.5``; each value head's write strength
-    ``beta = sigmoid(in_proj_b x)`` and log decay ``g = -exp(A_log) softplus(in_proj_a x + dt_bias)``; the delta
-    rule's output normed per head and gated by ``in_proj_z x`` (:class:`GatedNorm`), then ``out_proj``."""
+    ``beta = beta_scale sigmoid(in_proj_b x)`` and log decay ``g = -exp(A_log) softplus(in_proj_a x + dt_bias)``;
+    the delta rule's output normed per head and gated by ``in_proj_z x`` (:class:`GatedNorm`), then ``out_proj``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -146,7 +146,7 @@ class GatedDeltaNet(nn.Module):
         self.conv1d = nn.Conv1d(channels, channels, s.kernel, groups=channels, bias=False)  # weight (channels, 1, K)
         self.dt_bias = nn.Parameter(torch.empty(s.value_heads))
         self.A_log = nn.Parameter(torch.empty(s.value_heads))
-        self.norm = GatedNorm(s.value_dim, config.rms_norm_eps)
+        self.norm = GatedNorm(s.value_dim, s.norm_eps)
         self.out_proj = nn.Linear(self.widths[2], C, bias=False)
 
     def forward(self, x: torch.Tensor, state: LinearState | None = None) -> tuple[torch.Tensor, LinearState]:
@@ -160,7 +160,7 @@ class GatedDeltaNet(nn.Module):
         q, k, v = activate(mixed, self.activation).split(self.widths, dim=-1)
         repeat = s.value_heads // s.key_heads  # each key head serves this many value heads in turn
         q, k = (_l2(x.reshape(B, T, s.key_heads, s.key_dim).float()).repeat_interleave(repeat, 2) for x in (q, k))
-        beta = torch.sigmoid(self.in_proj_b(x)).float()  # (B, T, Hv)
+        beta = torch.sigmoid(self.in_proj_b(x)).float() * s.beta_scale  # (B, T, Hv)
         g = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias.float())
         v = v.reshape(B, T, s.value_heads, s.value_dim).float()
         recurrent = None if state is None else state.recurrent

@@ -206,6 +206,29 @@ def _dequantising(get: Callable[[str], torch.Tensor | None], config: ModelConfig
     return read
 
 
+def _stored(get: Callable[[str], torch.Tensor | None], config: ModelConfig) -> Callable[[str], torch.Tensor | None]:
+    """``get``, reading a weight under the name the family's published checkpoints store it by where transformers'
+    name is absent (``Family.stored_as``: OLMo Hybrid's ``attention_layer_norm`` for ``input_layernorm``)."""
+    renamed = config.family.stored_as
+    if not renamed:
+        return get
+
+    def read(name: str) -> torch.Tensor | None:
+        tensor = get(name)
+        for ours, theirs in renamed.items():
+            if tensor is None and f".{ours}." in name:
+                tensor = get(name.replace(f".{ours}.", f".{theirs}."))
+        return tensor
+
+    return read
+
+
+def _joined(get: Callable[[str], torch.Tensor | None], prefix: str, parts: tuple[str, ...]) -> torch.Tensor | None:
+    """The weights ``prefix.PART.weight`` of ``parts``, their rows one after the other (None if one is missing)."""
+    tensors = [get(f"{prefix}.{part}.weight") for part in parts]
+    return None if any(t is None for t in tensors) else torch.cat(tensors)
+
+
 def _query_or_gate(config: ModelConfig, fused: torch.Tensor | None, gate: bool) -> torch.Tensor | None:
     """A gated attention's query rows, or its output gate's, of its ``q_proj`` (each head's D query rows, then its D
     gate rows: Qwen3NextAttention's); a tensor of another shape as it is (the shape check names it)."""
@@ -371,15 +394,22 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
     """One decoder parameter from the checkpoint, splitting Phi-3's fused projections (and Qwen3-Next's) and stacking
     a mixture-of-experts layer's experts into one tensor."""
+    get = _stored(get, config)
     match = re.fullmatch(r"layers\.(\d+)\.(mlp|experts)\.(gate_up|down|gate_up_bias|down_bias)", name)
     if match and config.moe is not None:
         return _stacked_experts(config, get, match[1], match[3], module=match[2])
     match = re.fullmatch(r"layers\.(\d+)\.self_attn\.(q_proj|output_gate)\.(weight|bias)", name)
     if match and config.family.attention_gate:
         return _query_or_gate(config, get(checkpoint_name(name, config)), match[2] == "output_gate")
-    match = re.fullmatch(r"layers\.\d+\.linear_attn\.in_proj_(qkv|z|b|a)\.weight", name)
+    match = re.fullmatch(r"layers\.(\d+)\.linear_attn\.in_proj_(qkv|z|b|a)\.weight", name)
     if match and config.family.linear.grouped:
-        return _ungrouped(config, get(checkpoint_name(name, config)), match[1])
+        return _ungrouped(config, get(checkpoint_name(name, config)), match[2])
+    if match and match[2] == "qkv" and (separate := config.family.linear.separate) is not None:  # OLMo Hybrid's
+        return _joined(get, f"model.layers.{match[1]}.linear_attn", separate)
+    match = re.fullmatch(r"layers\.(\d+)\.linear_attn\.conv1d\.weight", name)
+    if match and (parts := config.family.linear.conv_parts) is not None:
+        stored = get(checkpoint_name(name, config))
+        return stored if stored is not None else _joined(get, f"model.layers.{match[1]}.linear_attn", parts)
     tensor = get(checkpoint_name(name, config))
     if tensor is not None and name.endswith(".mlp.correction") and tensor.dim() == 2 and tensor.shape[0] == 1:
         return tensor[0]  # ERNIE 4.5 stores its correction bias as one group of experts (1, E)

@@ -29,8 +29,9 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
         return internal
     experts = config.family.experts
     match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
-    if match:  # the family's norms, and Gemma 4's experts' beside them
-        names = {**config.family.norms, **(experts.beside if experts is not None and experts.beside else {})}
+    if match:  # the family's norms (a linear-attention layer's), and Gemma 4's experts' beside them
+        norms = config.family.layer_norms(config.shapes[int(match[1])].linear)
+        names = {**norms, **(experts.beside if experts is not None and experts.beside else {})}
         return f"model.layers.{match[1]}.{names[match[2]]}.weight"
     match = re.fullmatch(
         r"layers\.(\d+)\.(?:mlp|experts)\.(gate\.weight|gate\.bias|correction|gate_up|down|gate_up_bias|down_bias"
@@ -52,9 +53,14 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     match = re.fullmatch(r"layers\.(\d+)\.self_attn\.output_gate\.(\w+)", internal)
     if match:  # Qwen3-Next's output gate, stored in q_proj's rows
         return f"model.layers.{match[1]}.self_attn.q_proj.{match[2]}"
-    match = re.fullmatch(r"layers\.(\d+)\.linear_attn\.in_proj_(qkv|z|b|a)\.weight", internal)
-    if match and config.family.linear.grouped:  # Qwen3-Next's: in_proj_qkvz and in_proj_ba
-        return f"model.layers.{match[1]}.linear_attn.in_proj_{'ba' if match[2] in ('b', 'a') else 'qkvz'}.weight"
+    match = re.fullmatch(r"layers\.(\d+)\.linear_attn\.(\w+)\.weight", internal)
+    if match:  # a linear-attention layer's parts under the checkpoint's names (ropekit.models.load._linear_part)
+        keys, part = config.family.linear, match[2]
+        if keys.grouped and part.startswith("in_proj_"):  # Qwen3-Next's: in_proj_qkvz and in_proj_ba
+            part = "in_proj_ba" if part in ("in_proj_b", "in_proj_a") else "in_proj_qkvz"
+        elif keys.separate is not None and part == "in_proj_qkv":  # OLMo Hybrid's q_proj (k_proj, v_proj beside)
+            part = keys.separate[0]
+        return f"model.layers.{match[1]}.linear_attn.{keys.names.get(part, part)}.weight"
     match = re.fullmatch(r"layers\.(\d+)\.self_attn\.([qk])_norm\.weight", internal)
     if match:  # HunYuan's query_layernorm and key_layernorm
         name = config.family.qk_norm_names[match[2] == "k"]

@@ -436,6 +436,8 @@ class ModelRope:
     its config class's default). ``unread_keys``: keys the family's rope dict may hold that leave a text token's
     rotation as it is (Qwen3.5's ``mrope_section`` and ``mrope_interleaved``: a text token has one position on the
     time, height and width axes, so its multimodal rope turns it as the plain rope does): accepted, not read.
+    ``nope_without_theta``: no layer has a rope unless the config gives a ``rope_theta`` (OLMo Hybrid's released
+    checkpoints give none, and its model then builds no rotary embedding).
     """
 
     name: str
@@ -452,6 +454,7 @@ class ModelRope:
     alpha_ntk: bool = False
     partial_rotary_factor: float = 1.0
     unread_keys: tuple[str, ...] = ()
+    nope_without_theta: bool = False
 
 
 _MODEL_ROPES: dict[str, ModelRope] = {}
@@ -636,4 +639,7 @@ def rope_from_config(config: Any) -> dict[str, RopeSpec | None]:
             specs["sliding_attention"] = flat({}, key or "sliding_attention", theta)
     if facts.nope_global or (facts.nope_global_when_sliding and cfg.get("sliding_window")):
         specs["full_attention"] = None
+    thetas = [cfg, params, *(v for v in params.values() if isinstance(v, Mapping))]
+    if facts.nope_without_theta and not any("rope_theta" in d for d in thetas):
+        specs = dict.fromkeys(specs)
     return specs

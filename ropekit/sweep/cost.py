@@ -454,7 +454,7 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
             lin = c.linear
             channels = 2 * lin.key_heads * lin.key_dim + lin.value_heads * lin.value_dim
             matrices += attention_sizes(c, s)[0] + channels * lin.kernel + lin.value_dim + 2 * lin.value_heads
-            norms += len(c.family.norms) * H
+            norms += len(c.family.layer_norms(True)) * H
             matrices += c.mlp_bias * ((1 + c.family.gated_mlp) * s.intermediate_size + H)
             continue
         hd, own = s.head_dim, s.kv_from is None  # a layer reading another's keys and values has no k, v, k norm

@@ -52,6 +52,7 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("llama4", "rerope:24"),  # chunked layers, q/k normed after the rope, a NoPE layer's temperature
         ("qwen3_next", "rerope:24"),  # linear-attention layers (their state carried across chunks), gated attention
         ("qwen3_5", None),
+        ("olmo_hybrid", "rerope:24"),  # norms before the linear layers' mixer, after the attention layers'
     ],
 )
 def test_chunked_forward_equals_the_whole_one(family, rope, tmp_path, monkeypatch):

@@ -112,6 +112,7 @@ def ids(vocab: int) -> torch.Tensor:
         ("qwen3_next", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("qwen3_5", "longrope:2", "all-global", ("transformers_v4", "transformers_v5", "vllm")),
         ("qwen3_5_moe", "llama3:4", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("olmo_hybrid", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):

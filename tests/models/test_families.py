@@ -49,6 +49,7 @@ FAMILIES = [
     "qwen3_next",
     "qwen3_5",
     "qwen3_5_moe",
+    "olmo_hybrid",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

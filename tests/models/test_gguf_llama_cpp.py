@@ -4,7 +4,9 @@ OLMo 2 and 3 (both ``olmo2``), OLMoE, Granite, Cohere 2, GLM 4, SmolLM3, Ministr
 Gemma 4 (dense: per-layer inputs, KV sharing, p-RoPE on global layers), GLM-4.5 (``glm4moe``: DeepSeek V3's router in
 llama.cpp's keys, a block for its multi-token prediction layer, its biases and q/k norms told by their tensors),
 dots.llm1 (``dots1``), K-EXAONE (``exaone-moe``), ERNIE 4.5 (dense and MoE), HunYuan (dense and MoE), Seed-OSS,
-Apertus (its xIELU weights as metadata) and Arcee; Qwen2-MoE (``qwen2moe``) and gpt-oss (``gpt-oss``: its experts'
+Apertus (its xIELU weights as metadata) and Arcee; Qwen3-Next (``qwen3next``: its grouped linear-attention projections
+split, the decay rate as -exp(A_log)) and Qwen3.5, dense and MoE (``qwen35``, ``qwen35moe``: the value heads reordered);
+Qwen2-MoE (``qwen2moe``) and gpt-oss (``gpt-oss``: its experts'
 gate and up split apart), whose keys transformers' table has in part; and a Llama with Llama 3's rope, which
 llama.cpp stores only as per-frequency factors. Each file beside the checkpoint it was converted from (float16
 weights in both): ropekit's model of the GGUF file has the checkpoint's whole plan, and its per-token NLL equals
@@ -69,3 +71,19 @@ def test_llama3_rope_is_recovered_from_its_factors():
     _, raw = read_model_config(HERE / "llama3.gguf")
     written = {k: v for k, v in LLAMA3["rope_parameters"].items() if k != "rope_theta"}
     assert raw["rope_scaling"] == written and raw["rope_theta"] == LLAMA3["rope_parameters"]["rope_theta"]
+
+
+@pytest.mark.parametrize("name", ["qwen3next", "qwen35"])
+def test_a_linear_attention_gguf_passes_the_header_check_and_reads_back_from_its_cache(name):
+    """Its linear layers' tensors as the checkpoint holds them (Qwen3-Next's regrouped, Qwen3.5's value heads back in
+    groups, A_log from -exp(A_log)), from the tensor table alone for a sweep's check, and cached as such: the second
+    load reads the cache as a transformers checkpoint and gives the same NLL."""
+    from ropekit.models import check_weights, model_config
+    from ropekit.models.gguf import dequantised
+
+    checkpoint, raw = read_model_config(HERE / f"{name}.gguf")
+    check_weights(checkpoint, model_config(raw))
+    tokens = ids(raw["vocab_size"], 200)
+    first = ropekit.token_nll(ropekit.load_model(HERE / f"{name}.gguf"), tokens)
+    assert dequantised(HERE / f"{name}.gguf") is not None
+    assert torch.equal(ropekit.token_nll(ropekit.load_model(HERE / f"{name}.gguf"), tokens), first)

@@ -142,3 +142,53 @@ def test_linear_layers_ropekit_cannot_run_are_refused():
     uneven = {**SMALL, **FAMILY_CONFIGS["qwen3_5"], "linear_num_value_heads": 3}
     with pytest.raises(ModelConfigError, match="linear_num_value_heads=3 is not a multiple of linear_num_key_heads=2"):
         plan_config(checkpoint_config(uneven))
+
+
+def test_olmo_hybrids_released_checkpoints_run_their_attention_without_rope(tmp_path):
+    """Olmo-Hybrid-7B's config.json sets ``rope_parameters`` to null, and OlmoHybridModel then builds no rotary
+    embedding: its attention layers run NoPE. (transformers 5.25's config class fills in a default rope_theta even
+    there, so a model built through it rotates anyway; the oracle is transformers' model with the rotary embedding
+    removed, which is its own NoPE path.) A rope override leaves the layers NoPE, as the checkpoint's NoPE layers stay
+    under any rope."""
+    hf = make_checkpoint(tmp_path, FAMILY_CONFIGS["olmo_hybrid"])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rope_parameters": None}))
+    model = ropekit.load_model(tmp_path)
+    assert model.config.describe() == "0 linear; 1 global nope; 2 linear; 3 global nope"
+    hf.model.rotary_emb = None
+    tokens = torch.randint(3, model.config.vocab_size, (300,), generator=torch.Generator().manual_seed(1))
+    ours, theirs = ropekit.token_nll(model, tokens), hf_token_nll(hf, tokens)
+    assert abs(ours.double().mean() - theirs.double().mean()) <= 1e-5 * theirs.double().mean()
+    assert (ours - theirs).abs().max() <= 1e-4
+    yarn = ropekit.load_model(tmp_path, rope_scaling="yarn:2", layer_mix="LLLG@16")
+    assert yarn.config.describe() == "0 linear; 1 local@16 nope; 2 linear; 3 global nope"
+
+
+def test_olmo_hybrid_reads_transformers_names_and_its_own(tmp_path):
+    """transformers saves OLMo Hybrid under the published names (``attention_layer_norm``, ``feedforward_layer_norm``,
+    the convolution as ``q_conv1d``, ``k_conv1d``, ``v_conv1d``); under transformers' own names (its
+    conversion_mapping's targets) the same weights give the same NLL."""
+    from safetensors.torch import load_file, save_file
+
+    make_checkpoint(tmp_path / "published", FAMILY_CONFIGS["olmo_hybrid"])
+    weights = load_file(tmp_path / "published" / "model.safetensors")
+    assert (
+        "model.layers.0.attention_layer_norm.weight" in weights
+        and "model.layers.0.linear_attn.q_conv1d.weight" in weights
+    )
+    renamed = {
+        k.replace("attention_layer_norm", "input_layernorm").replace(
+            "feedforward_layer_norm", "post_attention_layernorm"
+        ): v
+        for k, v in weights.items()
+        if "_conv1d" not in k
+    }
+    for layer in (0, 2):
+        prefix = f"model.layers.{layer}.linear_attn"
+        renamed[f"{prefix}.conv1d.weight"] = torch.cat([weights[f"{prefix}.{p}_conv1d.weight"] for p in "qkv"])
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "config.json").write_text((tmp_path / "published" / "config.json").read_text())
+    save_file(renamed, tmp_path / "own" / "model.safetensors")
+    tokens = torch.randint(3, 384, (200,), generator=torch.Generator().manual_seed(1))
+    published, own = (ropekit.token_nll(ropekit.load_model(tmp_path / name), tokens) for name in ("published", "own"))
+    assert torch.equal(published, own)

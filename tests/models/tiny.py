@@ -316,6 +316,13 @@ FAMILY_CONFIGS["qwen3_5"] = {
     },
 }
 FAMILY_CONFIGS["qwen3_5_moe"] = {**FAMILY_CONFIGS["qwen3_5"], "model_type": "qwen3_5_moe_text", **QWEN_EXPERTS}
+# OLMo Hybrid: the same layers (q, k, v, the output gate, beta and the decay projected apart, beta doubled); OLMo's
+# attention with its rope (its released checkpoints' NoPE attention: test_linear.py)
+FAMILY_CONFIGS["olmo_hybrid"] = {
+    "model_type": "olmo_hybrid",
+    **{k: v for k, v in LINEAR.items() if k != "partial_rotary_factor"},
+    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+}
 # Gemma 4's MoE (26B-A4B's layout, at the tiny size): 8 experts of 32 beside each layer's dense MLP, 2 a token
 FAMILY_CONFIGS["gemma4_moe"] = {
     **FAMILY_CONFIGS["gemma4"],

@@ -105,6 +105,12 @@ ARCHITECTURES = {
     "hunyuan-dense": ("hunyuan_v1_dense", {"rope_scaling": None}),  # its plain rope, as the MoE's
     "seed_oss": ("seed_oss", {}),  # q/k/v biases, none on o
     "ernie4_5": ("ernie4_5", {}),  # every projection's bias, pairs interleaved
+    # Gated DeltaNet beside gated attention: llama.cpp splits Qwen3-Next's grouped projections and writes the decay as
+    # -exp(A_log); Qwen3.5's value heads reordered (4 value heads to 2 key heads here). Qwen3-Next with experts on every
+    # layer, as llama.cpp's Qwen-MoE has them
+    "qwen3next": ("qwen3_next", {"mlp_only_layers": []}),
+    "qwen35": ("qwen3_5", {}),
+    "qwen35moe": ("qwen3_5_moe", {}),
 }
 
 
@@ -124,18 +130,31 @@ LLAMA3 = {  # Llama 3.2's rope, trained at 32 tokens
 def write_checkpoint(folder: Path, family: str, extra: dict) -> None:
     config = LLAMA3 if family == "llama3" else FAMILY_CONFIGS[family]
     model = make_checkpoint(folder, {**config, **SHAPE, **extra})
-    if family in ("gemma2", "gemma3"):  # llama.cpp stores their norms as 1 + w, adding the 1 in the checkpoint's
+    if family in ("gemma2", "gemma3", "qwen3_next", "qwen3_5", "qwen3_5_moe"):  # llama.cpp stores their norms as 1 + w
+        # (but the DeltaNet's gated one), adding the 1 in the checkpoint's
         # dtype: w rounded so that 1 + w is exact in float16, and both files hold the same norms
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if name.endswith("norm.weight"):
                     param.copy_((1 + param).half().float() - 1)
+    if family in ("qwen3_next", "qwen3_5", "qwen3_5_moe"):  # llama.cpp writes the decay rate as -exp(A_log) in the
+        # checkpoint's float16: A_log takes the float16 values whose exp in float16 gives them back through a float32
+        # log (0, 1.763, 2.693: of 5633 from -4 to 3, only these), so that both files hold the same decay rates
+        round_trip = torch.tensor([0.0, 1.7626953125, 2.693359375])
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("A_log"):
+                    param.copy_(round_trip[torch.arange(param.numel()) % 3])
     model.half().save_pretrained(folder)  # the float16 the GGUF file holds, so both files hold the same weights
     add_tokenizer(folder)
     (folder / "generation_config.json").unlink(missing_ok=True)
 
 
-def convert(llama_cpp: Path, folder: Path, out: Path) -> None:
+# written without their multi-token-prediction layers, which the tiny checkpoints have none of (--no-mtp)
+NO_MTP = ("qwen3next", "qwen35", "qwen35moe")
+
+
+def convert(llama_cpp: Path, folder: Path, out: Path, flags: tuple[str, ...] = ()) -> None:
     sys.path[:0] = [str(llama_cpp), str(llama_cpp / "gguf-py")]
     import conversion
     from conversion import base
@@ -161,7 +180,7 @@ def convert(llama_cpp: Path, folder: Path, out: Path) -> None:
     conversion.get_model_class = get_model_class
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "default"
     argv = sys.argv
-    sys.argv = ["convert_hf_to_gguf.py", str(folder), "--outtype", "f16", "--outfile", str(out)]
+    sys.argv = ["convert_hf_to_gguf.py", str(folder), "--outtype", "f16", "--outfile", str(out), *flags]
     try:
         runpy.run_path(str(llama_cpp / "convert_hf_to_gguf.py"), run_name="__main__")
     except SystemExit as done:
@@ -179,7 +198,7 @@ def main() -> None:
         folder = HERE / arch
         shutil.rmtree(folder, ignore_errors=True)
         write_checkpoint(folder, family, extra)
-        convert(llama_cpp, folder, HERE / f"{arch}.gguf")
+        convert(llama_cpp, folder, HERE / f"{arch}.gguf", ("--no-mtp",) if arch in NO_MTP else ())
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             (folder / name).unlink(missing_ok=True)  # the tests tokenise nothing: ids are drawn at random
 
