@@ -33,7 +33,7 @@ from ..rope import (
 )
 from .attention import attend, attend_cached
 from .config import LayerSpec, ModelConfig, ModelConfigError
-from .linear import CHUNK, GatedDeltaNet, GatedNorm, LinearState, token_bytes
+from .linear import CHUNK, GatedDeltaNet, LinearState, token_bytes
 from .mlp import MLP, MoE, activate, rms
 from .precision import Precision
 
@@ -868,10 +868,8 @@ def float32_weights(config: ModelConfig) -> frozenset[str]:
     """The weights the decoder keeps in float32 whatever the model's dtype: the norms' (:func:`norm_weights`, and the
     linear-attention layers' gated norms with their decay rates and biases), and a float32 router's weights and
     correction bias (DeepSeek's: transformers keeps them float32)."""
-    with torch.device("meta"):
-        model = Decoder(config)
-    routers = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, GatedNorm)}
-    routers |= {name for name, _ in model.named_parameters() if name.endswith(("linear_attn.A_log", ".dt_bias"))}
+    linear = ("norm.weight", "A_log", "dt_bias")  # a linear-attention layer's (ropekit/models/linear.py)
+    routers = {f"layers.{i}.linear_attn.{name}" for i, s in enumerate(config.shapes) if s.linear for name in linear}
     if config.moe is not None and config.moe.float32_router:
         module = "experts" if config.moe.beside else "mlp"
         for i, sparse in enumerate(config.moe.layers):
