@@ -21,6 +21,7 @@ from ..rope.config import (
     is_count,
     load_config_dict,
     rope_from_config,
+    split_layer_types,
 )
 from .families import FAMILIES, UNSUPPORTED, Experts, Family
 
@@ -408,6 +409,9 @@ def plan_config(
     linear, linear_layers = _linear(cfg, family, sizes["num_hidden_layers"])
     shapes = tuple(dataclasses.replace(s, linear=flag) for s, flag in zip(shapes, linear_layers, strict=True))
     nope_layers = _nope_layers(cfg, family, sizes["num_hidden_layers"])
+    thetas = _layer_thetas(cfg, family, sizes["num_hidden_layers"])
+    if thetas is not None:  # a theta of 0: the checkpoint runs the layer without rope
+        nope_layers = tuple(bool(nope_layers and nope_layers[i]) or not t for i, t in enumerate(thetas))
     if nope_layers is not None:
         shapes = tuple(dataclasses.replace(s, rotated=not nope) for s, nope in zip(shapes, nope_layers, strict=True))
     tuned = None  # Llama 4's own temperature tuning, where its config sets it and no override says otherwise
@@ -431,10 +435,12 @@ def plan_config(
             dataclasses.replace(s, head_dim=latent.nope + latent.rope, value_dim=latent.value, rope_dim=latent.rope)
             for s in shapes
         )
-    plans = {}  # a plan per head size: each layer type's rope is made for the head it turns
-    for size in sorted({shape.rope_dim for shape in shapes}):
-        sized = {**cfg, "head_dim": size}
-        plans[size] = layer_plan(
+    # a plan per head size and layer theta: each layer type's rope is made for the head it turns, at the layer's theta
+    keys = [(shape.rope_dim, thetas[i] if thetas else None) for i, shape in enumerate(shapes)]
+    plans = {}
+    for size, theta in sorted(set(keys), key=lambda key: (key[0], key[1] or 0)):
+        sized = {**cfg, "head_dim": size, **(_theta_keys(cfg, theta) if theta else {})}
+        plans[size, theta] = layer_plan(
             sized,
             model_ropes(sized, rope_scaling),
             n_layers=sizes["num_hidden_layers"],
@@ -443,7 +449,7 @@ def plan_config(
             config_temperature=tuned,
             **overrides,
         )
-    layers = tuple(plans[shape.rope_dim][i] for i, shape in enumerate(shapes))
+    layers = tuple(plans[key][i] for i, key in enumerate(keys))
     for i, shape in enumerate(shapes):
         if shape.kv_from is not None and layers[i] != layers[shape.kv_from]:
             raise ModelConfigError(
@@ -841,6 +847,34 @@ def _nope_layers(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple
             "1 for a layer with rope and 0 for one without"
         )
     return tuple(not f for f in flags)
+
+
+def _layer_thetas(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[float, ...] | None:
+    """Each layer's rope theta, by its family's key (Granite SWA's ``layer_rope_theta``: 0 for a layer without
+    rope), or None where the family has no such key or the config no list."""
+    if family.layer_thetas is None or cfg.get(family.layer_thetas) is None:
+        return None
+    thetas = cfg[family.layer_thetas]
+    if (
+        not isinstance(thetas, list)
+        or len(thetas) != n_layers
+        or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in thetas)
+    ):
+        raise ModelConfigError(
+            f"model config: {family.layer_thetas}={thetas!r} is not allowed; expected {n_layers} rope thetas, each "
+            "positive, or 0 for a layer without rope"
+        )
+    return tuple(float(t) for t in thetas)
+
+
+def _theta_keys(cfg: Mapping[str, Any], theta: float) -> dict[str, Any]:
+    """The config's rope keys with ``theta`` as the rope's theta (a layer's own, as GraniteSWAModel builds a rotary
+    embedding per theta from rope_parameters with that theta)."""
+    keys: dict[str, Any] = {"rope_theta": theta}
+    params = cfg.get("rope_parameters")
+    if isinstance(params, Mapping) and split_layer_types(params, "rope_parameters") is None:
+        keys["rope_parameters"] = {**params, "rope_theta": theta}
+    return keys
 
 
 def layer_plan(

@@ -261,6 +261,8 @@ class Family:
     mlp_bias: str = "mlp_bias"  # the config key of the MLP's biases (ERNIE 4.5's use_bias)
     fused: bool = False  # Phi-3 stores qkv_proj and gate_up_proj
     nope_layers: str | None = None
+    # the config key listing each layer's rope theta, 0 for a layer without rope (Granite SWA's layer_rope_theta)
+    layer_thetas: str | None = None
     temperature: tuple[str, str, str] | None = None
     mlp_block: str = "mlp"
     gated_mlp: bool = True  # down(act(gate(x)) * up(x)); False: down(act(up(x))) (Apertus, Arcee)
@@ -1024,6 +1026,16 @@ for _family in (
         ),
         export=Switches(layer_types=True, rope_per_type=True),
         gguf=Gguf("olmo2", marked_by="attention.sliding_window", swa_period=4),  # OLMo 2's converter, a window
+    ),
+    # Granite SWA (granite-swash): Granite's multipliers, sliding and global layers by layer_types, a sink per head
+    # (as gpt-oss's: sigmoid(lse - sink) times the output is one more logit in the softmax), each layer's own rope
+    # theta, 0 for NoPE (layer_rope_theta) (GraniteSWAConfig, GraniteSWAAttention, GraniteSWAModel).
+    _like(
+        LLAMA,
+        "granite_swa",
+        sinks=True,
+        layer_thetas="layer_rope_theta",
+        export=Switches(layer_types=True),
     ),
     QWEN3_NEXT,
     QWEN3_5,

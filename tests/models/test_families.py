@@ -50,6 +50,7 @@ FAMILIES = [
     "qwen3_5",
     "qwen3_5_moe",
     "olmo_hybrid",
+    "granite_swa",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

@@ -323,6 +323,18 @@ FAMILY_CONFIGS["olmo_hybrid"] = {
     **{k: v for k, v in LINEAR.items() if k != "partial_rotary_factor"},
     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
 }
+# Granite SWA: Granite's multipliers, a sink per head, global layers without rope (theta 0) around two sliding ones of
+# their own thetas
+FAMILY_CONFIGS["granite_swa"] = {
+    "model_type": "granite_swa",
+    "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+    "sliding_window": 40,
+    "layer_rope_theta": [0, 10000.0, 500000.0, 0],
+    "embedding_multiplier": 2.0,
+    "attention_multiplier": 0.15,
+    "residual_multiplier": 0.5,
+    "logits_scaling": 0.5,
+}
 # Gemma 4's MoE (26B-A4B's layout, at the tiny size): 8 experts of 32 beside each layer's dense MLP, 2 a token
 FAMILY_CONFIGS["gemma4_moe"] = {
     **FAMILY_CONFIGS["gemma4"],
