@@ -39,10 +39,11 @@ ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu", "relu2", "xielu")
 # How a layer attends: the layer types a rope is given for (full, sliding), and Llama 4's chunked layers, where the
 # tokens of each chunk of ``attention_chunk_size`` positions attend causally among themselves only (transformers'
 # create_chunked_causal_mask); a chunked layer turns the full layers' rope (Llama 4 has one rope). A linear-attention
-# layer (Qwen3-Next's Gated DeltaNet: ropekit/models/linear.py) has no rope and no positions: its weights make it one,
-# so a plan keeps it whatever the mix, which runs over the attention layers.
-LINEAR = "linear_attention"
-ATTENTION_KINDS = (*LAYER_TYPES, "chunked_attention", LINEAR)
+# layer (Qwen3-Next's Gated DeltaNet) and a short convolution (LFM2's; both ropekit/models/linear.py) have no rope and
+# no positions: the weights make a layer one, so a plan keeps it whatever the mix, which runs over the attention layers.
+LINEAR, CONV = "linear_attention", "conv"
+MIXERS = (LINEAR, CONV)
+ATTENTION_KINDS = (*LAYER_TYPES, "chunked_attention", *MIXERS)
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,8 @@ class LayerSpec:
     def __post_init__(self) -> None:
         if self.temperature is not None and self.rope is not None:
             raise ModelConfigError("temperature tuning applies to NoPE layers only; this layer has a rope")
-        if self.attention == LINEAR and (self.rope is not None or self.temperature is not None):
-            raise ModelConfigError("a linear-attention layer has no positions: no rope and no temperature tuning")
+        if self.attention in MIXERS and (self.rope is not None or self.temperature is not None):
+            raise ModelConfigError(f"a {self.attention} layer has no positions: no rope and no temperature tuning")
         if self.attention not in ATTENTION_KINDS:
             raise ModelConfigError(
                 f"layer type {self.attention!r} is not known; expected one of {', '.join(ATTENTION_KINDS)}"
@@ -81,8 +82,8 @@ class LayerSpec:
         return self.window if self.chunk is None else self.chunk
 
     def describe(self) -> str:
-        if self.attention == LINEAR:
-            return "linear"
+        if self.attention in MIXERS:
+            return "linear" if self.attention == LINEAR else self.attention
         kinds = {"full_attention": "global", "sliding_attention": f"local@{self.window}"}
         kind = kinds.get(self.attention, f"chunked@{self.chunk}")
         rope = "nope" if self.rope is None else f"{self.rope.rope_type}(theta={self.rope.rope_theta:g})"
@@ -115,6 +116,7 @@ class MoeSpec:
     beside: bool = False  # Gemma 4: the experts beside the dense MLP, with their own norms (families.Experts)
     router_scaled: bool = False  # Gemma 4: the router's input normed and scaled, each expert's weight scaled
     norm_min: float = 0.0  # ERNIE 4.5: the least the top-k weights' sum is divided by when renormalised
+    norm_eps: float = 0.0  # LFM2-MoE: added to that sum
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,15 @@ class LinearSpec:
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """A short convolution's sizes (families.ShortConv): its ``kernel`` taps, and whether its projections and the
+    convolution have biases."""
+
+    kernel: int
+    bias: bool
+
+
+@dataclass(frozen=True)
 class LayerShape:
     """One layer's sizes and where its keys and values come from, fixed by its weights whatever the plan:
     ``head_dim`` and ``kv_heads`` (Gemma 4's global layers have their own: transformers' ``per_layer_config``),
@@ -167,7 +178,7 @@ class LayerShape:
     value_dim: int = 0  # 0: head_dim
     rope_dim: int = 0  # 0: head_dim
     rotated: bool = True
-    linear: bool = False  # a linear-attention layer (Gated DeltaNet) in place of attention
+    mixer: str | None = None  # what takes attention's place: LINEAR (a Gated DeltaNet) or CONV (a short convolution)
 
     def __post_init__(self) -> None:
         for name in ("value_dim", "rope_dim"):
@@ -216,6 +227,7 @@ class ModelConfig:
     layer_inputs: LayerInputs | None = None
     latent: LatentSpec | None = None  # DeepSeek's MLA
     linear: LinearSpec | None = None  # the linear-attention layers' sizes, where the model has any (Qwen3-Next)
+    conv: ConvSpec | None = None  # the short convolutions' sizes, where the model has any (LFM2)
     qk_norm: str | None = None  # the family's q/k norms where the config has them: "head", "all" or None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -405,9 +417,10 @@ def plan_config(
                 f"model config: {key}={cfg[key]!r} is not supported; ropekit's decoder has no {lacks}"
             )
     dense = sizes["intermediate_size"] if family.experts is None else _positive_int(cfg, family.experts.dense_size)
+    dense = family.mlp_width(cfg) if family.mlp_width is not None else dense
     shapes = _layer_shapes(cfg, family, sizes["num_hidden_layers"], head_dim, kv_heads, dense)
-    linear, linear_layers = _linear(cfg, family, sizes["num_hidden_layers"])
-    shapes = tuple(dataclasses.replace(s, linear=flag) for s, flag in zip(shapes, linear_layers, strict=True))
+    linear, conv, mixers = _mixers(cfg, family, sizes["num_hidden_layers"])
+    shapes = tuple(dataclasses.replace(s, mixer=mixer) for s, mixer in zip(shapes, mixers, strict=True))
     nope_layers = _nope_layers(cfg, family, sizes["num_hidden_layers"])
     thetas = _layer_thetas(cfg, family, sizes["num_hidden_layers"])
     if thetas is not None:  # a theta of 0: the checkpoint runs the layer without rope
@@ -445,7 +458,7 @@ def plan_config(
             model_ropes(sized, rope_scaling),
             n_layers=sizes["num_hidden_layers"],
             nope_layers=nope_layers,
-            linear_layers=linear_layers,
+            mixers=mixers,
             config_temperature=tuned,
             **overrides,
         )
@@ -471,7 +484,7 @@ def plan_config(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim if latent is None else latent.rope,
-        rms_norm_eps=float(cfg.get("rms_norm_eps", cfg.get("layer_norm_eps", 1e-6))),
+        rms_norm_eps=_eps(cfg),
         max_position_embeddings=sizes["max_position_embeddings"],
         activation=activation,
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
@@ -489,9 +502,15 @@ def plan_config(
         layer_inputs=_layer_inputs(cfg, family),
         latent=latent,
         linear=linear,
+        conv=conv,
         qk_norm=family.qk_norm if family.qk_norm_when is None or cfg.get(family.qk_norm_when) else None,
         checkpoint=cfg,
     )
+
+
+def _eps(cfg: Mapping[str, Any]) -> float:
+    """The norms' epsilon: ``rms_norm_eps``, Cohere's ``layer_norm_eps`` or LFM2's ``norm_eps``."""
+    return float(next((cfg[k] for k in ("rms_norm_eps", "layer_norm_eps", "norm_eps") if k in cfg), 1e-6))
 
 
 def _output_bias(cfg: Mapping[str, Any], family: Family) -> bool:
@@ -628,6 +647,7 @@ def _moe(cfg: Mapping[str, Any], family: Family, n_layers: int) -> MoeSpec | Non
         beside=keys.beside is not None,
         router_scaled=keys.scales is not None,
         norm_min=0.0 if keys.norm_min is None else _scale(cfg, keys.norm_min),
+        norm_eps=keys.norm_eps,
     )
 
 
@@ -799,32 +819,45 @@ def _layer_shapes(
     return tuple(shapes)
 
 
-def _linear(cfg: Mapping[str, Any], family: Family, n_layers: int) -> tuple[LinearSpec | None, tuple[bool, ...]]:
-    """The linear-attention layers' sizes (None where the family has none) and which layers they are: those the
-    checkpoint's ``layer_types`` marks ``linear_attention``, fixed by its weights."""
+def _mixers(
+    cfg: Mapping[str, Any], family: Family, n_layers: int
+) -> tuple[LinearSpec | None, ConvSpec | None, tuple[str | None, ...]]:
+    """The linear-attention layers' sizes and the short convolutions' (None where the family has none), and which
+    layers take attention's place (:data:`MIXERS`, else None): those the checkpoint's ``layer_types`` marks so,
+    fixed by its weights."""
     types = cfg.get("layer_types") or ()
-    flags = tuple(t == LINEAR for t in types) if len(types) == n_layers else (False,) * n_layers
+    mixers = tuple(t if t in MIXERS else None for t in types) if len(types) == n_layers else (None,) * n_layers
+    records = {LINEAR: family.linear, CONV: family.short_conv}
+    for kind, record in records.items():
+        if kind in mixers and record is None:
+            runs = ", ".join(name for name, f in FAMILIES.items() if (f.linear, f.short_conv)[kind == CONV])
+            raise ModelConfigError(
+                f"model config: layer_types marks {kind} layers; ropekit runs them in the families {runs}, not "
+                f"{family.name}"
+            )
+    conv = None
+    if (keys := family.short_conv) is not None:
+        conv = ConvSpec(kernel=_positive_int(cfg, keys.kernel), bias=bool(cfg.get(keys.bias, False)))
+    return _linear_spec(cfg, family), conv, mixers
+
+
+def _linear_spec(cfg: Mapping[str, Any], family: Family) -> LinearSpec | None:
+    """The linear-attention layers' sizes, where the family has them."""
     keys = family.linear
     if keys is None:
-        if any(flags):
-            runs = ", ".join(name for name, f in FAMILIES.items() if f.linear is not None)
-            raise ModelConfigError(
-                f"model config: layer_types marks linear_attention layers; ropekit runs them in the families {runs}, "
-                f"not {family.name}"
-            )
-        return None, flags
+        return None
     fields = ("key_heads", "key_dim", "value_heads", "value_dim", "kernel")
     spec = LinearSpec(
         **{name: _positive_int(cfg, getattr(keys, name)) for name in fields},
         beta_scale=2.0 if keys.doubled_beta is not None and cfg.get(keys.doubled_beta) else 1.0,
-        norm_eps=keys.norm_eps or float(cfg.get("rms_norm_eps", 1e-6)),
+        norm_eps=keys.norm_eps or _eps(cfg),
     )
     if spec.value_heads % spec.key_heads:
         raise ModelConfigError(
             f"model config: {keys.value_heads}={spec.value_heads} is not a multiple of {keys.key_heads}="
             f"{spec.key_heads}; each key head serves as many value heads"
         )
-    return spec, flags
+    return spec
 
 
 def _layer_inputs(cfg: Mapping[str, Any], family: Family) -> LayerInputs | None:
@@ -883,7 +916,7 @@ def layer_plan(
     *,
     n_layers: int,
     nope_layers: Sequence[bool] | None = None,
-    linear_layers: Sequence[bool] | None = None,
+    mixers: Sequence[str | None] | None = None,
     layer_types: Sequence[str] | None = None,
     sliding_window: int | None = None,
     sliding_window_pattern: int | str | None = None,
@@ -895,27 +928,27 @@ def layer_plan(
     """The explicit per-layer plan: the checkpoint's own, then the overrides in order
     (layer types or pattern, window and chunk, NoPE on global layers, temperature tuning on the NoPE global
     layers); ``ropes`` is the rope of each layer type, ``nope_layers`` the layers the checkpoint
-    itself runs without rope (True), whatever their type; ``linear_layers`` those its weights make linear-attention
-    layers (True), which stay so under any mix (a pattern runs over the other layers); ``config_temperature`` the
-    tuning the checkpoint's
+    itself runs without rope (True), whatever their type; ``mixers`` what its weights put in attention's place on
+    each layer (:data:`MIXERS`, or None), which stays under any mix (a pattern runs over the other layers);
+    ``config_temperature`` the tuning the checkpoint's
     config sets (Llama 4's), on its NoPE global layers where the plan has any, unless ``nope_temperature``
     replaces it."""
     if layer_types is not None and sliding_window_pattern is not None:
         raise ModelConfigError("give layer_types or sliding_window_pattern, not both")
-    linear = list(linear_layers or (False,) * n_layers)
+    fixed = list(mixers or (None,) * n_layers)
     if layer_types is not None:
         types = list(layer_types)
         if len(types) != n_layers:
             raise ModelConfigError(f"layer_types has {len(types)} entries; this model has {n_layers} layers")
-        if wrong := [i for i, t in enumerate(types) if (t == LINEAR) != linear[i]]:
-            kinds = [i for i, flag in enumerate(linear) if flag]
+        if wrong := [i for i, t in enumerate(types) if (t if t in MIXERS else None) != fixed[i]]:
+            kinds = {i: kind for i, kind in enumerate(fixed) if kind}
             raise ModelConfigError(
-                f"layer_types[{wrong[0]}]={types[wrong[0]]!r}: this checkpoint's weights make layers {kinds} "
-                f"linear-attention layers; layer_types has {LINEAR!r} on those and only those"
+                f"layer_types[{wrong[0]}]={types[wrong[0]]!r}: this checkpoint's weights make its layers {kinds}; "
+                "layer_types keeps those kinds on those layers and on no others"
             )
-    elif sliding_window_pattern is not None:  # over the attention layers, the linear ones kept
-        attending = iter(pattern_layer_types(sliding_window_pattern, linear.count(False)))
-        types = [LINEAR if flag else next(attending) for flag in linear]
+    elif sliding_window_pattern is not None:  # over the attention layers, the others kept
+        attending = iter(pattern_layer_types(sliding_window_pattern, fixed.count(None)))
+        types = [kind or next(attending) for kind in fixed]
     elif cfg.get("layer_types"):
         types = list(cfg["layer_types"])
         if cfg.get("sliding_window") is None and sliding_window is None:
@@ -934,7 +967,7 @@ def layer_plan(
         raise ModelConfigError("chunked layers need a chunk: give attention_chunk_size=N")
     rope = dict(ropes)
     rope["chunked_attention"] = rope["full_attention"]  # before +nope: chunked layers are local ones
-    rope[LINEAR] = None
+    rope.update(dict.fromkeys(MIXERS))
     if nope_global:
         rope["full_attention"] = None
     if rope["sliding_attention"] is None and rope["full_attention"] is not None and "sliding_attention" in types:
@@ -1003,8 +1036,8 @@ MIX_HELP = (
     "native, all-global, or PATTERN@N of L (sliding, window N), C (chunked, chunk N) and G (global) such as "
     "LLLG@1024 or CCCG@8192, each optionally +nope (NoPE global layers), then optionally +tt (Llama 4's "
     "temperature tuning of the NoPE global layers' queries; +tt:FLOOR_SCALE,ATTN_SCALE, default 8192,0.1; "
-    "+tt:off for none where the model's config tunes them); on a model with linear-attention layers (Qwen3-Next) "
-    "the pattern runs over its attention layers"
+    "+tt:off for none where the model's config tunes them); on a model with linear-attention or convolution layers "
+    "(Qwen3-Next, LFM2) the pattern runs over its attention layers"
 )
 
 

@@ -32,8 +32,8 @@ from ..rope import (
     spec_frequencies,
 )
 from .attention import attend, attend_cached
-from .config import LayerSpec, ModelConfig, ModelConfigError
-from .linear import CHUNK, GatedDeltaNet, LinearState, token_bytes
+from .config import CONV, LINEAR, LayerSpec, ModelConfig, ModelConfigError
+from .linear import CHUNK, GatedDeltaNet, LinearState, ShortConv, conv_token_bytes, token_bytes
 from .mlp import MLP, MoE, activate, rms
 from .precision import Precision
 
@@ -77,7 +77,7 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
       under MLA also its bottlenecks' outputs, normed (b x 2 x (r_q + r_kv) + rope, the norm's float32 copies
       3 x 4 x the larger rank), the expanded latent (b x H x (nope + Dv)) and the latents a cache takes, rotated
       and far (b x 3 x (rope + r_kv)); on a linear-attention layer its input norm's and
-      ``ropekit.models.linear.token_bytes``;
+      ``ropekit.models.linear.token_bytes``, on a convolution layer ``conv_token_bytes``;
     * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x Dv), hidden rows (the
       attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
       3 x 4 x C), the MLP's activations (a dense one's gate, up and their product, b x 3 x I; a mixture of
@@ -95,6 +95,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
         projections += 3 * 4 * rank
     if c.linear is not None:
         projections = max(projections, token_bytes(c.linear, b) + norm)
+    if c.conv is not None:
+        projections = max(projections, conv_token_bytes(c.hidden_size, b) + norm)
     mlp = max(3 * s.intermediate_size for s in c.shapes)
     if c.moe is not None:
         k = c.moe.experts_per_token
@@ -529,13 +531,16 @@ class Block(nn.Module):
     """attn_in? -> attention -> attn_out? -> +residual -> mlp_in? -> MLP -> mlp_out? -> +residual, then (Gemma 4)
     + its per-layer input gated by the hidden state, and times its stored scalar. Gemma 4's experts, where its
     config has them, run beside the MLP: dense_out(MLP) + experts_out(experts(experts_in(x))) before mlp_out. On a
-    linear-attention layer (its shape's ``linear``: Qwen3-Next's) a Gated DeltaNet takes attention's place."""
+    linear-attention layer (its shape's ``mixer``: Qwen3-Next's) a Gated DeltaNet takes attention's place, on a
+    convolution layer (LFM2's) a gated short convolution."""
 
     def __init__(self, config: ModelConfig, index: int = 0, moe: bool = False):
         super().__init__()
-        linear = config.shapes[index].linear
-        self.self_attn = None if linear else Attention(config, index)
+        mixer = config.shapes[index].mixer
+        linear = mixer == LINEAR
+        self.self_attn = None if mixer else Attention(config, index)
         self.linear_attn = GatedDeltaNet(config) if linear else None
+        self.conv = ShortConv(config) if mixer == CONV else None
         beside = moe and config.moe.beside  # Gemma 4's experts run beside the dense MLP, with norms of their own
         self.mlp = MoE(config) if moe and not beside else MLP(config, config.shapes[index].intermediate_size)
         self.experts = MoE(config) if beside else None
@@ -576,8 +581,9 @@ class Block(nn.Module):
             h = h if self.parallel else None  # only a parallel block's MLP reads it
             return self._after_attention(x, h, attention, layer_input)
         normed = lambda part: self._norm("attn_in", part)  # noqa: E731
-        if self.linear_attn is not None:  # its state carried from each chunk of rows to the next
-            rows = max(CHUNK, rows // CHUNK * CHUNK)  # whole chunks of its recurrence: the whole forward's sums
+        if self.self_attn is None:  # its state carried from each chunk of rows to the next
+            if self.linear_attn is not None:  # whole chunks of its recurrence: the whole forward's sums
+                rows = max(CHUNK, rows // CHUNK * CHUNK)
             held = cache if cache is not None else LayerCache()
             mixed = lambda r: self._mixed(normed(x[:, r]), layer, tables, held, shared)  # noqa: E731
         else:
@@ -599,11 +605,12 @@ class Block(nn.Module):
         cache: LayerCache | None,
         shared: dict[int, LayerKV] | None,
     ) -> torch.Tensor:
-        """The token mixer's output of normed inputs (B, T, C): attention's, or the linear-attention layer's, which
-        starts from the state ``cache`` holds and leaves its own there."""
-        if self.linear_attn is None:
+        """The token mixer's output of normed inputs (B, T, C): attention's, or the linear-attention layer's or short
+        convolution's, which starts from the state ``cache`` holds and leaves its own there."""
+        mixer = self.linear_attn if self.linear_attn is not None else self.conv
+        if mixer is None:
             return self.self_attn(h, layer, tables, cache, shared)
-        out, state = self.linear_attn(h, None if cache is None else cache.state)
+        out, state = mixer(h, None if cache is None else cache.state)
         if cache is not None:
             cache.state = state
         return out
@@ -869,7 +876,7 @@ def float32_weights(config: ModelConfig) -> frozenset[str]:
     linear-attention layers' gated norms with their decay rates and biases), and a float32 router's weights and
     correction bias (DeepSeek's: transformers keeps them float32)."""
     linear = ("norm.weight", "A_log", "dt_bias")  # a linear-attention layer's (ropekit/models/linear.py)
-    routers = {f"layers.{i}.linear_attn.{name}" for i, s in enumerate(config.shapes) if s.linear for name in linear}
+    routers = {f"layers.{i}.linear_attn.{n}" for i, s in enumerate(config.shapes) if s.mixer == LINEAR for n in linear}
     if config.moe is not None and config.moe.float32_router:
         module = "experts" if config.moe.beside else "mlp"
         for i, sparse in enumerate(config.moe.layers):

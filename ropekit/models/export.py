@@ -77,7 +77,7 @@ def export_plan(config: ModelConfig) -> Export:
     layers = config.layers
     # the ropes of the layers the checkpoint rotates (its own NoPE layers need no key, its linear-attention layers have
     # none); chunked layers turn the full layers' rope
-    rotated = [layer for layer, shape in zip(layers, config.shapes, strict=True) if shape.rotated and not shape.linear]
+    rotated = [layer for layer, shape in zip(layers, config.shapes, strict=True) if shape.rotated and not shape.mixer]
     if config.family.layer_thetas is not None and config.checkpoint.get(config.family.layer_thetas):
         # each layer's theta comes from the checkpoint's own list (Granite SWA's layer_rope_theta), which the export
         # keeps: ropes that differ in theta alone are one rope to write
@@ -234,9 +234,9 @@ def _layer_problem(config: ModelConfig, switches: Switches, full: set, sliding: 
             f"the plan changes which layers are chunked or global; {family}'s upstream code derives them from "
             "no_rope_layers (keep the layer types: a chunk, a rope)"
         )
-    # per-layer sizes or KV sharing, which upstream derives from layer_types (linear-attention layers and the
-    # checkpoint's NoPE layers stay as they are, by their index)
-    fixed = len({dataclasses.replace(shape, linear=False, rotated=True) for shape in config.shapes}) > 1
+    # per-layer sizes or KV sharing, which upstream derives from layer_types (linear-attention and convolution layers
+    # and the checkpoint's NoPE layers stay as they are, by their index)
+    fixed = len({dataclasses.replace(shape, mixer=None, rotated=True) for shape in config.shapes}) > 1
     if fixed and own and [layer.attention for layer in config.layers] != list(own):
         return (
             f"the plan changes which layers are global; {family}'s upstream code derives each layer's head size and "

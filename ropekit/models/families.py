@@ -105,6 +105,7 @@ class Experts:
     sparse_range: tuple[str, str, str] | None = None
     # ERNIE 4.5: the config key of the least the top-k weights' sum is divided by when they are renormalised
     norm_min: str | None = None
+    norm_eps: float = 0.0  # LFM2: added to the top-k weights' sum when they are renormalised (Lfm2MoeTopKRouter's 1e-6)
     # Llama 4: a token's input to each of its experts is times that expert's weight; the outputs are summed as they
     # are (elsewhere each output is times its weight)
     weighted_inputs: bool = False
@@ -162,6 +163,16 @@ class Linear:
     doubled_beta: str | None = None
     norm_eps: float | None = None
     norms: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ShortConv:
+    """Gated short convolutions (LFM2's Lfm2ShortConv), on the layers whose ``layer_types`` entry is ``conv``, by the
+    config keys that size them: ``in_proj`` gives B, C and x (each hidden wide), B x runs through a causal depthwise
+    convolution of ``kernel`` taps, times C, then ``out_proj``; every one of them with a bias where ``bias`` says."""
+
+    kernel: str = "conv_L_cache"
+    bias: str = "conv_bias"
 
 
 @dataclass(frozen=True)
@@ -282,13 +293,17 @@ class Family:
     layer_inputs: LayerInputs | None = None
     shared_kv: SharedKV | None = None
     linear: Linear | None = None  # linear-attention layers beside the attention ones (Qwen3-Next, Qwen3.5)
+    short_conv: ShortConv | None = None  # short convolutions beside the attention layers (LFM2)
+    # the dense MLPs' width from the config, where it is not intermediate_size (LFM2's block_auto_adjust_ff_dim)
+    mlp_width: Callable[[Mapping[str, Any]], int] | None = None
     # the query projection also gives a gate per channel, its sigmoid times the heads' output before o_proj: each
     # head's D query rows then D gate rows (Qwen3-Next, Qwen3.5), split at load
     attention_gate: bool = False
     # config keys whose other values ropekit's decoder cannot run: key -> (the values it runs, what it lacks)
     refused: Mapping[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict)
-    # names a family's published checkpoints store where transformers' are absent (transformers' conversion_mapping
-    # renames them at load): a part of a weight's name -> its stored form (OLMo Hybrid's layer norms)
+    # names a family's checkpoints give a part where the decoder's (Llama's) are absent: a part of a weight's name ->
+    # its stored form (OLMo Hybrid's layer norms as published, which transformers' conversion_mapping renames at load;
+    # LFM2's out_proj, w1, w3, w2 and embedding_norm)
     stored_as: Mapping[str, str] = field(default_factory=dict)
 
     def layer_norms(self, linear: bool) -> Mapping[str, str]:
@@ -585,6 +600,54 @@ QWEN3_5 = _like(
     experts=None,
     gguf=Gguf("qwen35", layers=_linear_gguf, tiled_values=True),
 )
+
+
+def _lfm2_width(cfg: Mapping[str, Any]) -> int:
+    """LFM2's MLP width (Lfm2MLP): where block_auto_adjust_ff_dim says, 2/3 of intermediate_size, then times
+    block_ffn_dim_multiplier (where one is set) rounded up to a multiple of block_multiple_of."""
+    size = cfg["intermediate_size"]
+    if cfg.get("block_auto_adjust_ff_dim"):
+        size = int(2 * size / 3)
+        if cfg.get("block_ffn_dim_multiplier") is not None:
+            size, multiple = int(cfg["block_ffn_dim_multiplier"] * size), cfg["block_multiple_of"]
+            size = multiple * ((size + multiple - 1) // multiple)
+    return size
+
+
+# LFM2 (LFM2-350M ... 2.6B): gated short convolutions on the layers layer_types calls conv, attention with per-head q/k
+# norms on the others, a norm before each (operator_norm, ffn_norm), the MLP's width adjusted from intermediate_size;
+# LFM2's names for o_proj, the MLP's projections and the last norm (Lfm2Config, Lfm2ShortConv, Lfm2Attention, Lfm2MLP).
+# LFM2-MoE (LFM2-8B-A1B): after num_dense_layers dense layers, experts chosen by a sigmoid plus the block's expert_bias,
+# their weights renormalised (the sum plus 1e-6) and times routed_scaling_factor (Lfm2MoeSparseMoeBlock).
+LFM2 = Family(
+    "lfm2",
+    {"attn_in": "operator_norm", "mlp_in": "ffn_norm"},
+    rope=ModelRope("lfm2", default_theta=1_000_000.0),
+    qk_norm="head",
+    qk_norm_names=("q_layernorm", "k_layernorm"),
+    mlp_block="feed_forward",
+    short_conv=ShortConv(),
+    mlp_width=_lfm2_width,
+    stored_as={"o_proj": "out_proj", "gate_proj": "w1", "up_proj": "w3", "down_proj": "w2", "norm": "embedding_norm"},
+    export=Switches(),
+)
+LFM2_MOE = _like(
+    LFM2,
+    "lfm2_moe",
+    rope=ModelRope("lfm2_moe", default_theta=1_000_000.0),
+    mlp_width=None,
+    experts=Experts(
+        block="feed_forward",
+        projections=("w1", "w3", "w2"),
+        scoring="sigmoid",
+        corrected=True,
+        correction="expert_bias",
+        first_dense="num_dense_layers",
+        scale="routed_scaling_factor",
+        norm_eps=1e-6,
+    ),
+)
+
 # OLMo Hybrid (Olmo-Hybrid-7B): OLMo 3's attention layers (norms after attention and the MLP, q/k norms over all
 # heads) beside Gated DeltaNet ones, whose norms sit before the mixer and the MLP; q, k, v, the output gate, beta and
 # the decay projected apart, beta doubled (linear_allow_neg_eigval); no rope unless the config gives a rope_theta
@@ -1040,6 +1103,8 @@ for _family in (
     QWEN3_NEXT,
     QWEN3_5,
     QWEN3_5_MOE,
+    LFM2,
+    LFM2_MOE,
     _like(
         OLMO2,
         "olmo_hybrid",

@@ -1,5 +1,6 @@
-"""Linear attention: the Gated DeltaNet layers of Qwen3-Next and Qwen3.5 (Yang et al., arXiv:2412.06464, "Gated Delta
-Networks"; transformers' Qwen3NextGatedDeltaNet), which run beside the attention layers of a hybrid model.
+"""Layers without attention beside the attention layers of a hybrid model: the Gated DeltaNet linear attention of
+Qwen3-Next, Qwen3.5 and OLMo Hybrid (Yang et al., arXiv:2412.06464, "Gated Delta Networks"; transformers'
+Qwen3NextGatedDeltaNet), and LFM2's gated short convolutions (:class:`ShortConv`).
 
 Such a layer keeps no keys. Each value head holds a state ``S`` (Dk x Dv) that every token decays by ``a = exp(g)``
 and corrects towards its value by the delta rule, then reads with its query:
@@ -50,14 +51,32 @@ def token_flops(spec: LinearSpec) -> int:
     return 2 * channels * s.kernel + 2 * s.value_heads * per_head
 
 
+def conv_token_bytes(hidden: int, b: int) -> int:
+    """The most bytes one token's row holds at once in a short convolution's forward: B, C and x projected, B x, it
+    padded for the convolution, convolved, and times C (b x 7 x hidden)."""
+    return 7 * b * hidden
+
+
 @dataclass(frozen=True)
 class LinearState:
-    """What a linear-attention layer carries from one piece of a sequence to the next: the causal convolution's
-    last ``kernel - 1`` inputs ``(B, kernel - 1, channels)``, and the delta rule's state ``(B, Hv, Dk, Dv)`` in
-    float32."""
+    """What a layer without attention carries from one piece of a sequence to the next: its causal convolution's
+    last ``kernel - 1`` inputs ``(B, kernel - 1, channels)``, and a linear-attention layer's delta rule state
+    ``(B, Hv, Dk, Dv)`` in float32 (None for a short convolution)."""
 
     conv: torch.Tensor
-    recurrent: torch.Tensor
+    recurrent: torch.Tensor | None = None
+
+
+def causal_conv(x: torch.Tensor, weight: torch.Tensor, past: torch.Tensor | None, bias: torch.Tensor | None = None):
+    """A causal depthwise convolution of (B, T, channels) inputs that follow ``past``, the last ``kernel - 1`` inputs
+    before them (zeros where None: the sequence starts here), by ``weight`` (channels, 1, kernel): the outputs
+    (B, T, channels) and the last ``kernel - 1`` inputs now."""
+    B, _, channels = x.shape
+    kernel = weight.shape[-1]
+    past = x.new_zeros(B, kernel - 1, channels) if past is None else past
+    inputs = torch.cat((past, x), dim=1)  # (B, kernel - 1 + T, channels)
+    out = F.conv1d(inputs.transpose(1, 2), weight, bias, groups=channels).transpose(1, 2)
+    return out, inputs[:, inputs.shape[1] - (kernel - 1) :]
 
 
 def gated_delta(
@@ -153,10 +172,7 @@ class GatedDeltaNet(nn.Module):
         """(B, T, C) normed inputs that follow ``state``'s tokens (none: the sequence starts here) -> (B, T, C) and
         the state after them."""
         s, (B, T, _) = self.spec, x.shape
-        qkv = self.in_proj_qkv(x)  # (B, T, channels)
-        past = qkv.new_zeros(B, s.kernel - 1, qkv.shape[-1]) if state is None else state.conv
-        inputs = torch.cat((past, qkv), dim=1)  # (B, kernel - 1 + T, channels)
-        mixed = F.conv1d(inputs.transpose(1, 2), self.conv1d.weight, groups=qkv.shape[-1]).transpose(1, 2)
+        mixed, kept = causal_conv(self.in_proj_qkv(x), self.conv1d.weight, None if state is None else state.conv)
         q, k, v = activate(mixed, self.activation).split(self.widths, dim=-1)
         repeat = s.value_heads // s.key_heads  # each key head serves this many value heads in turn
         q, k = (_l2(x.reshape(B, T, s.key_heads, s.key_dim).float()).repeat_interleave(repeat, 2) for x in (q, k))
@@ -166,5 +182,22 @@ class GatedDeltaNet(nn.Module):
         recurrent = None if state is None else state.recurrent
         out, recurrent = gated_delta(q * s.key_dim**-0.5, k, v, g, beta, recurrent)  # (B, T, Hv, Dv)
         out = self.norm(out, self.in_proj_z(x).view(B, T, s.value_heads, s.value_dim))
-        kept = inputs[:, inputs.shape[1] - (s.kernel - 1) :]
         return self.out_proj(out.reshape(B, T, self.widths[2])), LinearState(kept, recurrent)
+
+
+class ShortConv(nn.Module):
+    """LFM2's gated short convolution (Lfm2ShortConv), in its names: ``in_proj`` gives B, C and x, each hidden wide;
+    ``B x`` through a causal depthwise convolution (``conv``, ``kernel`` taps), times C, then ``out_proj``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        C, s = config.hidden_size, config.conv
+        self.in_proj = nn.Linear(C, 3 * C, bias=s.bias)
+        self.conv = nn.Conv1d(C, C, s.kernel, groups=C, bias=s.bias)  # weight (C, 1, kernel)
+        self.out_proj = nn.Linear(C, C, bias=s.bias)
+
+    def forward(self, x: torch.Tensor, state: LinearState | None = None) -> tuple[torch.Tensor, LinearState]:
+        """(B, T, C) normed inputs that follow ``state``'s tokens -> (B, T, C) and the state after them."""
+        b, c, h = self.in_proj(x).chunk(3, dim=-1)
+        out, kept = causal_conv(b * h, self.conv.weight, None if state is None else state.conv, self.conv.bias)
+        return self.out_proj(c * out), LinearState(kept)

@@ -169,7 +169,7 @@ class MoE(nn.Module):
             experts = torch.topk(choice, self.top_k, dim=-1).indices
             weights = scores.gather(1, experts)
         if spec.renormalise:
-            weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=spec.norm_min)
+            weights = weights / (weights.sum(dim=-1, keepdim=True).clamp(min=spec.norm_min) + spec.norm_eps)
         if self.expert_scale is not None:  # Gemma 4: each chosen expert's own scale
             weights = weights * self.expert_scale[experts]
         return weights * spec.scale if spec.scale != 1.0 else weights, experts

@@ -30,7 +30,7 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     experts = config.family.experts
     match = re.fullmatch(r"layers\.(\d+)\.norms\.(\w+)\.weight", internal)
     if match:  # the family's norms (a linear-attention layer's), and Gemma 4's experts' beside them
-        norms = config.family.layer_norms(config.shapes[int(match[1])].linear)
+        norms = config.family.layer_norms(config.shapes[int(match[1])].mixer == "linear_attention")
         names = {**norms, **(experts.beside if experts is not None and experts.beside else {})}
         return f"model.layers.{match[1]}.{names[match[2]]}.weight"
     match = re.fullmatch(

@@ -48,8 +48,9 @@ from ..eval.nll import LOGIT_BUDGET
 from ..eval.perplexity import Plan
 from ..models import ModelConfig, cpu_model, sliding_attention
 from ..models.attention import SCORE_BUDGET
-from ..models.config import LayerShape
+from ..models.config import CONV, LINEAR, LayerShape
 from ..models.decoder import chunk_rows, row_bytes
+from ..models.linear import conv_token_bytes
 from ..models.linear import token_bytes as linear_token_bytes
 from ..models.linear import token_flops as linear_token_flops
 from ..models.precision import cached_measurement, cpu_flags_digest
@@ -142,9 +143,11 @@ def attention_sizes(config: ModelConfig, shape: LayerShape) -> tuple[int, int]:
     r_kv*nh*(nope + vd), the biases on the two down-projections (r_q + r_kv + rope). A gated attention's output
     gate (Qwen3-Next's) is q's size again, H*nh*hd, with its bias. A linear-attention layer's (Gated DeltaNet: Hk
     key heads of Dk, Hv value heads of Dv): q, k, v and z H*(2*Hk*Dk + 2*Hv*Dv), beta and the decay 2*H*Hv, out
-    Hv*Dv*H, no biases."""
+    Hv*Dv*H, no biases. A short convolution's (LFM2's): B, C and x 3*H*H, out H*H, their biases 4*H."""
     c, s, H, nh = config, shape, config.hidden_size, config.num_attention_heads
-    if s.linear:
+    if s.mixer == CONV:
+        return 4 * H * H, 4 * H
+    if s.mixer == LINEAR:
         lin = c.linear
         keys, values = lin.key_heads * lin.key_dim, lin.value_heads * lin.value_dim
         return H * (2 * keys + 2 * values + 2 * lin.value_heads) + values * H, 0
@@ -198,8 +201,9 @@ def token_flops(config: ModelConfig, length: int) -> Flops:
     matmul = attention + sum(active for _, _, active in mlp_sizes(c))
     matmul += H * c.vocab_size
     # q.k's channels and the values' (none on a linear-attention layer: its delta rule's FLOPs go with the matmuls)
-    heads = [0 if s.linear else nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]
-    delta = sum(linear_token_flops(c.linear) for s in c.shapes if s.linear)
+    heads = [0 if s.mixer else nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]
+    conv = 2 * H * c.conv.kernel if c.conv is not None else 0  # a short convolution's taps, a channel each
+    delta = sum(linear_token_flops(c.linear) if s.mixer == LINEAR else conv for s in c.shapes if s.mixer)
     keys = [h * mean_keys(length, layer.window, layer.chunk) for h, layer in zip(heads, c.layers, strict=True)]
     banded = [layer.window is not None and layer.window < length for layer in c.layers]  # chunks: the causal kernel
     causal = sum(k for k, b in zip(keys, banded, strict=True) if not b)
@@ -445,16 +449,20 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
     norms: H per norm slot of the family per layer (and of Gemma 4's experts on theirs), hd each for q and k norms,
     H for the final norm, and the per-layer inputs' P and H per layer. A linear-attention layer: its projections
     (``attention_sizes``), its convolution's (2*Hk*Dk + Hv*Dv)*kernel, and its gated norm's Dv, decay rates and
-    biases 2*Hv (float32, counted in the model's dtype); its two norms H each."""
+    biases 2*Hv (float32, counted in the model's dtype); its two norms H each. A short convolution: its projections,
+    its convolution's H*kernel, with H + 4*H biases where it has them."""
     c = config
     H, nh = c.hidden_size, c.num_attention_heads
     matrices = norms = 0
     for s in c.shapes:
-        if s.linear:
+        if s.mixer == CONV:
+            matrices += attention_sizes(c, s)[0] + H * c.conv.kernel + 5 * H * c.conv.bias
+        if s.mixer == LINEAR:
             lin = c.linear
             channels = 2 * lin.key_heads * lin.key_dim + lin.value_heads * lin.value_dim
             matrices += attention_sizes(c, s)[0] + channels * lin.kernel + lin.value_dim + 2 * lin.value_heads
-            norms += len(c.family.layer_norms(True)) * H
+        if s.mixer:
+            norms += len(c.family.layer_norms(s.mixer == LINEAR)) * H
             matrices += c.mlp_bias * ((1 + c.family.gated_mlp) * s.intermediate_size + H)
             continue
         hd, own = s.head_dim, s.kv_from is None  # a layer reading another's keys and values has no k, v, k norm
@@ -569,11 +577,13 @@ def activation_bytes(config: ModelConfig, tokens: int, dtype: torch.dtype, devic
         (
             (q + gated) * s.head_dim + s.kv_heads * (kv * s.head_dim + s.value_dim) + latent + _padding(nh, s)
             for s in c.shapes
-            if not s.linear
+            if not s.mixer
         ),
         default=0,
     )
-    linear = 0 if c.linear is None else linear_token_bytes(c.linear, b)  # bytes a token of a linear layer holds
+    # bytes a token of a linear-attention or convolution layer holds
+    linear = 0 if c.linear is None else linear_token_bytes(c.linear, b)
+    linear = max(linear, 0 if c.conv is None else conv_token_bytes(c.hidden_size, b))
     attention = tokens * max(widest * b, linear)
     mlp = tokens * max(width for width, _, _ in mlp_sizes(c)) * MLP_COPIES * b
     return tokens * c.hidden_size * HIDDEN_COPIES * b + max(attention, mlp)
@@ -611,7 +621,7 @@ def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, ro
         (
             copies * (nh + s.kv_heads * (s.kv_from is None)) * heads(s) + _padding(nh, s) + gated * s.head_dim
             for s in c.shapes
-            if not s.linear
+            if not s.mixer
         ),
         default=0,
     )  # a linear-attention layer keeps nothing T long: it runs a chunk of rows at a time, its state carried

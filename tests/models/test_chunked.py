@@ -53,6 +53,7 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("qwen3_next", "rerope:24"),  # linear-attention layers (their state carried across chunks), gated attention
         ("qwen3_5", None),
         ("olmo_hybrid", "rerope:24"),  # norms before the linear layers' mixer, after the attention layers'
+        ("lfm2_moe", None),  # short convolutions (their last inputs carried across chunks), experts
     ],
 )
 def test_chunked_forward_equals_the_whole_one(family, rope, tmp_path, monkeypatch):

@@ -116,6 +116,8 @@ def ids(vocab: int) -> torch.Tensor:
         # each layer's own theta kept (layer_rope_theta, 0: NoPE) under another rope and another mix
         ("granite_swa", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("granite_swa", "linear:2", "LLLG@24", ("transformers_v4", "transformers_v5", "vllm")),
+        ("lfm2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("lfm2_moe", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )
 def test_an_exported_config_runs_the_plan_in_transformers(family, rope, mix, forms, tmp_path):

@@ -51,6 +51,8 @@ FAMILIES = [
     "qwen3_5_moe",
     "olmo_hybrid",
     "granite_swa",
+    "lfm2",
+    "lfm2_moe",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {
@@ -304,6 +306,26 @@ PUBLISHED = {
             "tie_word_embeddings": False,
         },
         80e9,
+    ),
+    # gated short convolutions on 10 layers of 16, attention on the others; the MLP's width adjusted (8192)
+    "LFM2-1.2B": (
+        {
+            "model_type": "lfm2",
+            "hidden_size": 2048,
+            "intermediate_size": 12288,
+            "num_hidden_layers": 16,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 65536,
+            "conv_L_cache": 3,
+            "block_ffn_dim_multiplier": 1.0,
+            "block_multiple_of": 256,
+            "block_auto_adjust_ff_dim": True,
+            "layer_types": ["conv", "conv", "full_attention"] * 3 + ["conv", "full_attention"] * 3 + ["conv"],
+            "max_position_embeddings": 128000,
+            "tie_word_embeddings": True,
+        },
+        1.17e9,
     ),
     "Qwen1.5-MoE-A2.7B": (
         {

@@ -68,13 +68,13 @@ def test_a_sequence_in_pieces_carries_its_state():
     torch.testing.assert_close(state, final, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["qwen3_next", "qwen3_5"])
+@pytest.mark.parametrize("family", ["qwen3_next", "qwen3_5", "lfm2"])
 def test_a_prompt_read_in_pieces_through_the_cache_is_the_whole_forward(family, tmp_path):
-    """Pieces shorter than the convolution's taps (1 and 2 tokens: its state holds the last 3 inputs) and longer than
-    a chunk of the recurrence: each piece's hidden states (up to 4.6 in size) are the whole forward's, to 1e-4. Pieces
-    change where the recurrence's chunks fall, so its float32 sums group otherwise: the hidden states move by 3-6e-5
-    (by 5-7e-6 where the pieces are whole chunks, 64 + 56), where an attention-only model (Qwen3-MoE's, Llama's)
-    read in the same pieces moves by 2-3e-6."""
+    """Pieces shorter than the convolution's taps (1 and 2 tokens: its state holds the last 3 inputs, LFM2's the
+    last 2) and longer than a chunk of the recurrence: each piece's hidden states (up to 4.6 in size) are the whole
+    forward's, to 1e-4. Pieces change where the recurrence's chunks fall, so its float32 sums group otherwise: the
+    hidden states move by 3-6e-5 (by 5-7e-6 where the pieces are whole chunks, 64 + 56), where an attention-only
+    model (Qwen3-MoE's, Llama's) read in the same pieces moves by 2-3e-6."""
     make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
     model = ropekit.load_model(tmp_path, dtype="float32")
     ids = torch.randint(3, model.config.vocab_size, (1, 120), generator=torch.Generator().manual_seed(2))
@@ -100,7 +100,8 @@ def test_a_mix_runs_over_the_attention_layers_and_keeps_the_linear_ones(tmp_path
     assert kinds(mixed) == ["linear_attention", "sliding_attention", "linear_attention", "full_attention"]
     assert [layer.rope is None for layer in mixed.layers] == [True, False, True, True]  # NoPE on the global layer
     assert mixed.describe() == "0 linear; 1 local@32 default(theta=10000); 2 linear; 3 global nope"
-    with pytest.raises(ModelConfigError, match=r"layer_types\[0\]='full_attention': .* layers \[0, 2\] linear"):
+    refusal = r"layer_types\[0\]='full_attention': this checkpoint's weights make its layers \{0: 'linear_attention'"
+    with pytest.raises(ModelConfigError, match=refusal):
         plan_config(raw, layer_types=["full_attention"] * 4)
     model = ropekit.load_model(tmp_path, layer_mix="all-global", rope_scaling="yarn:2")
     assert kinds(model.config) == kinds(plan_config(raw))
@@ -139,6 +140,9 @@ def test_linear_layers_ropekit_cannot_run_are_refused():
     refusal = "linear_attention layers; ropekit runs them in the families qwen3_next, .*, not qwen3$"
     with pytest.raises(ModelConfigError, match=refusal):
         plan_config(checkpoint_config({**qwen3, "sliding_window": None}))
+    llama = {**SMALL, "model_type": "llama", "layer_types": ["conv", "full_attention"] * 2}
+    with pytest.raises(ModelConfigError, match="marks conv layers; ropekit runs them in the families lfm2, lfm2_moe"):
+        plan_config(checkpoint_config(llama))
     uneven = {**SMALL, **FAMILY_CONFIGS["qwen3_5"], "linear_num_value_heads": 3}
     with pytest.raises(ModelConfigError, match="linear_num_value_heads=3 is not a multiple of linear_num_key_heads=2"):
         plan_config(checkpoint_config(uneven))

@@ -335,6 +335,28 @@ FAMILY_CONFIGS["granite_swa"] = {
     "residual_multiplier": 0.5,
     "logits_scaling": 0.5,
 }
+# LFM2: gated short convolutions (3 taps, with biases) on layers 0 and 2, attention with per-head q/k norms on 1 and 3;
+# the MLP's width adjusted from intermediate_size (2/3 of 96, times 1.3, up to a multiple of 16: 96)
+FAMILY_CONFIGS["lfm2"] = {
+    "model_type": "lfm2",
+    "layer_types": ["conv", "full_attention"] * 2,
+    "conv_L_cache": 3,
+    "conv_bias": True,
+    "block_ffn_dim_multiplier": 1.3,
+    "block_multiple_of": 16,
+    "norm_eps": 1e-5,
+}
+# LFM2-MoE: layer 0 dense (num_dense_layers), then 4 experts of 32, 2 a token by a sigmoid plus the expert bias
+FAMILY_CONFIGS["lfm2_moe"] = {
+    "model_type": "lfm2_moe",
+    "layer_types": ["conv", "full_attention"] * 2,
+    "conv_L_cache": 3,
+    "num_dense_layers": 1,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "routed_scaling_factor": 1.5,
+}
 # Gemma 4's MoE (26B-A4B's layout, at the tiny size): 8 experts of 32 beside each layer's dense MLP, 2 a token
 FAMILY_CONFIGS["gemma4_moe"] = {
     **FAMILY_CONFIGS["gemma4"],

@@ -53,6 +53,7 @@ def forward_peak(model, ids: torch.Tensor) -> int:
         ("llama", "rerope:24"),
         ("qwen3_next", None),  # linear-attention layers, gated attention, experts
         ("qwen3_5", "rerope:24"),
+        ("lfm2", None),
     ],
 )
 def test_the_chunked_forward_stays_within_its_prediction(family, rope, tmp_path, monkeypatch):
