@@ -602,6 +602,22 @@ QWEN3_5 = _like(
 )
 
 
+def _lfm2_gguf(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """LFM2 as llama.cpp's LFM2Model writes it: its convolution layers are those without KV heads (a
+    ``head_count_kv`` of 0), their taps ``shortconv.l_cache``, and the MLP's width (``feed_forward_length``) as it is
+    after LFM2's adjustment, which is then not made again."""
+    kv = gguf_list(key("attention.head_count_kv"))
+    if (taps := key("shortconv.l_cache")) is None or len(kv) != int(config["num_hidden_layers"]):
+        raise KeyError("the keys shortconv.l_cache and attention.head_count_kv (one a layer)")
+    return {
+        "layer_types": ["conv" if int(n) == 0 else "full_attention" for n in kv],
+        "num_key_value_heads": max(int(n) for n in kv),
+        "conv_L_cache": int(taps),
+        "conv_bias": any(name.endswith("shortconv.in_proj.bias") for name in tensors),
+        "block_auto_adjust_ff_dim": False,
+    }
+
+
 def _lfm2_width(cfg: Mapping[str, Any]) -> int:
     """LFM2's MLP width (Lfm2MLP): where block_auto_adjust_ff_dim says, 2/3 of intermediate_size, then times
     block_ffn_dim_multiplier (where one is set) rounded up to a multiple of block_multiple_of."""
@@ -630,6 +646,7 @@ LFM2 = Family(
     mlp_width=_lfm2_width,
     stored_as={"o_proj": "out_proj", "gate_proj": "w1", "up_proj": "w3", "down_proj": "w2", "norm": "embedding_norm"},
     export=Switches(),
+    gguf=Gguf("lfm2", layers=_lfm2_gguf),
 )
 LFM2_MOE = _like(
     LFM2,
@@ -646,6 +663,7 @@ LFM2_MOE = _like(
         scale="routed_scaling_factor",
         norm_eps=1e-6,
     ),
+    gguf=Gguf("lfm2moe", keys={"leading_dense_block_count": "num_dense_layers"}, layers=_lfm2_gguf),
 )
 
 # OLMo Hybrid (Olmo-Hybrid-7B): OLMo 3's attention layers (norms after attention and the MLP, q/k norms over all

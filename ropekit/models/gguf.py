@@ -68,6 +68,8 @@ LINEAR_PART = re.compile(
     r"model\.layers\.(?P<layer>\d+)\.linear_attn\."
     r"(?P<part>A_log|dt_bias|conv1d\.weight|in_proj_(?:qkvz|qkv|z|a|b)\.weight|out_proj\.weight)"
 )
+# A short convolution's weight (LFM2's), which llama.cpp stores without its middle axis
+CONV_WEIGHT = re.compile(r"model\.layers\.(?P<layer>\d+)\.conv\.conv\.weight")
 
 
 def read_gguf(path: Path) -> Any:
@@ -380,10 +382,15 @@ class GGUFSource:
         if match := EXPERT.fullmatch(name):
             name, expert = f"{match['stack']}.{match['projection']}.{match['suffix']}", int(match["expert"])
         base, _, suffix = name.rpartition(".")
-        if suffix.endswith("_bias"):  # DeepSeek's router's e_score_correction_bias: llama.cpp's exp_probs_b.bias
-            base, suffix = f"{base}.{suffix.removesuffix('_bias')}", "bias"
+        candidates = [(base, suffix)]
+        if suffix.endswith("_bias"):  # a router's correction bias, llama.cpp's exp_probs_b.bias: DeepSeek's
+            # e_score_correction_bias (the map knows e_score_correction), LFM2-MoE's expert_bias (known whole)
+            candidates = [(f"{base}.{suffix.removesuffix('_bias')}", "bias"), (name, "bias")]
         elif suffix not in ("weight", "bias"):  # a buffer saved with the weights (Gemma 4's layer_scalar)
-            base, suffix = name, "weight"
+            candidates = [(name, "weight")]
+        # the map knows some stacks of experts by their name without "model." (LFM2-MoE's, as its converter names them)
+        known = [(b, s) for full, s in candidates for b in (full, full.removeprefix("model."))]
+        base, suffix = next(((b, s) for b, s in known if self.names.get_name(b) is not None), candidates[0])
         gguf_base = self.names.get_name(base)
         fused = self.config.family.fused  # llama.cpp writes a fused gate_up_proj (Phi-3, GLM 4) as ffn_up, no ffn_gate
         if (
@@ -440,7 +447,11 @@ class GGUFSource:
         Qwen3NextModel writes (False for any other name): the decay rate ``A_log`` as ``-exp(A_log)`` (``ssm_a``),
         ``dt_bias`` as ``ssm_dt``'s bias, the convolution without its middle axis, Qwen3-Next's ``in_proj_qkvz`` as
         flat q, k and v (``attn_qkv``) and z (``attn_gate``), here regrouped by key head; and Qwen3.5's value heads,
-        which it tiles (key head fastest: ``Gguf.tiled_values``), put back in groups by key head."""
+        which it tiles (key head fastest: ``Gguf.tiled_values``), put back in groups by key head. LFM2's short
+        convolutions without their middle axis too."""
+        if (conv := CONV_WEIGHT.fullmatch(name)) is not None and self.config.conv is not None:
+            weight = self._stored(f"blk.{conv['layer']}.shortconv.conv.weight", meta)  # (channels, kernel)
+            return None if weight is None else weight[:, None]
         match = LINEAR_PART.fullmatch(name)
         s, own = self.config.linear, self.config.family.gguf
         if match is None or s is None:

@@ -6,6 +6,7 @@ llama.cpp's keys, a block for its multi-token prediction layer, its biases and q
 dots.llm1 (``dots1``), K-EXAONE (``exaone-moe``), ERNIE 4.5 (dense and MoE), HunYuan (dense and MoE), Seed-OSS,
 Apertus (its xIELU weights as metadata) and Arcee; Qwen3-Next (``qwen3next``: its grouped linear-attention projections
 split, the decay rate as -exp(A_log)) and Qwen3.5, dense and MoE (``qwen35``, ``qwen35moe``: the value heads reordered);
+LFM2 and LFM2-MoE (``lfm2``, ``lfm2moe``: convolution layers told by their 0 KV heads, the MLP's width as adjusted);
 Qwen2-MoE (``qwen2moe``) and gpt-oss (``gpt-oss``: its experts'
 gate and up split apart), whose keys transformers' table has in part; and a Llama with Llama 3's rope, which
 llama.cpp stores only as per-frequency factors. Each file beside the checkpoint it was converted from (float16
@@ -73,11 +74,12 @@ def test_llama3_rope_is_recovered_from_its_factors():
     assert raw["rope_scaling"] == written and raw["rope_theta"] == LLAMA3["rope_parameters"]["rope_theta"]
 
 
-@pytest.mark.parametrize("name", ["qwen3next", "qwen35"])
-def test_a_linear_attention_gguf_passes_the_header_check_and_reads_back_from_its_cache(name):
+@pytest.mark.parametrize("name", ["qwen3next", "qwen35", "lfm2moe"])
+def test_a_hybrid_gguf_passes_the_header_check_and_reads_back_from_its_cache(name):
     """Its linear layers' tensors as the checkpoint holds them (Qwen3-Next's regrouped, Qwen3.5's value heads back in
-    groups, A_log from -exp(A_log)), from the tensor table alone for a sweep's check, and cached as such: the second
-    load reads the cache as a transformers checkpoint and gives the same NLL."""
+    groups, A_log from -exp(A_log); LFM2-MoE's convolutions and stacked experts), from the tensor table alone for a
+    sweep's check, and cached as such: the second load reads the cache as a transformers checkpoint and gives the
+    same NLL."""
     from ropekit.models import check_weights, model_config
     from ropekit.models.gguf import dequantised
 

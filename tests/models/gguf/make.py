@@ -111,6 +111,10 @@ ARCHITECTURES = {
     "qwen3next": ("qwen3_next", {"mlp_only_layers": []}),
     "qwen35": ("qwen3_5", {}),
     "qwen35moe": ("qwen3_5_moe", {}),
+    # LFM2's short convolutions (llama.cpp tells the convolution layers by their KV heads, 0) and its MLP width, written
+    # already adjusted; LFM2-MoE with its published routed_scaling_factor of 1 (llama.cpp writes none)
+    "lfm2": ("lfm2", {"conv_bias": False}),  # as published (the converter squeezes a bias as it does the weight)
+    "lfm2moe": ("lfm2_moe", {"routed_scaling_factor": 1.0}),
 }
 
 
