@@ -600,6 +600,13 @@ QWEN3_5 = _like(
     experts=None,
     gguf=Gguf("qwen35", layers=_linear_gguf, tiled_values=True),
 )
+QWEN3_5_MOE = _like(
+    QWEN3_5,
+    "qwen3_5_moe_text",
+    rope=dataclasses.replace(QWEN3_5.rope, name="qwen3_5_moe_text", aliases=("qwen3_5_moe",)),
+    experts=Experts(renormalise=True, **QWEN_SHARED),
+    gguf=Gguf("qwen35moe", layers=_linear_gguf, tiled_values=True),
+)
 
 
 def _lfm2_gguf(key: Callable[[str], Any], tensors: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -678,13 +685,6 @@ OLMO_HYBRID_LINEAR = Linear(
     doubled_beta="linear_allow_neg_eigval",
     norm_eps=1e-5,
     norms=PRE_NORM,
-)
-QWEN3_5_MOE = _like(
-    QWEN3_5,
-    "qwen3_5_moe_text",
-    rope=dataclasses.replace(QWEN3_5.rope, name="qwen3_5_moe_text", aliases=("qwen3_5_moe",)),
-    experts=Experts(renormalise=True, **QWEN_SHARED),
-    gguf=Gguf("qwen35moe", layers=_linear_gguf, tiled_values=True),
 )
 
 # Every family by its model_type, installed packages' too (the ``ropekit.families`` entry points: a Family record named
@@ -1137,8 +1137,13 @@ for _family in (
 UNSUPPORTED = {
     "kimi_linear": "Kimi Delta Attention layers",
     "minimax": "linear attention (lightning attention layers)",
+    "deepseek_v32": "DeepSeek Sparse Attention (its indexer's top-k keys a query)",
+    "glm_moe_dsa": "DeepSeek Sparse Attention (its indexer's top-k keys a query)",
     "jamba": "Mamba layers",
     "falcon_h1": "Mamba layers",
+    "granitemoehybrid": "Mamba layers",
+    "nemotron_h": "Mamba layers",
+    "bamba": "Mamba layers",
     "zamba2": "Mamba layers",
 }
 
