@@ -207,8 +207,9 @@ def _dequantising(get: Callable[[str], torch.Tensor | None], config: ModelConfig
 
 
 def _stored(get: Callable[[str], torch.Tensor | None], config: ModelConfig) -> Callable[[str], torch.Tensor | None]:
-    """``get``, reading a weight under the name the family's published checkpoints store it by where transformers'
-    name is absent (``Family.stored_as``: OLMo Hybrid's ``attention_layer_norm`` for ``input_layernorm``)."""
+    """``get``, reading a weight under the name the family's checkpoints give it where the decoder's is absent
+    (``Family.stored_as``: OLMo Hybrid's ``attention_layer_norm`` for ``input_layernorm``, LFM2's ``w1`` for
+    ``gate_proj``)."""
     renamed = config.family.stored_as
     if not renamed:
         return get

@@ -54,7 +54,7 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
     if match:  # Qwen3-Next's output gate, stored in q_proj's rows
         return f"model.layers.{match[1]}.self_attn.q_proj.{match[2]}"
     match = re.fullmatch(r"layers\.(\d+)\.linear_attn\.(\w+)\.weight", internal)
-    if match:  # a linear-attention layer's parts under the checkpoint's names (ropekit.models.load._linear_part)
+    if match:  # a linear-attention layer's parts under the checkpoint's names (split or joined: load._read)
         keys, part = config.family.linear, match[2]
         if keys.grouped and part.startswith("in_proj_"):  # Qwen3-Next's: in_proj_qkvz and in_proj_ba
             part = "in_proj_ba" if part in ("in_proj_b", "in_proj_a") else "in_proj_qkvz"
