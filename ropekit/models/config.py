@@ -672,6 +672,8 @@ def _shared(cfg: Mapping[str, Any], keys: Experts, size: int) -> int | None:
         raise ModelConfigError(f"model config: {keys.shared}={count!r} is not allowed; expected a count")
     if not count or keys.shared_size is None:
         return count * size if count else None
+    if cfg.get(keys.shared_size) in (0, None):  # GraniteMoE's shared_intermediate_size: 0 (or no such key), none
+        return None
     if not is_count(width := cfg.get(keys.shared_size)):
         raise ModelConfigError(
             f"model config: {keys.shared_size}={width!r} is not allowed; expected a positive integer"

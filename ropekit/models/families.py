@@ -70,6 +70,9 @@ class Experts:
     # (E, 2 x I, C) gate rows then up rows and (E, C, I), the decoder's own layout (Gemma 4); ``biased``: each
     # with a ``_bias``, and the router with a bias (gpt-oss)
     stacked: str | None = None
+    # the stacked experts' names in the block where they are not experts.gate_up_proj and experts.down_proj, by part
+    # (GraniteMoE's input_linear and output_linear, in the "rows" layout)
+    stacked_names: Mapping[str, str] | None = None
     biased: bool = False
     # gpt-oss: the clamped SwiGLU, ``(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`` with
     # ``g = clamp(gate, max=limit)``, by the config keys of alpha and limit
@@ -96,6 +99,9 @@ class Experts:
     # block of a gate (a linear map to one logit) whose sigmoid scales the shared expert's output per token
     shared_size: str | None = None
     shared_gate: str | None = None
+    # GraniteMoE: the shared MLP's gate and up stored as one projection of this name (gate rows, then up rows), and its
+    # down projection by the second name
+    shared_fused: tuple[str, str] | None = None
     first_dense: str | None = None
     # GLM-4.7-Flash: the config key listing each layer's MLP, "dense" or "sparse" (its mlp_layer_types)
     layer_kinds: str | None = None
@@ -606,6 +612,38 @@ QWEN3_5_MOE = _like(
     rope=dataclasses.replace(QWEN3_5.rope, name="qwen3_5_moe_text", aliases=("qwen3_5_moe",)),
     experts=Experts(renormalise=True, **QWEN_SHARED),
     gguf=Gguf("qwen35moe", layers=_linear_gguf, tiled_values=True),
+)
+
+
+# GraniteMoE (Granite 3.x MoE; and GraniteMoE-Shared): Granite's multipliers and attention; on every layer experts of
+# intermediate_size stacked as input_linear (E, 2 x I, C: gate rows, then up rows) and output_linear, the router's
+# top-k logits softmaxed (the renormalised top-k of a softmax), and a shared MLP of shared_intermediate_size (0: none)
+# with its gate and up in one input_linear (GraniteMoeTopKRouter, GraniteMoeExperts, GraniteMoeSharedMLP).
+GRANITE_MOE = _like(
+    LLAMA,
+    "granitemoe",
+    mlp_block="block_sparse_moe",
+    experts=Experts(
+        block="block_sparse_moe",
+        count="num_local_experts",
+        size="intermediate_size",
+        router="router.layer",
+        renormalise=True,
+        stacked="rows",
+        stacked_names={"gate_up": "input_linear.weight", "down": "output_linear.weight"},
+        shared=1,
+        shared_name="shared_mlp",
+        shared_size="shared_intermediate_size",
+        shared_fused=("input_linear", "output_linear"),
+    ),
+    # the shared MLP sits beside block_sparse_moe in the layer, not in it; the experts and router under transformers'
+    # names too (as it saves granitemoe_swa)
+    stored_as={
+        "block_sparse_moe.shared_mlp": "shared_mlp",
+        "input_linear.weight": "experts.gate_up_proj",
+        "output_linear.weight": "experts.down_proj",
+        "router.layer": "router",
+    },
 )
 
 
@@ -1121,6 +1159,12 @@ for _family in (
     QWEN3_NEXT,
     QWEN3_5,
     QWEN3_5_MOE,
+    GRANITE_MOE,
+    _like(GRANITE_MOE, "granitemoeshared"),
+    # granite-swash's MoE: Granite SWA's attention (sinks, layer types, each layer's theta) with GraniteMoE's experts
+    _like(
+        GRANITE_MOE, "granitemoe_swa", sinks=True, layer_thetas="layer_rope_theta", export=Switches(layer_types=True)
+    ),
     LFM2,
     LFM2_MOE,
     _like(

@@ -214,11 +214,16 @@ def _stored(get: Callable[[str], torch.Tensor | None], config: ModelConfig) -> C
     if not renamed:
         return get
 
+    # whole dotted parts of a name only: "norm" is model.norm's, not q_norm's
+    parts = [
+        (re.compile(rf"(^|\.){re.escape(ours)}(\.|$)"), rf"\g<1>{theirs}\g<2>") for ours, theirs in renamed.items()
+    ]
+
     def read(name: str) -> torch.Tensor | None:
         tensor = get(name)
-        for ours, theirs in renamed.items():
-            if tensor is None and f".{ours}." in name:
-                tensor = get(name.replace(f".{ours}.", f".{theirs}."))
+        for part, theirs in parts:
+            if tensor is None and part.search(name):
+                tensor = get(part.sub(theirs, name))
         return tensor
 
     return read
@@ -399,6 +404,10 @@ def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | No
     match = re.fullmatch(r"layers\.(\d+)\.(mlp|experts)\.(gate_up|down|gate_up_bias|down_bias)", name)
     if match and config.moe is not None:
         return _stacked_experts(config, get, match[1], match[3], module=match[2])
+    match = re.fullmatch(r"layers\.(\d+)\.mlp\.shared_experts\.(gate|up|down)_proj\.weight", name)
+    if match and config.family.experts is not None and (fused := config.family.experts.shared_fused) is not None:
+        stored = get(checkpoint_name(name.replace(f"{match[2]}_proj", fused[match[2] == "down"]), config))
+        return stored if stored is None or match[2] == "down" else stored.chunk(2)[int(match[2] == "up")]  # Granite's
     match = re.fullmatch(r"layers\.(\d+)\.self_attn\.(q_proj|output_gate)\.(weight|bias)", name)
     if match and config.family.attention_gate:
         return _query_or_gate(config, get(checkpoint_name(name, config)), match[2] == "output_gate")

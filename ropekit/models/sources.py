@@ -46,6 +46,8 @@ def checkpoint_name(internal: str, config: ModelConfig) -> str:
             return f"{block}.{experts.scales[part == 'expert_scale']}"
         if part == "correction":  # DeepSeek V3's, a buffer of its router; MiniMax-M2's, of the block
             return f"{block}.{experts.correction or experts.router + '.e_score_correction_bias'}"
+        if experts.stacked_names:  # GraniteMoE's input_linear, output_linear
+            return f"{block}.{experts.stacked_names[part]}"
         if experts.stacked:  # gpt-oss, Llama 4: experts.gate_up_proj, experts.down_proj_bias, ...
             return f"{block}.experts.{part.replace('gate_up', 'gate_up_proj').replace('down', 'down_proj', 1)}"
         projection = experts.projections[0 if part == "gate_up" else 2]

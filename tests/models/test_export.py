@@ -117,6 +117,8 @@ def ids(vocab: int) -> torch.Tensor:
         ("granite_swa", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("granite_swa", "linear:2", "LLLG@24", ("transformers_v4", "transformers_v5", "vllm")),
         ("lfm2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("granitemoeshared", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("granitemoe_swa", "linear:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("lfm2_moe", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )

@@ -53,6 +53,9 @@ FAMILIES = [
     "granite_swa",
     "lfm2",
     "lfm2_moe",
+    "granitemoe",
+    "granitemoeshared",
+    "granitemoe_swa",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

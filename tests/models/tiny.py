@@ -357,6 +357,25 @@ FAMILY_CONFIGS["lfm2_moe"] = {
     "moe_intermediate_size": 32,
     "routed_scaling_factor": 1.5,
 }
+# GraniteMoE: Granite's multipliers, 4 experts of 32 (2 a token) stacked as input_linear and output_linear; its
+# Shared form with a shared MLP of 48; granite-swash's MoE with Granite SWA's sinks, layer types and thetas
+GRANITE_EXPERTS = {"num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32}
+FAMILY_CONFIGS["granitemoe"] = {
+    **FAMILY_CONFIGS["granite"],
+    "model_type": "granitemoe",
+    **GRANITE_EXPERTS,
+}
+FAMILY_CONFIGS["granitemoeshared"] = {
+    **FAMILY_CONFIGS["granitemoe"],
+    "model_type": "granitemoeshared",
+    "shared_intermediate_size": 48,
+}
+FAMILY_CONFIGS["granitemoe_swa"] = {
+    **FAMILY_CONFIGS["granite_swa"],
+    "model_type": "granitemoe_swa",
+    **GRANITE_EXPERTS,
+    "shared_intermediate_size": 48,
+}
 # Gemma 4's MoE (26B-A4B's layout, at the tiny size): 8 experts of 32 beside each layer's dense MLP, 2 a token
 FAMILY_CONFIGS["gemma4_moe"] = {
     **FAMILY_CONFIGS["gemma4"],
