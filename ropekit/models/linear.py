@@ -67,7 +67,9 @@ class LinearState:
     recurrent: torch.Tensor | None = None
 
 
-def causal_conv(x: torch.Tensor, weight: torch.Tensor, past: torch.Tensor | None, bias: torch.Tensor | None = None):
+def causal_conv(
+    x: torch.Tensor, weight: torch.Tensor, past: torch.Tensor | None, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A causal depthwise convolution of (B, T, channels) inputs that follow ``past``, the last ``kernel - 1`` inputs
     before them (zeros where None: the sequence starts here), by ``weight`` (channels, 1, kernel): the outputs
     (B, T, channels) and the last ``kernel - 1`` inputs now."""
