@@ -7,7 +7,9 @@ what runs as matrix products and what runs in the attention kernels:
 
 * ``matmul`` = 2 * (L * (2*H*nh*hd [q, o] + 2*H*nkv*hd [k, v] + 3*H*I [gate, up, down]) + H*V [LM head]),
   each layer's attention projections as ``attention_sizes`` counts them (MLA's, KV sharing) and its MLP as
-  ``mlp_sizes`` (without a gate: 2*H*I; a mixture of experts: the top-k experts, the shared ones and the router)
+  ``mlp_sizes`` (without a gate: 2*H*I; a mixture of experts: the top-k experts, the shared ones and the router);
+  a linear-attention layer's projections and its delta rule's products (``ropekit.models.linear.token_flops``), a
+  short convolution's projections and taps, go with the matmuls: neither has attention's keys
 * attention = sum over layers of 2 * nh * (hd + vd) * K (QK^T and AV; vd = hd but for MLA's narrower values),
   K the keys a query sees on average
   over positions 1..T (``mean_keys``): (T+1)/2 on a causal layer, W - W(W-1)/(2T) on a sliding layer
