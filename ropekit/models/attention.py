@@ -149,6 +149,46 @@ def two_region_attention(
     return out
 
 
+def indexed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layer: LayerSpec,
+    scale: float,
+    index: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
+) -> torch.Tensor:
+    """DeepSeek Sparse Attention (DeepSeek-V3.2's): (B, H, T, D) queries, the last T positions of (B, H_kv, K, D)
+    keys and values (query i sits at key index K - T + i), each query attending only to the ``top_k`` keys its indexer
+    scores best among those the layer lets it see. ``index``: the indexer's rotated queries (B, Hi, T, Di), their
+    float32 weights per head (B, T, Hi), its rotated keys (B, 1, K, Di) and ``top_k``; a key's score is
+    ``sum_h w_h relu(q_h . k / sqrt(Di))`` (DeepseekV32Indexer: its Hadamard rotation and FP8 scores are precision
+    choices, which transformers leaves out too). Block by block of queries, in float32, so memory grows as
+    block x K."""
+    iq, weights, ik, top_k = index
+    B, H, T, _ = q.shape
+    K, Hi, Di = k.shape[-2], iq.shape[1], iq.shape[-1]
+    block = max(1, min(T, SCORE_BUDGET // (B * (H + Hi) * K)))
+    k_pos = torch.arange(K, device=q.device)[None, :]
+    out = q.new_empty(B, H, T, v.shape[-1])
+    for start in range(0, T, block):
+        end = min(T, start + block)
+        q_pos = torch.arange(K - T + start, K - T + end, device=q.device)[:, None]
+        allowed = k_pos <= q_pos  # (n, K)
+        if layer.window is not None:
+            allowed &= k_pos > q_pos - layer.window
+        if layer.chunk is not None:
+            allowed &= k_pos >= q_pos // layer.chunk * layer.chunk
+        scores = torch.matmul(iq[:, :, start:end].float(), ik.float().transpose(-1, -2)).mul_(Di**-0.5).relu_()
+        scored = torch.einsum("bhnk,bnh->bnk", scores, weights[:, start:end])  # (B, n, K)
+        scored.masked_fill_(~allowed, -torch.inf)
+        best = scored.topk(min(top_k, K), dim=-1).indices
+        chosen = torch.zeros_like(scored, dtype=torch.bool).scatter_(-1, best, True) & allowed  # (B, n, K)
+        attention = _grouped_scores(q[:, :, start:end], k, scale)  # (B, H_kv, rep, n, K)
+        attention.masked_fill_(~chosen[:, None, None], -torch.inf)
+        out[:, :, start:end] = _weighted(torch.softmax(attention, dim=-1), v).view(B, H, end - start, -1)
+    return out
+
+
 def _weighted(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """float32 (B, H_kv, rep, n, K) probabilities times (B, H_kv, K, D) values, in the values' dtype:
     (B, H_kv, rep * n, D)."""

@@ -151,6 +151,16 @@ class LinearSpec:
 
 
 @dataclass(frozen=True)
+class IndexerSpec:
+    """DeepSeek Sparse Attention's indexer (families.Indexer): ``heads`` heads of ``head_dim``, each query's ``top_k``
+    keys."""
+
+    heads: int
+    head_dim: int
+    top_k: int
+
+
+@dataclass(frozen=True)
 class ConvSpec:
     """A short convolution's sizes (families.ShortConv): its ``kernel`` taps, and whether its projections and the
     convolution have biases."""
@@ -228,6 +238,7 @@ class ModelConfig:
     latent: LatentSpec | None = None  # DeepSeek's MLA
     linear: LinearSpec | None = None  # the linear-attention layers' sizes, where the model has any (Qwen3-Next)
     conv: ConvSpec | None = None  # the short convolutions' sizes, where the model has any (LFM2)
+    indexer: IndexerSpec | None = None  # DeepSeek Sparse Attention's indexer (DeepSeek-V3.2)
     qk_norm: str | None = None  # the family's q/k norms where the config has them: "head", "all" or None
     # The checkpoint's config this was resolved from: another plan over the same weights starts here.
     checkpoint: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -394,6 +405,8 @@ def plan_config(
             overrides[key] = value
     model_type = cfg["model_type"]
     family = FAMILIES[model_type]
+    if family.layer_type_names and cfg.get("layer_types"):  # the config's names of ropekit's layer types
+        cfg = {**cfg, "layer_types": [family.layer_type_names.get(t, t) for t in cfg["layer_types"]]}
     sizes = {
         k: _positive_int(cfg, k)
         for k in (
@@ -469,6 +482,7 @@ def plan_config(
                 f"layer {i} reads the keys and values of layer {shape.kv_from} (KV sharing), so it must attend as that "
                 f"layer does; this plan has {layers[i].describe()} and {layers[shape.kv_from].describe()}"
             )
+    indexer = _indexer(cfg, family, latent, layers)
     if latent is not None:
         attention_scale = _latent_scale(latent, layers)
     elif family.attention_scale is not None:
@@ -503,6 +517,7 @@ def plan_config(
         latent=latent,
         linear=linear,
         conv=conv,
+        indexer=indexer,
         qk_norm=family.qk_norm if family.qk_norm_when is None or cfg.get(family.qk_norm_when) else None,
         checkpoint=cfg,
     )
@@ -819,6 +834,31 @@ def _layer_shapes(
                 f"model config: layer {i} shares the keys and values of layer {source}, of other sizes"
             )
     return tuple(shapes)
+
+
+def _indexer(
+    cfg: Mapping[str, Any], family: Family, latent: LatentSpec | None, layers: Sequence[LayerSpec]
+) -> IndexerSpec | None:
+    """DeepSeek Sparse Attention's indexer, as the config sizes it, where the family has one. Its queries come from
+    the attention's query bottleneck; it scores keys with the plain rotation, so a rope acting in attention (ReRoPE,
+    Self-Extend: a second rotation for far keys) is refused."""
+    keys = family.indexer
+    if keys is None:
+        return None
+    if latent is None or latent.q_rank is None:
+        raise ModelConfigError(
+            f"model config: {family.name}'s indexer reads the queries' bottleneck; give q_lora_rank (a positive "
+            "integer)"
+        )
+    from ..rope import get_rope
+
+    for layer in layers:
+        if layer.rope is not None and get_rope(layer.rope.rope_type).attention is not None:
+            raise ModelConfigError(
+                f"rope {layer.rope.rope_type!r} acts in attention, and {family.name}'s sparse attention picks each "
+                "query's keys by its indexer's plain rotation; ropekit runs it with ropes that set frequencies only"
+            )
+    return IndexerSpec(**{name: _positive_int(cfg, getattr(keys, name)) for name in ("heads", "head_dim", "top_k")})
 
 
 def _mixers(

@@ -12,6 +12,7 @@ either: it holds the residual stream, one layer's q, k, v and attention output, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ..rope import (
     rope_table,
     spec_frequencies,
 )
-from .attention import attend, attend_cached
+from .attention import attend, attend_cached, indexed_attention
 from .config import CONV, LINEAR, LayerSpec, ModelConfig, ModelConfigError
 from .linear import CHUNK, GatedDeltaNet, LinearState, ShortConv, conv_token_bytes, token_bytes
 from .mlp import MLP, MoE, activate, rms
@@ -245,6 +246,37 @@ class KVCache:
         return other
 
 
+class Indexer(nn.Module):
+    """DeepSeek Sparse Attention's lightning indexer (DeepseekV32Indexer's names): ``heads`` queries a token from the
+    attention's query bottleneck (``wq_b``), one key from its input (``wk``, LayerNorm'd by ``k_norm``, in float32),
+    both rotated on their first rope channels by the layer's tables, and each query head's weight
+    (``weights_proj``, times ``heads ** -0.5``); ``top_k`` keys a query (ropekit/models/attention.py's
+    ``indexed_attention`` scores and picks them)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        s, C = config.indexer, config.hidden_size
+        self.heads, self.head_dim, self.top_k = s.heads, s.head_dim, s.top_k
+        self.wq_b = nn.Linear(config.latent.q_rank, s.heads * s.head_dim, bias=False)
+        self.wk = nn.Linear(C, s.head_dim, bias=False)
+        self.k_norm = nn.LayerNorm(s.head_dim, eps=1e-6)
+        self.weights_proj = nn.Linear(C, s.heads, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, resid: torch.Tensor, t: LayerTables
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, C) inputs and their (B, T, r_q) query bottleneck -> the rotated queries (B, heads, T, head_dim),
+        their float32 weights (B, T, heads) and the rotated keys (B, 1, T, head_dim)."""
+        B, T, _ = x.shape
+        q = self.wq_b(resid).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        norm = self.k_norm
+        k = F.layer_norm(self.wk(x).float(), (self.head_dim,), norm.weight.float(), norm.bias.float(), norm.eps)
+        k = k.to(x.dtype)[:, None]  # (B, 1, T, head_dim)
+        if t.cos is not None:
+            q, k = apply_rotary(q, t.cos, t.sin), apply_rotary(k, t.cos, t.sin)
+        return q, self.weights_proj(x).float() * self.heads**-0.5, k
+
+
 class Attention(nn.Module):
     """Layer ``index``'s attention, sized by its :class:`LayerShape`. A layer that reads an earlier layer's keys
     and values (Gemma 4's KV sharing: ``shape.kv_from``) has no k/v projections and takes them from ``shared``,
@@ -260,8 +292,10 @@ class Attention(nn.Module):
         self.kv_from, self.values_from_keys = shape.kv_from, shape.values_from_keys
         self.index, self.keeps = index, any(s.kv_from == index for s in c.shapes)
         self.latent, self.value_dim = c.latent, shape.value_dim  # MLA: values of their own width
+        self.indexer = None
         if self.latent is not None:
             self._latent_projections(c)
+            self.indexer = Indexer(c) if c.indexer is not None else None  # DeepSeek Sparse Attention's
         else:
             self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=bias)
         # Qwen3-Next's: sigmoid(output_gate(x)) times the heads' outputs, channel by channel (split from q_proj at load)
@@ -331,11 +365,15 @@ class Attention(nn.Module):
         temporaries ever exist, only the rotated q, k and v attention needs whole."""
         t = tables[layer]
         if rows is None:
-            q, q_far = self._queries(x, t)
+            resid = self._bottleneck(x)
+            q, q_far = self._queries(x, t, resid)
             own = None if self.kv_from is not None else self._keys_values(x, t, latents=cache is not None)
             gate = None if self.output_gate is None else self._gate(x)
+            index = None if self.indexer is None else self.indexer(x, resid, t)
+            if index is not None:
+                own = dataclasses.replace(own, index_keys=index[2])
         else:
-            q, q_far, own, gate = self._projected_by_rows(x, t, rows, norm, latents=cache is not None)
+            q, q_far, own, gate, index = self._projected_by_rows(x, t, rows, norm, latents=cache is not None)
         if self.kv_from is not None:
             kv = shared[self.kv_from]  # the plan gives this layer the same entry, so the same tables and mask
         else:
@@ -347,8 +385,12 @@ class Attention(nn.Module):
             q, q_far = (None if x is None else self._absorbed_queries(x) for x in (q, q_far))
             values = kv.v[..., self.latent.rope :]
         far = None if t.far is None else (q_far, kv.k_far, t.far.window)
-        kernel = attend_cached if kv.cached else attend
-        out = kernel(q, kv.k, values, layer, self.scale, self.softcap, far, self.sinks)  # (B, H, T, Dv)
+        if index is not None:  # DeepSeek Sparse Attention: each query's top-k keys by the indexer
+            selected = (index[0], index[1], kv.index_keys, self.indexer.top_k)
+            out = indexed_attention(q, kv.k, values, layer, self.scale, selected)
+        else:
+            kernel = attend_cached if kv.cached else attend
+            out = kernel(q, kv.k, values, layer, self.scale, self.softcap, far, self.sinks)  # (B, H, T, Dv)
         out = self._expanded_values(out) if kv.compact else out
         return out if gate is None else out * gate
 
@@ -373,12 +415,20 @@ class Attention(nn.Module):
         expand = self.kv_b_proj.weight.view(self.n_heads, m.nope + m.value, m.kv_rank)[:, m.nope :]
         return torch.einsum("bhtr,hvr->bhtv", out, expand)
 
-    def _queries(self, x: torch.Tensor, t: LayerTables) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _bottleneck(self, x: torch.Tensor) -> torch.Tensor | None:
+        """MLA's queries' normed bottleneck (B, T, r_q) of (B, T, C) inputs, or None where there is none."""
+        if self.latent is None or self.latent.q_rank is None:
+            return None
+        return self.q_a_layernorm(self.q_a_proj(x))
+
+    def _queries(
+        self, x: torch.Tensor, t: LayerTables, resid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rotated queries (B, H, T, D) of (B, T, C) inputs at the positions of ``t``, and their far-region
-        rotation (or None)."""
+        rotation (or None); ``resid``, MLA's bottleneck of them where it was computed already."""
         B, T, _ = x.shape
         if self.latent is not None and self.latent.q_rank is not None:
-            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))  # (B, T, H * D)
+            q = self.q_b_proj(self._bottleneck(x) if resid is None else resid)  # (B, T, H * D)
         else:
             q = self.q_proj(x)  # (B, T, H * D)
         if self.qk_norm == "all":
@@ -455,9 +505,9 @@ class Attention(nn.Module):
         rows: int,
         norm: Callable[[torch.Tensor], torch.Tensor] | None,
         latents: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None, torch.Tensor | None]:
-        """What ``_queries``, ``_keys_values`` and ``_gate`` return for ``norm(x)``, ``rows`` tokens at a time into
-        buffers."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None, torch.Tensor | None, tuple | None]:
+        """What ``_queries``, ``_keys_values``, ``_gate`` and the indexer return for ``norm(x)``, ``rows`` tokens at a
+        time into buffers."""
         B, T, _ = x.shape
 
         def buffer(heads: int, width: int = self.head_dim) -> torch.Tensor:  # (B, heads, T, width) laid out as
@@ -466,6 +516,11 @@ class Attention(nn.Module):
         q = buffer(self.n_heads)
         q_far = None if t.far is None else buffer(self.n_heads)
         gate = None if self.output_gate is None else buffer(self.n_heads)
+        index = None
+        if self.indexer is not None:  # its queries (B, Hi, T, Di), their weights (B, T, Hi) and its keys (B, 1, T, Di)
+            s = self.indexer
+            weights = x.new_empty(B, T, s.heads, dtype=torch.float32)
+            index = (buffer(s.heads, s.head_dim), weights, buffer(1, s.head_dim))
         own = None
         if self.kv_from is None:
             k_far = None if t.far is None else buffer(self.n_kv)
@@ -478,7 +533,11 @@ class Attention(nn.Module):
             end = min(T, start + rows)
             h, piece = x[:, start:end], t.rows(start, end)
             h = h if norm is None else norm(h)
-            queries, far = self._queries(h, piece)
+            resid = self._bottleneck(h)
+            queries, far = self._queries(h, piece, resid)
+            if index is not None:
+                iq, weights, ik = self.indexer(h, resid, piece)
+                index[0][:, :, start:end], index[1][:, start:end], index[2][:, :, start:end] = iq, weights, ik
             q[:, :, start:end] = queries
             if gate is not None:
                 gate[:, :, start:end] = self._gate(h)
@@ -492,7 +551,9 @@ class Attention(nn.Module):
                 for whole, part in zip(own.latents or (), kv.latents or (), strict=True):
                     if part is not None:
                         whole[:, :, start:end] = part
-        return q, q_far, own, gate
+        if index is not None:
+            own = dataclasses.replace(own, index_keys=index[2])
+        return q, q_far, own, gate, index
 
 
 def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
@@ -502,10 +563,13 @@ def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
     cached = cache.keys is not None
     if kv.latents is not None:  # MLA's cache holds the latents (one head of rope + kv_rank a token)
         latents, far = kv.latents
-        held = cache.extend(layer, *((latents,) if far is None else (latents, far)))
+        new = (latents,) if far is None else (latents, far)
+        indexed = kv.index_keys is not None  # and the indexer's keys after them (DeepSeek Sparse Attention)
+        held = cache.extend(layer, *new, *((kv.index_keys,) if indexed else ()))
         if not cached:  # the first forward attends with its own expanded keys and values
             return kv
-        return LayerKV(held[0], held[0], held[1] if len(held) > 1 else None, cached, compact=True)
+        far = held[1] if far is not None else None
+        return LayerKV(held[0], held[0], far, cached, compact=True, index_keys=held[-1] if indexed else None)
     new = (kv.k, kv.v) if kv.k_far is None else (kv.k, kv.v, kv.k_far)
     k, v, *far = cache.extend(layer, *new)
     return LayerKV(k, v, far[0] if far else None, cached)
@@ -514,7 +578,8 @@ def _cached(kv: LayerKV, layer: LayerSpec, cache: LayerCache | None) -> LayerKV:
 @dataclass(frozen=True, eq=False)
 class LayerKV:
     """What a layer's queries attend to: its rotated keys ``(B, H_kv, K, D)``, values, the keys of an
-    attention-level rope's far region (or None), and whether a cache held keys before this forward's. Under MLA,
+    attention-level rope's far region (or None), whether a cache held keys before this forward's, and DeepSeek Sparse
+    Attention's indexer keys (or None). Under MLA,
     ``latents``: what its cache takes, the rotated shared key and normed latent (B, 1, T, rope + kv_rank) and their
     far rotation (or None); ``compact``: the keys are the latents a cache held and the values their latent channels
     (attention in the latent space, :meth:`Attention._absorbed_queries`)."""
@@ -525,6 +590,7 @@ class LayerKV:
     cached: bool
     latents: tuple[torch.Tensor, torch.Tensor | None] | None = None
     compact: bool = False
+    index_keys: torch.Tensor | None = None  # DeepSeek Sparse Attention's indexer keys (B, 1, K, Di), rotated
 
 
 class Block(nn.Module):

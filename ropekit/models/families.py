@@ -144,6 +144,19 @@ class Latent:
 
 
 @dataclass(frozen=True)
+class Indexer:
+    """DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2's DeepseekV32Indexer), by the config keys that size
+    it: ``heads`` heads of ``head_dim`` score every key a query may see, ``sum_h w_h relu(q_h . k / sqrt(head_dim))``
+    with the query's own weights per head, and the query attends to the ``top_k`` best; its queries come from the
+    attention's query bottleneck, its one key a token from the layer's input (LayerNorm'd), both rotated on their
+    first rope channels by the layer's rope (in halves: DeepSeek-V3.2's)."""
+
+    heads: str = "index_n_heads"
+    head_dim: str = "index_head_dim"
+    top_k: str = "index_topk"
+
+
+@dataclass(frozen=True)
 class Linear:
     """Linear-attention layers (Gated DeltaNet, arXiv:2412.06464: Qwen3-Next's and Qwen3.5's
     ``Qwen3NextGatedDeltaNet``), by the config keys that size them: ``key_heads`` heads of ``key_dim`` for q and k,
@@ -296,6 +309,9 @@ class Family:
     layer_scalar: bool = False  # each layer's output times its stored ``layer_scalar`` (Gemma 4)
     sinks: bool = False  # a stored logit per head (``self_attn.sinks``) in every softmax's denominator (gpt-oss)
     latent: Latent | None = None  # multi-head latent attention (DeepSeek's MLA) in place of q/k/v projections
+    indexer: Indexer | None = None  # DeepSeek Sparse Attention: each query's top-k keys by an indexer (DeepSeek-V3.2)
+    # the config's names of layer types that are ropekit's (DeepSeek-V3.2's indexed_attention: full_attention)
+    layer_type_names: Mapping[str, str] = field(default_factory=dict)
     layer_inputs: LayerInputs | None = None
     shared_kv: SharedKV | None = None
     linear: Linear | None = None  # linear-attention layers beside the attention ones (Qwen3-Next, Qwen3.5)
@@ -875,6 +891,16 @@ for _family in (
         gguf=Gguf("gpt-oss", swa_period=2, rope={"truncate": False}),
     ),
     DEEPSEEK_V3,
+    # DeepSeek-V3.2 (-Exp, and V3.2): V3's layers with DeepSeek Sparse Attention on every layer, each query attending
+    # to the index_topk keys its lightning indexer scores best (its rope in halves while MLA's pairs interleave); its
+    # layer_types call every layer indexed_attention (DeepseekV32Config, DeepseekV32Indexer, DeepseekV32Attention).
+    _like(
+        DEEPSEEK_V3,
+        "deepseek_v32",
+        rope=ModelRope("deepseek_v32", head_key="qk_rope_head_dim"),
+        indexer=Indexer(),
+        layer_type_names={"indexed_attention": "full_attention"},
+    ),
     # DeepSeek V2 (and V2-Lite): V3's layers with the rope pairs always interleaved and a softmax router, greedy or
     # limited to the best groups by their best score (topk_method), its weights never renormalised.
     _like(
@@ -1181,8 +1207,8 @@ for _family in (
 UNSUPPORTED = {
     "kimi_linear": "Kimi Delta Attention layers",
     "minimax": "linear attention (lightning attention layers)",
-    "deepseek_v32": "DeepSeek Sparse Attention (its indexer's top-k keys a query)",
-    "glm_moe_dsa": "DeepSeek Sparse Attention (its indexer's top-k keys a query)",
+    "glm_moe_dsa": "DeepSeek Sparse Attention as GLM-5 runs it (its indexer's rope pairs interleaved, top-k keys "
+    "shared across layers by indexer_types)",
     "jamba": "Mamba layers",
     "falcon_h1": "Mamba layers",
     "granitemoehybrid": "Mamba layers",

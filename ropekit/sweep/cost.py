@@ -142,10 +142,12 @@ def attention_sizes(config: ModelConfig, shape: LayerShape) -> tuple[int, int]:
     nkv*(hd + vd)*H where the layer projects its own (not Gemma 4's KV-sharing layers; no v where the values are
     the keys). Under multi-head latent attention (DeepSeek's MLA: ranks r_q, r_kv, rope and nope channels) q
     through its bottleneck H*r_q + r_q*nh*hd (or one projection H*nh*hd), k and v from one latent H*(r_kv + rope) +
-    r_kv*nh*(nope + vd), the biases on the two down-projections (r_q + r_kv + rope). A gated attention's output
-    gate (Qwen3-Next's) is q's size again, H*nh*hd, with its bias. A linear-attention layer's (Gated DeltaNet: Hk
-    key heads of Dk, Hv value heads of Dv): q, k, v and z H*(2*Hk*Dk + 2*Hv*Dv), beta and the decay 2*H*Hv, out
-    Hv*Dv*H, no biases. A short convolution's (LFM2's): B, C and x 3*H*H, out H*H, their biases 4*H."""
+    r_kv*nh*(nope + vd), the biases on the two down-projections (r_q + r_kv + rope); DeepSeek Sparse Attention's
+    indexer (Hi heads of Di) r_q*Hi*Di for its queries, H*Di for its key and H*Hi for its weights. A gated
+    attention's output gate (Qwen3-Next's) is q's size again, H*nh*hd, with its bias. A linear-attention layer's
+    (Gated DeltaNet: Hk key heads of Dk, Hv value heads of Dv): q, k, v and z H*(2*Hk*Dk + 2*Hv*Dv), beta and the
+    decay 2*H*Hv, out Hv*Dv*H, no biases. A short convolution's (LFM2's): B, C and x 3*H*H, out H*H, their biases
+    4*H."""
     c, s, H, nh = config, shape, config.hidden_size, config.num_attention_heads
     if s.mixer == CONV:
         return 4 * H * H, 4 * H
@@ -156,6 +158,8 @@ def attention_sizes(config: ModelConfig, shape: LayerShape) -> tuple[int, int]:
     if (m := c.latent) is not None:
         q = H * nh * s.head_dim if m.q_rank is None else m.q_rank * (H + nh * s.head_dim)
         kv = H * (m.kv_rank + m.rope) + m.kv_rank * nh * (m.nope + s.value_dim)
+        if (i := c.indexer) is not None:  # DeepSeek Sparse Attention's indexer: queries, key and weights
+            q += m.q_rank * i.heads * i.head_dim + H * (i.head_dim + i.heads)
         return q + kv + nh * s.value_dim * H, (m.q_rank or 0) + m.kv_rank + m.rope
     kv = s.kv_heads * (s.kv_from is None) * (s.head_dim + (0 if s.values_from_keys else s.value_dim))
     q = nh * s.head_dim * (1 + c.family.attention_gate)
@@ -202,8 +206,10 @@ def token_flops(config: ModelConfig, length: int) -> Flops:
     attention = sum(attention_sizes(c, s)[0] for s in c.shapes)
     matmul = attention + sum(active for _, _, active in mlp_sizes(c))
     matmul += H * c.vocab_size
-    # q.k's channels and the values' (none on a linear-attention layer: its delta rule's FLOPs go with the matmuls)
-    heads = [0 if s.mixer else nh * (s.head_dim + s.value_dim) / 2 for s in c.shapes]
+    # q.k's channels and the values' (none on a linear-attention layer: its delta rule's FLOPs go with the matmuls),
+    # and an indexer's (DeepSeek Sparse Attention's: each head scores every key a query sees, as ropekit runs it)
+    index = 0 if c.indexer is None else c.indexer.heads * c.indexer.head_dim / 2
+    heads = [0 if s.mixer else nh * (s.head_dim + s.value_dim) / 2 + index for s in c.shapes]
     conv = 2 * H * c.conv.kernel if c.conv is not None else 0  # a short convolution's taps, a channel each
     delta = sum(linear_token_flops(c.linear) if s.mixer == LINEAR else conv for s in c.shapes if s.mixer)
     keys = [h * mean_keys(length, layer.window, layer.chunk) for h, layer in zip(heads, c.layers, strict=True)]
@@ -475,6 +481,7 @@ def parameters(config: ModelConfig) -> tuple[int, int]:
         matrices += c.mlp_bias * (gated * s.intermediate_size + H) + c.family.layer_scalar + c.family.sinks * nh
         # per head, or all heads (Llama 4's weightless norms have no weight)
         qk = {None: 0, "weightless": 0, "head": hd * (1 + own), "all": (nh + nkv) * hd}[c.qk_norm]
+        matrices += 0 if c.indexer is None else 2 * c.indexer.head_dim  # its key's LayerNorm, weight and bias
         latent = 0 if c.latent is None else (c.latent.q_rank or 0) + c.latent.kv_rank  # MLA's two latent norms
         norms += len(c.family.norms) * H + qk + latent
     matrices += sum(weights for _, weights, _ in mlp_sizes(c))
@@ -554,6 +561,8 @@ def pass_memory(
         nh, span = c.num_attention_heads, max(blockwise)
         block = max(16, min(span, SCORE_BUDGET // (nh * (span + 16))))
         workspace += block * (block + span) * (4 * nh + 11) + 2 * block * nh * hd * b
+    if c.indexer is not None:  # indexed_attention's block: float32 scores, the indexer's and attention's, and masks
+        workspace += 4 * SCORE_BUDGET * 2 + 3 * SCORE_BUDGET // (c.num_attention_heads + c.indexer.heads)
     return Memory(matrices * b + norms * 4, activations, logits, workspace)
 
 

@@ -54,6 +54,7 @@ def assert_same_nll(chunked: torch.Tensor, whole: torch.Tensor) -> None:
         ("qwen3_5", None),
         ("olmo_hybrid", "rerope:24"),  # norms before the linear layers' mixer, after the attention layers'
         ("lfm2_moe", None),  # short convolutions (their last inputs carried across chunks), experts
+        ("deepseek_v32", None),  # sparse attention: the indexer's queries, weights and keys by rows
     ],
 )
 def test_chunked_forward_equals_the_whole_one(family, rope, tmp_path, monkeypatch):

@@ -199,3 +199,24 @@ def test_the_published_configs_plan_the_published_models(raw, billions):
     rope = {**raw["rope_scaling"], "rope_type": "yarn"}
     assert config.attention_scale == pytest.approx(yarn_apply_mscale(rope, (128 + 64) ** -0.5), rel=1e-12)
     assert {layer.rope.rope_type for layer in config.layers} == {"yarn"}
+
+
+def test_deepseek_v32s_sparse_attention_attends_to_its_indexers_top_k(tmp_path):
+    """DeepSeek-V3.2 (test_families.py runs it against transformers): each query attends to its indexer's 16 best
+    keys, which matters past 16 tokens (the dense attention is another model there, the same one before), under its
+    yarn (its indexer rotated by the same tables, attention factor and all); a rope acting in attention is refused,
+    its indexer picking keys by the plain rotation."""
+    from ropekit.models import ModelConfigError
+
+    hf = make_checkpoint(tmp_path, config("deepseek_v32", rope_scaling=V2_LITE_YARN))
+    model = ropekit.load_model(tmp_path)
+    tokens = ids(model.config.vocab_size, 300)
+    sparse = ropekit.token_nll(model, tokens)
+    assert_close(sparse, hf_token_nll(hf, tokens))
+    for block in model.layers:
+        block.self_attn.indexer.top_k = 10_000
+    dense = ropekit.token_nll(model, tokens)
+    assert torch.equal(sparse[:15], dense[:15])  # the first 16 positions see at most 16 keys
+    assert (sparse[16:] - dense[16:]).abs().max() > 0.1
+    with pytest.raises(ModelConfigError, match="rope 'rerope' acts in attention, and deepseek_v32's sparse attention"):
+        ropekit.load_model(tmp_path, rope_scaling="rerope:16")

@@ -119,6 +119,7 @@ def ids(vocab: int) -> torch.Tensor:
         ("lfm2", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("granitemoeshared", "yarn:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("granitemoe_swa", "linear:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
+        ("deepseek_v32", DEEPSEEK_YARN, "native", ("transformers_v4", "transformers_v5", "vllm")),
         ("lfm2_moe", "longrope:2", "native", ("transformers_v4", "transformers_v5", "vllm")),
     ],
 )

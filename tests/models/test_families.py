@@ -56,6 +56,7 @@ FAMILIES = [
     "granitemoe",
     "granitemoeshared",
     "granitemoe_swa",
+    "deepseek_v32",
 ]
 # Layer types a family's config states (upstream runs them), where its upstream code reads them.
 MIXES = {

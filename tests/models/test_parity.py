@@ -57,7 +57,11 @@ def test_family_in_bf16_matches_transformers_in_bf16(family, tmp_path):
     at worst, 0.07 and 0.57 from each other (mean NLL within 0.003 %). Its bounds: 0.1 on average, 1.0 at worst.
     Its MoE adds the routing flips to that: 0.08 and 0.86 from each other, and the mean NLLs 0.15 % apart, where
     each side's mean moves from fp32's by 0.02-0.19 % either way (three seeds, 600 tokens: ropekit's the nearer as
-    often as not); its mean bound is 0.3 %."""
+    often as not); its mean bound is 0.3 %. DeepSeek-V3.2's sparse attention picks each query's 16 keys by its
+    indexer's scores, a choice bf16 rounding flips wherever two scores nearly tie at the 16th: each side is 0.17-0.21
+    nats from fp32 on average and up to 1.75 at worst, 0.20 and 1.6 from each other, the mean NLLs 0.1-0.5 % apart
+    (three seeds, ropekit the nearer to fp32 on average in each); its bounds: 0.3 on average, 2.5 at worst, 1 % on the
+    mean, and the same 1.5x of transformers' own distance from fp32."""
     hf = make_checkpoint(tmp_path, FAMILY_CONFIGS[family])
     model = ropekit.load_model(tmp_path, dtype="bfloat16")
     ids = random_ids(model.config.vocab_size)
@@ -66,6 +70,8 @@ def test_family_in_bf16_matches_transformers_in_bf16(family, tmp_path):
     if family.startswith("gemma4"):
         token_mean, token_max = 0.1, 1.0
     mean = 3e-3 if family == "gemma4_moe" else 1e-3
+    if family == "deepseek_v32":
+        token_mean, token_max, mean = 0.3, 2.5, 1e-2
     assert_bf16_nll_close(
         ours,
         hf_token_nll(in_bf16(hf), ids),

@@ -376,6 +376,15 @@ FAMILY_CONFIGS["granitemoe_swa"] = {
     **GRANITE_EXPERTS,
     "shared_intermediate_size": 48,
 }
+# DeepSeek-V3.2: DeepSeek V3's layers with sparse attention, each query's 16 best keys by an indexer of 4 heads of 16
+# (its first 8 channels rotated), so that past 16 tokens every query leaves keys out
+FAMILY_CONFIGS["deepseek_v32"] = {
+    **FAMILY_CONFIGS["deepseek_v3"],
+    "model_type": "deepseek_v32",
+    "index_topk": 16,
+    "index_n_heads": 4,
+    "index_head_dim": 16,
+}
 # Gemma 4's MoE (26B-A4B's layout, at the tiny size): 8 experts of 32 beside each layer's dense MLP, 2 a token
 FAMILY_CONFIGS["gemma4_moe"] = {
     **FAMILY_CONFIGS["gemma4"],
