@@ -2,8 +2,8 @@
 SmolLM3-like decoder (NoPE on every 4th layer), a Qwen3-MoE-like mixture of experts, a gpt-oss-like one
 (attention sinks, 1 sliding : 1 global layers), a DeepSeek-V2-Lite-like one (multi-head latent attention,
 shared experts), a Llama-4-Scout-like one (chunked layers, NoPE global ones, experts) and a Gemma-4-26B-A4B-like
-one (5 sliding : 1 global layers, experts beside the dense MLP) and a Qwen3.5-like one (3 Gated DeltaNet layers to 1
-attention layer), all small.
+one (5 sliding : 1 global layers, experts beside the dense MLP), a Qwen3.5-like one (3 Gated DeltaNet layers to 1
+attention layer) and an LFM2-like one (short convolutions and attention layers), all small.
 
 Each checkpoint is written by transformers itself (random weights, saved as safetensors), then each
 (shape, length, implementation) runs in a fresh process, so its peak RSS is its own: ropekit's
@@ -151,6 +151,21 @@ SHAPES = {
         "linear_conv_kernel_dim": 4,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
         "max_position_embeddings": 262144,
+    },
+    # LFM2's layout at a small size: 10 gated short convolutions (3 taps) and 6 attention layers in LFM2-1.2B's order
+    # (16 layers), MLPs adjusted from 1536 to 1024.
+    "lfm2-small": {
+        "model_type": "lfm2",
+        "intermediate_size": 1536,
+        **COMMON,
+        "num_hidden_layers": 16,
+        "layer_types": ["conv", "conv", "full_attention"] * 3 + ["conv", "full_attention"] * 3 + ["conv"],
+        "conv_L_cache": 3,
+        "block_auto_adjust_ff_dim": True,
+        "block_ffn_dim_multiplier": 1.0,
+        "block_multiple_of": 256,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 128000,
     },
 }
 
