@@ -77,7 +77,9 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
       then q and k with the rotation's four temporaries and the far region's copy, v (b x 7 x (H + H_kv) x D);
       under MLA also its bottlenecks' outputs, normed (b x 2 x (r_q + r_kv) + rope, the norm's float32 copies
       3 x 4 x the larger rank), the expanded latent (b x H x (nope + Dv)) and the latents a cache takes, rotated
-      and far (b x 3 x (rope + r_kv)); on a linear-attention layer its input norm's and
+      and far (b x 3 x (rope + r_kv)), and DeepSeek Sparse Attention's indexer: its queries and their rotation
+      (b x 3 x Hi x Di), its key's float32 LayerNorm (3 x 4 x Di) and its weights (4 x Hi); on a linear-attention
+      layer its input norm's and
       ``ropekit.models.linear.token_bytes``, on a convolution layer ``conv_token_bytes``;
     * the rest (:meth:`Block._after_attention`): the heads' row for o_proj (b x H x Dv), hidden rows (the
       attention's output, a norm's output, the sums, the MLP's output: b x 5 x C, the norms' float32 copies
@@ -94,6 +96,8 @@ def row_bytes(config: ModelConfig, dtype: torch.dtype) -> int:
         latents = 3 * (m.rope + m.kv_rank)
         projections += b * (2 * (m.q_rank or 0) + 2 * m.kv_rank + m.rope + nh * (m.nope + m.value) + latents)
         projections += 3 * 4 * rank
+        if (index := c.indexer) is not None:  # its queries rotated (three copies), key normed in float32, weights
+            projections += b * 3 * index.heads * index.head_dim + 3 * 4 * index.head_dim + 4 * index.heads
     if c.linear is not None:
         projections = max(projections, token_bytes(c.linear, b) + norm)
     if c.conv is not None:

@@ -534,7 +534,9 @@ def pass_memory(
       (ropekit.models.attention.two_region_attention: float32 scores of a block of N = max(16, min(T,
       SCORE_BUDGET // (nh*(T + 16)))) queries against its near and far keys, at most N + T, their int64
       distances and boolean masks: N*(N + T)*(4*nh + 11), and the block's outputs 2*N*nh*hd*b; T is a chunked
-      layer's chunk where that is shorter, the longest of the layers that attend block by block).
+      layer's chunk where that is shorter, the longest of the layers that attend block by block); with DeepSeek
+      Sparse Attention (Hi indexer heads) its blocks of N = max(1, min(T, SCORE_BUDGET // ((nh + Hi)*T))) queries:
+      N*T*(4*Hi + 4 + 8*nh + 3) for the float32 scores, probabilities and masks, and 8*N*top_k for the top-k.
 
     Not counted: the process itself (Python, torch, the tokenizer) and loading the checkpoint.
     """
@@ -561,8 +563,12 @@ def pass_memory(
         nh, span = c.num_attention_heads, max(blockwise)
         block = max(16, min(span, SCORE_BUDGET // (nh * (span + 16))))
         workspace += block * (block + span) * (4 * nh + 11) + 2 * block * nh * hd * b
-    if c.indexer is not None:  # indexed_attention's block: float32 scores, the indexer's and attention's, and masks
-        workspace += 4 * SCORE_BUDGET * 2 + 3 * SCORE_BUDGET // (c.num_attention_heads + c.indexer.heads)
+    if (index := c.indexer) is not None:  # indexed_attention's block of N queries against the T keys: the indexer's
+        # float32 scores (Hi) and their weighted sum, attention's scores and probabilities (2 x nh), the boolean masks
+        # (3), and the top-k's int64 indices
+        nh = c.num_attention_heads
+        block = max(1, min(tokens, SCORE_BUDGET // ((nh + index.heads) * tokens)))
+        workspace += block * tokens * (4 * index.heads + 4 + 8 * nh + 3) + 8 * block * min(index.top_k, tokens)
     return Memory(matrices * b + norms * 4, activations, logits, workspace)
 
 
@@ -614,7 +620,8 @@ def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, ro
       T*H*b and a layer's input T*P*b;
     * the widest layer's attention: q and its output T*nh*hd*b each, k and v T*nkv*hd*b each, and with an
       attention-level rope (ReRoPE, Self-Extend) their far rotations, q's and k's, once more; a gated attention's
-      output gate T*nh*hd*b; nothing on a linear-attention layer, which runs a chunk at a time;
+      output gate T*nh*hd*b; DeepSeek Sparse Attention's indexer queries, key and weights T*(Hi*Di + Di)*b and T*Hi*4;
+      nothing on a linear-attention layer, which runs a chunk at a time;
     * the keys and values the KV-sharing layers keep for later ones (Gemma 4), T*nkv*hd*b each;
     * the rope tables, cos and sin T*rotary*b for each rope of the plan (and 4 more for a far region);
     * one chunk: rows * ``row_bytes`` (the MLP's activations, the norms' float32 copies, the rotation's
@@ -636,6 +643,8 @@ def chunked_activations(config: ModelConfig, tokens: int, dtype: torch.dtype, ro
         ),
         default=0,
     )  # a linear-attention layer keeps nothing T long: it runs a chunk of rows at a time, its state carried
+    if (index := c.indexer) is not None:  # the indexer's queries, key and float32 weights, T long too
+        attention += index.heads * index.head_dim + index.head_dim + index.heads * 4 // b
     kept = sum(c.shapes[i].kv_heads * heads(c.shapes[i]) for i in {s.kv_from for s in c.shapes} - {None})
     tables = sum((2 + 4 * (spec in far)) * spec.rotary_dim for spec in ropes)
     per_token = H + attention + kept + tables

@@ -54,6 +54,7 @@ def forward_peak(model, ids: torch.Tensor) -> int:
         ("qwen3_next", None),  # linear-attention layers, gated attention, experts
         ("qwen3_5", "rerope:24"),
         ("lfm2", None),
+        ("deepseek_v32", None),  # the indexer's queries, key and weights; its block of scores
     ],
 )
 def test_the_chunked_forward_stays_within_its_prediction(family, rope, tmp_path, monkeypatch):
