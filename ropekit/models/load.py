@@ -151,7 +151,7 @@ def _build(
     """Meta-device model, then every parameter read, checked and assigned exactly once."""
     with torch.device("meta"):
         model = Decoder(config, tokenizer=tokenizer, source=source, precision=precision)
-    get = _dequantising(get, config, source)
+    get = _stored(_dequantising(get, config, source), config)
     norms, kept, state = norm_weights(config), float32_weights(config), {}
     to_half = _layout_permutation(config)
     for name, param in model.state_dict().items():
@@ -379,7 +379,7 @@ def check_weights(checkpoint: Checkpoint, config: ModelConfig) -> None:
 
     with torch.device("meta"):
         model = Decoder(config)
-    get = _dequantising(get, config, str(path))  # an FP8 weight's scales: there, and one a block
+    get = _stored(_dequantising(get, config, str(path)), config)  # an FP8 weight's scales: there, and one a block
     for name, param in model.state_dict().items():
         _checked(name, param, config, get, str(path))
 
@@ -398,9 +398,9 @@ def _checked(name: str, param: torch.Tensor, config: ModelConfig, get: Callable,
 
 
 def _read(name: str, config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> torch.Tensor | None:
-    """One decoder parameter from the checkpoint, splitting Phi-3's fused projections (and Qwen3-Next's) and stacking
-    a mixture-of-experts layer's experts into one tensor."""
-    get = _stored(get, config)
+    """One decoder parameter from the checkpoint (``get`` reads a family's stored names too: :func:`_stored`),
+    splitting Phi-3's fused projections (and Qwen3-Next's) and stacking a mixture-of-experts layer's experts into
+    one tensor."""
     match = re.fullmatch(r"layers\.(\d+)\.(mlp|experts)\.(gate_up|down|gate_up_bias|down_bias)", name)
     if match and config.moe is not None:
         return _stacked_experts(config, get, match[1], match[3], module=match[2])
